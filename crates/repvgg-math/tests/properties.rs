@@ -1,0 +1,374 @@
+//! Equivalence properties of the re-parameterization, in f64 (relative error ≤ 1e-10) and f32
+//! (the bound documented on `common::assert_close`). `PROPTEST_CASES` raises the case count.
+
+mod common;
+
+use common::*;
+use ndarray::{Array4, Axis, concatenate, s};
+use proptest::prelude::*;
+use repvgg_math::fuse::{ConvBn, RepVggBranches, identity_kernel, pad_1x1_to_3x3};
+use repvgg_math::{ConvSpec, Element, ops};
+
+/// A random convolution problem: channels as groups x per-group, every divisor reachable.
+#[derive(Debug, Clone)]
+struct Case {
+    seed: u64,
+    batch: usize,
+    groups: usize,
+    cin_g: usize,
+    cout_g: usize,
+    stride: usize,
+    h: usize,
+    w: usize,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        any::<u64>(),
+        1usize..=2,
+        1usize..=4,
+        1usize..=4,
+        1usize..=4,
+        1usize..=2,
+        1usize..=17,
+        1usize..=17,
+    )
+        .prop_map(|(seed, batch, groups, cin_g, cout_g, stride, h, w)| Case {
+            seed,
+            batch,
+            groups,
+            cin_g,
+            cout_g,
+            stride,
+            h,
+            w,
+        })
+}
+
+impl Case {
+    fn cin(&self) -> usize {
+        self.groups * self.cin_g
+    }
+    fn cout(&self) -> usize {
+        self.groups * self.cout_g
+    }
+    fn spec(&self, k: usize) -> ConvSpec {
+        ConvSpec::new(self.cin(), self.cout(), k, self.stride, k / 2, self.groups)
+            .expect("valid spec")
+    }
+}
+
+/// conv then BN == the fused conv with bias.
+fn conv_bn_is_fused<T: Element>(c: &Case, k: usize, with_bias: bool) -> Result<(), TestCaseError> {
+    let mut rng = Rng(c.seed);
+    let spec = c.spec(k);
+    let x = stored::<T, _>(&rng.array4([c.batch, c.cin(), c.h, c.w], 1.0));
+    let w = stored::<T, _>(&rng.array4(spec.weight_shape(), 0.5));
+    let b = with_bias.then(|| stored::<T, _>(&rng.array1(c.cout(), 0.5)));
+    let bn = bn_stored::<T>(&rng.batch_norm(c.cout()));
+
+    let want = bn_f64(
+        &ops::conv2d_reference(x.view(), w.view(), b.as_ref().map(|b| b.view()), &spec).unwrap(),
+        &bn,
+    );
+    let mag = bn_mag(&conv_mag(&x, &w, b.as_ref(), &spec), &bn);
+
+    let (xt, wt, bt, bnt) = (
+        to_t::<T, _>(&x),
+        to_t::<T, _>(&w),
+        b.as_ref().map(to_t::<T, _>),
+        bn_to_t::<T>(&bn),
+    );
+    let (wf, bf) =
+        repvgg_math::fuse::fuse_conv_bn(wt.view(), bt.as_ref().map(|b| b.view()), &bnt).unwrap();
+    let fused = ops::conv2d_reference(xt.view(), wf.view(), Some(bf.view()), &spec).unwrap();
+    let terms = c.cin_g * k * k;
+    assert_close("fused conv+bn", fused.view(), &want, &mag, terms)?;
+    let unfused = ConvBn::new(wt, bt, bnt).forward(xt.view(), &spec).unwrap();
+    assert_close("conv then bn", unfused.view(), &want, &mag, terms)
+}
+
+/// A 1x1 conv (padding 0) == its kernel zero-padded to 3x3 (padding 1): exactly, since the
+/// padded taps only add exact zeros.
+fn one_by_one_is_padded<T: Element>(c: &Case) -> Result<(), TestCaseError> {
+    let mut rng = Rng(c.seed);
+    let x: Array4<T> = to_t(&rng.array4([c.batch, c.cin(), c.h, c.w], 1.0));
+    let w1: Array4<T> = to_t(&rng.array4(c.spec(1).weight_shape(), 1.0));
+    let w3 = pad_1x1_to_3x3(w1.view()).unwrap();
+    prop_assert_eq!(w3.shape(), &[c.cout(), c.cin_g, 3, 3]);
+    let a = ops::conv2d_reference(x.view(), w1.view(), None, &c.spec(1)).unwrap();
+    let b = ops::conv2d_reference(x.view(), w3.view(), None, &c.spec(3)).unwrap();
+    assert_exact("1x1 vs padded 3x3", a.view(), b.view())
+}
+
+/// A conv with the identity kernel returns its input, for every group count and odd k.
+fn identity_kernel_is_identity<T: Element>(
+    seed: u64,
+    channels: usize,
+    groups: usize,
+    k: usize,
+    h: usize,
+    w: usize,
+) -> Result<(), TestCaseError> {
+    let mut rng = Rng(seed);
+    let x: Array4<T> = to_t(&rng.array4([2, channels, h, w], 3.0));
+    let id = identity_kernel::<T>(channels, groups, k).unwrap();
+    let spec = ConvSpec::new(channels, channels, k, 1, k / 2, groups).unwrap();
+    let y = ops::conv2d_reference(x.view(), id.view(), None, &spec).unwrap();
+    assert_exact("identity conv", y.view(), x.view())?;
+    let y = ops::conv2d(x.view(), id.view(), None, &spec).unwrap();
+    assert_exact("identity conv (fast path)", y.view(), x.view())
+}
+
+/// The whole block: bn(conv3(x)) + bn(conv1(x)) + bn(x) == fused conv3 with bias.
+fn block_is_fused<T: Element>(
+    c: &Case,
+    one_by_one: bool,
+    conv_bias: bool,
+) -> Result<(), TestCaseError> {
+    let mut rng = Rng(c.seed);
+    let spec = c.spec(3);
+    let spec1 = c.spec(1).clone();
+    let spec1 = ConvSpec {
+        padding: 0,
+        ..spec1
+    };
+    let x = stored::<T, _>(&rng.array4([c.batch, c.cin(), c.h, c.w], 1.0));
+    let w3 = stored::<T, _>(&rng.array4(spec.weight_shape(), 0.4));
+    let b3 = conv_bias.then(|| stored::<T, _>(&rng.array1(c.cout(), 0.5)));
+    let bn3 = bn_stored::<T>(&rng.batch_norm(c.cout()));
+    let w1 = stored::<T, _>(&rng.array4(spec1.weight_shape(), 0.8));
+    let b1 = conv_bias.then(|| stored::<T, _>(&rng.array1(c.cout(), 0.5)));
+    let bn1 = bn_stored::<T>(&rng.batch_norm(c.cout()));
+    let has_id = c.cin() == c.cout() && c.stride == 1;
+    let bnid = bn_stored::<T>(&rng.batch_norm(c.cout()));
+
+    // Independent f64 reference: each branch with the oracle conv and the test-local BN.
+    let mut want = bn_f64(
+        &ops::conv2d_reference(x.view(), w3.view(), b3.as_ref().map(|b| b.view()), &spec).unwrap(),
+        &bn3,
+    );
+    let mut mag = bn_mag(&conv_mag(&x, &w3, b3.as_ref(), &spec), &bn3);
+    if one_by_one {
+        want += &bn_f64(
+            &ops::conv2d_reference(x.view(), w1.view(), b1.as_ref().map(|b| b.view()), &spec1)
+                .unwrap(),
+            &bn1,
+        );
+        mag += &bn_mag(&conv_mag(&x, &w1, b1.as_ref(), &spec1), &bn1);
+    }
+    if has_id {
+        want += &bn_f64(&x, &bnid);
+        mag += &bn_mag(&x.mapv(f64::abs), &bnid);
+    }
+
+    let block = RepVggBranches {
+        spec,
+        dense: ConvBn::new(to_t(&w3), b3.as_ref().map(to_t), bn_to_t(&bn3)),
+        one_by_one: one_by_one
+            .then(|| ConvBn::new(to_t(&w1), b1.as_ref().map(to_t), bn_to_t(&bn1))),
+        identity: has_id.then(|| bn_to_t(&bnid)),
+    };
+    let xt: Array4<T> = to_t(&x);
+    let fused = block.fuse().unwrap();
+    prop_assert_eq!(fused.spec, spec);
+    let terms = c.cin_g * 9;
+    let y = ops::conv2d_reference(
+        xt.view(),
+        fused.weight.view(),
+        Some(fused.bias.view()),
+        &spec,
+    )
+    .unwrap();
+    assert_close("fused block (oracle conv)", y.view(), &want, &mag, terms)?;
+    assert_close(
+        "fused block (fast conv)",
+        fused.forward(xt.view()).unwrap().view(),
+        &want,
+        &mag,
+        terms,
+    )?;
+    assert_close(
+        "multi-branch block",
+        block.forward(xt.view()).unwrap().view(),
+        &want,
+        &mag,
+        3 * terms,
+    )?;
+
+    // The f32 fusion is the correctly rounded f64 fusion of the same stored values.
+    let block64 = RepVggBranches {
+        spec,
+        dense: ConvBn::new(w3, b3, bn3),
+        one_by_one: one_by_one.then_some(ConvBn::new(w1, b1, bn1)),
+        identity: has_id.then_some(bnid),
+    };
+    let f64fused = block64.fuse().unwrap().cast::<T>();
+    prop_assert_eq!(&fused.weight, &f64fused.weight);
+    prop_assert_eq!(&fused.bias, &f64fused.bias);
+    Ok(())
+}
+
+/// conv(x, K1) + conv(x, K2) == conv(x, K1 + K2).
+fn conv_is_linear<T: Element>(c: &Case, k: usize) -> Result<(), TestCaseError> {
+    let mut rng = Rng(c.seed);
+    let spec = c.spec(k);
+    let x = stored::<T, _>(&rng.array4([c.batch, c.cin(), c.h, c.w], 1.0));
+    let k1 = stored::<T, _>(&rng.array4(spec.weight_shape(), 1.0));
+    let k2 = stored::<T, _>(&rng.array4(spec.weight_shape(), 1.0));
+    let ksum: Array4<f64> = &k1 + &k2;
+    let want = &ops::conv2d_reference(x.view(), k1.view(), None, &spec).unwrap()
+        + &ops::conv2d_reference(x.view(), k2.view(), None, &spec).unwrap();
+    let mag = &conv_mag(&x, &k1, None, &spec) + &conv_mag(&x, &k2, None, &spec);
+    let (xt, k1t, k2t) = (to_t::<T, _>(&x), to_t::<T, _>(&k1), to_t::<T, _>(&k2));
+    let ksum_t = &k1t + &k2t;
+    let lhs = &ops::conv2d_reference(xt.view(), k1t.view(), None, &spec).unwrap()
+        + &ops::conv2d_reference(xt.view(), k2t.view(), None, &spec).unwrap();
+    let rhs = ops::conv2d_reference(xt.view(), ksum_t.view(), None, &spec).unwrap();
+    let terms = c.cin_g * k * k;
+    assert_close("conv(x,K1)+conv(x,K2)", lhs.view(), &want, &mag, terms)?;
+    // `ksum` is exact in f64; in f32 the kernel sum rounds once more (covered by the +8).
+    let _ = ksum;
+    assert_close("conv(x,K1+K2)", rhs.view(), &want, &mag, terms)
+}
+
+/// A grouped conv == each group's conv on its channel slice, concatenated (exactly).
+fn grouped_is_concat<T: Element>(c: &Case, k: usize) -> Result<(), TestCaseError> {
+    let mut rng = Rng(c.seed);
+    let spec = c.spec(k);
+    let x: Array4<T> = to_t(&rng.array4([c.batch, c.cin(), c.h, c.w], 1.0));
+    let w: Array4<T> = to_t(&rng.array4(spec.weight_shape(), 1.0));
+    let grouped = ops::conv2d_reference(x.view(), w.view(), None, &spec).unwrap();
+    let per_group = ConvSpec::new(c.cin_g, c.cout_g, k, c.stride, k / 2, 1).unwrap();
+    let parts: Vec<Array4<T>> = (0..c.groups)
+        .map(|g| {
+            let xg = x.slice(s![.., g * c.cin_g..(g + 1) * c.cin_g, .., ..]);
+            let wg = w.slice(s![g * c.cout_g..(g + 1) * c.cout_g, .., .., ..]);
+            ops::conv2d_reference(xg, wg, None, &per_group).unwrap()
+        })
+        .collect();
+    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+    let concat = concatenate(Axis(1), &views).unwrap();
+    assert_exact(
+        "grouped vs concatenated groups",
+        grouped.view(),
+        concat.view(),
+    )
+}
+
+/// The fast conv (im2col + GEMM) == the oracle, any kernel, stride, padding, groups, bias.
+fn fast_is_oracle<T: Element>(
+    c: &Case,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    bias: bool,
+) -> Result<(), TestCaseError> {
+    let mut rng = Rng(c.seed);
+    let spec = ConvSpec::new(c.cin(), c.cout(), k, stride, pad, c.groups).unwrap();
+    if spec.output_size(c.h, c.w).is_err() {
+        return Ok(());
+    }
+    let x = stored::<T, _>(&rng.array4([c.batch, c.cin(), c.h, c.w], 1.0));
+    let w = stored::<T, _>(&rng.array4(spec.weight_shape(), 1.0));
+    let b = bias.then(|| stored::<T, _>(&rng.array1(c.cout(), 1.0)));
+    let want =
+        ops::conv2d_reference(x.view(), w.view(), b.as_ref().map(|b| b.view()), &spec).unwrap();
+    let mag = conv_mag(&x, &w, b.as_ref(), &spec);
+    let (xt, wt, bt) = (
+        to_t::<T, _>(&x),
+        to_t::<T, _>(&w),
+        b.as_ref().map(to_t::<T, _>),
+    );
+    let fast = ops::conv2d(xt.view(), wt.view(), bt.as_ref().map(|b| b.view()), &spec).unwrap();
+    let oracle =
+        ops::conv2d_reference(xt.view(), wt.view(), bt.as_ref().map(|b| b.view()), &spec).unwrap();
+    let terms = c.cin_g * k * k;
+    assert_close("oracle conv", oracle.view(), &want, &mag, terms)?;
+    assert_close("fast conv", fast.view(), &want, &mag, terms)?;
+    let relu = ops::conv2d_act(
+        xt.view(),
+        wt.view(),
+        bt.as_ref().map(|b| b.view()),
+        &spec,
+        ops::Activation::Relu,
+    )
+    .unwrap();
+    assert_close(
+        "fast conv + relu",
+        relu.view(),
+        &want.mapv(|v| v.max(0.0)),
+        &mag,
+        terms,
+    )
+}
+
+proptest! {
+    #[test]
+    fn conv_then_bn_equals_fused_conv(c in case(), k in prop_oneof![Just(1usize), Just(3), Just(5)], bias in any::<bool>()) {
+        conv_bn_is_fused::<f64>(&c, k, bias)?;
+        conv_bn_is_fused::<f32>(&c, k, bias)?;
+    }
+
+    #[test]
+    fn one_by_one_equals_zero_padded_three_by_three(c in case()) {
+        one_by_one_is_padded::<f64>(&c)?;
+        one_by_one_is_padded::<f32>(&c)?;
+    }
+
+    #[test]
+    fn identity_kernel_conv_returns_input(
+        seed in any::<u64>(), channels in 1usize..=12, gsel in any::<prop::sample::Index>(),
+        k in prop_oneof![Just(1usize), Just(3), Just(5)], h in 1usize..=17, w in 1usize..=17,
+    ) {
+        let divs = divisors(channels);
+        let groups = divs[gsel.index(divs.len())];
+        identity_kernel_is_identity::<f64>(seed, channels, groups, k, h, w)?;
+        identity_kernel_is_identity::<f32>(seed, channels, groups, k, h, w)?;
+    }
+
+    #[test]
+    fn multi_branch_block_equals_fused_conv(c in case(), one_by_one in prop::bool::weighted(0.85), conv_bias in any::<bool>(), square in prop::bool::weighted(0.6)) {
+        // Bias the draw towards in == out, stride 1 so the identity branch is exercised often.
+        let c = if square { Case { cout_g: c.cin_g, stride: if c.seed % 3 == 0 { 2 } else { 1 }, ..c } } else { c };
+        block_is_fused::<f64>(&c, one_by_one, conv_bias)?;
+        block_is_fused::<f32>(&c, one_by_one, conv_bias)?;
+    }
+
+    #[test]
+    fn conv_is_linear_in_the_kernel(c in case(), k in prop_oneof![Just(1usize), Just(3)]) {
+        conv_is_linear::<f64>(&c, k)?;
+        conv_is_linear::<f32>(&c, k)?;
+    }
+
+    #[test]
+    fn grouped_conv_equals_concatenated_group_convs(c in case(), k in prop_oneof![Just(1usize), Just(3)]) {
+        grouped_is_concat::<f64>(&c, k)?;
+        grouped_is_concat::<f32>(&c, k)?;
+    }
+
+    #[test]
+    fn fast_conv_equals_oracle(c in case(), k in 1usize..=5, stride in 1usize..=3, pad in 0usize..=2, bias in any::<bool>()) {
+        fast_is_oracle::<f64>(&c, k, stride, pad, bias)?;
+        fast_is_oracle::<f32>(&c, k, stride, pad, bias)?;
+    }
+}
+
+/// Big enough for the fast path's column-split branch (many tiles), checked once.
+#[test]
+fn fast_conv_equals_oracle_on_tiled_shapes() {
+    for (cin, cout, hw, groups) in [(8, 16, 64, 1), (48, 48, 40, 4), (3, 8, 90, 1)] {
+        let c = Case {
+            seed: 7,
+            batch: 2,
+            groups,
+            cin_g: cin / groups,
+            cout_g: cout / groups,
+            stride: 1,
+            h: hw,
+            w: hw + 3,
+        };
+        fast_is_oracle::<f32>(&c, 3, 1, 1, true).unwrap();
+        fast_is_oracle::<f64>(&c, 3, 2, 1, false).unwrap();
+    }
+}
