@@ -38,11 +38,11 @@ SE_KWARGS = dict(rd_ratio=0.0625, rd_divisor=1)  # exactly timm's repvgg_d2se at
 FIXTURES = [
     dict(name="a_narrow", seed=101,
          desc="A-like plain RepVGG, no groups, no SE",
-         depths=(2, 2, 2, 1), wf=(0.125, 0.125, 0.125, 0.0625), stem_chs=8, groups=0, se=False,
+         depths=(2, 2, 2, 1), wf=(0.125, 0.125, 0.0625, 0.0625), stem_chs=8, groups=0, se=False,
          num_classes=10, in_chans=3, input_hw=(32, 32), official=True, half_variants=True),
     dict(name="g4_narrow", seed=202,
          desc="timm groups=4 (like repvgg_b1g4); depths chosen so timm's per-stage rule == official layers 2,4,6,8",
-         depths=(2, 4, 2, 1), wf=(0.125, 0.125, 0.125, 0.0625), stem_chs=8, groups=4, se=False,
+         depths=(2, 4, 2, 1), wf=(0.125, 0.125, 0.0625, 0.0625), stem_chs=8, groups=4, se=False,
          num_classes=10, in_chans=3, input_hw=(32, 32), official=True),
     dict(name="d2se_narrow", seed=303,
          desc="like repvgg_d2se (attn_layer='se', rd_ratio=1/16, rd_divisor=1; SE also in stem), narrow",
@@ -55,7 +55,7 @@ FIXTURES = [
     dict(name="g4_odd", seed=505,
          desc="timm groups=4 with odd stage depths: timm groups blocks with odd in-stage index, which here "
               "DIFFERS from the official global layers 2,4,6 rule",
-         depths=(1, 3, 2, 1), wf=(0.125, 0.125, 0.125, 0.0625), stem_chs=8, groups=4, se=False,
+         depths=(1, 3, 2, 1), wf=(0.125, 0.125, 0.0625, 0.0625), stem_chs=8, groups=4, se=False,
          num_classes=10, in_chans=3, input_hw=(32, 32), official=False),
 ]
 BATCH = 2
@@ -278,18 +278,24 @@ def gen_fixture(fx, out_dir, official_repo):
         assert 0.05 < v < 100, f"{name}: activations of {k} not O(1): {v}"
     assert train_vs_deploy64 < 1e-10
 
-    meta = {"fixture": name, "generator": "scripts/ref/gen_fixtures.py"}
+    # NB: safetensors writes __metadata__ in hash-map order, so a multi-key dict makes the bytes vary
+    # from run to run; a single key keeps files byte-reproducible.
+    def meta(**kw):
+        kv = dict(fixture=name, generator="scripts/ref/gen_fixtures.py")
+        kv.update(kw)
+        return {"repvgg_ref": " ".join(f"{k}={v}" for k, v in kv.items())}
+
     files = []
     p = os.path.join(out_dir, f"{name}.train.safetensors")
-    save_file(sd32, p, metadata=dict(meta, form="train", naming="timm"))
+    save_file(sd32, p, metadata=meta(form="train", naming="timm"))
     files.append(file_entry(p, out_dir, form="train", naming="timm", dtype="float32",
                             note="num_batches_tracked (int64 scalar) present, as in timm"))
     p = os.path.join(out_dir, f"{name}.deploy.safetensors")
-    save_file(dsd32, p, metadata=dict(meta, form="deploy", naming="timm"))
+    save_file(dsd32, p, metadata=meta(form="deploy", naming="timm"))
     files.append(file_entry(p, out_dir, form="deploy", naming="timm", dtype="float32",
                             note="timm.utils.reparameterize_model() float32 fusion"))
     p = os.path.join(out_dir, f"{name}.io.safetensors")
-    write_io(p, x32, ref_train, ref_deploy, deploy64_sd, dict(meta, form="io"))
+    write_io(p, x32, ref_train, ref_deploy, deploy64_sd, meta(form="io"))
     files.append(file_entry(p, out_dir, form="io", naming="timm", dtype="input float32, rest float64"))
 
     table = layer_table(fx, m32)
@@ -298,10 +304,10 @@ def gen_fixture(fx, out_dir, official_repo):
     if fx["official"]:
         off_train, off_deploy = to_official(sd32), to_official(dsd32)
         p = os.path.join(out_dir, f"{name}.official.train.safetensors")
-        save_file(off_train, p, metadata=dict(meta, form="train", naming="official"))
+        save_file(off_train, p, metadata=meta(form="train", naming="official"))
         files.append(file_entry(p, out_dir, form="train", naming="official", dtype="float32"))
         p = os.path.join(out_dir, f"{name}.official.deploy.safetensors")
-        save_file(off_deploy, p, metadata=dict(meta, form="deploy", naming="official"))
+        save_file(off_deploy, p, metadata=meta(form="deploy", naming="official"))
         files.append(file_entry(p, out_dir, form="deploy", naming="official", dtype="float32",
                                 note="same tensors as <name>.deploy.safetensors, renamed"))
         if official_repo:
@@ -316,11 +322,11 @@ def gen_fixture(fx, out_dir, official_repo):
             sdh = {k: (v.to(dt) if v.is_floating_point() else v) for k, v in sd32.items()}
             _, _, _, rt, rd, d64h = run_reference(fx, sdh, x32)
             p = os.path.join(out_dir, f"{hname}.train.safetensors")
-            save_file(sdh, p, metadata=dict(meta, fixture=hname, form="train", naming="timm"))
+            save_file(sdh, p, metadata=meta(fixture=hname, form="train", naming="timm"))
             fe = [file_entry(p, out_dir, form="train", naming="timm", dtype=str(dt).replace("torch.", ""),
                              note=f"= {name} weights rounded (round-to-nearest-even) to {tag}")]
             p = os.path.join(out_dir, f"{hname}.io.safetensors")
-            write_io(p, x32, rt, rd, d64h, dict(meta, fixture=hname, form="io"))
+            write_io(p, x32, rt, rd, d64h, meta(fixture=hname, form="io"))
             fe.append(file_entry(p, out_dir, form="io", naming="timm", dtype="input float32, rest float64",
                                  note=f"references computed in float64 from the {tag}-rounded weights"))
             dlog = (rt["logits"] - ref_train["logits"]).abs().max().item()
@@ -357,6 +363,9 @@ def gen_fixture(fx, out_dir, official_repo):
         ),
         official_repo_check=official_check,
     )
+    for h in half:
+        h.update(description=f"{name} with weights stored as {h['weight_dtype']}", timm_config=entry["timm_config"],
+                 layers=table, input_shape=entry["input_shape"], output_shapes=entry["output_shapes"])
     return entry, half
 
 
