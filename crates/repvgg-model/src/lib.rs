@@ -1,1 +1,21 @@
-//! placeholder
+//! RepVGG networks: every variant of the paper (Ding et al., CVPR 2021, arXiv:2101.03697), the
+//! official repository (DingXiaoH/RepVGG) and timm, in train-time and deployed form.
+//!
+//! * [`RepVggConfig`]: `a0()` ... `b3g4()`, `d2se()` and custom configs.
+//! * [`TrainModel`] (multi-branch) and [`DeployModel`] (plain 3x3 convs); [`TrainModel::fuse`].
+//! * [`checkpoint`]: safetensors in timm or official naming, architecture inferred from the file.
+//! * [`summary`]: parameter counts and multiply-adds, per layer.
+
+pub mod checkpoint;
+mod config;
+mod error;
+mod model;
+pub mod summary;
+
+pub use checkpoint::{Checkpoint, Form, LoadedModel, Naming};
+pub use config::{BlockSpec, NAMES, OFFICIAL_GROUPED_LAYERS, RepVggConfig};
+pub use error::{KeyProblem, KeyProblems, ModelError, Result};
+pub use model::{
+    Block, DeployBlock, DeployModel, Features, Head, RepVgg, SqueezeExcite, TrainBlock, TrainModel, argmax_rows,
+    block_spec, max_abs_diff,
+};

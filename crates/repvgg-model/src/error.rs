@@ -1,0 +1,89 @@
+use std::fmt;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Result alias for this crate.
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+/// One thing wrong with a checkpoint's tensors.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum KeyProblem {
+    /// The architecture needs this tensor and the file lacks it.
+    Missing { key: String, expected: Vec<usize> },
+    /// The file has a tensor the architecture does not use.
+    Unexpected { key: String, found: Vec<usize> },
+    /// The tensor exists with another shape.
+    Shape { key: String, expected: Vec<usize>, found: Vec<usize> },
+    /// The tensor holds NaN or infinite values.
+    NonFinite { key: String, count: usize },
+    /// The tensor's dtype cannot be read as a float.
+    Dtype { key: String, dtype: String },
+}
+
+impl fmt::Display for KeyProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing { key, expected } => write!(f, "missing `{key}` (expected shape {expected:?})"),
+            Self::Unexpected { key, found } => write!(f, "unexpected `{key}` (shape {found:?})"),
+            Self::Shape { key, expected, found } => {
+                write!(f, "`{key}`: expected shape {expected:?}, found {found:?}")
+            }
+            Self::NonFinite { key, count } => write!(f, "`{key}`: {count} non-finite values (NaN or inf)"),
+            Self::Dtype { key, dtype } => write!(f, "`{key}`: dtype {dtype}, expected F32, F16 or BF16"),
+        }
+    }
+}
+
+/// A list of [`KeyProblem`]s, printed one per line.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KeyProblems(pub Vec<KeyProblem>);
+
+impl fmt::Display for KeyProblems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can go wrong building, loading, running or saving a model.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not a safetensors file, or a truncated one.
+    #[error("{path} is not a valid safetensors file: {reason}")]
+    Format { path: PathBuf, reason: String },
+    /// The tensors do not form a RepVGG the loader can recognise.
+    #[error("{path}: not a RepVGG checkpoint: {reason}")]
+    Architecture { path: PathBuf, reason: String },
+    /// Every key that is missing, unexpected, misshapen or non-finite.
+    #[error("{path}: {} problem(s) with the checkpoint's tensors: {problems}", problems.0.len())]
+    Keys { path: PathBuf, problems: KeyProblems },
+    /// An impossible configuration.
+    #[error("invalid RepVGG config: {0}")]
+    Config(String),
+    /// The train form was requested from a deploy-form checkpoint.
+    #[error("{path} holds a deployed (fused) model; the train-time form cannot be recovered from it")]
+    NotTrainForm { path: PathBuf },
+    /// An input the network cannot take.
+    #[error("input: expected {expected}, found shape {found:?}")]
+    Input { expected: String, found: Vec<usize> },
+    #[error("unknown architecture `{0}` (known: a0, a1, a2, b0, b1, b1g2, b1g4, b2, b2g2, b2g4, b3, b3g2, b3g4, d2se)")]
+    UnknownArch(String),
+    #[error(transparent)]
+    Math(#[from] repvgg_math::MathError),
+    #[error("writing {path}: {reason}")]
+    Save { path: PathBuf, reason: String },
+}
