@@ -1,1 +1,212 @@
-fn main() {}
+//! `repvgg`: run, fuse, convert and inspect RepVGG models.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use ndarray::ArrayD;
+use repvgg_model::{DeployModel, LoadedModel, Naming, RepVggConfig, TrainModel, checkpoint, summary, tensor_io};
+
+mod bench;
+
+#[derive(Parser, Debug)]
+#[command(name = "repvgg", version, about = "RepVGG re-parameterization and inference")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a checkpoint on an input tensor file and write the logits (and stage outputs).
+    Infer(InferArgs),
+    /// Fuse a checkpoint and save the deployed form.
+    Convert(ConvertArgs),
+    /// Parameters, multiply-adds and a per-layer table of a variant or a checkpoint.
+    Summary(SummaryArgs),
+    /// Time train vs deploy form on the CPU or GPU.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum FormArg {
+    Train,
+    Deploy,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DeviceArg {
+    Cpu,
+    Gpu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum NamingArg {
+    Timm,
+    Official,
+}
+
+#[derive(clap::Args, Debug)]
+struct InferArgs {
+    /// Checkpoint (.safetensors), timm or official naming, train or deploy form.
+    #[arg(long)]
+    weights: PathBuf,
+    /// Input tensor file: `input` [N, C, H, W] f32, or the file's only tensor.
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write `logits` (and `stage0`..`stageN` with --features).
+    #[arg(long)]
+    output: PathBuf,
+    /// deploy (default) fuses a train-form file at load; train runs the multi-branch form.
+    #[arg(long, value_enum, default_value_t = FormArg::Deploy)]
+    form: FormArg,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    device: DeviceArg,
+    /// Also write every stage's output (stage0 = stem).
+    #[arg(long)]
+    features: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct ConvertArgs {
+    #[arg(long)]
+    weights: PathBuf,
+    #[arg(long)]
+    output: PathBuf,
+    #[arg(long, value_enum, default_value_t = NamingArg::Timm)]
+    naming: NamingArg,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["arch", "weights"])))]
+struct SummaryArgs {
+    /// A named variant: a0, a1, a2, b0, b1, b1g2, b1g4, b2, b2g2, b2g4, b3, b3g2, b3g4, d2se.
+    #[arg(long)]
+    arch: Option<String>,
+    /// A checkpoint whose architecture is inferred.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Input size, `S` or `HxW`.
+    #[arg(long, default_value = "224", value_parser = parse_size)]
+    size: (usize, usize),
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses `224` or `224x160`.
+pub(crate) fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let parse = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0);
+    match s.split_once(['x', 'X']) {
+        Some((h, w)) => match (parse(h), parse(w)) {
+            (Some(h), Some(w)) => Ok((h, w)),
+            _ => Err(format!("`{s}`: expected HxW with positive integers, e.g. 224x160")),
+        },
+        None => parse(s).map(|n| (n, n)).ok_or_else(|| format!("`{s}`: expected a positive integer or HxW")),
+    }
+}
+
+enum Runnable {
+    Train(TrainModel),
+    Deploy(DeployModel),
+}
+
+fn load_model(path: &PathBuf, form: FormArg) -> Result<Runnable> {
+    let ck = checkpoint::load(path)?;
+    Ok(match (form, ck.model) {
+        (FormArg::Deploy, m) => Runnable::Deploy(m.into_deploy()?),
+        (FormArg::Train, LoadedModel::Train(m)) => Runnable::Train(m),
+        (FormArg::Train, LoadedModel::Deploy(_)) => {
+            return Err(repvgg_model::ModelError::NotTrainForm { path: path.clone() }.into());
+        }
+    })
+}
+
+fn infer(a: &InferArgs) -> Result<()> {
+    if a.device == DeviceArg::Gpu {
+        bail!("--device gpu is not available yet in this build; use --device cpu");
+    }
+    let model = load_model(&a.weights, a.form)?;
+    let x = tensor_io::read_input(&a.input)?;
+    let feats = match &model {
+        Runnable::Train(m) => m.forward_features(x.view()),
+        Runnable::Deploy(m) => m.forward_features(x.view()),
+    }
+    .with_context(|| format!("running {} on {}", a.weights.display(), a.input.display()))?;
+    let mut out: Vec<(String, ArrayD<f32>)> = vec![("logits".into(), feats.logits.into_dyn())];
+    if a.features {
+        out.extend(feats.stages.into_iter().enumerate().map(|(i, s)| (format!("stage{i}"), s.into_dyn())));
+    }
+    tensor_io::write_tensors(&a.output, &out)?;
+    Ok(())
+}
+
+fn convert(a: &ConvertArgs) -> Result<()> {
+    let model = checkpoint::load(&a.weights)?.model.into_deploy()?;
+    let naming = match a.naming {
+        NamingArg::Timm => Naming::Timm,
+        NamingArg::Official => Naming::Official,
+    };
+    checkpoint::save_deploy(&model, &a.output, naming)?;
+    eprintln!("wrote {} ({} deploy-form, {} naming)", a.output.display(), model.config.name, format!("{naming:?}").to_lowercase());
+    Ok(())
+}
+
+fn summary_cmd(a: &SummaryArgs) -> Result<()> {
+    let config = match (&a.arch, &a.weights) {
+        (Some(arch), _) => RepVggConfig::by_name(arch)?,
+        (None, Some(w)) => checkpoint::load(w)?.model.config().clone(),
+        (None, None) => bail!("give --arch NAME or --weights FILE"),
+    };
+    let (h, w) = a.size;
+    let s = summary::summarize(&config, h, w);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    println!("RepVGG {} at {h}x{w}", s.arch);
+    println!("{:<12} {:>6} {:>6} {:>3} {:>3} {:>9} {:>3} {:>5} {:>12} {:>12} {:>14}", "layer", "in", "out", "s", "g", "output", "id", "se", "params_train", "params_dep", "MACs");
+    for l in &s.layers {
+        println!(
+            "{:<12} {:>6} {:>6} {:>3} {:>3} {:>9} {:>3} {:>5} {:>12} {:>12} {:>14}",
+            l.name,
+            l.in_channels,
+            l.out_channels,
+            l.stride,
+            l.groups,
+            format!("{}x{}", l.output.0, l.output.1),
+            if l.identity { "y" } else { "-" },
+            l.se_hidden.map_or("-".into(), |v| v.to_string()),
+            l.params_train,
+            l.params_deploy,
+            l.macs
+        );
+    }
+    println!(
+        "params: train {} ({:.2}M), deploy {} ({:.2}M); MACs {} ({:.3}G)",
+        s.params_train,
+        s.params_train as f64 / 1e6,
+        s.params_deploy,
+        s.params_deploy as f64 / 1e6,
+        s.macs,
+        s.macs as f64 / 1e9
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match &cli.command {
+        Command::Infer(a) => infer(a),
+        Command::Convert(a) => convert(a),
+        Command::Summary(a) => summary_cmd(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

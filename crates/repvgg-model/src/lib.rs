@@ -11,6 +11,7 @@ mod config;
 mod error;
 mod model;
 pub mod summary;
+pub mod tensor_io;
 
 pub use checkpoint::{Checkpoint, Form, LoadedModel, Naming};
 pub use config::{BlockSpec, NAMES, OFFICIAL_GROUPED_LAYERS, RepVggConfig};
