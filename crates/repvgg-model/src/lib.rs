@@ -7,6 +7,7 @@
 //! * [`summary`]: parameter counts and multiply-adds, per layer.
 
 pub mod checkpoint;
+pub mod digits;
 mod config;
 mod error;
 mod model;
