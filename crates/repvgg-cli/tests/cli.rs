@@ -1,0 +1,146 @@
+//! The `repvgg` binary's contract: flags, outputs, exit codes and one-line errors.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_repvgg"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
+}
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = bin().args(args).output().expect("runs");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn tensors(p: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f64>)> {
+    let bytes = std::fs::read(p).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(k, v)| {
+            let vals: Vec<f64> = match v.dtype() {
+                safetensors::Dtype::F64 => v.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+                safetensors::Dtype::F32 => v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+                d => panic!("{k}: unexpected dtype {d:?}"),
+            };
+            (k, (v.shape().to_vec(), vals))
+        })
+        .collect()
+}
+
+fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn infer_writes_logits_and_features_matching_timm() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = tensors(&fixture("g4_narrow.io.safetensors"));
+    let cases = [
+        ("deploy", "g4_narrow.train.safetensors"),
+        ("train", "g4_narrow.official.train.safetensors"),
+        ("deploy", "g4_narrow.deploy.safetensors"),
+    ];
+    for (form, weights) in cases {
+        let out = dir.path().join(format!("{form}-{weights}"));
+        let (ok, _, err) = run(&[
+            "infer",
+            "--weights",
+            s(&fixture(weights)),
+            "--input",
+            s(&fixture("g4_narrow.io.safetensors")),
+            "--output",
+            s(&out),
+            "--form",
+            form,
+            "--features",
+        ]);
+        assert!(ok, "{weights} --form {form}: {err}");
+        let got = tensors(&out);
+        assert_eq!(got.len(), 6, "{:?}", got.keys());
+        assert_eq!(got["logits"].0, vec![2, 10]);
+        for k in ["logits", "stage0", "stage1", "stage2", "stage3", "stage4"] {
+            let want = &io[&format!("{form}.{k}")];
+            assert_eq!(got[k].0, want.0, "{k}");
+            let d = max_diff(&got[k].1, &want.1);
+            assert!(d < 1e-5, "{weights} {form} {k}: {d}");
+        }
+    }
+}
+
+#[test]
+fn infer_errors_are_one_line_and_nonzero() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("y.safetensors");
+    let io = fixture("a_narrow.io.safetensors");
+    let (ok, _, err) =
+        run(&["infer", "--weights", s(&fixture("a_narrow.deploy.safetensors")), "--input", s(&io), "--output", s(&out), "--form", "train"]);
+    assert!(!ok);
+    assert!(err.contains("deployed (fused) model") && err.trim().lines().count() == 1, "{err}");
+
+    let not_input = fixture("tiny_nonsquare.train.safetensors");
+    let (ok, _, err) = run(&["infer", "--weights", s(&fixture("a_narrow.train.safetensors")), "--input", s(&not_input), "--output", s(&out)]);
+    assert!(!ok);
+    assert!(err.contains("a tensor named `input`"), "{err}");
+
+    let missing = dir.path().join("missing.safetensors");
+    let (ok, _, err) = run(&["infer", "--weights", s(&missing), "--input", s(&io), "--output", s(&out)]);
+    assert!(!ok && err.contains("missing.safetensors") && err.starts_with("error:"), "{err}");
+    assert!(!out.exists(), "no output on failure");
+}
+
+#[test]
+fn infer_rejects_input_with_wrong_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("y.safetensors");
+    let x = dir.path().join("x.safetensors");
+    let data = vec![0u8; 2 * 16 * 16 * 4];
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 1, 16, 16], &data).unwrap();
+    std::fs::write(&x, safetensors::serialize(vec![("pixels", view)], None).unwrap()).unwrap();
+    let (ok, _, err) = run(&["infer", "--weights", s(&fixture("a_narrow.train.safetensors")), "--input", s(&x), "--output", s(&out)]);
+    assert!(!ok);
+    assert!(err.contains("expected [N, 3, H, W]") && err.contains("[2, 1, 16, 16]"), "{err}");
+}
+
+#[test]
+fn convert_round_trips_through_official_naming() {
+    let dir = tempfile::tempdir().unwrap();
+    let conv = dir.path().join("official.safetensors");
+    let (ok, _, err) =
+        run(&["convert", "--weights", s(&fixture("d2se_narrow.train.safetensors")), "--output", s(&conv), "--naming", "official"]);
+    assert!(ok, "{err}");
+    let t = tensors(&conv);
+    assert!(t.contains_key("stage0.rbr_reparam.weight") && t.contains_key("stage1.0.se.down.weight"), "{:?}", t.keys());
+    let out = dir.path().join("y.safetensors");
+    let (ok, _, err) = run(&["infer", "--weights", s(&conv), "--input", s(&fixture("d2se_narrow.io.safetensors")), "--output", s(&out)]);
+    assert!(ok, "{err}");
+    let io = tensors(&fixture("d2se_narrow.io.safetensors"));
+    assert!(max_diff(&tensors(&out)["logits"].1, &io["deploy.logits"].1) < 1e-5);
+}
+
+#[test]
+fn summary_json_matches_the_paper_for_a0() {
+    let (ok, out, err) = run(&["summary", "--arch", "a0", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["arch"], "a0");
+    assert_eq!(v["params_deploy"], 8_309_384);
+    assert_eq!(v["params_train"], 9_108_968);
+    assert_eq!(v["macs"].as_u64().unwrap() / 1_000_000, 1361);
+    let (ok, out, _) = run(&["summary", "--weights", s(&fixture("tiny_nonsquare.deploy.safetensors")), "--size", "48x40"]);
+    assert!(ok);
+    assert!(out.contains("params:"), "{out}");
+    let (ok, _, err) = run(&["summary", "--arch", "z9"]);
+    assert!(!ok && err.contains("unknown architecture `z9`"), "{err}");
+    let (ok, _, err) = run(&["summary", "--arch", "a0", "--size", "0x4"]);
+    assert!(!ok && err.contains("positive"), "{err}");
+}
