@@ -9,6 +9,8 @@ use ndarray::ArrayD;
 use repvgg_model::{DeployModel, LoadedModel, Naming, RepVggConfig, TrainModel, checkpoint, summary, tensor_io};
 
 mod bench;
+mod demo;
+mod engine;
 
 #[derive(Parser, Debug)]
 #[command(name = "repvgg", version, about = "RepVGG re-parameterization and inference")]
@@ -27,6 +29,8 @@ enum Command {
     Summary(SummaryArgs),
     /// Time train vs deploy form on the CPU or GPU.
     Bench(bench::BenchArgs),
+    /// The embedded digits model: fuse, classify on the GPU (or CPU), compare forms, time them.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -201,6 +205,7 @@ fn main() -> ExitCode {
         Command::Convert(a) => convert(a),
         Command::Summary(a) => summary_cmd(a),
         Command::Bench(a) => bench::run(a),
+        Command::Demo(a) => demo::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

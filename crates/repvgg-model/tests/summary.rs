@@ -19,7 +19,7 @@ const PAPER: [(&str, f64, f64); 11] = [
 ];
 
 /// timm 1.0.31 `sum(p.numel() for p in model.parameters())`, train form (scripts/ref).
-const TIMM_TRAIN: [(&str, u64); 8] = [
+const TIMM_TRAIN: [(&str, u64); 11] = [
     ("a0", 9_108_968),
     ("a1", 14_092_264),
     ("a2", 28_210_600),
@@ -28,7 +28,18 @@ const TIMM_TRAIN: [(&str, u64); 8] = [
     ("b1g4", 39_966_056),
     ("b2", 89_022_376),
     ("b2g4", 61_758_376),
+    ("b3", 123_085_288),
+    ("b3g4", 83_825_128),
+    ("d2se", 133_334_836),
 ];
+
+#[test]
+fn d2se_matches_timm_in_both_forms() {
+    // timm 1.0.31: repvgg_d2se has 133,334,836 parameters, 120,387,572 after reparameterize_model.
+    let s = summarize(&RepVggConfig::d2se(), 320, 320);
+    assert_eq!((s.params_train, s.params_deploy), (133_334_836, 120_387_572));
+    assert!(s.layers.iter().take(47).all(|l| l.se_hidden == Some(l.out_channels / 16)));
+}
 
 #[test]
 fn paper_table_params_and_flops() {

@@ -1,0 +1,161 @@
+//! `repvgg demo`: the embedded digits model, fused, run in both forms, compared and timed.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::{Array2, Array4, s};
+use repvgg_model::{DeployModel, TrainModel, digits, max_abs_diff, summary};
+use serde::Serialize;
+
+use crate::bench::{Row, median, print_rows};
+use crate::engine::{Engine, Form};
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct DemoArgs {
+    /// auto: the GPU when an adapter exists, else the CPU (said plainly).
+    #[arg(long, value_enum, default_value_t = crate::engine::DeviceChoice::Auto)]
+    pub device: crate::engine::DeviceChoice,
+    /// Batch sizes for the speed table.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    pub batch: Vec<usize>,
+    /// Timed iterations per row.
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    /// One JSON object on stdout instead of the report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    device: String,
+    adapter: String,
+    fallback_reason: Option<String>,
+    test_images: usize,
+    accuracy_train: f64,
+    accuracy_deploy: f64,
+    accuracy_pytorch: f64,
+    max_abs_logit_diff: f32,
+    max_abs_diff_vs_pytorch: f32,
+    params_train: u64,
+    params_deploy: u64,
+    fuse_ms: f64,
+    speed: Vec<Row>,
+}
+
+pub(crate) fn spinner(msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:24}] {pos}/{len}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    pb.set_message(msg.to_string());
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+fn time_form(engine: &Engine, form: Form, x: &Array4<f32>, warmup: usize, iters: usize, pb: &ProgressBar) -> Result<Duration> {
+    let mut times = Vec::with_capacity(iters);
+    for i in 0..warmup + iters {
+        let t = engine.time_once(form, x)?;
+        if i >= warmup {
+            times.push(t);
+        }
+        pb.inc(1);
+    }
+    Ok(median(times))
+}
+
+pub(crate) fn run(a: &DemoArgs) -> Result<()> {
+    let pb = spinner("loading the embedded digits model");
+    let train: TrainModel = digits::model()?;
+    let t0 = Instant::now();
+    let deploy: DeployModel = train.fuse()?;
+    let fuse_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let test = digits::test_set()?;
+    pb.set_message("choosing a device");
+    let (engine, fallback_reason) = Engine::choose(a.device, &train, &deploy)?;
+    if let Some(reason) = &fallback_reason {
+        pb.suspend(|| eprintln!("note: {reason}; running on the CPU"));
+    }
+    pb.set_message(format!("classifying {} test digits on {}", test.labels.len(), engine.adapter()));
+    let lt: Array2<f32> = engine.logits(Form::Train, &test.input)?;
+    let ld: Array2<f32> = engine.logits(Form::Deploy, &test.input)?;
+    let cfg = &train.config;
+    let sum = summary::summarize(cfg, digits::INPUT_SIZE, digits::INPUT_SIZE);
+    let macs = sum.macs;
+
+    let warmup = 2;
+    pb.set_length((a.batch.len() * 2 * (a.iters + warmup)) as u64);
+    pb.set_position(0);
+    let mut speed = Vec::new();
+    for &batch in &a.batch {
+        anyhow::ensure!(batch > 0, "--batch: batch sizes must be at least 1");
+        // Repeat the test digits to fill the batch.
+        let n = test.input.shape()[0];
+        let x = Array4::from_shape_fn((batch, 1, digits::INPUT_SIZE, digits::INPUT_SIZE), |(b, c, y, xx)| test.input[[b % n, c, y, xx]]);
+        for form in [Form::Train, Form::Deploy] {
+            pb.set_message(format!("timing {} form, batch {batch}", form.name()));
+            let med = time_form(&engine, form, &x, warmup, a.iters, &pb)?.as_secs_f64();
+            let peak = engine.peak_activation_bytes(form, batch, digits::INPUT_SIZE, digits::INPUT_SIZE)?;
+            speed.push(Row {
+                device: engine.device().into(),
+                adapter: engine.adapter(),
+                arch: "digits".into(),
+                form: form.name().into(),
+                batch,
+                height: digits::INPUT_SIZE,
+                width: digits::INPUT_SIZE,
+                median_ms: med * 1e3,
+                images_per_s: batch as f64 / med,
+                gflops: 2.0 * macs as f64 * batch as f64 / med / 1e9,
+                peak_activation_bytes: peak,
+            });
+        }
+    }
+    pb.finish_and_clear();
+
+    let report = Report {
+        device: engine.device().into(),
+        adapter: engine.adapter(),
+        fallback_reason,
+        test_images: test.labels.len(),
+        accuracy_train: digits::accuracy(&lt, &test.labels),
+        accuracy_deploy: digits::accuracy(&ld, &test.labels),
+        accuracy_pytorch: digits::PYTORCH_TEST_ACCURACY,
+        max_abs_logit_diff: max_abs_diff(&lt, &ld),
+        max_abs_diff_vs_pytorch: max_abs_diff(&lt, &test.torch_logits),
+        params_train: sum.params_train,
+        params_deploy: sum.params_deploy,
+        fuse_ms,
+        speed,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("RepVGG digits demo (embedded model: {} blocks, trained with timm on scikit-learn digits)", deploy.blocks().count());
+    println!("device: {} ({})", report.device, report.adapter);
+    println!(
+        "params: train form {} -> deploy form {} (fused in {:.1} ms)",
+        report.params_train, report.params_deploy, report.fuse_ms
+    );
+    println!(
+        "accuracy on {} held-out digits: train form {:.2}%, deploy form {:.2}% (PyTorch: {:.2}%)",
+        report.test_images,
+        100.0 * report.accuracy_train,
+        100.0 * report.accuracy_deploy,
+        100.0 * report.accuracy_pytorch
+    );
+    println!(
+        "max |logits(train) - logits(deploy)| = {:.3e}; max |ours - PyTorch| = {:.3e}",
+        report.max_abs_logit_diff, report.max_abs_diff_vs_pytorch
+    );
+    let first = test.images8.slice(s![0, .., ..]);
+    let pred = repvgg_model::argmax_rows(&ld)[0];
+    println!("first test digit (label {}, predicted {pred}):", test.labels[0]);
+    for row in first.outer_iter() {
+        println!("  {}", row.iter().map(|&v| [' ', '.', ':', '*', '#'][(v / 4.0).round().clamp(0.0, 4.0) as usize]).collect::<String>());
+    }
+    println!();
+    print_rows(&report.speed, false)
+}

@@ -1,0 +1,109 @@
+//! The one error type of this crate.
+
+use thiserror::Error;
+
+/// Result alias for this crate.
+pub type Result<T, E = GpuError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong between a request and its result on the GPU.
+///
+/// Each variant names what was involved; none of them is ever turned into a panic.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum GpuError {
+    /// No usable adapter (no GPU driver, or the one requested by the environment is absent).
+    #[error(
+        "no GPU adapter found{detail}. On Linux install Mesa's Vulkan driver \
+         (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`, which provides the lavapipe \
+         software adapter) or a vendor driver; set WGPU_BACKEND=vulkan|metal|dx12 and \
+         WGPU_ADAPTER_NAME=<substring> to choose one"
+    )]
+    NoAdapter {
+        /// What was looked for and what was seen, prefixed with ": " (or empty).
+        detail: String,
+    },
+    /// The adapter refused to create a device with the features and limits asked for.
+    #[error("could not create a device on adapter {adapter:?}: {message}")]
+    RequestDevice { adapter: String, message: String },
+    /// wgpu reported a validation error (a bug here, or a request beyond the device's limits).
+    #[error("GPU validation error while {context}: {message}")]
+    Validation { context: String, message: String },
+    /// The device ran out of memory.
+    #[error("GPU out of memory while {context}: {message}")]
+    OutOfMemory { context: String, message: String },
+    /// An internal error of the driver or of wgpu.
+    #[error("GPU internal error while {context}: {message}")]
+    Internal { context: String, message: String },
+    /// The device was lost (driver reset, hang, or `destroy`).
+    #[error("GPU device lost: {0}")]
+    DeviceLost(String),
+    /// An input (or argument) the network or kernel cannot take: wrong channels, too small, ...
+    #[error("{what}: expected {expected}, found {found}")]
+    Shape {
+        what: String,
+        expected: String,
+        found: String,
+    },
+    /// One image alone needs an activation bigger than one storage binding can hold, so no
+    /// batch split can help.
+    #[error(
+        "one image of {height}x{width} needs a {image_bytes}-byte activation buffer, more than \
+         the {limit}-byte storage binding limit; use a smaller input"
+    )]
+    BatchTooLarge {
+        height: usize,
+        width: usize,
+        image_bytes: u64,
+        limit: u64,
+    },
+    /// A `TensorId` that this builder did not hand out.
+    #[error("unknown tensor id {0}: not created by this builder")]
+    UnknownTensor(usize),
+    /// An invalid convolution spec or other math-level argument.
+    #[error(transparent)]
+    Math(#[from] repvgg_math::MathError),
+    /// Mapping a result buffer failed.
+    #[error("reading results back from the GPU failed: {0}")]
+    Readback(String),
+    /// The network was built without the requested piece (no outputs, ...).
+    #[error("invalid network: {0}")]
+    InvalidNetwork(String),
+}
+
+impl GpuError {
+    pub(crate) fn shape(
+        what: impl Into<String>,
+        expected: impl std::fmt::Display,
+        found: impl std::fmt::Display,
+    ) -> Self {
+        Self::Shape {
+            what: what.into(),
+            expected: expected.to_string(),
+            found: found.to_string(),
+        }
+    }
+
+    pub(crate) fn from_wgpu(context: &str, e: wgpu::Error) -> Self {
+        let context = context.to_string();
+        match e {
+            wgpu::Error::OutOfMemory { source } => Self::OutOfMemory {
+                context,
+                message: source.to_string(),
+            },
+            wgpu::Error::Validation { description, .. } => {
+                if description.contains("lost") || description.contains("Lost") {
+                    Self::DeviceLost(format!("while {context}: {description}"))
+                } else {
+                    Self::Validation {
+                        context,
+                        message: description,
+                    }
+                }
+            }
+            wgpu::Error::Internal { description, .. } => Self::Internal {
+                context,
+                message: description,
+            },
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The WGSL sources, one concern per file in `shaders/`, and the key pipelines are cached by.
+
+/// One WGSL file of `shaders/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shader {
+    /// Implicit-GEMM convolution: shared-memory tiles, 4x4 outputs per invocation, fused
+    /// epilogue (scale, bias, residual, ReLU).
+    ConvTiled,
+    /// One output per invocation: the baseline the tiled kernel is measured against.
+    ConvNaive,
+    /// Per-channel `x * scale + shift`, optional residual and ReLU (a BN on its own branch).
+    Affine,
+    /// Global average pool `[N, C, H, W] -> [N, C]`.
+    GlobalAvgPool,
+    /// Fully connected layer with optional bias and ReLU or sigmoid.
+    Linear,
+    /// Squeeze-and-excitation scaling: `x[n, c, ..] * s[n, c]`, optional ReLU.
+    SeScale,
+}
+
+impl Shader {
+    /// Every shader, in file-name order.
+    pub const ALL: [Shader; 6] = [
+        Shader::Affine,
+        Shader::ConvNaive,
+        Shader::ConvTiled,
+        Shader::GlobalAvgPool,
+        Shader::Linear,
+        Shader::SeScale,
+    ];
+
+    /// File name inside `shaders/`.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Shader::ConvTiled => "conv_tiled.wgsl",
+            Shader::ConvNaive => "conv_naive.wgsl",
+            Shader::Affine => "affine.wgsl",
+            Shader::GlobalAvgPool => "gap.wgsl",
+            Shader::Linear => "linear.wgsl",
+            Shader::SeScale => "se_scale.wgsl",
+        }
+    }
+
+    /// WGSL source, compiled into the crate.
+    pub fn source(self) -> &'static str {
+        match self {
+            Shader::ConvTiled => include_str!("../../../shaders/conv_tiled.wgsl"),
+            Shader::ConvNaive => include_str!("../../../shaders/conv_naive.wgsl"),
+            Shader::Affine => include_str!("../../../shaders/affine.wgsl"),
+            Shader::GlobalAvgPool => include_str!("../../../shaders/gap.wgsl"),
+            Shader::Linear => include_str!("../../../shaders/linear.wgsl"),
+            Shader::SeScale => include_str!("../../../shaders/se_scale.wgsl"),
+        }
+    }
+}
+
+/// What a compute pipeline is cached by: shader, entry point and override constants.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PipelineKey {
+    pub shader: Shader,
+    pub entry: &'static str,
+    pub constants: Vec<(&'static str, u32)>,
+}
+
+impl PipelineKey {
+    pub fn new(shader: Shader) -> Self {
+        Self {
+            shader,
+            entry: "main",
+            constants: Vec::new(),
+        }
+    }
+
+    pub fn constant(mut self, name: &'static str, value: u32) -> Self {
+        self.constants.push((name, value));
+        self
+    }
+}

@@ -1,0 +1,288 @@
+//! Every kernel alone against the `repvgg-math` oracle, outputs NaN-filled beforehand.
+
+mod common;
+
+use common::{Rng, assert_close, assert_close_sum};
+use ndarray::{Array1, Array4, Axis};
+use proptest::prelude::*;
+use repvgg_gpu::{ConvKernel, GpuContext, ops, test_context};
+use repvgg_math::{ConvSpec, ops as cpu};
+
+fn ctx() -> Option<GpuContext> {
+    test_context()
+}
+
+/// The oracle in f64 (so the comparison measures the GPU's error alone), with the epilogue.
+fn reference_conv(
+    x: &Array4<f32>,
+    w: &Array4<f32>,
+    spec: &ConvSpec,
+    scale: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    relu: bool,
+) -> Array4<f32> {
+    let x64 = x.mapv(f64::from);
+    let w64 = w.mapv(f64::from);
+    let mut y = cpu::conv2d_reference(x64.view(), w64.view(), None, spec).expect("oracle");
+    for (o, mut plane) in y.axis_iter_mut(Axis(1)).enumerate() {
+        let s = scale.map_or(1.0, |s| f64::from(s[o]));
+        let b = bias.map_or(0.0, |b| f64::from(b[o]));
+        plane.mapv_inplace(|v| {
+            let v = v * s + b;
+            if relu { v.max(0.0) } else { v }
+        });
+    }
+    y.mapv(|v| v as f32)
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    n: usize,
+    groups: usize,
+    cin_g: usize,
+    cout_g: usize,
+    ks: usize,
+    stride: usize,
+    pad: usize,
+    h: usize,
+    w: usize,
+    relu: bool,
+    bias: bool,
+    scale: bool,
+    seed: u64,
+}
+
+fn cases() -> impl Strategy<Value = Case> {
+    (
+        (1usize..=2, prop::sample::select(vec![1usize, 2, 4]), 1usize..=6, 1usize..=9),
+        (prop::sample::select(vec![1usize, 3]), 1usize..=2, 0usize..=2),
+        (1usize..=11, 1usize..=11),
+        (any::<bool>(), any::<bool>(), any::<bool>(), any::<u64>()),
+    )
+        .prop_map(
+            |((n, groups, cin_g, cout_g), (ks, stride, pad), (h, w), (relu, bias, scale, seed))| {
+                Case {
+                    n,
+                    groups,
+                    cin_g,
+                    cout_g,
+                    ks,
+                    stride,
+                    pad: pad.min(ks / 2 + 1),
+                    h: h.max(ks),
+                    w: w.max(ks),
+                    relu,
+                    bias,
+                    scale,
+                    seed,
+                }
+            },
+        )
+}
+
+fn check_conv(ctx: &GpuContext, c: &Case, kernel: ConvKernel) {
+    let spec = ConvSpec::new(
+        c.cin_g * c.groups,
+        c.cout_g * c.groups,
+        c.ks,
+        c.stride,
+        c.pad,
+        c.groups,
+    )
+    .expect("valid spec");
+    let mut rng = Rng::new(c.seed);
+    let x = rng.array4([c.n, spec.in_channels, c.h, c.w]);
+    let w = rng.array4(spec.weight_shape());
+    let bias = c.bias.then(|| rng.vec(spec.out_channels));
+    let scale = c.scale.then(|| rng.vec_in(spec.out_channels, 0.5, 2.0));
+    let got = ops::conv2d_fused(
+        ctx,
+        x.view(),
+        w.view(),
+        &spec,
+        scale.as_deref(),
+        bias.as_deref(),
+        c.relu,
+        kernel,
+    )
+    .expect("GPU conv");
+    let want = reference_conv(&x, &w, &spec, scale.as_deref(), bias.as_deref(), c.relu);
+    let abs_scale = scale.as_ref().map(|s| s.iter().map(|v| v.abs()).collect::<Vec<_>>());
+    let magnitude = reference_conv(
+        &x.mapv(f32::abs),
+        &w.mapv(f32::abs),
+        &spec,
+        abs_scale.as_deref(),
+        None,
+        false,
+    );
+    assert_close_sum(
+        &format!("{kernel:?} conv {c:?}"),
+        got.view(),
+        want.view(),
+        magnitude.view(),
+        1e-5,
+    );
+}
+
+fn config(default_cases: u32) -> ProptestConfig {
+    // PROPTEST_CASES raises (or lowers) the count; the default keeps lavapipe runs short.
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_cases);
+    ProptestConfig {
+        cases,
+        ..ProptestConfig::default()
+    }
+}
+
+#[test]
+fn tiled_conv_matches_oracle_on_random_shapes() {
+    let Some(ctx) = ctx() else { return };
+    proptest!(config(24), |(c in cases())| check_conv(&ctx, &c, ConvKernel::Tiled));
+}
+
+#[test]
+fn naive_conv_matches_oracle_on_random_shapes() {
+    let Some(ctx) = ctx() else { return };
+    proptest!(config(12), |(c in cases())| check_conv(&ctx, &c, ConvKernel::Naive));
+}
+
+#[test]
+fn tiled_conv_spans_several_tiles_in_every_dimension() {
+    // 130 output channels (3 channel tiles), K = 40 * 9 = 360 (23 K tiles), 2 * 9 * 10 = 180
+    // output pixels (3 pixel tiles), stride 2, odd non-square input.
+    let Some(ctx) = ctx() else { return };
+    for (groups, stride) in [(1, 2), (2, 1)] {
+        let c = Case {
+            n: 2,
+            groups,
+            cin_g: 40 / groups,
+            cout_g: 130 / groups,
+            ks: 3,
+            stride,
+            pad: 1,
+            h: 17,
+            w: 19,
+            relu: true,
+            bias: true,
+            scale: true,
+            seed: 7,
+        };
+        check_conv(&ctx, &c, ConvKernel::Tiled);
+    }
+}
+
+#[test]
+fn depthwise_and_one_by_one_convs() {
+    let Some(ctx) = ctx() else { return };
+    let base = Case {
+        n: 1,
+        groups: 8,
+        cin_g: 1,
+        cout_g: 1,
+        ks: 3,
+        stride: 1,
+        pad: 1,
+        h: 6,
+        w: 5,
+        relu: false,
+        bias: true,
+        scale: false,
+        seed: 3,
+    };
+    for kernel in [ConvKernel::Tiled, ConvKernel::Naive] {
+        check_conv(&ctx, &base, kernel);
+        check_conv(&ctx, &Case { ks: 1, pad: 0, groups: 1, cin_g: 12, cout_g: 70, ..base.clone() }, kernel);
+        check_conv(&ctx, &Case { ks: 1, pad: 0, stride: 2, groups: 1, cin_g: 5, cout_g: 3, ..base.clone() }, kernel);
+    }
+}
+
+#[test]
+fn affine_matches_batch_norm() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = Rng::new(11);
+    let x = rng.array4([2, 5, 7, 3]);
+    let bn = repvgg_math::BatchNorm::new(
+        rng.array1(5),
+        rng.array1(5),
+        rng.array1(5),
+        Array1::from(rng.vec_in(5, 0.5, 2.0)),
+        1e-5,
+    )
+    .expect("bn");
+    let (scale, shift) = bn.scale_shift().expect("scale/shift");
+    let scale: Vec<f32> = scale.iter().map(|&v| v as f32).collect();
+    let shift: Vec<f32> = shift.iter().map(|&v| v as f32).collect();
+    for relu in [false, true] {
+        let got = ops::affine(&ctx, x.view(), &scale, &shift, relu).expect("affine");
+        let mut want = cpu::batch_norm(x.view(), &bn).expect("bn");
+        if relu {
+            want = cpu::relu(want.view());
+        }
+        assert_close("affine", got.view(), want.view(), 1e-5);
+    }
+}
+
+#[test]
+fn global_avg_pool_matches_oracle() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = Rng::new(5);
+    // 1x1, odd, and more pixels than the workgroup has invocations.
+    for shape in [[3, 4, 1, 1], [2, 3, 5, 7], [1, 2, 13, 11]] {
+        let x = rng.array4(shape);
+        let got = ops::global_avg_pool(&ctx, x.view()).expect("gap");
+        let want = cpu::global_avg_pool(x.view()).expect("gap");
+        assert_close("global average pool", got.view(), want.view(), 1e-5);
+    }
+}
+
+#[test]
+fn linear_matches_oracle() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = Rng::new(9);
+    let x = rng.array2([3, 37]);
+    let w = rng.array2([65, 37]);
+    let b = rng.array1(65);
+    let got = ops::linear(&ctx, x.view(), w.view(), b.as_slice()).expect("linear");
+    let want = cpu::linear(x.view(), w.view(), Some(b.view())).expect("linear");
+    assert_close("linear", got.view(), want.view(), 1e-5);
+    let got = ops::linear(&ctx, x.view(), w.view(), None).expect("linear");
+    let want = cpu::linear(x.view(), w.view(), None).expect("linear");
+    assert_close("linear without bias", got.view(), want.view(), 1e-5);
+}
+
+#[test]
+fn squeeze_excitation_matches_cpu_composition() {
+    let Some(ctx) = ctx() else { return };
+    let mut rng = Rng::new(13);
+    let (n, c, r) = (2, 8, 3);
+    let x = rng.array4([n, c, 5, 6]);
+    let (w1, b1, w2, b2) = (rng.array2([r, c]), rng.array1(r), rng.array2([c, r]), rng.array1(c));
+    for relu in [false, true] {
+        let got = ops::se(
+            &ctx,
+            x.view(),
+            w1.view(),
+            b1.as_slice().expect("contiguous"),
+            w2.view(),
+            b2.as_slice().expect("contiguous"),
+            relu,
+        )
+        .expect("se");
+        let pooled = cpu::global_avg_pool(x.view()).expect("gap");
+        let hidden = cpu::relu(cpu::linear(pooled.view(), w1.view(), Some(b1.view())).expect("fc1").view());
+        let s = cpu::linear(hidden.view(), w2.view(), Some(b2.view()))
+            .expect("fc2")
+            .mapv(|v| 1.0 / (1.0 + (-v).exp()));
+        let mut want = x.clone();
+        for ((b, ch, _, _), v) in want.indexed_iter_mut() {
+            *v *= s[[b, ch]];
+            if relu {
+                *v = v.max(0.0);
+            }
+        }
+        assert_close("squeeze-excitation", got.view(), want.view(), 1e-5);
+    }
+}
