@@ -60,7 +60,7 @@ pub fn fuse_conv_bn<T: Element>(
 
 fn pad_kernel_f64(weight: &Array4<f64>, to: usize) -> Result<Array4<f64>> {
     let (o, i, kh, kw) = weight.dim();
-    if kh != kw || kh > to || (to - kh) % 2 != 0 {
+    if kh != kw || kh > to || kh % 2 != to % 2 {
         return Err(MathError::ShapeMismatch {
             what: format!("kernel to zero-pad to {to}x{to} (square, odd size difference)"),
             expected: vec![o, i, to, to],
