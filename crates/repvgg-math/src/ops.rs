@@ -157,57 +157,56 @@ pub fn conv2d_act<T: Element>(
     let mut out = Array4::<T>::zeros((n, spec.out_channels, oh, ow));
     let cols_per_task = (TILE_ELEMS / kk.max(1)).clamp(16, npix.max(16));
 
-    out.outer_iter_mut()
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(b, mut img)| {
-            for g in 0..spec.groups {
-                let xg = x.slice(s![.., g * cin_g..(g + 1) * cin_g, .., ..]);
-                let wg = wmat.slice(s![g * cout_g..(g + 1) * cout_g, ..]);
-                let og = img.slice_mut(s![g * cout_g..(g + 1) * cout_g, .., ..]);
-                let Ok(mut og) = og.into_shape_with_order((cout_g, npix)) else {
-                    unreachable!("a channel slice of a standard-layout array is contiguous")
-                };
-                if npix >= 2 * cols_per_task {
-                    // Many output pixels: split columns; each task gathers its own im2col tile.
-                    og.axis_chunks_iter_mut(Axis(1), cols_per_task)
-                        .into_par_iter()
-                        .enumerate()
-                        .for_each(|(t, mut oc)| {
-                            let len = oc.shape()[1];
-                            let mut cols = Array2::<T>::zeros((kk, len));
-                            im2col(&xg, b, spec, ow, t * cols_per_task, cols.view_mut());
-                            general_mat_mul(T::one(), &wg, &cols, T::zero(), &mut oc);
-                        });
-                } else {
-                    // Few output pixels (late stages): gather once, split output channels.
-                    let mut cols = Array2::<T>::zeros((kk, npix));
-                    im2col(&xg, b, spec, ow, 0, cols.view_mut());
-                    let rows = (cout_g / 8).max(8);
-                    og.axis_chunks_iter_mut(Axis(0), rows)
-                        .into_par_iter()
-                        .zip(wg.axis_chunks_iter(Axis(0), rows))
-                        .for_each(|(mut oc, wc)| {
-                            general_mat_mul(T::one(), &wc, &cols, T::zero(), &mut oc)
-                        });
-                }
+    // Bias and activation on a freshly computed tile, while it is still in cache.
+    let epilogue = |mut tile: ArrayViewMut2<'_, T>, first_channel: usize| {
+        if bias.is_none() && act == Activation::None {
+            return;
+        }
+        for (r, mut row) in tile.outer_iter_mut().enumerate() {
+            let bo = bias.as_ref().map_or(T::zero(), |b| b[first_channel + r]);
+            match act {
+                Activation::None => row.mapv_inplace(|v| v + bo),
+                Activation::Relu => row.mapv_inplace(|v| (v + bo).max(T::zero())),
             }
-            if bias.is_some() || act != Activation::None {
-                img.outer_iter_mut()
+        }
+    };
+
+    out.outer_iter_mut().into_par_iter().enumerate().for_each(|(b, mut img)| {
+        for g in 0..spec.groups {
+            let xg = x.slice(s![.., g * cin_g..(g + 1) * cin_g, .., ..]);
+            let wg = wmat.slice(s![g * cout_g..(g + 1) * cout_g, ..]);
+            let og = img.slice_mut(s![g * cout_g..(g + 1) * cout_g, .., ..]);
+            let Ok(mut og) = og.into_shape_with_order((cout_g, npix)) else {
+                unreachable!("a channel slice of a standard-layout array is contiguous")
+            };
+            if npix >= 2 * cols_per_task {
+                // Many output pixels: split columns; each task gathers its own im2col tile.
+                og.axis_chunks_iter_mut(Axis(1), cols_per_task)
                     .into_par_iter()
                     .enumerate()
-                    .for_each(|(o, mut plane)| {
-                        let bo = bias.as_ref().map_or(T::zero(), |b| b[o]);
-                        plane.mapv_inplace(|v| {
-                            let v = v + bo;
-                            match act {
-                                Activation::None => v,
-                                Activation::Relu => v.max(T::zero()),
-                            }
-                        });
+                    .for_each(|(t, mut oc)| {
+                        let len = oc.shape()[1];
+                        let mut cols = Array2::<T>::zeros((kk, len));
+                        im2col(&xg, b, spec, ow, t * cols_per_task, cols.view_mut());
+                        general_mat_mul(T::one(), &wg, &cols, T::zero(), &mut oc);
+                        epilogue(oc, g * cout_g);
+                    });
+            } else {
+                // Few output pixels (late stages): gather once, split output channels.
+                let mut cols = Array2::<T>::zeros((kk, npix));
+                im2col(&xg, b, spec, ow, 0, cols.view_mut());
+                let rows = (cout_g / 8).max(8);
+                og.axis_chunks_iter_mut(Axis(0), rows)
+                    .into_par_iter()
+                    .zip(wg.axis_chunks_iter(Axis(0), rows))
+                    .enumerate()
+                    .for_each(|(t, (mut oc, wc))| {
+                        general_mat_mul(T::one(), &wc, &cols, T::zero(), &mut oc);
+                        epilogue(oc, g * cout_g + t * rows);
                     });
             }
-        });
+        }
+    });
     Ok(out)
 }
 
