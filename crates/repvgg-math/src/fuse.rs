@@ -98,7 +98,8 @@ pub fn identity_kernel<T: Element>(
     groups: usize,
     kernel_size: usize,
 ) -> Result<Array4<T>> {
-    let spec = ConvSpec::new(channels, channels, kernel_size, 1, kernel_size / 2, groups)?;
+    // Only validates channels/groups and gives the weight shape (padding plays no part).
+    let spec = ConvSpec::new(channels, channels, kernel_size, 1, 0, groups)?;
     if kernel_size % 2 == 0 {
         return Err(MathError::InvalidSpec {
             reason: format!("identity kernel needs an odd kernel size, found {kernel_size}"),

@@ -43,3 +43,48 @@ fn identity_kernel_layout() {
     assert_eq!(k5.shape(), &[2, 1, 5, 5]);
     assert!(k5[[0, 0, 2, 2]] == 1.0 && k5[[1, 0, 2, 2]] == 1.0 && k5.sum() == 2.0);
 }
+
+fn bn(c: usize, k: f64) -> repvgg_math::BatchNorm<f64> {
+    repvgg_math::BatchNorm::new(
+        ndarray::Array1::from_shape_fn(c, |i| 0.5 + k + i as f64 * 0.25),
+        ndarray::Array1::from_shape_fn(c, |i| k - i as f64 * 0.3),
+        ndarray::Array1::from_shape_fn(c, |i| 0.7 - i as f64 * 0.2),
+        ndarray::Array1::from_shape_fn(c, |i| 2.0 + k + i as f64),
+        1e-3,
+    )
+    .unwrap()
+}
+
+/// The 1x1 branch lines up with any odd dense kernel: a 5x5 block (padding 2) fuses exactly.
+#[test]
+fn five_by_five_block_with_one_by_one_branch_fuses() {
+    use repvgg_math::fuse::{ConvBn, RepVggBranches};
+    use repvgg_math::{ConvSpec, MathError, ops};
+    let c = 4;
+    let block = RepVggBranches {
+        spec: ConvSpec::new(c, c, 5, 1, 2, 2).unwrap(),
+        dense: ConvBn::new(Array4::from_shape_fn((c, 2, 5, 5), |(o, i, y, x)| ((o * 7 + i * 5 + y * 3 + x) % 9) as f64 * 0.1 - 0.4), None, bn(c, 0.1)),
+        one_by_one: Some(ConvBn::new(Array4::from_shape_fn((c, 2, 1, 1), |(o, i, _, _)| o as f64 * 0.3 - i as f64), None, bn(c, 0.6))),
+        identity: Some(bn(c, 1.1)),
+    };
+    let one = block.one_by_one_spec().unwrap();
+    assert_eq!((one.kernel_size, one.padding, one.stride, one.groups), (1, 0, 1, 2));
+    let x = Array4::from_shape_fn((1, c, 7, 6), |(_, ch, y, x)| ((ch * 5 + y * 3 + x * 7) % 11) as f64 / 5.0 - 1.0);
+    let multi = block.forward(x.view()).unwrap();
+    let fused = block.fuse().unwrap();
+    assert_eq!(fused.weight.shape(), &[c, 2, 5, 5]);
+    let y = ops::conv2d_reference(x.view(), fused.weight.view(), Some(fused.bias.view()), &fused.spec).unwrap();
+    let d = multi.iter().zip(&y).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(d < 1e-12, "5x5 block: {d}");
+
+    // A 1x1 dense kernel takes a 1x1 branch at padding 0 too.
+    let b1 = RepVggBranches { spec: ConvSpec::new(c, c, 1, 1, 0, 1).unwrap(), ..block.clone() };
+    let one = b1.one_by_one_spec().unwrap();
+    assert_eq!((one.kernel_size, one.padding), (1, 0));
+
+    // Even kernels, or too little padding, cannot line a 1x1 branch up.
+    let even = RepVggBranches { spec: ConvSpec::new(c, c, 4, 1, 2, 2).unwrap(), ..block.clone() };
+    assert!(matches!(even.one_by_one_spec(), Err(MathError::InvalidSpec { .. })));
+    let tight = RepVggBranches { spec: ConvSpec::new(c, c, 5, 1, 1, 2).unwrap(), ..block };
+    assert!(matches!(tight.one_by_one_spec(), Err(MathError::InvalidSpec { .. })));
+}
