@@ -84,6 +84,11 @@ pub enum ModelError {
     UnknownArch(String),
     #[error(transparent)]
     Math(#[from] repvgg_math::MathError),
+    #[error(transparent)]
+    Gpu(#[from] repvgg_gpu::GpuError),
     #[error("writing {path}: {reason}")]
     Save { path: PathBuf, reason: String },
+    /// An image that cannot be decoded: corrupt, truncated, or not JPEG, PNG or WebP.
+    #[error("{path}: not a readable JPEG, PNG or WebP image ({reason})")]
+    Image { path: PathBuf, reason: String },
 }
