@@ -1,13 +1,15 @@
 //! `repvgg bench`: train vs deploy form, median time, images/s, GFLOP/s, peak activations.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array4;
+use repvgg_gpu::ConvKernel;
 use repvgg_model::{Block, RepVgg, RepVggConfig, TrainModel, summary};
 use serde::Serialize;
 
+use crate::engine::{Engine, Form, gpu_context};
 use crate::{DeviceArg, parse_size};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -37,6 +39,28 @@ pub(crate) struct BenchArgs {
     pub warmup: usize,
     #[arg(long)]
     pub json: bool,
+    /// GPU convolution kernel: tiled (main path) or naive (one output per invocation, baseline).
+    #[arg(long, value_enum, default_value_t = KernelArg::Tiled)]
+    pub kernel: KernelArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum KernelArg {
+    Tiled,
+    Workgroup,
+    Subgroup,
+    Naive,
+}
+
+impl From<KernelArg> for ConvKernel {
+    fn from(k: KernelArg) -> Self {
+        match k {
+            KernelArg::Tiled => ConvKernel::Tiled,
+            KernelArg::Workgroup => ConvKernel::Workgroup,
+            KernelArg::Subgroup => ConvKernel::Subgroup,
+            KernelArg::Naive => ConvKernel::Naive,
+        }
+    }
 }
 
 /// One measured configuration.
@@ -78,18 +102,26 @@ pub(crate) fn cpu_peak_activation_bytes<B: Block>(m: &RepVgg<B>, batch: usize, h
 }
 
 pub(crate) fn run(a: &BenchArgs) -> Result<()> {
-    if a.device == DeviceArg::Gpu {
-        bail!("--device gpu is not available yet in this build; use --device cpu");
-    }
     let config = RepVggConfig::by_name(&a.arch)?;
     let (h, w) = a.size;
+    if a.batch.contains(&0) {
+        bail!("--batch: batch sizes must be at least 1");
+    }
     let macs = summary::summarize(&config, h, w).macs;
     let train = TrainModel::random(&config, 0)?;
     let deploy = train.fuse()?;
-    let forms: Vec<&str> = match a.form {
-        BenchForm::Train => vec!["train"],
-        BenchForm::Deploy => vec!["deploy"],
-        BenchForm::Both => vec!["train", "deploy"],
+    let forms: Vec<Form> = match a.form {
+        BenchForm::Train => vec![Form::Train],
+        BenchForm::Deploy => vec![Form::Deploy],
+        BenchForm::Both => vec![Form::Train, Form::Deploy],
+    };
+    let engine = match a.device {
+        DeviceArg::Cpu => Engine::Cpu { train: Some(&train), deploy: Some(&deploy) },
+        DeviceArg::Gpu => {
+            let (ctx, adapter) = gpu_context()?;
+            let want = |f: Form| forms.contains(&f);
+            Engine::gpu(&ctx, adapter, want(Form::Train).then_some(&train), want(Form::Deploy).then_some(&deploy), a.kernel.into())?
+        }
     };
     let total = (a.batch.len() * forms.len() * (a.iters + a.warmup)) as u64;
     let pb = ProgressBar::new(total).with_style(
@@ -97,40 +129,22 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
     );
     let mut rows = Vec::new();
     for &batch in &a.batch {
-        if batch == 0 {
-            bail!("--batch: batch sizes must be at least 1");
-        }
         let x = Array4::from_shape_fn((batch, config.in_channels, h, w), |(n, c, y, xx)| ((n + 3 * c + 5 * y + 7 * xx) % 17) as f32 / 8.5 - 1.0);
         for &form in &forms {
-            pb.set_message(format!("cpu {} {form} b{batch}", config.name));
-            let mut times = Vec::with_capacity(a.iters);
-            for i in 0..a.warmup + a.iters {
-                let t = Instant::now();
-                let y = if form == "train" { train.forward(x.view())? } else { deploy.forward(x.view())? };
-                std::hint::black_box(y);
-                if i >= a.warmup {
-                    times.push(t.elapsed());
-                }
-                pb.inc(1);
-            }
-            let med = median(times).as_secs_f64();
-            let peak = if form == "train" {
-                cpu_peak_activation_bytes(&train, batch, h, w, 3)
-            } else {
-                cpu_peak_activation_bytes(&deploy, batch, h, w, 1)
-            };
+            pb.set_message(format!("{} {} {} b{batch}", engine.device(), config.name, form.name()));
+            let med = median(engine.time(form, &x, a.warmup, a.iters, &|| pb.inc(1))?).as_secs_f64();
             rows.push(Row {
-                device: "cpu".into(),
-                adapter: "cpu".into(),
+                device: engine.device().into(),
+                adapter: engine.adapter(),
                 arch: config.name.clone(),
-                form: form.into(),
+                form: form.name().into(),
                 batch,
                 height: h,
                 width: w,
                 median_ms: med * 1e3,
                 images_per_s: batch as f64 / med,
                 gflops: 2.0 * macs as f64 * batch as f64 / med / 1e9,
-                peak_activation_bytes: peak,
+                peak_activation_bytes: engine.peak_activation_bytes(form, batch, h, w)?,
             });
         }
     }

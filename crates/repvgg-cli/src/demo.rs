@@ -54,15 +54,7 @@ pub(crate) fn spinner(msg: &str) -> ProgressBar {
 }
 
 fn time_form(engine: &Engine, form: Form, x: &Array4<f32>, warmup: usize, iters: usize, pb: &ProgressBar) -> Result<Duration> {
-    let mut times = Vec::with_capacity(iters);
-    for i in 0..warmup + iters {
-        let t = engine.time_once(form, x)?;
-        if i >= warmup {
-            times.push(t);
-        }
-        pb.inc(1);
-    }
-    Ok(median(times))
+    Ok(median(engine.time(form, x, warmup, iters, &|| pb.inc(1))?))
 }
 
 pub(crate) fn run(a: &DemoArgs) -> Result<()> {

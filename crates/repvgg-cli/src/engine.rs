@@ -1,10 +1,12 @@
-//! Where a model runs: the CPU (repvgg-model's forward) or a GPU (repvgg-gpu through
-//! repvgg-model). One interface for `demo`, `bench` and `classify`.
+//! Where a model runs: the CPU (repvgg-model's forward) or a GPU (repvgg-gpu, composed by
+//! repvgg-model). One interface for `demo`, `bench`, `infer` and `classify`.
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use ndarray::{Array2, Array4};
+use repvgg_gpu::{ConvKernel, GpuContext};
+use repvgg_model::gpu::{GpuModel, GpuOptions};
 use repvgg_model::{DeployModel, TrainModel};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -29,50 +31,114 @@ impl Form {
     }
 }
 
+/// The GPU context, with a one-line description of the adapter.
+pub(crate) fn gpu_context() -> Result<(GpuContext, String)> {
+    let ctx = GpuContext::new().context("opening a GPU")?;
+    let i = ctx.info();
+    let label = format!("{} ({}, {})", i.name, i.backend, i.device_type);
+    Ok((ctx, label))
+}
+
 pub(crate) enum Engine<'m> {
-    Cpu { train: &'m TrainModel, deploy: &'m DeployModel },
+    Cpu { train: Option<&'m TrainModel>, deploy: Option<&'m DeployModel> },
+    Gpu { adapter: String, train: Option<GpuModel>, deploy: Option<GpuModel> },
 }
 
 impl<'m> Engine<'m> {
-    /// Picks the device; the second value says why the CPU was used when a GPU was wanted.
+    /// Uploads the given forms to a GPU.
+    pub fn gpu(ctx: &GpuContext, adapter: String, train: Option<&TrainModel>, deploy: Option<&DeployModel>, kernel: ConvKernel) -> Result<Self> {
+        let opts = GpuOptions { kernel, features: false };
+        Ok(Self::Gpu {
+            adapter,
+            train: train.map(|m| GpuModel::train(ctx, m, opts)).transpose()?,
+            deploy: deploy.map(|m| GpuModel::deploy(ctx, m, opts)).transpose()?,
+        })
+    }
+
+    /// Picks the device; the second value says why the CPU is used when `auto` wanted a GPU.
     pub fn choose(choice: DeviceChoice, train: &'m TrainModel, deploy: &'m DeployModel) -> Result<(Self, Option<String>)> {
+        let cpu = Self::Cpu { train: Some(train), deploy: Some(deploy) };
         match choice {
-            DeviceChoice::Cpu => Ok((Self::Cpu { train, deploy }, None)),
-            DeviceChoice::Gpu => anyhow::bail!("--device gpu is not available yet in this build; use --device cpu"),
-            DeviceChoice::Auto => Ok((Self::Cpu { train, deploy }, Some("GPU support is not built in yet".into()))),
+            DeviceChoice::Cpu => Ok((cpu, None)),
+            DeviceChoice::Gpu => {
+                let (ctx, adapter) = gpu_context()?;
+                Ok((Self::gpu(&ctx, adapter, Some(train), Some(deploy), ConvKernel::Tiled)?, None))
+            }
+            DeviceChoice::Auto => match gpu_context() {
+                Ok((ctx, adapter)) => Ok((Self::gpu(&ctx, adapter, Some(train), Some(deploy), ConvKernel::Tiled)?, None)),
+                Err(e) => Ok((cpu, Some(format!("no GPU: {}", format!("{e:#}").replace('\n', " "))))),
+            },
         }
     }
 
     pub fn device(&self) -> &'static str {
         match self {
             Self::Cpu { .. } => "cpu",
+            Self::Gpu { .. } => "gpu",
         }
     }
 
     pub fn adapter(&self) -> String {
         match self {
             Self::Cpu { .. } => format!("cpu ({} threads)", std::thread::available_parallelism().map_or(1, |n| n.get())),
+            Self::Gpu { adapter, .. } => adapter.clone(),
         }
+    }
+
+    fn missing(form: Form) -> anyhow::Error {
+        anyhow::anyhow!("the {} form was not loaded on this device", form.name())
     }
 
     pub fn logits(&self, form: Form, x: &Array4<f32>) -> Result<Array2<f32>> {
-        match (self, form) {
-            (Self::Cpu { train, .. }, Form::Train) => Ok(train.forward(x.view())?),
-            (Self::Cpu { deploy, .. }, Form::Deploy) => Ok(deploy.forward(x.view())?),
-        }
+        Ok(match (self, form) {
+            (Self::Cpu { train: Some(m), .. }, Form::Train) => m.forward(x.view())?,
+            (Self::Cpu { deploy: Some(m), .. }, Form::Deploy) => m.forward(x.view())?,
+            (Self::Gpu { train: Some(m), .. }, Form::Train) => m.forward(x.view())?,
+            (Self::Gpu { deploy: Some(m), .. }, Form::Deploy) => m.forward(x.view())?,
+            _ => return Err(Self::missing(form)),
+        })
     }
 
-    /// One timed forward (wall time around a blocking run).
-    pub fn time_once(&self, form: Form, x: &Array4<f32>) -> Result<Duration> {
-        let t = Instant::now();
-        std::hint::black_box(self.logits(form, x)?);
-        Ok(t.elapsed())
+    /// `iters` timings after `warmup` runs. GPU: the queue's time (timestamps where the adapter
+    /// has them, else wall time around submit and an explicit wait). CPU: wall time.
+    pub fn time(&self, form: Form, x: &Array4<f32>, warmup: usize, iters: usize, tick: &dyn Fn()) -> Result<Vec<Duration>> {
+        let gpu = match (self, form) {
+            (Self::Gpu { train: Some(m), .. }, Form::Train) | (Self::Gpu { deploy: Some(m), .. }, Form::Deploy) => Some(m),
+            (Self::Gpu { .. }, _) => return Err(Self::missing(form)),
+            _ => None,
+        };
+        if let Some(m) = gpu {
+            let (n, _, h, w) = x.dim();
+            let mut out = m.bench(n, h, w, warmup, 0)?;
+            for _ in 0..warmup {
+                tick();
+            }
+            for _ in 0..iters {
+                out.extend(m.bench(n, h, w, 0, 1)?);
+                tick();
+            }
+            return Ok(out);
+        }
+        let mut times = Vec::with_capacity(iters);
+        for i in 0..warmup + iters {
+            let t = Instant::now();
+            std::hint::black_box(self.logits(form, x)?);
+            if i >= warmup {
+                times.push(t.elapsed());
+            }
+            tick();
+        }
+        Ok(times)
     }
 
     pub fn peak_activation_bytes(&self, form: Form, batch: usize, h: usize, w: usize) -> Result<u64> {
         Ok(match (self, form) {
-            (Self::Cpu { train, .. }, Form::Train) => crate::bench::cpu_peak_activation_bytes(*train, batch, h, w, 3),
-            (Self::Cpu { deploy, .. }, Form::Deploy) => crate::bench::cpu_peak_activation_bytes(*deploy, batch, h, w, 1),
+            (Self::Cpu { train: Some(m), .. }, Form::Train) => crate::bench::cpu_peak_activation_bytes(*m, batch, h, w, 3),
+            (Self::Cpu { deploy: Some(m), .. }, Form::Deploy) => crate::bench::cpu_peak_activation_bytes(*m, batch, h, w, 1),
+            (Self::Gpu { train: Some(m), .. }, Form::Train) | (Self::Gpu { deploy: Some(m), .. }, Form::Deploy) => {
+                m.peak_activation_bytes(batch, h, w)?
+            }
+            _ => return Err(Self::missing(form)),
         })
     }
 }

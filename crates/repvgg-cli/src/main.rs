@@ -6,9 +6,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use ndarray::ArrayD;
+use repvgg_gpu::ConvKernel;
+use repvgg_model::gpu::{GpuModel, GpuOptions};
 use repvgg_model::{DeployModel, LoadedModel, Naming, RepVggConfig, TrainModel, checkpoint, summary, tensor_io};
 
 mod bench;
+mod classify;
 mod demo;
 mod engine;
 
@@ -27,10 +30,14 @@ enum Command {
     Convert(ConvertArgs),
     /// Parameters, multiply-adds and a per-layer table of a variant or a checkpoint.
     Summary(SummaryArgs),
+    /// The GPU adapter this machine would use (backend, driver, features, limits).
+    Info,
     /// Time train vs deploy form on the CPU or GPU.
     Bench(bench::BenchArgs),
     /// The embedded digits model: fuse, classify on the GPU (or CPU), compare forms, time them.
     Demo(demo::DemoArgs),
+    /// Top-k classes of images, folders or globs: the embedded digits model, or ImageNet weights.
+    Classify(classify::ClassifyArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -127,14 +134,21 @@ fn load_model(path: &PathBuf, form: FormArg) -> Result<Runnable> {
 }
 
 fn infer(a: &InferArgs) -> Result<()> {
-    if a.device == DeviceArg::Gpu {
-        bail!("--device gpu is not available yet in this build; use --device cpu");
-    }
     let model = load_model(&a.weights, a.form)?;
     let x = tensor_io::read_input(&a.input)?;
-    let feats = match &model {
-        Runnable::Train(m) => m.forward_features(x.view()),
-        Runnable::Deploy(m) => m.forward_features(x.view()),
+    let feats = match a.device {
+        DeviceArg::Cpu => match &model {
+            Runnable::Train(m) => m.forward_features(x.view()),
+            Runnable::Deploy(m) => m.forward_features(x.view()),
+        },
+        DeviceArg::Gpu => {
+            let (ctx, _) = engine::gpu_context()?;
+            let opts = GpuOptions { kernel: ConvKernel::Tiled, features: a.features };
+            match &model {
+                Runnable::Train(m) => GpuModel::train(&ctx, m, opts)?.forward_features(x.view()),
+                Runnable::Deploy(m) => GpuModel::deploy(&ctx, m, opts)?.forward_features(x.view()),
+            }
+        }
     }
     .with_context(|| format!("running {} on {}", a.weights.display(), a.input.display()))?;
     let mut out: Vec<(String, ArrayD<f32>)> = vec![("logits".into(), feats.logits.into_dyn())];
@@ -198,14 +212,24 @@ fn summary_cmd(a: &SummaryArgs) -> Result<()> {
     Ok(())
 }
 
+fn info() -> Result<()> {
+    println!("repvgg {}", env!("CARGO_PKG_VERSION"));
+    println!("cpu threads:  {}", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let (ctx, _) = engine::gpu_context()?;
+    print!("{}", ctx.info());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match &cli.command {
         Command::Infer(a) => infer(a),
         Command::Convert(a) => convert(a),
         Command::Summary(a) => summary_cmd(a),
+        Command::Info => info(),
         Command::Bench(a) => bench::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Classify(a) => classify::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::error::{GpuError, Result};
 use crate::shader::{PipelineKey, Shader};
@@ -96,13 +96,18 @@ pub fn require_gpu_from_env() -> bool {
 /// The context GPU tests use: `Some` with a device, or `None` after printing why the test is
 /// skipped.
 ///
+/// All callers in one process share one device (created on the first call), so pipelines
+/// compiled by one test serve the others. A test that must own its device (e.g. to destroy it)
+/// calls [`GpuContext::new`] after this returned `Some`.
+///
 /// # Panics
 /// When `REPVGG_REQUIRE_GPU=1` and no device can be created, so that CI fails instead of
 /// silently skipping every GPU test.
 #[doc(hidden)]
 pub fn test_context() -> Option<GpuContext> {
-    match GpuContext::new() {
-        Ok(ctx) => Some(ctx),
+    static SHARED: OnceLock<Result<GpuContext, String>> = OnceLock::new();
+    match SHARED.get_or_init(|| GpuContext::new().map_err(|e| e.to_string())) {
+        Ok(ctx) => Some(ctx.clone()),
         Err(e) if require_gpu_from_env() => {
             panic!("REPVGG_REQUIRE_GPU=1 but no GPU context could be created: {e}")
         }
@@ -129,7 +134,10 @@ fn backends_from_env() -> Result<wgpu::Backends> {
     Ok(usable)
 }
 
-async fn select_adapter(instance: &wgpu::Instance, backends: wgpu::Backends) -> Result<wgpu::Adapter> {
+async fn select_adapter(
+    instance: &wgpu::Instance,
+    backends: wgpu::Backends,
+) -> Result<wgpu::Adapter> {
     if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
         let wanted_lc = wanted.to_lowercase();
         let adapters = instance.enumerate_adapters(backends).await;
@@ -188,7 +196,10 @@ impl GpuContext {
         let info = adapter.get_info();
         if !SUPPORTED_BACKENDS.contains(wgpu::Backends::from(info.backend)) {
             return Err(GpuError::NoAdapter {
-                detail: format!(": only a {:?} adapter ({}) was found", info.backend, info.name),
+                detail: format!(
+                    ": only a {:?} adapter ({}) was found",
+                    info.backend, info.name
+                ),
             });
         }
         let wanted =
@@ -300,7 +311,20 @@ impl GpuContext {
 
     /// Whether the device has `shader-f16` enabled.
     pub fn has_f16(&self) -> bool {
-        self.inner.device.features().contains(wgpu::Features::SHADER_F16)
+        self.inner
+            .device
+            .features()
+            .contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Whether the subgroup convolution (`conv_subgroup.wgsl`) can run: the device has
+    /// subgroup operations and every subgroup has at least 8 invocations.
+    pub fn has_subgroups_of_8(&self) -> bool {
+        self.inner
+            .device
+            .features()
+            .contains(wgpu::Features::SUBGROUP)
+            && self.inner.info.subgroup_min_size >= 8
     }
 
     /// Whether GPU timestamps can be written at pass boundaries.
@@ -313,7 +337,11 @@ impl GpuContext {
 
     /// Fails with [`GpuError::DeviceLost`] once the device-lost callback has fired.
     pub(crate) fn check_lost(&self) -> Result<()> {
-        let lost = self.inner.lost.lock().unwrap_or_else(PoisonError::into_inner);
+        let lost = self
+            .inner
+            .lost
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         match lost.as_ref() {
             Some(reason) => Err(GpuError::DeviceLost(reason.clone())),
             None => Ok(()),
@@ -351,7 +379,11 @@ impl GpuContext {
     /// The cached compute pipeline for `key`, built on first use.
     pub(crate) fn pipeline(&self, key: &PipelineKey) -> Result<wgpu::ComputePipeline> {
         {
-            let cache = self.inner.pipelines.lock().unwrap_or_else(PoisonError::into_inner);
+            let cache = self
+                .inner
+                .pipelines
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if let Some(p) = cache.get(key) {
                 return Ok(p.clone());
             }
@@ -378,13 +410,21 @@ impl GpuContext {
                     cache: None,
                 }))
         })?;
-        let mut cache = self.inner.pipelines.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cache = self
+            .inner
+            .pipelines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         Ok(cache.entry(key.clone()).or_insert(pipeline).clone())
     }
 
     fn module(&self, shader: Shader) -> Result<wgpu::ShaderModule> {
         {
-            let cache = self.inner.modules.lock().unwrap_or_else(PoisonError::into_inner);
+            let cache = self
+                .inner
+                .modules
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if let Some(m) = cache.get(&shader) {
                 return Ok(m.clone());
             }
@@ -395,18 +435,14 @@ impl GpuContext {
                 .device
                 .create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(shader.file_name()),
-                    source: wgpu::ShaderSource::Wgsl(
-                        match std::env::var("REPVGG_DEV_SHADER_DIR") {
-                            // TEMPORARY (tuning): load the shader from disk.
-                            Ok(dir) => std::fs::read_to_string(format!("{dir}/{}", shader.file_name()))
-                                .unwrap_or_else(|_| shader.source().to_string())
-                                .into(),
-                            Err(_) => shader.source().into(),
-                        },
-                    ),
+                    source: wgpu::ShaderSource::Wgsl(shader.source().into()),
                 }))
         })?;
-        let mut cache = self.inner.modules.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cache = self
+            .inner
+            .modules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         Ok(cache.entry(shader).or_insert(module).clone())
     }
 }

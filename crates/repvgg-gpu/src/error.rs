@@ -65,6 +65,9 @@ pub enum GpuError {
     /// Mapping a result buffer failed.
     #[error("reading results back from the GPU failed: {0}")]
     Readback(String),
+    /// The adapter cannot run what was asked for (a kernel that needs a missing feature).
+    #[error("unsupported on this adapter: {0}")]
+    Unsupported(String),
     /// The network was built without the requested piece (no outputs, ...).
     #[error("invalid network: {0}")]
     InvalidNetwork(String),

@@ -39,12 +39,39 @@ pub struct TensorId {
 /// Which convolution kernel a network uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ConvKernel {
-    /// Implicit GEMM with workgroup-shared tiles and 4x4 register blocks: the main path.
+    /// The main path: [`ConvKernel::Subgroup`] where the adapter and the conv allow it,
+    /// otherwise [`ConvKernel::Workgroup`].
     #[default]
     Tiled,
-    /// One output per invocation: the baseline.
+    /// Implicit GEMM with workgroup-shared tiles and 4x4 register blocks (`conv_tiled.wgsl`):
+    /// runs on every adapter.
+    Workgroup,
+    /// Implicit GEMM sharing the im2col tile through subgroup shuffles, weights in a texture
+    /// (`conv_subgroup.wgsl`): needs subgroups of at least 8 invocations, kernel size 1 or 3,
+    /// stride 1 or 2.
+    Subgroup,
+    /// One output per invocation (`conv_naive.wgsl`): the baseline.
     Naive,
 }
+
+/// How one conv layer runs, decided when its weights are uploaded.
+#[derive(Debug)]
+enum ConvImpl {
+    Workgroup { m_pad: usize, k_pad: usize },
+    Subgroup { m_tiles: usize },
+    Naive,
+}
+
+#[derive(Debug)]
+enum ConvWeights {
+    Buffer(wgpu::Buffer),
+    Texture(wgpu::TextureView),
+}
+
+/// Channels per workgroup of `conv_subgroup.wgsl` (8 invocations x 8 channels).
+pub(crate) const SUBGROUP_M: usize = 64;
+/// Most output pixels one workgroup of `conv_subgroup.wgsl` takes along a row.
+const SUBGROUP_MAX_NB: usize = 32;
 
 /// What a convolution does to its result before storing it, in this order:
 /// `y = conv(x) * scale + bias; y += residual; if relu { y = max(y, 0) }`.
@@ -156,6 +183,8 @@ pub struct NetworkBuilder {
     inputs: Vec<usize>,
     nodes: Vec<(Node, usize)>,
     outputs: Vec<(String, usize)>,
+    /// An error from a call that cannot return one (`output`), reported by `build`.
+    deferred_error: Option<GpuError>,
 }
 
 fn check_len(what: &str, v: &[f32], expected: usize) -> Result<()> {
@@ -183,6 +212,7 @@ impl NetworkBuilder {
             inputs: Vec::new(),
             nodes: Vec::new(),
             outputs: Vec::new(),
+            deferred_error: None,
         }
     }
 
@@ -433,19 +463,27 @@ impl NetworkBuilder {
     }
 
     /// Names `x` as an output of [`GpuNetwork::run`]. A second call with one name replaces it.
+    /// A `TensorId` from another builder makes [`NetworkBuilder::build`] fail.
     pub fn output(&mut self, name: &str, x: TensorId) {
-        if let Ok((i, _)) = self.resolve(x) {
-            self.outputs.retain(|(n, _)| n != name);
-            self.outputs.push((name.to_string(), i));
+        match self.resolve(x) {
+            Ok((i, _)) => {
+                self.outputs.retain(|(n, _)| n != name);
+                self.outputs.push((name.to_string(), i));
+            }
+            Err(e) => self.deferred_error = self.deferred_error.take().or(Some(e)),
         }
     }
 
     /// Uploads every weight once, in the layout the chosen kernel wants.
     ///
     /// # Errors
-    /// [`GpuError::InvalidNetwork`] without exactly one input or without outputs; GPU errors
-    /// from the uploads.
-    pub fn build(self) -> Result<GpuNetwork> {
+    /// [`GpuError::InvalidNetwork`] without exactly one input or without outputs,
+    /// [`GpuError::UnknownTensor`] for an output from another builder, GPU errors from the
+    /// uploads.
+    pub fn build(mut self) -> Result<GpuNetwork> {
+        if let Some(e) = self.deferred_error.take() {
+            return Err(e);
+        }
         let &[input] = self.inputs.as_slice() else {
             return Err(GpuError::InvalidNetwork(format!(
                 "a network needs exactly one input, this one has {}",
@@ -501,6 +539,7 @@ impl NetworkBuilder {
             nan_fill: self.nan_fill,
             dummy,
             cache: Mutex::new(Vec::new()),
+            busy: Mutex::new(()),
         })
     }
 }
@@ -522,14 +561,12 @@ enum Layer {
         x: usize,
         y: usize,
         spec: ConvSpec,
-        kernel: ConvKernel,
-        weight: wgpu::Buffer,
+        imp: ConvImpl,
+        weight: ConvWeights,
         scale: Option<wgpu::Buffer>,
         bias: Option<wgpu::Buffer>,
         residual: Option<usize>,
         relu: bool,
-        m_pad: usize,
-        k_pad: usize,
     },
     Affine {
         x: usize,
@@ -600,17 +637,20 @@ fn upload(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
         })
 }
 
-/// The tiled kernel's weight layout: `[group][k_pad][m_pad]`, `k = (ci * ks + ky) * ks + kx`,
-/// zero-padded so every tile load is in bounds.
-pub(crate) fn tiled_weight_layout(
+/// The GEMM weight layout of the tiled kernels: `[group][k][m]` with
+/// `k = (ci * ks + ky) * ks + kx`, `k` zero-padded to a multiple of `k_multiple` and `m` to a
+/// multiple of `m_multiple`. Returns the data, padded `m` and padded `k`.
+pub(crate) fn gemm_weight_layout(
     weight: &ArrayView4<'_, f32>,
     spec: &ConvSpec,
+    m_multiple: usize,
+    k_multiple: usize,
 ) -> (Vec<f32>, usize, usize) {
     let [_, cin_g, ks, _] = spec.weight_shape();
     let cout_g = spec.out_channels / spec.groups;
     let k_total = cin_g * ks * ks;
-    let k_pad = k_total.div_ceil(TILE_K) * TILE_K;
-    let m_pad = cout_g.div_ceil(TILE_M) * TILE_M;
+    let k_pad = k_total.div_ceil(k_multiple) * k_multiple;
+    let m_pad = cout_g.div_ceil(m_multiple) * m_multiple;
     let mut data = vec![0.0f32; spec.groups * k_pad * m_pad];
     for ((o, ci, ky, kx), &v) in weight.indexed_iter() {
         let (g, m) = (o / cout_g, o % cout_g);
@@ -618,6 +658,59 @@ pub(crate) fn tiled_weight_layout(
         data[(g * k_pad + k) * m_pad + m] = v;
     }
     (data, m_pad, k_pad)
+}
+
+/// Output tile of `conv_subgroup.wgsl` for an `ow` x `oh` output: columns (the row in as few
+/// equal pieces of at most 32 as possible, rounded up to a multiple of 4 so that few pipeline
+/// variants exist) and rows (as many as fit in 32 pixels and in the 9 input rows the shader
+/// holds).
+fn subgroup_tile(ow: usize, oh: usize, ks: usize, stride: usize) -> (usize, usize) {
+    let nbw = ow.div_ceil(ow.div_ceil(SUBGROUP_MAX_NB)).div_ceil(4) * 4;
+    let max_rows = (9 - ks) / stride + 1;
+    let rows = (SUBGROUP_MAX_NB / nbw).min(max_rows).min(oh).max(1);
+    (nbw, rows)
+}
+
+/// Whether `conv_subgroup.wgsl` can run `spec` on `ctx`.
+fn subgroup_fits(ctx: &GpuContext, spec: &ConvSpec) -> bool {
+    let cout_g = spec.out_channels / spec.groups;
+    let k_rows = spec.in_channels * spec.kernel_size * spec.kernel_size;
+    let width = cout_g.div_ceil(SUBGROUP_M) * SUBGROUP_M / 4;
+    let max_dim = ctx.limits().max_texture_dimension_2d as usize;
+    ctx.has_subgroups_of_8()
+        && matches!(spec.kernel_size, 1 | 3)
+        && matches!(spec.stride, 1 | 2)
+        && width <= max_dim
+        && k_rows <= max_dim
+}
+
+/// Uploads `data` (`height` rows of `width` rgba texels) as an rgba32float texture.
+fn upload_texture(
+    ctx: &GpuContext,
+    data: &[f32],
+    width: usize,
+    height: usize,
+) -> wgpu::TextureView {
+    let texture = ctx.device().create_texture_with_data(
+        ctx.queue(),
+        &wgpu::TextureDescriptor {
+            label: Some("conv weight"),
+            size: wgpu::Extent3d {
+                width: u(width),
+                height: u(height),
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Float,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING,
+            view_formats: &[],
+        },
+        wgpu::util::TextureDataOrder::LayerMajor,
+        bytemuck::cast_slice(data),
+    );
+    texture.create_view(&wgpu::TextureViewDescriptor::default())
 }
 
 fn upload_layer(
@@ -650,26 +743,60 @@ fn upload_layer(
             residual,
             relu,
         } => {
-            let (data, m_pad, k_pad) = match kernel {
-                ConvKernel::Tiled => tiled_weight_layout(&weight.view(), &spec),
-                ConvKernel::Naive => {
-                    let w = weight.as_standard_layout();
-                    (w.iter().copied().collect(), 0, 0)
+            let subgroup = match kernel {
+                ConvKernel::Tiled => subgroup_fits(ctx, &spec),
+                ConvKernel::Subgroup if subgroup_fits(ctx, &spec) => true,
+                ConvKernel::Subgroup => {
+                    return Err(GpuError::Unsupported(format!(
+                        "the subgroup conv kernel needs subgroups of at least 8 invocations \
+                         (this adapter: SUBGROUP {}, min size {}), kernel size 1 or 3 and \
+                         stride 1 or 2 (this conv: {}x{}, stride {})",
+                        ctx.device().features().contains(wgpu::Features::SUBGROUP),
+                        ctx.adapter_info().subgroup_min_size,
+                        spec.kernel_size,
+                        spec.kernel_size,
+                        spec.stride
+                    )));
                 }
+                ConvKernel::Workgroup | ConvKernel::Naive => false,
             };
-            check_size("conv weight", data.len())?;
+            let (imp, weight) = if subgroup {
+                let (data, m_pad, _) = gemm_weight_layout(&weight.view(), &spec, SUBGROUP_M, 1);
+                let height = data.len() / m_pad;
+                let view = upload_texture(ctx, &data, m_pad / 4, height);
+                (
+                    ConvImpl::Subgroup {
+                        m_tiles: m_pad / SUBGROUP_M,
+                    },
+                    ConvWeights::Texture(view),
+                )
+            } else if kernel == ConvKernel::Naive {
+                let w = weight.as_standard_layout();
+                let data: Vec<f32> = w.iter().copied().collect();
+                check_size("conv weight", data.len())?;
+                (
+                    ConvImpl::Naive,
+                    ConvWeights::Buffer(upload(ctx, "conv weight", &data)),
+                )
+            } else {
+                let (data, m_pad, k_pad) =
+                    gemm_weight_layout(&weight.view(), &spec, TILE_M, TILE_K);
+                check_size("conv weight", data.len())?;
+                (
+                    ConvImpl::Workgroup { m_pad, k_pad },
+                    ConvWeights::Buffer(upload(ctx, "conv weight", &data)),
+                )
+            };
             Layer::Conv {
                 x,
                 y,
                 spec,
-                kernel,
-                weight: upload(ctx, "conv weight", &data),
+                imp,
+                weight,
                 scale: opt("conv scale", &scale),
                 bias: opt("conv bias", &bias),
                 residual,
                 relu,
-                m_pad,
-                k_pad,
             }
         }
         Node::Affine {
@@ -779,6 +906,8 @@ pub struct GpuNetwork {
     nan_fill: bool,
     dummy: wgpu::Buffer,
     cache: Mutex<Vec<Arc<Prepared>>>,
+    /// Runs share activation buffers: one at a time.
+    busy: Mutex<()>,
 }
 
 const FLAG_SCALE: u32 = 1;
@@ -989,9 +1118,10 @@ impl GpuNetwork {
             }
         }
         let plan = self.plan(batch, height, width)?;
-        let prepared = Arc::new(self.ctx.scoped("allocating activations", || {
-            self.prepare(key, plan)
-        })?);
+        let prepared = Arc::new(
+            self.ctx
+                .scoped("allocating activations", || self.prepare(key, plan))?,
+        );
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= PLAN_CACHE {
             cache.remove(0);
@@ -1035,11 +1165,13 @@ impl GpuNetwork {
         let mut dispatches = Vec::with_capacity(self.layers.len());
         for (i, (layer, (key, groups))) in self.layers.iter().zip(specs).enumerate() {
             let pipeline = self.ctx.pipeline(&key)?;
-            let act = |t: usize| wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &slots[plan.slot_of[t]],
-                offset: 0,
-                size: NonZeroU64::new(bytes_of(&plan.shapes[t])),
-            });
+            let act = |t: usize| {
+                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &slots[plan.slot_of[t]],
+                    offset: 0,
+                    size: NonZeroU64::new(bytes_of(&plan.shapes[t])),
+                })
+            };
             let dummy = self.dummy.as_entire_binding();
             let uniform = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                 buffer: &params_buf,
@@ -1058,7 +1190,10 @@ impl GpuNetwork {
                 } => vec![
                     uniform,
                     act(*x),
-                    whole(weight),
+                    match weight {
+                        ConvWeights::Buffer(b) => whole(b),
+                        ConvWeights::Texture(v) => wgpu::BindingResource::TextureView(v),
+                    },
                     or_dummy(scale.as_ref(), &self.dummy),
                     or_dummy(bias.as_ref(), &self.dummy),
                     residual.map_or(dummy.clone(), act),
@@ -1082,7 +1217,13 @@ impl GpuNetwork {
                 Layer::Gap { x, y } => vec![uniform, act(*x), act(*y)],
                 Layer::Linear {
                     x, y, weight, bias, ..
-                } => vec![uniform, act(*x), whole(weight), or_dummy(bias.as_ref(), &self.dummy), act(*y)],
+                } => vec![
+                    uniform,
+                    act(*x),
+                    whole(weight),
+                    or_dummy(bias.as_ref(), &self.dummy),
+                    act(*y),
+                ],
                 Layer::SeScale { x, s, y, .. } => vec![uniform, act(*x), act(*s), act(*y)],
             };
             let entries: Vec<wgpu::BindGroupEntry<'_>> = resources
@@ -1125,13 +1266,11 @@ impl GpuNetwork {
                 x,
                 y,
                 spec,
-                kernel,
+                imp,
                 scale,
                 bias,
                 residual,
                 relu,
-                m_pad,
-                k_pad,
                 ..
             } => {
                 let [n, cin, h, w] = plan.shapes[*x];
@@ -1143,44 +1282,89 @@ impl GpuNetwork {
                     | if bias.is_some() { FLAG_BIAS } else { 0 }
                     | if residual.is_some() { FLAG_RESIDUAL } else { 0 }
                     | if *relu { FLAG_RELU } else { 0 };
-                p[..11].copy_from_slice(&[
-                    u(n),
-                    u(cin),
-                    u(h),
-                    u(w),
-                    u(cout),
-                    u(oh),
-                    u(ow),
-                    u(spec.stride),
-                    u(spec.padding),
-                    u(cin_g),
-                    u(cout_g),
-                ]);
-                match kernel {
-                    ConvKernel::Tiled => {
+                let check_z = |z: usize| {
+                    if z > max_dim as usize {
+                        Err(GpuError::shape(
+                            "output-channel tiles x groups of a conv",
+                            format!("at most {max_dim}"),
+                            z,
+                        ))
+                    } else {
+                        Ok(u(z))
+                    }
+                };
+                match imp {
+                    ConvImpl::Workgroup { m_pad, k_pad } => {
                         let m_tiles = m_pad / TILE_M;
-                        p[11..16].copy_from_slice(&[
+                        p.copy_from_slice(&[
+                            u(n),
+                            u(cin),
+                            u(h),
+                            u(w),
+                            u(cout),
+                            u(oh),
+                            u(ow),
+                            u(spec.stride),
+                            u(spec.padding),
+                            u(cin_g),
+                            u(cout_g),
                             u(cin_g * ks * ks),
                             u(*m_pad),
                             u(*k_pad),
                             flags,
                             u(m_tiles),
                         ]);
-                        let z = m_tiles * spec.groups;
-                        if z > max_dim as usize {
-                            return Err(GpuError::shape(
-                                "output-channel tiles x groups of a conv",
-                                format!("at most {max_dim}"),
-                                z,
-                            ));
-                        }
+                        let z = check_z(m_tiles * spec.groups)?;
                         let [gx, gy] = grid((n * oh * ow).div_ceil(TILE_N), max_dim)?;
                         let key = PipelineKey::new(Shader::ConvTiled).constant("KS", u(ks));
-                        (key, p, [gx, gy, u(z)])
+                        (key, p, [gx, gy, z])
                     }
-                    ConvKernel::Naive => {
-                        p[11] = u(ks);
-                        p[12] = flags;
+                    ConvImpl::Subgroup { m_tiles } => {
+                        let (nbw, rows) = subgroup_tile(ow, oh, ks, spec.stride);
+                        let (blocks_x, blocks_y) = (ow.div_ceil(nbw), oh.div_ceil(rows));
+                        p.copy_from_slice(&[
+                            u(n),
+                            u(cin),
+                            u(h),
+                            u(w),
+                            u(cout),
+                            u(oh),
+                            u(ow),
+                            u(spec.padding),
+                            u(cin_g),
+                            u(cout_g),
+                            flags,
+                            u(blocks_x),
+                            u(blocks_y),
+                            u(*m_tiles),
+                            0,
+                            0,
+                        ]);
+                        let z = check_z(m_tiles * spec.groups)?;
+                        let [gx, gy] = grid(n * blocks_y * blocks_x, max_dim)?;
+                        let key = PipelineKey::new(Shader::ConvSubgroup)
+                            .constant("KS", u(ks))
+                            .constant("STRIDE", u(spec.stride))
+                            .constant("NBW", u(nbw))
+                            .constant("R", u(rows));
+                        (key, p, [gx, gy, z])
+                    }
+                    ConvImpl::Naive => {
+                        p[..13].copy_from_slice(&[
+                            u(n),
+                            u(cin),
+                            u(h),
+                            u(w),
+                            u(cout),
+                            u(oh),
+                            u(ow),
+                            u(spec.stride),
+                            u(spec.padding),
+                            u(cin_g),
+                            u(cout_g),
+                            u(ks),
+                            flags,
+                        ]);
                         let [gx, gy] = grid((n * cout * oh * ow).div_ceil(64), max_dim)?;
                         (PipelineKey::new(Shader::ConvNaive), p, [gx, gy, 1])
                     }
@@ -1281,6 +1465,7 @@ impl GpuNetwork {
         self.check_input(input.shape())?;
         let (n, c, h, w) = input.dim();
         let batches = self.batches(n, h, w)?;
+        let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
         let input = input.as_standard_layout();
         let data = input.as_slice().ok_or_else(|| {
             GpuError::Readback("input is not contiguous after as_standard_layout".into())
@@ -1366,6 +1551,7 @@ impl GpuNetwork {
     ) -> Result<Vec<Duration>> {
         self.check_input(&[batch, self.input_channels(), height, width])?;
         let batches = self.batches(batch, height, width)?;
+        let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
         let preps = batches
             .iter()
             .map(|&(_, len)| self.prepared(len, height, width))
@@ -1414,7 +1600,13 @@ impl GpuNetwork {
                         && let Some((set, resolve, readback)) = &queries
                     {
                         encoder.resolve_query_set(set, 0..count, resolve, 0);
-                        encoder.copy_buffer_to_buffer(resolve, 0, readback, 0, 8 * u64::from(count));
+                        encoder.copy_buffer_to_buffer(
+                            resolve,
+                            0,
+                            readback,
+                            0,
+                            8 * u64::from(count),
+                        );
                     }
                     self.ctx.queue().submit([encoder.finish()]);
                 }
@@ -1427,7 +1619,9 @@ impl GpuNetwork {
                     let bytes = read_back(&self.ctx, std::slice::from_ref(readback))?;
                     let ticks: Vec<u64> = bytes[0]
                         .chunks_exact(8)
-                        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                        .map(|c| {
+                            u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
+                        })
                         .collect();
                     let ns: f64 = ticks
                         .chunks_exact(2)
@@ -1519,4 +1713,50 @@ fn to_f32(bytes: &[u8]) -> Vec<f32> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array4;
+
+    #[test]
+    fn grid_spreads_workgroups_over_two_dimensions() {
+        assert_eq!(grid(0, 65535).ok(), Some([1, 1]));
+        assert_eq!(grid(65535, 65535).ok(), Some([65535, 1]));
+        assert_eq!(grid(65536, 65535).ok(), Some([65535, 2]));
+        assert!(grid(65535 * 65535 + 1, 65535).is_err());
+    }
+
+    #[test]
+    fn gemm_layout_puts_output_channels_fastest_and_zero_pads() {
+        let spec = ConvSpec::new(4, 6, 3, 1, 1, 2).expect("spec");
+        let w = Array4::from_shape_fn(spec.weight_shape(), |(o, i, y, x)| {
+            (o * 1000 + i * 100 + y * 10 + x) as f32
+        });
+        let (data, m_pad, k_pad) = gemm_weight_layout(&w.view(), &spec, 4, 16);
+        assert_eq!((m_pad, k_pad), (4, 32));
+        assert_eq!(data.len(), 2 * 32 * 4);
+        // Group 1, m = 2 (channel 5), ci = 1, ky = 2, kx = 0: k = (1 * 3 + 2) * 3 = 15.
+        assert_eq!(data[(32 + 15) * 4 + 2], 5120.0);
+        // Padding: m = 3 does not exist in a group of 3, k = 18.. does not exist.
+        assert_eq!(data[(32 + 15) * 4 + 3], 0.0);
+        assert!(data[(32 + 18) * 4..(32 + 32) * 4].iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn alloc_reuses_the_best_fitting_free_buffer_and_grows_the_biggest() {
+        let mut free = Vec::new();
+        let mut sizes = Vec::new();
+        let a = alloc(100, &mut free, &mut sizes);
+        let b = alloc(50, &mut free, &mut sizes);
+        assert_eq!((a, b, sizes.len()), (0, 1, 2));
+        free.extend([a, b]);
+        // 40 bytes fit both; the 50-byte buffer fits best.
+        assert_eq!(alloc(40, &mut free, &mut sizes), b);
+        // 200 bytes fit none: the biggest free buffer grows.
+        assert_eq!(alloc(200, &mut free, &mut sizes), a);
+        assert_eq!(sizes, vec![200, 50]);
+        assert_eq!(alloc(10, &mut free, &mut sizes), 2);
+    }
 }

@@ -6,6 +6,9 @@ pub enum Shader {
     /// Implicit-GEMM convolution: shared-memory tiles, 4x4 outputs per invocation, fused
     /// epilogue (scale, bias, residual, ReLU).
     ConvTiled,
+    /// Implicit-GEMM convolution sharing the im2col tile through subgroup shuffles, weights in a
+    /// texture: the fast path where subgroups of at least 8 invocations exist.
+    ConvSubgroup,
     /// One output per invocation: the baseline the tiled kernel is measured against.
     ConvNaive,
     /// Per-channel `x * scale + shift`, optional residual and ReLU (a BN on its own branch).
@@ -20,9 +23,10 @@ pub enum Shader {
 
 impl Shader {
     /// Every shader, in file-name order.
-    pub const ALL: [Shader; 6] = [
+    pub const ALL: [Shader; 7] = [
         Shader::Affine,
         Shader::ConvNaive,
+        Shader::ConvSubgroup,
         Shader::ConvTiled,
         Shader::GlobalAvgPool,
         Shader::Linear,
@@ -33,6 +37,7 @@ impl Shader {
     pub fn file_name(self) -> &'static str {
         match self {
             Shader::ConvTiled => "conv_tiled.wgsl",
+            Shader::ConvSubgroup => "conv_subgroup.wgsl",
             Shader::ConvNaive => "conv_naive.wgsl",
             Shader::Affine => "affine.wgsl",
             Shader::GlobalAvgPool => "gap.wgsl",
@@ -45,6 +50,7 @@ impl Shader {
     pub fn source(self) -> &'static str {
         match self {
             Shader::ConvTiled => include_str!("../../../shaders/conv_tiled.wgsl"),
+            Shader::ConvSubgroup => include_str!("../../../shaders/conv_subgroup.wgsl"),
             Shader::ConvNaive => include_str!("../../../shaders/conv_naive.wgsl"),
             Shader::Affine => include_str!("../../../shaders/affine.wgsl"),
             Shader::GlobalAvgPool => include_str!("../../../shaders/gap.wgsl"),

@@ -54,8 +54,17 @@ struct Case {
 
 fn cases() -> impl Strategy<Value = Case> {
     (
-        (1usize..=2, prop::sample::select(vec![1usize, 2, 4]), 1usize..=6, 1usize..=9),
-        (prop::sample::select(vec![1usize, 3]), 1usize..=2, 0usize..=2),
+        (
+            1usize..=2,
+            prop::sample::select(vec![1usize, 2, 4]),
+            1usize..=6,
+            1usize..=9,
+        ),
+        (
+            prop::sample::select(vec![1usize, 3]),
+            1usize..=2,
+            0usize..=2,
+        ),
         (1usize..=11, 1usize..=11),
         (any::<bool>(), any::<bool>(), any::<bool>(), any::<u64>()),
     )
@@ -107,7 +116,9 @@ fn check_conv(ctx: &GpuContext, c: &Case, kernel: ConvKernel) {
     )
     .expect("GPU conv");
     let want = reference_conv(&x, &w, &spec, scale.as_deref(), bias.as_deref(), c.relu);
-    let abs_scale = scale.as_ref().map(|s| s.iter().map(|v| v.abs()).collect::<Vec<_>>());
+    let abs_scale = scale
+        .as_ref()
+        .map(|s| s.iter().map(|v| v.abs()).collect::<Vec<_>>());
     let magnitude = reference_conv(
         &x.mapv(f32::abs),
         &w.mapv(f32::abs),
@@ -126,13 +137,13 @@ fn check_conv(ctx: &GpuContext, c: &Case, kernel: ConvKernel) {
 }
 
 fn config(default_cases: u32) -> ProptestConfig {
-    // PROPTEST_CASES raises (or lowers) the count; the default keeps lavapipe runs short.
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default_cases);
+    // PROPTEST_CASES raises (or lowers) the count and PROPTEST_RNG_SEED picks other shapes; the
+    // defaults keep lavapipe runs short and let its shader cache serve repeated runs (every new
+    // shape class compiles a pipeline variant, about a second on lavapipe).
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     ProptestConfig {
-        cases,
+        cases: env("PROPTEST_CASES").map_or(default_cases, |c| c as u32),
+        rng_seed: proptest::test_runner::RngSeed::Fixed(env("PROPTEST_RNG_SEED").unwrap_or(4)),
         ..ProptestConfig::default()
     }
 }
@@ -140,13 +151,19 @@ fn config(default_cases: u32) -> ProptestConfig {
 #[test]
 fn tiled_conv_matches_oracle_on_random_shapes() {
     let Some(ctx) = ctx() else { return };
-    proptest!(config(24), |(c in cases())| check_conv(&ctx, &c, ConvKernel::Tiled));
+    proptest!(config(16), |(c in cases())| check_conv(&ctx, &c, ConvKernel::Tiled));
 }
 
 #[test]
 fn naive_conv_matches_oracle_on_random_shapes() {
     let Some(ctx) = ctx() else { return };
     proptest!(config(12), |(c in cases())| check_conv(&ctx, &c, ConvKernel::Naive));
+}
+
+#[test]
+fn workgroup_conv_matches_oracle_on_random_shapes() {
+    let Some(ctx) = ctx() else { return };
+    proptest!(config(8), |(c in cases())| check_conv(&ctx, &c, ConvKernel::Workgroup));
 }
 
 #[test]
@@ -171,6 +188,7 @@ fn tiled_conv_spans_several_tiles_in_every_dimension() {
             seed: 7,
         };
         check_conv(&ctx, &c, ConvKernel::Tiled);
+        check_conv(&ctx, &c, ConvKernel::Workgroup);
     }
 }
 
@@ -192,10 +210,33 @@ fn depthwise_and_one_by_one_convs() {
         scale: false,
         seed: 3,
     };
-    for kernel in [ConvKernel::Tiled, ConvKernel::Naive] {
+    for kernel in [ConvKernel::Tiled, ConvKernel::Workgroup, ConvKernel::Naive] {
         check_conv(&ctx, &base, kernel);
-        check_conv(&ctx, &Case { ks: 1, pad: 0, groups: 1, cin_g: 12, cout_g: 70, ..base.clone() }, kernel);
-        check_conv(&ctx, &Case { ks: 1, pad: 0, stride: 2, groups: 1, cin_g: 5, cout_g: 3, ..base.clone() }, kernel);
+        check_conv(
+            &ctx,
+            &Case {
+                ks: 1,
+                pad: 0,
+                groups: 1,
+                cin_g: 12,
+                cout_g: 70,
+                ..base.clone()
+            },
+            kernel,
+        );
+        check_conv(
+            &ctx,
+            &Case {
+                ks: 1,
+                pad: 0,
+                stride: 2,
+                groups: 1,
+                cin_g: 5,
+                cout_g: 3,
+                ..base.clone()
+            },
+            kernel,
+        );
     }
 }
 
@@ -259,7 +300,12 @@ fn squeeze_excitation_matches_cpu_composition() {
     let mut rng = Rng::new(13);
     let (n, c, r) = (2, 8, 3);
     let x = rng.array4([n, c, 5, 6]);
-    let (w1, b1, w2, b2) = (rng.array2([r, c]), rng.array1(r), rng.array2([c, r]), rng.array1(c));
+    let (w1, b1, w2, b2) = (
+        rng.array2([r, c]),
+        rng.array1(r),
+        rng.array2([c, r]),
+        rng.array1(c),
+    );
     for relu in [false, true] {
         let got = ops::se(
             &ctx,
@@ -272,7 +318,11 @@ fn squeeze_excitation_matches_cpu_composition() {
         )
         .expect("se");
         let pooled = cpu::global_avg_pool(x.view()).expect("gap");
-        let hidden = cpu::relu(cpu::linear(pooled.view(), w1.view(), Some(b1.view())).expect("fc1").view());
+        let hidden = cpu::relu(
+            cpu::linear(pooled.view(), w1.view(), Some(b1.view()))
+                .expect("fc1")
+                .view(),
+        );
         let s = cpu::linear(hidden.view(), w2.view(), Some(b2.view()))
             .expect("fc2")
             .mapv(|v| 1.0 / (1.0 + (-v).exp()));

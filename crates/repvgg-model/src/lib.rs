@@ -8,6 +8,9 @@
 
 pub mod checkpoint;
 pub mod digits;
+pub mod gpu;
+pub mod imagenet;
+pub mod preprocess;
 mod config;
 mod error;
 mod model;

@@ -1,0 +1,317 @@
+// Convolution as an implicit GEMM shared through subgroup registers (adapters with subgroups of
+// at least 8 invocations; conv_tiled.wgsl is the portable path).
+//
+//   Y[m, q] = sum_k A[m, k] * B[k, q]   m: output channel, q: output pixel, k: (ci, ky, kx)
+//
+// A workgroup is 8 invocations and computes a tile of 64 output channels x (R rows x NBW
+// columns) output pixels: each invocation owns 8 channels (two vec4 accumulators per pixel) of
+// all R * NBW <= 32 pixels, held in registers. Per input channel ci:
+//   * the im2col gather: the T = (R - 1) * STRIDE + KS input row segments the tile needs
+//     (STRIDE * (NBW - 1) + KS values each) are loaded cooperatively, 8 values per load, one per
+//     invocation; every invocation then reads the values it needs from its neighbours with
+//     subgroupShuffle;
+//   * the KS x KS weights of the invocation's 8 channels come from a texture laid out at upload
+//     as rows k = (g, ci, ky, kx) of m_pad / 4 rgba32float texels: one textureLoad, 4 channels;
+//   * then 2 * KS * KS vec4 FMAs per pixel.
+// Every index into the private arrays is a constant after the helper functions are inlined with
+// their constant arguments, so the arrays live in registers. Scale, bias, residual and ReLU are
+// applied in the store.
+//
+// Why subgroups and a texture instead of workgroup memory: on CPU adapters (lavapipe) each
+// buffer or workgroup-memory load inside a loop costs about as much as 100 FMAs, while texture
+// fetches and subgroup shuffles are cheap; sharing through the subgroup does one buffer load per
+// 8 input values instead of one per use.
+
+override KS: u32 = 3u;     // kernel size: 1 or 3
+override STRIDE: u32 = 1u; // 1 or 2
+override NBW: u32 = 16u;   // output columns per tile, 1..=32
+override R: u32 = 2u;      // output rows per tile; R * NBW <= 32 and (R - 1) * STRIDE + KS <= 9
+
+struct Params {
+    n: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    oh: u32,
+    ow: u32,
+    pad: u32,
+    cin_g: u32,
+    cout_g: u32,
+    flags: u32,
+    blocks_x: u32, // tiles per output row band: ceil(ow / NBW)
+    blocks_y: u32, // row bands per image: ceil(oh / R)
+    m_tiles: u32,  // ceil(cout_g / 64)
+    _pad0: u32,
+    _pad1: u32,
+}
+
+const FLAG_SCALE: u32 = 1u;
+const FLAG_BIAS: u32 = 2u;
+const FLAG_RESIDUAL: u32 = 4u;
+const FLAG_RELU: u32 = 8u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var wtex: texture_2d<f32>;
+@group(0) @binding(3) var<storage, read> scale: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read> residual: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+
+// Per invocation: accumulators [pixel][2], the loaded row segments [row][piece], the weights of
+// one input channel [ky][kx][2].
+var<private> acc: array<vec4<f32>, 64>;
+var<private> seg: array<f32, 81>;
+var<private> wk: array<vec4<f32>, 18>;
+
+// Tile geometry and the invocation's place in it, set once by main.
+var<private> t_in: u32;      // offset of (image, group's first channel) in x
+var<private> t_iy0: i32;     // first input row of the tile
+var<private> t_ix0: i32;     // first input column of the tile
+var<private> t_lane: u32;
+var<private> t_tex_x: i32;   // first of the invocation's two texels in a weight row
+
+const ROW_PIECES: u32 = 9u;
+
+// Piece j of input row t of the tile for channel ci: element j * 8 + lane (zero outside).
+fn load_piece(t: u32, j: u32, plane: u32) {
+    if t < (R - 1u) * STRIDE + KS && j * 8u < STRIDE * (NBW - 1u) + KS {
+        let iy = t_iy0 + i32(t);
+        let ix = t_ix0 + i32(j * 8u + t_lane);
+        let ok = iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
+        let cy = clamp(iy, 0, i32(p.h) - 1);
+        let cx = clamp(ix, 0, i32(p.w) - 1);
+        let v = x[plane + u32(cy) * p.w + u32(cx)];
+        seg[t * ROW_PIECES + j] = select(0.0, v, ok);
+    }
+}
+
+fn load_row(t: u32, plane: u32) {
+    load_piece(t, 0u, plane);
+    load_piece(t, 1u, plane);
+    load_piece(t, 2u, plane);
+    load_piece(t, 3u, plane);
+    load_piece(t, 4u, plane);
+    load_piece(t, 5u, plane);
+    load_piece(t, 6u, plane);
+    load_piece(t, 7u, plane);
+    load_piece(t, 8u, plane);
+}
+
+fn load_weight(ky: u32, kx: u32, krow: i32) {
+    if ky < KS && kx < KS {
+        let row = krow + i32(ky * KS + kx);
+        wk[2u * (ky * 3u + kx)] = textureLoad(wtex, vec2<i32>(t_tex_x, row), 0);
+        wk[2u * (ky * 3u + kx) + 1u] = textureLoad(wtex, vec2<i32>(t_tex_x + 1, row), 0);
+    }
+}
+
+// Tap (ky, kx) of tile pixel q = (q / NBW, q % NBW).
+fn tap(q: u32, ky: u32, kx: u32) {
+    if q < R * NBW && ky < KS && kx < KS {
+        let t = (q / NBW) * STRIDE + ky;
+        let e = (q % NBW) * STRIDE + kx;
+        let v = vec4<f32>(subgroupShuffle(seg[t * ROW_PIECES + e / 8u], e % 8u));
+        let wi = 2u * (ky * 3u + kx);
+        acc[2u * q] = fma(wk[wi], v, acc[2u * q]);
+        acc[2u * q + 1u] = fma(wk[wi + 1u], v, acc[2u * q + 1u]);
+    }
+}
+
+fn pixel(q: u32) {
+    tap(q, 0u, 0u);
+    tap(q, 0u, 1u);
+    tap(q, 0u, 2u);
+    tap(q, 1u, 0u);
+    tap(q, 1u, 1u);
+    tap(q, 1u, 2u);
+    tap(q, 2u, 0u);
+    tap(q, 2u, 1u);
+    tap(q, 2u, 2u);
+}
+
+struct Epi {
+    sc0: vec4<f32>,
+    sc1: vec4<f32>,
+    bi0: vec4<f32>,
+    bi1: vec4<f32>,
+}
+
+fn store_channel(i: u32, value: f32) {
+    var v = value;
+    if (p.flags & FLAG_RESIDUAL) != 0u {
+        v += residual[i];
+    }
+    if (p.flags & FLAG_RELU) != 0u {
+        v = max(v, 0.0);
+    }
+    y[i] = v;
+}
+
+fn store_pixel(q: u32, oy0: u32, ox0: u32, img: u32, oc0: u32, m0: u32, e: Epi) {
+    let oy = oy0 + q / NBW;
+    let ox = ox0 + q % NBW;
+    if q >= R * NBW || oy >= p.oh || ox >= p.ow {
+        return;
+    }
+    let v0 = fma(acc[2u * q], e.sc0, e.bi0);
+    let v1 = fma(acc[2u * q + 1u], e.sc1, e.bi1);
+    let ohw = p.oh * p.ow;
+    let base = (img * p.cout + oc0) * ohw + oy * p.ow + ox;
+    for (var c = 0u; c < 4u; c++) {
+        if m0 + c < p.cout_g {
+            store_channel(base + c * ohw, v0[c]);
+        }
+        if m0 + 4u + c < p.cout_g {
+            store_channel(base + (4u + c) * ohw, v1[c]);
+        }
+    }
+}
+
+fn epilogue_value(oc: u32, m: u32) -> vec2<f32> {
+    // (scale, bias) of channel oc; identity where absent or past the group's channels.
+    var s = 1.0;
+    var b = 0.0;
+    if m < p.cout_g {
+        if (p.flags & FLAG_SCALE) != 0u {
+            s = scale[oc];
+        }
+        if (p.flags & FLAG_BIAS) != 0u {
+            b = bias[oc];
+        }
+    }
+    return vec2<f32>(s, b);
+}
+
+@compute @workgroup_size(8)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let tile = wid.x + wid.y * nwg.x;
+    let bx = tile % p.blocks_x;
+    let by = (tile / p.blocks_x) % p.blocks_y;
+    let img = tile / (p.blocks_x * p.blocks_y);
+    let g = wid.z / p.m_tiles;
+    // This invocation's channels inside the group: m0 .. m0 + 8.
+    let m0 = (wid.z % p.m_tiles) * 64u + lid * 8u;
+    let oy0 = by * R;
+    let ox0 = bx * NBW;
+    let hw = p.h * p.w;
+    t_in = (min(img, p.n - 1u) * p.cin + g * p.cin_g) * hw;
+    t_iy0 = i32(oy0 * STRIDE) - i32(p.pad);
+    t_ix0 = i32(ox0 * STRIDE) - i32(p.pad);
+    t_lane = lane;
+    t_tex_x = i32(m0 / 4u);
+    let k_rows = p.cin_g * KS * KS;
+
+    // `acc` starts at zero (private variables are zero-initialised).
+    for (var ci = 0u; ci < p.cin_g; ci++) {
+        let plane = t_in + ci * hw;
+        load_row(0u, plane);
+        load_row(1u, plane);
+        load_row(2u, plane);
+        load_row(3u, plane);
+        load_row(4u, plane);
+        load_row(5u, plane);
+        load_row(6u, plane);
+        load_row(7u, plane);
+        load_row(8u, plane);
+        let krow = i32(g * k_rows + ci * KS * KS);
+        load_weight(0u, 0u, krow);
+        load_weight(0u, 1u, krow);
+        load_weight(0u, 2u, krow);
+        load_weight(1u, 0u, krow);
+        load_weight(1u, 1u, krow);
+        load_weight(1u, 2u, krow);
+        load_weight(2u, 0u, krow);
+        load_weight(2u, 1u, krow);
+        load_weight(2u, 2u, krow);
+        pixel(0u);
+        pixel(1u);
+        pixel(2u);
+        pixel(3u);
+        pixel(4u);
+        pixel(5u);
+        pixel(6u);
+        pixel(7u);
+        pixel(8u);
+        pixel(9u);
+        pixel(10u);
+        pixel(11u);
+        pixel(12u);
+        pixel(13u);
+        pixel(14u);
+        pixel(15u);
+        pixel(16u);
+        pixel(17u);
+        pixel(18u);
+        pixel(19u);
+        pixel(20u);
+        pixel(21u);
+        pixel(22u);
+        pixel(23u);
+        pixel(24u);
+        pixel(25u);
+        pixel(26u);
+        pixel(27u);
+        pixel(28u);
+        pixel(29u);
+        pixel(30u);
+        pixel(31u);
+    }
+
+    if img >= p.n {
+        return;
+    }
+    let oc0 = g * p.cout_g + m0;
+    let e0 = epilogue_value(oc0, m0);
+    let e1 = epilogue_value(oc0 + 1u, m0 + 1u);
+    let e2 = epilogue_value(oc0 + 2u, m0 + 2u);
+    let e3 = epilogue_value(oc0 + 3u, m0 + 3u);
+    let e4 = epilogue_value(oc0 + 4u, m0 + 4u);
+    let e5 = epilogue_value(oc0 + 5u, m0 + 5u);
+    let e6 = epilogue_value(oc0 + 6u, m0 + 6u);
+    let e7 = epilogue_value(oc0 + 7u, m0 + 7u);
+    let e = Epi(
+        vec4<f32>(e0.x, e1.x, e2.x, e3.x),
+        vec4<f32>(e4.x, e5.x, e6.x, e7.x),
+        vec4<f32>(e0.y, e1.y, e2.y, e3.y),
+        vec4<f32>(e4.y, e5.y, e6.y, e7.y),
+    );
+    store_pixel(0u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(1u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(2u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(3u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(4u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(5u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(6u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(7u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(8u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(9u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(10u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(11u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(12u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(13u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(14u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(15u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(16u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(17u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(18u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(19u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(20u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(21u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(22u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(23u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(24u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(25u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(26u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(27u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(28u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(29u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(30u, oy0, ox0, img, oc0, m0, e);
+    store_pixel(31u, oy0, ox0, img, oc0, m0, e);
+}

@@ -1,0 +1,44 @@
+// Global average pool: [N, C, H, W] -> [N, C]. One workgroup per (n, c) row, a strided sum per
+// invocation, then a tree reduction in workgroup memory.
+
+struct Params {
+    rows: u32, // n * c
+    hw: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+const WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+
+var<workgroup> partial: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = wid.x + wid.y * nwg.x;
+    if row >= p.rows {
+        return; // whole workgroup: uniform
+    }
+    var s = 0.0;
+    for (var i = lid; i < p.hw; i += WG) {
+        s += x[row * p.hw + i];
+    }
+    partial[lid] = s;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        if lid < stride {
+            partial[lid] += partial[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        y[row] = partial[0] / f32(p.hw);
+    }
+}
