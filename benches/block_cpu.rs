@@ -2,6 +2,7 @@
 //! 3x3 conv, batch 1 and 8. Before timing it prints the peak heap bytes of one forward of each.
 //!
 //! `cargo bench --bench block_cpu`
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches fail loudly
 #![allow(unsafe_code)] // the counting allocator below
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -41,7 +42,9 @@ static ALLOC: Counting = Counting;
 fn block(c: usize, seed: u64) -> RepVggBranches<f32> {
     let mut s = seed;
     let mut next = move || {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     };
     let mut bn = |c: usize| {
@@ -62,7 +65,11 @@ fn block(c: usize, seed: u64) -> RepVggBranches<f32> {
     RepVggBranches {
         spec: ConvSpec::conv3x3(c, c, 1, 1).expect("valid spec"),
         dense: ConvBn::new(Array4::from_shape_fn((c, c, 3, 3), |_| next()), None, bn3),
-        one_by_one: Some(ConvBn::new(Array4::from_shape_fn((c, c, 1, 1), |_| next()), None, bn1)),
+        one_by_one: Some(ConvBn::new(
+            Array4::from_shape_fn((c, c, 1, 1), |_| next()),
+            None,
+            bn1,
+        )),
         identity: Some(bnid),
     }
 }
@@ -74,7 +81,14 @@ fn multi_branch(b: &RepVggBranches<f32>, x: &Array4<f32>) -> Array4<f32> {
 }
 
 fn fused(f: &repvgg::math::FusedConv<f32>, x: &Array4<f32>) -> Array4<f32> {
-    ops::conv2d_act(x.view(), f.weight.view(), Some(f.bias.view()), &f.spec, Activation::Relu).expect("valid conv")
+    ops::conv2d_act(
+        x.view(),
+        f.weight.view(),
+        Some(f.bias.view()),
+        &f.spec,
+        Activation::Relu,
+    )
+    .expect("valid conv")
 }
 
 fn peak_of(f: impl FnOnce() -> Array4<f32>) -> usize {
@@ -93,11 +107,17 @@ fn bench_block(c: &mut Criterion) {
     let mut group = c.benchmark_group("block_64x56x56");
     group.sample_size(20);
     for batch in [1usize, 8] {
-        let x = Array4::from_shape_fn((batch, ch, hw, hw), |(n, c, h, w)| ((n + 3 * c + 5 * h + 7 * w) % 11) as f32 / 11.0 - 0.5);
+        let x = Array4::from_shape_fn((batch, ch, hw, hw), |(n, c, h, w)| {
+            ((n + 3 * c + 5 * h + 7 * w) % 11) as f32 / 11.0 - 0.5
+        });
         let flops = 2 * batch as u64 * f.spec.macs(hw, hw).expect("fits");
         group.throughput(Throughput::Elements(flops));
-        group.bench_with_input(BenchmarkId::new("multi_branch", batch), &x, |bench, x| bench.iter(|| multi_branch(&b, x)));
-        group.bench_with_input(BenchmarkId::new("fused", batch), &x, |bench, x| bench.iter(|| fused(&f, x)));
+        group.bench_with_input(BenchmarkId::new("multi_branch", batch), &x, |bench, x| {
+            bench.iter(|| multi_branch(&b, x))
+        });
+        group.bench_with_input(BenchmarkId::new("fused", batch), &x, |bench, x| {
+            bench.iter(|| fused(&f, x))
+        });
     }
     group.finish();
 }

@@ -6,6 +6,7 @@
 //! measured by `GpuNetwork::bench`: timestamp queries where the adapter has them, otherwise wall
 //! time around the submission and an explicit wait for the queue. Without an adapter the bench
 //! prints why and does nothing (it fails instead under `REPVGG_REQUIRE_GPU=1`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches fail loudly
 
 use std::time::Duration;
 

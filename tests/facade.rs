@@ -1,4 +1,5 @@
 //! Workspace-level checks through the `repvgg` facade: the crates compose as the README says.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches fail loudly
 
 use ndarray::{Array1, Array4};
 use repvgg::math::fuse::{ConvBn, RepVggBranches};
@@ -21,20 +22,50 @@ fn fused_block_through_facade_matches_multi_branch() {
     };
     let block = RepVggBranches {
         spec: ConvSpec::conv3x3(c, c, 1, 2).unwrap(),
-        dense: ConvBn::new(Array4::from_shape_fn((c, c / 2, 3, 3), |(o, i, y, x)| ((o + 2 * i + 3 * y + 5 * x) % 7) as f32 * 0.05 - 0.15), None, bn(0.0)),
-        one_by_one: Some(ConvBn::new(Array4::from_shape_fn((c, c / 2, 1, 1), |(o, i, _, _)| (o as f32 - i as f32) * 0.1), None, bn(0.2))),
+        dense: ConvBn::new(
+            Array4::from_shape_fn((c, c / 2, 3, 3), |(o, i, y, x)| {
+                ((o + 2 * i + 3 * y + 5 * x) % 7) as f32 * 0.05 - 0.15
+            }),
+            None,
+            bn(0.0),
+        ),
+        one_by_one: Some(ConvBn::new(
+            Array4::from_shape_fn((c, c / 2, 1, 1), |(o, i, _, _)| (o as f32 - i as f32) * 0.1),
+            None,
+            bn(0.2),
+        )),
         identity: Some(bn(0.4)),
     };
-    let x = Array4::from_shape_fn((2, c, 9, 7), |(n, ch, y, x)| ((n + ch * 3 + y * 5 + x * 7) % 13) as f32 / 6.0 - 1.0);
+    let x = Array4::from_shape_fn((2, c, 9, 7), |(n, ch, y, x)| {
+        ((n + ch * 3 + y * 5 + x * 7) % 13) as f32 / 6.0 - 1.0
+    });
     let multi = ops::relu(block.forward(x.view()).unwrap().view());
     let fused = block.fuse().unwrap();
-    let deployed = ops::conv2d_act(x.view(), fused.weight.view(), Some(fused.bias.view()), &fused.spec, ops::Activation::Relu).unwrap();
-    let max = multi.iter().zip(&deployed).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let deployed = ops::conv2d_act(
+        x.view(),
+        fused.weight.view(),
+        Some(fused.bias.view()),
+        &fused.spec,
+        ops::Activation::Relu,
+    )
+    .unwrap();
+    let max = multi
+        .iter()
+        .zip(&deployed)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     assert!(max < 1e-5, "max |multi - fused| = {max}");
 
     let mut partial = block.clone();
     partial.identity = None;
     let wrong = ops::relu(partial.fuse().unwrap().forward(x.view()).unwrap().view());
-    let max = multi.iter().zip(&wrong).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    assert!(max > 1e-2, "dropping the identity branch should change the output");
+    let max = multi
+        .iter()
+        .zip(&wrong)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        max > 1e-2,
+        "dropping the identity branch should change the output"
+    );
 }

@@ -86,7 +86,13 @@ pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
 
 /// Peak bytes of live activations in a plain CPU forward: the largest input + output pair of a
 /// block, plus the multi-branch form's per-branch temporaries.
-pub(crate) fn cpu_peak_activation_bytes<B: Block>(m: &RepVgg<B>, batch: usize, h: usize, w: usize, branches: usize) -> u64 {
+pub(crate) fn cpu_peak_activation_bytes<B: Block>(
+    m: &RepVgg<B>,
+    batch: usize,
+    h: usize,
+    w: usize,
+    branches: usize,
+) -> u64 {
     let (mut hh, mut ww, mut cin) = (h, w, m.config.in_channels);
     let mut peak = 0u64;
     for b in m.blocks() {
@@ -116,23 +122,41 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
         BenchForm::Both => vec![Form::Train, Form::Deploy],
     };
     let engine = match a.device {
-        DeviceArg::Cpu => Engine::Cpu { train: Some(&train), deploy: Some(&deploy) },
+        DeviceArg::Cpu => Engine::Cpu {
+            train: Some(&train),
+            deploy: Some(&deploy),
+        },
         DeviceArg::Gpu => {
             let (ctx, adapter) = gpu_context()?;
             let want = |f: Form| forms.contains(&f);
-            Engine::gpu(&ctx, adapter, want(Form::Train).then_some(&train), want(Form::Deploy).then_some(&deploy), a.kernel.into())?
+            Engine::gpu(
+                &ctx,
+                adapter,
+                want(Form::Train).then_some(&train),
+                want(Form::Deploy).then_some(&deploy),
+                a.kernel.into(),
+            )?
         }
     };
     let total = (a.batch.len() * forms.len() * (a.iters + a.warmup)) as u64;
     let pb = ProgressBar::new(total).with_style(
-        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut rows = Vec::new();
     for &batch in &a.batch {
-        let x = Array4::from_shape_fn((batch, config.in_channels, h, w), |(n, c, y, xx)| ((n + 3 * c + 5 * y + 7 * xx) % 17) as f32 / 8.5 - 1.0);
+        let x = Array4::from_shape_fn((batch, config.in_channels, h, w), |(n, c, y, xx)| {
+            ((n + 3 * c + 5 * y + 7 * xx) % 17) as f32 / 8.5 - 1.0
+        });
         for &form in &forms {
-            pb.set_message(format!("{} {} {} b{batch}", engine.device(), config.name, form.name()));
-            let med = median(engine.time(form, &x, a.warmup, a.iters, &|| pb.inc(1))?).as_secs_f64();
+            pb.set_message(format!(
+                "{} {} {} b{batch}",
+                engine.device(),
+                config.name,
+                form.name()
+            ));
+            let med =
+                median(engine.time(form, &x, a.warmup, a.iters, &|| pb.inc(1))?).as_secs_f64();
             rows.push(Row {
                 device: engine.device().into(),
                 adapter: engine.adapter(),
@@ -157,7 +181,18 @@ pub(crate) fn print_rows(rows: &[Row], json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(rows)?);
         return Ok(());
     }
-    println!("{:<6} {:<28} {:<6} {:<7} {:>6} {:>11} {:>10} {:>9} {:>14}", "device", "adapter", "arch", "form", "batch", "median_ms", "images/s", "GFLOP/s", "peak_act_MiB");
+    println!(
+        "{:<6} {:<28} {:<6} {:<7} {:>6} {:>11} {:>10} {:>9} {:>14}",
+        "device",
+        "adapter",
+        "arch",
+        "form",
+        "batch",
+        "median_ms",
+        "images/s",
+        "GFLOP/s",
+        "peak_act_MiB"
+    );
     for r in rows {
         println!(
             "{:<6} {:<28} {:<6} {:<7} {:>6} {:>11.2} {:>10.1} {:>9.1} {:>14.1}",
@@ -177,7 +212,11 @@ pub(crate) fn print_rows(rows: &[Row], json: bool) -> Result<()> {
             && t.form == "train"
             && d.form == "deploy"
         {
-            println!("batch {}: deploy is {:.2}x the train form's images/s", t.batch, d.images_per_s / t.images_per_s);
+            println!(
+                "batch {}: deploy is {:.2}x the train form's images/s",
+                t.batch,
+                d.images_per_s / t.images_per_s
+            );
         }
     }
     Ok(())

@@ -302,8 +302,7 @@ pub(crate) fn run(a: &ClassifyArgs) -> Result<()> {
             let x = concatenate(Axis(0), &views).context("stacking the batch")?;
             let probs = softmax(&logits(&clf.model, &x)?);
             for (row, (slot, path, _)) in batch.into_iter().enumerate() {
-                let p = probs.row(row);
-                let p = p.as_slice().map_or_else(|| p.to_vec(), <[f32]>::to_vec);
+                let p = probs.row(row).to_vec();
                 let top = top_k(&p, k)
                     .into_iter()
                     .map(|index| Guess {
@@ -395,13 +394,11 @@ fn host_port(url: &str) -> Result<(String, u16), String> {
     } else {
         443
     };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => match p.parse::<u16>() {
-            Ok(p) => (h, p),
-            Err(_) => (authority, default_port),
-        },
-        _ => (authority, default_port),
-    };
+    // `host:port`, `[v6]:port`; a last `:` not followed by a port (`[::1]`) is part of the host.
+    let (host, port) = authority
+        .rsplit_once(':')
+        .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h, p)))
+        .unwrap_or((authority, default_port));
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Err(format!("no host in `{url}`"));
@@ -469,6 +466,7 @@ mod tests {
             Ok(("proxy".into(), 3128))
         );
         assert_eq!(host_port("https://[::1]:8443/"), Ok(("::1".into(), 8443)));
+        assert_eq!(host_port("https://[::1]"), Ok(("::1".into(), 443)));
         assert!(host_port("https://").is_err());
     }
 }

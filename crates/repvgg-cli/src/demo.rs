@@ -46,14 +46,22 @@ struct Report {
 
 pub(crate) fn spinner(msg: &str) -> ProgressBar {
     let pb = ProgressBar::new_spinner().with_style(
-        ProgressStyle::with_template("{spinner} {msg} [{bar:24}] {pos}/{len}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ProgressStyle::with_template("{spinner} {msg} [{bar:24}] {pos}/{len}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     pb.set_message(msg.to_string());
     pb.enable_steady_tick(Duration::from_millis(120));
     pb
 }
 
-fn time_form(engine: &Engine, form: Form, x: &Array4<f32>, warmup: usize, iters: usize, pb: &ProgressBar) -> Result<Duration> {
+fn time_form(
+    engine: &Engine,
+    form: Form,
+    x: &Array4<f32>,
+    warmup: usize,
+    iters: usize,
+    pb: &ProgressBar,
+) -> Result<Duration> {
     Ok(median(engine.time(form, x, warmup, iters, &|| pb.inc(1))?))
 }
 
@@ -69,7 +77,11 @@ pub(crate) fn run(a: &DemoArgs) -> Result<()> {
     if let Some(reason) = &fallback_reason {
         pb.suspend(|| eprintln!("note: {reason}; running on the CPU"));
     }
-    pb.set_message(format!("classifying {} test digits on {}", test.labels.len(), engine.adapter()));
+    pb.set_message(format!(
+        "classifying {} test digits on {}",
+        test.labels.len(),
+        engine.adapter()
+    ));
     let lt: Array2<f32> = engine.logits(Form::Train, &test.input)?;
     let ld: Array2<f32> = engine.logits(Form::Deploy, &test.input)?;
     let cfg = &train.config;
@@ -84,11 +96,19 @@ pub(crate) fn run(a: &DemoArgs) -> Result<()> {
         anyhow::ensure!(batch > 0, "--batch: batch sizes must be at least 1");
         // Repeat the test digits to fill the batch.
         let n = test.input.shape()[0];
-        let x = Array4::from_shape_fn((batch, 1, digits::INPUT_SIZE, digits::INPUT_SIZE), |(b, c, y, xx)| test.input[[b % n, c, y, xx]]);
+        let x = Array4::from_shape_fn(
+            (batch, 1, digits::INPUT_SIZE, digits::INPUT_SIZE),
+            |(b, c, y, xx)| test.input[[b % n, c, y, xx]],
+        );
         for form in [Form::Train, Form::Deploy] {
             pb.set_message(format!("timing {} form, batch {batch}", form.name()));
             let med = time_form(&engine, form, &x, warmup, a.iters, &pb)?.as_secs_f64();
-            let peak = engine.peak_activation_bytes(form, batch, digits::INPUT_SIZE, digits::INPUT_SIZE)?;
+            let peak = engine.peak_activation_bytes(
+                form,
+                batch,
+                digits::INPUT_SIZE,
+                digits::INPUT_SIZE,
+            )?;
             speed.push(Row {
                 device: engine.device().into(),
                 adapter: engine.adapter(),
@@ -125,7 +145,10 @@ pub(crate) fn run(a: &DemoArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("RepVGG digits demo (embedded model: {} blocks, trained with timm on scikit-learn digits)", deploy.blocks().count());
+    println!(
+        "RepVGG digits demo (embedded model: {} blocks, trained with timm on scikit-learn digits)",
+        deploy.blocks().count()
+    );
     println!("device: {} ({})", report.device, report.adapter);
     println!(
         "params: train form {} -> deploy form {} (fused in {:.1} ms)",
@@ -144,9 +167,17 @@ pub(crate) fn run(a: &DemoArgs) -> Result<()> {
     );
     let first = test.images8.slice(s![0, .., ..]);
     let pred = repvgg_model::argmax_rows(&ld)[0];
-    println!("first test digit (label {}, predicted {pred}):", test.labels[0]);
+    println!(
+        "first test digit (label {}, predicted {pred}):",
+        test.labels[0]
+    );
     for row in first.outer_iter() {
-        println!("  {}", row.iter().map(|&v| [' ', '.', ':', '*', '#'][(v / 4.0).round().clamp(0.0, 4.0) as usize]).collect::<String>());
+        println!(
+            "  {}",
+            row.iter()
+                .map(|&v| [' ', '.', ':', '*', '#'][(v / 4.0).round().clamp(0.0, 4.0) as usize])
+                .collect::<String>()
+        );
     }
     println!();
     print_rows(&report.speed, false)

@@ -40,33 +40,69 @@ pub(crate) fn gpu_context() -> Result<(GpuContext, String)> {
 }
 
 pub(crate) enum Engine<'m> {
-    Cpu { train: Option<&'m TrainModel>, deploy: Option<&'m DeployModel> },
-    Gpu { adapter: String, train: Option<GpuModel>, deploy: Option<GpuModel> },
+    Cpu {
+        train: Option<&'m TrainModel>,
+        deploy: Option<&'m DeployModel>,
+    },
+    Gpu {
+        adapter: String,
+        train: Option<Box<GpuModel>>,
+        deploy: Option<Box<GpuModel>>,
+    },
 }
 
 impl<'m> Engine<'m> {
     /// Uploads the given forms to a GPU.
-    pub fn gpu(ctx: &GpuContext, adapter: String, train: Option<&TrainModel>, deploy: Option<&DeployModel>, kernel: ConvKernel) -> Result<Self> {
-        let opts = GpuOptions { kernel, features: false };
+    pub fn gpu(
+        ctx: &GpuContext,
+        adapter: String,
+        train: Option<&TrainModel>,
+        deploy: Option<&DeployModel>,
+        kernel: ConvKernel,
+    ) -> Result<Self> {
+        let opts = GpuOptions {
+            kernel,
+            features: false,
+        };
         Ok(Self::Gpu {
             adapter,
-            train: train.map(|m| GpuModel::train(ctx, m, opts)).transpose()?,
-            deploy: deploy.map(|m| GpuModel::deploy(ctx, m, opts)).transpose()?,
+            train: train
+                .map(|m| GpuModel::train(ctx, m, opts).map(Box::new))
+                .transpose()?,
+            deploy: deploy
+                .map(|m| GpuModel::deploy(ctx, m, opts).map(Box::new))
+                .transpose()?,
         })
     }
 
     /// Picks the device; the second value says why the CPU is used when `auto` wanted a GPU.
-    pub fn choose(choice: DeviceChoice, train: &'m TrainModel, deploy: &'m DeployModel) -> Result<(Self, Option<String>)> {
-        let cpu = Self::Cpu { train: Some(train), deploy: Some(deploy) };
+    pub fn choose(
+        choice: DeviceChoice,
+        train: &'m TrainModel,
+        deploy: &'m DeployModel,
+    ) -> Result<(Self, Option<String>)> {
+        let cpu = Self::Cpu {
+            train: Some(train),
+            deploy: Some(deploy),
+        };
         match choice {
             DeviceChoice::Cpu => Ok((cpu, None)),
             DeviceChoice::Gpu => {
                 let (ctx, adapter) = gpu_context()?;
-                Ok((Self::gpu(&ctx, adapter, Some(train), Some(deploy), ConvKernel::Tiled)?, None))
+                Ok((
+                    Self::gpu(&ctx, adapter, Some(train), Some(deploy), ConvKernel::Tiled)?,
+                    None,
+                ))
             }
             DeviceChoice::Auto => match gpu_context() {
-                Ok((ctx, adapter)) => Ok((Self::gpu(&ctx, adapter, Some(train), Some(deploy), ConvKernel::Tiled)?, None)),
-                Err(e) => Ok((cpu, Some(format!("no GPU: {}", format!("{e:#}").replace('\n', " "))))),
+                Ok((ctx, adapter)) => Ok((
+                    Self::gpu(&ctx, adapter, Some(train), Some(deploy), ConvKernel::Tiled)?,
+                    None,
+                )),
+                Err(e) => Ok((
+                    cpu,
+                    Some(format!("no GPU: {}", format!("{e:#}").replace('\n', " "))),
+                )),
             },
         }
     }
@@ -80,7 +116,10 @@ impl<'m> Engine<'m> {
 
     pub fn adapter(&self) -> String {
         match self {
-            Self::Cpu { .. } => format!("cpu ({} threads)", std::thread::available_parallelism().map_or(1, |n| n.get())),
+            Self::Cpu { .. } => format!(
+                "cpu ({} threads)",
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            ),
             Self::Gpu { adapter, .. } => adapter.clone(),
         }
     }
@@ -92,18 +131,41 @@ impl<'m> Engine<'m> {
     pub fn logits(&self, form: Form, x: &Array4<f32>) -> Result<Array2<f32>> {
         Ok(match (self, form) {
             (Self::Cpu { train: Some(m), .. }, Form::Train) => m.forward(x.view())?,
-            (Self::Cpu { deploy: Some(m), .. }, Form::Deploy) => m.forward(x.view())?,
+            (
+                Self::Cpu {
+                    deploy: Some(m), ..
+                },
+                Form::Deploy,
+            ) => m.forward(x.view())?,
             (Self::Gpu { train: Some(m), .. }, Form::Train) => m.forward(x.view())?,
-            (Self::Gpu { deploy: Some(m), .. }, Form::Deploy) => m.forward(x.view())?,
+            (
+                Self::Gpu {
+                    deploy: Some(m), ..
+                },
+                Form::Deploy,
+            ) => m.forward(x.view())?,
             _ => return Err(Self::missing(form)),
         })
     }
 
     /// `iters` timings after `warmup` runs. GPU: the queue's time (timestamps where the adapter
     /// has them, else wall time around submit and an explicit wait). CPU: wall time.
-    pub fn time(&self, form: Form, x: &Array4<f32>, warmup: usize, iters: usize, tick: &dyn Fn()) -> Result<Vec<Duration>> {
+    pub fn time(
+        &self,
+        form: Form,
+        x: &Array4<f32>,
+        warmup: usize,
+        iters: usize,
+        tick: &dyn Fn(),
+    ) -> Result<Vec<Duration>> {
         let gpu = match (self, form) {
-            (Self::Gpu { train: Some(m), .. }, Form::Train) | (Self::Gpu { deploy: Some(m), .. }, Form::Deploy) => Some(m),
+            (Self::Gpu { train: Some(m), .. }, Form::Train)
+            | (
+                Self::Gpu {
+                    deploy: Some(m), ..
+                },
+                Form::Deploy,
+            ) => Some(m),
             (Self::Gpu { .. }, _) => return Err(Self::missing(form)),
             _ => None,
         };
@@ -131,13 +193,30 @@ impl<'m> Engine<'m> {
         Ok(times)
     }
 
-    pub fn peak_activation_bytes(&self, form: Form, batch: usize, h: usize, w: usize) -> Result<u64> {
+    pub fn peak_activation_bytes(
+        &self,
+        form: Form,
+        batch: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<u64> {
         Ok(match (self, form) {
-            (Self::Cpu { train: Some(m), .. }, Form::Train) => crate::bench::cpu_peak_activation_bytes(*m, batch, h, w, 3),
-            (Self::Cpu { deploy: Some(m), .. }, Form::Deploy) => crate::bench::cpu_peak_activation_bytes(*m, batch, h, w, 1),
-            (Self::Gpu { train: Some(m), .. }, Form::Train) | (Self::Gpu { deploy: Some(m), .. }, Form::Deploy) => {
-                m.peak_activation_bytes(batch, h, w)?
+            (Self::Cpu { train: Some(m), .. }, Form::Train) => {
+                crate::bench::cpu_peak_activation_bytes(*m, batch, h, w, 3)
             }
+            (
+                Self::Cpu {
+                    deploy: Some(m), ..
+                },
+                Form::Deploy,
+            ) => crate::bench::cpu_peak_activation_bytes(*m, batch, h, w, 1),
+            (Self::Gpu { train: Some(m), .. }, Form::Train)
+            | (
+                Self::Gpu {
+                    deploy: Some(m), ..
+                },
+                Form::Deploy,
+            ) => m.peak_activation_bytes(batch, h, w)?,
             _ => return Err(Self::missing(form)),
         })
     }

@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ndarray::ArrayD;
 use repvgg_gpu::ConvKernel;
 use repvgg_model::gpu::{GpuModel, GpuOptions};
-use repvgg_model::{DeployModel, LoadedModel, Naming, RepVggConfig, TrainModel, checkpoint, summary, tensor_io};
+use repvgg_model::{
+    DeployModel, LoadedModel, Naming, RepVggConfig, TrainModel, checkpoint, summary, tensor_io,
+};
 
 mod bench;
 mod classify;
@@ -16,7 +18,11 @@ mod demo;
 mod engine;
 
 #[derive(Parser, Debug)]
-#[command(name = "repvgg", version, about = "RepVGG re-parameterization and inference")]
+#[command(
+    name = "repvgg",
+    version,
+    about = "RepVGG re-parameterization and inference"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -111,9 +117,13 @@ pub(crate) fn parse_size(s: &str) -> Result<(usize, usize), String> {
     match s.split_once(['x', 'X']) {
         Some((h, w)) => match (parse(h), parse(w)) {
             (Some(h), Some(w)) => Ok((h, w)),
-            _ => Err(format!("`{s}`: expected HxW with positive integers, e.g. 224x160")),
+            _ => Err(format!(
+                "`{s}`: expected HxW with positive integers, e.g. 224x160"
+            )),
         },
-        None => parse(s).map(|n| (n, n)).ok_or_else(|| format!("`{s}`: expected a positive integer or HxW")),
+        None => parse(s)
+            .map(|n| (n, n))
+            .ok_or_else(|| format!("`{s}`: expected a positive integer or HxW")),
     }
 }
 
@@ -143,7 +153,10 @@ fn infer(a: &InferArgs) -> Result<()> {
         },
         DeviceArg::Gpu => {
             let (ctx, _) = engine::gpu_context()?;
-            let opts = GpuOptions { kernel: ConvKernel::Tiled, features: a.features };
+            let opts = GpuOptions {
+                kernel: ConvKernel::Tiled,
+                features: a.features,
+            };
             match &model {
                 Runnable::Train(m) => GpuModel::train(&ctx, m, opts)?.forward_features(x.view()),
                 Runnable::Deploy(m) => GpuModel::deploy(&ctx, m, opts)?.forward_features(x.view()),
@@ -153,7 +166,13 @@ fn infer(a: &InferArgs) -> Result<()> {
     .with_context(|| format!("running {} on {}", a.weights.display(), a.input.display()))?;
     let mut out: Vec<(String, ArrayD<f32>)> = vec![("logits".into(), feats.logits.into_dyn())];
     if a.features {
-        out.extend(feats.stages.into_iter().enumerate().map(|(i, s)| (format!("stage{i}"), s.into_dyn())));
+        out.extend(
+            feats
+                .stages
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (format!("stage{i}"), s.into_dyn())),
+        );
     }
     tensor_io::write_tensors(&a.output, &out)?;
     Ok(())
@@ -166,7 +185,12 @@ fn convert(a: &ConvertArgs) -> Result<()> {
         NamingArg::Official => Naming::Official,
     };
     checkpoint::save_deploy(&model, &a.output, naming)?;
-    eprintln!("wrote {} ({} deploy-form, {} naming)", a.output.display(), model.config.name, format!("{naming:?}").to_lowercase());
+    eprintln!(
+        "wrote {} ({} deploy-form, {} naming)",
+        a.output.display(),
+        model.config.name,
+        format!("{naming:?}").to_lowercase()
+    );
     Ok(())
 }
 
@@ -183,7 +207,10 @@ fn summary_cmd(a: &SummaryArgs) -> Result<()> {
         return Ok(());
     }
     println!("RepVGG {} at {h}x{w}", s.arch);
-    println!("{:<12} {:>6} {:>6} {:>3} {:>3} {:>9} {:>3} {:>5} {:>12} {:>12} {:>14}", "layer", "in", "out", "s", "g", "output", "id", "se", "params_train", "params_dep", "MACs");
+    println!(
+        "{:<12} {:>6} {:>6} {:>3} {:>3} {:>9} {:>3} {:>5} {:>12} {:>12} {:>14}",
+        "layer", "in", "out", "s", "g", "output", "id", "se", "params_train", "params_dep", "MACs"
+    );
     for l in &s.layers {
         println!(
             "{:<12} {:>6} {:>6} {:>3} {:>3} {:>9} {:>3} {:>5} {:>12} {:>12} {:>14}",
@@ -214,7 +241,10 @@ fn summary_cmd(a: &SummaryArgs) -> Result<()> {
 
 fn info() -> Result<()> {
     println!("repvgg {}", env!("CARGO_PKG_VERSION"));
-    println!("cpu threads:  {}", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "cpu threads:  {}",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     let (ctx, _) = engine::gpu_context()?;
     print!("{}", ctx.info());
     Ok(())

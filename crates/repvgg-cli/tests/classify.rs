@@ -1,6 +1,7 @@
 //! `repvgg classify` as a person runs it: digit PNGs drawn from the embedded test split, corrupt
 //! and missing files, folders, globs, `--top`, `--json`, an ImageNet-style checkpoint, and
 //! `--hf` with no network.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches fail loudly
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -127,7 +128,7 @@ fn the_whole_test_split_drawn_as_pngs_keeps_its_accuracy() {
         "drawn test split: {hits}/{n} = {accuracy:.4} (PyTorch on tensors: {:.4})",
         digits::PYTORCH_TEST_ACCURACY
     );
-    assert!(accuracy >= 0.95, "{accuracy}");
+    assert!(accuracy >= 0.97, "{accuracy}");
 }
 
 #[test]

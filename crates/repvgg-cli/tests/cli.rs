@@ -1,4 +1,5 @@
 //! The `repvgg` binary's contract: flags, outputs, exit codes and one-line errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches fail loudly
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,12 +9,18 @@ fn bin() -> Command {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
 }
 
 fn run(args: &[&str]) -> (bool, String, String) {
     let out = bin().args(args).output().expect("runs");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn tensors(p: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f64>)> {
@@ -23,8 +30,16 @@ fn tensors(p: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f64>
         .into_iter()
         .map(|(k, v)| {
             let vals: Vec<f64> = match v.dtype() {
-                safetensors::Dtype::F64 => v.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
-                safetensors::Dtype::F32 => v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+                safetensors::Dtype::F64 => v
+                    .data()
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+                safetensors::Dtype::F32 => v
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
                 d => panic!("{k}: unexpected dtype {d:?}"),
             };
             (k, (v.shape().to_vec(), vals))
@@ -34,7 +49,10 @@ fn tensors(p: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f64>
 
 fn max_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
 }
 
 fn s(p: &Path) -> &str {
@@ -82,19 +100,50 @@ fn infer_errors_are_one_line_and_nonzero() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("y.safetensors");
     let io = fixture("a_narrow.io.safetensors");
-    let (ok, _, err) =
-        run(&["infer", "--weights", s(&fixture("a_narrow.deploy.safetensors")), "--input", s(&io), "--output", s(&out), "--form", "train"]);
+    let (ok, _, err) = run(&[
+        "infer",
+        "--weights",
+        s(&fixture("a_narrow.deploy.safetensors")),
+        "--input",
+        s(&io),
+        "--output",
+        s(&out),
+        "--form",
+        "train",
+    ]);
     assert!(!ok);
-    assert!(err.contains("deployed (fused) model") && err.trim().lines().count() == 1, "{err}");
+    assert!(
+        err.contains("deployed (fused) model") && err.trim().lines().count() == 1,
+        "{err}"
+    );
 
     let not_input = fixture("tiny_nonsquare.train.safetensors");
-    let (ok, _, err) = run(&["infer", "--weights", s(&fixture("a_narrow.train.safetensors")), "--input", s(&not_input), "--output", s(&out)]);
+    let (ok, _, err) = run(&[
+        "infer",
+        "--weights",
+        s(&fixture("a_narrow.train.safetensors")),
+        "--input",
+        s(&not_input),
+        "--output",
+        s(&out),
+    ]);
     assert!(!ok);
     assert!(err.contains("a tensor named `input`"), "{err}");
 
     let missing = dir.path().join("missing.safetensors");
-    let (ok, _, err) = run(&["infer", "--weights", s(&missing), "--input", s(&io), "--output", s(&out)]);
-    assert!(!ok && err.contains("missing.safetensors") && err.starts_with("error:"), "{err}");
+    let (ok, _, err) = run(&[
+        "infer",
+        "--weights",
+        s(&missing),
+        "--input",
+        s(&io),
+        "--output",
+        s(&out),
+    ]);
+    assert!(
+        !ok && err.contains("missing.safetensors") && err.starts_with("error:"),
+        "{err}"
+    );
     assert!(!out.exists(), "no output on failure");
 }
 
@@ -104,24 +153,60 @@ fn infer_rejects_input_with_wrong_channels() {
     let out = dir.path().join("y.safetensors");
     let x = dir.path().join("x.safetensors");
     let data = vec![0u8; 2 * 16 * 16 * 4];
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 1, 16, 16], &data).unwrap();
-    std::fs::write(&x, safetensors::serialize(vec![("pixels", view)], None).unwrap()).unwrap();
-    let (ok, _, err) = run(&["infer", "--weights", s(&fixture("a_narrow.train.safetensors")), "--input", s(&x), "--output", s(&out)]);
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 1, 16, 16], &data)
+            .unwrap();
+    std::fs::write(
+        &x,
+        safetensors::serialize(vec![("pixels", view)], None).unwrap(),
+    )
+    .unwrap();
+    let (ok, _, err) = run(&[
+        "infer",
+        "--weights",
+        s(&fixture("a_narrow.train.safetensors")),
+        "--input",
+        s(&x),
+        "--output",
+        s(&out),
+    ]);
     assert!(!ok);
-    assert!(err.contains("expected [N, 3, H, W]") && err.contains("[2, 1, 16, 16]"), "{err}");
+    assert!(
+        err.contains("expected [N, 3, H, W]") && err.contains("[2, 1, 16, 16]"),
+        "{err}"
+    );
 }
 
 #[test]
 fn convert_round_trips_through_official_naming() {
     let dir = tempfile::tempdir().unwrap();
     let conv = dir.path().join("official.safetensors");
-    let (ok, _, err) =
-        run(&["convert", "--weights", s(&fixture("d2se_narrow.train.safetensors")), "--output", s(&conv), "--naming", "official"]);
+    let (ok, _, err) = run(&[
+        "convert",
+        "--weights",
+        s(&fixture("d2se_narrow.train.safetensors")),
+        "--output",
+        s(&conv),
+        "--naming",
+        "official",
+    ]);
     assert!(ok, "{err}");
     let t = tensors(&conv);
-    assert!(t.contains_key("stage0.rbr_reparam.weight") && t.contains_key("stage1.0.se.down.weight"), "{:?}", t.keys());
+    assert!(
+        t.contains_key("stage0.rbr_reparam.weight") && t.contains_key("stage1.0.se.down.weight"),
+        "{:?}",
+        t.keys()
+    );
     let out = dir.path().join("y.safetensors");
-    let (ok, _, err) = run(&["infer", "--weights", s(&conv), "--input", s(&fixture("d2se_narrow.io.safetensors")), "--output", s(&out)]);
+    let (ok, _, err) = run(&[
+        "infer",
+        "--weights",
+        s(&conv),
+        "--input",
+        s(&fixture("d2se_narrow.io.safetensors")),
+        "--output",
+        s(&out),
+    ]);
     assert!(ok, "{err}");
     let io = tensors(&fixture("d2se_narrow.io.safetensors"));
     assert!(max_diff(&tensors(&out)["logits"].1, &io["deploy.logits"].1) < 1e-5);
@@ -136,7 +221,13 @@ fn summary_json_matches_the_paper_for_a0() {
     assert_eq!(v["params_deploy"], 8_309_384);
     assert_eq!(v["params_train"], 9_108_968);
     assert_eq!(v["macs"].as_u64().unwrap() / 1_000_000, 1361);
-    let (ok, out, _) = run(&["summary", "--weights", s(&fixture("tiny_nonsquare.deploy.safetensors")), "--size", "48x40"]);
+    let (ok, out, _) = run(&[
+        "summary",
+        "--weights",
+        s(&fixture("tiny_nonsquare.deploy.safetensors")),
+        "--size",
+        "48x40",
+    ]);
     assert!(ok);
     assert!(out.contains("params:"), "{out}");
     let (ok, _, err) = run(&["summary", "--arch", "z9"]);

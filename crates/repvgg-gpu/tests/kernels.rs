@@ -1,4 +1,5 @@
 //! Every kernel alone against the `repvgg-math` oracle, outputs NaN-filled beforehand.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches fail loudly
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Networks built through `NetworkBuilder` against the same computation composed on the CPU with
 //! `repvgg-math`; batch splitting; buffer reuse; every error path.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches fail loudly
 
 mod common;
 

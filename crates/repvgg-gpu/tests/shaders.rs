@@ -1,5 +1,6 @@
 //! Every WGSL file in `shaders/` parses and validates with naga, on the CPU (no adapter needed),
 //! and is the source of exactly one `Shader`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches fail loudly
 
 use std::path::PathBuf;
 

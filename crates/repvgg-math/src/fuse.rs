@@ -100,7 +100,7 @@ pub fn identity_kernel<T: Element>(
 ) -> Result<Array4<T>> {
     // Only validates channels/groups and gives the weight shape (padding plays no part).
     let spec = ConvSpec::new(channels, channels, kernel_size, 1, 0, groups)?;
-    if kernel_size % 2 == 0 {
+    if kernel_size.is_multiple_of(2) {
         return Err(MathError::InvalidSpec {
             reason: format!("identity kernel needs an odd kernel size, found {kernel_size}"),
         });
@@ -166,7 +166,7 @@ impl<T: Element> RepVggBranches<T> {
     /// Spec of the 1x1 branch that lines up with the dense branch's output grid.
     pub fn one_by_one_spec(&self) -> Result<ConvSpec> {
         let half = self.spec.kernel_size / 2;
-        if self.spec.kernel_size % 2 == 0 || self.spec.padding < half {
+        if self.spec.kernel_size.is_multiple_of(2) || self.spec.padding < half {
             return Err(MathError::InvalidSpec {
                 reason: format!(
                     "a 1x1 branch lines up with a {k}x{k} conv only for odd k and padding >= {half}, \

@@ -171,42 +171,45 @@ pub fn conv2d_act<T: Element>(
         }
     };
 
-    out.outer_iter_mut().into_par_iter().enumerate().for_each(|(b, mut img)| {
-        for g in 0..spec.groups {
-            let xg = x.slice(s![.., g * cin_g..(g + 1) * cin_g, .., ..]);
-            let wg = wmat.slice(s![g * cout_g..(g + 1) * cout_g, ..]);
-            let og = img.slice_mut(s![g * cout_g..(g + 1) * cout_g, .., ..]);
-            let Ok(mut og) = og.into_shape_with_order((cout_g, npix)) else {
-                unreachable!("a channel slice of a standard-layout array is contiguous")
-            };
-            if npix >= 2 * cols_per_task {
-                // Many output pixels: split columns; each task gathers its own im2col tile.
-                og.axis_chunks_iter_mut(Axis(1), cols_per_task)
-                    .into_par_iter()
-                    .enumerate()
-                    .for_each(|(t, mut oc)| {
-                        let len = oc.shape()[1];
-                        let mut cols = Array2::<T>::zeros((kk, len));
-                        im2col(&xg, b, spec, ow, t * cols_per_task, cols.view_mut());
-                        general_mat_mul(T::one(), &wg, &cols, T::zero(), &mut oc);
-                        epilogue(oc, g * cout_g);
-                    });
-            } else {
-                // Few output pixels (late stages): gather once, split output channels.
-                let mut cols = Array2::<T>::zeros((kk, npix));
-                im2col(&xg, b, spec, ow, 0, cols.view_mut());
-                let rows = (cout_g / 8).max(8);
-                og.axis_chunks_iter_mut(Axis(0), rows)
-                    .into_par_iter()
-                    .zip(wg.axis_chunks_iter(Axis(0), rows))
-                    .enumerate()
-                    .for_each(|(t, (mut oc, wc))| {
-                        general_mat_mul(T::one(), &wc, &cols, T::zero(), &mut oc);
-                        epilogue(oc, g * cout_g + t * rows);
-                    });
+    out.outer_iter_mut()
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(b, mut img)| {
+            for g in 0..spec.groups {
+                let xg = x.slice(s![.., g * cin_g..(g + 1) * cin_g, .., ..]);
+                let wg = wmat.slice(s![g * cout_g..(g + 1) * cout_g, ..]);
+                let og = img.slice_mut(s![g * cout_g..(g + 1) * cout_g, .., ..]);
+                let Ok(mut og) = og.into_shape_with_order((cout_g, npix)) else {
+                    unreachable!("a channel slice of a standard-layout array is contiguous")
+                };
+                if npix >= 2 * cols_per_task {
+                    // Many output pixels: split columns; each task gathers its own im2col tile.
+                    og.axis_chunks_iter_mut(Axis(1), cols_per_task)
+                        .into_par_iter()
+                        .enumerate()
+                        .for_each(|(t, mut oc)| {
+                            let len = oc.shape()[1];
+                            let mut cols = Array2::<T>::zeros((kk, len));
+                            im2col(&xg, b, spec, ow, t * cols_per_task, cols.view_mut());
+                            general_mat_mul(T::one(), &wg, &cols, T::zero(), &mut oc);
+                            epilogue(oc, g * cout_g);
+                        });
+                } else {
+                    // Few output pixels (late stages): gather once, split output channels.
+                    let mut cols = Array2::<T>::zeros((kk, npix));
+                    im2col(&xg, b, spec, ow, 0, cols.view_mut());
+                    let rows = (cout_g / 8).max(8);
+                    og.axis_chunks_iter_mut(Axis(0), rows)
+                        .into_par_iter()
+                        .zip(wg.axis_chunks_iter(Axis(0), rows))
+                        .enumerate()
+                        .for_each(|(t, (mut oc, wc))| {
+                            general_mat_mul(T::one(), &wc, &cols, T::zero(), &mut oc);
+                            epilogue(oc, g * cout_g + t * rows);
+                        });
+                }
             }
-        }
-    });
+        });
     Ok(out)
 }
 

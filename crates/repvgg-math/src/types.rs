@@ -107,14 +107,14 @@ impl ConvSpec {
                 reason: format!("{name} must be at least 1"),
             });
         }
-        if self.in_channels % self.groups != 0 {
+        if !self.in_channels.is_multiple_of(self.groups) {
             return Err(MathError::GroupsMismatch {
                 what: "in_channels",
                 channels: self.in_channels,
                 groups: self.groups,
             });
         }
-        if self.out_channels % self.groups != 0 {
+        if !self.out_channels.is_multiple_of(self.groups) {
             return Err(MathError::GroupsMismatch {
                 what: "out_channels",
                 channels: self.out_channels,
@@ -244,7 +244,7 @@ impl<T: Element> BatchNorm<T> {
         let mut shift = Vec::with_capacity(self.channels());
         for c in 0..self.channels() {
             let denom = self.running_var[c].to_f64_exact() + self.eps;
-            if !(denom > 0.0) || !denom.is_finite() {
+            if !denom.is_finite() || denom <= 0.0 {
                 return Err(MathError::BatchNormVariance {
                     channel: c,
                     value: denom,

@@ -1,5 +1,6 @@
 //! Equivalence properties of the re-parameterization, in f64 (relative error ≤ 1e-10) and f32
 //! (the bound documented on `common::assert_close`). `PROPTEST_CASES` raises the case count.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches fail loudly
 
 mod common;
 
@@ -128,7 +129,7 @@ fn block_is_fused<T: Element>(
 ) -> Result<(), TestCaseError> {
     let mut rng = Rng(c.seed);
     let spec = c.spec(3);
-    let spec1 = c.spec(1).clone();
+    let spec1 = c.spec(1);
     let spec1 = ConvSpec {
         padding: 0,
         ..spec1

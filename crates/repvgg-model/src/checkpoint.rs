@@ -11,7 +11,9 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::config::{BlockSpec, RepVggConfig};
 use crate::error::{KeyProblem, KeyProblems, ModelError, Result};
-use crate::model::{DeployBlock, DeployModel, Head, RepVgg, SqueezeExcite, TrainBlock, TrainModel, block_spec};
+use crate::model::{
+    DeployBlock, DeployModel, Head, RepVgg, SqueezeExcite, TrainBlock, TrainModel, block_spec,
+};
 
 /// BatchNorm eps used by timm and the official code.
 pub const BN_EPS: f64 = 1e-5;
@@ -81,13 +83,19 @@ struct Tensor {
 /// Reads and checks a checkpoint file.
 pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.into(),
+        source,
+    })?;
     load_bytes(&bytes, path)
 }
 
 /// Parses a checkpoint held in memory; `path` only names it in errors.
 pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| ModelError::Format { path: path.into(), reason: e.to_string() })?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| ModelError::Format {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
     let mut problems = Vec::new();
     let mut raw: BTreeMap<String, Tensor> = BTreeMap::new();
     let mut dtypes = BTreeSet::new();
@@ -105,25 +113,52 @@ pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
                 dtypes.insert(format!("{:?}", view.dtype()));
                 let bad = data.iter().filter(|v| !v.is_finite()).count();
                 if bad > 0 {
-                    problems.push(KeyProblem::NonFinite { key: name.clone(), count: bad });
+                    problems.push(KeyProblem::NonFinite {
+                        key: name.clone(),
+                        count: bad,
+                    });
                 }
-                raw.insert(name, Tensor { shape: view.shape().to_vec(), data });
+                raw.insert(
+                    name,
+                    Tensor {
+                        shape: view.shape().to_vec(),
+                        data,
+                    },
+                );
             }
-            None => problems.push(KeyProblem::Dtype { key: name, dtype: format!("{:?}", view.dtype()) }),
+            None => problems.push(KeyProblem::Dtype {
+                key: name,
+                dtype: format!("{:?}", view.dtype()),
+            }),
         }
     }
     // Work in timm naming; remember each canonical key's original name for messages.
     let mut tensors = BTreeMap::new();
     let mut original = BTreeMap::new();
     for (k, t) in raw {
-        let canon = if naming == Naming::Official { official_to_timm(&k) } else { k.clone() };
+        let canon = if naming == Naming::Official {
+            official_to_timm(&k)
+        } else {
+            k.clone()
+        };
         original.insert(canon.clone(), k);
         tensors.insert(canon, t);
     }
-    let rename = |k: &str| original.get(k).cloned().unwrap_or_else(|| if naming == Naming::Official { timm_to_official(k) } else { k.into() });
+    let rename = |k: &str| {
+        original.get(k).cloned().unwrap_or_else(|| {
+            if naming == Naming::Official {
+                timm_to_official(k)
+            } else {
+                k.into()
+            }
+        })
+    };
     let problems: Vec<KeyProblem> = problems;
 
-    let arch_err = |reason: String| ModelError::Architecture { path: path.into(), reason };
+    let arch_err = |reason: String| ModelError::Architecture {
+        path: path.into(),
+        reason,
+    };
     let deploy = tensors.keys().any(|k| k.contains("reparam_conv."));
     let train = tensors.keys().any(|k| k.contains("conv_kxk."));
     let form = match (train, deploy) {
@@ -146,52 +181,86 @@ pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
     for (key, shape) in &expected {
         match tensors.get(key) {
             None => {
-                if !problems.iter().any(|p| matches!(p, KeyProblem::Dtype { key: k, .. } if *k == rename(key))) {
-                    problems.push(KeyProblem::Missing { key: rename(key), expected: shape.clone() });
+                if !problems
+                    .iter()
+                    .any(|p| matches!(p, KeyProblem::Dtype { key: k, .. } if *k == rename(key)))
+                {
+                    problems.push(KeyProblem::Missing {
+                        key: rename(key),
+                        expected: shape.clone(),
+                    });
                 }
             }
-            Some(t) if t.shape != *shape => {
-                problems.push(KeyProblem::Shape { key: rename(key), expected: shape.clone(), found: t.shape.clone() })
-            }
+            Some(t) if t.shape != *shape => problems.push(KeyProblem::Shape {
+                key: rename(key),
+                expected: shape.clone(),
+                found: t.shape.clone(),
+            }),
             Some(_) => {}
         }
     }
     for (key, t) in &tensors {
         if !expected.contains_key(key) {
-            problems.push(KeyProblem::Unexpected { key: rename(key), found: t.shape.clone() });
+            problems.push(KeyProblem::Unexpected {
+                key: rename(key),
+                found: t.shape.clone(),
+            });
         }
     }
     if !problems.is_empty() {
-        return Err(ModelError::Keys { path: path.into(), problems: KeyProblems(problems) });
+        return Err(ModelError::Keys {
+            path: path.into(),
+            problems: KeyProblems(problems),
+        });
     }
 
     let model = build(&config, form, &tensors)?;
-    Ok(Checkpoint { model, naming, dtypes: dtypes.into_iter().collect() })
+    Ok(Checkpoint {
+        model,
+        naming,
+        dtypes: dtypes.into_iter().collect(),
+    })
 }
 
 fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
     let d = view.data();
     let words = |n: usize| d.chunks_exact(n);
     Some(match view.dtype() {
-        Dtype::F32 => words(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F16 => words(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::BF16 => words(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::F32 => words(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => words(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => words(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
         _ => return None,
     })
 }
 
 /// Block key prefixes in timm naming: `stem`, `stages.i.j`.
 fn block_prefix(stage: usize, block: usize) -> String {
-    if stage == 0 { "stem".into() } else { format!("stages.{}.{block}", stage - 1) }
+    if stage == 0 {
+        "stem".into()
+    } else {
+        format!("stages.{}.{block}", stage - 1)
+    }
 }
 
-fn infer_config(t: &BTreeMap<String, Tensor>, form: Form) -> std::result::Result<RepVggConfig, String> {
+fn infer_config(
+    t: &BTreeMap<String, Tensor>,
+    form: Form,
+) -> std::result::Result<RepVggConfig, String> {
     // Blocks present: stem plus stages.i.j.
     let mut depth_of: BTreeMap<usize, usize> = BTreeMap::new();
     for k in t.keys() {
         if let Some(rest) = k.strip_prefix("stages.") {
             let mut it = rest.split('.');
-            if let (Some(Ok(i)), Some(Ok(j))) = (it.next().map(str::parse::<usize>), it.next().map(str::parse::<usize>)) {
+            if let (Some(Ok(i)), Some(Ok(j))) = (
+                it.next().map(str::parse::<usize>),
+                it.next().map(str::parse::<usize>),
+            ) {
                 let d = depth_of.entry(i).or_default();
                 *d = (*d).max(j + 1);
             }
@@ -201,7 +270,9 @@ fn infer_config(t: &BTreeMap<String, Tensor>, form: Form) -> std::result::Result
     if n_stages == 0 {
         return Err("no `stages.i.j` / `stageN.j` blocks".into());
     }
-    let depths: Vec<usize> = (0..n_stages).map(|i| depth_of.get(&i).copied().unwrap_or(0)).collect();
+    let depths: Vec<usize> = (0..n_stages)
+        .map(|i| depth_of.get(&i).copied().unwrap_or(0))
+        .collect();
     if let Some(i) = depths.iter().position(|&d| d == 0) {
         return Err(format!("stage {} has no blocks", i + 1));
     }
@@ -214,17 +285,32 @@ fn infer_config(t: &BTreeMap<String, Tensor>, form: Form) -> std::result::Result
         if let Some(w) = t.get(&format!("{p}.{main}")).filter(|w| w.shape.len() == 4) {
             return Some((w.shape[0], Some(w.shape[1])));
         }
-        if let Some(w) = t.get(&format!("{p}.conv_1x1.conv.weight")).filter(|w| w.shape.len() == 4) {
+        if let Some(w) = t
+            .get(&format!("{p}.conv_1x1.conv.weight"))
+            .filter(|w| w.shape.len() == 4)
+        {
             return Some((w.shape[0], Some(w.shape[1])));
         }
-        ["conv_kxk.bn.weight", "reparam_conv.bias", "conv_1x1.bn.weight"]
-            .iter()
-            .find_map(|s| t.get(&format!("{p}.{s}")).map(|v| (v.shape.iter().product(), None)))
+        [
+            "conv_kxk.bn.weight",
+            "reparam_conv.bias",
+            "conv_1x1.bn.weight",
+        ]
+        .iter()
+        .find_map(|s| {
+            t.get(&format!("{p}.{s}"))
+                .map(|v| (v.shape.iter().product(), None))
+        })
     };
-    let (stem_out, stem_in) = block_dims("stem").ok_or("no stem (`stem.*` / `stage0.*`) tensors")?;
-    let in_channels = stem_in.ok_or("the stem's conv weight is missing, so the input channels are unknown")?;
+    let (stem_out, stem_in) =
+        block_dims("stem").ok_or("no stem (`stem.*` / `stage0.*`) tensors")?;
+    let in_channels =
+        stem_in.ok_or("the stem's conv weight is missing, so the input channels are unknown")?;
     let mut layer_groups = vec![1];
-    let se_of = |p: &str| t.get(&format!("{p}.attn.fc1.weight")).and_then(|w| w.shape.first().copied());
+    let se_of = |p: &str| {
+        t.get(&format!("{p}.attn.fc1.weight"))
+            .and_then(|w| w.shape.first().copied())
+    };
     let mut layer_se = vec![se_of("stem")];
     let mut stage_channels = Vec::new();
     let mut cin = stem_out;
@@ -232,10 +318,15 @@ fn infer_config(t: &BTreeMap<String, Tensor>, form: Form) -> std::result::Result
         let mut width = 0;
         for j in 0..d {
             let p = block_prefix(i + 1, j);
-            let (out, per_group) = block_dims(&p).ok_or_else(|| format!("block `{p}` has no conv or BN tensors"))?;
+            let (out, per_group) =
+                block_dims(&p).ok_or_else(|| format!("block `{p}` has no conv or BN tensors"))?;
             let groups = match per_group {
                 Some(pg) if pg > 0 && cin % pg == 0 => cin / pg,
-                Some(pg) => return Err(format!("block `{p}`: {cin} input channels cannot be split into groups of {pg}")),
+                Some(pg) => {
+                    return Err(format!(
+                        "block `{p}`: {cin} input channels cannot be split into groups of {pg}"
+                    ));
+                }
                 None => 1,
             };
             layer_groups.push(groups);
@@ -245,7 +336,9 @@ fn infer_config(t: &BTreeMap<String, Tensor>, form: Form) -> std::result::Result
         }
         stage_channels.push(width);
     }
-    let head = t.get("head.fc.weight").ok_or("no classifier (`head.fc.weight` / `linear.weight`)")?;
+    let head = t
+        .get("head.fc.weight")
+        .ok_or("no classifier (`head.fc.weight` / `linear.weight`)")?;
     let num_classes = head.shape.first().copied().unwrap_or(0);
     let cfg = RepVggConfig {
         name: "custom".into(),
@@ -259,10 +352,18 @@ fn infer_config(t: &BTreeMap<String, Tensor>, form: Form) -> std::result::Result
     };
     // Name it after a paper variant when it is one.
     let named = RepVggConfig::all_named().into_iter().find(|n| {
-        RepVggConfig { name: n.name.clone(), num_classes: n.num_classes, in_channels: n.in_channels, ..cfg.clone() } == *n
+        RepVggConfig {
+            name: n.name.clone(),
+            num_classes: n.num_classes,
+            in_channels: n.in_channels,
+            ..cfg.clone()
+        } == *n
     });
     let cfg = match named {
-        Some(n) => RepVggConfig { name: n.name, ..cfg },
+        Some(n) => RepVggConfig {
+            name: n.name,
+            ..cfg
+        },
         None => cfg,
     };
     cfg.validate().map_err(|e| e.to_string())?;
@@ -305,7 +406,10 @@ pub fn expected_keys(config: &RepVggConfig, form: Form) -> BTreeMap<String, Vec<
             }
         }
     }
-    out.insert("head.fc.weight".into(), vec![config.num_classes, config.feature_channels()]);
+    out.insert(
+        "head.fc.weight".into(),
+        vec![config.num_classes, config.feature_channels()],
+    );
     out.insert("head.fc.bias".into(), vec![config.num_classes]);
     out
 }
@@ -313,16 +417,20 @@ pub fn expected_keys(config: &RepVggConfig, form: Form) -> BTreeMap<String, Vec<
 fn build(config: &RepVggConfig, form: Form, t: &BTreeMap<String, Tensor>) -> Result<LoadedModel> {
     // Keys and shapes were checked; a miss here is a bug, reported rather than panicking.
     let get = |k: &str| -> Result<&Tensor> {
-        t.get(k).ok_or_else(|| ModelError::Config(format!("internal: `{k}` vanished after the key check")))
+        t.get(k).ok_or_else(|| {
+            ModelError::Config(format!("internal: `{k}` vanished after the key check"))
+        })
     };
     let arr1 = |k: &str| -> Result<Array1<f32>> { Ok(Array1::from(get(k)?.data.clone())) };
     let arr2 = |k: &str, r: usize, c: usize| -> Result<Array2<f32>> {
-        Array2::from_shape_vec((r, c), get(k)?.data.clone()).map_err(|e| ModelError::Config(format!("{k}: {e}")))
+        Array2::from_shape_vec((r, c), get(k)?.data.clone())
+            .map_err(|e| ModelError::Config(format!("{k}: {e}")))
     };
     let arr4 = |k: &str| -> Result<Array4<f32>> {
         let x = get(k)?;
         let s = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
-        Array4::from_shape_vec(s, x.data.clone()).map_err(|e| ModelError::Config(format!("{k}: {e}")))
+        Array4::from_shape_vec(s, x.data.clone())
+            .map_err(|e| ModelError::Config(format!("{k}: {e}")))
     };
     let bn = |p: &str| -> Result<BatchNorm<f32>> {
         Ok(BatchNorm::new(
@@ -346,7 +454,11 @@ fn build(config: &RepVggConfig, form: Form, t: &BTreeMap<String, Tensor>) -> Res
             .transpose()
     };
     let head = Head {
-        weight: arr2("head.fc.weight", config.num_classes, config.feature_channels())?,
+        weight: arr2(
+            "head.fc.weight",
+            config.num_classes,
+            config.feature_channels(),
+        )?,
         bias: arr1("head.fc.bias")?,
     };
     let blocks = config.blocks();
@@ -362,20 +474,35 @@ fn build(config: &RepVggConfig, form: Form, t: &BTreeMap<String, Tensor>) -> Res
                             let p = block_prefix(si, j);
                             let branches = RepVggBranches {
                                 spec: block_spec(b)?,
-                                dense: ConvBn::new(arr4(&format!("{p}.conv_kxk.conv.weight"))?, None, bn(&format!("{p}.conv_kxk.bn"))?),
+                                dense: ConvBn::new(
+                                    arr4(&format!("{p}.conv_kxk.conv.weight"))?,
+                                    None,
+                                    bn(&format!("{p}.conv_kxk.bn"))?,
+                                ),
                                 one_by_one: Some(ConvBn::new(
                                     arr4(&format!("{p}.conv_1x1.conv.weight"))?,
                                     None,
                                     bn(&format!("{p}.conv_1x1.bn"))?,
                                 )),
-                                identity: if b.identity { Some(bn(&format!("{p}.identity"))?) } else { None },
+                                identity: if b.identity {
+                                    Some(bn(&format!("{p}.identity"))?)
+                                } else {
+                                    None
+                                },
                             };
-                            Ok(TrainBlock { branches, se: se(&p, b)? })
+                            Ok(TrainBlock {
+                                branches,
+                                se: se(&p, b)?,
+                            })
                         })
                         .collect::<Result<Vec<_>>>()
                 })
                 .collect::<Result<Vec<_>>>()?;
-            LoadedModel::Train(RepVgg { config: config.clone(), stages, head })
+            LoadedModel::Train(RepVgg {
+                config: config.clone(),
+                stages,
+                head,
+            })
         }
         Form::Deploy => {
             let stages = blocks
@@ -391,12 +518,19 @@ fn build(config: &RepVggConfig, form: Form, t: &BTreeMap<String, Tensor>) -> Res
                                 bias: arr1(&format!("{p}.reparam_conv.bias"))?,
                                 spec: block_spec(b)?,
                             };
-                            Ok(DeployBlock { conv, se: se(&p, b)? })
+                            Ok(DeployBlock {
+                                conv,
+                                se: se(&p, b)?,
+                            })
                         })
                         .collect::<Result<Vec<_>>>()
                 })
                 .collect::<Result<Vec<_>>>()?;
-            LoadedModel::Deploy(RepVgg { config: config.clone(), stages, head })
+            LoadedModel::Deploy(RepVgg {
+                config: config.clone(),
+                stages,
+                head,
+            })
         }
     })
 }
@@ -407,7 +541,10 @@ pub fn official_to_timm(key: &str) -> String {
     if let Some(first) = parts.first().cloned() {
         if first == "linear" {
             parts.splice(0..1, ["head".to_string(), "fc".to_string()]);
-        } else if let Some(n) = first.strip_prefix("stage").and_then(|n| n.parse::<usize>().ok()) {
+        } else if let Some(n) = first
+            .strip_prefix("stage")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             if n == 0 {
                 parts[0] = "stem".into();
             } else {
@@ -461,7 +598,14 @@ pub fn timm_to_official(key: &str) -> String {
             (_, "identity") => out.push("rbr_identity".into()),
             (_, "reparam_conv") => out.push("rbr_reparam".into()),
             (_, "attn") if matches!(parts.get(i + 1), Some(&"fc1") | Some(&"fc2")) => {
-                out.extend(["se".into(), if parts[i + 1] == "fc1" { "down".into() } else { "up".into() }]);
+                out.extend([
+                    "se".into(),
+                    if parts[i + 1] == "fc1" {
+                        "down".into()
+                    } else {
+                        "up".into()
+                    },
+                ]);
                 i += 1;
             }
             _ => out.push(p.into()),
@@ -480,32 +624,83 @@ pub fn deploy_tensors(model: &DeployModel) -> BTreeMap<String, (Vec<usize>, Vec<
     for (si, stage) in model.stages.iter().enumerate() {
         for (j, b) in stage.iter().enumerate() {
             let p = block_prefix(si, j);
-            put(&mut out, format!("{p}.reparam_conv.weight"), b.conv.weight.shape(), b.conv.weight.iter().copied().collect());
-            put(&mut out, format!("{p}.reparam_conv.bias"), b.conv.bias.shape(), b.conv.bias.to_vec());
+            put(
+                &mut out,
+                format!("{p}.reparam_conv.weight"),
+                b.conv.weight.shape(),
+                b.conv.weight.iter().copied().collect(),
+            );
+            put(
+                &mut out,
+                format!("{p}.reparam_conv.bias"),
+                b.conv.bias.shape(),
+                b.conv.bias.to_vec(),
+            );
             if let Some(se) = &b.se {
                 let (r, c) = se.fc1_weight.dim();
-                put(&mut out, format!("{p}.attn.fc1.weight"), &[r, c, 1, 1], se.fc1_weight.iter().copied().collect());
-                put(&mut out, format!("{p}.attn.fc1.bias"), &[r], se.fc1_bias.to_vec());
-                put(&mut out, format!("{p}.attn.fc2.weight"), &[c, r, 1, 1], se.fc2_weight.iter().copied().collect());
-                put(&mut out, format!("{p}.attn.fc2.bias"), &[c], se.fc2_bias.to_vec());
+                put(
+                    &mut out,
+                    format!("{p}.attn.fc1.weight"),
+                    &[r, c, 1, 1],
+                    se.fc1_weight.iter().copied().collect(),
+                );
+                put(
+                    &mut out,
+                    format!("{p}.attn.fc1.bias"),
+                    &[r],
+                    se.fc1_bias.to_vec(),
+                );
+                put(
+                    &mut out,
+                    format!("{p}.attn.fc2.weight"),
+                    &[c, r, 1, 1],
+                    se.fc2_weight.iter().copied().collect(),
+                );
+                put(
+                    &mut out,
+                    format!("{p}.attn.fc2.bias"),
+                    &[c],
+                    se.fc2_bias.to_vec(),
+                );
             }
         }
     }
-    put(&mut out, "head.fc.weight".into(), model.head.weight.shape(), model.head.weight.iter().copied().collect());
-    put(&mut out, "head.fc.bias".into(), model.head.bias.shape(), model.head.bias.to_vec());
+    put(
+        &mut out,
+        "head.fc.weight".into(),
+        model.head.weight.shape(),
+        model.head.weight.iter().copied().collect(),
+    );
+    put(
+        &mut out,
+        "head.fc.bias".into(),
+        model.head.bias.shape(),
+        model.head.bias.to_vec(),
+    );
     out
 }
 
 /// Writes a deployed model as f32 safetensors in the given naming.
 pub fn save_deploy(model: &DeployModel, path: impl AsRef<Path>, naming: Naming) -> Result<()> {
     let path: PathBuf = path.as_ref().into();
-    let save_err = |reason: String| ModelError::Save { path: path.clone(), reason };
+    let save_err = |reason: String| ModelError::Save {
+        path: path.clone(),
+        reason,
+    };
     let tensors = deploy_tensors(model);
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .into_iter()
         .map(|(k, (shape, data))| {
-            let k = if naming == Naming::Official { timm_to_official(&k) } else { k };
-            (k, shape, data.iter().flat_map(|v| v.to_le_bytes()).collect())
+            let k = if naming == Naming::Official {
+                timm_to_official(&k)
+            } else {
+                k
+            };
+            (
+                k,
+                shape,
+                data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
         })
         .collect();
     let views = bytes

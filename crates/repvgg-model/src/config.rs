@@ -51,7 +51,9 @@ impl RepVggConfig {
     /// Stem width `min(64, int(64a))`, stage widths `int(64a), int(128a), int(256a), int(512b)`.
     pub fn custom(depths: [usize; 4], a: f64, b: f64) -> Result<Self> {
         if !(a > 0.0 && b > 0.0 && a.is_finite() && b.is_finite()) {
-            return Err(ModelError::Config(format!("width multipliers must be > 0, found a={a}, b={b}")));
+            return Err(ModelError::Config(format!(
+                "width multipliers must be > 0, found a={a}, b={b}"
+            )));
         }
         let stem = 64.min(width(64, a));
         let stage_channels = vec![width(64, a), width(128, a), width(256, a), width(512, b)];
@@ -84,10 +86,11 @@ impl RepVggConfig {
     /// Sets the groups of one layer (stem = 0).
     pub fn with_layer_groups(mut self, layer: usize, groups: usize) -> Result<Self> {
         let n = self.layer_groups.len();
-        let slot = self
-            .layer_groups
-            .get_mut(layer)
-            .ok_or_else(|| ModelError::Config(format!("layer {layer} does not exist (the network has {n} layers)")))?;
+        let slot = self.layer_groups.get_mut(layer).ok_or_else(|| {
+            ModelError::Config(format!(
+                "layer {layer} does not exist (the network has {n} layers)"
+            ))
+        })?;
         *slot = groups;
         self.validate()?;
         Ok(self)
@@ -99,7 +102,12 @@ impl RepVggConfig {
         if reduction == 0 {
             return Err(ModelError::Config("SE reduction must be at least 1".into()));
         }
-        let outs: Vec<usize> = self.blocks().iter().flatten().map(|b| b.out_channels).collect();
+        let outs: Vec<usize> = self
+            .blocks()
+            .iter()
+            .flatten()
+            .map(|b| b.out_channels)
+            .collect();
         self.layer_se = outs.iter().map(|c| Some((c / reduction).max(1))).collect();
         self.validate()?;
         Ok(self)
@@ -123,7 +131,13 @@ impl RepVggConfig {
     }
 
     fn paper(name: &str, depths: [usize; 4], a: f64, b: f64, groups: usize) -> Self {
-        let cfg = Self::custom(depths, a, b).and_then(|c| if groups > 1 { c.with_official_groups(groups) } else { Ok(c) });
+        let cfg = Self::custom(depths, a, b).and_then(|c| {
+            if groups > 1 {
+                c.with_official_groups(groups)
+            } else {
+                Ok(c)
+            }
+        });
         match cfg {
             Ok(c) => c.named(name),
             Err(e) => unreachable!("the paper's {name} is a valid config: {e}"),
@@ -215,7 +229,10 @@ impl RepVggConfig {
 
     /// Width of the features before the head.
     pub fn feature_channels(&self) -> usize {
-        self.stage_channels.last().copied().unwrap_or(self.stem_channels)
+        self.stage_channels
+            .last()
+            .copied()
+            .unwrap_or(self.stem_channels)
     }
 
     /// Blocks grouped by stage; stage 0 is the stem alone. Strides: 2 for the stem and the
@@ -275,7 +292,10 @@ impl RepVggConfig {
             ));
         }
         if let Some(i) = self.stage_channels.iter().position(|&c| c == 0) {
-            return err(format!("stage {} has width 0 (width multiplier too small)", i + 1));
+            return err(format!(
+                "stage {} has width 0 (width multiplier too small)",
+                i + 1
+            ));
         }
         let n = self.num_layers();
         if self.layer_groups.len() != n || self.layer_se.len() != n {
@@ -303,7 +323,10 @@ impl RepVggConfig {
     pub fn feature_size(&self, h: usize, w: usize) -> (usize, usize) {
         let mut hw = (h, w);
         for b in self.blocks().iter().flatten() {
-            hw = (hw.0.saturating_sub(1) / b.stride + 1, hw.1.saturating_sub(1) / b.stride + 1);
+            hw = (
+                hw.0.saturating_sub(1) / b.stride + 1,
+                hw.1.saturating_sub(1) / b.stride + 1,
+            );
         }
         hw
     }
@@ -311,5 +334,6 @@ impl RepVggConfig {
 
 /// The named variants.
 pub const NAMES: [&str; 14] = [
-    "a0", "a1", "a2", "b0", "b1", "b1g2", "b1g4", "b2", "b2g2", "b2g4", "b3", "b3g2", "b3g4", "d2se",
+    "a0", "a1", "a2", "b0", "b1", "b1g2", "b1g4", "b2", "b2g2", "b2g4", "b3", "b3g2", "b3g4",
+    "d2se",
 ];

@@ -12,9 +12,10 @@ use crate::error::{ModelError, Result};
 use crate::model::TrainModel;
 
 /// The train-form checkpoint (timm naming, f32), 1 input channel, 10 classes, 32x32 input.
-pub const CHECKPOINT: &[u8] = include_bytes!("../../../assets/digits/repvgg_digits.train.safetensors");
-/// The test split: `images8` [N,8,8] (0..16), `input` [N,1,32,32], `labels` [N] i64,
-/// `logits` / `logits_deploy` [N,10] from PyTorch.
+pub const CHECKPOINT: &[u8] =
+    include_bytes!("../../../assets/digits/repvgg_digits.train.safetensors");
+/// The test split: `images8` `[N, 8, 8]` (0..16), `input` `[N, 1, 32, 32]`, `labels` `[N]` i64,
+/// `logits` / `logits_deploy` `[N, 10]` from PyTorch.
 pub const TEST_SET: &[u8] = include_bytes!("../../../assets/digits/test.safetensors");
 /// Accuracy of the PyTorch train form on the test split, from `meta.json`.
 pub const PYTORCH_TEST_ACCURACY: f64 = 0.9944444298744202;
@@ -27,7 +28,9 @@ pub const SOURCE_SIZE: usize = 8;
 pub fn model() -> Result<TrainModel> {
     match checkpoint::load_bytes(CHECKPOINT, Path::new("<embedded digits model>"))?.model {
         LoadedModel::Train(m) => Ok(m),
-        LoadedModel::Deploy(_) => Err(ModelError::Config("the embedded digits model is not in train form".into())),
+        LoadedModel::Deploy(_) => Err(ModelError::Config(
+            "the embedded digits model is not in train form".into(),
+        )),
     }
 }
 
@@ -46,35 +49,58 @@ pub struct TestSet {
 /// Decodes the embedded test split.
 pub fn test_set() -> Result<TestSet> {
     let path = Path::new("<embedded digits test set>");
-    let fmt = |reason: String| ModelError::Format { path: path.into(), reason };
+    let fmt = |reason: String| ModelError::Format {
+        path: path.into(),
+        reason,
+    };
     let st = SafeTensors::deserialize(TEST_SET).map_err(|e| fmt(e.to_string()))?;
     let f32s = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
         let v = st.tensor(name).map_err(|e| fmt(e.to_string()))?;
         if v.dtype() != Dtype::F32 {
             return Err(fmt(format!("`{name}` is {:?}, expected F32", v.dtype())));
         }
-        Ok((v.shape().to_vec(), v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
+        Ok((
+            v.shape().to_vec(),
+            v.data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ))
     };
     let (s8, d8) = f32s("images8")?;
     let (si, di) = f32s("input")?;
     let (sl, dl) = f32s("logits")?;
     let labels = st.tensor("labels").map_err(|e| fmt(e.to_string()))?;
     if labels.dtype() != Dtype::I64 {
-        return Err(fmt(format!("`labels` is {:?}, expected I64", labels.dtype())));
+        return Err(fmt(format!(
+            "`labels` is {:?}, expected I64",
+            labels.dtype()
+        )));
     }
     let labels: Vec<usize> = labels
         .data()
         .chunks_exact(8)
-        .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]).max(0) as usize)
+        .map(|c| {
+            i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]).max(0) as usize
+        })
         .collect();
     let shape_err = |e: ndarray::ShapeError| fmt(e.to_string());
     let images8 = Array3::from_shape_vec((s8[0], s8[1], s8[2]), d8).map_err(shape_err)?;
     let input = Array4::from_shape_vec((si[0], si[1], si[2], si[3]), di).map_err(shape_err)?;
     let torch_logits = ndarray::Array2::from_shape_vec((sl[0], sl[1]), dl).map_err(shape_err)?;
     if labels.len() != images8.shape()[0] || input.shape()[0] != labels.len() {
-        return Err(fmt(format!("{} labels for {} images", labels.len(), images8.shape()[0])));
+        return Err(fmt(format!(
+            "{} labels for {} images",
+            labels.len(),
+            images8.shape()[0]
+        )));
     }
-    Ok(TestSet { images8, input, labels, torch_logits })
+    Ok(TestSet {
+        images8,
+        input,
+        labels,
+        torch_logits,
+    })
 }
 
 /// PyTorch's `interpolate(mode='bilinear', align_corners=False)` source index and weights.
@@ -87,7 +113,11 @@ fn bilinear_taps(dst: usize, in_size: usize, out_size: usize) -> (usize, usize, 
 }
 
 /// Bilinear resize of one plane, PyTorch `align_corners=False` semantics (no antialias).
-pub fn resize_bilinear(src: ArrayView2<'_, f32>, out_h: usize, out_w: usize) -> ndarray::Array2<f32> {
+pub fn resize_bilinear(
+    src: ArrayView2<'_, f32>,
+    out_h: usize,
+    out_w: usize,
+) -> ndarray::Array2<f32> {
     let (h, w) = src.dim();
     ndarray::Array2::from_shape_fn((out_h, out_w), |(y, x)| {
         let (y0, y1, ly) = bilinear_taps(y, h, out_h);
@@ -106,7 +136,8 @@ pub fn preprocess(images8: ArrayView3<'_, f32>) -> Array4<f32> {
     for (i, img) in images8.outer_iter().enumerate() {
         let scaled = img.mapv(|v| v / 16.0);
         let up = resize_bilinear(scaled.view(), INPUT_SIZE, INPUT_SIZE);
-        out.slice_mut(ndarray::s![i, 0, .., ..]).assign(&up.mapv(|v| (v - 0.5) / 0.5));
+        out.slice_mut(ndarray::s![i, 0, .., ..])
+            .assign(&up.mapv(|v| (v - 0.5) / 0.5));
     }
     out
 }

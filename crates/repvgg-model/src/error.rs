@@ -15,7 +15,11 @@ pub enum KeyProblem {
     /// The file has a tensor the architecture does not use.
     Unexpected { key: String, found: Vec<usize> },
     /// The tensor exists with another shape.
-    Shape { key: String, expected: Vec<usize>, found: Vec<usize> },
+    Shape {
+        key: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
     /// The tensor holds NaN or infinite values.
     NonFinite { key: String, count: usize },
     /// The tensor's dtype cannot be read as a float.
@@ -25,13 +29,23 @@ pub enum KeyProblem {
 impl fmt::Display for KeyProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Missing { key, expected } => write!(f, "missing `{key}` (expected shape {expected:?})"),
+            Self::Missing { key, expected } => {
+                write!(f, "missing `{key}` (expected shape {expected:?})")
+            }
             Self::Unexpected { key, found } => write!(f, "unexpected `{key}` (shape {found:?})"),
-            Self::Shape { key, expected, found } => {
+            Self::Shape {
+                key,
+                expected,
+                found,
+            } => {
                 write!(f, "`{key}`: expected shape {expected:?}, found {found:?}")
             }
-            Self::NonFinite { key, count } => write!(f, "`{key}`: {count} non-finite values (NaN or inf)"),
-            Self::Dtype { key, dtype } => write!(f, "`{key}`: dtype {dtype}, expected F32, F16 or BF16"),
+            Self::NonFinite { key, count } => {
+                write!(f, "`{key}`: {count} non-finite values (NaN or inf)")
+            }
+            Self::Dtype { key, dtype } => {
+                write!(f, "`{key}`: dtype {dtype}, expected F32, F16 or BF16")
+            }
         }
     }
 }
@@ -70,17 +84,24 @@ pub enum ModelError {
     Architecture { path: PathBuf, reason: String },
     /// Every key that is missing, unexpected, misshapen or non-finite.
     #[error("{path}: {} problem(s) with the checkpoint's tensors: {problems}", problems.0.len())]
-    Keys { path: PathBuf, problems: KeyProblems },
+    Keys {
+        path: PathBuf,
+        problems: KeyProblems,
+    },
     /// An impossible configuration.
     #[error("invalid RepVGG config: {0}")]
     Config(String),
     /// The train form was requested from a deploy-form checkpoint.
-    #[error("{path} holds a deployed (fused) model; the train-time form cannot be recovered from it")]
+    #[error(
+        "{path} holds a deployed (fused) model; the train-time form cannot be recovered from it"
+    )]
     NotTrainForm { path: PathBuf },
     /// An input the network cannot take.
     #[error("input: expected {expected}, found shape {found:?}")]
     Input { expected: String, found: Vec<usize> },
-    #[error("unknown architecture `{0}` (known: a0, a1, a2, b0, b1, b1g2, b1g4, b2, b2g2, b2g4, b3, b3g2, b3g4, d2se)")]
+    #[error(
+        "unknown architecture `{0}` (known: a0, a1, a2, b0, b1, b1g2, b1g4, b2, b2g2, b2g4, b3, b3g2, b3g4, d2se)"
+    )]
     UnknownArch(String),
     #[error(transparent)]
     Math(#[from] repvgg_math::MathError),

@@ -32,7 +32,10 @@ pub struct GpuModel {
     in_channels: usize,
 }
 
-fn affine_of(bn: &BatchNorm<f32>, conv_bias: Option<&ndarray::Array1<f32>>) -> Result<(Vec<f32>, Vec<f32>)> {
+fn affine_of(
+    bn: &BatchNorm<f32>,
+    conv_bias: Option<&ndarray::Array1<f32>>,
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let (scale, shift) = bn.scale_shift()?;
     let shift = shift
         .iter()
@@ -43,9 +46,21 @@ fn affine_of(bn: &BatchNorm<f32>, conv_bias: Option<&ndarray::Array1<f32>>) -> R
     Ok((scale.iter().map(|&s| s as f32).collect(), shift))
 }
 
-fn conv_bn(b: &mut NetworkBuilder, x: TensorId, c: &ConvBn<f32>, spec: ConvSpec, residual: Option<TensorId>, relu: bool) -> Result<TensorId> {
+fn conv_bn(
+    b: &mut NetworkBuilder,
+    x: TensorId,
+    c: &ConvBn<f32>,
+    spec: ConvSpec,
+    residual: Option<TensorId>,
+    relu: bool,
+) -> Result<TensorId> {
     let (scale, shift) = affine_of(&c.bn, c.bias.as_ref())?;
-    let ep = Epilogue { scale: Some(scale), bias: Some(shift), residual, relu };
+    let ep = Epilogue {
+        scale: Some(scale),
+        bias: Some(shift),
+        residual,
+        relu,
+    };
     Ok(b.conv(x, c.weight.view(), spec, ep)?)
 }
 
@@ -60,7 +75,13 @@ fn se(b: &mut NetworkBuilder, x: TensorId, se: &SqueezeExcite) -> Result<TensorI
     )?)
 }
 
-fn finish<B>(mut b: NetworkBuilder, m: &RepVgg<B>, x: TensorId, stage_outs: Vec<TensorId>, opts: GpuOptions) -> Result<GpuModel> {
+fn finish<B>(
+    mut b: NetworkBuilder,
+    m: &RepVgg<B>,
+    x: TensorId,
+    stage_outs: Vec<TensorId>,
+    opts: GpuOptions,
+) -> Result<GpuModel> {
     let pooled = b.global_avg_pool(x)?;
     let bias = m.head.bias.to_vec();
     let logits = b.linear(pooled, m.head.weight.view(), Some(&bias))?;
@@ -70,7 +91,12 @@ fn finish<B>(mut b: NetworkBuilder, m: &RepVgg<B>, x: TensorId, stage_outs: Vec<
             b.output(&format!("stage{i}"), *t);
         }
     }
-    Ok(GpuModel { net: b.build()?, stages: stage_outs.len(), features: opts.features, in_channels: m.config.in_channels })
+    Ok(GpuModel {
+        net: b.build()?,
+        stages: stage_outs.len(),
+        features: opts.features,
+        in_channels: m.config.in_channels,
+    })
 }
 
 impl GpuModel {
@@ -125,10 +151,16 @@ impl GpuModel {
     fn check(&self, x: &ArrayView4<'_, f32>) -> Result<()> {
         let s = x.shape();
         if s[1] != self.in_channels || s.contains(&0) {
-            return Err(ModelError::Input { expected: format!("[N, {}, H, W] with N, H, W >= 1", self.in_channels), found: s.to_vec() });
+            return Err(ModelError::Input {
+                expected: format!("[N, {}, H, W] with N, H, W >= 1", self.in_channels),
+                found: s.to_vec(),
+            });
         }
         if x.iter().any(|v| !v.is_finite()) {
-            return Err(ModelError::Input { expected: "finite values (the input holds NaN or inf)".into(), found: s.to_vec() });
+            return Err(ModelError::Input {
+                expected: "finite values (the input holds NaN or inf)".into(),
+                found: s.to_vec(),
+            });
         }
         Ok(())
     }
@@ -138,7 +170,8 @@ impl GpuModel {
         self.check(&x)?;
         let mut out = self.net.run(x)?;
         let take = |out: &mut std::collections::BTreeMap<String, ndarray::ArrayD<f32>>, k: &str| {
-            out.remove(k).ok_or_else(|| ModelError::Config(format!("the GPU network returned no `{k}`")))
+            out.remove(k)
+                .ok_or_else(|| ModelError::Config(format!("the GPU network returned no `{k}`")))
         };
         let logits: Array2<f32> = take(&mut out, "logits")?
             .into_dimensionality::<Ix2>()
@@ -161,7 +194,14 @@ impl GpuModel {
     }
 
     /// GPU time of `iters` runs on a synthetic batch, after `warmup` runs.
-    pub fn bench(&self, batch: usize, h: usize, w: usize, warmup: usize, iters: usize) -> Result<Vec<Duration>> {
+    pub fn bench(
+        &self,
+        batch: usize,
+        h: usize,
+        w: usize,
+        warmup: usize,
+        iters: usize,
+    ) -> Result<Vec<Duration>> {
         Ok(self.net.bench(batch, h, w, warmup, iters)?)
     }
 

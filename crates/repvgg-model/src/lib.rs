@@ -7,13 +7,13 @@
 //! * [`summary`]: parameter counts and multiply-adds, per layer.
 
 pub mod checkpoint;
+mod config;
 pub mod digits;
+mod error;
 pub mod gpu;
 pub mod imagenet;
-pub mod preprocess;
-mod config;
-mod error;
 mod model;
+pub mod preprocess;
 pub mod summary;
 pub mod tensor_io;
 
@@ -21,6 +21,6 @@ pub use checkpoint::{Checkpoint, Form, LoadedModel, Naming};
 pub use config::{BlockSpec, NAMES, OFFICIAL_GROUPED_LAYERS, RepVggConfig};
 pub use error::{KeyProblem, KeyProblems, ModelError, Result};
 pub use model::{
-    Block, DeployBlock, DeployModel, Features, Head, RepVgg, SqueezeExcite, TrainBlock, TrainModel, argmax_rows,
-    block_spec, max_abs_diff,
+    Block, DeployBlock, DeployModel, Features, Head, RepVgg, SqueezeExcite, TrainBlock, TrainModel,
+    argmax_rows, block_spec, max_abs_diff,
 };

@@ -22,7 +22,11 @@ pub struct SqueezeExcite {
 impl SqueezeExcite {
     pub fn forward(&self, x: &mut Array4<f32>) -> Result<()> {
         let pooled = ops::global_avg_pool(x.view())?;
-        let mut h = ops::linear(pooled.view(), self.fc1_weight.view(), Some(self.fc1_bias.view()))?;
+        let mut h = ops::linear(
+            pooled.view(),
+            self.fc1_weight.view(),
+            Some(self.fc1_bias.view()),
+        )?;
         h.mapv_inplace(|v| v.max(0.0));
         let gate = ops::linear(h.view(), self.fc2_weight.view(), Some(self.fc2_bias.view()))?;
         for (mut img, g) in x.outer_iter_mut().zip(gate.outer_iter()) {
@@ -87,7 +91,9 @@ impl Block for TrainBlock {
     }
     fn num_params(&self) -> usize {
         let b = &self.branches;
-        let cb = |c: &repvgg_math::ConvBn<f32>| c.weight.len() + c.bias.as_ref().map_or(0, |b| b.len()) + 2 * c.bn.channels();
+        let cb = |c: &repvgg_math::ConvBn<f32>| {
+            c.weight.len() + c.bias.as_ref().map_or(0, |b| b.len()) + 2 * c.bn.channels()
+        };
         cb(&b.dense)
             + b.one_by_one.as_ref().map_or(0, cb)
             + b.identity.as_ref().map_or(0, |bn| 2 * bn.channels())
@@ -105,7 +111,13 @@ impl Block for DeployBlock {
     fn forward(&self, x: ArrayView4<'_, f32>) -> Result<Array4<f32>> {
         let c = &self.conv;
         match &self.se {
-            None => Ok(ops::conv2d_act(x, c.weight.view(), Some(c.bias.view()), &c.spec, Activation::Relu)?),
+            None => Ok(ops::conv2d_act(
+                x,
+                c.weight.view(),
+                Some(c.bias.view()),
+                &c.spec,
+                Activation::Relu,
+            )?),
             Some(se) => {
                 let mut y = ops::conv2d(x, c.weight.view(), Some(c.bias.view()), &c.spec)?;
                 se.forward(&mut y)?;
@@ -115,7 +127,9 @@ impl Block for DeployBlock {
         }
     }
     fn num_params(&self) -> usize {
-        self.conv.weight.len() + self.conv.bias.len() + self.se.as_ref().map_or(0, SqueezeExcite::num_params)
+        self.conv.weight.len()
+            + self.conv.bias.len()
+            + self.se.as_ref().map_or(0, SqueezeExcite::num_params)
     }
 }
 
@@ -186,7 +200,11 @@ impl<B: Block> RepVgg<B> {
         }
         let feats = cur.ok_or_else(|| ModelError::Config("network has no layers".into()))?;
         let pooled = ops::global_avg_pool(feats.view())?;
-        let logits = ops::linear(pooled.view(), self.head.weight.view(), Some(self.head.bias.view()))?;
+        let logits = ops::linear(
+            pooled.view(),
+            self.head.weight.view(),
+            Some(self.head.bias.view()),
+        )?;
         Ok(Features { stages, logits })
     }
 
@@ -197,7 +215,9 @@ impl<B: Block> RepVgg<B> {
 
     /// Learnable parameters (PyTorch's count).
     pub fn num_params(&self) -> usize {
-        self.blocks().map(Block::num_params).sum::<usize>() + self.head.weight.len() + self.head.bias.len()
+        self.blocks().map(Block::num_params).sum::<usize>()
+            + self.head.weight.len()
+            + self.head.bias.len()
     }
 }
 
@@ -209,11 +229,20 @@ impl TrainModel {
             .iter()
             .map(|s| {
                 s.iter()
-                    .map(|b| Ok(DeployBlock { conv: b.branches.fuse()?, se: b.se.clone() }))
+                    .map(|b| {
+                        Ok(DeployBlock {
+                            conv: b.branches.fuse()?,
+                            se: b.se.clone(),
+                        })
+                    })
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(RepVgg { config: self.config.clone(), stages, head: self.head.clone() })
+        Ok(RepVgg {
+            config: self.config.clone(),
+            stages,
+            head: self.head.clone(),
+        })
     }
 
     /// A randomly initialised train-form model (deterministic in `seed`), with BN statistics
@@ -224,7 +253,12 @@ impl TrainModel {
         let stages = config
             .blocks()
             .iter()
-            .map(|stage| stage.iter().map(|b| random_block(b, &mut rng)).collect::<Result<Vec<_>>>())
+            .map(|stage| {
+                stage
+                    .iter()
+                    .map(|b| random_block(b, &mut rng))
+                    .collect::<Result<Vec<_>>>()
+            })
             .collect::<Result<Vec<_>>>()?;
         let c = config.feature_channels();
         let scale = (1.0 / c as f64).sqrt();
@@ -232,13 +266,22 @@ impl TrainModel {
             weight: Array2::from_shape_fn((config.num_classes, c), |_| rng.sym(scale) as f32),
             bias: Array1::from_shape_fn(config.num_classes, |_| rng.sym(0.1) as f32),
         };
-        Ok(RepVgg { config: config.clone(), stages, head })
+        Ok(RepVgg {
+            config: config.clone(),
+            stages,
+            head,
+        })
     }
 }
 
 /// The 3x3 spec of a block.
 pub fn block_spec(b: &BlockSpec) -> Result<ConvSpec> {
-    Ok(ConvSpec::conv3x3(b.in_channels, b.out_channels, b.stride, b.groups)?)
+    Ok(ConvSpec::conv3x3(
+        b.in_channels,
+        b.out_channels,
+        b.stride,
+        b.groups,
+    )?)
 }
 
 struct SplitMix(u64);
@@ -285,16 +328,29 @@ fn random_block(b: &BlockSpec, rng: &mut SplitMix) -> Result<TrainBlock> {
         fc2_weight: Array2::from_shape_fn((c, r), |_| rng.sym((1.0 / r as f64).sqrt()) as f32),
         fc2_bias: Array1::from_shape_fn(c, |_| rng.sym(0.1) as f32),
     });
-    Ok(TrainBlock { branches: RepVggBranches { spec, dense, one_by_one: Some(one), identity }, se })
+    Ok(TrainBlock {
+        branches: RepVggBranches {
+            spec,
+            dense,
+            one_by_one: Some(one),
+            identity,
+        },
+        se,
+    })
 }
 
 /// Max |a - b| over two arrays of one shape (`inf` if the shapes differ).
-pub fn max_abs_diff<D: ndarray::Dimension>(a: &ndarray::Array<f32, D>, b: &ndarray::Array<f32, D>) -> f32 {
+pub fn max_abs_diff<D: ndarray::Dimension>(
+    a: &ndarray::Array<f32, D>,
+    b: &ndarray::Array<f32, D>,
+) -> f32 {
     if a.shape() != b.shape() {
         return f32::INFINITY;
     }
     let mut m = 0.0f32;
-    Zip::from(a).and(b).for_each(|x, y| m = m.max((x - y).abs()));
+    Zip::from(a)
+        .and(b)
+        .for_each(|x, y| m = m.max((x - y).abs()));
     m
 }
 
@@ -302,6 +358,14 @@ pub fn max_abs_diff<D: ndarray::Dimension>(a: &ndarray::Array<f32, D>, b: &ndarr
 pub fn argmax_rows(logits: &Array2<f32>) -> Vec<usize> {
     logits
         .axis_iter(Axis(0))
-        .map(|r| r.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0)
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+                )
+                .0
+        })
         .collect()
 }

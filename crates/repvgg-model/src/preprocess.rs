@@ -411,7 +411,7 @@ pub fn to_gray(img: &RgbImage) -> Array2<f32> {
 
 /// Fraction of the way from the background to the brightest ink above which a pixel counts
 /// as ink when framing the digit.
-const INK_THRESHOLD: f32 = 0.1;
+pub const INK_THRESHOLD: f32 = 0.1;
 
 /// An sklearn-style 8x8 digit (values `0..16`, bright ink on a dark ground) from a grey image
 /// in `0..1` of any size:

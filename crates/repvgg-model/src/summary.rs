@@ -38,16 +38,24 @@ pub fn summarize(config: &RepVggConfig, height: usize, width: usize) -> Summary 
     let (mut h, mut w) = (height, width);
     for (si, stage) in config.blocks().iter().enumerate() {
         for (j, b) in stage.iter().enumerate() {
-            let (o, ig) = (b.out_channels as u64, (b.in_channels / b.groups.max(1)) as u64);
+            let (o, ig) = (
+                b.out_channels as u64,
+                (b.in_channels / b.groups.max(1)) as u64,
+            );
             h = h.saturating_sub(1) / b.stride + 1;
             w = w.saturating_sub(1) / b.stride + 1;
             let se = b.se_hidden.map_or(0, |r| 2 * r as u64 * o + r as u64 + o);
             // Train: 3x3 conv + BN(gamma, beta), 1x1 conv + BN, identity BN.
-            let train = o * ig * 9 + 2 * o + o * ig + 2 * o + if b.identity { 2 * o } else { 0 } + se;
+            let train =
+                o * ig * 9 + 2 * o + o * ig + 2 * o + if b.identity { 2 * o } else { 0 } + se;
             let deploy = o * ig * 9 + o + se;
             let macs = o * ig * 9 * (h * w) as u64 + b.se_hidden.map_or(0, |r| 2 * r as u64 * o);
             layers.push(LayerRow {
-                name: if si == 0 { "stem".into() } else { format!("stage{si}.{j}") },
+                name: if si == 0 {
+                    "stem".into()
+                } else {
+                    format!("stage{si}.{j}")
+                },
                 in_channels: b.in_channels,
                 out_channels: b.out_channels,
                 stride: b.stride,

@@ -1,8 +1,11 @@
 //! The two forms of random networks agree; configs follow the paper's rules.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches fail loudly
 
 use ndarray::Array4;
 use proptest::prelude::*;
-use repvgg_model::{Block, ModelError, OFFICIAL_GROUPED_LAYERS, RepVggConfig, TrainModel, max_abs_diff};
+use repvgg_model::{
+    Block, ModelError, OFFICIAL_GROUPED_LAYERS, RepVggConfig, TrainModel, max_abs_diff,
+};
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
@@ -39,22 +42,49 @@ proptest! {
 #[test]
 fn paper_variants_follow_the_width_and_group_rules() {
     let a0 = RepVggConfig::a0();
-    assert_eq!((a0.stem_channels, a0.stage_channels.clone()), (48, vec![48, 96, 192, 1280]));
+    assert_eq!(
+        (a0.stem_channels, a0.stage_channels.clone()),
+        (48, vec![48, 96, 192, 1280])
+    );
     let b1 = RepVggConfig::b1();
-    assert_eq!((b1.stem_channels, b1.stage_channels.clone()), (64, vec![128, 256, 512, 2048]));
+    assert_eq!(
+        (b1.stem_channels, b1.stage_channels.clone()),
+        (64, vec![128, 256, 512, 2048])
+    );
     let b3g4 = RepVggConfig::b3g4();
     let blocks: Vec<_> = b3g4.blocks().into_iter().flatten().collect();
     assert_eq!(blocks.len(), 28);
     for b in &blocks {
-        let want = if OFFICIAL_GROUPED_LAYERS.contains(&b.layer) { 4 } else { 1 };
+        let want = if OFFICIAL_GROUPED_LAYERS.contains(&b.layer) {
+            4
+        } else {
+            1
+        };
         assert_eq!(b.groups, want, "layer {}", b.layer);
-        assert_eq!(b.stride, if [0, 1, 5, 11, 27].contains(&b.layer) { 2 } else { 1 }, "layer {}", b.layer);
+        assert_eq!(
+            b.stride,
+            if [0, 1, 5, 11, 27].contains(&b.layer) {
+                2
+            } else {
+                1
+            },
+            "layer {}",
+            b.layer
+        );
     }
     let d2se = RepVggConfig::d2se();
     assert_eq!(d2se.depths, vec![8, 14, 24, 1]);
-    assert!(d2se.blocks().iter().flatten().all(|b| b.se_hidden == Some(b.out_channels / 16)));
+    assert!(
+        d2se.blocks()
+            .iter()
+            .flatten()
+            .all(|b| b.se_hidden == Some(b.out_channels / 16))
+    );
     assert_eq!(RepVggConfig::all_named().len(), 14);
-    assert_eq!(RepVggConfig::by_name("RepVGG-B2g4").unwrap(), RepVggConfig::b2g4());
+    assert_eq!(
+        RepVggConfig::by_name("RepVGG-B2g4").unwrap(),
+        RepVggConfig::b2g4()
+    );
     assert_eq!(RepVggConfig::by_name("repvgg_a1").unwrap().name, "a1");
 }
 
@@ -68,12 +98,18 @@ fn impossible_configs_are_rejected() {
     assert!(matches!(e, ModelError::Config(_)));
     // 48 channels cannot be split into 5 groups.
     let e = RepVggConfig::a0().with_official_groups(5).unwrap_err();
-    assert!(e.to_string().contains("cannot be split into 5 groups"), "{e}");
+    assert!(
+        e.to_string().contains("cannot be split into 5 groups"),
+        "{e}"
+    );
     let e = RepVggConfig::a0().with_layer_groups(99, 2).unwrap_err();
     assert!(e.to_string().contains("layer 99 does not exist"), "{e}");
     assert!(RepVggConfig::a0().with_classes(0).is_err());
     assert!(RepVggConfig::a0().with_se(0).is_err());
-    assert!(matches!(RepVggConfig::by_name("c7"), Err(ModelError::UnknownArch(_))));
+    assert!(matches!(
+        RepVggConfig::by_name("c7"),
+        Err(ModelError::UnknownArch(_))
+    ));
 }
 
 #[test]
@@ -89,5 +125,8 @@ fn bad_inputs_are_typed_errors() {
     let e = m.forward(x.view()).unwrap_err();
     assert!(e.to_string().contains("NaN"), "{e}");
     // A 1x1 input still passes five stride-2 layers (padding 1).
-    assert_eq!(m.forward(Array4::zeros((1, 3, 1, 1)).view()).unwrap().dim(), (1, 1000));
+    assert_eq!(
+        m.forward(Array4::zeros((1, 3, 1, 1)).view()).unwrap().dim(),
+        (1, 1000)
+    );
 }

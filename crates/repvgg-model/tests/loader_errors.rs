@@ -1,4 +1,5 @@
 //! Every loader failure gives one clear error naming the offending keys and files.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches fail loudly
 
 mod common;
 
@@ -43,8 +44,14 @@ fn missing_keys_are_all_listed() {
     });
     let msg = e.to_string();
     assert!(msg.contains("2 problem(s)"), "{msg}");
-    assert!(msg.contains("missing `stages.1.1.conv_1x1.bn.running_var` (expected shape [16])"), "{msg}");
-    assert!(msg.contains("missing `stages.0.1.identity.weight` (expected shape [8])"), "{msg}");
+    assert!(
+        msg.contains("missing `stages.1.1.conv_1x1.bn.running_var` (expected shape [16])"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("missing `stages.0.1.identity.weight` (expected shape [8])"),
+        "{msg}"
+    );
     assert!(msg.contains("m.safetensors"), "{msg}");
 }
 
@@ -56,8 +63,18 @@ fn unexpected_keys_are_listed() {
     });
     let p = problems(&e);
     assert_eq!(p.len(), 2, "{e}");
-    assert!(p.contains(&KeyProblem::Unexpected { key: "stages.0.0.extra.weight".into(), found: vec![3] }), "{e}");
-    assert!(e.to_string().contains("unexpected `head.fc.scale` (shape [1])"), "{e}");
+    assert!(
+        p.contains(&KeyProblem::Unexpected {
+            key: "stages.0.0.extra.weight".into(),
+            found: vec![3]
+        }),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("unexpected `head.fc.scale` (shape [1])"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -68,9 +85,16 @@ fn shape_mismatch_names_expected_and_found() {
     });
     assert_eq!(
         problems(&e),
-        vec![KeyProblem::Shape { key: "stages.2.0.conv_kxk.bn.weight".into(), expected: vec![16], found: vec![15] }]
+        vec![KeyProblem::Shape {
+            key: "stages.2.0.conv_kxk.bn.weight".into(),
+            expected: vec![16],
+            found: vec![15]
+        }]
     );
-    assert!(e.to_string().contains("expected shape [16], found [15]"), "{e}");
+    assert!(
+        e.to_string().contains("expected shape [16], found [15]"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -80,7 +104,13 @@ fn non_finite_values_are_rejected() {
         v.1[0] = f32::NAN;
         v.1[5] = f32::INFINITY;
     });
-    assert_eq!(problems(&e), vec![KeyProblem::NonFinite { key: "stages.0.0.conv_kxk.conv.weight".into(), count: 2 }]);
+    assert_eq!(
+        problems(&e),
+        vec![KeyProblem::NonFinite {
+            key: "stages.0.0.conv_kxk.conv.weight".into(),
+            count: 2
+        }]
+    );
     assert!(e.to_string().contains("2 non-finite values"), "{e}");
 }
 
@@ -92,14 +122,21 @@ fn official_names_are_reported_in_official_naming() {
     t.remove("stage2.1.rbr_identity.running_mean").unwrap();
     write_f32(&p, &t);
     let e = checkpoint::load(&p).unwrap_err();
-    assert!(e.to_string().contains("missing `stage2.1.rbr_identity.running_mean`"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("missing `stage2.1.rbr_identity.running_mean`"),
+        "{e}"
+    );
 }
 
 #[test]
 fn module_prefix_is_stripped() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("ddp.safetensors");
-    let t: BTreeMap<_, _> = base().into_iter().map(|(k, v)| (format!("module.{k}"), v)).collect();
+    let t: BTreeMap<_, _> = base()
+        .into_iter()
+        .map(|(k, v)| (format!("module.{k}"), v))
+        .collect();
     write_f32(&p, &t);
     let ck = checkpoint::load(&p).unwrap();
     assert_eq!(ck.model.config().stage_channels, vec![8, 16, 16, 32]);
@@ -113,15 +150,25 @@ fn truncated_and_foreign_files_give_format_errors() {
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let e = checkpoint::load(&cut).unwrap_err();
     assert!(matches!(e, ModelError::Format { .. }), "{e}");
-    assert!(e.to_string().contains("cut.safetensors is not a valid safetensors file"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("cut.safetensors is not a valid safetensors file"),
+        "{e}"
+    );
 
     let png = dir.path().join("image.png");
     std::fs::write(&png, b"\x89PNG\r\n\x1a\n not a checkpoint").unwrap();
-    assert!(matches!(checkpoint::load(&png), Err(ModelError::Format { .. })));
+    assert!(matches!(
+        checkpoint::load(&png),
+        Err(ModelError::Format { .. })
+    ));
 
     let missing = dir.path().join("nope.safetensors");
     let e = checkpoint::load(&missing).unwrap_err();
-    assert!(matches!(e, ModelError::Io { .. }) && e.to_string().contains("nope.safetensors"), "{e}");
+    assert!(
+        matches!(e, ModelError::Io { .. }) && e.to_string().contains("nope.safetensors"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -129,7 +176,10 @@ fn not_a_repvgg_and_mixed_forms_are_architecture_errors() {
     let e = load_modified(|t| t.retain(|k, _| k.starts_with("head")));
     assert!(matches!(e, ModelError::Architecture { .. }), "{e}");
     let e = load_modified(|t| {
-        t.insert("stages.0.1.reparam_conv.weight".into(), (vec![8, 8, 3, 3], vec![0.0; 576]));
+        t.insert(
+            "stages.0.1.reparam_conv.weight".into(),
+            (vec![8, 8, 3, 3], vec![0.0; 576]),
+        );
     });
     assert!(e.to_string().contains("mixes train-form"), "{e}");
     let e = load_modified(|t| t.retain(|k, _| !k.starts_with("head")));
@@ -141,21 +191,46 @@ fn integer_tensors_other_than_num_batches_tracked_are_dtype_errors() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("int.safetensors");
     let t = base();
-    let mut bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
-        t.iter().map(|(k, (s, d))| (k.clone(), s.clone(), d.iter().flat_map(|v| v.to_le_bytes()).collect())).collect();
+    let mut bytes: Vec<(String, Vec<usize>, Vec<u8>)> = t
+        .iter()
+        .map(|(k, (s, d))| {
+            (
+                k.clone(),
+                s.clone(),
+                d.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
     // Replace one BN bias by an int32 tensor of the right shape.
-    let slot = bytes.iter_mut().find(|(k, _, _)| k == "stem.conv_kxk.bn.bias").unwrap();
+    let slot = bytes
+        .iter_mut()
+        .find(|(k, _, _)| k == "stem.conv_kxk.bn.bias")
+        .unwrap();
     slot.2 = vec![0u8; 8 * 4];
     let views: Vec<_> = bytes
         .iter()
         .map(|(k, s, b)| {
-            let dt = if k == "stem.conv_kxk.bn.bias" { safetensors::Dtype::I32 } else { safetensors::Dtype::F32 };
-            (k.clone(), safetensors::tensor::TensorView::new(dt, s.clone(), b).unwrap())
+            let dt = if k == "stem.conv_kxk.bn.bias" {
+                safetensors::Dtype::I32
+            } else {
+                safetensors::Dtype::F32
+            };
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(dt, s.clone(), b).unwrap(),
+            )
         })
         .collect();
     std::fs::write(&p, safetensors::serialize(views, None).unwrap()).unwrap();
     let e = checkpoint::load(&p).unwrap_err();
-    assert_eq!(problems(&e), vec![KeyProblem::Dtype { key: "stem.conv_kxk.bn.bias".into(), dtype: "I32".into() }], "{e}");
+    assert_eq!(
+        problems(&e),
+        vec![KeyProblem::Dtype {
+            key: "stem.conv_kxk.bn.bias".into(),
+            dtype: "I32".into()
+        }],
+        "{e}"
+    );
 }
 
 #[test]
@@ -164,7 +239,16 @@ fn key_renaming_round_trips() {
         let o = checkpoint::timm_to_official(k);
         assert_eq!(checkpoint::official_to_timm(&o), *k, "{k} -> {o}");
     }
-    assert_eq!(checkpoint::timm_to_official("stages.3.0.attn.fc2.bias"), "stage4.0.se.up.bias");
-    assert_eq!(checkpoint::timm_to_official("head.fc.weight"), "linear.weight");
-    assert_eq!(checkpoint::official_to_timm("stage0.rbr_reparam.weight"), "stem.reparam_conv.weight");
+    assert_eq!(
+        checkpoint::timm_to_official("stages.3.0.attn.fc2.bias"),
+        "stage4.0.se.up.bias"
+    );
+    assert_eq!(
+        checkpoint::timm_to_official("head.fc.weight"),
+        "linear.weight"
+    );
+    assert_eq!(
+        checkpoint::official_to_timm("stage0.rbr_reparam.weight"),
+        "stem.reparam_conv.weight"
+    );
 }

@@ -1,4 +1,5 @@
 //! Parameter and multiply-add counts against the paper (Table 4 and 5) and timm.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches fail loudly
 
 use repvgg_model::{RepVggConfig, TrainModel, summary::summarize};
 
@@ -37,8 +38,16 @@ const TIMM_TRAIN: [(&str, u64); 11] = [
 fn d2se_matches_timm_in_both_forms() {
     // timm 1.0.31: repvgg_d2se has 133,334,836 parameters, 120,387,572 after reparameterize_model.
     let s = summarize(&RepVggConfig::d2se(), 320, 320);
-    assert_eq!((s.params_train, s.params_deploy), (133_334_836, 120_387_572));
-    assert!(s.layers.iter().take(47).all(|l| l.se_hidden == Some(l.out_channels / 16)));
+    assert_eq!(
+        (s.params_train, s.params_deploy),
+        (133_334_836, 120_387_572)
+    );
+    assert!(
+        s.layers
+            .iter()
+            .take(47)
+            .all(|l| l.se_hidden == Some(l.out_channels / 16))
+    );
 }
 
 #[test]
@@ -48,7 +57,11 @@ fn paper_table_params_and_flops() {
         // The paper truncates the parameter count (A0: 8,309,384 is printed 8.30) and rounds FLOPs.
         let p = (s.params_deploy / 10_000) as f64 / 100.0;
         let f = (s.macs as f64 / 1e9 * 10.0).round() / 10.0;
-        assert_eq!(p, params_m, "{name}: params {} vs paper {params_m}M", s.params_deploy);
+        assert_eq!(
+            p, params_m,
+            "{name}: params {} vs paper {params_m}M",
+            s.params_deploy
+        );
         assert_eq!(f, gflops, "{name}: macs {} vs paper {gflops}B", s.macs);
     }
 }
@@ -73,10 +86,21 @@ fn a0_macs_exact() {
 
 #[test]
 fn summary_counts_equal_the_built_models() {
-    for cfg in [RepVggConfig::a0(), RepVggConfig::custom([1, 2, 3, 1], 0.25, 0.5).unwrap().with_se(4).unwrap()] {
+    for cfg in [
+        RepVggConfig::a0(),
+        RepVggConfig::custom([1, 2, 3, 1], 0.25, 0.5)
+            .unwrap()
+            .with_se(4)
+            .unwrap(),
+    ] {
         let m = TrainModel::random(&cfg, 1).unwrap();
         let s = summarize(&cfg, 64, 64);
         assert_eq!(s.params_train, m.num_params() as u64, "{}", cfg.name);
-        assert_eq!(s.params_deploy, m.fuse().unwrap().num_params() as u64, "{}", cfg.name);
+        assert_eq!(
+            s.params_deploy,
+            m.fuse().unwrap().num_params() as u64,
+            "{}",
+            cfg.name
+        );
     }
 }

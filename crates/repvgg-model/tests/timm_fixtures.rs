@@ -1,5 +1,6 @@
 //! Both forms against timm's float64 outputs, our fusion against timm's float64 fusion, for
 //! every committed fixture and naming.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches fail loudly
 
 mod common;
 
@@ -9,17 +10,34 @@ use repvgg_model::{LoadedModel, Naming, checkpoint};
 const TOL: f64 = 1e-5;
 
 fn fixture_names() -> Vec<String> {
-    manifest()["fixtures"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap().to_string()).collect()
+    manifest()["fixtures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn files_of(name: &str) -> Vec<(String, String, String)> {
     let m = manifest();
-    let f = m["fixtures"].as_array().unwrap().iter().find(|f| f["name"] == name).unwrap().clone();
+    let f = m["fixtures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == name)
+        .unwrap()
+        .clone();
     f["files"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|x| (x["file"].as_str().unwrap().into(), x["form"].as_str().unwrap().into(), x["naming"].as_str().unwrap().into()))
+        .map(|x| {
+            (
+                x["file"].as_str().unwrap().into(),
+                x["form"].as_str().unwrap().into(),
+                x["naming"].as_str().unwrap().into(),
+            )
+        })
         .collect()
 }
 
@@ -30,18 +48,32 @@ fn every_fixture_matches_timm_in_both_forms() {
     let mut checked = 0;
     for name in &names {
         let io = read_f64(&fixture(&format!("{name}.io.safetensors")));
-        let input = io["input"].mapv(|v| v as f32).into_dimensionality().unwrap();
+        let input = io["input"]
+            .mapv(|v| v as f32)
+            .into_dimensionality()
+            .unwrap();
         for (file, form, naming) in files_of(name) {
             if form == "io" {
                 continue;
             }
             let ck = checkpoint::load(fixture(&file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-            assert_eq!(ck.naming, if naming == "official" { Naming::Official } else { Naming::Timm }, "{file}");
+            assert_eq!(
+                ck.naming,
+                if naming == "official" {
+                    Naming::Official
+                } else {
+                    Naming::Timm
+                },
+                "{file}"
+            );
             let forms: Vec<(&str, repvgg_model::Features)> = match ck.model {
                 LoadedModel::Train(m) => {
                     assert_eq!(form, "train", "{file}");
                     let fused = m.fuse().unwrap();
-                    vec![("train", m.forward_features(input.view()).unwrap()), ("deploy", fused.forward_features(input.view()).unwrap())]
+                    vec![
+                        ("train", m.forward_features(input.view()).unwrap()),
+                        ("deploy", fused.forward_features(input.view()).unwrap()),
+                    ]
                 }
                 LoadedModel::Deploy(m) => {
                     assert_eq!(form, "deploy", "{file}");
@@ -69,7 +101,9 @@ fn fused_weights_are_within_two_ulps_of_float64_fusion_and_beat_timm_f32() {
     for name in fixture_names() {
         let io = read_f64(&fixture(&format!("{name}.io.safetensors")));
         let ck = checkpoint::load(fixture(&format!("{name}.train.safetensors"))).unwrap();
-        let LoadedModel::Train(m) = ck.model else { panic!("{name}: train file loaded as deploy") };
+        let LoadedModel::Train(m) = ck.model else {
+            panic!("{name}: train file loaded as deploy")
+        };
         let ours = checkpoint::deploy_tensors(&m.fuse().unwrap());
         // timm's own f32 fusion, when the fixture has it.
         let timm_path = fixture(&format!("{name}.deploy.safetensors"));
@@ -77,21 +111,38 @@ fn fused_weights_are_within_two_ulps_of_float64_fusion_and_beat_timm_f32() {
         let mut compared = 0;
         let (mut our_err, mut timm_err) = (0f64, 0f64);
         for (key, (shape, data)) in &ours {
-            let Some(want) = io.get(&format!("deploy64.{key}")) else { continue };
+            let Some(want) = io.get(&format!("deploy64.{key}")) else {
+                continue;
+            };
             assert_eq!(want.shape(), &shape[..], "{name} {key}");
             for (g, w) in data.iter().zip(want.iter()) {
                 let u = ulps(*g, *w);
-                assert!(u <= 2, "{name} {key}: {g} is {u} ulps from the f64 fusion {w}");
+                assert!(
+                    u <= 2,
+                    "{name} {key}: {g} is {u} ulps from the f64 fusion {w}"
+                );
                 our_err = our_err.max((*g as f64 - w).abs());
             }
             if let Some(t) = &timm {
-                timm_err = timm_err.max(t[key].iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max));
+                timm_err = timm_err.max(
+                    t[key]
+                        .iter()
+                        .zip(want.iter())
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f64::max),
+                );
             }
             compared += 1;
         }
-        assert!(compared >= 8, "{name}: only {compared} fused tensors had a float64 reference");
+        assert!(
+            compared >= 8,
+            "{name}: only {compared} fused tensors had a float64 reference"
+        );
         if timm.is_some() {
-            assert!(our_err <= timm_err, "{name}: our max error {our_err} vs timm f32 {timm_err}");
+            assert!(
+                our_err <= timm_err,
+                "{name}: our max error {our_err} vs timm f32 {timm_err}"
+            );
         }
     }
 }
@@ -117,15 +168,51 @@ fn inferred_architecture_matches_the_manifest() {
         let blocks: Vec<_> = cfg.blocks().into_iter().flatten().collect();
         assert_eq!(blocks.len(), layers.len(), "{name}");
         for (b, l) in blocks.iter().zip(layers) {
-            assert_eq!(b.in_channels as u64, l["in_chs"].as_u64().unwrap(), "{name} layer {}", b.layer);
-            assert_eq!(b.out_channels as u64, l["out_chs"].as_u64().unwrap(), "{name} layer {}", b.layer);
-            assert_eq!(b.stride as u64, l["stride"].as_u64().unwrap(), "{name} layer {}", b.layer);
-            assert_eq!(b.groups as u64, l["groups"].as_u64().unwrap(), "{name} layer {}", b.layer);
-            assert_eq!(b.identity, l["identity"].as_bool().unwrap(), "{name} layer {}", b.layer);
-            assert_eq!(b.se_hidden.map(|v| v as u64), l["se_rd_chs"].as_u64(), "{name} layer {}", b.layer);
+            assert_eq!(
+                b.in_channels as u64,
+                l["in_chs"].as_u64().unwrap(),
+                "{name} layer {}",
+                b.layer
+            );
+            assert_eq!(
+                b.out_channels as u64,
+                l["out_chs"].as_u64().unwrap(),
+                "{name} layer {}",
+                b.layer
+            );
+            assert_eq!(
+                b.stride as u64,
+                l["stride"].as_u64().unwrap(),
+                "{name} layer {}",
+                b.layer
+            );
+            assert_eq!(
+                b.groups as u64,
+                l["groups"].as_u64().unwrap(),
+                "{name} layer {}",
+                b.layer
+            );
+            assert_eq!(
+                b.identity,
+                l["identity"].as_bool().unwrap(),
+                "{name} layer {}",
+                b.layer
+            );
+            assert_eq!(
+                b.se_hidden.map(|v| v as u64),
+                l["se_rd_chs"].as_u64(),
+                "{name} layer {}",
+                b.layer
+            );
         }
-        assert_eq!(cfg.in_channels as u64, f["timm_config"]["in_chans"].as_u64().unwrap());
-        assert_eq!(cfg.num_classes as u64, f["timm_config"]["num_classes"].as_u64().unwrap());
+        assert_eq!(
+            cfg.in_channels as u64,
+            f["timm_config"]["in_chans"].as_u64().unwrap()
+        );
+        assert_eq!(
+            cfg.num_classes as u64,
+            f["timm_config"]["num_classes"].as_u64().unwrap()
+        );
     }
 }
 
@@ -139,14 +226,25 @@ fn saved_deploy_model_reloads_identically_in_both_namings() {
         checkpoint::save_deploy(&fused, &p, naming).unwrap();
         let back = checkpoint::load(&p).unwrap();
         assert_eq!(back.naming, naming);
-        let LoadedModel::Deploy(back) = back.model else { panic!("saved deploy loaded as train") };
+        let LoadedModel::Deploy(back) = back.model else {
+            panic!("saved deploy loaded as train")
+        };
         assert_eq!(back.stages, fused.stages);
         assert_eq!(back.head, fused.head);
     }
     // The official file uses the official names.
-    let keys: Vec<String> = read_f64(&dir.path().join("Official.safetensors")).into_keys().collect();
-    assert!(keys.contains(&"stage0.rbr_reparam.weight".to_string()) && keys.contains(&"linear.bias".to_string()), "{keys:?}");
-    assert!(keys.iter().any(|k| k.ends_with("se.down.weight")), "{keys:?}");
+    let keys: Vec<String> = read_f64(&dir.path().join("Official.safetensors"))
+        .into_keys()
+        .collect();
+    assert!(
+        keys.contains(&"stage0.rbr_reparam.weight".to_string())
+            && keys.contains(&"linear.bias".to_string()),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(|k| k.ends_with("se.down.weight")),
+        "{keys:?}"
+    );
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! Reading the timm reference fixtures (see `scripts/ref/`).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,9 +24,18 @@ pub fn read_f64(path: &std::path::Path) -> BTreeMap<String, ArrayD<f64>> {
         .filter_map(|(k, v)| {
             let d = v.data();
             let vals: Vec<f64> = match v.dtype() {
-                Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
-                Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-                Dtype::I64 => d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+                Dtype::F64 => d
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+                Dtype::F32 => d
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+                Dtype::I64 => d
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
                 _ => return None,
             };
             Some((k, ArrayD::from_shape_vec(IxDyn(v.shape()), vals).unwrap()))
@@ -43,7 +52,10 @@ pub fn manifest() -> serde_json::Value {
 /// Max |a - b| between an f32 result and an f64 reference (panics on shape mismatch).
 pub fn max_diff(got: &ArrayD<f32>, want: &ArrayD<f64>) -> f64 {
     assert_eq!(got.shape(), want.shape(), "shape");
-    got.iter().zip(want.iter()).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max)
+    got.iter()
+        .zip(want.iter())
+        .map(|(g, w)| (*g as f64 - w).abs())
+        .fold(0.0, f64::max)
 }
 
 /// Distance in f32 ulps between `got` and the f64 value `want` rounded to f32.
@@ -51,7 +63,13 @@ pub fn ulps(got: f32, want: f64) -> u32 {
     let w = want as f32;
     let (a, b) = (got.to_bits() as i64, w.to_bits() as i64);
     // Map the sign-magnitude bit patterns onto a monotone integer line.
-    let key = |x: i64| if x & 0x8000_0000 != 0 { 0x8000_0000 - x } else { x + 0x8000_0000 };
+    let key = |x: i64| {
+        if x & 0x8000_0000 != 0 {
+            0x8000_0000 - x
+        } else {
+            x + 0x8000_0000
+        }
+    };
     (key(a) - key(b)).unsigned_abs() as u32
 }
 
@@ -59,11 +77,22 @@ pub fn ulps(got: f32, want: f64) -> u32 {
 pub fn write_f32(path: &std::path::Path, tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
-        .map(|(k, (s, d))| (k.clone(), s.clone(), d.iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .map(|(k, (s, d))| {
+            (
+                k.clone(),
+                s.clone(),
+                d.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        })
         .collect();
     let views: Vec<_> = bytes
         .iter()
-        .map(|(k, s, b)| (k.clone(), safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
+        .map(|(k, s, b)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
     std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
 }
@@ -73,6 +102,11 @@ pub fn read_f32(path: &std::path::Path) -> BTreeMap<String, (Vec<usize>, Vec<f32
     read_f64(path)
         .into_iter()
         .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
-        .map(|(k, v)| (k, (v.shape().to_vec(), v.iter().map(|x| *x as f32).collect())))
+        .map(|(k, v)| {
+            (
+                k,
+                (v.shape().to_vec(), v.iter().map(|x| *x as f32).collect()),
+            )
+        })
         .collect()
 }
