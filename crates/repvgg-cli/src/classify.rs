@@ -6,6 +6,8 @@
 //! preprocessing ([`repvgg_model::preprocess::digits_input`]). An image that cannot be read is
 //! reported by name and skipped; the command then fails at the end ("2 of 5 images failed").
 
+use crate::engine::{Engine, Form, gpu_context};
+use repvgg_gpu::ConvKernel;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -144,11 +146,6 @@ impl Classifier {
     }
 }
 
-/// The forward pass, on the CPU for now: one call, so a GPU engine can take its place.
-fn logits(model: &DeployModel, x: &Array4<f32>) -> Result<Array2<f32>> {
-    Ok(model.forward(x.view())?)
-}
-
 /// Row-wise softmax (max-subtracted).
 fn softmax(logits: &Array2<f32>) -> Array2<f32> {
     let mut p = logits.clone();
@@ -260,10 +257,17 @@ fn print_outcome(o: &Outcome, pb: &ProgressBar, json: bool, short: impl Fn(usize
 }
 
 pub(crate) fn run(a: &ClassifyArgs) -> Result<()> {
-    if a.device == DeviceArg::Gpu {
-        bail!("GPU classify not wired yet; use --device cpu");
-    }
     let clf = Classifier::load(a)?;
+    let engine = match a.device {
+        DeviceArg::Cpu => Engine::Cpu {
+            train: None,
+            deploy: Some(&clf.model),
+        },
+        DeviceArg::Gpu => {
+            let (ctx, adapter) = gpu_context()?;
+            Engine::gpu(&ctx, adapter, None, Some(&clf.model), ConvKernel::Tiled)?
+        }
+    };
     let items = expand(&a.inputs);
     let total = items.len();
     let k = a.top.min(clf.model.config.num_classes);
@@ -300,7 +304,7 @@ pub(crate) fn run(a: &ClassifyArgs) -> Result<()> {
         if !batch.is_empty() {
             let views: Vec<_> = batch.iter().map(|(_, _, x)| x.view()).collect();
             let x = concatenate(Axis(0), &views).context("stacking the batch")?;
-            let probs = softmax(&logits(&clf.model, &x)?);
+            let probs = softmax(&engine.logits(Form::Deploy, &x)?);
             for (row, (slot, path, _)) in batch.into_iter().enumerate() {
                 let p = probs.row(row).to_vec();
                 let top = top_k(&p, k)

@@ -235,3 +235,70 @@ fn summary_json_matches_the_paper_for_a0() {
     let (ok, _, err) = run(&["summary", "--arch", "a0", "--size", "0x4"]);
     assert!(!ok && err.contains("positive"), "{err}");
 }
+
+#[test]
+fn infer_on_the_gpu_matches_timm_in_both_forms() {
+    if repvgg_gpu::test_context().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let io = tensors(&fixture("d2se_narrow.io.safetensors"));
+    for form in ["train", "deploy"] {
+        let out = dir.path().join(format!("{form}.safetensors"));
+        let (ok, _, err) = run(&[
+            "infer",
+            "--weights",
+            s(&fixture("d2se_narrow.official.train.safetensors")),
+            "--input",
+            s(&fixture("d2se_narrow.io.safetensors")),
+            "--output",
+            s(&out),
+            "--form",
+            form,
+            "--device",
+            "gpu",
+            "--features",
+        ]);
+        assert!(ok, "--device gpu --form {form}: {err}");
+        let got = tensors(&out);
+        for k in ["logits", "stage0", "stage4"] {
+            let d = max_diff(&got[k].1, &io[&format!("{form}.{k}")].1);
+            assert!(d < 1e-5, "gpu {form} {k}: {d}");
+        }
+    }
+}
+
+#[test]
+fn gpu_bench_and_info_report_the_adapter() {
+    if repvgg_gpu::test_context().is_none() {
+        return;
+    }
+    let (ok, out, err) = run(&["info"]);
+    assert!(
+        ok && out.contains("backend:") && out.contains("adapter:"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = run(&[
+        "bench", "--device", "gpu", "--arch", "a0", "--batch", "1", "--size", "32", "--form",
+        "both", "--iters", "1", "--warmup", "1", "--json",
+    ]);
+    assert!(ok, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        assert_eq!(r["device"], "gpu");
+        for k in [
+            "adapter",
+            "form",
+            "batch",
+            "median_ms",
+            "images_per_s",
+            "gflops",
+            "peak_activation_bytes",
+        ] {
+            assert!(!r[k].is_null(), "{k} missing in {r}");
+        }
+        assert!(r["median_ms"].as_f64().unwrap() > 0.0);
+    }
+}
