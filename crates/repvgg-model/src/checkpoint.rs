@@ -464,40 +464,30 @@ fn build(config: &RepVggConfig, form: Form, t: &BTreeMap<String, Tensor>) -> Res
     let blocks = config.blocks();
     Ok(match form {
         Form::Train => {
-            let stages = blocks
-                .iter()
-                .enumerate()
-                .map(|(si, st)| {
-                    st.iter()
-                        .enumerate()
-                        .map(|(j, b)| {
-                            let p = block_prefix(si, j);
-                            let branches = RepVggBranches {
-                                spec: block_spec(b)?,
-                                dense: ConvBn::new(
-                                    arr4(&format!("{p}.conv_kxk.conv.weight"))?,
-                                    None,
-                                    bn(&format!("{p}.conv_kxk.bn"))?,
-                                ),
-                                one_by_one: Some(ConvBn::new(
-                                    arr4(&format!("{p}.conv_1x1.conv.weight"))?,
-                                    None,
-                                    bn(&format!("{p}.conv_1x1.bn"))?,
-                                )),
-                                identity: if b.identity {
-                                    Some(bn(&format!("{p}.identity"))?)
-                                } else {
-                                    None
-                                },
-                            };
-                            Ok(TrainBlock {
-                                branches,
-                                se: se(&p, b)?,
-                            })
-                        })
-                        .collect::<Result<Vec<_>>>()
+            let stages = map_blocks(&blocks, |p, b| {
+                let branches = RepVggBranches {
+                    spec: block_spec(b)?,
+                    dense: ConvBn::new(
+                        arr4(&format!("{p}.conv_kxk.conv.weight"))?,
+                        None,
+                        bn(&format!("{p}.conv_kxk.bn"))?,
+                    ),
+                    one_by_one: Some(ConvBn::new(
+                        arr4(&format!("{p}.conv_1x1.conv.weight"))?,
+                        None,
+                        bn(&format!("{p}.conv_1x1.bn"))?,
+                    )),
+                    identity: if b.identity {
+                        Some(bn(&format!("{p}.identity"))?)
+                    } else {
+                        None
+                    },
+                };
+                Ok(TrainBlock {
+                    branches,
+                    se: se(p, b)?,
                 })
-                .collect::<Result<Vec<_>>>()?;
+            })?;
             LoadedModel::Train(RepVgg {
                 config: config.clone(),
                 stages,
@@ -505,27 +495,17 @@ fn build(config: &RepVggConfig, form: Form, t: &BTreeMap<String, Tensor>) -> Res
             })
         }
         Form::Deploy => {
-            let stages = blocks
-                .iter()
-                .enumerate()
-                .map(|(si, st)| {
-                    st.iter()
-                        .enumerate()
-                        .map(|(j, b)| {
-                            let p = block_prefix(si, j);
-                            let conv = FusedConv {
-                                weight: arr4(&format!("{p}.reparam_conv.weight"))?,
-                                bias: arr1(&format!("{p}.reparam_conv.bias"))?,
-                                spec: block_spec(b)?,
-                            };
-                            Ok(DeployBlock {
-                                conv,
-                                se: se(&p, b)?,
-                            })
-                        })
-                        .collect::<Result<Vec<_>>>()
+            let stages = map_blocks(&blocks, |p, b| {
+                let conv = FusedConv {
+                    weight: arr4(&format!("{p}.reparam_conv.weight"))?,
+                    bias: arr1(&format!("{p}.reparam_conv.bias"))?,
+                    spec: block_spec(b)?,
+                };
+                Ok(DeployBlock {
+                    conv,
+                    se: se(p, b)?,
                 })
-                .collect::<Result<Vec<_>>>()?;
+            })?;
             LoadedModel::Deploy(RepVgg {
                 config: config.clone(),
                 stages,
@@ -533,6 +513,23 @@ fn build(config: &RepVggConfig, form: Form, t: &BTreeMap<String, Tensor>) -> Res
             })
         }
     })
+}
+
+/// Builds every block of every stage (stem first) from its timm key prefix and shape.
+fn map_blocks<B>(
+    blocks: &[Vec<BlockSpec>],
+    f: impl Fn(&str, &BlockSpec) -> Result<B>,
+) -> Result<Vec<Vec<B>>> {
+    blocks
+        .iter()
+        .enumerate()
+        .map(|(si, st)| {
+            st.iter()
+                .enumerate()
+                .map(|(j, b)| f(&block_prefix(si, j), b))
+                .collect()
+        })
+        .collect()
 }
 
 /// `stage0.x` → `stem.x`, `stageN.j.rbr_dense.x` → `stages.{N-1}.j.conv_kxk.x`, and so on.

@@ -148,26 +148,9 @@ impl GpuModel {
         finish(b, m, x, outs, opts)
     }
 
-    fn check(&self, x: &ArrayView4<'_, f32>) -> Result<()> {
-        let s = x.shape();
-        if s[1] != self.in_channels || s.contains(&0) {
-            return Err(ModelError::Input {
-                expected: format!("[N, {}, H, W] with N, H, W >= 1", self.in_channels),
-                found: s.to_vec(),
-            });
-        }
-        if x.iter().any(|v| !v.is_finite()) {
-            return Err(ModelError::Input {
-                expected: "finite values (the input holds NaN or inf)".into(),
-                found: s.to_vec(),
-            });
-        }
-        Ok(())
-    }
-
     /// Logits and, when built with `features`, every stage's output.
     pub fn forward_features(&self, x: ArrayView4<'_, f32>) -> Result<Features> {
-        self.check(&x)?;
+        crate::model::check_input(self.in_channels, &x)?;
         let mut out = self.net.run(x)?;
         let take = |out: &mut std::collections::BTreeMap<String, ndarray::ArrayD<f32>>, k: &str| {
             out.remove(k)

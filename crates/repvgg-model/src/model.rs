@@ -154,22 +154,9 @@ pub struct Features {
 }
 
 impl<B: Block> RepVgg<B> {
-    /// Checks that an input batch fits: `[N, in_channels, H, W]` with N, H, W ≥ 1.
+    /// Checks that an input batch fits: `[N, in_channels, H, W]` with N, H, W ≥ 1, finite.
     pub fn check_input(&self, x: &ArrayView4<'_, f32>) -> Result<()> {
-        let s = x.shape();
-        if s[1] != self.config.in_channels || s[0] == 0 || s[2] == 0 || s[3] == 0 {
-            return Err(ModelError::Input {
-                expected: format!("[N, {}, H, W] with N, H, W >= 1", self.config.in_channels),
-                found: s.to_vec(),
-            });
-        }
-        if x.iter().any(|v| !v.is_finite()) {
-            return Err(ModelError::Input {
-                expected: "finite values (the input holds NaN or inf)".into(),
-                found: s.to_vec(),
-            });
-        }
-        Ok(())
+        check_input(self.config.in_channels, x)
     }
 
     /// Logits and every stage's output.
@@ -337,6 +324,24 @@ fn random_block(b: &BlockSpec, rng: &mut SplitMix) -> Result<TrainBlock> {
         },
         se,
     })
+}
+
+/// Checks an input batch for a network of `in_channels`: `[N, C, H, W]`, N, H, W ≥ 1, finite.
+pub(crate) fn check_input(in_channels: usize, x: &ArrayView4<'_, f32>) -> Result<()> {
+    let s = x.shape();
+    if s[1] != in_channels || s.contains(&0) {
+        return Err(ModelError::Input {
+            expected: format!("[N, {in_channels}, H, W] with N, H, W >= 1"),
+            found: s.to_vec(),
+        });
+    }
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(ModelError::Input {
+            expected: "finite values (the input holds NaN or inf)".into(),
+            found: s.to_vec(),
+        });
+    }
+    Ok(())
 }
 
 /// Max |a - b| over two arrays of one shape (`inf` if the shapes differ).

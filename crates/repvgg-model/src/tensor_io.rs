@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use ndarray::{Array4, ArrayD, IxDyn};
+use ndarray::{Array4, ArrayD};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::error::{ModelError, Result};
@@ -90,34 +90,4 @@ pub fn write_tensors(path: &Path, tensors: &[(String, ArrayD<f32>)]) -> Result<(
         .map_err(|e| save_err(e.to_string()))?;
     let data = safetensors::serialize(views, None).map_err(|e| save_err(e.to_string()))?;
     std::fs::write(path, data).map_err(|e| save_err(e.to_string()))
-}
-
-/// Reads every f32 tensor of a file (for tests and tools).
-pub fn read_all_f32(path: &Path) -> Result<Vec<(String, ArrayD<f32>)>> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
-        path: path.into(),
-        source,
-    })?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Format {
-        path: path.into(),
-        reason: e.to_string(),
-    })?;
-    let mut out = Vec::new();
-    for (name, v) in st.tensors() {
-        if v.dtype() == Dtype::F32 {
-            let data: Vec<f32> = v
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            let a =
-                ArrayD::from_shape_vec(IxDyn(v.shape()), data).map_err(|e| ModelError::Format {
-                    path: path.into(),
-                    reason: e.to_string(),
-                })?;
-            out.push((name, a));
-        }
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
 }
