@@ -110,3 +110,74 @@ impl GpuError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wgpu_errors_map_to_typed_errors_naming_the_context() {
+        let oom = wgpu::Error::OutOfMemory {
+            source: Box::new(std::io::Error::other("no room for 4 GiB")),
+        };
+        let e = GpuError::from_wgpu("uploading weights", oom);
+        assert!(
+            matches!(&e, GpuError::OutOfMemory { context, message } if context == "uploading weights" && message.contains("4 GiB"))
+        );
+        assert!(
+            e.to_string()
+                .contains("GPU out of memory while uploading weights"),
+            "{e}"
+        );
+
+        let internal = wgpu::Error::Internal {
+            source: Box::new(std::io::Error::other("x")),
+            description: "driver bug".into(),
+        };
+        assert!(matches!(
+            GpuError::from_wgpu("running", internal),
+            GpuError::Internal { .. }
+        ));
+    }
+
+    /// A real out-of-range request caught by the error scopes becomes a typed error, not a panic.
+    #[test]
+    fn an_oversized_buffer_is_caught_by_the_scopes() {
+        let Some(ctx) = crate::test_context() else {
+            return;
+        };
+        let too_big = ctx.limits().max_buffer_size.saturating_add(4);
+        let r: Result<()> = ctx.scoped("allocating an oversized buffer", || {
+            let _b = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("too big"),
+                size: too_big,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            });
+            Ok(())
+        });
+        let e = r.expect_err("a buffer over max_buffer_size must fail");
+        assert!(
+            matches!(
+                e,
+                GpuError::Validation { .. } | GpuError::OutOfMemory { .. }
+            ),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("allocating an oversized buffer"),
+            "{e}"
+        );
+        // The device is still usable afterwards.
+        ctx.scoped("a normal buffer", || {
+            let _b = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: 256,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            });
+            Ok(())
+        })
+        .expect("small buffer");
+    }
+}
