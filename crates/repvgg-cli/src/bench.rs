@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array4;
 use repvgg_gpu::ConvKernel;
-use repvgg_model::{Block, RepVgg, RepVggConfig, TrainModel, summary};
+use repvgg_model::{RepVggConfig, TrainModel, summary};
 use serde::Serialize;
 
 use crate::engine::{Engine, Form, gpu_context};
@@ -84,29 +84,6 @@ pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
-/// Peak bytes of live activations in a plain CPU forward: the largest input + output pair of a
-/// block, plus the multi-branch form's per-branch temporaries.
-pub(crate) fn cpu_peak_activation_bytes<B: Block>(
-    m: &RepVgg<B>,
-    batch: usize,
-    h: usize,
-    w: usize,
-    branches: usize,
-) -> u64 {
-    let (mut hh, mut ww, mut cin) = (h, w, m.config.in_channels);
-    let mut peak = 0u64;
-    for b in m.blocks() {
-        let s = b.spec();
-        hh = hh.saturating_sub(1) / s.stride + 1;
-        ww = ww.saturating_sub(1) / s.stride + 1;
-        let input = (batch * cin * (hh * s.stride) * (ww * s.stride)) as u64;
-        let out = (batch * s.out_channels * hh * ww) as u64;
-        peak = peak.max(4 * (input + out * branches as u64));
-        cin = s.out_channels;
-    }
-    peak
-}
-
 pub(crate) fn run(a: &BenchArgs) -> Result<()> {
     let config = RepVggConfig::by_name(&a.arch)?;
     let (h, w) = a.size;
@@ -122,10 +99,10 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
         BenchForm::Both => vec![Form::Train, Form::Deploy],
     };
     let engine = match a.device {
-        DeviceArg::Cpu => Engine::Cpu {
-            train: Some(&train),
-            deploy: Some(&deploy),
-        },
+        DeviceArg::Cpu => Engine::cpu(
+            forms.contains(&Form::Train).then_some(&train),
+            forms.contains(&Form::Deploy).then_some(&deploy),
+        )?,
         DeviceArg::Gpu => {
             let (ctx, adapter) = gpu_context()?;
             let want = |f: Form| forms.contains(&f);

@@ -259,10 +259,7 @@ fn print_outcome(o: &Outcome, pb: &ProgressBar, json: bool, short: impl Fn(usize
 pub(crate) fn run(a: &ClassifyArgs) -> Result<()> {
     let clf = Classifier::load(a)?;
     let engine = match a.device {
-        DeviceArg::Cpu => Engine::Cpu {
-            train: None,
-            deploy: Some(&clf.model),
-        },
+        DeviceArg::Cpu => Engine::cpu(None, Some(&clf.model))?,
         DeviceArg::Gpu => {
             let (ctx, adapter) = gpu_context()?;
             Engine::gpu(&ctx, adapter, None, Some(&clf.model), ConvKernel::Tiled)?

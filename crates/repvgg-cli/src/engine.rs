@@ -1,11 +1,13 @@
-//! Where a model runs: the CPU (repvgg-model's forward) or a GPU (repvgg-gpu, composed by
+//! Where a model runs: the CPU (repvgg-cpu's engine, composed by repvgg-model) or a GPU (repvgg-gpu, composed by
 //! repvgg-model). One interface for `demo`, `bench`, `infer` and `classify`.
 
+use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ndarray::{Array2, Array4};
 use repvgg_gpu::{ConvKernel, GpuContext};
+use repvgg_model::cpu::{CpuModel, CpuOptions};
 use repvgg_model::gpu::{GpuModel, GpuOptions};
 use repvgg_model::{DeployModel, TrainModel};
 
@@ -40,9 +42,11 @@ pub(crate) fn gpu_context() -> Result<(GpuContext, String)> {
 }
 
 pub(crate) enum Engine<'m> {
+    /// Models prepared for the CPU engine (Winograd/GEMM kernels, NHWC, buffers reused).
     Cpu {
-        train: Option<&'m TrainModel>,
-        deploy: Option<&'m DeployModel>,
+        train: Option<Box<CpuModel>>,
+        deploy: Option<Box<CpuModel>>,
+        _models: PhantomData<&'m ()>,
     },
     Gpu {
         adapter: String,
@@ -52,6 +56,20 @@ pub(crate) enum Engine<'m> {
 }
 
 impl<'m> Engine<'m> {
+    /// Prepares the given forms for the CPU engine.
+    pub fn cpu(train: Option<&'m TrainModel>, deploy: Option<&'m DeployModel>) -> Result<Self> {
+        let opts = CpuOptions::default();
+        Ok(Self::Cpu {
+            train: train
+                .map(|m| CpuModel::train(m, opts, false).map(Box::new))
+                .transpose()?,
+            deploy: deploy
+                .map(|m| CpuModel::deploy(m, opts, false).map(Box::new))
+                .transpose()?,
+            _models: PhantomData,
+        })
+    }
+
     /// Uploads the given forms to a GPU.
     pub fn gpu(
         ctx: &GpuContext,
@@ -81,10 +99,7 @@ impl<'m> Engine<'m> {
         train: &'m TrainModel,
         deploy: &'m DeployModel,
     ) -> Result<(Self, Option<String>)> {
-        let cpu = Self::Cpu {
-            train: Some(train),
-            deploy: Some(deploy),
-        };
+        let cpu = Self::cpu(Some(train), Some(deploy))?;
         match choice {
             DeviceChoice::Cpu => Ok((cpu, None)),
             DeviceChoice::Gpu => {
@@ -116,10 +131,7 @@ impl<'m> Engine<'m> {
 
     pub fn adapter(&self) -> String {
         match self {
-            Self::Cpu { .. } => format!(
-                "cpu ({} threads)",
-                std::thread::available_parallelism().map_or(1, |n| n.get())
-            ),
+            Self::Cpu { .. } => format!("cpu ({} threads)", rayon::current_num_threads()),
             Self::Gpu { adapter, .. } => adapter.clone(),
         }
     }
@@ -196,15 +208,13 @@ impl<'m> Engine<'m> {
         w: usize,
     ) -> Result<u64> {
         Ok(match (self, form) {
-            (Self::Cpu { train: Some(m), .. }, Form::Train) => {
-                crate::bench::cpu_peak_activation_bytes(*m, batch, h, w, 3)
-            }
-            (
+            (Self::Cpu { train: Some(m), .. }, Form::Train)
+            | (
                 Self::Cpu {
                     deploy: Some(m), ..
                 },
                 Form::Deploy,
-            ) => crate::bench::cpu_peak_activation_bytes(*m, batch, h, w, 1),
+            ) => m.activation_bytes(batch, h, w)?,
             (Self::Gpu { train: Some(m), .. }, Form::Train)
             | (
                 Self::Gpu {

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use ndarray::ArrayD;
 use repvgg_gpu::ConvKernel;
+use repvgg_model::cpu::{CpuModel, CpuOptions};
 use repvgg_model::gpu::{GpuModel, GpuOptions};
 use repvgg_model::{
     DeployModel, LoadedModel, Naming, RepVggConfig, TrainModel, checkpoint, summary, tensor_io,
@@ -24,6 +25,9 @@ mod engine;
     about = "RepVGG re-parameterization and inference"
 )]
 struct Cli {
+    /// CPU worker threads (default: RAYON_NUM_THREADS, else every core).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -147,10 +151,17 @@ fn infer(a: &InferArgs) -> Result<()> {
     let model = load_model(&a.weights, a.form)?;
     let x = tensor_io::read_input(&a.input)?;
     let feats = match a.device {
-        DeviceArg::Cpu => match &model {
-            Runnable::Train(m) => m.forward_features(x.view()),
-            Runnable::Deploy(m) => m.forward_features(x.view()),
-        },
+        DeviceArg::Cpu => {
+            let opts = CpuOptions::default();
+            match &model {
+                Runnable::Train(m) => {
+                    CpuModel::train(m, opts, a.features)?.forward_features(x.view())
+                }
+                Runnable::Deploy(m) => {
+                    CpuModel::deploy(m, opts, a.features)?.forward_features(x.view())
+                }
+            }
+        }
         DeviceArg::Gpu => {
             let (ctx, _) = engine::gpu_context()?;
             let opts = GpuOptions {
@@ -250,9 +261,21 @@ fn info() -> Result<()> {
     Ok(())
 }
 
+/// `--threads N`: the size of the global rayon pool the CPU engine runs on.
+fn set_threads(threads: Option<usize>) -> Result<()> {
+    match threads {
+        None => Ok(()),
+        Some(0) => bail!("--threads: expected at least 1 thread, found 0"),
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("--threads: creating the thread pool"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let r = match &cli.command {
+    let r = set_threads(cli.threads).and_then(|()| match &cli.command {
         Command::Infer(a) => infer(a),
         Command::Convert(a) => convert(a),
         Command::Summary(a) => summary_cmd(a),
@@ -260,7 +283,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Classify(a) => classify::run(a),
-    };
+    });
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

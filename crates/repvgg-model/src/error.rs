@@ -107,6 +107,8 @@ pub enum ModelError {
     Math(#[from] repvgg_math::MathError),
     #[error(transparent)]
     Gpu(#[from] repvgg_gpu::GpuError),
+    #[error(transparent)]
+    Cpu(#[from] repvgg_cpu::CpuError),
     #[error("writing {path}: {reason}")]
     Save { path: PathBuf, reason: String },
     /// An image that cannot be decoded: corrupt, truncated, or not JPEG, PNG or WebP.

@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 mod config;
+pub mod cpu;
 pub mod digits;
 mod error;
 pub mod gpu;

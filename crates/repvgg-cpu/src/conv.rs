@@ -1,0 +1,853 @@
+//! One convolution, prepared once (weights packed for its algorithm) and run many times on NHWC
+//! activations, with a per-channel affine, an optional accumulation into the output and ReLU
+//! fused into its epilogue.
+//!
+//! Algorithms:
+//! * Winograd F(4x4,3x3) or F(2x2,3x3) for 3x3 stride-1 convs: input transform per tile
+//!   (16 channels per step), one GEMM per transformed position over (tiles x in) · (in x out),
+//!   output transform with the epilogue.
+//! * GEMM for everything else: 1x1 stride-1 convs multiply the NHWC input directly; other convs
+//!   gather an im2col block per chunk of output pixels (whole channel runs per tap, no per-element
+//!   index arithmetic) and multiply it with the packed `[(ky, kx, ci) x out]` weight.
+//!
+//! Groups are per-group GEMMs on column slices of the same buffers. Work is split into chunks of
+//! whole output rows (disjoint output regions) run in parallel with rayon; when a layer has fewer
+//! chunks than threads (batch 1, late layers), the GEMMs and transforms inside a chunk run in
+//! parallel instead.
+
+use faer::{Accum, MatMut, MatRef, Par};
+use ndarray::ArrayView4;
+use pulp::{Arch, Simd, WithSimd};
+use rayon::prelude::*;
+use repvgg_math::ConvSpec;
+
+use crate::error::{CpuError, Result};
+use crate::winograd::{self, Block, LANES, Tile};
+
+/// How a convolution is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ConvAlgo {
+    /// Winograd F(4x4,3x3) for 3x3 stride-1 convs, GEMM for the rest.
+    #[default]
+    Auto,
+    /// Winograd with this tile for 3x3 stride-1 convs, GEMM for the rest.
+    Winograd(Tile),
+    /// GEMM (im2col or direct 1x1) for every conv.
+    Gemm,
+}
+
+/// The epilogue of a convolution: `y = conv * scale + shift`, then `y += out` when
+/// accumulating, then ReLU.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Epilogue {
+    /// Per-output-channel scale (a BN's `gamma / std`); `None` = 1.
+    pub scale: Option<Vec<f32>>,
+    /// Per-output-channel shift (a bias, or a BN's `beta - mean * scale`); `None` = 0.
+    pub shift: Option<Vec<f32>>,
+    /// Add the result to what the output tensor holds instead of overwriting it.
+    pub accumulate: bool,
+    pub relu: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Kernel {
+    /// `u[g][pos][ci][co]`.
+    Winograd { tile: Tile, u: Vec<f32> },
+    /// `w[g][(ky * k + kx) * cin_g + ci][co]`; `direct` when the input is the im2col matrix.
+    Gemm { w: Vec<f32>, direct: bool },
+}
+
+/// Sizes of one run of a convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+/// A convolution with its weights packed for its algorithm.
+#[derive(Debug, Clone)]
+pub struct PreparedConv {
+    spec: ConvSpec,
+    kernel: Kernel,
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    accumulate: bool,
+    relu: bool,
+}
+
+/// Winograd tiles per chunk and im2col elements per chunk: sizes that keep a chunk's buffers in
+/// the L2 cache.
+const TILES_PER_CHUNK: usize = 128;
+const COL_ELEMS: usize = 64 * 1024;
+
+impl PreparedConv {
+    /// Packs `weight` (`[out, in / groups, k, k]`) for `algo`. Fails on a weight that does not
+    /// match `spec`, on non-finite weights, and on epilogue vectors of the wrong length.
+    pub fn new(
+        weight: ArrayView4<'_, f32>,
+        spec: ConvSpec,
+        epilogue: Epilogue,
+        algo: ConvAlgo,
+    ) -> Result<Self> {
+        spec.validate()?;
+        spec.check_weight(&weight)?;
+        if weight.iter().any(|v| !v.is_finite()) {
+            return Err(CpuError::Invalid(
+                "convolution weight holds NaN or inf".into(),
+            ));
+        }
+        let cout = spec.out_channels;
+        let check = |what: &str, v: &Option<Vec<f32>>, fill: f32| -> Result<Vec<f32>> {
+            match v {
+                None => Ok(vec![fill; cout]),
+                Some(v) if v.len() == cout && v.iter().all(|x| x.is_finite()) => Ok(v.clone()),
+                Some(v) if v.len() == cout => Err(CpuError::Invalid(format!(
+                    "convolution epilogue {what} holds NaN or inf"
+                ))),
+                Some(v) => Err(CpuError::Shape {
+                    what: format!("convolution epilogue {what}"),
+                    expected: vec![cout],
+                    found: vec![v.len()],
+                }),
+            }
+        };
+        let scale = check("scale", &epilogue.scale, 1.0)?;
+        let shift = check("shift", &epilogue.shift, 0.0)?;
+        let winograd_ok = spec.kernel_size == 3 && spec.stride == 1 && spec.padding <= 2;
+        let tile = match algo {
+            ConvAlgo::Auto if winograd_ok => Some(Tile::F4),
+            ConvAlgo::Winograd(t) if winograd_ok => Some(t),
+            _ => None,
+        };
+        let kernel = match tile {
+            Some(tile) => Kernel::Winograd {
+                tile,
+                u: pack_winograd(&weight, &spec, tile),
+            },
+            None => Kernel::Gemm {
+                w: pack_gemm(&weight, &spec),
+                direct: spec.kernel_size == 1 && spec.stride == 1 && spec.padding == 0,
+            },
+        };
+        Ok(Self {
+            spec,
+            kernel,
+            scale,
+            shift,
+            accumulate: epilogue.accumulate,
+            relu: epilogue.relu,
+        })
+    }
+
+    pub fn spec(&self) -> &ConvSpec {
+        &self.spec
+    }
+
+    /// Whether the epilogue adds to the output tensor.
+    pub fn accumulates(&self) -> bool {
+        self.accumulate
+    }
+
+    /// The algorithm picked: "winograd-f4", "winograd-f2", "gemm-1x1" or "im2col-gemm".
+    pub fn algorithm(&self) -> &'static str {
+        match &self.kernel {
+            Kernel::Winograd { tile: Tile::F4, .. } => "winograd-f4",
+            Kernel::Winograd { tile: Tile::F2, .. } => "winograd-f2",
+            Kernel::Gemm { direct: true, .. } => "gemm-1x1",
+            Kernel::Gemm { direct: false, .. } => "im2col-gemm",
+        }
+    }
+
+    /// Output size for an `n x h x w` input.
+    pub fn geometry(&self, n: usize, h: usize, w: usize) -> Result<Geometry> {
+        let (oh, ow) = self.spec.output_size(h, w)?;
+        Ok(Geometry { n, h, w, oh, ow })
+    }
+
+    /// f32 elements of scratch one run needs with `threads` worker threads.
+    pub fn scratch_len(&self, g: &Geometry, threads: usize) -> usize {
+        let plan = self.plan(g, threads);
+        plan.slots * plan.slot_len
+    }
+
+    fn plan(&self, g: &Geometry, threads: usize) -> Plan {
+        let threads = threads.max(1);
+        let (cin, cout) = (self.spec.in_channels, self.spec.out_channels);
+        match &self.kernel {
+            Kernel::Winograd { tile, .. } => {
+                let m = tile.m();
+                let (th, tw) = (g.oh.div_ceil(m), g.ow.div_ceil(m));
+                let rows = g.n * th;
+                let (chunks, per) = split(rows, rows * tw, TILES_PER_CHUNK, threads);
+                let slot_len = per * tw * tile.positions() * (cin + cout);
+                Plan {
+                    units: rows,
+                    per_chunk: per,
+                    chunks,
+                    slots: chunks.min(threads),
+                    slot_len,
+                    inner_par: chunks < threads,
+                }
+            }
+            Kernel::Gemm { direct, .. } => {
+                let p = g.n * g.oh * g.ow;
+                let kg = self.spec.kernel_size.pow(2) * cin / self.spec.groups;
+                let target = (COL_ELEMS / kg.max(1)).clamp(16, 1024);
+                let (chunks, per) = split(p, p, target, threads);
+                let col = if *direct { 0 } else { per * kg };
+                let acc = if self.accumulate { per * cout } else { 0 };
+                Plan {
+                    units: p,
+                    per_chunk: per,
+                    chunks,
+                    slots: chunks.min(threads),
+                    slot_len: col + acc,
+                    inner_par: chunks < threads,
+                }
+            }
+        }
+    }
+
+    /// Runs the convolution on an NHWC input `x` (`n*h*w*in` values) into `out`
+    /// (`n*oh*ow*out` values), using `scratch` (at least [`PreparedConv::scratch_len`]).
+    pub fn run(&self, x: &[f32], g: &Geometry, out: &mut [f32], scratch: &mut [f32]) -> Result<()> {
+        let (cin, cout) = (self.spec.in_channels, self.spec.out_channels);
+        let (oh, ow) = self.spec.output_size(g.h, g.w)?;
+        if (oh, ow) != (g.oh, g.ow) {
+            return Err(CpuError::Shape {
+                what: "convolution output size".into(),
+                expected: vec![oh, ow],
+                found: vec![g.oh, g.ow],
+            });
+        }
+        let threads = rayon::current_num_threads();
+        let plan = self.plan(g, threads);
+        let need = [
+            ("input", x.len(), g.n * g.h * g.w * cin),
+            ("output", out.len(), g.n * oh * ow * cout),
+            (
+                "scratch",
+                scratch.len().min(plan.slots * plan.slot_len),
+                plan.slots * plan.slot_len,
+            ),
+        ];
+        for (what, have, want) in need {
+            if have != want && !(what == "scratch" && have >= want) {
+                return Err(CpuError::Shape {
+                    what: format!("convolution {what} buffer (elements)"),
+                    expected: vec![want],
+                    found: vec![have],
+                });
+            }
+        }
+        let arch = Arch::new();
+        match &self.kernel {
+            Kernel::Winograd { tile, u } => {
+                let m = tile.m();
+                let th = oh.div_ceil(m);
+                // Output rows (n * oh + oy) where tile row r starts.
+                let row_start = |r: usize| ((r / th) * oh + (r % th) * m).min(g.n * oh);
+                let offset = |r: usize| row_start(r) * ow * cout;
+                run_chunks(&plan, out, scratch, &offset, &|r0, r1, region, slot| {
+                    let wg = WinogradRun {
+                        conv: self,
+                        tile: *tile,
+                        u,
+                        x,
+                        g,
+                        th,
+                        arch,
+                    };
+                    wg.chunk(r0, r1, region, slot, plan.inner_par, &offset);
+                });
+            }
+            Kernel::Gemm { w, direct } => {
+                let offset = |p: usize| p * cout;
+                run_chunks(&plan, out, scratch, &offset, &|p0, p1, region, slot| {
+                    self.gemm_chunk(w, *direct, x, g, p0, p1, region, slot, plan.inner_par, arch);
+                });
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_chunk(
+        &self,
+        w: &[f32],
+        direct: bool,
+        x: &[f32],
+        g: &Geometry,
+        p0: usize,
+        p1: usize,
+        region: &mut [f32],
+        slot: &mut [f32],
+        inner_par: bool,
+        arch: Arch,
+    ) {
+        let s = &self.spec;
+        let (cin, cout, groups) = (s.in_channels, s.out_channels, s.groups);
+        let (cin_g, cout_g) = (cin / groups, cout / groups);
+        let kg = s.kernel_size * s.kernel_size * cin_g;
+        let rows = p1 - p0;
+        let (col, acc) = slot.split_at_mut(if direct { 0 } else { rows * kg });
+        let par = if inner_par { Par::rayon(0) } else { Par::Seq };
+        for gi in 0..groups {
+            let (a, a_rs): (&[f32], usize) = if direct {
+                (&x[p0 * cin + gi * cin_g..], cin)
+            } else {
+                arch.dispatch(Im2col {
+                    x,
+                    g,
+                    spec: s,
+                    group: gi,
+                    p0,
+                    col: &mut col[..rows * kg],
+                });
+                (&col[..rows * kg], kg)
+            };
+            let b = &w[gi * kg * cout_g..(gi + 1) * kg * cout_g];
+            let dst: &mut [f32] = if self.accumulate {
+                &mut acc[gi * cout_g..rows * cout]
+            } else {
+                &mut region[gi * cout_g..]
+            };
+            gemm(rows, cout_g, kg, a, a_rs, b, cout_g, dst, cout, par);
+        }
+        let src = if self.accumulate {
+            Some(&acc[..rows * cout])
+        } else {
+            None
+        };
+        arch.dispatch(RowEpilogue {
+            conv: self,
+            dst: region,
+            src,
+        });
+    }
+}
+
+/// How a run is cut: `units` (tile rows or output pixels) in `chunks` of `per_chunk`, processed
+/// `slots` at a time, each with `slot_len` scratch elements.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    units: usize,
+    per_chunk: usize,
+    chunks: usize,
+    slots: usize,
+    slot_len: usize,
+    inner_par: bool,
+}
+
+/// Chunks `units` (of `work` total work items) into about `work / target` chunks, rounded up to
+/// a multiple of `threads` when there is more than one, so that every thread gets the same share.
+/// Returns (chunks, units per chunk).
+fn split(units: usize, work: usize, target: usize, threads: usize) -> (usize, usize) {
+    if units == 0 {
+        return (0, 1);
+    }
+    let mut chunks = work.div_ceil(target.max(1)).max(1);
+    if chunks > 1 {
+        chunks = chunks.div_ceil(threads) * threads;
+    }
+    chunks = chunks.min(units);
+    let per = units.div_ceil(chunks);
+    (units.div_ceil(per), per)
+}
+
+/// Runs `f(first, end, output region, scratch slot)` for every chunk, `slots` chunks at a time in
+/// parallel. `offset(u)` is where unit `u`'s output starts in `out` (monotonic).
+fn run_chunks(
+    plan: &Plan,
+    out: &mut [f32],
+    scratch: &mut [f32],
+    offset: &(dyn Fn(usize) -> usize + Sync),
+    f: &(dyn Fn(usize, usize, &mut [f32], &mut [f32]) + Sync),
+) {
+    let mut first = 0;
+    while first < plan.chunks {
+        let last = (first + plan.slots).min(plan.chunks);
+        let begin = offset(first * plan.per_chunk);
+        let end = offset((last * plan.per_chunk).min(plan.units));
+        split_chunks(
+            plan,
+            first..last,
+            &mut out[begin..end],
+            &mut scratch[..(last - first) * plan.slot_len],
+            offset,
+            f,
+        );
+        first = last;
+    }
+}
+
+fn split_chunks(
+    plan: &Plan,
+    chunks: std::ops::Range<usize>,
+    region: &mut [f32],
+    scratch: &mut [f32],
+    offset: &(dyn Fn(usize) -> usize + Sync),
+    f: &(dyn Fn(usize, usize, &mut [f32], &mut [f32]) + Sync),
+) {
+    let unit = |c: usize| (c * plan.per_chunk).min(plan.units);
+    if chunks.len() == 1 {
+        f(unit(chunks.start), unit(chunks.end), region, scratch);
+        return;
+    }
+    let mid = chunks.start + chunks.len() / 2;
+    let at = offset(unit(mid)) - offset(unit(chunks.start));
+    let (ra, rb) = region.split_at_mut(at);
+    let (sa, sb) = scratch.split_at_mut((mid - chunks.start) * plan.slot_len);
+    rayon::join(
+        || split_chunks(plan, chunks.start..mid, ra, sa, offset, f),
+        || split_chunks(plan, mid..chunks.end, rb, sb, offset, f),
+    );
+}
+
+/// `c[m x n] = a[m x k] · b[k x n]`, all row-major with the given row strides.
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    a_rs: usize,
+    b: &[f32],
+    b_rs: usize,
+    c: &mut [f32],
+    c_rs: usize,
+    par: Par,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let len = |rs: usize, rows: usize, cols: usize| (rows - 1) * rs + cols;
+    let a = MatRef::from_row_major_slice_with_stride(&a[..len(a_rs, m, k)], m, k, a_rs);
+    let b = MatRef::from_row_major_slice_with_stride(&b[..len(b_rs, k, n)], k, n, b_rs);
+    // Built as the transpose of a column-major view: faer 0.24.4's
+    // `from_row_major_slice_with_stride_mut` swaps the strides (and then writes out of bounds).
+    let c = MatMut::from_column_major_slice_with_stride_mut(&mut c[..len(c_rs, m, n)], n, m, c_rs)
+        .transpose_mut();
+    faer::linalg::matmul::matmul(c, Accum::Replace, a, b, 1.0f32, par);
+}
+
+fn pack_gemm(weight: &ArrayView4<'_, f32>, s: &ConvSpec) -> Vec<f32> {
+    let (cout_g, cin_g, k) = (
+        s.out_channels / s.groups,
+        s.in_channels / s.groups,
+        s.kernel_size,
+    );
+    let kg = k * k * cin_g;
+    let mut w = vec![0.0f32; s.groups * kg * cout_g];
+    for g in 0..s.groups {
+        for co in 0..cout_g {
+            for ci in 0..cin_g {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let row = (ky * k + kx) * cin_g + ci;
+                        w[(g * kg + row) * cout_g + co] = weight[[g * cout_g + co, ci, ky, kx]];
+                    }
+                }
+            }
+        }
+    }
+    w
+}
+
+fn pack_winograd(weight: &ArrayView4<'_, f32>, s: &ConvSpec, tile: Tile) -> Vec<f32> {
+    let (cout_g, cin_g) = (s.out_channels / s.groups, s.in_channels / s.groups);
+    let npos = tile.positions();
+    let mut u = vec![0.0f32; s.groups * npos * cin_g * cout_g];
+    for g in 0..s.groups {
+        for co in 0..cout_g {
+            for ci in 0..cin_g {
+                let mut k = [[0.0f64; 3]; 3];
+                for (ky, row) in k.iter_mut().enumerate() {
+                    for (kx, v) in row.iter_mut().enumerate() {
+                        *v = f64::from(weight[[g * cout_g + co, ci, ky, kx]]);
+                    }
+                }
+                for (pos, v) in tile.transform_kernel(&k).into_iter().enumerate() {
+                    u[((g * npos + pos) * cin_g + ci) * cout_g + co] = v as f32;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// Gathers the im2col rows of output pixels `p0..p0 + rows` for one group:
+/// `col[p][(ky * k + kx) * cin_g + ci]`, zeros where the tap falls in the padding.
+struct Im2col<'a> {
+    x: &'a [f32],
+    g: &'a Geometry,
+    spec: &'a ConvSpec,
+    group: usize,
+    p0: usize,
+    col: &'a mut [f32],
+}
+
+impl WithSimd for Im2col<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let Self {
+            x,
+            g,
+            spec,
+            group,
+            p0,
+            col,
+        } = self;
+        let (k, s, pad) = (spec.kernel_size, spec.stride, spec.padding);
+        let cin = spec.in_channels;
+        let cin_g = cin / spec.groups;
+        let kg = k * k * cin_g;
+        let c0 = group * cin_g;
+        for (i, dst) in col.chunks_exact_mut(kg).enumerate() {
+            let p = p0 + i;
+            let (n, rem) = (p / (g.oh * g.ow), p % (g.oh * g.ow));
+            let (oy, ox) = (rem / g.ow, rem % g.ow);
+            for ky in 0..k {
+                let iy = (oy * s + ky).wrapping_sub(pad);
+                for kx in 0..k {
+                    let ix = (ox * s + kx).wrapping_sub(pad);
+                    let d = &mut dst[(ky * k + kx) * cin_g..(ky * k + kx + 1) * cin_g];
+                    if iy < g.h && ix < g.w {
+                        let src = ((n * g.h + iy) * g.w + ix) * cin + c0;
+                        d.copy_from_slice(&x[src..src + cin_g]);
+                    } else {
+                        d.fill(0.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Applies a conv's epilogue to whole output rows (`cout` channels each): `dst` holds the conv
+/// result (or, when accumulating, the running sum and `src` the conv result).
+struct RowEpilogue<'a> {
+    conv: &'a PreparedConv,
+    dst: &'a mut [f32],
+    src: Option<&'a [f32]>,
+}
+
+impl WithSimd for RowEpilogue<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let c = self.conv;
+        let cout = c.spec.out_channels;
+        let (scale, shift, relu) = (&c.scale[..], &c.shift[..], c.relu);
+        match self.src {
+            None => {
+                for row in self.dst.chunks_exact_mut(cout) {
+                    for ((v, &s), &h) in row.iter_mut().zip(scale).zip(shift) {
+                        let y = *v * s + h;
+                        *v = if relu { y.max(0.0) } else { y };
+                    }
+                }
+            }
+            Some(src) => {
+                for (row, srow) in self.dst.chunks_exact_mut(cout).zip(src.chunks_exact(cout)) {
+                    for (((v, &a), &s), &h) in row.iter_mut().zip(srow).zip(scale).zip(shift) {
+                        let y = *v + (a * s + h);
+                        *v = if relu { y.max(0.0) } else { y };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One Winograd convolution run.
+struct WinogradRun<'a> {
+    conv: &'a PreparedConv,
+    tile: Tile,
+    u: &'a [f32],
+    x: &'a [f32],
+    g: &'a Geometry,
+    th: usize,
+    arch: Arch,
+}
+
+impl WinogradRun<'_> {
+    /// Tile rows `r0..r1` (over n * th): transforms, GEMMs, output transform into `region`.
+    fn chunk(
+        &self,
+        r0: usize,
+        r1: usize,
+        region: &mut [f32],
+        slot: &mut [f32],
+        inner_par: bool,
+        offset: &(dyn Fn(usize) -> usize + Sync),
+    ) {
+        let s = &self.conv.spec;
+        let (cin, cout, groups) = (s.in_channels, s.out_channels, s.groups);
+        let (cin_g, cout_g) = (cin / groups, cout / groups);
+        let npos = self.tile.positions();
+        let tw = self.g.ow.div_ceil(self.tile.m());
+        let tiles = (r1 - r0) * tw;
+        let (v, rest) = slot.split_at_mut(tiles * npos * cin);
+        let mbuf = &mut rest[..npos * tiles * cout];
+
+        // 1. Input transform: v[t][pos][ci].
+        let tile_len = npos * cin;
+        let per_task = (tiles / (4 * rayon::current_num_threads())).max(1);
+        let input = |(i, vt): (usize, &mut [f32])| {
+            let t0 = r0 * tw + i * per_task;
+            match self.tile {
+                Tile::F2 => self.arch.dispatch(InputTiles::<4> {
+                    run: self,
+                    t0,
+                    tw,
+                    bt: &winograd::BT2,
+                    v: vt,
+                }),
+                Tile::F4 => self.arch.dispatch(InputTiles::<6> {
+                    run: self,
+                    t0,
+                    tw,
+                    bt: &winograd::BT4,
+                    v: vt,
+                }),
+            }
+        };
+        if inner_par {
+            v.par_chunks_mut(per_task * tile_len)
+                .enumerate()
+                .for_each(input);
+        } else {
+            v.chunks_mut(per_task * tile_len)
+                .enumerate()
+                .for_each(input);
+        }
+
+        // 2. One GEMM per position (and group): m[pos][t][co] = v[t][pos][:] · u[pos].
+        let gemm_pos = |(pos, mp): (usize, &mut [f32])| {
+            for gi in 0..groups {
+                let a = &v[pos * cin + gi * cin_g..];
+                let ub = ((gi * npos + pos) * cin_g) * cout_g;
+                let b = &self.u[ub..ub + cin_g * cout_g];
+                gemm(
+                    tiles,
+                    cout_g,
+                    cin_g,
+                    a,
+                    npos * cin,
+                    b,
+                    cout_g,
+                    &mut mp[gi * cout_g..],
+                    cout,
+                    Par::Seq,
+                );
+            }
+        };
+        if inner_par {
+            mbuf.par_chunks_mut(tiles * cout)
+                .enumerate()
+                .for_each(gemm_pos);
+        } else {
+            mbuf.chunks_mut(tiles * cout).enumerate().for_each(gemm_pos);
+        }
+
+        // 3. Output transform, one tile row at a time (a disjoint band of output rows).
+        let mbuf = &*mbuf;
+        let base = offset(r0);
+        let row = |r: usize, band: &mut [f32]| match self.tile {
+            Tile::F2 => self.arch.dispatch(OutputRow::<4, 2> {
+                run: self,
+                r,
+                first_tile: (r - r0) * tw,
+                tiles,
+                tw,
+                at: &winograd::AT2,
+                m: mbuf,
+                band,
+            }),
+            Tile::F4 => self.arch.dispatch(OutputRow::<6, 4> {
+                run: self,
+                r,
+                first_tile: (r - r0) * tw,
+                tiles,
+                tw,
+                at: &winograd::AT4,
+                m: mbuf,
+                band,
+            }),
+        };
+        split_rows(r0..r1, region, base, offset, inner_par, &row);
+    }
+}
+
+/// Runs `f(r, band)` for every tile row in `rows`, `band` being its part of `region` (which
+/// starts at element `base` of the output).
+fn split_rows(
+    rows: std::ops::Range<usize>,
+    region: &mut [f32],
+    base: usize,
+    offset: &(dyn Fn(usize) -> usize + Sync),
+    parallel: bool,
+    f: &(dyn Fn(usize, &mut [f32]) + Sync),
+) {
+    if rows.len() == 1 || !parallel {
+        let mut rest = region;
+        let mut start = base;
+        for r in rows {
+            let end = offset(r + 1);
+            let (band, tail) = rest.split_at_mut(end - start);
+            f(r, band);
+            rest = tail;
+            start = end;
+        }
+        return;
+    }
+    let mid = rows.start + rows.len() / 2;
+    let at = offset(mid) - base;
+    let (a, b) = region.split_at_mut(at);
+    rayon::join(
+        || split_rows(rows.start..mid, a, base, offset, parallel, f),
+        || split_rows(mid..rows.end, b, base + at, offset, parallel, f),
+    );
+}
+
+struct InputTiles<'a, const A: usize> {
+    run: &'a WinogradRun<'a>,
+    /// Global index (over n * th * tw) of the first tile.
+    t0: usize,
+    tw: usize,
+    bt: &'a [[f32; A]; A],
+    /// `[tiles][pos][cin]`.
+    v: &'a mut [f32],
+}
+
+impl<const A: usize> WithSimd for InputTiles<'_, A> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let run = self.run;
+        let g = run.g;
+        let s = &run.conv.spec;
+        let cin = s.in_channels;
+        let m = A - 2;
+        let pad = s.padding;
+        let npos = A * A;
+        let mut d: Block<A> = [[[0.0; LANES]; A]; A];
+        let mut out: Block<A> = [[[0.0; LANES]; A]; A];
+        for (i, vt) in self.v.chunks_exact_mut(npos * cin).enumerate() {
+            let t = self.t0 + i;
+            let (r, tx) = (t / self.tw, t % self.tw);
+            let (n, ty) = (r / run.th, r % run.th);
+            let y0 = ty * m;
+            let x0 = tx * m;
+            let mut c0 = 0;
+            while c0 < cin {
+                let cl = LANES.min(cin - c0);
+                for (a, d_a) in d.iter_mut().enumerate() {
+                    let iy = (y0 + a).wrapping_sub(pad);
+                    for (b, lanes) in d_a.iter_mut().enumerate() {
+                        let ix = (x0 + b).wrapping_sub(pad);
+                        if iy < g.h && ix < g.w {
+                            let src = ((n * g.h + iy) * g.w + ix) * cin + c0;
+                            lanes[..cl].copy_from_slice(&run.x[src..src + cl]);
+                            lanes[cl..].fill(0.0);
+                        } else {
+                            *lanes = [0.0; LANES];
+                        }
+                    }
+                }
+                winograd::sandwich(self.bt, &d, &mut out);
+                for (pos, lanes) in out.iter().flatten().enumerate() {
+                    vt[pos * cin + c0..pos * cin + c0 + cl].copy_from_slice(&lanes[..cl]);
+                }
+                c0 += cl;
+            }
+        }
+    }
+}
+
+struct OutputRow<'a, const A: usize, const M: usize> {
+    run: &'a WinogradRun<'a>,
+    /// Global tile row (over n * th).
+    r: usize,
+    /// Index of this row's first tile within the chunk.
+    first_tile: usize,
+    /// Tiles in the chunk.
+    tiles: usize,
+    tw: usize,
+    at: &'a [[f32; A]; M],
+    /// `[pos][tile][cout]`.
+    m: &'a [f32],
+    /// The output rows of this tile row, NHWC.
+    band: &'a mut [f32],
+}
+
+impl<const A: usize, const M: usize> WithSimd for OutputRow<'_, A, M> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let run = self.run;
+        let g = run.g;
+        let conv = run.conv;
+        let cout = conv.spec.out_channels;
+        let ty = self.r % run.th;
+        let rows_here = M.min(g.oh - ty * M);
+        let (acc, relu) = (conv.accumulate, conv.relu);
+        let mut mb: Block<A> = [[[0.0; LANES]; A]; A];
+        let mut y = [[[0.0f32; LANES]; M]; M];
+        for tx in 0..self.tw {
+            let t = self.first_tile + tx;
+            let cols_here = M.min(g.ow - tx * M);
+            let mut c0 = 0;
+            while c0 < cout {
+                let cl = LANES.min(cout - c0);
+                for (pos, lanes) in mb.iter_mut().flatten().enumerate() {
+                    let src = (pos * self.tiles + t) * cout + c0;
+                    lanes[..cl].copy_from_slice(&self.m[src..src + cl]);
+                }
+                winograd::output_sandwich(self.at, &mb, &mut y);
+                let scale = &conv.scale[c0..c0 + cl];
+                let shift = &conv.shift[c0..c0 + cl];
+                for (i, y_i) in y.iter().enumerate().take(rows_here) {
+                    for (j, lanes) in y_i.iter().enumerate().take(cols_here) {
+                        let dst = (i * g.ow + tx * M + j) * cout + c0;
+                        let d = &mut self.band[dst..dst + cl];
+                        for (((o, &v), &s), &h) in d.iter_mut().zip(lanes).zip(scale).zip(shift) {
+                            let mut z = v * s + h;
+                            if acc {
+                                z += *o;
+                            }
+                            *o = if relu { z.max(0.0) } else { z };
+                        }
+                    }
+                }
+                c0 += cl;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemm_with_strides_matches_naive() {
+        let (m, n, k) = (5, 3, 4);
+        let (a_rs, b_rs, c_rs) = (6, 5, 7);
+        let a: Vec<f32> = (0..m * a_rs).map(|i| (i % 7) as f32 - 3.0).collect();
+        let b: Vec<f32> = (0..k * b_rs).map(|i| (i % 5) as f32 - 2.0).collect();
+        let mut c = vec![f32::NAN; m * c_rs];
+        gemm(m, n, k, &a, a_rs, &b, b_rs, &mut c, c_rs, Par::Seq);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = (0..k).map(|l| a[i * a_rs + l] * b[l * b_rs + j]).sum();
+                assert_eq!(c[i * c_rs + j], want, "({i},{j})");
+            }
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! RepVGG inference on the CPU: kernels and an execution plan, no model variants.
+//!
+//! A [`Network`] is built once from convolutions and element-wise layers (weights packed for
+//! their algorithm at that point) and run many times. Activations are NHWC from the input to the
+//! head; buffers are shared by liveness and reused between runs.
+//!
+//! * 3x3 stride-1 convs (most of RepVGG's work) run as Winograd F(4x4,3x3): the kernel transform
+//!   is precomputed in f64, the input and output transforms are vectorised over 16 channels,
+//!   and the products are one GEMM per transformed position, bias/BN affine/ReLU fused into the
+//!   output transform ([`winograd`]).
+//! * Every other conv is a GEMM over an im2col block gathered per chunk of output pixels (1x1
+//!   stride-1 convs multiply the input directly); groups are per-group GEMMs.
+//! * GEMMs are [`faer`]'s (cache-blocked, packed, runtime-dispatched AVX-512/AVX2/NEON kernels);
+//!   element-wise loops are compiled for the best instruction set found at run time through
+//!   [`pulp`]. No `unsafe` in this crate.
+//! * Threads: rayon. Work is split into chunks of whole output rows; when a layer has fewer
+//!   chunks than threads (batch 1, late layers), the work inside a chunk is split instead.
+
+mod conv;
+mod error;
+mod network;
+pub mod winograd;
+
+pub use conv::{ConvAlgo, Epilogue, Geometry, PreparedConv};
+pub use error::{CpuError, Result};
+pub use network::{CpuOptions, Network, NetworkBuilder, RunOutput, TensorId};
+pub use winograd::Tile;

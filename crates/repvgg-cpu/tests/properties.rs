@@ -1,0 +1,447 @@
+//! The CPU engine against the f64 oracle (`repvgg_math::ops::conv2d_reference` on f64 arrays):
+//! every algorithm (Winograd F(2x2) and F(4x4), im2col GEMM, direct 1x1), every tile edge
+//! (sizes that are not multiples of the tile, 1-pixel images), groups, strides 1-3, padding 0-2,
+//! batches > 1, chunked and single-chunk paths, epilogues (scale, shift, accumulate, ReLU), and
+//! the network ops around convs. Work buffers start as NaN, so an element a kernel forgets to
+//! write shows up as a failure.
+
+use ndarray::{Array1, Array2, Array4, Axis};
+use proptest::prelude::*;
+use repvgg_cpu::{ConvAlgo, CpuOptions, Epilogue, NetworkBuilder, Tile};
+use repvgg_math::ConvSpec;
+use repvgg_math::ops::conv2d_reference;
+
+/// Deterministic pseudo-random values in [-1, 1).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| lo + (hi - lo) * (self.next() * 0.5 + 0.5))
+            .collect()
+    }
+}
+
+/// Error bound per algorithm, in units of f32 epsilon times Σ|x·w| of the output: the GEMM's
+/// `(K + 8)`-term dot product, and for Winograd the growth of the transforms (the largest
+/// coefficient products of Bᵀ, G and Aᵀ), measured then given a 4x margin.
+fn bound_factor(algo: ConvAlgo, spec: &ConvSpec) -> f64 {
+    let k = (spec.in_channels / spec.groups * spec.kernel_size * spec.kernel_size) as f64;
+    let winograd = spec.kernel_size == 3 && spec.stride == 1 && spec.padding <= 2;
+    match algo {
+        ConvAlgo::Winograd(Tile::F2) if winograd => 8.0 * (k + 8.0),
+        ConvAlgo::Auto | ConvAlgo::Winograd(Tile::F4) if winograd => 64.0 * (k + 8.0),
+        _ => 2.0 * (k + 8.0),
+    }
+}
+
+fn to_f64(a: &Array4<f32>) -> Array4<f64> {
+    a.mapv(f64::from)
+}
+
+struct Case {
+    spec: ConvSpec,
+    n: usize,
+    h: usize,
+    w: usize,
+    seed: u64,
+    algo: ConvAlgo,
+    scale: bool,
+    relu: bool,
+    accumulate: bool,
+}
+
+/// Runs one conv through a network (input → [base conv] → conv → head) and compares the conv's
+/// output (marked as an output) with the oracle.
+fn check(c: &Case) -> Result<(), TestCaseError> {
+    let s = c.spec;
+    let mut rng = Rng(c.seed);
+    let x = Array4::from_shape_vec(
+        (c.n, s.in_channels, c.h, c.w),
+        rng.vec(c.n * s.in_channels * c.h * c.w, -1.0, 1.0),
+    )
+    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let wshape = s.weight_shape();
+    let weight = Array4::from_shape_vec(
+        (wshape[0], wshape[1], wshape[2], wshape[3]),
+        rng.vec(wshape.iter().product(), -1.0, 1.0),
+    )
+    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let scale = c.scale.then(|| rng.vec(s.out_channels, 0.3, 2.0));
+    let shift = rng.vec(s.out_channels, -0.5, 0.5);
+    let Ok((oh, ow)) = s.output_size(c.h, c.w) else {
+        return Ok(());
+    };
+
+    let opts = CpuOptions {
+        threads: None,
+        algo: c.algo,
+    };
+    let mut b = NetworkBuilder::new(opts);
+    let input = b.input(s.in_channels).map_err(fail)?;
+    // For accumulation, a base tensor of the output's shape: a 1x1 conv when the spatial size is
+    // kept, else the oracle cannot line it up; so only cases with oh,ow == h,w accumulate.
+    let accumulate = c.accumulate && (oh, ow) == (c.h, c.w);
+    let base_w = Array4::from_shape_vec(
+        (s.out_channels, s.in_channels, 1, 1),
+        rng.vec(s.out_channels * s.in_channels, -1.0, 1.0),
+    )
+    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let base_spec = ConvSpec::new(s.in_channels, s.out_channels, 1, 1, 0, 1).map_err(fail)?;
+    let ep = Epilogue {
+        scale: scale.clone(),
+        shift: Some(shift.clone()),
+        accumulate: false,
+        relu: c.relu,
+    };
+    let y = if accumulate {
+        let t = b
+            .conv(input, base_w.view(), base_spec, Epilogue::default())
+            .map_err(fail)?;
+        b.conv_accumulate(input, weight.view(), s, ep, t)
+            .map_err(fail)?
+    } else {
+        b.conv(input, weight.view(), s, ep).map_err(fail)?
+    };
+    b.output(y).map_err(fail)?;
+    let head_w = Array2::<f32>::from_elem((1, s.out_channels), 0.5);
+    b.head(y, head_w.view(), &[0.25]).map_err(fail)?;
+    let net = b.build().map_err(fail)?;
+    let got = net.run(x.view()).map_err(fail)?;
+    let got_y = &got.outputs[0];
+    prop_assert_eq!(got_y.shape(), &[c.n, s.out_channels, oh, ow]);
+
+    // Oracle in f64.
+    let x64 = to_f64(&x);
+    let conv = conv2d_reference(x64.view(), to_f64(&weight).view(), None, &s).map_err(fail)?;
+    let mag = conv2d_reference(
+        x64.mapv(f64::abs).view(),
+        to_f64(&weight).mapv(f64::abs).view(),
+        None,
+        &s,
+    )
+    .map_err(fail)?;
+    let base = if accumulate {
+        Some(conv2d_reference(x64.view(), to_f64(&base_w).view(), None, &base_spec).map_err(fail)?)
+    } else {
+        None
+    };
+    let factor = bound_factor(c.algo, &s);
+    let eps = f64::from(f32::EPSILON);
+    for ((idx, &g), &r) in got_y.indexed_iter().zip(conv.iter()) {
+        let ch = idx.1;
+        let sc = scale.as_ref().map_or(1.0, |v| f64::from(v[ch]));
+        let mut want = r * sc + f64::from(shift[ch]);
+        let mut m = mag[idx] * sc.abs() + f64::from(shift[ch]).abs();
+        if let Some(bs) = &base {
+            want += bs[idx];
+            m += bs[idx].abs() + 1.0;
+        }
+        if c.relu {
+            want = want.max(0.0);
+        }
+        let err = (f64::from(g) - want).abs();
+        prop_assert!(
+            g.is_finite() && err <= factor * eps * (m + 1e-30),
+            "{:?} algo {:?} at {:?}: got {} want {} (err {:e}, bound {:e})",
+            s,
+            c.algo,
+            idx,
+            g,
+            want,
+            err,
+            factor * eps * m
+        );
+    }
+    // The head: mean over pixels, then 0.5 * Σ + 0.25.
+    let mean = got_y
+        .mapv(f64::from)
+        .mean_axis(Axis(3))
+        .and_then(|a| a.mean_axis(Axis(2)));
+    if let Some(mean) = mean {
+        for (i, row) in mean.axis_iter(Axis(0)).enumerate() {
+            let want = 0.5 * row.sum() + 0.25;
+            let l = f64::from(got.logits[[i, 0]]);
+            prop_assert!(
+                (l - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                "logit {i}: {l} vs {want}"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn fail<E: std::fmt::Display>(e: E) -> TestCaseError {
+    TestCaseError::fail(e.to_string())
+}
+
+fn algo() -> impl Strategy<Value = ConvAlgo> {
+    prop_oneof![
+        Just(ConvAlgo::Auto),
+        Just(ConvAlgo::Winograd(Tile::F2)),
+        Just(ConvAlgo::Winograd(Tile::F4)),
+        Just(ConvAlgo::Gemm),
+    ]
+}
+
+fn spec() -> impl Strategy<Value = ConvSpec> {
+    (
+        1usize..=4,
+        1usize..=3,
+        1usize..=3,
+        prop::sample::select(vec![1usize, 3, 5]),
+        1usize..=3,
+        0usize..=2,
+    )
+        .prop_flat_map(|(groups, cin_g, cout_g, k, stride, pad)| {
+            // Channel counts per group, scaled so that some cases cross the 16-lane blocks.
+            (
+                Just(groups),
+                prop::sample::select(vec![cin_g, cin_g * 7, 17]),
+                prop::sample::select(vec![cout_g, cout_g * 6, 19]),
+                Just(k),
+                Just(stride),
+                Just(pad),
+            )
+        })
+        .prop_filter_map("valid spec", |(groups, cin_g, cout_g, k, stride, pad)| {
+            ConvSpec::new(cin_g * groups, cout_g * groups, k, stride, pad, groups).ok()
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn conv_matches_the_f64_oracle(
+        spec in spec(),
+        n in 1usize..=3,
+        h in 1usize..=19,
+        w in 1usize..=19,
+        seed in any::<u64>(),
+        algo in algo(),
+        scale in any::<bool>(),
+        relu in any::<bool>(),
+        accumulate in any::<bool>(),
+    ) {
+        check(&Case { spec, n, h, w, seed, algo, scale, relu, accumulate })?;
+    }
+
+    /// 3x3 stride-1 convs, the Winograd path, on sizes that cross tile and chunk boundaries
+    /// (many tile rows, several chunks) and channel counts past one 16-lane block.
+    #[test]
+    fn winograd_tiles_and_chunks(
+        cin in prop::sample::select(vec![3usize, 16, 17]),
+        cout in prop::sample::select(vec![5usize, 18]),
+        groups in prop::sample::select(vec![1usize, 2]),
+        n in 1usize..=2,
+        h in 2usize..=33,
+        w in 2usize..=33,
+        pad in 0usize..=2,
+        seed in any::<u64>(),
+        tile in prop::sample::select(vec![Tile::F2, Tile::F4]),
+        accumulate in any::<bool>(),
+    ) {
+        let cin = cin * groups;
+        let cout = cout * groups;
+        let spec = ConvSpec::new(cin, cout, 3, 1, pad, groups).map_err(fail)?;
+        check(&Case { spec, n, h, w, seed, algo: ConvAlgo::Winograd(tile), scale: true, relu: true, accumulate })?;
+    }
+}
+
+/// A-like real layer shapes (scaled spatially so the test stays fast) through every algorithm.
+#[test]
+fn a0_like_layer_shapes() -> Result<(), TestCaseError> {
+    let shapes = [
+        (3, 48, 2, 17, 1, 2),
+        (48, 48, 1, 14, 1, 2),
+        (48, 96, 2, 14, 1, 1),
+        (96, 96, 1, 9, 1, 1),
+        (192, 192, 1, 7, 1, 1),
+        (192, 192, 1, 7, 4, 1),
+        (192, 256, 2, 7, 1, 1),
+    ];
+    for (i, &(cin, cout, stride, size, groups, n)) in shapes.iter().enumerate() {
+        for algo in [ConvAlgo::Auto, ConvAlgo::Gemm] {
+            let spec = ConvSpec::new(cin, cout, 3, stride, 1, groups).map_err(fail)?;
+            check(&Case {
+                spec,
+                n,
+                h: size,
+                w: size,
+                seed: i as u64,
+                algo,
+                scale: i % 2 == 0,
+                relu: true,
+                accumulate: i % 3 == 0,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The element-wise ops: identity BN added to a sum, SE, ReLU, and liveness (a chain longer than
+/// two buffers), against an f64 computation of the same graph.
+#[test]
+fn network_ops_match_f64() -> Result<(), TestCaseError> {
+    let (n, c, h, w) = (2, 20, 9, 7);
+    let mut rng = Rng(7);
+    let x =
+        Array4::from_shape_vec((n, c, h, w), rng.vec(n * c * h * w, -1.0, 1.0)).map_err(fail)?;
+    let spec = ConvSpec::new(c, c, 3, 1, 1, 1).map_err(fail)?;
+    let w1 = Array4::from_shape_vec((c, c, 3, 3), rng.vec(c * c * 9, -0.3, 0.3)).map_err(fail)?;
+    let w2 = Array4::from_shape_vec((c, c, 3, 3), rng.vec(c * c * 9, -0.3, 0.3)).map_err(fail)?;
+    let (sc, sh) = (rng.vec(c, 0.5, 1.5), rng.vec(c, -0.2, 0.2));
+    let hidden = 4;
+    let fc1 = Array2::from_shape_vec((hidden, c), rng.vec(hidden * c, -0.5, 0.5)).map_err(fail)?;
+    let fc1b = rng.vec(hidden, -0.1, 0.1);
+    let fc2 = Array2::from_shape_vec((c, hidden), rng.vec(hidden * c, -0.5, 0.5)).map_err(fail)?;
+    let fc2b = rng.vec(c, -0.1, 0.1);
+    let head_w = Array2::from_shape_vec((3, c), rng.vec(3 * c, -1.0, 1.0)).map_err(fail)?;
+    let head_b = rng.vec(3, -1.0, 1.0);
+
+    let mut b = NetworkBuilder::new(CpuOptions {
+        threads: Some(2),
+        algo: ConvAlgo::Gemm,
+    });
+    let t0 = b.input(c).map_err(fail)?;
+    let t1 = b
+        .conv(
+            t0,
+            w1.view(),
+            spec,
+            Epilogue {
+                relu: true,
+                ..Epilogue::default()
+            },
+        )
+        .map_err(fail)?;
+    let t2 = b
+        .conv(t1, w2.view(), spec, Epilogue::default())
+        .map_err(fail)?;
+    let t2 = b
+        .affine_add(t1, sc.clone(), sh.clone(), t2, false)
+        .map_err(fail)?;
+    let t2 = b
+        .squeeze_excite(t2, fc1.view(), &fc1b, fc2.view(), &fc2b, true)
+        .map_err(fail)?;
+    let t3 = b
+        .conv(t2, w1.view(), spec, Epilogue::default())
+        .map_err(fail)?;
+    let t3 = b.relu(t3).map_err(fail)?;
+    b.output(t1).map_err(fail)?;
+    b.head(t3, head_w.view(), &head_b).map_err(fail)?;
+    let net = b.build().map_err(fail)?;
+    let got = net.run(x.view()).map_err(fail)?;
+    // Twice: the second run reuses the pooled workspace and must give the same bits.
+    let again = net.run(x.view()).map_err(fail)?;
+    prop_assert_eq!(&got, &again);
+
+    let conv = |a: &Array4<f64>, wt: &Array4<f32>| {
+        conv2d_reference(a.view(), to_f64(wt).view(), None, &spec)
+    };
+    let y1 = conv(&to_f64(&x), &w1).map_err(fail)?.mapv(|v| v.max(0.0));
+    let mut y2 = conv(&y1, &w2).map_err(fail)?;
+    for ((b_, ch, yy, xx), v) in y2.indexed_iter_mut() {
+        *v += y1[[b_, ch, yy, xx]] * f64::from(sc[ch]) + f64::from(sh[ch]);
+    }
+    // SE then ReLU.
+    for mut img in y2.outer_iter_mut() {
+        let mean: Array1<f64> = img
+            .mean_axis(Axis(2))
+            .and_then(|a| a.mean_axis(Axis(1)))
+            .ok_or_else(|| fail("mean"))?;
+        let hid: Vec<f64> = (0..hidden)
+            .map(|j| {
+                ((0..c)
+                    .map(|k| f64::from(fc1[[j, k]]) * mean[k])
+                    .sum::<f64>()
+                    + f64::from(fc1b[j]))
+                .max(0.0)
+            })
+            .collect();
+        for (ch, mut plane) in img.outer_iter_mut().enumerate() {
+            let z = (0..hidden)
+                .map(|j| f64::from(fc2[[ch, j]]) * hid[j])
+                .sum::<f64>()
+                + f64::from(fc2b[ch]);
+            let g = 1.0 / (1.0 + (-z).exp());
+            plane.mapv_inplace(|v| (v * g).max(0.0));
+        }
+    }
+    let y3 = conv(&y2, &w1).map_err(fail)?.mapv(|v| v.max(0.0));
+    for (i, img) in y3.outer_iter().enumerate() {
+        let mean = img
+            .mean_axis(Axis(2))
+            .and_then(|a| a.mean_axis(Axis(1)))
+            .ok_or_else(|| fail("mean"))?;
+        for k in 0..3 {
+            let want = (0..c)
+                .map(|j| f64::from(head_w[[k, j]]) * mean[j])
+                .sum::<f64>()
+                + f64::from(head_b[k]);
+            let g = f64::from(got.logits[[i, k]]);
+            prop_assert!(
+                g.is_finite() && (g - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                "logit [{i},{k}]: {g} vs {want}"
+            );
+        }
+    }
+    for (g, r) in got.outputs[0].iter().zip(y1.iter()) {
+        prop_assert!(g.is_finite() && (f64::from(*g) - r).abs() <= 1e-5 * (1.0 + r.abs()));
+    }
+    Ok(())
+}
+
+/// Bad wiring and bad weights are errors that name the problem, never panics.
+#[test]
+fn builder_errors_name_the_problem() {
+    let spec = ConvSpec::new(4, 8, 3, 1, 1, 1).expect("spec");
+    let w = Array4::<f32>::zeros((8, 4, 3, 3));
+    let mut b = NetworkBuilder::new(CpuOptions::default());
+    let x = b.input(3).expect("input");
+    let e = b
+        .conv(x, w.view(), spec, Epilogue::default())
+        .expect_err("channel mismatch");
+    assert!(e.to_string().contains("input channels"), "{e}");
+    let mut b = NetworkBuilder::new(CpuOptions::default());
+    let x = b.input(4).expect("input");
+    let mut bad = w.clone();
+    bad[[0, 0, 0, 0]] = f32::NAN;
+    let e = b
+        .conv(x, bad.view(), spec, Epilogue::default())
+        .expect_err("NaN weight");
+    assert!(e.to_string().contains("NaN"), "{e}");
+    let e = b
+        .conv(
+            x,
+            w.view(),
+            spec,
+            Epilogue {
+                shift: Some(vec![0.0; 3]),
+                ..Epilogue::default()
+            },
+        )
+        .expect_err("short shift");
+    assert!(e.to_string().contains("shift"), "{e}");
+    let y = b
+        .conv(x, w.view(), spec, Epilogue::default())
+        .expect("conv");
+    let hw = Array2::<f32>::zeros((2, 8));
+    b.head(y, hw.view(), &[0.0, 0.0]).expect("head");
+    let net = b.build().expect("build");
+    let e = net
+        .run(Array4::<f32>::zeros((1, 5, 4, 4)).view())
+        .expect_err("wrong channels");
+    assert!(e.to_string().contains("network input"), "{e}");
+    let e = net
+        .run(Array4::<f32>::zeros((0, 4, 4, 4)).view())
+        .expect_err("empty batch");
+    assert!(e.to_string().contains("network input"), "{e}");
+}
