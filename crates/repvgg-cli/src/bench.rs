@@ -6,6 +6,7 @@ use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array4;
 use repvgg_gpu::ConvKernel;
+use repvgg_model::cpu::{ConvAlgo, Tile};
 use repvgg_model::{RepVggConfig, TrainModel, summary};
 use serde::Serialize;
 
@@ -39,9 +40,36 @@ pub(crate) struct BenchArgs {
     pub warmup: usize,
     #[arg(long)]
     pub json: bool,
+    /// CPU: also print the time of every layer (median over the timed iterations), its GFLOP/s
+    /// and its share of the run, with the algorithm chosen for each conv.
+    #[arg(long)]
+    pub profile: bool,
+    /// CPU convolution algorithm, for A/B runs: auto (Winograd F(4x4) where it pays, GEMM
+    /// elsewhere), f4 / f2 (Winograd with that tile for every 3x3 stride-1 conv) or gemm.
+    #[arg(long, value_enum, default_value_t = CpuAlgoArg::Auto)]
+    pub cpu_algo: CpuAlgoArg,
     /// GPU convolution kernel: tiled (main path) or naive (one output per invocation, baseline).
     #[arg(long, value_enum, default_value_t = KernelArg::Tiled)]
     pub kernel: KernelArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum CpuAlgoArg {
+    Auto,
+    F4,
+    F2,
+    Gemm,
+}
+
+impl From<CpuAlgoArg> for ConvAlgo {
+    fn from(a: CpuAlgoArg) -> Self {
+        match a {
+            CpuAlgoArg::Auto => ConvAlgo::Auto,
+            CpuAlgoArg::F4 => ConvAlgo::Winograd(Tile::F4),
+            CpuAlgoArg::F2 => ConvAlgo::Winograd(Tile::F2),
+            CpuAlgoArg::Gemm => ConvAlgo::Gemm,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -99,9 +127,10 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
         BenchForm::Both => vec![Form::Train, Form::Deploy],
     };
     let engine = match a.device {
-        DeviceArg::Cpu => Engine::cpu(
+        DeviceArg::Cpu => Engine::cpu_with(
             forms.contains(&Form::Train).then_some(&train),
             forms.contains(&Form::Deploy).then_some(&deploy),
+            a.cpu_algo.into(),
         )?,
         DeviceArg::Gpu => {
             let (ctx, adapter) = gpu_context()?;
@@ -150,7 +179,61 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
         }
     }
     pb.finish_and_clear();
-    print_rows(&rows, a.json)
+    print_rows(&rows, a.json)?;
+    if a.profile {
+        for &batch in &a.batch {
+            let x = Array4::from_shape_fn((batch, config.in_channels, h, w), |(n, c, y, xx)| {
+                ((n + 3 * c + 5 * y + 7 * xx) % 17) as f32 / 8.5 - 1.0
+            });
+            for &form in &forms {
+                let runs = (0..a.iters.max(1))
+                    .map(|_| engine.profile(form, &x))
+                    .collect::<Result<Vec<_>>>()?;
+                print_profile(&config.name, form.name(), batch, &runs);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The per-layer table: median time of each op over `runs`.
+fn print_profile(arch: &str, form: &str, batch: usize, runs: &[Vec<repvgg_model::cpu::OpTime>]) {
+    let Some(first) = runs.first() else { return };
+    let med: Vec<f64> = (0..first.len())
+        .map(|i| {
+            let mut v: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.get(i).map(|t| t.seconds))
+                .collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        })
+        .collect();
+    let total: f64 = med.iter().sum();
+    println!(
+        "\n{arch} {form} batch {batch}: per-layer profile (median of {} runs), {:.2} ms in all",
+        runs.len(),
+        total * 1e3
+    );
+    println!(
+        "{:>3} {:<48} {:>9} {:>9} {:>7}",
+        "#", "op", "ms", "GFLOP/s", "share"
+    );
+    for (i, (t, s)) in first.iter().zip(&med).enumerate() {
+        let gf = if *s > 0.0 && t.flops > 0 {
+            t.flops as f64 / s / 1e9
+        } else {
+            0.0
+        };
+        println!(
+            "{:>3} {:<48} {:>9.3} {:>9.1} {:>6.1}%",
+            i,
+            t.op,
+            s * 1e3,
+            gf,
+            100.0 * s / total.max(1e-12)
+        );
+    }
 }
 
 pub(crate) fn print_rows(rows: &[Row], json: bool) -> Result<()> {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use ndarray::{Array2, Array4};
 use repvgg_gpu::{ConvKernel, GpuContext};
-use repvgg_model::cpu::{CpuModel, CpuOptions};
+use repvgg_model::cpu::{ConvAlgo, CpuModel, CpuOptions};
 use repvgg_model::gpu::{GpuModel, GpuOptions};
 use repvgg_model::{DeployModel, TrainModel};
 
@@ -58,7 +58,19 @@ pub(crate) enum Engine<'m> {
 impl<'m> Engine<'m> {
     /// Prepares the given forms for the CPU engine.
     pub fn cpu(train: Option<&'m TrainModel>, deploy: Option<&'m DeployModel>) -> Result<Self> {
-        let opts = CpuOptions::default();
+        Self::cpu_with(train, deploy, ConvAlgo::Auto)
+    }
+
+    /// Prepares the given forms for the CPU engine with a forced convolution algorithm.
+    pub fn cpu_with(
+        train: Option<&'m TrainModel>,
+        deploy: Option<&'m DeployModel>,
+        algo: ConvAlgo,
+    ) -> Result<Self> {
+        let opts = CpuOptions {
+            threads: None,
+            algo,
+        };
         Ok(Self::Cpu {
             train: train
                 .map(|m| CpuModel::train(m, opts, false).map(Box::new))
@@ -198,6 +210,23 @@ impl<'m> Engine<'m> {
             tick();
         }
         Ok(times)
+    }
+
+    /// Per-op wall times of one CPU run (the GPU path has no per-layer timer yet).
+    pub fn profile(&self, form: Form, x: &Array4<f32>) -> Result<Vec<repvgg_model::cpu::OpTime>> {
+        match (self, form) {
+            (Self::Cpu { train: Some(m), .. }, Form::Train)
+            | (
+                Self::Cpu {
+                    deploy: Some(m), ..
+                },
+                Form::Deploy,
+            ) => Ok(m.profile(x.view())?),
+            (Self::Cpu { .. }, _) => Err(Self::missing(form)),
+            (Self::Gpu { .. }, _) => {
+                anyhow::bail!("--profile: per-layer times are measured on the CPU only")
+            }
+        }
     }
 
     pub fn peak_activation_bytes(

@@ -16,7 +16,7 @@
 //! parallel instead.
 
 use faer::{Accum, MatMut, MatRef, Par};
-use ndarray::ArrayView4;
+use ndarray::{ArrayView4, ArrayViewMut2, Axis, ShapeBuilder};
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 use repvgg_math::ConvSpec;
@@ -407,6 +407,10 @@ fn split_chunks(
     );
 }
 
+/// Rows at or below which a GEMM runs on [`SmallMGemm`] (batch 1, late layers: few output
+/// pixels or tiles, a large weight matrix streamed once) instead of faer's packed GEMM.
+const SMALL_M: usize = 64;
+
 /// `c[m x n] = a[m x k] · b[k x n]`, all row-major with the given row strides.
 #[allow(clippy::too_many_arguments)]
 fn gemm(
@@ -425,12 +429,41 @@ fn gemm(
         return;
     }
     let len = |rs: usize, rows: usize, cols: usize| (rows - 1) * rs + cols;
-    let a = MatRef::from_row_major_slice_with_stride(&a[..len(a_rs, m, k)], m, k, a_rs);
-    let b = MatRef::from_row_major_slice_with_stride(&b[..len(b_rs, k, n)], k, n, b_rs);
+    let (a, b, c) = (
+        &a[..len(a_rs, m, k)],
+        &b[..len(b_rs, k, n)],
+        &mut c[..len(c_rs, m, n)],
+    );
+    if m <= SMALL_M {
+        let Ok(mut cv) = ArrayViewMut2::from_shape((m, n).strides((c_rs, 1)), c) else {
+            unreachable!("the slice covers (m - 1) * c_rs + n elements")
+        };
+        // Column blocks of 128 (a multiple of every vector width), split over threads.
+        const COLS: usize = 128;
+        let arch = Arch::new();
+        let run = |(j, blk): (usize, ArrayViewMut2<'_, f32>)| {
+            arch.dispatch(SmallMGemm {
+                k,
+                a,
+                a_rs,
+                b: &b[j * COLS..],
+                b_rs,
+                c: blk,
+            });
+        };
+        let blocks = cv.axis_chunks_iter_mut(Axis(1), COLS).enumerate();
+        if matches!(par, Par::Seq) || n <= COLS {
+            blocks.for_each(run);
+        } else {
+            blocks.par_bridge().for_each(run);
+        }
+        return;
+    }
+    let a = MatRef::from_row_major_slice_with_stride(a, m, k, a_rs);
+    let b = MatRef::from_row_major_slice_with_stride(b, k, n, b_rs);
     // Built as the transpose of a column-major view: faer 0.24.4's
     // `from_row_major_slice_with_stride_mut` swaps the strides (and then writes out of bounds).
-    let c = MatMut::from_column_major_slice_with_stride_mut(&mut c[..len(c_rs, m, n)], n, m, c_rs)
-        .transpose_mut();
+    let c = MatMut::from_column_major_slice_with_stride_mut(c, n, m, c_rs).transpose_mut();
     faer::linalg::matmul::matmul(c, Accum::Replace, a, b, 1.0f32, par);
 }
 
@@ -518,13 +551,128 @@ impl WithSimd for Im2col<'_> {
                     let d = &mut dst[(ky * k + kx) * cin_g..(ky * k + kx + 1) * cin_g];
                     if iy < g.h && ix < g.w {
                         let src = ((n * g.h + iy) * g.w + ix) * cin + c0;
-                        d.copy_from_slice(&x[src..src + cin_g]);
+                        copy_run(d, &x[src..src + cin_g]);
                     } else {
                         d.fill(0.0);
                     }
                 }
             }
         }
+    }
+}
+
+/// `c = a · b` for a few rows of `a` (`c.nrows()` ≤ [`SMALL_M`]) and one block of columns:
+/// 6 rows x 2 vectors of accumulators, `b` streamed once per 6 rows (it stays in L2), no packing.
+struct SmallMGemm<'a, 'c> {
+    k: usize,
+    a: &'a [f32],
+    a_rs: usize,
+    /// Starts at this block's first column; row stride `b_rs`.
+    b: &'a [f32],
+    b_rs: usize,
+    c: ArrayViewMut2<'c, f32>,
+}
+
+impl WithSimd for SmallMGemm<'_, '_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        const MR: usize = 6;
+        let Self {
+            k,
+            a,
+            a_rs,
+            b,
+            b_rs,
+            mut c,
+        } = self;
+        let (m, n) = c.dim();
+        let l = S::F32_LANES;
+        let nb = 2 * l;
+        let load = |s: &[f32]| -> S::f32s { bytemuck::pod_read_unaligned(bytemuck::cast_slice(s)) };
+        let mut j0 = 0;
+        while j0 + nb <= n {
+            let mut i0 = 0;
+            while i0 < m {
+                let mr = MR.min(m - i0);
+                // Rows past the end repeat the last row (computed, never stored).
+                let rows: [usize; MR] = core::array::from_fn(|r| (i0 + r.min(mr - 1)) * a_rs);
+                let zero = simd.splat_f32s(0.0);
+                let mut acc = [[zero; 2]; MR];
+                for kk in 0..k {
+                    let brow = &b[kk * b_rs + j0..kk * b_rs + j0 + nb];
+                    let (b0, b1) = (load(&brow[..l]), load(&brow[l..]));
+                    for (acc_r, &row) in acc.iter_mut().zip(&rows) {
+                        let av = simd.splat_f32s(a[row + kk]);
+                        acc_r[0] = simd.mul_add_f32s(av, b0, acc_r[0]);
+                        acc_r[1] = simd.mul_add_f32s(av, b1, acc_r[1]);
+                    }
+                }
+                for (r, acc_r) in acc.iter().enumerate().take(mr) {
+                    let mut row = c.row_mut(i0 + r);
+                    if let Some(dst) = row.as_slice_mut() {
+                        let dst = &mut dst[j0..j0 + nb];
+                        dst[..l].copy_from_slice(bytemuck::cast_slice(core::slice::from_ref(
+                            &acc_r[0],
+                        )));
+                        dst[l..].copy_from_slice(bytemuck::cast_slice(core::slice::from_ref(
+                            &acc_r[1],
+                        )));
+                    }
+                }
+                i0 += MR;
+            }
+            j0 += nb;
+        }
+        // Remaining columns (fewer than two vectors): plain dot products.
+        if j0 < n {
+            for i in 0..m {
+                for j in j0..n {
+                    let mut acc = 0.0f32;
+                    for kk in 0..k {
+                        acc += a[i * a_rs + kk] * b[kk * b_rs + j];
+                    }
+                    c[[i, j]] = acc;
+                }
+            }
+        }
+    }
+}
+
+/// Copies `src` (at most [`LANES`] values) into `lanes`, zero-filling the rest: a full block
+/// is one fixed-size move (no `memcpy` call per 16 values).
+#[inline(always)]
+fn load_lanes(lanes: &mut [f32; LANES], src: &[f32]) {
+    if let Ok(full) = <&[f32; LANES]>::try_from(src) {
+        *lanes = *full;
+    } else {
+        for (i, l) in lanes.iter_mut().enumerate() {
+            *l = src.get(i).copied().unwrap_or(0.0);
+        }
+    }
+}
+
+/// Stores the first `dst.len()` lanes.
+#[inline(always)]
+fn store_lanes(dst: &mut [f32], lanes: &[f32; LANES]) {
+    if let Ok(full) = <&mut [f32; LANES]>::try_from(&mut *dst) {
+        *full = *lanes;
+    } else {
+        for (d, l) in dst.iter_mut().zip(lanes) {
+            *d = *l;
+        }
+    }
+}
+
+/// Copies one pixel's channel run; short runs (the stem's 3 channels) without a `memcpy` call.
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    if dst.len() <= 8 {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
+    } else {
+        dst.copy_from_slice(src);
     }
 }
 
@@ -753,8 +901,7 @@ impl<const A: usize> WithSimd for InputTiles<'_, A> {
                         let ix = (x0 + b).wrapping_sub(pad);
                         if iy < g.h && ix < g.w {
                             let src = ((n * g.h + iy) * g.w + ix) * cin + c0;
-                            lanes[..cl].copy_from_slice(&run.x[src..src + cl]);
-                            lanes[cl..].fill(0.0);
+                            load_lanes(lanes, &run.x[src..src + cl]);
                         } else {
                             *lanes = [0.0; LANES];
                         }
@@ -762,7 +909,7 @@ impl<const A: usize> WithSimd for InputTiles<'_, A> {
                 }
                 winograd::sandwich(self.bt, &d, &mut out);
                 for (pos, lanes) in out.iter().flatten().enumerate() {
-                    vt[pos * cin + c0..pos * cin + c0 + cl].copy_from_slice(&lanes[..cl]);
+                    store_lanes(&mut vt[pos * cin + c0..pos * cin + c0 + cl], lanes);
                 }
                 c0 += cl;
             }
@@ -807,7 +954,7 @@ impl<const A: usize, const M: usize> WithSimd for OutputRow<'_, A, M> {
                 let cl = LANES.min(cout - c0);
                 for (pos, lanes) in mb.iter_mut().flatten().enumerate() {
                     let src = (pos * self.tiles + t) * cout + c0;
-                    lanes[..cl].copy_from_slice(&self.m[src..src + cl]);
+                    load_lanes(lanes, &self.m[src..src + cl]);
                 }
                 winograd::output_sandwich(self.at, &mb, &mut y);
                 let scale = &conv.scale[c0..c0 + cl];
@@ -837,16 +984,40 @@ mod tests {
 
     #[test]
     fn gemm_with_strides_matches_naive() {
-        let (m, n, k) = (5, 3, 4);
-        let (a_rs, b_rs, c_rs) = (6, 5, 7);
+        // Small m (the register-blocked kernel, with column tails and partial row blocks) and
+        // large m (faer), sequential and parallel.
+        for (m, n, k, par) in [
+            (5, 3, 4, Par::Seq),
+            (7, 67, 9, Par::Seq),
+            (13, 300, 21, Par::rayon(2)),
+            (64, 32, 5, Par::Seq),
+            (65, 40, 33, Par::rayon(2)),
+            (100, 7, 3, Par::Seq),
+        ] {
+            check_gemm(m, n, k, par);
+        }
+    }
+
+    fn check_gemm(m: usize, n: usize, k: usize, par: Par) {
+        let (a_rs, b_rs, c_rs) = (k + 2, n + 1, n + 3);
         let a: Vec<f32> = (0..m * a_rs).map(|i| (i % 7) as f32 - 3.0).collect();
         let b: Vec<f32> = (0..k * b_rs).map(|i| (i % 5) as f32 - 2.0).collect();
         let mut c = vec![f32::NAN; m * c_rs];
-        gemm(m, n, k, &a, a_rs, &b, b_rs, &mut c, c_rs, Par::Seq);
+        gemm(m, n, k, &a, a_rs, &b, b_rs, &mut c, c_rs, par);
         for i in 0..m {
             for j in 0..n {
                 let want: f32 = (0..k).map(|l| a[i * a_rs + l] * b[l * b_rs + j]).sum();
-                assert_eq!(c[i * c_rs + j], want, "({i},{j})");
+                // Small integers: every order of summation is exact.
+                assert_eq!(c[i * c_rs + j], want, "m{m} n{n} k{k} at ({i},{j})");
+            }
+            // Padding between rows is never written.
+            for j in n..c_rs {
+                if i + 1 < m {
+                    assert!(
+                        c[i * c_rs + j].is_nan(),
+                        "m{m} n{n} k{k}: wrote padding ({i},{j})"
+                    );
+                }
             }
         }
     }

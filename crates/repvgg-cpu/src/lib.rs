@@ -23,5 +23,5 @@ pub mod winograd;
 
 pub use conv::{ConvAlgo, Epilogue, Geometry, PreparedConv};
 pub use error::{CpuError, Result};
-pub use network::{CpuOptions, Network, NetworkBuilder, RunOutput, TensorId};
+pub use network::{CpuOptions, Network, NetworkBuilder, OpTime, RunOutput, TensorId};
 pub use winograd::Tile;

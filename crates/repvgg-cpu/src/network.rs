@@ -6,6 +6,7 @@
 //! allocates nothing but its results. Runs from several threads each take their own workspace.
 
 use std::sync::Mutex;
+use std::time::Instant;
 
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
 use pulp::{Arch, Simd, WithSimd};
@@ -414,6 +415,16 @@ fn finite(what: &str, v: &[f32]) -> Result<()> {
     }
 }
 
+/// Wall time of one op of a profiled run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpTime {
+    /// What ran, e.g. `conv 3x3/1 48->48 g1 56x56 winograd-f4`.
+    pub op: String,
+    pub seconds: f64,
+    /// Floating-point operations of the op as a direct computation (2 per multiply-add).
+    pub flops: u64,
+}
+
 /// What a run returns: logits `[N, classes]` and the marked outputs, NCHW.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunOutput {
@@ -523,12 +534,27 @@ impl Network {
     /// Runs a batch `[N, C, H, W]`. The caller checks values (finite); shapes are checked here.
     pub fn run(&self, x: ArrayView4<'_, f32>) -> Result<RunOutput> {
         match &self.pool {
-            Some(p) => p.install(|| self.run_here(x)),
-            None => self.run_here(x),
+            Some(p) => p.install(|| self.run_here(x, None)),
+            None => self.run_here(x, None),
         }
     }
 
-    fn run_here(&self, x: ArrayView4<'_, f32>) -> Result<RunOutput> {
+    /// Like [`Network::run`], and the wall time of every op (input conversion and head
+    /// included), in order.
+    pub fn run_profiled(&self, x: ArrayView4<'_, f32>) -> Result<(RunOutput, Vec<OpTime>)> {
+        let mut times = Vec::with_capacity(self.ops.len() + 2);
+        let out = match &self.pool {
+            Some(p) => p.install(|| self.run_here(x, Some(&mut times))),
+            None => self.run_here(x, Some(&mut times)),
+        }?;
+        Ok((out, times))
+    }
+
+    fn run_here(
+        &self,
+        x: ArrayView4<'_, f32>,
+        prof: Option<&mut Vec<OpTime>>,
+    ) -> Result<RunOutput> {
         let (n, c, h, w) = x.dim();
         if c != self.channels[0] || n == 0 || h == 0 || w == 0 {
             return Err(CpuError::Shape {
@@ -560,7 +586,7 @@ impl Network {
                 pooled: vec![f32::NAN; n * self.channels[self.head.input]],
             },
         };
-        let result = self.execute(x, &shapes, &mut ws);
+        let result = self.execute(x, &shapes, &mut ws, prof);
         let mut pool = self.workspaces.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < 4 {
             pool.push(ws);
@@ -573,8 +599,21 @@ impl Network {
         x: ArrayView4<'_, f32>,
         shapes: &Shapes,
         ws: &mut Workspace,
+        mut prof: Option<&mut Vec<OpTime>>,
     ) -> Result<RunOutput> {
         let (n, c, h, w) = x.dim();
+        let mut clock = Instant::now();
+        let mut lap = |what: String, flops: u64| {
+            if let Some(p) = prof.as_deref_mut() {
+                let now = Instant::now();
+                p.push(OpTime {
+                    op: what,
+                    seconds: (now - clock).as_secs_f64(),
+                    flops,
+                });
+                clock = now;
+            }
+        };
         let len = |t: usize| {
             let (th, tw) = shapes.hw[t];
             n * th * tw * self.channels[t]
@@ -596,6 +635,7 @@ impl Network {
                     }
                 });
         }
+        lap("input NCHW->NHWC".into(), 0);
         let arch = Arch::new();
         for op in &self.ops {
             match op {
@@ -604,6 +644,25 @@ impl Network {
                     let g = conv.geometry(n, ih, iw)?;
                     let (src, dst) = two_slots(&mut ws.slots, self.slot_of[*x], self.slot_of[*y])?;
                     conv.run(&src[..len(*x)], &g, &mut dst[..len(*y)], &mut ws.scratch)?;
+                    let s = conv.spec();
+                    let macs = (g.n * g.oh * g.ow * s.out_channels * s.in_channels / s.groups
+                        * s.kernel_size
+                        * s.kernel_size) as u64;
+                    lap(
+                        format!(
+                            "conv {}x{}/{} {}->{} g{} {}x{} {}",
+                            s.kernel_size,
+                            s.kernel_size,
+                            s.stride,
+                            s.in_channels,
+                            s.out_channels,
+                            s.groups,
+                            g.oh,
+                            g.ow,
+                            conv.algorithm()
+                        ),
+                        2 * macs,
+                    );
                 }
                 Op::AffineAdd {
                     x,
@@ -629,6 +688,7 @@ impl Network {
                                 relu: *relu,
                             })
                         });
+                    lap("affine add".into(), 0);
                 }
                 Op::Se { t, se, relu } => {
                     let ch = self.channels[*t];
@@ -642,11 +702,13 @@ impl Network {
                             relu: *relu,
                         })
                     });
+                    lap("squeeze-excite".into(), 0);
                 }
                 Op::Relu { t } => {
                     let buf = &mut ws.slots[self.slot_of[*t]][..len(*t)];
                     buf.par_chunks_mut(1 << 14)
                         .for_each(|b| arch.dispatch(|| b.iter_mut().for_each(|v| *v = v.max(0.0))));
+                    lap("relu".into(), 0);
                 }
             }
         }
@@ -674,6 +736,10 @@ impl Network {
         }
         let logits = Array2::from_shape_vec((n, hd.classes), logits)
             .map_err(|e| CpuError::Invalid(e.to_string()))?;
+        lap(
+            "head (pool + linear)".into(),
+            2 * (n * ch * hd.classes) as u64,
+        );
         let mut outputs = Vec::with_capacity(self.outputs.len());
         for &t in &self.outputs {
             let (th, tw) = shapes.hw[t];

@@ -14,7 +14,7 @@ use repvgg_math::{BatchNorm, ConvBn, ConvSpec};
 use crate::error::Result;
 use crate::model::{DeployModel, Features, RepVgg, SqueezeExcite, TrainModel};
 
-pub use repvgg_cpu::{ConvAlgo, CpuOptions, Tile};
+pub use repvgg_cpu::{ConvAlgo, CpuOptions, OpTime, Tile};
 
 /// A model prepared for the CPU engine: weights packed, buffers reused between runs.
 /// `Send + Sync`: share it between threads; each concurrent run uses its own buffers.
@@ -170,6 +170,12 @@ impl CpuModel {
     /// Bytes of activation buffers and conv scratch one run of `batch x H x W` holds.
     pub fn activation_bytes(&self, batch: usize, h: usize, w: usize) -> Result<u64> {
         Ok(self.net.activation_bytes(batch, h, w)?)
+    }
+
+    /// Runs `x` once and returns the wall time of every op (for `repvgg bench --profile`).
+    pub fn profile(&self, x: ArrayView4<'_, f32>) -> Result<Vec<repvgg_cpu::OpTime>> {
+        crate::model::check_input(self.in_channels, &x)?;
+        Ok(self.net.run_profiled(x)?.1)
     }
 
     /// The prepared network (algorithms, threads).
