@@ -4,7 +4,8 @@
 //! their algorithm at that point) and run many times. Activations are NHWC from the input to the
 //! head; buffers are shared by liveness and reused between runs.
 //!
-//! * 3x3 stride-1 convs (most of RepVGG's work) run as Winograd F(4x4,3x3): the kernel transform
+//! * 3x3 stride-1 convs (most of RepVGG's work) run as Winograd F(4x4,3x3) on wide layers
+//!   (F(2x2,3x3) on narrow ones, where the transforms weigh more): the kernel transform
 //!   is precomputed in f64, the input and output transforms are vectorised over 16 channels,
 //!   and the products are one GEMM per transformed position, bias/BN affine/ReLU fused into the
 //!   output transform ([`winograd`]).
@@ -21,7 +22,7 @@ mod error;
 mod network;
 pub mod winograd;
 
-pub use conv::{ConvAlgo, Epilogue, Geometry, PreparedConv};
+pub use conv::{ConvAlgo, Epilogue, Geometry, PreparedConv, WIDE};
 pub use error::{CpuError, Result};
 pub use network::{CpuOptions, Network, NetworkBuilder, OpTime, RunOutput, TensorId};
 pub use winograd::Tile;

@@ -36,6 +36,9 @@ fn bound_factor(algo: ConvAlgo, spec: &ConvSpec) -> f64 {
     let winograd = spec.kernel_size == 3 && spec.stride == 1 && spec.padding <= 2;
     match algo {
         ConvAlgo::Winograd(Tile::F2) if winograd => 8.0 * (k + 8.0),
+        ConvAlgo::Auto if winograd && spec.in_channels / spec.groups < repvgg_cpu::WIDE => {
+            8.0 * (k + 8.0)
+        }
         ConvAlgo::Auto | ConvAlgo::Winograd(Tile::F4) if winograd => 64.0 * (k + 8.0),
         _ => 2.0 * (k + 8.0),
     }

@@ -255,13 +255,16 @@ fn half_precision_checkpoints_load() {
     }
 }
 
-/// The CPU engine (Winograd F(4x4) by default, F(2x2), and plain GEMM) in both forms, every
-/// fixture, logits and every stage, within 1e-5 of timm's float64 outputs; NaN fails.
+/// The CPU engine (its default choice, Winograd F(2x2) and plain GEMM everywhere: what ships and
+/// the A/B options) in both forms, every fixture, logits and every stage, within 1e-5 of timm's
+/// float64 outputs; NaN fails. Forced F(4x4) on these narrow fixtures (the default uses it from
+/// 64 channels) measured 9.8e-6 here: it is held to 2e-5 so that another CPU's GEMM summation
+/// order cannot flake it.
 #[test]
 fn cpu_engine_matches_timm_in_both_forms_with_every_algorithm() {
     use repvgg_model::cpu::{ConvAlgo, CpuModel, CpuOptions, Tile};
     let mut checked = 0;
-    let mut worst = [0.0f64; 3];
+    let mut worst = [0.0f64; 4];
     for name in &fixture_names() {
         let io = read_f64(&fixture(&format!("{name}.io.safetensors")));
         let input: ndarray::Array4<f32> = io["input"]
@@ -275,10 +278,16 @@ fn cpu_engine_matches_timm_in_both_forms_with_every_algorithm() {
             panic!("{file}: expected a train-form checkpoint");
         };
         let deploy = train.fuse().unwrap();
-        for (ai, algo) in [ConvAlgo::Auto, ConvAlgo::Winograd(Tile::F2), ConvAlgo::Gemm]
-            .into_iter()
-            .enumerate()
+        for (ai, algo) in [
+            ConvAlgo::Auto,
+            ConvAlgo::Winograd(Tile::F2),
+            ConvAlgo::Gemm,
+            ConvAlgo::Winograd(Tile::F4),
+        ]
+        .into_iter()
+        .enumerate()
         {
+            let tol = if ai == 3 { 2e-5 } else { TOL };
             let opts = CpuOptions {
                 threads: Some(2),
                 algo,
@@ -300,15 +309,15 @@ fn cpu_engine_matches_timm_in_both_forms_with_every_algorithm() {
                     );
                     let d = max_diff(&got, &io[&format!("{f}.{k}")]);
                     worst[ai] = worst[ai].max(d);
-                    assert!(d <= TOL, "{file} {f} {algo:?} {k}: max |diff| {d}");
+                    assert!(d <= tol, "{file} {f} {algo:?} {k}: max |diff| {d}");
                 }
                 checked += 1;
             }
         }
     }
     eprintln!(
-        "worst |diff| vs timm float64: F4 {:e}, F2 {:e}, GEMM {:e}",
-        worst[0], worst[1], worst[2]
+        "worst |diff| vs timm float64: default {:e}, F2 {:e}, GEMM {:e}, F4 {:e}",
+        worst[0], worst[1], worst[2], worst[3]
     );
-    assert!(checked >= 30, "only {checked} comparisons ran");
+    assert!(checked >= 40, "only {checked} comparisons ran");
 }
