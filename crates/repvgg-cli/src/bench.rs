@@ -39,14 +39,20 @@ pub(crate) struct BenchArgs {
     pub warmup: usize,
     #[arg(long)]
     pub json: bool,
-    /// GPU convolution kernel: tiled (main path) or naive (one output per invocation, baseline).
+    /// GPU convolution kernel: tiled (main path: per layer and adapter), or force gemm,
+    /// workgroup, subgroup or naive (one output per invocation, the baseline).
     #[arg(long, value_enum, default_value_t = KernelArg::Tiled)]
     pub kernel: KernelArg,
+    /// GPU only: also time every layer (timestamp queries) and print a per-layer table
+    /// (on stderr with --json).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum KernelArg {
     Tiled,
+    Gemm,
     Workgroup,
     Subgroup,
     Naive,
@@ -56,6 +62,7 @@ impl From<KernelArg> for ConvKernel {
     fn from(k: KernelArg) -> Self {
         match k {
             KernelArg::Tiled => ConvKernel::Tiled,
+            KernelArg::Gemm => ConvKernel::Gemm,
             KernelArg::Workgroup => ConvKernel::Workgroup,
             KernelArg::Subgroup => ConvKernel::Subgroup,
             KernelArg::Naive => ConvKernel::Naive,
@@ -173,7 +180,12 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
         }
     }
     pb.finish_and_clear();
-    print_rows(&rows, a.json)
+    print_rows(&rows, a.json)?;
+    if a.profile {
+        let shape = (h, w);
+        crate::engine::print_profiles(&engine, &forms, &a.batch, shape, a.warmup, a.iters, a.json)?;
+    }
+    Ok(())
 }
 
 pub(crate) fn print_rows(rows: &[Row], json: bool) -> Result<()> {
