@@ -1,14 +1,16 @@
 // Convolution as an implicit GEMM shared through subgroup registers (adapters with subgroups of
-// at least 8 invocations; conv_tiled.wgsl is the portable path).
+// at least 8 invocations; the main path on CPU adapters such as lavapipe, where workgroup
+// memory is slow; conv_gemm.wgsl is the path for GPUs).
 //
 //   Y[m, q] = sum_k A[m, k] * B[k, q]   m: output channel, q: output pixel, k: (ci, ky, kx)
 //
-// A workgroup is 8 invocations and computes a tile of 64 output channels x (R rows x NBW
-// columns) output pixels: each invocation owns 8 channels (two vec4 accumulators per pixel) of
-// all R * NBW <= 32 pixels, held in registers. Per input channel ci:
+// A workgroup is one full subgroup of SG invocations (the adapter's subgroup size, at least 8)
+// and computes a tile of 8 * SG output channels x (R rows x NBW columns) output pixels: each
+// invocation owns 8 channels (two vec4 accumulators per pixel) of all R * NBW <= 32 pixels,
+// held in registers. Per input channel ci:
 //   * the im2col gather: the T = (R - 1) * STRIDE + KS input row segments the tile needs
-//     (STRIDE * (NBW - 1) + KS values each) are loaded cooperatively, 8 values per load, one per
-//     invocation; every invocation then reads the values it needs from its neighbours with
+//     (STRIDE * (NBW - 1) + KS values each) are loaded cooperatively, SG values per load, one
+//     per invocation; every invocation then reads the values it needs from its neighbours with
 //     subgroupShuffle;
 //   * the KS x KS weights of the invocation's 8 channels come from a texture laid out at upload
 //     as rows k = (g, ci, ky, kx) of m_pad / 4 rgba32float texels: one textureLoad, 4 channels;
@@ -26,6 +28,7 @@ override KS: u32 = 3u;     // kernel size: 1 or 3
 override STRIDE: u32 = 1u; // 1 or 2
 override NBW: u32 = 16u;   // output columns per tile, 1..=32
 override R: u32 = 2u;      // output rows per tile; R * NBW <= 32 and (R - 1) * STRIDE + KS <= 9
+override SG: u32 = 8u;     // invocations per workgroup: the subgroup size, at least 8
 
 struct Params {
     n: u32,
@@ -41,7 +44,7 @@ struct Params {
     flags: u32,
     blocks_x: u32, // tiles per output row band: ceil(ow / NBW)
     blocks_y: u32, // row bands per image: ceil(oh / R)
-    m_tiles: u32,  // ceil(cout_g / 64)
+    m_tiles: u32,  // ceil(cout_g / (8 * SG))
     _pad0: u32,
     _pad1: u32,
 }
@@ -74,11 +77,11 @@ var<private> t_tex_x: i32;   // first of the invocation's two texels in a weight
 
 const ROW_PIECES: u32 = 9u;
 
-// Piece j of input row t of the tile for channel ci: element j * 8 + lane (zero outside).
+// Piece j of input row t of the tile for channel ci: element j * SG + lane (zero outside).
 fn load_piece(t: u32, j: u32, plane: u32) {
-    if t < (R - 1u) * STRIDE + KS && j * 8u < STRIDE * (NBW - 1u) + KS {
+    if t < (R - 1u) * STRIDE + KS && j * SG < STRIDE * (NBW - 1u) + KS {
         let iy = t_iy0 + i32(t);
-        let ix = t_ix0 + i32(j * 8u + t_lane);
+        let ix = t_ix0 + i32(j * SG + t_lane);
         let ok = iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
         let cy = clamp(iy, 0, i32(p.h) - 1);
         let cx = clamp(ix, 0, i32(p.w) - 1);
@@ -112,7 +115,7 @@ fn tap(q: u32, ky: u32, kx: u32) {
     if q < R * NBW && ky < KS && kx < KS {
         let t = (q / NBW) * STRIDE + ky;
         let e = (q % NBW) * STRIDE + kx;
-        let v = vec4<f32>(subgroupShuffle(seg[t * ROW_PIECES + e / 8u], e % 8u));
+        let v = vec4<f32>(subgroupShuffle(seg[t * ROW_PIECES + e / SG], e % SG));
         let wi = 2u * (ky * 3u + kx);
         acc[2u * q] = fma(wk[wi], v, acc[2u * q]);
         acc[2u * q + 1u] = fma(wk[wi + 1u], v, acc[2u * q + 1u]);
@@ -184,7 +187,7 @@ fn epilogue_value(oc: u32, m: u32) -> vec2<f32> {
     return vec2<f32>(s, b);
 }
 
-@compute @workgroup_size(8)
+@compute @workgroup_size(SG)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -197,7 +200,7 @@ fn main(
     let img = tile / (p.blocks_x * p.blocks_y);
     let g = wid.z / p.m_tiles;
     // This invocation's channels inside the group: m0 .. m0 + 8.
-    let m0 = (wid.z % p.m_tiles) * 64u + lid * 8u;
+    let m0 = (wid.z % p.m_tiles) * 8u * SG + lid * 8u;
     let oy0 = by * R;
     let ox0 = bx * NBW;
     let hw = p.h * p.w;

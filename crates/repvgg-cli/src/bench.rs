@@ -40,17 +40,19 @@ pub(crate) struct BenchArgs {
     pub warmup: usize,
     #[arg(long)]
     pub json: bool,
-    /// CPU: also print the time of every layer (median over the timed iterations), its GFLOP/s
-    /// and its share of the run, with the algorithm chosen for each conv.
-    #[arg(long)]
-    pub profile: bool,
     /// CPU convolution algorithm, for A/B runs: auto (Winograd F(4x4) where it pays, GEMM
     /// elsewhere), f4 / f2 (Winograd with that tile for every 3x3 stride-1 conv) or gemm.
     #[arg(long, value_enum, default_value_t = CpuAlgoArg::Auto)]
     pub cpu_algo: CpuAlgoArg,
-    /// GPU convolution kernel: tiled (main path) or naive (one output per invocation, baseline).
+    /// GPU convolution kernel: tiled (main path: per layer and adapter), or force gemm,
+    /// workgroup, subgroup or naive (one output per invocation, the baseline).
     #[arg(long, value_enum, default_value_t = KernelArg::Tiled)]
     pub kernel: KernelArg,
+    /// Also print a per-layer table: time, GFLOP/s, share of the run and the kernel or algorithm
+    /// of every layer (GPU: timestamp queries, on stderr with --json; CPU: median wall time of
+    /// each op over the timed iterations).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -75,6 +77,7 @@ impl From<CpuAlgoArg> for ConvAlgo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum KernelArg {
     Tiled,
+    Gemm,
     Workgroup,
     Subgroup,
     Naive,
@@ -84,6 +87,7 @@ impl From<KernelArg> for ConvKernel {
     fn from(k: KernelArg) -> Self {
         match k {
             KernelArg::Tiled => ConvKernel::Tiled,
+            KernelArg::Gemm => ConvKernel::Gemm,
             KernelArg::Workgroup => ConvKernel::Workgroup,
             KernelArg::Subgroup => ConvKernel::Subgroup,
             KernelArg::Naive => ConvKernel::Naive,
@@ -180,7 +184,10 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
     }
     pb.finish_and_clear();
     print_rows(&rows, a.json)?;
-    if a.profile {
+    if a.profile && a.device == DeviceArg::Gpu {
+        let shape = (h, w);
+        crate::engine::print_profiles(&engine, &forms, &a.batch, shape, a.warmup, a.iters, a.json)?;
+    } else if a.profile {
         for &batch in &a.batch {
             let x = Array4::from_shape_fn((batch, config.in_channels, h, w), |(n, c, y, xx)| {
                 ((n + 3 * c + 5 * y + 7 * xx) % 17) as f32 / 8.5 - 1.0

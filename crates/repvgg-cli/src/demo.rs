@@ -13,7 +13,8 @@ use crate::engine::{Engine, Form};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct DemoArgs {
-    /// auto: the GPU when an adapter exists, else the CPU (said plainly).
+    /// auto: a hardware GPU when there is one, else the CPU (a software adapter such as
+    /// lavapipe only with `gpu`); the report says which and why.
     #[arg(long, value_enum, default_value_t = crate::engine::DeviceChoice::Auto)]
     pub device: crate::engine::DeviceChoice,
     /// Batch sizes for the speed table.
@@ -31,7 +32,10 @@ pub(crate) struct DemoArgs {
 struct Report {
     device: String,
     adapter: String,
+    /// Why auto chose the CPU (`null` on a GPU or with an explicit `--device`).
     fallback_reason: Option<String>,
+    /// Which device runs and why, one line.
+    device_reason: String,
     test_images: usize,
     accuracy_train: f64,
     accuracy_deploy: f64,
@@ -73,10 +77,10 @@ pub(crate) fn run(a: &DemoArgs) -> Result<()> {
     let fuse_ms = t0.elapsed().as_secs_f64() * 1e3;
     let test = digits::test_set()?;
     pb.set_message("choosing a device");
-    let (engine, fallback_reason) = Engine::choose(a.device, &train, &deploy)?;
-    if let Some(reason) = &fallback_reason {
-        pb.suspend(|| eprintln!("note: {reason}; running on the CPU"));
-    }
+    let (engine, device_reason) = Engine::choose(a.device, &train, &deploy)?;
+    let fallback_reason = (a.device == crate::engine::DeviceChoice::Auto
+        && engine.device() == "cpu")
+        .then(|| device_reason.trim_start_matches("cpu: ").to_string());
     pb.set_message(format!(
         "classifying {} test digits on {}",
         test.labels.len(),
@@ -130,6 +134,7 @@ pub(crate) fn run(a: &DemoArgs) -> Result<()> {
         device: engine.device().into(),
         adapter: engine.adapter(),
         fallback_reason,
+        device_reason,
         test_images: test.labels.len(),
         accuracy_train: digits::accuracy(&lt, &test.labels),
         accuracy_deploy: digits::accuracy(&ld, &test.labels),
@@ -149,7 +154,7 @@ pub(crate) fn run(a: &DemoArgs) -> Result<()> {
         "RepVGG digits demo (embedded model: {} blocks, trained with timm on scikit-learn digits)",
         deploy.blocks().count()
     );
-    println!("device: {} ({})", report.device, report.adapter);
+    println!("device: {}", report.device_reason);
     println!(
         "params: train form {} -> deploy form {} (fused in {:.1} ms)",
         report.params_train, report.params_deploy, report.fuse_ms

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ndarray::{Array2, Array4};
-use repvgg_gpu::{ConvKernel, GpuContext};
+use repvgg_gpu::{AutoDevice, ConvKernel, GpuContext};
 use repvgg_model::cpu::{ConvAlgo, CpuModel, CpuOptions};
 use repvgg_model::gpu::{GpuModel, GpuOptions};
 use repvgg_model::{DeployModel, TrainModel};
@@ -36,8 +36,7 @@ impl Form {
 /// The GPU context, with a one-line description of the adapter.
 pub(crate) fn gpu_context() -> Result<(GpuContext, String)> {
     let ctx = GpuContext::new().context("opening a GPU")?;
-    let i = ctx.info();
-    let label = format!("{} ({}, {})", i.name, i.backend, i.device_type);
+    let label = ctx.describe();
     Ok((ctx, label))
 }
 
@@ -105,31 +104,40 @@ impl<'m> Engine<'m> {
         })
     }
 
-    /// Picks the device; the second value says why the CPU is used when `auto` wanted a GPU.
+    /// Picks the device and says which and why, in one line (`cpu: ...` or `gpu: ...`).
+    ///
+    /// `auto` takes a GPU only when it is a hardware adapter: a software one (lavapipe,
+    /// SwiftShader, WARP) is slower than the CPU path and runs only with `--device gpu`.
     pub fn choose(
         choice: DeviceChoice,
         train: &'m TrainModel,
         deploy: &'m DeployModel,
-    ) -> Result<(Self, Option<String>)> {
-        let cpu = Self::cpu(Some(train), Some(deploy))?;
+    ) -> Result<(Self, String)> {
+        let cpu = || Self::cpu(Some(train), Some(deploy));
+        let on_gpu = |ctx: &GpuContext, adapter: String| {
+            Self::gpu(ctx, adapter, Some(train), Some(deploy), ConvKernel::Tiled)
+        };
         match choice {
-            DeviceChoice::Cpu => Ok((cpu, None)),
+            DeviceChoice::Cpu => Ok((cpu()?, "cpu: asked for with --device cpu".into())),
             DeviceChoice::Gpu => {
                 let (ctx, adapter) = gpu_context()?;
-                Ok((
-                    Self::gpu(&ctx, adapter, Some(train), Some(deploy), ConvKernel::Tiled)?,
-                    None,
-                ))
+                let why = if ctx.is_software() {
+                    format!(
+                        "gpu: {adapter}, asked for with --device gpu (a software adapter: the \
+                         CPU path is usually faster)"
+                    )
+                } else {
+                    format!("gpu: {adapter}, asked for with --device gpu")
+                };
+                Ok((on_gpu(&ctx, adapter)?, why))
             }
-            DeviceChoice::Auto => match gpu_context() {
-                Ok((ctx, adapter)) => Ok((
-                    Self::gpu(&ctx, adapter, Some(train), Some(deploy), ConvKernel::Tiled)?,
-                    None,
-                )),
-                Err(e) => Ok((
-                    cpu,
-                    Some(format!("no GPU: {}", format!("{e:#}").replace('\n', " "))),
-                )),
+            DeviceChoice::Auto => match AutoDevice::pick() {
+                AutoDevice::Gpu(ctx) => {
+                    let adapter = ctx.describe();
+                    let why = format!("gpu: {adapter}, a hardware adapter (--device auto)");
+                    Ok((on_gpu(&ctx, adapter)?, why))
+                }
+                AutoDevice::Cpu(reason) => Ok((cpu()?, format!("cpu: {reason}"))),
             },
         }
     }
@@ -254,4 +262,65 @@ impl<'m> Engine<'m> {
             _ => return Err(Self::missing(form)),
         })
     }
+}
+
+/// `repvgg bench --profile`: per-layer GPU time, GFLOP/s, share of the run and kernel, one
+/// table per form and batch (on stderr when stdout carries JSON).
+pub(crate) fn print_profiles(
+    engine: &Engine,
+    forms: &[Form],
+    batches: &[usize],
+    (h, w): (usize, usize),
+    warmup: usize,
+    iters: usize,
+    to_stderr: bool,
+) -> Result<()> {
+    let Engine::Gpu { train, deploy, .. } = engine else {
+        anyhow::bail!("--profile times GPU layers: use it with --device gpu");
+    };
+    let mut out = String::new();
+    for &form in forms {
+        let model = match form {
+            Form::Train => train.as_deref(),
+            Form::Deploy => deploy.as_deref(),
+        }
+        .ok_or_else(|| Engine::missing(form))?;
+        for &batch in batches {
+            let layers = model.profile(batch, h, w, warmup, iters)?;
+            let total: f64 = layers.iter().map(|l| l.time.as_secs_f64()).sum();
+            out += &format!(
+                "\n{} form, batch {batch}, {h}x{w}: {:.2} ms in {} layers\n",
+                form.name(),
+                total * 1e3,
+                layers.len()
+            );
+            out += &format!(
+                "{:>5} {:<16} {:<22} {:>10} {:>9} {:>7}\n",
+                "layer", "kernel", "output", "time_ms", "GFLOP/s", "share"
+            );
+            for l in &layers {
+                let t = l.time.as_secs_f64();
+                let gflops = if t > 0.0 {
+                    2.0 * l.macs as f64 / t / 1e9
+                } else {
+                    0.0
+                };
+                out += &format!(
+                    "{:>5} {:<16} {:<22} {:>10.3} {:>9.1} {:>6.1}%\n",
+                    l.index,
+                    l.kernel,
+                    format!("{:?}", l.output),
+                    t * 1e3,
+                    gflops,
+                    if total > 0.0 { 100.0 * t / total } else { 0.0 }
+                );
+            }
+        }
+    }
+    if to_stderr {
+        eprint!("{out}");
+    } else {
+        print!("{out}");
+    }
+    Ok(())
 }

@@ -258,6 +258,14 @@ fn info() -> Result<()> {
     );
     let (ctx, _) = engine::gpu_context()?;
     print!("{}", ctx.info());
+    println!(
+        "auto device:  {}",
+        if ctx.is_software() {
+            "cpu (this is a software adapter; --device gpu uses it)"
+        } else {
+            "this gpu (a hardware adapter)"
+        }
+    );
     Ok(())
 }
 
@@ -273,7 +281,29 @@ fn set_threads(threads: Option<usize>) -> Result<()> {
     }
 }
 
+/// Keeps Mesa's Vulkan device-select layer from probing the window system.
+///
+/// The layer asks a Wayland compositor which GPU drives the display; without a session
+/// (`XDG_RUNTIME_DIR` unset, as on servers and CI) libwayland prints `error: XDG_RUNTIME_DIR is
+/// invalid or not set` on every instance, although this compute-only program never opens a
+/// window. Where there is no session to ask, the layer has nothing to contribute, so it is
+/// turned off the way Mesa documents (`NODEVICE_SELECT=1`), unless the user set up device
+/// selection themselves.
+#[allow(unsafe_code)]
+fn quiet_window_system_probe() {
+    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+    let session =
+        std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_absolute());
+    if session || set("NODEVICE_SELECT") || set("MESA_VK_DEVICE_SELECT") || set("DRI_PRIME") {
+        return;
+    }
+    // SAFETY: called first thing in `main`, before this program starts any thread, so no
+    // other thread can be reading or writing the environment concurrently.
+    unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+}
+
 fn main() -> ExitCode {
+    quiet_window_system_probe();
     let cli = Cli::parse();
     let r = set_threads(cli.threads).and_then(|()| match &cli.command {
         Command::Infer(a) => infer(a),

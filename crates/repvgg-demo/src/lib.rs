@@ -10,7 +10,19 @@ use std::time::Instant;
 
 use eframe::egui;
 use ndarray::{Array2, Array4, Axis};
-use repvgg_gpu::GpuContext;
+use repvgg_gpu::{AutoDevice, GpuContext, is_software_adapter};
+
+/// Which device the demo runs on (`repvgg-demo --device auto|cpu|gpu`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeviceRequest {
+    /// A hardware GPU when there is one, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// Any GPU adapter, a software one included.
+    Gpu,
+}
 use repvgg_model::digits::{self, TestSet};
 use repvgg_model::gpu::{GpuModel, GpuOptions};
 use repvgg_model::preprocess::{PretrainedConfig, digit_8x8, load_rgb};
@@ -306,7 +318,7 @@ impl DemoApp {
                 });
             }
             Err(reason) => {
-                app.device_text = format!("CPU (no GPU adapter: {reason})");
+                app.device_text = format!("CPU ({reason})");
                 app.engine = Some(Engine::Cpu { train, deploy });
             }
         }
@@ -316,18 +328,34 @@ impl DemoApp {
         app
     }
 
-    /// Builds the app on eframe's own wgpu device; falls back to a device of its own, then to
-    /// the CPU.
+    /// Builds the app on the device `device` asks for.
+    ///
+    /// [`DeviceRequest::Auto`] takes eframe's own wgpu device, else a device of its own, when
+    /// it is a hardware GPU; a software adapter (lavapipe, SwiftShader, WARP) is slower than the
+    /// CPU path and runs only with [`DeviceRequest::Gpu`]. The CPU runs when no GPU is taken,
+    /// and [`DemoApp::device_text`] says why.
     pub fn from_creation_context(
         cc: &eframe::CreationContext<'_>,
         weights: Option<PathBuf>,
+        device: DeviceRequest,
     ) -> Self {
+        if device == DeviceRequest::Cpu {
+            return Self::new(Err("asked for with --device cpu".into()), weights);
+        }
         let mut reasons = Vec::new();
         if let Some(rs) = &cc.wgpu_render_state {
+            let info = rs.adapter.get_info();
+            if device == DeviceRequest::Auto && is_software_adapter(&info) {
+                let why = format!(
+                    "{} is a software adapter, slower than the CPU path; --device gpu runs on it",
+                    info.name
+                );
+                return Self::new(Err(why), weights);
+            }
             let ctx = GpuContext::from_device(
                 rs.device.clone(),
                 rs.queue.clone(),
-                rs.adapter.get_info(),
+                info,
                 rs.device.limits(),
             );
             let app = Self::new(Ok(ctx), weights.clone());
@@ -338,10 +366,17 @@ impl DemoApp {
         } else {
             reasons.push("eframe has no wgpu device".to_string());
         }
-        match GpuContext::new() {
+        let ctx = match device {
+            DeviceRequest::Auto => match AutoDevice::pick() {
+                AutoDevice::Gpu(ctx) => Ok(ctx),
+                AutoDevice::Cpu(why) => Err(why),
+            },
+            _ => GpuContext::new().map_err(|e| format!("no GPU adapter: {e}")),
+        };
+        match ctx {
             Ok(ctx) => Self::new(Ok(ctx), weights),
             Err(e) => {
-                reasons.push(e.to_string());
+                reasons.push(e);
                 Self::new(Err(reasons.join("; ")), weights)
             }
         }
@@ -629,7 +664,7 @@ mod tests {
     fn cpu_fallback_says_why() {
         let mut app = DemoApp::new(Err("test".into()), None);
         assert!(!app.on_gpu());
-        assert_eq!(app.device_text(), "CPU (no GPU adapter: test)");
+        assert_eq!(app.device_text(), "CPU (test)");
         let label = app.load_test_digit(0).expect("label");
         assert_eq!(app.prediction(), Some(label));
     }

@@ -4,7 +4,7 @@
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use repvgg_demo::{DemoApp, Form};
+use repvgg_demo::{DemoApp, DeviceRequest, Form};
 
 fn harness() -> Harness<'static, DemoApp> {
     let builder = Harness::builder().with_size(egui::Vec2::new(760.0, 1100.0));
@@ -15,7 +15,8 @@ fn harness() -> Harness<'static, DemoApp> {
         eprintln!("no GPU adapter: running the UI test without the wgpu renderer");
         builder
     };
-    builder.build_eframe(|cc| DemoApp::from_creation_context(cc, None))
+    // `Gpu`: the software adapters of CI runners are taken too, so the GPU path is what runs.
+    builder.build_eframe(|cc| DemoApp::from_creation_context(cc, None, DeviceRequest::Gpu))
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! GFLOP/s of the tiled and naive conv kernels on RepVGG-A0's distinct 3x3 conv shapes.
+//! GFLOP/s of every conv kernel on RepVGG-A0's distinct 3x3 conv shapes.
 //!
-//! `cargo run --release -p repvgg-gpu --example conv_gflops [-- batch iters]`
+//! `cargo run --release -p repvgg-gpu --example conv_gflops [-- batch iters]`; `ONLY=gemm`
+//! times one kernel, `SHAPES=2,4` some shapes.
 
 use ndarray::Array4;
 use repvgg_gpu::{ConvKernel, Epilogue, GpuContext, NetworkBuilder};
@@ -52,7 +53,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let spec = ConvSpec::conv3x3(cin, cout, stride, 1)?;
         let mut line = format!("{cin:>4}->{cout:<4} s{stride} @{size:<3}");
-        for kernel in [ConvKernel::Tiled, ConvKernel::Workgroup, ConvKernel::Naive] {
+        for kernel in [
+            ConvKernel::Tiled,
+            ConvKernel::Gemm,
+            ConvKernel::Subgroup,
+            ConvKernel::Workgroup,
+            ConvKernel::Naive,
+        ] {
             if only
                 .as_deref()
                 .is_some_and(|o| !format!("{kernel:?}").eq_ignore_ascii_case(o))
@@ -71,7 +78,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Epilogue::bias(vec![0.1; cout]).with_relu(true),
             )?;
             b.output("y", y);
-            let net = b.build()?;
+            let net = match b.build() {
+                Ok(net) => net,
+                Err(e) => {
+                    line += &format!("  {kernel:?}: {e}");
+                    continue;
+                }
+            };
             let flops = 2.0 * net.macs(size, size)? as f64 * batch as f64;
             net.bench(batch, size, size, 1, 0)?;
             let cpu0 = cpu_seconds();

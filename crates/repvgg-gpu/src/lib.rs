@@ -7,7 +7,10 @@
 //!   info, error scopes, the pipeline cache (by shader, entry point and override constants).
 //! * [`NetworkBuilder`] / [`GpuNetwork`]: weights uploaded once in the layout the kernel wants;
 //!   each batch runs as one submission with activations in reused buffers; a batch too big for
-//!   one storage binding is split automatically.
+//!   one storage binding is split automatically. Inside: `graph` (building, validation),
+//!   `plan` (shapes, liveness, batch splitting; no GPU), `upload` (weights), `kernels` (one
+//!   `#[repr(C)]` parameter struct per WGSL file, workgroup counts), `network` (bind groups,
+//!   execution), `timing` (benchmarks, per-layer profiles).
 //! * [`ops`]: every kernel alone (upload, dispatch, read back), for tests and benchmarks.
 //! * [`Shader`]: the WGSL files of `shaders/`, one concern each.
 //!
@@ -15,29 +18,39 @@
 //!
 //! Every convolution is an implicit GEMM `Y[m, q] = sum_k W[m, k] X[k, q]` over output channels
 //! `m`, output pixels `q` and taps `k = (ci, ky, kx)`, with scale, bias, residual and ReLU fused
-//! into the store ([`Epilogue`]). [`ConvKernel::Tiled`] picks the best implementation:
+//! into the store ([`Epilogue`]). [`ConvKernel::Tiled`] picks per layer and adapter:
 //!
-//! * `conv_subgroup.wgsl` where the adapter has subgroups of at least 8 invocations (lavapipe,
-//!   NVIDIA, AMD, Intel): a workgroup computes 64 channels x up to 32 pixels, 8 x 32 outputs in
-//!   each invocation's registers; the im2col gather loads each input value once per workgroup
-//!   and shares it through `subgroupShuffle`; weights are an rgba32float texture (4 channels per
-//!   fetch). On lavapipe a storage-buffer or workgroup-memory load inside a loop costs about
-//!   70 ns per 8 lanes, some 100 FMAs, while texture fetches (4 values for ~30 ns) and shuffles
-//!   are cheap: this kernel runs the 3x3 layers of RepVGG-A0 40-150x faster than the naive one.
-//! * `conv_tiled.wgsl` everywhere else: 64 x 64 output tiles, 16-deep K tiles of weights and of
-//!   the im2col-gathered input in workgroup memory, 4 x 4 outputs per invocation, vec4 loads.
+//! * `conv_gemm.wgsl` on GPUs: a tile configured per layer (channels at upload so that padding
+//!   is least, pixels per input shape so that the dispatch fills the device), 64-256
+//!   invocations with 4x4 to 8x8 outputs each, K tiles staged through registers into workgroup
+//!   memory while the previous one is consumed.
+//! * `conv_subgroup.wgsl` on software adapters (lavapipe) when the conv is 1x1 or 3x3 with
+//!   stride 1 or 2: one full subgroup per workgroup, 8 channels x up to 32 pixels per
+//!   invocation, the im2col gather shared through `subgroupShuffle`, weights in an rgba32float
+//!   texture. On lavapipe a storage-buffer or workgroup-memory load costs about as much as
+//!   100 FMAs while texture fetches and shuffles are cheap.
+//! * `conv_tiled.wgsl` ([`ConvKernel::Workgroup`]): 64 x 64 tiles, 4 x 4 outputs per invocation.
 //! * `conv_naive.wgsl` ([`ConvKernel::Naive`]): one output per invocation, the baseline.
 
 mod context;
 mod error;
+mod graph;
+mod kernels;
 mod network;
 pub mod ops;
+mod plan;
 mod shader;
+mod timing;
+mod upload;
 
 pub use context::{
-    AdapterSummary, GpuContext, SUPPORTED_BACKENDS, require_gpu_from_env, test_context,
+    AdapterSummary, AutoDevice, GpuContext, SUPPORTED_BACKENDS, is_software_adapter,
+    require_gpu_from_env, test_context,
 };
 pub use error::{GpuError, Result};
-pub use network::{ConvKernel, Epilogue, GpuNetwork, NetworkBuilder, TensorId};
+pub use graph::{Activation, Epilogue, TensorId};
+pub use kernels::conv::ConvKernel;
+pub use network::{GpuNetwork, NetworkBuilder};
 pub use shader::Shader;
+pub use timing::LayerTiming;
 pub use wgpu;

@@ -9,7 +9,9 @@ use repvgg_math::ConvSpec;
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::network::{ConvKernel, Epilogue, NetworkBuilder, TensorId};
+use crate::graph::{Activation, Epilogue, TensorId};
+use crate::kernels::conv::ConvKernel;
+use crate::network::NetworkBuilder;
 
 fn run_one(
     ctx: &GpuContext,
@@ -125,20 +127,24 @@ pub fn linear(
     })?)
 }
 
-/// Squeeze-and-excitation: `relu?(x * sigmoid(fc2(relu(fc1(gap(x))))))`.
+/// `act(x [N, in] · weightᵀ + bias)`.
 ///
 /// # Errors
-/// [`GpuError::Shape`] when the weights do not match `x`'s channels.
-pub fn se(
+/// As [`linear`].
+pub fn linear_act(
     ctx: &GpuContext,
-    x: ArrayView4<'_, f32>,
-    fc1_w: ArrayView2<'_, f32>,
-    fc1_b: &[f32],
-    fc2_w: ArrayView2<'_, f32>,
-    fc2_b: &[f32],
-    relu: bool,
-) -> Result<Array4<f32>> {
-    dim4(run_one(ctx, x, ConvKernel::default(), |b, t| {
-        b.se(t, fc1_w, fc1_b, fc2_w, fc2_b, relu)
+    x: ArrayView2<'_, f32>,
+    weight: ArrayView2<'_, f32>,
+    bias: Option<&[f32]>,
+    act: Activation,
+) -> Result<Array2<f32>> {
+    let (n, f) = x.dim();
+    let x4 = x
+        .as_standard_layout()
+        .into_owned()
+        .into_shape_with_order((n, f, 1, 1))
+        .map_err(|e| GpuError::shape("linear input", "[N, in]", e))?;
+    dim2(run_one(ctx, x4.view(), ConvKernel::default(), |b, t| {
+        b.linear_act(t, weight, bias, act)
     })?)
 }

@@ -3,6 +3,9 @@
 /// One WGSL file of `shaders/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
+    /// Implicit-GEMM convolution with a per-layer tile (64-256 invocations, up to 8x8 outputs
+    /// each, register-staged K tiles): the main path on GPUs.
+    ConvGemm,
     /// Implicit-GEMM convolution: shared-memory tiles, 4x4 outputs per invocation, fused
     /// epilogue (scale, bias, residual, ReLU).
     ConvTiled,
@@ -17,45 +20,49 @@ pub enum Shader {
     GlobalAvgPool,
     /// Fully connected layer with optional bias and ReLU or sigmoid.
     Linear,
-    /// Squeeze-and-excitation scaling: `x[n, c, ..] * s[n, c]`, optional ReLU.
-    SeScale,
+    /// Per-image, per-channel scaling `x[n, c, ..] * s[n, c]`, optional ReLU (the last step of
+    /// squeeze-and-excitation).
+    ChannelScale,
 }
 
 impl Shader {
     /// Every shader, in file-name order.
-    pub const ALL: [Shader; 7] = [
+    pub const ALL: [Shader; 8] = [
         Shader::Affine,
+        Shader::ChannelScale,
+        Shader::ConvGemm,
         Shader::ConvNaive,
         Shader::ConvSubgroup,
         Shader::ConvTiled,
         Shader::GlobalAvgPool,
         Shader::Linear,
-        Shader::SeScale,
     ];
 
     /// File name inside `shaders/`.
     pub fn file_name(self) -> &'static str {
         match self {
+            Shader::ConvGemm => "conv_gemm.wgsl",
             Shader::ConvTiled => "conv_tiled.wgsl",
             Shader::ConvSubgroup => "conv_subgroup.wgsl",
             Shader::ConvNaive => "conv_naive.wgsl",
             Shader::Affine => "affine.wgsl",
             Shader::GlobalAvgPool => "gap.wgsl",
             Shader::Linear => "linear.wgsl",
-            Shader::SeScale => "se_scale.wgsl",
+            Shader::ChannelScale => "channel_scale.wgsl",
         }
     }
 
     /// WGSL source, compiled into the crate.
     pub fn source(self) -> &'static str {
         match self {
+            Shader::ConvGemm => include_str!("../../../shaders/conv_gemm.wgsl"),
             Shader::ConvTiled => include_str!("../../../shaders/conv_tiled.wgsl"),
             Shader::ConvSubgroup => include_str!("../../../shaders/conv_subgroup.wgsl"),
             Shader::ConvNaive => include_str!("../../../shaders/conv_naive.wgsl"),
             Shader::Affine => include_str!("../../../shaders/affine.wgsl"),
             Shader::GlobalAvgPool => include_str!("../../../shaders/gap.wgsl"),
             Shader::Linear => include_str!("../../../shaders/linear.wgsl"),
-            Shader::SeScale => include_str!("../../../shaders/se_scale.wgsl"),
+            Shader::ChannelScale => include_str!("../../../shaders/channel_scale.wgsl"),
         }
     }
 }

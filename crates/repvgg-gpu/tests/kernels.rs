@@ -6,7 +6,7 @@ mod common;
 use common::{Rng, assert_close, assert_close_sum};
 use ndarray::{Array1, Array4, Axis};
 use proptest::prelude::*;
-use repvgg_gpu::{ConvKernel, GpuContext, ops, test_context};
+use repvgg_gpu::{ConvKernel, GpuContext, NetworkBuilder, ops, test_context};
 use repvgg_math::{ConvSpec, ops as cpu};
 
 fn ctx() -> Option<GpuContext> {
@@ -162,6 +162,63 @@ fn naive_conv_matches_oracle_on_random_shapes() {
 }
 
 #[test]
+fn gemm_conv_matches_oracle_on_random_shapes() {
+    let Some(ctx) = ctx() else { return };
+    proptest!(config(12), |(c in cases())| check_conv(&ctx, &c, ConvKernel::Gemm));
+}
+
+#[test]
+fn subgroup_conv_matches_oracle_on_random_shapes_where_available() {
+    let Some(ctx) = ctx() else { return };
+    if !ctx.has_subgroups_of_8() {
+        eprintln!("no subgroups of 8 or more: the subgroup kernel cannot run here");
+        return;
+    }
+    let fits = |c: &Case| c.stride <= 2;
+    proptest!(config(6), |(c in cases())| if fits(&c) { check_conv(&ctx, &c, ConvKernel::Subgroup) });
+}
+
+/// RepVGG-A0's own layer shapes at 224x224 (batch 1; 112x112 and 56x56 maps, 192 channels,
+/// 4 groups, a 1280-channel 1x1), every conv kernel that can run them.
+#[test]
+fn a0_layer_shapes_with_every_kernel() {
+    let Some(ctx) = ctx() else { return };
+    let case =
+        |cin: usize, cout: usize, ks: usize, stride: usize, size: usize, groups: usize| Case {
+            n: 1,
+            groups,
+            cin_g: cin / groups,
+            cout_g: cout / groups,
+            ks,
+            stride,
+            pad: ks / 2,
+            h: size,
+            w: size,
+            relu: true,
+            bias: true,
+            scale: false,
+            seed: (cin * 7 + cout + size) as u64,
+        };
+    let shapes = [
+        case(48, 48, 3, 2, 112, 1),
+        case(48, 48, 3, 1, 56, 1),
+        case(96, 96, 3, 1, 28, 4),
+        case(192, 192, 3, 1, 14, 1),
+        case(192, 1280, 1, 2, 14, 1),
+    ];
+    // (The workgroup kernel is slow on CPU adapters; random shapes cover it.)
+    let mut kernels = vec![ConvKernel::Tiled, ConvKernel::Gemm];
+    if ctx.has_subgroups_of_8() {
+        kernels.push(ConvKernel::Subgroup);
+    }
+    for c in &shapes {
+        for &k in &kernels {
+            check_conv(&ctx, c, k);
+        }
+    }
+}
+
+#[test]
 fn workgroup_conv_matches_oracle_on_random_shapes() {
     let Some(ctx) = ctx() else { return };
     proptest!(config(8), |(c in cases())| check_conv(&ctx, &c, ConvKernel::Workgroup));
@@ -189,6 +246,7 @@ fn tiled_conv_spans_several_tiles_in_every_dimension() {
             seed: 7,
         };
         check_conv(&ctx, &c, ConvKernel::Tiled);
+        check_conv(&ctx, &c, ConvKernel::Gemm);
         check_conv(&ctx, &c, ConvKernel::Workgroup);
     }
 }
@@ -211,7 +269,12 @@ fn depthwise_and_one_by_one_convs() {
         scale: false,
         seed: 3,
     };
-    for kernel in [ConvKernel::Tiled, ConvKernel::Workgroup, ConvKernel::Naive] {
+    for kernel in [
+        ConvKernel::Tiled,
+        ConvKernel::Gemm,
+        ConvKernel::Workgroup,
+        ConvKernel::Naive,
+    ] {
         check_conv(&ctx, &base, kernel);
         check_conv(
             &ctx,
@@ -308,9 +371,11 @@ fn squeeze_excitation_matches_cpu_composition() {
         rng.array1(c),
     );
     for relu in [false, true] {
-        let got = ops::se(
-            &ctx,
-            x.view(),
+        let mut b = NetworkBuilder::new(&ctx).nan_fill(true);
+        let input = b.input(c);
+        let y = common::se(
+            &mut b,
+            input,
             w1.view(),
             b1.as_slice().expect("contiguous"),
             w2.view(),
@@ -318,6 +383,11 @@ fn squeeze_excitation_matches_cpu_composition() {
             relu,
         )
         .expect("se");
+        b.output("y", y);
+        let got = b.build().expect("build").run(x.view()).expect("run")["y"]
+            .clone()
+            .into_dimensionality::<ndarray::Ix4>()
+            .expect("4-d");
         let pooled = cpu::global_avg_pool(x.view()).expect("gap");
         let hidden = cpu::relu(
             cpu::linear(pooled.view(), w1.view(), Some(b1.view()))

@@ -114,9 +114,7 @@ impl Net {
         let block = self.b3.gpu(b, stem, Some(one), true);
         let grouped = self.grouped.gpu(b, block, None, true);
         let (w1, b1, w2, b2) = &self.se;
-        let se = b
-            .se(grouped, w1.view(), b1, w2.view(), b2, false)
-            .expect("se");
+        let se = common::se(b, grouped, w1.view(), b1, w2.view(), b2, false).expect("se");
         let down = self.down.gpu(b, se, None, true);
         let pooled = b.global_avg_pool(down).expect("gap");
         let logits = b
@@ -200,7 +198,12 @@ fn multi_layer_network_matches_cpu_composition_with_every_kernel() {
     let net = Net::new(1);
     let x = Rng::new(2).array4([2, 3, 13, 11]);
     let want = net.cpu(&x);
-    for kernel in [ConvKernel::Tiled, ConvKernel::Workgroup, ConvKernel::Naive] {
+    for kernel in [
+        ConvKernel::Tiled,
+        ConvKernel::Gemm,
+        ConvKernel::Workgroup,
+        ConvKernel::Naive,
+    ] {
         let gpu = net.gpu(&ctx, kernel);
         let got = gpu.run(x.view()).expect("run");
         assert_eq!(got["logits"].shape(), &[2, 5]);
@@ -444,15 +447,12 @@ fn builder_misuse_is_a_typed_error() {
         b.affine(x, &[1.0; 2], &[0.0; 3], None, false),
         Err(GpuError::Shape { .. })
     ));
+    let pooled = b.global_avg_pool(x).expect("gap");
+    let four = b
+        .linear(pooled, Array2::zeros((4, 3)).view(), None)
+        .expect("linear");
     assert!(matches!(
-        b.se(
-            x,
-            Array2::zeros((2, 4)).view(),
-            &[0.0; 2],
-            Array2::zeros((3, 2)).view(),
-            &[0.0; 3],
-            false
-        ),
+        b.channel_scale(x, four, false),
         Err(GpuError::Shape { .. })
     ));
     assert!(matches!(

@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use ndarray::{Array2, Array4, ArrayView4, Ix2, Ix4};
-use repvgg_gpu::{ConvKernel, Epilogue, GpuContext, GpuNetwork, NetworkBuilder, TensorId};
+use repvgg_gpu::{
+    Activation, ConvKernel, Epilogue, GpuContext, GpuNetwork, NetworkBuilder, TensorId,
+};
 use repvgg_math::{BatchNorm, ConvBn, ConvSpec};
 
 use crate::error::{ModelError, Result};
@@ -64,15 +66,21 @@ fn conv_bn(
     Ok(b.conv(x, c.weight.view(), spec, ep)?)
 }
 
+/// Squeeze-and-excitation from the kernel crate's layers, then ReLU:
+/// `relu(x * sigmoid(fc2(relu(fc1(gap(x))))))`. Mismatched weights are shape errors from the
+/// layers (fc1's inputs when the network is planned, fc2's outputs at the channel scale).
 fn se(b: &mut NetworkBuilder, x: TensorId, se: &SqueezeExcite) -> Result<TensorId> {
-    Ok(b.se(
-        x,
-        se.fc1_weight.view(),
-        se.fc1_bias.as_slice().unwrap_or(&se.fc1_bias.to_vec()),
+    let fc1_b = se.fc1_bias.to_vec();
+    let fc2_b = se.fc2_bias.to_vec();
+    let pooled = b.global_avg_pool(x)?;
+    let hidden = b.linear_act(pooled, se.fc1_weight.view(), Some(&fc1_b), Activation::Relu)?;
+    let excite = b.linear_act(
+        hidden,
         se.fc2_weight.view(),
-        se.fc2_bias.as_slice().unwrap_or(&se.fc2_bias.to_vec()),
-        true,
-    )?)
+        Some(&fc2_b),
+        Activation::Sigmoid,
+    )?;
+    Ok(b.channel_scale(x, excite, true)?)
 }
 
 fn finish<B>(
@@ -186,6 +194,18 @@ impl GpuModel {
         iters: usize,
     ) -> Result<Vec<Duration>> {
         Ok(self.net.bench(batch, h, w, warmup, iters)?)
+    }
+
+    /// Per-layer GPU time of a synthetic batch (median of `iters` runs after `warmup`).
+    pub fn profile(
+        &self,
+        batch: usize,
+        h: usize,
+        w: usize,
+        warmup: usize,
+        iters: usize,
+    ) -> Result<Vec<repvgg_gpu::LayerTiming>> {
+        Ok(self.net.profile(batch, h, w, warmup, iters)?)
     }
 
     /// Bytes of activation buffers alive at the peak of a batch.

@@ -99,3 +99,22 @@ pub fn assert_close_sum<D: Dimension>(
 pub fn to_f32<D: Dimension>(a: &Array<f64, D>) -> Array<f32, D> {
     a.mapv(|v| v as f32)
 }
+
+/// Squeeze-and-excitation composed from the builder's layers (as the model crate does):
+/// `relu?(x * sigmoid(fc2(relu(fc1(gap(x))))))`.
+#[allow(clippy::too_many_arguments)]
+pub fn se(
+    b: &mut repvgg_gpu::NetworkBuilder,
+    x: repvgg_gpu::TensorId,
+    w1: ndarray::ArrayView2<'_, f32>,
+    b1: &[f32],
+    w2: ndarray::ArrayView2<'_, f32>,
+    b2: &[f32],
+    relu: bool,
+) -> repvgg_gpu::Result<repvgg_gpu::TensorId> {
+    use repvgg_gpu::Activation;
+    let pooled = b.global_avg_pool(x)?;
+    let hidden = b.linear_act(pooled, w1, Some(b1), Activation::Relu)?;
+    let s = b.linear_act(hidden, w2, Some(b2), Activation::Sigmoid)?;
+    b.channel_scale(x, s, relu)
+}

@@ -1,5 +1,5 @@
-// Squeeze-and-excitation scaling: y[n, c, h, w] = x[n, c, h, w] * s[n, c], then optional ReLU.
-// `s` is the excitation (sigmoid output of the SE block's second FC).
+// Per-image channel scaling: y[n, c, h, w] = x[n, c, h, w] * s[n, c], then optional ReLU.
+// In squeeze-and-excitation `s` is the excitation (sigmoid output of the block's second FC).
 
 struct Params {
     total: u32, // n * c * hw

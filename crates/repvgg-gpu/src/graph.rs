@@ -1,0 +1,435 @@
+//! The network under construction, before anything touches a GPU: tensors, layers with their
+//! weights, outputs, and every check that needs no device.
+//!
+//! [`crate::NetworkBuilder`] wraps a [`Graph`] with a device; [`Graph::finish`] validates the
+//! whole network and keeps only the layers some output depends on.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
+use repvgg_math::ConvSpec;
+
+use crate::error::{GpuError, Result};
+
+static NEXT_GRAPH: AtomicU32 = AtomicU32::new(1);
+
+/// A tensor of a network under construction: the input, or the output of a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TensorId {
+    graph: u32,
+    index: u32,
+}
+
+/// What a convolution does to its result before storing it, in this order:
+/// `y = conv(x) * scale + bias; y += residual; if relu { y = max(y, 0) }`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Epilogue {
+    /// Per-output-channel multiplier (a batch norm folded into this conv's epilogue).
+    pub scale: Option<Vec<f32>>,
+    /// Per-output-channel bias.
+    pub bias: Option<Vec<f32>>,
+    /// A tensor of the output's shape, added.
+    pub residual: Option<TensorId>,
+    /// Clamp at zero, last.
+    pub relu: bool,
+}
+
+impl Epilogue {
+    /// Bias only.
+    pub fn bias(bias: Vec<f32>) -> Self {
+        Self {
+            bias: Some(bias),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the ReLU flag.
+    pub fn with_relu(mut self, relu: bool) -> Self {
+        self.relu = relu;
+        self
+    }
+}
+
+/// The activation applied after a fully connected layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Activation {
+    /// None.
+    #[default]
+    Identity = 0,
+    /// `max(x, 0)`.
+    Relu = 1,
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid = 2,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TensorMeta {
+    pub channels: usize,
+    /// `[N, C]` (reported with two axes) rather than `[N, C, H, W]`.
+    pub flat: bool,
+}
+
+/// One layer with its weights, as given to the builder.
+#[derive(Debug)]
+pub(crate) enum Node {
+    Conv {
+        x: usize,
+        spec: ConvSpec,
+        weight: Array4<f32>,
+        scale: Option<Vec<f32>>,
+        bias: Option<Vec<f32>>,
+        residual: Option<usize>,
+        relu: bool,
+    },
+    Affine {
+        x: usize,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+        residual: Option<usize>,
+        relu: bool,
+    },
+    Gap {
+        x: usize,
+    },
+    Linear {
+        x: usize,
+        weight: Array2<f32>,
+        bias: Option<Vec<f32>>,
+        act: Activation,
+    },
+    ChannelScale {
+        x: usize,
+        s: usize,
+        relu: bool,
+    },
+}
+
+impl Node {
+    /// The tensors this layer reads.
+    pub fn inputs(&self) -> Vec<usize> {
+        match self {
+            Node::Conv { x, residual, .. } | Node::Affine { x, residual, .. } => {
+                std::iter::once(*x).chain(*residual).collect()
+            }
+            Node::Gap { x } | Node::Linear { x, .. } => vec![*x],
+            Node::ChannelScale { x, s, .. } => vec![*x, *s],
+        }
+    }
+}
+
+/// A validated network: the layers some output needs, in order, each with its output tensor.
+#[derive(Debug)]
+pub(crate) struct FinishedGraph {
+    pub tensors: Vec<TensorMeta>,
+    pub input: usize,
+    pub nodes: Vec<(Node, usize)>,
+    pub outputs: Vec<(String, usize)>,
+}
+
+/// Tensors, layers and outputs of a network under construction.
+#[derive(Debug)]
+pub(crate) struct Graph {
+    id: u32,
+    tensors: Vec<TensorMeta>,
+    inputs: Vec<usize>,
+    nodes: Vec<(Node, usize)>,
+    outputs: Vec<(String, usize)>,
+    /// An error from a call that cannot return one (`output`), reported by `finish`.
+    deferred_error: Option<GpuError>,
+}
+
+fn check_len(what: &str, v: &[f32], expected: usize) -> Result<()> {
+    if v.len() == expected {
+        Ok(())
+    } else {
+        Err(GpuError::shape(
+            what,
+            format!("{expected} values"),
+            format!("{} values", v.len()),
+        ))
+    }
+}
+
+impl Graph {
+    pub fn new() -> Self {
+        Self {
+            id: NEXT_GRAPH.fetch_add(1, Ordering::Relaxed),
+            tensors: Vec::new(),
+            inputs: Vec::new(),
+            nodes: Vec::new(),
+            outputs: Vec::new(),
+            deferred_error: None,
+        }
+    }
+
+    fn new_tensor(&mut self, channels: usize, flat: bool) -> TensorId {
+        self.tensors.push(TensorMeta { channels, flat });
+        TensorId {
+            graph: self.id,
+            index: (self.tensors.len() - 1) as u32,
+        }
+    }
+
+    fn resolve(&self, t: TensorId) -> Result<(usize, TensorMeta)> {
+        let i = t.index as usize;
+        match self.tensors.get(i) {
+            Some(meta) if t.graph == self.id => Ok((i, *meta)),
+            _ => Err(GpuError::UnknownTensor(i)),
+        }
+    }
+
+    fn push(&mut self, node: Node, channels: usize, flat: bool) -> TensorId {
+        let y = self.new_tensor(channels, flat);
+        self.nodes.push((node, y.index as usize));
+        y
+    }
+
+    fn residual(&self, r: Option<TensorId>, what: &str, channels: usize) -> Result<Option<usize>> {
+        let Some(r) = r else { return Ok(None) };
+        let (r, rm) = self.resolve(r)?;
+        if rm.channels != channels {
+            return Err(GpuError::shape(what, channels, rm.channels));
+        }
+        Ok(Some(r))
+    }
+
+    pub fn input(&mut self, channels: usize) -> TensorId {
+        let t = self.new_tensor(channels, false);
+        self.inputs.push(t.index as usize);
+        t
+    }
+
+    pub fn conv(
+        &mut self,
+        x: TensorId,
+        weight: ArrayView4<'_, f32>,
+        spec: ConvSpec,
+        epilogue: Epilogue,
+    ) -> Result<TensorId> {
+        spec.validate()?;
+        spec.check_weight(&weight)?;
+        let (x, xm) = self.resolve(x)?;
+        if xm.channels != spec.in_channels {
+            return Err(GpuError::shape(
+                "conv input channels",
+                spec.in_channels,
+                xm.channels,
+            ));
+        }
+        if let Some(s) = &epilogue.scale {
+            check_len("conv epilogue scale", s, spec.out_channels)?;
+        }
+        if let Some(b) = &epilogue.bias {
+            check_len("conv epilogue bias", b, spec.out_channels)?;
+        }
+        let residual = self.residual(
+            epilogue.residual,
+            "conv residual channels",
+            spec.out_channels,
+        )?;
+        let node = Node::Conv {
+            x,
+            spec,
+            weight: weight.to_owned(),
+            scale: epilogue.scale,
+            bias: epilogue.bias,
+            residual,
+            relu: epilogue.relu,
+        };
+        Ok(self.push(node, spec.out_channels, false))
+    }
+
+    pub fn affine(
+        &mut self,
+        x: TensorId,
+        scale: &[f32],
+        shift: &[f32],
+        residual: Option<TensorId>,
+        relu: bool,
+    ) -> Result<TensorId> {
+        let (x, xm) = self.resolve(x)?;
+        check_len("affine scale", scale, xm.channels)?;
+        check_len("affine shift", shift, xm.channels)?;
+        let residual = self.residual(residual, "affine residual channels", xm.channels)?;
+        let node = Node::Affine {
+            x,
+            scale: scale.to_vec(),
+            shift: shift.to_vec(),
+            residual,
+            relu,
+        };
+        Ok(self.push(node, xm.channels, xm.flat))
+    }
+
+    pub fn channel_scale(&mut self, x: TensorId, s: TensorId, relu: bool) -> Result<TensorId> {
+        let (x, xm) = self.resolve(x)?;
+        let (s, sm) = self.resolve(s)?;
+        if sm.channels != xm.channels || !sm.flat {
+            return Err(GpuError::shape(
+                "channel scale [N, C]",
+                format!("[N, {}] (a pooled or linear output)", xm.channels),
+                format!(
+                    "{} channels{}",
+                    sm.channels,
+                    if sm.flat { "" } else { " with spatial axes" }
+                ),
+            ));
+        }
+        Ok(self.push(Node::ChannelScale { x, s, relu }, xm.channels, xm.flat))
+    }
+
+    pub fn global_avg_pool(&mut self, x: TensorId) -> Result<TensorId> {
+        let (x, xm) = self.resolve(x)?;
+        Ok(self.push(Node::Gap { x }, xm.channels, true))
+    }
+
+    pub fn linear(
+        &mut self,
+        x: TensorId,
+        weight: ArrayView2<'_, f32>,
+        bias: Option<&[f32]>,
+        act: Activation,
+    ) -> Result<TensorId> {
+        let (x, _) = self.resolve(x)?;
+        let (out_f, in_f) = weight.dim();
+        if in_f == 0 || out_f == 0 {
+            return Err(GpuError::shape(
+                "linear weight [out, in]",
+                "non-empty",
+                format!("{:?}", weight.shape()),
+            ));
+        }
+        if let Some(b) = bias {
+            check_len("linear bias", b, out_f)?;
+        }
+        let node = Node::Linear {
+            x,
+            weight: weight.to_owned(),
+            bias: bias.map(<[f32]>::to_vec),
+            act,
+        };
+        Ok(self.push(node, out_f, true))
+    }
+
+    pub fn output(&mut self, name: &str, x: TensorId) {
+        match self.resolve(x) {
+            Ok((i, _)) => {
+                self.outputs.retain(|(n, _)| n != name);
+                self.outputs.push((name.to_string(), i));
+            }
+            Err(e) => self.deferred_error = self.deferred_error.take().or(Some(e)),
+        }
+    }
+
+    /// Validates the network and keeps only the layers that some output depends on.
+    pub fn finish(mut self) -> Result<FinishedGraph> {
+        if let Some(e) = self.deferred_error.take() {
+            return Err(e);
+        }
+        let &[input] = self.inputs.as_slice() else {
+            return Err(GpuError::InvalidNetwork(format!(
+                "a network needs exactly one input, this one has {}",
+                self.inputs.len()
+            )));
+        };
+        if self.outputs.is_empty() {
+            return Err(GpuError::InvalidNetwork("no outputs were named".into()));
+        }
+        let mut needed = vec![false; self.tensors.len()];
+        for (_, t) in &self.outputs {
+            needed[*t] = true;
+        }
+        for (node, y) in self.nodes.iter().rev() {
+            if needed[*y] {
+                for t in node.inputs() {
+                    needed[t] = true;
+                }
+            }
+        }
+        Ok(FinishedGraph {
+            tensors: self.tensors,
+            input,
+            nodes: self.nodes.into_iter().filter(|(_, y)| needed[*y]).collect(),
+            outputs: self.outputs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv(g: &mut Graph, x: TensorId, cin: usize, cout: usize) -> TensorId {
+        let spec = ConvSpec::conv3x3(cin, cout, 1, 1).expect("spec");
+        let w = Array4::zeros(spec.weight_shape());
+        g.conv(x, w.view(), spec, Epilogue::default())
+            .expect("conv")
+    }
+
+    #[test]
+    fn finish_keeps_only_what_outputs_need() {
+        let mut g = Graph::new();
+        let x = g.input(3);
+        let a = conv(&mut g, x, 3, 4);
+        let _unused = conv(&mut g, a, 4, 5);
+        let b = g.global_avg_pool(a).expect("gap");
+        g.output("b", b);
+        let f = g.finish().expect("finish");
+        assert_eq!(f.nodes.len(), 2);
+        assert!(matches!(f.nodes[1].0, Node::Gap { x: 1 }));
+        assert_eq!(f.outputs, vec![("b".to_string(), 3)]);
+    }
+
+    #[test]
+    fn misuse_is_a_typed_error_without_a_device() {
+        let mut g = Graph::new();
+        let x = g.input(3);
+        let spec = ConvSpec::conv3x3(3, 4, 1, 1).expect("spec");
+        let bad_w = Array4::zeros((4, 3, 1, 1));
+        assert!(matches!(
+            g.conv(x, bad_w.view(), spec, Epilogue::default()),
+            Err(GpuError::Math(_))
+        ));
+        let w = Array4::zeros(spec.weight_shape());
+        assert!(matches!(
+            g.conv(x, w.view(), spec, Epilogue::bias(vec![0.0; 3])),
+            Err(GpuError::Shape { .. })
+        ));
+        let y = conv(&mut g, x, 3, 4);
+        let wrong = conv(&mut g, x, 3, 5);
+        assert!(matches!(
+            g.conv(
+                x,
+                w.view(),
+                spec,
+                Epilogue {
+                    residual: Some(wrong),
+                    ..Epilogue::default()
+                }
+            ),
+            Err(GpuError::Shape { .. })
+        ));
+        let pooled5 = g.global_avg_pool(wrong).expect("gap");
+        assert!(matches!(
+            g.channel_scale(y, pooled5, false),
+            Err(GpuError::Shape { .. })
+        ));
+        // The scale must be [N, C], not an activation with spatial axes.
+        assert!(matches!(
+            g.channel_scale(y, y, false),
+            Err(GpuError::Shape { .. })
+        ));
+        let mut other = Graph::new();
+        let foreign = other.input(3);
+        assert!(matches!(
+            g.global_avg_pool(foreign),
+            Err(GpuError::UnknownTensor(_))
+        ));
+        g.output("foreign", foreign);
+        assert!(matches!(g.finish(), Err(GpuError::UnknownTensor(_))));
+        assert!(matches!(
+            Graph::new().finish(),
+            Err(GpuError::InvalidNetwork(_))
+        ));
+    }
+}

@@ -1,0 +1,547 @@
+//! Convolution kernels: which one a layer runs, the weight layout it wants, its parameters.
+
+use ndarray::ArrayView4;
+use repvgg_math::ConvSpec;
+
+use super::{DispatchSpec, FLAG_BIAS, FLAG_RELU, FLAG_RESIDUAL, FLAG_SCALE, grid, params, u};
+use crate::error::{GpuError, Result};
+use crate::shader::{PipelineKey, Shader};
+
+/// Which convolution kernel a network uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ConvKernel {
+    /// The main path, per layer: on a software adapter (lavapipe: 8-wide subgroups, no real
+    /// workgroup memory) [`ConvKernel::Subgroup`] where the conv allows it; everywhere else
+    /// [`ConvKernel::Gemm`].
+    #[default]
+    Tiled,
+    /// Implicit GEMM with a tile configured per layer (`conv_gemm.wgsl`): 64-256 invocations,
+    /// 4x4 to 8x8 outputs per invocation, register-staged K tiles. Runs on every adapter.
+    Gemm,
+    /// Implicit GEMM with workgroup-shared tiles and 4x4 register blocks (`conv_tiled.wgsl`):
+    /// runs on every adapter.
+    Workgroup,
+    /// Implicit GEMM sharing the im2col tile through subgroup shuffles, weights in a texture
+    /// (`conv_subgroup.wgsl`): needs subgroups of at least 8 invocations, kernel size 1 or 3,
+    /// stride 1 or 2.
+    Subgroup,
+    /// One output per invocation (`conv_naive.wgsl`): the baseline.
+    Naive,
+}
+
+params! {
+    /// `conv_tiled.wgsl`.
+    ConvTiledParams for Shader::ConvTiled => {
+        n, cin, h, w, cout, oh, ow, stride, pad, cin_g, cout_g, k_total, m_pad, k_pad, flags,
+        m_tiles,
+    }
+}
+
+params! {
+    /// `conv_gemm.wgsl`.
+    ConvGemmParams for Shader::ConvGemm => {
+        n, cin, h, w, cout, oh, ow, stride, pad, cin_g, cout_g, k_total, m_pad, k_pad, flags,
+        m_tiles,
+    }
+}
+
+params! {
+    /// `conv_subgroup.wgsl`.
+    ConvSubgroupParams for Shader::ConvSubgroup => {
+        n, cin, h, w, cout, oh, ow, pad, cin_g, cout_g, flags, blocks_x, blocks_y, m_tiles,
+        _pad0, _pad1,
+    }
+}
+
+params! {
+    /// `conv_naive.wgsl`.
+    ConvNaiveParams for Shader::ConvNaive => {
+        n, cin, h, w, cout, oh, ow, stride, pad, cin_g, cout_g, ks, flags, _pad0, _pad1, _pad2,
+    }
+}
+
+/// Output-channel tile of `conv_tiled.wgsl` (`TM`).
+pub(crate) const TILE_M: usize = 64;
+/// Pixel tile of `conv_tiled.wgsl` (`TN`).
+pub(crate) const TILE_N: usize = 64;
+/// Reduction tile of `conv_tiled.wgsl` (`TK`).
+pub(crate) const TILE_K: usize = 16;
+/// Channels per invocation of `conv_subgroup.wgsl` (a workgroup is one subgroup).
+pub(crate) const SUBGROUP_CHANNELS: usize = 8;
+/// Most output pixels one workgroup of `conv_subgroup.wgsl` takes along a row.
+const SUBGROUP_MAX_NB: usize = 32;
+
+/// What the adapter offers that kernel choice depends on (a GPU-free copy, for tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Caps {
+    /// The smallest subgroup size when the device has subgroup operations.
+    pub subgroup_min: Option<u32>,
+    pub max_texture_dim: u32,
+    pub max_workgroups: u32,
+    /// A CPU emulating a GPU (lavapipe, SwiftShader, WARP).
+    pub software: bool,
+    /// Workgroups a dispatch should have at least to fill the device.
+    pub min_workgroups: usize,
+}
+
+/// K tile of `conv_gemm.wgsl` (`TK`).
+pub(crate) const GEMM_TK: usize = 16;
+
+/// The channel side of a `conv_gemm.wgsl` tile, fixed at upload (it sets the weight padding):
+/// `wy` invocations along channels, each with `tmv` blocks of 4 channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GemmRows {
+    pub wy: usize,
+    pub tmv: usize,
+}
+
+impl GemmRows {
+    /// Channels per workgroup.
+    pub fn bm(self) -> usize {
+        4 * self.tmv * self.wy
+    }
+
+    /// The tile that pads `cout_g` channels least (ties: the bigger tile, more reuse).
+    pub fn for_channels(cout_g: usize) -> Self {
+        let mut best = Self { wy: 8, tmv: 1 };
+        let padded = |r: Self| cout_g.div_ceil(r.bm()) * r.bm();
+        for tmv in [1, 2] {
+            for wy in [8, 12, 16] {
+                let r = Self { wy, tmv };
+                let (a, b) = (padded(r), padded(best));
+                if a < b || (a == b && r.bm() > best.bm()) {
+                    best = r;
+                }
+            }
+        }
+        best
+    }
+}
+
+/// The pixel side of a `conv_gemm.wgsl` tile, chosen per input shape: `wx` invocations along
+/// pixels, each with `tnv` blocks of 4 pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GemmCols {
+    pub wx: usize,
+    pub tnv: usize,
+}
+
+impl GemmCols {
+    /// Pixels per workgroup.
+    pub fn bn(self) -> usize {
+        4 * self.tnv * self.wx
+    }
+
+    /// The widest tile that still gives `min_workgroups` workgroups (with `other` workgroups
+    /// from channel tiles and groups), else the narrowest.
+    pub fn for_pixels(pixels: usize, other: usize, min_workgroups: usize) -> Self {
+        let options = [
+            Self { wx: 16, tnv: 2 },
+            Self { wx: 16, tnv: 1 },
+            Self { wx: 8, tnv: 1 },
+        ];
+        options
+            .into_iter()
+            .find(|c| pixels.div_ceil(c.bn()) * other >= min_workgroups)
+            .unwrap_or(Self { wx: 8, tnv: 1 })
+    }
+}
+
+/// How one conv layer runs, decided when its weights are uploaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ConvImpl {
+    Gemm {
+        rows: GemmRows,
+        m_pad: usize,
+        k_pad: usize,
+    },
+    Workgroup {
+        m_pad: usize,
+        k_pad: usize,
+    },
+    Subgroup {
+        m_tiles: usize,
+        sg: usize,
+    },
+    Naive,
+}
+
+/// The weights of a conv as the kernel wants them.
+#[derive(Debug)]
+pub(crate) enum WeightData {
+    Buffer(Vec<f32>),
+    /// `height` rows of `width` rgba32float texels.
+    Texture {
+        data: Vec<f32>,
+        width: usize,
+        height: usize,
+    },
+}
+
+/// Whether `conv_subgroup.wgsl` can run `spec` with `caps`.
+fn subgroup_fits(caps: &Caps, spec: &ConvSpec) -> bool {
+    let cout_g = spec.out_channels / spec.groups;
+    let k_rows = spec.in_channels * spec.kernel_size * spec.kernel_size;
+    let m = SUBGROUP_CHANNELS * caps.subgroup_min.unwrap_or(8) as usize;
+    let width = cout_g.div_ceil(m) * m / 4;
+    let max_dim = caps.max_texture_dim as usize;
+    caps.subgroup_min.is_some_and(|s| s >= 8)
+        && matches!(spec.kernel_size, 1 | 3)
+        && matches!(spec.stride, 1 | 2)
+        && width <= max_dim
+        && k_rows <= max_dim
+}
+
+/// The implementation of `kernel` for `spec`, with its weights laid out.
+pub(crate) fn choose(
+    kernel: ConvKernel,
+    caps: &Caps,
+    spec: &ConvSpec,
+    weight: ArrayView4<'_, f32>,
+) -> Result<(ConvImpl, WeightData)> {
+    let subgroup = match kernel {
+        ConvKernel::Tiled => caps.software && subgroup_fits(caps, spec),
+        ConvKernel::Subgroup if subgroup_fits(caps, spec) => true,
+        ConvKernel::Subgroup => {
+            return Err(GpuError::Unsupported(format!(
+                "the subgroup conv kernel needs subgroups of at least 8 invocations \
+                 (this adapter: {}), kernel size 1 or 3 and stride 1 or 2 (this conv: {}x{}, \
+                 stride {})",
+                caps.subgroup_min
+                    .map_or("no subgroups".to_string(), |s| format!("min size {s}")),
+                spec.kernel_size,
+                spec.kernel_size,
+                spec.stride
+            )));
+        }
+        ConvKernel::Gemm | ConvKernel::Workgroup | ConvKernel::Naive => false,
+    };
+    Ok(if subgroup {
+        let sg = caps.subgroup_min.unwrap_or(8) as usize;
+        let (data, m_pad, _) = gemm_weight_layout(&weight, spec, SUBGROUP_CHANNELS * sg, 1);
+        let height = data.len() / m_pad;
+        (
+            ConvImpl::Subgroup {
+                m_tiles: m_pad / (SUBGROUP_CHANNELS * sg),
+                sg,
+            },
+            WeightData::Texture {
+                data,
+                width: m_pad / 4,
+                height,
+            },
+        )
+    } else if matches!(kernel, ConvKernel::Tiled | ConvKernel::Gemm) {
+        let rows = GemmRows::for_channels(spec.out_channels / spec.groups);
+        let (data, m_pad, k_pad) = gemm_weight_layout(&weight, spec, rows.bm(), GEMM_TK);
+        (
+            ConvImpl::Gemm { rows, m_pad, k_pad },
+            WeightData::Buffer(data),
+        )
+    } else if kernel == ConvKernel::Naive {
+        let data = weight.as_standard_layout().iter().copied().collect();
+        (ConvImpl::Naive, WeightData::Buffer(data))
+    } else {
+        let (data, m_pad, k_pad) = gemm_weight_layout(&weight, spec, TILE_M, TILE_K);
+        (
+            ConvImpl::Workgroup { m_pad, k_pad },
+            WeightData::Buffer(data),
+        )
+    })
+}
+
+/// The GEMM weight layout of the tiled kernels: `[group][k][m]` with
+/// `k = (ci * ks + ky) * ks + kx`, `k` zero-padded to a multiple of `k_multiple` and `m` to a
+/// multiple of `m_multiple`. Returns the data, padded `m` and padded `k`.
+pub(crate) fn gemm_weight_layout(
+    weight: &ArrayView4<'_, f32>,
+    spec: &ConvSpec,
+    m_multiple: usize,
+    k_multiple: usize,
+) -> (Vec<f32>, usize, usize) {
+    let [_, cin_g, ks, _] = spec.weight_shape();
+    let cout_g = spec.out_channels / spec.groups;
+    let k_total = cin_g * ks * ks;
+    let k_pad = k_total.div_ceil(k_multiple) * k_multiple;
+    let m_pad = cout_g.div_ceil(m_multiple) * m_multiple;
+    let mut data = vec![0.0f32; spec.groups * k_pad * m_pad];
+    for ((o, ci, ky, kx), &v) in weight.indexed_iter() {
+        let (g, m) = (o / cout_g, o % cout_g);
+        let k = (ci * ks + ky) * ks + kx;
+        data[(g * k_pad + k) * m_pad + m] = v;
+    }
+    (data, m_pad, k_pad)
+}
+
+/// Output tile of `conv_subgroup.wgsl` for an `ow` x `oh` output: columns (the row in as few
+/// equal pieces of at most 32 as possible, rounded up to a multiple of 4 so that few pipeline
+/// variants exist) and rows (as many as fit in 32 pixels and in the 9 input rows the shader
+/// holds).
+fn subgroup_tile(ow: usize, oh: usize, ks: usize, stride: usize) -> (usize, usize) {
+    let nbw = ow.div_ceil(ow.div_ceil(SUBGROUP_MAX_NB)).div_ceil(4) * 4;
+    let max_rows = (9 - ks) / stride + 1;
+    let rows = (SUBGROUP_MAX_NB / nbw).min(max_rows).min(oh).max(1);
+    (nbw, rows)
+}
+
+/// The epilogue of a conv, as the flags its kernel reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ConvEpilogue {
+    pub scale: bool,
+    pub bias: bool,
+    pub residual: bool,
+    pub relu: bool,
+}
+
+impl ConvEpilogue {
+    fn flags(self) -> u32 {
+        let flag = |on: bool, f: u32| if on { f } else { 0 };
+        flag(self.scale, FLAG_SCALE)
+            | flag(self.bias, FLAG_BIAS)
+            | flag(self.residual, FLAG_RESIDUAL)
+            | flag(self.relu, FLAG_RELU)
+    }
+}
+
+/// Pipeline, parameters and workgroups of a conv from input shape `x` to output shape `y`.
+pub(crate) fn dispatch(
+    imp: ConvImpl,
+    spec: &ConvSpec,
+    ep: ConvEpilogue,
+    x: [usize; 4],
+    y: [usize; 4],
+    caps: &Caps,
+) -> Result<DispatchSpec> {
+    let max_dim = caps.max_workgroups;
+    let [n, cin, h, w] = x;
+    let [_, cout, oh, ow] = y;
+    let cin_g = cin / spec.groups;
+    let cout_g = cout / spec.groups;
+    let ks = spec.kernel_size;
+    let flags = ep.flags();
+    let check_z = |z: usize| {
+        if z > max_dim as usize {
+            Err(GpuError::shape(
+                "output-channel tiles x groups of a conv",
+                format!("at most {max_dim}"),
+                z,
+            ))
+        } else {
+            Ok(u(z))
+        }
+    };
+    match imp {
+        ConvImpl::Gemm { rows, m_pad, k_pad } => {
+            let m_tiles = m_pad / rows.bm();
+            let z = check_z(m_tiles * spec.groups)?;
+            let cols = GemmCols::for_pixels(n * oh * ow, z as usize, caps.min_workgroups);
+            let p = ConvGemmParams {
+                n: u(n),
+                cin: u(cin),
+                h: u(h),
+                w: u(w),
+                cout: u(cout),
+                oh: u(oh),
+                ow: u(ow),
+                stride: u(spec.stride),
+                pad: u(spec.padding),
+                cin_g: u(cin_g),
+                cout_g: u(cout_g),
+                k_total: u(cin_g * ks * ks),
+                m_pad: u(m_pad),
+                k_pad: u(k_pad),
+                flags,
+                m_tiles: u(m_tiles),
+            };
+            let [gx, gy] = grid((n * oh * ow).div_ceil(cols.bn()), max_dim)?;
+            let key = PipelineKey::new(Shader::ConvGemm)
+                .constant("KS", u(ks))
+                .constant("WX", u(cols.wx))
+                .constant("WY", u(rows.wy))
+                .constant("TMV", u(rows.tmv))
+                .constant("TNV", u(cols.tnv));
+            Ok(DispatchSpec::new(key, &p, [gx, gy, z]))
+        }
+        ConvImpl::Workgroup { m_pad, k_pad } => {
+            let m_tiles = m_pad / TILE_M;
+            let p = ConvTiledParams {
+                n: u(n),
+                cin: u(cin),
+                h: u(h),
+                w: u(w),
+                cout: u(cout),
+                oh: u(oh),
+                ow: u(ow),
+                stride: u(spec.stride),
+                pad: u(spec.padding),
+                cin_g: u(cin_g),
+                cout_g: u(cout_g),
+                k_total: u(cin_g * ks * ks),
+                m_pad: u(m_pad),
+                k_pad: u(k_pad),
+                flags,
+                m_tiles: u(m_tiles),
+            };
+            let z = check_z(m_tiles * spec.groups)?;
+            let [gx, gy] = grid((n * oh * ow).div_ceil(TILE_N), max_dim)?;
+            let key = PipelineKey::new(Shader::ConvTiled).constant("KS", u(ks));
+            Ok(DispatchSpec::new(key, &p, [gx, gy, z]))
+        }
+        ConvImpl::Subgroup { m_tiles, sg } => {
+            let (nbw, rows) = subgroup_tile(ow, oh, ks, spec.stride);
+            let (blocks_x, blocks_y) = (ow.div_ceil(nbw), oh.div_ceil(rows));
+            let p = ConvSubgroupParams {
+                n: u(n),
+                cin: u(cin),
+                h: u(h),
+                w: u(w),
+                cout: u(cout),
+                oh: u(oh),
+                ow: u(ow),
+                pad: u(spec.padding),
+                cin_g: u(cin_g),
+                cout_g: u(cout_g),
+                flags,
+                blocks_x: u(blocks_x),
+                blocks_y: u(blocks_y),
+                m_tiles: u(m_tiles),
+                ..ConvSubgroupParams::default()
+            };
+            let z = check_z(m_tiles * spec.groups)?;
+            let [gx, gy] = grid(n * blocks_y * blocks_x, max_dim)?;
+            let key = PipelineKey::new(Shader::ConvSubgroup)
+                .constant("KS", u(ks))
+                .constant("STRIDE", u(spec.stride))
+                .constant("NBW", u(nbw))
+                .constant("R", u(rows))
+                .constant("SG", u(sg));
+            Ok(DispatchSpec::new(key, &p, [gx, gy, z]))
+        }
+        ConvImpl::Naive => {
+            let p = ConvNaiveParams {
+                n: u(n),
+                cin: u(cin),
+                h: u(h),
+                w: u(w),
+                cout: u(cout),
+                oh: u(oh),
+                ow: u(ow),
+                stride: u(spec.stride),
+                pad: u(spec.padding),
+                cin_g: u(cin_g),
+                cout_g: u(cout_g),
+                ks: u(ks),
+                flags,
+                ..ConvNaiveParams::default()
+            };
+            let [gx, gy] = grid((n * cout * oh * ow).div_ceil(64), max_dim)?;
+            Ok(DispatchSpec::new(
+                PipelineKey::new(Shader::ConvNaive),
+                &p,
+                [gx, gy, 1],
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array4;
+
+    #[test]
+    fn gemm_layout_puts_output_channels_fastest_and_zero_pads() {
+        let spec = ConvSpec::new(4, 6, 3, 1, 1, 2).expect("spec");
+        let w = Array4::from_shape_fn(spec.weight_shape(), |(o, i, y, x)| {
+            (o * 1000 + i * 100 + y * 10 + x) as f32
+        });
+        let (data, m_pad, k_pad) = gemm_weight_layout(&w.view(), &spec, 4, 16);
+        assert_eq!((m_pad, k_pad), (4, 32));
+        assert_eq!(data.len(), 2 * 32 * 4);
+        // Group 1, m = 2 (channel 5), ci = 1, ky = 2, kx = 0: k = (1 * 3 + 2) * 3 = 15.
+        assert_eq!(data[(32 + 15) * 4 + 2], 5120.0);
+        // Padding: m = 3 does not exist in a group of 3, k = 18.. does not exist.
+        assert_eq!(data[(32 + 15) * 4 + 3], 0.0);
+        assert!(data[(32 + 18) * 4..(32 + 32) * 4].iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn kernel_choice_follows_the_adapter_and_the_conv() {
+        let spec = ConvSpec::conv3x3(8, 16, 1, 1).expect("spec");
+        let w = Array4::zeros(spec.weight_shape());
+        let with = Caps {
+            subgroup_min: Some(8),
+            max_texture_dim: 8192,
+            max_workgroups: 65535,
+            software: true,
+            min_workgroups: 8,
+        };
+        let hardware = Caps {
+            software: false,
+            ..with
+        };
+        let without = Caps {
+            subgroup_min: None,
+            ..with
+        };
+        let imp = |k, caps: &Caps, spec: &ConvSpec| {
+            choose(k, caps, spec, Array4::zeros(spec.weight_shape()).view()).map(|(i, _)| i)
+        };
+        assert!(matches!(
+            imp(ConvKernel::Tiled, &with, &spec),
+            Ok(ConvImpl::Subgroup { m_tiles: 1, sg: 8 })
+        ));
+        let gemm16 = ConvImpl::Gemm {
+            rows: GemmRows { wy: 8, tmv: 1 },
+            m_pad: 32,
+            k_pad: 80,
+        };
+        assert_eq!(imp(ConvKernel::Tiled, &without, &spec).ok(), Some(gemm16));
+        assert_eq!(imp(ConvKernel::Tiled, &hardware, &spec).ok(), Some(gemm16));
+        assert!(matches!(
+            imp(ConvKernel::Workgroup, &with, &spec),
+            Ok(ConvImpl::Workgroup {
+                m_pad: 64,
+                k_pad: 80
+            })
+        ));
+        assert!(matches!(
+            imp(ConvKernel::Subgroup, &without, &spec),
+            Err(GpuError::Unsupported(_))
+        ));
+        let five = ConvSpec::new(3, 4, 5, 1, 2, 1).expect("spec");
+        assert!(matches!(
+            imp(ConvKernel::Subgroup, &with, &five),
+            Err(GpuError::Unsupported(_))
+        ));
+        assert!(matches!(
+            choose(ConvKernel::Naive, &with, &spec, w.view()),
+            Ok((ConvImpl::Naive, WeightData::Buffer(d))) if d.len() == 16 * 8 * 9
+        ));
+    }
+
+    #[test]
+    fn gemm_tiles_pad_channels_least_and_fill_the_device() {
+        let bm = |c| GemmRows::for_channels(c).bm();
+        assert_eq!(
+            [bm(8), bm(48), bm(96), bm(192), bm(1280)],
+            [32, 48, 96, 96, 128]
+        );
+        for c in 1..300 {
+            let r = GemmRows::for_channels(c);
+            let invocations = 16 * r.wy;
+            assert!((64..=256).contains(&invocations) && r.bm().is_multiple_of(4));
+        }
+        // 56 x 56 pixels in 128-pixel tiles: 25 workgroups per channel tile.
+        assert_eq!(GemmCols::for_pixels(3136, 1, 16).bn(), 128);
+        assert_eq!(GemmCols::for_pixels(3136, 1, 40).bn(), 64);
+        assert_eq!(GemmCols::for_pixels(49, 10, 1000).bn(), 32);
+    }
+
+    #[test]
+    fn subgroup_tiles_cover_the_row_in_few_pieces() {
+        assert_eq!(subgroup_tile(56, 56, 3, 1), (28, 1));
+        assert_eq!(subgroup_tile(7, 7, 3, 1), (8, 4));
+        assert_eq!(subgroup_tile(112, 112, 3, 2), (28, 1));
+    }
+}

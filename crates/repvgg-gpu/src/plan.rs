@@ -1,0 +1,433 @@
+//! Planning a run without a GPU: shapes of every tensor for an input shape, liveness and buffer
+//! assignment, batch splitting, multiply-accumulate counts.
+
+use repvgg_math::ConvSpec;
+
+use crate::error::{GpuError, Result};
+use crate::graph::{Node, TensorMeta};
+
+/// What a layer is, as far as shapes go.
+#[derive(Clone, Debug)]
+pub(crate) enum Op {
+    Conv {
+        spec: ConvSpec,
+        residual: Option<usize>,
+    },
+    Affine {
+        residual: Option<usize>,
+    },
+    Gap,
+    Linear {
+        in_f: usize,
+        out_f: usize,
+    },
+    ChannelScale {
+        s: usize,
+    },
+}
+
+/// One layer: input `x`, output `y`.
+#[derive(Clone, Debug)]
+pub(crate) struct Step {
+    pub x: usize,
+    pub y: usize,
+    pub op: Op,
+}
+
+impl Step {
+    pub fn of(node: &Node, y: usize) -> Self {
+        let (x, op) = match node {
+            Node::Conv {
+                x, spec, residual, ..
+            } => (
+                *x,
+                Op::Conv {
+                    spec: *spec,
+                    residual: *residual,
+                },
+            ),
+            Node::Affine { x, residual, .. } => (
+                *x,
+                Op::Affine {
+                    residual: *residual,
+                },
+            ),
+            Node::Gap { x } => (*x, Op::Gap),
+            Node::Linear { x, weight, .. } => {
+                let (out_f, in_f) = weight.dim();
+                (*x, Op::Linear { in_f, out_f })
+            }
+            Node::ChannelScale { x, s, .. } => (*x, Op::ChannelScale { s: *s }),
+        };
+        Self { x, y, op }
+    }
+
+    pub fn inputs(&self) -> Vec<usize> {
+        let extra = match &self.op {
+            Op::Conv { residual, .. } | Op::Affine { residual } => *residual,
+            Op::ChannelScale { s } => Some(*s),
+            Op::Gap | Op::Linear { .. } => None,
+        };
+        std::iter::once(self.x).chain(extra).collect()
+    }
+}
+
+/// The network's structure: tensors, steps in execution order, the input and named outputs.
+#[derive(Debug)]
+pub(crate) struct Topology {
+    pub tensors: Vec<TensorMeta>,
+    pub input: usize,
+    pub steps: Vec<Step>,
+    pub outputs: Vec<(String, usize)>,
+}
+
+/// Shapes and buffer assignment of a network for one input shape.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    /// `[N, C, H, W]` of every tensor (`[N, C, 1, 1]` for flat ones).
+    pub shapes: Vec<[usize; 4]>,
+    /// The buffer (slot) each tensor lives in.
+    pub slot_of: Vec<usize>,
+    /// Bytes of each slot.
+    pub slot_bytes: Vec<u64>,
+}
+
+/// Bytes of an f32 tensor of `shape` (at least 4: a binding is never empty).
+pub(crate) fn bytes_of(shape: &[usize; 4]) -> u64 {
+    (shape.iter().product::<usize>() as u64 * 4).max(4)
+}
+
+/// A buffer for `bytes`: the smallest free one that is big enough, else the biggest free one
+/// (grown), else a new one.
+pub(crate) fn alloc(bytes: u64, free: &mut Vec<usize>, slot_bytes: &mut Vec<u64>) -> usize {
+    let fits = free
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| slot_bytes[**s] >= bytes)
+        .min_by_key(|(_, s)| slot_bytes[**s])
+        .map(|(i, _)| i);
+    let best = fits.or_else(|| {
+        free.iter()
+            .enumerate()
+            .max_by_key(|(_, s)| slot_bytes[**s])
+            .map(|(i, _)| i)
+    });
+    match best {
+        Some(i) => {
+            let s = free.swap_remove(i);
+            slot_bytes[s] = slot_bytes[s].max(bytes);
+            s
+        }
+        None => {
+            slot_bytes.push(bytes);
+            slot_bytes.len() - 1
+        }
+    }
+}
+
+impl Topology {
+    pub fn input_channels(&self) -> usize {
+        self.tensors[self.input].channels
+    }
+
+    /// Fails unless `shape` is `[N >= 1, input channels, H, W]`.
+    pub fn check_input(&self, shape: &[usize]) -> Result<()> {
+        let c = self.input_channels();
+        if shape.len() != 4 || shape[1] != c {
+            return Err(GpuError::shape(
+                "network input [N, C, H, W]",
+                format!("[_, {c}, _, _]"),
+                format!("{shape:?}"),
+            ));
+        }
+        if shape[0] == 0 {
+            return Err(GpuError::shape("batch size", "at least 1", 0));
+        }
+        Ok(())
+    }
+
+    /// Every tensor's shape for a `batch` of `height` x `width` inputs.
+    pub fn shapes(&self, batch: usize, height: usize, width: usize) -> Result<Vec<[usize; 4]>> {
+        if height == 0 || width == 0 {
+            return Err(GpuError::shape(
+                "input height x width",
+                "non-empty",
+                format!("{height}x{width}"),
+            ));
+        }
+        let mut shapes = vec![[0usize; 4]; self.tensors.len()];
+        shapes[self.input] = [batch, self.input_channels(), height, width];
+        for (i, step) in self.steps.iter().enumerate() {
+            shapes[step.y] = step_shape(i, step, &shapes, height, width)?;
+        }
+        Ok(shapes)
+    }
+
+    /// Shapes plus buffers: a tensor's buffer is free again after its last reader; the input and
+    /// the outputs live to the end.
+    pub fn plan(&self, batch: usize, height: usize, width: usize) -> Result<Plan> {
+        let shapes = self.shapes(batch, height, width)?;
+        let mut last_use = vec![0usize; self.tensors.len()];
+        for (i, step) in self.steps.iter().enumerate() {
+            for t in step.inputs() {
+                last_use[t] = i;
+            }
+        }
+        for (_, t) in &self.outputs {
+            last_use[*t] = usize::MAX;
+        }
+        let mut slot_of = vec![usize::MAX; self.tensors.len()];
+        let mut slot_bytes: Vec<u64> = Vec::new();
+        let mut free: Vec<usize> = Vec::new();
+        slot_of[self.input] = alloc(bytes_of(&shapes[self.input]), &mut free, &mut slot_bytes);
+        let mut frees = Vec::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            slot_of[step.y] = alloc(bytes_of(&shapes[step.y]), &mut free, &mut slot_bytes);
+            let mut ins = step.inputs();
+            ins.dedup();
+            for t in ins {
+                if last_use[t] == i && !frees.contains(&slot_of[t]) {
+                    frees.push(slot_of[t]);
+                }
+            }
+            free.append(&mut frees);
+        }
+        Ok(Plan {
+            shapes,
+            slot_of,
+            slot_bytes,
+        })
+    }
+
+    /// Images per submission: as many as keep every activation within `max_binding` bytes.
+    pub fn chunk(
+        &self,
+        batch: usize,
+        height: usize,
+        width: usize,
+        max_binding: u64,
+    ) -> Result<usize> {
+        let one = self.shapes(1, height, width)?;
+        let image_bytes = one.iter().map(bytes_of).max().unwrap_or(4);
+        if image_bytes > max_binding {
+            return Err(GpuError::BatchTooLarge {
+                height,
+                width,
+                image_bytes,
+                limit: max_binding,
+            });
+        }
+        Ok(((max_binding / image_bytes) as usize).clamp(1, batch.max(1)))
+    }
+
+    /// `(first image, images)` of each submission of a batch.
+    pub fn batches(
+        &self,
+        batch: usize,
+        height: usize,
+        width: usize,
+        max_binding: u64,
+    ) -> Result<Vec<(usize, usize)>> {
+        let chunk = self.chunk(batch, height, width, max_binding)?;
+        Ok((0..batch)
+            .step_by(chunk)
+            .map(|start| (start, chunk.min(batch - start)))
+            .collect())
+    }
+
+    /// Multiply-accumulates of conv and linear layers for one image.
+    pub fn macs(&self, height: usize, width: usize) -> Result<u64> {
+        let shapes = self.shapes(1, height, width)?;
+        let mut total = 0u64;
+        for step in &self.steps {
+            total += step_macs(step, &shapes)?;
+        }
+        Ok(total)
+    }
+}
+
+/// Multiply-accumulates of one step, given the shapes of a plan.
+pub(crate) fn step_macs(step: &Step, shapes: &[[usize; 4]]) -> Result<u64> {
+    Ok(match &step.op {
+        Op::Conv { spec, .. } => {
+            let [n, _, h, w] = shapes[step.x];
+            spec.macs(h, w)? * n as u64
+        }
+        Op::Linear { in_f, out_f } => (in_f * out_f * shapes[step.x][0]) as u64,
+        _ => 0,
+    })
+}
+
+fn step_shape(
+    i: usize,
+    step: &Step,
+    shapes: &[[usize; 4]],
+    height: usize,
+    width: usize,
+) -> Result<[usize; 4]> {
+    let check_residual = |r: &Option<usize>, out: [usize; 4]| -> Result<[usize; 4]> {
+        match r {
+            Some(r) if shapes[*r] != out => Err(GpuError::shape(
+                format!("residual of layer {i} for a {height}x{width} input"),
+                format!("{out:?}"),
+                format!("{:?}", shapes[*r]),
+            )),
+            _ => Ok(out),
+        }
+    };
+    let x = shapes[step.x];
+    match &step.op {
+        Op::Conv { spec, residual } => {
+            let [n, _, h, w] = x;
+            let (oh, ow) = spec.output_size(h, w).map_err(|_| {
+                GpuError::shape(
+                    format!(
+                        "input height x width (layer {i}, a {k}x{k} conv with padding {p} \
+                         and stride {s}, would see {h}x{w})",
+                        k = spec.kernel_size,
+                        p = spec.padding,
+                        s = spec.stride
+                    ),
+                    "a larger input",
+                    format!("{height}x{width}"),
+                )
+            })?;
+            check_residual(residual, [n, spec.out_channels, oh, ow])
+        }
+        Op::Affine { residual } => check_residual(residual, x),
+        Op::Gap => Ok([x[0], x[1], 1, 1]),
+        Op::Linear { in_f, out_f } => {
+            let [n, c, h, w] = x;
+            if c * h * w != *in_f {
+                return Err(GpuError::shape(
+                    format!(
+                        "features into linear layer {i} (C*H*W of its input, for a \
+                         {height}x{width} input)"
+                    ),
+                    in_f,
+                    c * h * w,
+                ));
+            }
+            Ok([n, *out_f, 1, 1])
+        }
+        Op::ChannelScale { .. } => Ok(x),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(channels: usize, flat: bool) -> TensorMeta {
+        TensorMeta { channels, flat }
+    }
+
+    /// input(3) -> conv3x3 s2 (8) -> conv3x3 (8) + residual -> gap -> linear(8 -> 5)
+    fn topology() -> Topology {
+        let c1 = ConvSpec::conv3x3(3, 8, 2, 1).expect("spec");
+        let c2 = ConvSpec::conv3x3(8, 8, 1, 1).expect("spec");
+        Topology {
+            tensors: vec![
+                meta(3, false),
+                meta(8, false),
+                meta(8, false),
+                meta(8, true),
+                meta(5, true),
+            ],
+            input: 0,
+            steps: vec![
+                Step {
+                    x: 0,
+                    y: 1,
+                    op: Op::Conv {
+                        spec: c1,
+                        residual: None,
+                    },
+                },
+                Step {
+                    x: 1,
+                    y: 2,
+                    op: Op::Conv {
+                        spec: c2,
+                        residual: Some(1),
+                    },
+                },
+                Step {
+                    x: 2,
+                    y: 3,
+                    op: Op::Gap,
+                },
+                Step {
+                    x: 3,
+                    y: 4,
+                    op: Op::Linear { in_f: 8, out_f: 5 },
+                },
+            ],
+            outputs: vec![("logits".into(), 4)],
+        }
+    }
+
+    #[test]
+    fn shapes_follow_the_layers() {
+        let t = topology();
+        let s = t.shapes(2, 15, 16).expect("shapes");
+        assert_eq!(s[1], [2, 8, 8, 8]);
+        assert_eq!(s[4], [2, 5, 1, 1]);
+        assert!(matches!(t.shapes(1, 0, 4), Err(GpuError::Shape { .. })));
+        assert!(t.check_input(&[1, 4, 8, 8]).is_err());
+        assert!(t.check_input(&[0, 3, 8, 8]).is_err());
+        assert!(t.check_input(&[1, 3, 8, 8]).is_ok());
+    }
+
+    #[test]
+    fn live_tensors_never_share_a_buffer() {
+        let t = topology();
+        let p = t.plan(2, 15, 16).expect("plan");
+        // Step 1 reads tensor 1 (x and residual) while writing tensor 2.
+        assert_ne!(p.slot_of[1], p.slot_of[2]);
+        // The input lives to the end... of its last reader: step 0. Tensor 2 may take its slot.
+        for (i, step) in t.steps.iter().enumerate() {
+            for x in step.inputs() {
+                assert_ne!(p.slot_of[x], p.slot_of[step.y], "step {i}");
+            }
+        }
+        for (i, s) in p.shapes.iter().enumerate() {
+            assert!(p.slot_bytes[p.slot_of[i]] >= bytes_of(s), "tensor {i}");
+        }
+        // Fewer buffers than tensors: something was reused.
+        assert!(p.slot_bytes.len() < t.tensors.len());
+    }
+
+    #[test]
+    fn batches_split_at_the_binding_limit() {
+        let t = topology();
+        // The largest tensor of one 16x16 image: the 3 x 16 x 16 input, 3072 bytes.
+        assert_eq!(t.chunk(10, 16, 16, 4 * 3072).expect("chunk"), 4);
+        assert_eq!(
+            t.batches(10, 16, 16, 4 * 3072).expect("batches"),
+            vec![(0, 4), (4, 4), (8, 2)]
+        );
+        assert!(matches!(
+            t.chunk(1, 16, 16, 3000),
+            Err(GpuError::BatchTooLarge { .. })
+        ));
+        // conv1 27 * 8 * 64, conv2 72 * 8 * 64, linear 40.
+        assert_eq!(t.macs(16, 16).expect("macs"), 27 * 512 + 72 * 512 + 40);
+    }
+
+    #[test]
+    fn alloc_reuses_the_best_fitting_free_buffer_and_grows_the_biggest() {
+        let mut free = Vec::new();
+        let mut sizes = Vec::new();
+        let a = alloc(100, &mut free, &mut sizes);
+        let b = alloc(50, &mut free, &mut sizes);
+        assert_eq!((a, b, sizes.len()), (0, 1, 2));
+        free.extend([a, b]);
+        // 40 bytes fit both; the 50-byte buffer fits best.
+        assert_eq!(alloc(40, &mut free, &mut sizes), b);
+        // 200 bytes fit none: the biggest free buffer grows.
+        assert_eq!(alloc(200, &mut free, &mut sizes), a);
+        assert_eq!(sizes, vec![200, 50]);
+        assert_eq!(alloc(10, &mut free, &mut sizes), 2);
+    }
+}

@@ -1,0 +1,198 @@
+//! Weights onto the GPU, once per network, in the layout each layer's kernel wants.
+
+use wgpu::util::DeviceExt;
+
+use crate::context::GpuContext;
+use crate::error::{GpuError, Result};
+use crate::graph::{Activation, Node};
+use crate::kernels::conv::{self, Caps, ConvEpilogue, ConvImpl, ConvKernel, WeightData};
+use crate::kernels::u;
+
+/// Where a conv's weights live.
+#[derive(Debug)]
+pub(crate) enum ConvWeights {
+    Buffer(wgpu::Buffer),
+    Texture(wgpu::TextureView),
+}
+
+/// A layer's GPU side: its kernel choice, flags and uploaded parameters (the shapes live in the
+/// matching [`crate::plan::Step`]).
+#[derive(Debug)]
+pub(crate) enum LayerGpu {
+    Conv {
+        imp: ConvImpl,
+        ep: ConvEpilogue,
+        weight: ConvWeights,
+        scale: Option<wgpu::Buffer>,
+        bias: Option<wgpu::Buffer>,
+    },
+    Affine {
+        scale: wgpu::Buffer,
+        shift: wgpu::Buffer,
+        relu: bool,
+    },
+    Gap,
+    Linear {
+        weight: wgpu::Buffer,
+        bias: Option<wgpu::Buffer>,
+        act: Activation,
+    },
+    ChannelScale {
+        relu: bool,
+    },
+}
+
+impl LayerGpu {
+    /// The kernel, for reports (`--profile`).
+    pub fn kernel_name(&self) -> &'static str {
+        match self {
+            LayerGpu::Conv { imp, .. } => match imp {
+                ConvImpl::Gemm { .. } => "conv gemm",
+                ConvImpl::Workgroup { .. } => "conv workgroup",
+                ConvImpl::Subgroup { .. } => "conv subgroup",
+                ConvImpl::Naive => "conv naive",
+            },
+            LayerGpu::Affine { .. } => "affine",
+            LayerGpu::Gap => "global avg pool",
+            LayerGpu::Linear { .. } => "linear",
+            LayerGpu::ChannelScale { .. } => "channel scale",
+        }
+    }
+}
+
+/// A storage buffer holding `data` (padded to at least 16 bytes: a binding is never empty).
+pub(crate) fn buffer(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
+    let mut padded;
+    let data = if data.len() < 4 {
+        padded = data.to_vec();
+        padded.resize(4, 0.0);
+        &padded[..]
+    } else {
+        data
+    };
+    ctx.device()
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(data),
+            usage: wgpu::BufferUsages::STORAGE,
+        })
+}
+
+/// `data` (`height` rows of `width` rgba texels) as an rgba32float texture.
+fn texture(ctx: &GpuContext, data: &[f32], width: usize, height: usize) -> wgpu::TextureView {
+    let texture = ctx.device().create_texture_with_data(
+        ctx.queue(),
+        &wgpu::TextureDescriptor {
+            label: Some("conv weight"),
+            size: wgpu::Extent3d {
+                width: u(width),
+                height: u(height),
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Float,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING,
+            view_formats: &[],
+        },
+        wgpu::util::TextureDataOrder::LayerMajor,
+        bytemuck::cast_slice(data),
+    );
+    texture.create_view(&wgpu::TextureViewDescriptor::default())
+}
+
+/// What kernel choice needs to know of `ctx`.
+pub(crate) fn caps(ctx: &GpuContext) -> Caps {
+    let subgroups = ctx.device().features().contains(wgpu::Features::SUBGROUP);
+    let software = ctx.is_software();
+    Caps {
+        subgroup_min: subgroups.then_some(ctx.adapter_info().subgroup_min_size),
+        max_texture_dim: ctx.limits().max_texture_dimension_2d,
+        max_workgroups: ctx.limits().max_compute_workgroups_per_dimension,
+        software,
+        // A CPU runs a few workgroups at a time; a GPU wants several per compute unit (wgpu
+        // does not say how many units there are: 128 covers most discrete GPUs).
+        min_workgroups: if software { 8 } else { 128 },
+    }
+}
+
+/// Uploads one layer's weights; `max_binding` is the device's storage-binding limit.
+pub(crate) fn layer(
+    ctx: &GpuContext,
+    caps: &Caps,
+    node: &Node,
+    kernel: ConvKernel,
+    max_binding: u64,
+) -> Result<LayerGpu> {
+    let check_size = |what: &str, len: usize| {
+        let bytes = len as u64 * 4;
+        if bytes > max_binding {
+            Err(GpuError::shape(
+                what,
+                format!("at most {max_binding} bytes (the device's storage binding limit)"),
+                format!("{bytes} bytes"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let opt = |label: &str, v: &Option<Vec<f32>>| v.as_deref().map(|v| buffer(ctx, label, v));
+    Ok(match node {
+        Node::Conv {
+            spec,
+            weight,
+            scale,
+            bias,
+            residual,
+            relu,
+            ..
+        } => {
+            let (imp, data) = conv::choose(kernel, caps, spec, weight.view())?;
+            let weight = match data {
+                WeightData::Buffer(d) => {
+                    check_size("conv weight", d.len())?;
+                    ConvWeights::Buffer(buffer(ctx, "conv weight", &d))
+                }
+                WeightData::Texture {
+                    data,
+                    width,
+                    height,
+                } => ConvWeights::Texture(texture(ctx, &data, width, height)),
+            };
+            LayerGpu::Conv {
+                imp,
+                ep: ConvEpilogue {
+                    scale: scale.is_some(),
+                    bias: bias.is_some(),
+                    residual: residual.is_some(),
+                    relu: *relu,
+                },
+                weight,
+                scale: opt("conv scale", scale),
+                bias: opt("conv bias", bias),
+            }
+        }
+        Node::Affine {
+            scale, shift, relu, ..
+        } => LayerGpu::Affine {
+            scale: buffer(ctx, "affine scale", scale),
+            shift: buffer(ctx, "affine shift", shift),
+            relu: *relu,
+        },
+        Node::Gap { .. } => LayerGpu::Gap,
+        Node::Linear {
+            weight, bias, act, ..
+        } => {
+            let (out_f, in_f) = weight.dim();
+            check_size("linear weight", out_f * in_f)?;
+            let data: Vec<f32> = weight.as_standard_layout().iter().copied().collect();
+            LayerGpu::Linear {
+                weight: buffer(ctx, "linear weight", &data),
+                bias: opt("linear bias", bias),
+                act: *act,
+            }
+        }
+        Node::ChannelScale { relu, .. } => LayerGpu::ChannelScale { relu: *relu },
+    })
+}
