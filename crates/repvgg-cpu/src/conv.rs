@@ -80,7 +80,7 @@ pub struct PreparedConv {
 }
 
 /// Input channels per group from which [`ConvAlgo::Auto`] picks F(4x4) over F(2x2).
-pub const WIDE: usize = 64;
+pub const WIDE: usize = 40;
 
 /// Winograd tiles per chunk and im2col elements per chunk: sizes that keep a chunk's buffers in
 /// the L2 cache.

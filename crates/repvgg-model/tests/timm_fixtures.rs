@@ -258,7 +258,7 @@ fn half_precision_checkpoints_load() {
 /// The CPU engine (its default choice, Winograd F(2x2) and plain GEMM everywhere: what ships and
 /// the A/B options) in both forms, every fixture, logits and every stage, within 1e-5 of timm's
 /// float64 outputs; NaN fails. Forced F(4x4) on these narrow fixtures (the default uses it from
-/// 64 channels) measured 9.8e-6 here: it is held to 2e-5 so that another CPU's GEMM summation
+/// 40 channels) measured 9.8e-6 here: it is held to 2e-5 so that another CPU's GEMM summation
 /// order cannot flake it.
 #[test]
 fn cpu_engine_matches_timm_in_both_forms_with_every_algorithm() {
