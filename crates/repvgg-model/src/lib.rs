@@ -10,6 +10,8 @@ pub mod checkpoint;
 mod config;
 pub mod digits;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gpu;
 pub mod imagenet;
 mod model;
