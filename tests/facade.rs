@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches fail loudly
 
 use ndarray::{Array1, Array4};
+use repvgg::math::compare::max_abs_diff;
 use repvgg::math::fuse::{ConvBn, RepVggBranches};
 use repvgg::math::{BatchNorm, ConvSpec, ops};
 
@@ -49,23 +50,30 @@ fn fused_block_through_facade_matches_multi_branch() {
         ops::Activation::Relu,
     )
     .unwrap();
-    let max = multi
-        .iter()
-        .zip(&deployed)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let max = max_abs_diff(&multi, &deployed);
     assert!(max < 1e-5, "max |multi - fused| = {max}");
 
     let mut partial = block.clone();
     partial.identity = None;
     let wrong = ops::relu(partial.fuse().unwrap().forward(x.view()).unwrap().view());
-    let max = multi
-        .iter()
-        .zip(&wrong)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let max = max_abs_diff(&multi, &wrong);
     assert!(
         max > 1e-2,
         "dropping the identity branch should change the output"
     );
+}
+
+/// The facade's comparison (the shared NaN-aware one) fails on a NaN: `fold(0.0, f32::max)`,
+/// used here before, returned 0 for it.
+#[test]
+fn a_nan_fails_the_facade_comparison() {
+    let a = Array4::from_elem((1, 1, 2, 2), 1.0f32);
+    let mut b = a.clone();
+    b[[0, 0, 1, 1]] = f32::NAN;
+    assert_eq!(
+        [1.0f32, f32::NAN].iter().copied().fold(0.0f32, f32::max),
+        1.0
+    );
+    let d = max_abs_diff(&a, &b);
+    assert!(!(d < 1e-5) && !(d > 1e-2), "{d}");
 }

@@ -122,7 +122,7 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
     if a.batch.contains(&0) {
         bail!("--batch: batch sizes must be at least 1");
     }
-    let macs = summary::summarize(&config, h, w).macs;
+    let macs = summary::summarize(&config, h, w)?.macs;
     let train = TrainModel::random(&config, 0)?;
     let deploy = train.fuse()?;
     let forms: Vec<Form> = match a.form {

@@ -301,18 +301,32 @@ pub(crate) fn run(a: &ClassifyArgs) -> Result<()> {
         if !batch.is_empty() {
             let views: Vec<_> = batch.iter().map(|(_, _, x)| x.view()).collect();
             let x = concatenate(Axis(0), &views).context("stacking the batch")?;
-            let probs = softmax(&engine.logits(Form::Deploy, &x)?);
-            for (row, (slot, path, _)) in batch.into_iter().enumerate() {
-                let p = probs.row(row).to_vec();
-                let top = top_k(&p, k)
-                    .into_iter()
-                    .map(|index| Guess {
-                        index,
-                        label: clf.label(index, false),
-                        prob: p[index],
-                    })
-                    .collect();
-                slots[slot] = Some(Outcome::Ok { path, top });
+            // A failed forward call fails this chunk's images, by name; the others go on.
+            match engine.logits(Form::Deploy, &x) {
+                Ok(logits) => {
+                    let probs = softmax(&logits);
+                    for (row, (slot, path, _)) in batch.into_iter().enumerate() {
+                        let p = probs.row(row).to_vec();
+                        let top = top_k(&p, k)
+                            .into_iter()
+                            .map(|index| Guess {
+                                index,
+                                label: clf.label(index, false),
+                                prob: p[index],
+                            })
+                            .collect();
+                        slots[slot] = Some(Outcome::Ok { path, top });
+                    }
+                }
+                Err(e) => {
+                    let error = format!("{e:#}").replace('\n', " ");
+                    for (slot, path, _) in batch {
+                        slots[slot] = Some(Outcome::Err {
+                            path,
+                            error: error.clone(),
+                        });
+                    }
+                }
             }
         }
         for o in slots.into_iter().flatten() {

@@ -89,7 +89,7 @@ pub(crate) fn run(a: &DemoArgs) -> Result<()> {
     let lt: Array2<f32> = engine.logits(Form::Train, &test.input)?;
     let ld: Array2<f32> = engine.logits(Form::Deploy, &test.input)?;
     let cfg = &train.config;
-    let sum = summary::summarize(cfg, digits::INPUT_SIZE, digits::INPUT_SIZE);
+    let sum = summary::summarize(cfg, digits::INPUT_SIZE, digits::INPUT_SIZE)?;
     let macs = sum.macs;
 
     let warmup = 2;

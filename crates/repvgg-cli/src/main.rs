@@ -185,7 +185,7 @@ fn infer(a: &InferArgs) -> Result<()> {
                 .map(|(i, s)| (format!("stage{i}"), s.into_dyn())),
         );
     }
-    tensor_io::write_tensors(&a.output, &out)?;
+    tensor_io::write_tensors_guarded(&a.output, &out, &[&a.weights, &a.input])?;
     Ok(())
 }
 
@@ -195,7 +195,7 @@ fn convert(a: &ConvertArgs) -> Result<()> {
         NamingArg::Timm => Naming::Timm,
         NamingArg::Official => Naming::Official,
     };
-    checkpoint::save_deploy(&model, &a.output, naming)?;
+    checkpoint::save_deploy_guarded(&model, &a.output, naming, &[&a.weights])?;
     eprintln!(
         "wrote {} ({} deploy-form, {} naming)",
         a.output.display(),
@@ -212,7 +212,7 @@ fn summary_cmd(a: &SummaryArgs) -> Result<()> {
         (None, None) => bail!("give --arch NAME or --weights FILE"),
     };
     let (h, w) = a.size;
-    let s = summary::summarize(&config, h, w);
+    let s = summary::summarize(&config, h, w)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());

@@ -47,12 +47,18 @@ fn tensors(p: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f64>
         .collect()
 }
 
+/// Max |a - b|; NaN (failing every comparison) on a NaN, an infinity or a length mismatch.
 fn max_diff(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
+    repvgg_math::compare::max_abs_diff_slices(a, b)
+}
+
+#[test]
+fn max_diff_fails_on_nan_and_inf() {
+    for bad in [f64::NAN, f64::INFINITY] {
+        let d = max_diff(&[0.0, bad], &[0.0, 1.0]);
+        assert!(!(d < 1e-5) && !(d <= 1e30) && d.is_nan(), "{bad}: {d}");
+    }
+    assert_eq!(max_diff(&[1.0, 2.0], &[1.5, 2.0]), 0.5);
 }
 
 fn s(p: &Path) -> &str {

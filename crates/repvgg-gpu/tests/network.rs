@@ -215,11 +215,21 @@ fn multi_layer_network_matches_cpu_composition_with_every_kernel() {
 #[test]
 fn subgroup_kernel_when_available_matches_too() {
     let Some(ctx) = test_context() else { return };
+    let net = Net::new(3);
     if !ctx.has_subgroups_of_8() {
-        eprintln!("skipping: adapter has no subgroups of at least 8 invocations");
+        // Not a skip: without subgroups of 8 the kernel must be refused with a typed error.
+        let mut b = NetworkBuilder::new(&ctx)
+            .kernel(ConvKernel::Subgroup)
+            .nan_fill(true);
+        net.build(&mut b);
+        match b.build().err() {
+            Some(GpuError::Unsupported(m)) => {
+                assert!(m.contains("subgroups of at least 8"), "{m}");
+            }
+            other => panic!("expected Unsupported without subgroups of 8, got {other:?}"),
+        }
         return;
     }
-    let net = Net::new(3);
     let x = Rng::new(4).array4([1, 3, 16, 9]);
     let got = net
         .gpu(&ctx, ConvKernel::Subgroup)
@@ -585,7 +595,6 @@ fn context_describes_its_adapter() {
         text.contains(&info.name) && text.contains("backend"),
         "{text}"
     );
-    let _ = ctx.has_f16();
 }
 
 /// Runs this test binary again with an environment that leaves no adapter.
@@ -643,4 +652,20 @@ fn require_gpu_makes_a_missing_adapter_fatal() {
             ("REPVGG_REQUIRE_GPU", "1"),
         ],
     );
+}
+
+/// The shared comparison fails on NaN and on infinities (even equal ones on both sides).
+#[test]
+#[should_panic(expected = "first mismatch")]
+fn assert_close_fails_on_nan() {
+    let want = ndarray::Array1::from(vec![1.0f32, 2.0]);
+    let got = ndarray::Array1::from(vec![1.0f32, f32::NAN]);
+    assert_close("nan", got.view(), want.view(), 1e30);
+}
+
+#[test]
+#[should_panic(expected = "first mismatch")]
+fn assert_close_fails_on_equal_infinities() {
+    let both = ndarray::Array1::from(vec![1.0f32, f32::INFINITY]);
+    assert_close("inf", both.view(), both.view(), 1e30);
 }

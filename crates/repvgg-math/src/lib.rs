@@ -6,6 +6,7 @@
 //! * [`ops`]: NCHW operators — [`ops::conv2d`] (im2col + GEMM, multi-threaded) and its oracle
 //!   [`ops::conv2d_reference`] (a direct loop), batch-norm inference, ReLU, add, global average
 //!   pool, linear. Generic over `f32` and `f64` through [`Element`].
+//! * [`compare`]: NaN-aware differences (a NaN or infinity anywhere fails), used by every test.
 //! * [`fuse`]: conv+BN folding, 1x1 → 3x3 padding, identity → 3x3 kernel, and the whole
 //!   RepVGG block → one 3x3 conv with bias. The arithmetic is done in `f64` whatever the
 //!   storage type, then rounded once.
@@ -28,6 +29,7 @@
 //! assert!(a.iter().zip(&b).all(|(a, b)| (a - b).abs() < 1e-5));
 //! ```
 
+pub mod compare;
 mod error;
 pub mod fuse;
 pub mod ops;

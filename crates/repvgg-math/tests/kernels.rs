@@ -113,11 +113,7 @@ fn five_by_five_block_with_one_by_one_branch_fuses() {
         &fused.spec,
     )
     .unwrap();
-    let d = multi
-        .iter()
-        .zip(&y)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+    let d = repvgg_math::compare::max_abs_diff(&multi, &y);
     assert!(d < 1e-12, "5x5 block: {d}");
 
     // A 1x1 dense kernel takes a 1x1 branch at padding 0 too.

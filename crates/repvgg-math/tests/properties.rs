@@ -373,3 +373,32 @@ fn fast_conv_equals_oracle_on_tiled_shapes() {
         fast_is_oracle::<f64>(&c, 3, 2, 1, false).unwrap();
     }
 }
+
+/// The property helpers fail on a NaN or an infinity, on either side.
+#[test]
+fn comparison_helpers_fail_on_non_finite_values() {
+    let want = Array4::<f64>::from_elem((1, 1, 1, 2), 1.0);
+    let mag = Array4::<f64>::from_elem((1, 1, 1, 2), 1.0);
+    for bad in [f32::NAN, f32::INFINITY] {
+        let got = Array4::<f32>::from_shape_vec((1, 1, 1, 2), vec![1.0, bad]).unwrap();
+        assert!(
+            assert_close::<f32>("bad", got.view(), &want, &mag, 1).is_err(),
+            "{bad}"
+        );
+        let ok = Array4::<f32>::from_elem((1, 1, 1, 2), 1.0);
+        assert!(
+            assert_exact::<f32>("bad", got.view(), ok.view()).is_err(),
+            "{bad}"
+        );
+        let want_bad = want.mapv(|_| f64::from(bad));
+        assert!(
+            assert_close::<f32>("bad ref", ok.view(), &want_bad, &mag, 1).is_err(),
+            "{bad}"
+        );
+    }
+    // An infinity equal on both sides is still a failure.
+    let inf = Array4::<f32>::from_elem((1, 1, 1, 2), f32::INFINITY);
+    let inf64 = inf.mapv(f64::from);
+    assert!(assert_close::<f32>("inf", inf.view(), &inf64, &mag, 1).is_err());
+    assert!(assert_exact::<f32>("inf", inf.view(), inf.view()).is_err());
+}

@@ -2,7 +2,7 @@
 //! f32/f16/bf16, architecture inferred from the tensors, strict key checking.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ndarray::{Array1, Array2, Array4};
 use repvgg_math::fuse::{ConvBn, RepVggBranches};
@@ -80,18 +80,39 @@ struct Tensor {
     data: Vec<f32>,
 }
 
-/// Reads and checks a checkpoint file.
+/// What the first pass over the file's bytes found: every float tensor widened to f32.
+struct Parsed {
+    raw: BTreeMap<String, Tensor>,
+    problems: Vec<KeyProblem>,
+    dtypes: BTreeSet<String>,
+    naming: Naming,
+}
+
+/// Reads and checks a checkpoint file. The file's bytes are dropped once the tensors are
+/// widened to f32, and the tensors then move into the model, so at most one extra copy of the
+/// weights is alive at a time (two for f16/bf16 files, whose f32 form is twice their size).
 pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
-        path: path.into(),
-        source,
-    })?;
-    load_bytes(&bytes, path)
+    let parsed = {
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+            path: path.into(),
+            source,
+        })?;
+        parse(&bytes, path)?
+    };
+    finish(parsed, path)
 }
 
 /// Parses a checkpoint held in memory; `path` only names it in errors.
 pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
+    finish(parse(bytes, path)?, path)
+}
+
+fn parse(bytes: &[u8], path: &Path) -> Result<Parsed> {
+    // `deserialize` checks that every tensor's byte range lies inside the file, that the
+    // ranges tile the data section without overlap, and that each range holds exactly
+    // `shape.product() * dtype size` bytes (checked multiplication), so every size below is
+    // bounded by the file's length.
     let st = SafeTensors::deserialize(bytes).map_err(|e| ModelError::Format {
         path: path.into(),
         reason: e.to_string(),
@@ -132,6 +153,21 @@ pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
             }),
         }
     }
+    Ok(Parsed {
+        raw,
+        problems,
+        dtypes,
+        naming,
+    })
+}
+
+fn finish(parsed: Parsed, path: &Path) -> Result<Checkpoint> {
+    let Parsed {
+        raw,
+        problems,
+        dtypes,
+        naming,
+    } = parsed;
     // Work in timm naming; remember each canonical key's original name for messages.
     let mut tensors = BTreeMap::new();
     let mut original = BTreeMap::new();
@@ -214,7 +250,7 @@ pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
         });
     }
 
-    let model = build(&config, form, &tensors)?;
+    let model = build(&config, form, tensors)?;
     Ok(Checkpoint {
         model,
         naming,
@@ -252,8 +288,10 @@ fn infer_config(
     t: &BTreeMap<String, Tensor>,
     form: Form,
 ) -> std::result::Result<RepVggConfig, String> {
-    // Blocks present: stem plus stages.i.j.
-    let mut depth_of: BTreeMap<usize, usize> = BTreeMap::new();
+    // Blocks present: stem plus stages.i.j. The indices come from the file, so they are only
+    // trusted once they form contiguous ranges: a count is never larger than the number of
+    // tensors actually present, whatever index a name claims.
+    let mut blocks_of: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
     for k in t.keys() {
         if let Some(rest) = k.strip_prefix("stages.") {
             let mut it = rest.split('.');
@@ -261,20 +299,37 @@ fn infer_config(
                 it.next().map(str::parse::<usize>),
                 it.next().map(str::parse::<usize>),
             ) {
-                let d = depth_of.entry(i).or_default();
-                *d = (*d).max(j + 1);
+                blocks_of.entry(i).or_default().insert(j);
             }
         }
     }
-    let n_stages = depth_of.keys().next_back().map_or(0, |m| m + 1);
-    if n_stages == 0 {
+    if blocks_of.is_empty() {
         return Err("no `stages.i.j` / `stageN.j` blocks".into());
     }
-    let depths: Vec<usize> = (0..n_stages)
-        .map(|i| depth_of.get(&i).copied().unwrap_or(0))
-        .collect();
-    if let Some(i) = depths.iter().position(|&d| d == 0) {
-        return Err(format!("stage {} has no blocks", i + 1));
+    // The first index of `0..` that a sorted set lacks, if the set is not exactly `0..len`.
+    let first_gap = |set: &mut dyn Iterator<Item = usize>| {
+        set.enumerate()
+            .find(|(want, got)| want != got)
+            .map(|(want, _)| want)
+    };
+    if let Some(i) = first_gap(&mut blocks_of.keys().copied()) {
+        let last = blocks_of.keys().next_back().copied().unwrap_or(0);
+        return Err(format!(
+            "stage {} has no blocks, but stage {} does (stage numbers must have no gaps)",
+            i + 1,
+            u128::from(last as u64) + 1
+        ));
+    }
+    let mut depths = Vec::with_capacity(blocks_of.len());
+    for (i, js) in &blocks_of {
+        if let Some(j) = first_gap(&mut js.iter().copied()) {
+            let last = js.iter().next_back().copied().unwrap_or(0);
+            return Err(format!(
+                "stage {}: block {j} is missing, but block {last} is present",
+                i + 1
+            ));
+        }
+        depths.push(js.len());
     }
     let main = match form {
         Form::Train => "conv_kxk.conv.weight",
@@ -414,23 +469,29 @@ pub fn expected_keys(config: &RepVggConfig, form: Form) -> BTreeMap<String, Vec<
     out
 }
 
-fn build(config: &RepVggConfig, form: Form, t: &BTreeMap<String, Tensor>) -> Result<LoadedModel> {
-    // Keys and shapes were checked; a miss here is a bug, reported rather than panicking.
-    let get = |k: &str| -> Result<&Tensor> {
-        t.get(k).ok_or_else(|| {
+fn build(config: &RepVggConfig, form: Form, t: BTreeMap<String, Tensor>) -> Result<LoadedModel> {
+    // Each tensor's data moves into the model (no copy); keys and shapes were checked, so a
+    // miss here is a bug, reported rather than panicking.
+    let store = std::cell::RefCell::new(t);
+    let take = |k: &str| -> Result<Tensor> {
+        store.borrow_mut().remove(k).ok_or_else(|| {
             ModelError::Config(format!("internal: `{k}` vanished after the key check"))
         })
     };
-    let arr1 = |k: &str| -> Result<Array1<f32>> { Ok(Array1::from(get(k)?.data.clone())) };
+    let arr1 = |k: &str| -> Result<Array1<f32>> { Ok(Array1::from(take(k)?.data)) };
     let arr2 = |k: &str, r: usize, c: usize| -> Result<Array2<f32>> {
-        Array2::from_shape_vec((r, c), get(k)?.data.clone())
+        Array2::from_shape_vec((r, c), take(k)?.data)
             .map_err(|e| ModelError::Config(format!("{k}: {e}")))
     };
     let arr4 = |k: &str| -> Result<Array4<f32>> {
-        let x = get(k)?;
-        let s = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
-        Array4::from_shape_vec(s, x.data.clone())
-            .map_err(|e| ModelError::Config(format!("{k}: {e}")))
+        let x = take(k)?;
+        let s: [usize; 4] = x.shape.as_slice().try_into().map_err(|_| {
+            ModelError::Config(format!(
+                "internal: `{k}` has shape {:?}, not rank 4",
+                x.shape
+            ))
+        })?;
+        Array4::from_shape_vec(s, x.data).map_err(|e| ModelError::Config(format!("{k}: {e}")))
     };
     let bn = |p: &str| -> Result<BatchNorm<f32>> {
         Ok(BatchNorm::new(
@@ -580,9 +641,13 @@ pub fn timm_to_official(key: &str) -> String {
         match (i, p) {
             (0, "stem") => out.push("stage0".into()),
             (0, "stages") if i + 1 < parts.len() => {
-                match parts[1].parse::<usize>() {
-                    Ok(n) => out.push(format!("stage{}", n + 1)),
-                    Err(_) => out.extend(["stages".into(), parts[1].into()]),
+                match parts[1]
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|n| n.checked_add(1))
+                {
+                    Some(n) => out.push(format!("stage{n}")),
+                    None => out.extend(["stages".into(), parts[1].into()]),
                 }
                 i += 1;
             }
@@ -612,103 +677,92 @@ pub fn timm_to_official(key: &str) -> String {
     out.join(".")
 }
 
-/// All tensors of a deployed model (timm naming, f32), in key order.
-pub fn deploy_tensors(model: &DeployModel) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+/// Every tensor of a deployed model (timm naming) as a view with the shape it is saved with,
+/// in key order.
+fn deploy_views(
+    model: &DeployModel,
+) -> BTreeMap<String, (Vec<usize>, ndarray::ArrayViewD<'_, f32>)> {
     let mut out = BTreeMap::new();
-    let put = |out: &mut BTreeMap<_, _>, k: String, shape: &[usize], data: Vec<f32>| {
-        out.insert(k, (shape.to_vec(), data));
-    };
     for (si, stage) in model.stages.iter().enumerate() {
         for (j, b) in stage.iter().enumerate() {
             let p = block_prefix(si, j);
-            put(
-                &mut out,
+            let w = &b.conv.weight;
+            out.insert(
                 format!("{p}.reparam_conv.weight"),
-                b.conv.weight.shape(),
-                b.conv.weight.iter().copied().collect(),
+                (w.shape().to_vec(), w.view().into_dyn()),
             );
-            put(
-                &mut out,
+            let bias = &b.conv.bias;
+            out.insert(
                 format!("{p}.reparam_conv.bias"),
-                b.conv.bias.shape(),
-                b.conv.bias.to_vec(),
+                (bias.shape().to_vec(), bias.view().into_dyn()),
             );
             if let Some(se) = &b.se {
                 let (r, c) = se.fc1_weight.dim();
-                put(
-                    &mut out,
+                out.insert(
                     format!("{p}.attn.fc1.weight"),
-                    &[r, c, 1, 1],
-                    se.fc1_weight.iter().copied().collect(),
+                    (vec![r, c, 1, 1], se.fc1_weight.view().into_dyn()),
                 );
-                put(
-                    &mut out,
+                out.insert(
                     format!("{p}.attn.fc1.bias"),
-                    &[r],
-                    se.fc1_bias.to_vec(),
+                    (vec![r], se.fc1_bias.view().into_dyn()),
                 );
-                put(
-                    &mut out,
+                out.insert(
                     format!("{p}.attn.fc2.weight"),
-                    &[c, r, 1, 1],
-                    se.fc2_weight.iter().copied().collect(),
+                    (vec![c, r, 1, 1], se.fc2_weight.view().into_dyn()),
                 );
-                put(
-                    &mut out,
+                out.insert(
                     format!("{p}.attn.fc2.bias"),
-                    &[c],
-                    se.fc2_bias.to_vec(),
+                    (vec![c], se.fc2_bias.view().into_dyn()),
                 );
             }
         }
     }
-    put(
-        &mut out,
+    let h = &model.head;
+    out.insert(
         "head.fc.weight".into(),
-        model.head.weight.shape(),
-        model.head.weight.iter().copied().collect(),
+        (h.weight.shape().to_vec(), h.weight.view().into_dyn()),
     );
-    put(
-        &mut out,
+    out.insert(
         "head.fc.bias".into(),
-        model.head.bias.shape(),
-        model.head.bias.to_vec(),
+        (h.bias.shape().to_vec(), h.bias.view().into_dyn()),
     );
     out
 }
 
-/// Writes a deployed model as f32 safetensors in the given naming.
-pub fn save_deploy(model: &DeployModel, path: impl AsRef<Path>, naming: Naming) -> Result<()> {
-    let path: PathBuf = path.as_ref().into();
-    let save_err = |reason: String| ModelError::Save {
-        path: path.clone(),
-        reason,
-    };
-    let tensors = deploy_tensors(model);
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+/// All tensors of a deployed model (timm naming, f32), in key order.
+pub fn deploy_tensors(model: &DeployModel) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    deploy_views(model)
         .into_iter()
-        .map(|(k, (shape, data))| {
-            let k = if naming == Naming::Official {
-                timm_to_official(&k)
-            } else {
-                k
-            };
-            (
-                k,
-                shape,
-                data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
-    let views = bytes
-        .iter()
-        .map(|(k, shape, b)| TensorView::new(Dtype::F32, shape.clone(), b).map(|v| (k.clone(), v)))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| save_err(e.to_string()))?;
+        .map(|(k, (shape, v))| (k, (shape, v.iter().copied().collect())))
+        .collect()
+}
+
+/// Writes a deployed model as f32 safetensors in the given naming (through
+/// [`tensor_io::write_atomically`](crate::tensor_io::write_atomically): never a truncated file).
+pub fn save_deploy(model: &DeployModel, path: impl AsRef<Path>, naming: Naming) -> Result<()> {
+    save_deploy_guarded(model, path.as_ref(), naming, &[])
+}
+
+/// [`save_deploy`] that refuses to replace any of `inputs` (e.g. the checkpoint it came from).
+pub fn save_deploy_guarded(
+    model: &DeployModel,
+    path: &Path,
+    naming: Naming,
+    inputs: &[&Path],
+) -> Result<()> {
+    let views = deploy_views(model).into_iter().map(|(k, (shape, v))| {
+        let k = if naming == Naming::Official {
+            timm_to_official(&k)
+        } else {
+            k
+        };
+        (k, crate::tensor_io::F32Tensor::new(shape, v))
+    });
     let meta = std::collections::HashMap::from([
         ("format".to_string(), "pt".to_string()),
         ("repvgg_arch".to_string(), model.config.name.clone()),
     ]);
-    let data = safetensors::serialize(views, Some(meta)).map_err(|e| save_err(e.to_string()))?;
-    std::fs::write(&path, data).map_err(|e| save_err(e.to_string()))
+    crate::tensor_io::write_atomically(path, inputs, |tmp| {
+        safetensors::serialize_to_file(views, Some(meta), tmp).map_err(|e| e.to_string())
+    })
 }

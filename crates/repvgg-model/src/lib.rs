@@ -11,6 +11,8 @@ mod config;
 pub mod cpu;
 pub mod digits;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gpu;
 pub mod imagenet;
 mod model;

@@ -1,6 +1,6 @@
 //! The two forms of one network: train-time (multi-branch) and deployed (one 3x3 conv per block).
 
-use ndarray::{Array1, Array2, Array4, ArrayView4, Axis, Zip};
+use ndarray::{Array1, Array2, Array4, ArrayView4, Axis};
 use repvgg_math::fuse::RepVggBranches;
 use repvgg_math::ops::{self, Activation};
 use repvgg_math::{ConvSpec, FusedConv};
@@ -344,19 +344,13 @@ pub(crate) fn check_input(in_channels: usize, x: &ArrayView4<'_, f32>) -> Result
     Ok(())
 }
 
-/// Max |a - b| over two arrays of one shape (`inf` if the shapes differ).
+/// Max |a - b| over two arrays of one shape; NaN if the shapes differ or either holds a NaN or
+/// infinite value (see [`repvgg_math::compare`]), so no comparison against it can pass.
 pub fn max_abs_diff<D: ndarray::Dimension>(
     a: &ndarray::Array<f32, D>,
     b: &ndarray::Array<f32, D>,
 ) -> f32 {
-    if a.shape() != b.shape() {
-        return f32::INFINITY;
-    }
-    let mut m = 0.0f32;
-    Zip::from(a)
-        .and(b)
-        .for_each(|x, y| m = m.max((x - y).abs()));
-    m
+    repvgg_math::compare::max_abs_diff(a, b) as f32
 }
 
 /// Argmax of every row.

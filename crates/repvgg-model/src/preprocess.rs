@@ -26,6 +26,18 @@ pub const IMAGENET_DEFAULT_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// `timm.data.IMAGENET_DEFAULT_STD`.
 pub const IMAGENET_DEFAULT_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
+/// Largest network input side [`PretrainedConfig`] accepts.
+pub const MAX_INPUT_SIZE: usize = 16_384;
+/// Largest shorter-side resize target [`PretrainedConfig`] accepts.
+pub const MAX_SCALE_SIZE: usize = 65_536;
+/// Largest image side decoded (PNG allows 2^31 - 1; JPEG stops at 65535, WebP at 16383).
+pub const MAX_IMAGE_SIDE: u32 = 1 << 18;
+/// Largest image decoded, in pixels (64 Mpx: 8192 x 8192).
+pub const MAX_IMAGE_PIXELS: u64 = 1 << 26;
+/// Largest allocation the image decoder may make (an RGBA 16-bit image of
+/// [`MAX_IMAGE_PIXELS`]).
+pub const MAX_IMAGE_ALLOC: u64 = 8 * MAX_IMAGE_PIXELS;
+
 /// Resampling filter of the resize, with Pillow's definitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -142,6 +154,14 @@ impl PretrainedConfig {
                 self.input_size, self.crop_pct
             )));
         }
+        if self.input_size > MAX_INPUT_SIZE || self.scale_size() > MAX_SCALE_SIZE {
+            return Err(ModelError::Config(format!(
+                "preprocessing: input_size {} and crop_pct {} resize to {} px; at most {MAX_INPUT_SIZE} (input) and {MAX_SCALE_SIZE} (resize) are supported",
+                self.input_size,
+                self.crop_pct,
+                self.scale_size()
+            )));
+        }
         if self.std.iter().any(|s| *s == 0.0 || !s.is_finite())
             || self.mean.iter().any(|m| !m.is_finite())
         {
@@ -163,8 +183,14 @@ impl PretrainedConfig {
             ));
         }
         let (nw, nh) = shorter_side_size(w as usize, h as usize, self.scale_size());
-        let resized = resize_rgb8(img, nw, nh, self.interpolation);
-        Ok(center_crop(&resized, self.input_size, self.input_size))
+        // Only the centre crop of the resized image is computed: memory is O(output), however
+        // far an extreme aspect ratio (1 x 100000) would enlarge the whole image.
+        Ok(resize_center_crop(
+            img,
+            (nw, nh),
+            (self.input_size, self.input_size),
+            self.interpolation,
+        ))
     }
 
     /// `ToTensor` + `Normalize` of an already resized and cropped image: `[1, 3, H, W]`.
@@ -197,7 +223,10 @@ pub fn load_rgb(path: impl AsRef<Path>) -> Result<RgbImage> {
     decode_rgb(&bytes, path)
 }
 
-/// Decodes an image held in memory; `path` only names it in errors.
+/// Decodes an image held in memory; `path` only names it in errors. The header is read first
+/// and an image beyond [`MAX_IMAGE_SIDE`] per side or [`MAX_IMAGE_PIXELS`] in all is refused
+/// before any pixel is decoded (a decompression bomb costs nothing); the decoder itself runs
+/// under `image::Limits` too.
 pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<RgbImage> {
     let err = |reason: String| ModelError::Image {
         path: path.into(),
@@ -210,18 +239,34 @@ pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<RgbImage> {
     ) {
         return Err(err(format!("{format:?} images are not supported")));
     }
-    let img = image::load_from_memory_with_format(bytes, format).map_err(|e| err(e.to_string()))?;
-    if img.width() == 0 || img.height() == 0 {
-        return Err(err("the image is empty".into()));
+    let reader = || image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let (w, h) = reader().into_dimensions().map_err(|e| err(e.to_string()))?;
+    if w == 0 || h == 0 {
+        return Err(err(format!("the image is empty ({w}x{h} pixels)")));
     }
-    Ok(img.to_rgb8())
+    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE || u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS {
+        return Err(err(format!(
+            "the image is {w}x{h} pixels; at most {MAX_IMAGE_SIDE} per side and {} megapixels are decoded",
+            MAX_IMAGE_PIXELS >> 20
+        )));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_ALLOC);
+    let mut r = reader();
+    r.limits(limits);
+    let img = r.decode().map_err(|e| err(e.to_string()))?;
+    Ok(img.into_rgb8())
 }
 
 /// torchvision's `Resize(int)`: the shorter side becomes `size`, the longer
 /// `int(size * long / short)`. Returns `(width, height)`.
 pub fn shorter_side_size(w: usize, h: usize, size: usize) -> (usize, usize) {
     let (short, long) = if w <= h { (w, h) } else { (h, w) };
-    let new_long = ((size * long) as f64 / short as f64) as usize;
+    // Python's `int(size * long / short)`: an exact product, one rounding in the division
+    // (saturating for an empty image, which callers reject first).
+    let new_long = ((size as u128 * long as u128) as f64 / short as f64) as usize;
     if w <= h {
         (size, new_long)
     } else {
@@ -265,13 +310,25 @@ struct Coeffs {
 }
 
 fn coeffs(in_size: usize, out_size: usize, filter: Interpolation) -> Coeffs {
+    coeffs_range(in_size, out_size, 0..out_size, filter)
+}
+
+/// [`coeffs`] of the output positions in `range` only (entry `i` is position
+/// `range.start + i`): each position's coefficients depend on the sizes alone, so these equal
+/// the full table's.
+fn coeffs_range(
+    in_size: usize,
+    out_size: usize,
+    range: std::ops::Range<usize>,
+    filter: Interpolation,
+) -> Coeffs {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = filter.support() * filterscale;
     let ss = 1.0 / filterscale;
-    let mut bounds = Vec::with_capacity(out_size);
-    let mut weights = Vec::with_capacity(out_size);
-    for xx in 0..out_size {
+    let mut bounds = Vec::with_capacity(range.len());
+    let mut weights = Vec::with_capacity(range.len());
+    for xx in range {
         let center = (xx as f64 + 0.5) * scale;
         // C's `(int)` truncates toward zero; the bounds are then clamped to the image.
         let xmin = ((center - support + 0.5) as i64).max(0) as usize;
@@ -370,6 +427,113 @@ pub fn resize_rgb8(img: &RgbImage, out_w: usize, out_h: usize, filter: Interpola
     cur
 }
 
+/// `center_crop(&resize_rgb8(img, out_w, out_h, filter), crop_w, crop_h)`, pixel for pixel,
+/// computing only the pixels the crop keeps: the horizontal pass runs on the input rows the
+/// kept output rows read and only for the kept columns, then the vertical pass on those. Memory
+/// is O(crop + kept columns x read rows), never O(out_w x out_h), so a 1 x 100000 image
+/// (enlarged to 256 x 25.6M before the crop) costs kilobytes.
+pub fn resize_center_crop(
+    img: &RgbImage,
+    (out_w, out_h): (usize, usize),
+    (crop_w, crop_h): (usize, usize),
+    filter: Interpolation,
+) -> RgbImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let offset = |size: usize, crop: usize| -> i64 {
+        if crop > size {
+            -(((crop - size) / 2) as i64)
+        } else {
+            half_round_even(size - crop) as i64
+        }
+    };
+    let (ox, oy) = (offset(out_w, crop_w), offset(out_h, crop_h));
+    // The resized image's columns and rows inside the crop.
+    let kept = |o: i64, crop: usize, size: usize| {
+        let lo = o.max(0) as usize;
+        let hi = ((o + crop as i64).max(0) as usize).min(size);
+        lo..hi.max(lo)
+    };
+    let (xs, ys) = (kept(ox, crop_w, out_w), kept(oy, crop_h, out_h));
+    let mut out = RgbImage::new(crop_w as u32, crop_h as u32);
+    if xs.is_empty() || ys.is_empty() || w == 0 || h == 0 {
+        return out;
+    }
+    let src = img.as_raw();
+    // Horizontal pass (skipped, as Pillow skips it, when the width does not change).
+    let cx = (out_w != w).then(|| {
+        let c = coeffs_range(w, out_w, xs.clone(), filter);
+        let k: Vec<Vec<i64>> = c.weights.iter().map(|k| fixed_point(k)).collect();
+        (c.bounds, k)
+    });
+    // Vertical coefficients first: they say which input rows the kept rows read.
+    let cy = (out_h != h).then(|| {
+        let c = coeffs_range(h, out_h, ys.clone(), filter);
+        let k: Vec<Vec<i64>> = c.weights.iter().map(|k| fixed_point(k)).collect();
+        (c.bounds, k)
+    });
+    let rows = match &cy {
+        Some((bounds, _)) => {
+            let lo = bounds.iter().map(|b| b.0).min().unwrap_or(0);
+            let hi = bounds.iter().map(|b| b.0 + b.1).max().unwrap_or(lo);
+            lo..hi.max(lo)
+        }
+        None => ys.clone(),
+    };
+    let nx = xs.len();
+    // The horizontally resampled rows `rows`, kept columns only: [rows.len(), nx, 3].
+    let mut mid = vec![0u8; rows.len() * nx * 3];
+    for (r, sy) in rows.clone().enumerate() {
+        for (i, x) in xs.clone().enumerate() {
+            let dst = &mut mid[(r * nx + i) * 3..(r * nx + i) * 3 + 3];
+            match &cx {
+                None => dst.copy_from_slice(&src[(sy * w + x) * 3..(sy * w + x) * 3 + 3]),
+                Some((bounds, kk)) => {
+                    let (start, n) = bounds[i];
+                    let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
+                    for (j, &kv) in kk[i].iter().enumerate().take(n) {
+                        let base = (sy * w + start + j) * 3;
+                        for (a, &v) in acc.iter_mut().zip(&src[base..base + 3]) {
+                            *a += i64::from(v) * kv;
+                        }
+                    }
+                    for (d, &a) in dst.iter_mut().zip(&acc) {
+                        *d = clip8(a);
+                    }
+                }
+            }
+        }
+    }
+    let dst: &mut [u8] = &mut out;
+    for (t, y) in ys.clone().enumerate() {
+        let oy_out = (y as i64 - oy) as usize;
+        for i in 0..nx {
+            let ox_out = (xs.start + i) as i64 - ox;
+            let base = (oy_out * crop_w + ox_out as usize) * 3;
+            let px = &mut dst[base..base + 3];
+            match &cy {
+                None => {
+                    let m = ((y - rows.start) * nx + i) * 3;
+                    px.copy_from_slice(&mid[m..m + 3]);
+                }
+                Some((bounds, kk)) => {
+                    let (start, n) = bounds[t];
+                    let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
+                    for (j, &kv) in kk[t].iter().enumerate().take(n) {
+                        let m = ((start + j - rows.start) * nx + i) * 3;
+                        for (a, &v) in acc.iter_mut().zip(&mid[m..m + 3]) {
+                            *a += i64::from(v) * kv;
+                        }
+                    }
+                    for (d, &a) in px.iter_mut().zip(&acc) {
+                        *d = clip8(a);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Pillow's resampling of one float plane (no rounding): `[out_h, out_w]`.
 pub fn resize_plane(
     src: ArrayView2<'_, f32>,
@@ -457,15 +621,7 @@ pub fn digit_8x8(gray: ArrayView2<'_, f32>) -> Array2<f32> {
         y0 as i64 - ((side - (y1 - y0)) / 2) as i64,
         x0 as i64 - ((side - (x1 - x0)) / 2) as i64,
     );
-    let square = Array2::from_shape_fn((side, side), |(y, x)| {
-        let (sy, sx) = (top + y as i64, left + x as i64);
-        if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
-            ink[[sy as usize, sx as usize]]
-        } else {
-            background
-        }
-    });
-    let small = resize_plane(square.view(), n, n, Interpolation::Box);
+    let small = resize_framed(ink.view(), (top, left), side, background, n);
     let (lo, hi) = small
         .iter()
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
@@ -475,6 +631,78 @@ pub fn digit_8x8(gray: ArrayView2<'_, f32>) -> Array2<f32> {
         return Array2::zeros((n, n));
     }
     small.mapv(|v| (v - lo) / (hi - lo) * 16.0)
+}
+
+/// [`resize_plane`] (Pillow `BOX`) to `n x n` of the `side x side` square whose pixel `(y, x)`
+/// is `img[top + y, left + x]` inside the image and `background` outside, without building
+/// the square: a 1 x 100000 image frames into a 100000 x 100000 square (40 GB as f32), and
+/// this costs O(image + side) instead. Rows of the square outside the image share one
+/// horizontal result, and each output column's weight on the background is summed once.
+fn resize_framed(
+    img: ArrayView2<'_, f32>,
+    (top, left): (i64, i64),
+    side: usize,
+    background: f32,
+    n: usize,
+) -> Array2<f32> {
+    let (h, w) = img.dim();
+    let filter = Interpolation::Box;
+    let cx = coeffs(side, n, filter);
+    // Square columns [x0, x1) fall inside the image.
+    let x0 = (-left).clamp(0, side as i64) as usize;
+    let x1 = (w as i64 - left).clamp(x0 as i64, side as i64) as usize;
+    let bg = f64::from(background);
+    // Per output column: the background's share (weights of columns outside the image).
+    let outside: Vec<f64> = (0..n)
+        .map(|ox| {
+            let (start, len) = cx.bounds[ox];
+            cx.weights[ox]
+                .iter()
+                .take(len)
+                .enumerate()
+                .filter(|(i, _)| !(x0..x1).contains(&(start + i)))
+                .map(|(_, k)| k)
+                .sum::<f64>()
+        })
+        .collect();
+    let background_row: Vec<f32> = outside
+        .iter()
+        .zip(&cx.weights)
+        .map(|(_, k)| (bg * k.iter().sum::<f64>()) as f32)
+        .collect();
+    let horizontal = |y: usize| -> Vec<f32> {
+        let sy = top + y as i64;
+        if sy < 0 || sy >= h as i64 {
+            return background_row.clone();
+        }
+        let row = img.row(sy as usize);
+        (0..n)
+            .map(|ox| {
+                let (start, len) = cx.bounds[ox];
+                let lo = start.max(x0);
+                let hi = (start + len).min(x1);
+                let inside: f64 = (lo..hi.max(lo))
+                    .map(|x| f64::from(row[(left + x as i64) as usize]) * cx.weights[ox][x - start])
+                    .sum();
+                (bg * outside[ox] + inside) as f32
+            })
+            .collect()
+    };
+    let cy = coeffs(side, n, filter);
+    let mut out = Array2::zeros((n, n));
+    for oy in 0..n {
+        let (start, len) = cy.bounds[oy];
+        let mut acc = vec![0.0f64; n];
+        for (i, k) in cy.weights[oy].iter().take(len).enumerate() {
+            for (a, v) in acc.iter_mut().zip(horizontal(start + i)) {
+                *a += f64::from(v) * k;
+            }
+        }
+        for (ox, a) in acc.into_iter().enumerate() {
+            out[[oy, ox]] = a as f32;
+        }
+    }
+    out
 }
 
 /// The embedded digits model's input for one image: [`digit_8x8`] then
@@ -607,6 +835,153 @@ mod tests {
         let plane = Array2::from_shape_fn((4, 4), |(y, x)| (y * 4 + x) as f32);
         let half = resize_plane(plane.view(), 2, 2, Interpolation::Box);
         assert_eq!(half, ndarray::arr2(&[[2.5, 4.5], [10.5, 12.5]]));
+    }
+
+    /// The crop-aware resize equals resize-then-crop pixel for pixel, for every filter,
+    /// shrinking and enlarging, each pass skipped or not, crops larger and smaller than the image.
+    #[test]
+    fn crop_aware_resize_equals_resize_then_crop() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let filters = [
+            Interpolation::Box,
+            Interpolation::Bilinear,
+            Interpolation::Bicubic,
+        ];
+        let mut cases = 0;
+        for (w, h) in [(1, 1), (1, 9), (9, 1), (5, 7), (13, 4), (16, 16), (31, 17)] {
+            let img = RgbImage::from_fn(w, h, |_, _| {
+                let v = next();
+                image::Rgb([v as u8, (v >> 8) as u8, (v >> 16) as u8])
+            });
+            for (ow, oh) in [(w as usize, h as usize), (3, 5), (11, 2), (40, 23), (7, 7)] {
+                for (cw, ch) in [(1, 1), (3, 4), (7, 7), (12, 30), (50, 3)] {
+                    for f in filters {
+                        let want = center_crop(&resize_rgb8(&img, ow, oh, f), cw, ch);
+                        let got = resize_center_crop(&img, (ow, oh), (cw, ch), f);
+                        assert_eq!(got, want, "{w}x{h} -> {ow}x{oh}, crop {cw}x{ch}, {f:?}");
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 7 * 5 * 5 * 3);
+    }
+
+    /// Regression: a valid 1 x 100000 image is enlarged to 256 x 25,600,000 before the centre
+    /// crop; resizing the whole of it took 22.5 GB. Only the crop is computed now.
+    #[test]
+    fn extreme_aspect_ratio_costs_only_the_crop() {
+        let cfg = PretrainedConfig::imagenet_224();
+        for (w, h) in [(1u32, 100_000u32), (100_000, 1)] {
+            let img = RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([(x % 251) as u8, (y % 241) as u8, 9])
+            });
+            assert_eq!(
+                shorter_side_size(w as usize, h as usize, 256),
+                if w == 1 {
+                    (256, 25_600_000)
+                } else {
+                    (25_600_000, 256)
+                }
+            );
+            let out = cfg.resize_crop(&img).expect("resize");
+            assert_eq!(out.dimensions(), (224, 224));
+            let x = cfg.transform(&img).expect("transform");
+            assert!(x.iter().all(|v| v.is_finite()));
+        }
+    }
+
+    /// A PNG whose header claims 50000 x 50000 pixels (a decompression bomb's shape) is refused
+    /// from its header, before any pixel is decoded.
+    #[test]
+    fn oversized_images_are_refused_from_the_header() {
+        let bytes = png_header_only(50_000, 50_000);
+        let e = decode_rgb(&bytes, Path::new("bomb.png")).expect_err("too large");
+        assert!(
+            e.to_string().contains("bomb.png") && e.to_string().contains("50000x50000 pixels"),
+            "{e}"
+        );
+        let e = decode_rgb(
+            &png_header_only(1, MAX_IMAGE_SIDE + 1),
+            Path::new("tall.png"),
+        )
+        .expect_err("too tall");
+        assert!(e.to_string().contains("per side"), "{e}");
+    }
+
+    /// A PNG signature, an IHDR chunk (8-bit greyscale) and an empty IDAT: enough for the
+    /// header to be read.
+    pub(crate) fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+        fn crc32(data: &[u8]) -> u32 {
+            let mut c = 0xffff_ffffu32;
+            for &b in data {
+                c ^= u32::from(b);
+                for _ in 0..8 {
+                    c = if c & 1 != 0 {
+                        0xedb8_8320 ^ (c >> 1)
+                    } else {
+                        c >> 1
+                    };
+                }
+            }
+            !c
+        }
+        fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+            out.extend((data.len() as u32).to_be_bytes());
+            let mut body = kind.to_vec();
+            body.extend(data);
+            out.extend(&body);
+            out.extend(crc32(&body).to_be_bytes());
+        }
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = Vec::new();
+        ihdr.extend(w.to_be_bytes());
+        ihdr.extend(h.to_be_bytes());
+        ihdr.extend([8, 0, 0, 0, 0]);
+        chunk(&mut out, b"IHDR", &ihdr);
+        chunk(
+            &mut out,
+            b"IDAT",
+            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+        );
+        chunk(&mut out, b"IEND", &[]);
+        out
+    }
+
+    /// The framed resize equals building the square and resizing it (up to f64 summation
+    /// order), and a 1 x 100000 image frames without a 100000^2 square.
+    #[test]
+    fn framed_resize_equals_the_materialized_square() {
+        let img = Array2::from_shape_fn((23, 9), |(y, x)| ((y * 7 + x * 3) % 11) as f32 / 10.0);
+        for (top, left, side) in [
+            (0i64, -7i64, 23usize),
+            (-3, 0, 12),
+            (5, 2, 8),
+            (-40, -40, 100),
+        ] {
+            let square = Array2::from_shape_fn((side, side), |(y, x)| {
+                let (sy, sx) = (top + y as i64, left + x as i64);
+                if sy >= 0 && sx >= 0 && (sy as usize) < 23 && (sx as usize) < 9 {
+                    img[[sy as usize, sx as usize]]
+                } else {
+                    0.25
+                }
+            });
+            let want = resize_plane(square.view(), 8, 8, Interpolation::Box);
+            let got = resize_framed(img.view(), (top, left), side, 0.25, 8);
+            let d = repvgg_math::compare::max_abs_diff(&got, &want);
+            assert!(d <= 1e-6, "{top} {left} {side}: {d}");
+        }
+        let tall = Array2::from_shape_fn((100_000, 1), |(y, _)| if y % 3 == 0 { 0.0 } else { 1.0 });
+        let d = digit_8x8(tall.view());
+        assert_eq!(d.dim(), (8, 8));
+        assert!(d.iter().all(|v| v.is_finite()));
     }
 
     #[test]

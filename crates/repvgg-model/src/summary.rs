@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::config::RepVggConfig;
+use crate::error::{ModelError, Result};
 
 /// One row of the per-layer table (deployed form).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -32,8 +33,25 @@ pub struct Summary {
     pub layers: Vec<LayerRow>,
 }
 
-/// Counts from the configuration alone (no weights needed).
-pub fn summarize(config: &RepVggConfig, height: usize, width: usize) -> Summary {
+/// Checked u64 arithmetic: `None` on overflow.
+fn mul(terms: &[u64]) -> Option<u64> {
+    terms.iter().try_fold(1u64, |a, &b| a.checked_mul(b))
+}
+
+fn add(terms: &[u64]) -> Option<u64> {
+    terms.iter().try_fold(0u64, |a, &b| a.checked_add(b))
+}
+
+/// Counts from the configuration alone (no weights needed), for an input of `height` x
+/// `width`. Every count is checked u64 arithmetic: a size whose multiply-adds or parameter
+/// count overflow is an error, not a wrapped number.
+pub fn summarize(config: &RepVggConfig, height: usize, width: usize) -> Result<Summary> {
+    let overflow = |what: &str| {
+        ModelError::Config(format!(
+            "summary of {} at {height}x{width}: the {what} overflow a 64-bit count",
+            config.name
+        ))
+    };
     let mut layers = Vec::new();
     let (mut h, mut w) = (height, width);
     for (si, stage) in config.blocks().iter().enumerate() {
@@ -44,12 +62,24 @@ pub fn summarize(config: &RepVggConfig, height: usize, width: usize) -> Summary 
             );
             h = h.saturating_sub(1) / b.stride + 1;
             w = w.saturating_sub(1) / b.stride + 1;
-            let se = b.se_hidden.map_or(0, |r| 2 * r as u64 * o + r as u64 + o);
-            // Train: 3x3 conv + BN(gamma, beta), 1x1 conv + BN, identity BN.
-            let train =
-                o * ig * 9 + 2 * o + o * ig + 2 * o + if b.identity { 2 * o } else { 0 } + se;
-            let deploy = o * ig * 9 + o + se;
-            let macs = o * ig * 9 * (h * w) as u64 + b.se_hidden.map_or(0, |r| 2 * r as u64 * o);
+            let params = || -> Option<(u64, u64, u64)> {
+                let se = match b.se_hidden {
+                    Some(r) => add(&[mul(&[2, r as u64, o])?, r as u64, o])?,
+                    None => 0,
+                };
+                let k3 = mul(&[o, ig, 9])?;
+                let k1 = mul(&[o, ig])?;
+                let bn = mul(&[2, o])?;
+                let id = if b.identity { bn } else { 0 };
+                // Train: 3x3 conv + BN(gamma, beta), 1x1 conv + BN, identity BN.
+                let train = add(&[k3, bn, k1, bn, id, se])?;
+                let deploy = add(&[k3, o, se])?;
+                let se_macs = b.se_hidden.map_or(Some(0), |r| mul(&[2, r as u64, o]))?;
+                let macs = add(&[mul(&[k3, h as u64, w as u64])?, se_macs])?;
+                Some((train, deploy, macs))
+            };
+            let (train, deploy, macs) =
+                params().ok_or_else(|| overflow("multiply-adds or parameters"))?;
             layers.push(LayerRow {
                 name: if si == 0 {
                     "stem".into()
@@ -70,6 +100,8 @@ pub fn summarize(config: &RepVggConfig, height: usize, width: usize) -> Summary 
         }
     }
     let (c, k) = (config.feature_channels() as u64, config.num_classes as u64);
+    let head_macs = mul(&[c, k]).ok_or_else(|| overflow("head parameters"))?;
+    let head = add(&[head_macs, k]).ok_or_else(|| overflow("head parameters"))?;
     layers.push(LayerRow {
         name: "head.fc".into(),
         in_channels: c as usize,
@@ -79,16 +111,22 @@ pub fn summarize(config: &RepVggConfig, height: usize, width: usize) -> Summary 
         output: (1, 1),
         identity: false,
         se_hidden: None,
-        params_train: c * k + k,
-        params_deploy: c * k + k,
-        macs: c * k,
+        params_train: head,
+        params_deploy: head,
+        macs: head_macs,
     });
-    Summary {
+    let total = |f: fn(&LayerRow) -> u64, what: &str| {
+        layers
+            .iter()
+            .try_fold(0u64, |a, l| a.checked_add(f(l)))
+            .ok_or_else(|| overflow(what))
+    };
+    Ok(Summary {
         arch: config.name.clone(),
         input: (height, width),
-        params_train: layers.iter().map(|l| l.params_train).sum(),
-        params_deploy: layers.iter().map(|l| l.params_deploy).sum(),
-        macs: layers.iter().map(|l| l.macs).sum(),
+        params_train: total(|l| l.params_train, "parameters")?,
+        params_deploy: total(|l| l.params_deploy, "parameters")?,
+        macs: total(|l| l.macs, "multiply-adds")?,
         layers,
-    }
+    })
 }

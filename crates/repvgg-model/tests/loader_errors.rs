@@ -252,3 +252,93 @@ fn key_renaming_round_trips() {
         "stem.reparam_conv.weight"
     );
 }
+
+/// Regression: a 212-byte file holding one tensor named `stages.99999999999.0...` made the
+/// loader allocate 800 GB (the index sized the stage list) and abort; `j + 1` could overflow.
+/// Stage and block counts are now bounded by the tensors present.
+#[test]
+fn absurd_block_indices_are_errors_not_allocations() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.safetensors");
+    let one = |name: &str| {
+        let mut t = BTreeMap::new();
+        t.insert(name.to_string(), (vec![1, 1, 1, 1], vec![0.5f32]));
+        write_f32(&p, &t);
+        checkpoint::load(&p).expect_err("must not load")
+    };
+    let e = one("stages.99999999999.0.conv_kxk.conv.weight");
+    assert!(matches!(e, ModelError::Architecture { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("stage 1 has no blocks, but stage 100000000000 does"),
+        "{e}"
+    );
+    let e = one("stage99999999999.0.rbr_dense.conv.weight");
+    assert!(
+        e.to_string()
+            .contains("stage 1 has no blocks, but stage 99999999999 does"),
+        "{e}"
+    );
+    let e = one(&format!("stages.0.{}.conv_kxk.conv.weight", usize::MAX));
+    assert!(
+        e.to_string().contains(&format!(
+            "stage 1: block 0 is missing, but block {} is present",
+            usize::MAX
+        )),
+        "{e}"
+    );
+    // The same indices next to a whole model.
+    let e = load_modified(|t| {
+        t.insert(
+            format!("stages.0.{}.conv_kxk.conv.weight", usize::MAX),
+            (vec![1], vec![0.0]),
+        );
+    });
+    assert!(e.to_string().contains("stage 1: block 2 is missing"), "{e}");
+    let e = load_modified(|t| {
+        t.insert(
+            "stages.99999999999.0.conv_kxk.conv.weight".into(),
+            (vec![1], vec![0.0]),
+        );
+    });
+    assert!(e.to_string().contains("stage 5 has no blocks"), "{e}");
+}
+
+/// Every tensor's bytes lie inside the file: offsets past the end or overlapping are format
+/// errors found before any tensor is read.
+#[test]
+fn tensor_offsets_are_checked_against_the_file() {
+    let header = |json: &str, data: usize| {
+        let mut b = (json.len() as u64).to_le_bytes().to_vec();
+        b.extend(json.as_bytes());
+        b.extend(vec![0u8; data]);
+        b
+    };
+    for (what, bytes) in [
+        (
+            "past the end",
+            header(
+                r#"{"a":{"dtype":"F32","shape":[1000000000],"data_offsets":[0,4000000000]}}"#,
+                8,
+            ),
+        ),
+        (
+            "overlapping",
+            header(
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+                12,
+            ),
+        ),
+        (
+            "shape overflow",
+            header(
+                r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,4]}}"#,
+                4,
+            ),
+        ),
+    ] {
+        let e =
+            checkpoint::load_bytes(&bytes, std::path::Path::new("m.safetensors")).expect_err(what);
+        assert!(matches!(e, ModelError::Format { .. }), "{what}: {e}");
+    }
+}

@@ -37,7 +37,7 @@ const TIMM_TRAIN: [(&str, u64); 11] = [
 #[test]
 fn d2se_matches_timm_in_both_forms() {
     // timm 1.0.31: repvgg_d2se has 133,334,836 parameters, 120,387,572 after reparameterize_model.
-    let s = summarize(&RepVggConfig::d2se(), 320, 320);
+    let s = summarize(&RepVggConfig::d2se(), 320, 320).unwrap();
     assert_eq!(
         (s.params_train, s.params_deploy),
         (133_334_836, 120_387_572)
@@ -53,7 +53,7 @@ fn d2se_matches_timm_in_both_forms() {
 #[test]
 fn paper_table_params_and_flops() {
     for (name, params_m, gflops) in PAPER {
-        let s = summarize(&RepVggConfig::by_name(name).unwrap(), 224, 224);
+        let s = summarize(&RepVggConfig::by_name(name).unwrap(), 224, 224).unwrap();
         // The paper truncates the parameter count (A0: 8,309,384 is printed 8.30) and rounds FLOPs.
         let p = (s.params_deploy / 10_000) as f64 / 100.0;
         let f = (s.macs as f64 / 1e9 * 10.0).round() / 10.0;
@@ -69,7 +69,7 @@ fn paper_table_params_and_flops() {
 #[test]
 fn train_params_match_timm() {
     for (name, want) in TIMM_TRAIN {
-        let s = summarize(&RepVggConfig::by_name(name).unwrap(), 224, 224);
+        let s = summarize(&RepVggConfig::by_name(name).unwrap(), 224, 224).unwrap();
         assert_eq!(s.params_train, want, "{name}");
     }
 }
@@ -77,7 +77,7 @@ fn train_params_match_timm() {
 #[test]
 fn a0_macs_exact() {
     // 1.361 GMAC per image, as the peers note states.
-    let s = summarize(&RepVggConfig::a0(), 224, 224);
+    let s = summarize(&RepVggConfig::a0(), 224, 224).unwrap();
     assert_eq!(s.macs / 1_000_000, 1361, "{}", s.macs);
     assert_eq!(s.layers.len(), 1 + 21 + 1);
     assert_eq!(s.layers[0].output, (112, 112));
@@ -94,7 +94,7 @@ fn summary_counts_equal_the_built_models() {
             .unwrap(),
     ] {
         let m = TrainModel::random(&cfg, 1).unwrap();
-        let s = summarize(&cfg, 64, 64);
+        let s = summarize(&cfg, 64, 64).unwrap();
         assert_eq!(s.params_train, m.num_params() as u64, "{}", cfg.name);
         assert_eq!(
             s.params_deploy,

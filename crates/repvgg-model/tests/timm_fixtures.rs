@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use repvgg_math::compare::{max_abs_diff, max_abs_diff_slices, worst};
 use repvgg_model::{LoadedModel, Naming, checkpoint};
 
 const TOL: f64 = 1e-5;
@@ -121,16 +122,10 @@ fn fused_weights_are_within_two_ulps_of_float64_fusion_and_beat_timm_f32() {
                     u <= 2,
                     "{name} {key}: {g} is {u} ulps from the f64 fusion {w}"
                 );
-                our_err = our_err.max((*g as f64 - w).abs());
             }
+            our_err = worst(our_err, max_abs_diff_slices(data, want.as_slice().unwrap()));
             if let Some(t) = &timm {
-                timm_err = timm_err.max(
-                    t[key]
-                        .iter()
-                        .zip(want.iter())
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0.0, f64::max),
-                );
+                timm_err = worst(timm_err, max_abs_diff(&t[key], want));
             }
             compared += 1;
         }
@@ -320,4 +315,20 @@ fn cpu_engine_matches_timm_in_both_forms_with_every_algorithm() {
         worst[0], worst[1], worst[2], worst[3]
     );
     assert!(checked >= 40, "only {checked} comparisons ran");
+}
+
+/// The comparisons these tests (and `repvgg demo`) use fail on a NaN or an infinity.
+#[test]
+fn comparisons_fail_on_nan_and_inf() {
+    let want = ndarray::ArrayD::<f64>::zeros(ndarray::IxDyn(&[2, 2]));
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut got = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[2, 2]));
+        got[[1, 0]] = bad;
+        let d = max_diff(&got, &want);
+        assert!(!(d < TOL) && !(d <= 1e30), "{bad}: {d}");
+        let a = ndarray::Array2::<f32>::zeros((2, 2));
+        let d = repvgg_model::max_abs_diff(&a, &got.clone().into_dimensionality().unwrap());
+        assert!(!(d < 1e-4) && !(d <= 1e30), "{bad}: {d}");
+    }
+    assert!(worst(0.0, f64::NAN).is_nan());
 }

@@ -73,11 +73,11 @@ pub fn assert_close_sum<D: Dimension>(
     let mut worst = (0.0f32, None);
     let mut first_bad = None;
     for (((idx, g), w), m) in got.indexed_iter().zip(want.iter()).zip(magnitude.iter()) {
-        // NaN (an element no kernel wrote: outputs are NaN-filled) must fail: `max` would hide it.
-        let err = if g.is_nan() || w.is_nan() {
-            f32::INFINITY
-        } else {
-            ((g - w).abs() - 2.0 * f32::EPSILON * m).max(0.0) / (1.0 + w.abs())
+        // NaN (an element no kernel wrote: outputs are NaN-filled) or an infinity, on either
+        // side, must fail: `max` would hide a NaN, and inf - inf is NaN, which `>` lets through.
+        let err = match repvgg_math::compare::finite_abs_diff(*g, *w) {
+            None => f32::INFINITY,
+            Some(d) => (d as f32 - 2.0 * f32::EPSILON * m).max(0.0) / (1.0 + w.abs()),
         };
         let bad = err > tol;
         if bad && first_bad.is_none() {

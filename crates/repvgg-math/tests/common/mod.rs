@@ -159,7 +159,8 @@ pub fn assert_close<T: Element>(
         .and(mag)
         .for_each(|idx, &g, &w, &m| {
             let g = g.to_f64_exact();
-            let err = (g - w).abs();
+            // NaN or infinite on either side fails (shared rule: repvgg_math::compare).
+            let err = repvgg_math::compare::finite_abs_diff(g, w).unwrap_or(f64::NAN);
             let bound = c * m.max(f64::MIN_POSITIVE);
             if (err.is_nan() || err > bound) && worst.is_none() {
                 worst = Some((vec![idx.0, idx.1, idx.2, idx.3], g, w, bound));
@@ -188,9 +189,9 @@ pub fn assert_exact<T: Element>(
         )));
     }
     for ((idx, &g), &w) in got.indexed_iter().zip(want.iter()) {
-        if g != w {
+        if g != w || !g.to_f64_exact().is_finite() {
             return Err(TestCaseError::fail(format!(
-                "{what}: at {idx:?} got {g}, want {w}"
+                "{what}: at {idx:?} got {g}, want {w} (both must be finite and equal)"
             )));
         }
     }
