@@ -5,8 +5,8 @@ Every valid file holds exactly the tensors of one `tests/fixtures/*.safetensors`
 after unwrapping / prefix stripping, same dtype, same bits), saved with `torch.save` in the layouts
 training code writes: a bare state_dict (an OrderedDict carrying `_metadata`, as
 `model.state_dict()` returns), a `module.` prefix (DataParallel), `{'model': ...}` and
-`{'state_dict': ...}` wrappers with other entries beside them, f16 / bf16 storages, and views
-(tensors sharing one storage at offsets, non-contiguous strides).
+`{'state_dict': ...}` wrappers with other entries beside them, f16 / bf16 storages, views
+(tensors sharing one storage at offsets, non-contiguous strides) and the legacy non-zip format.
 
 The hostile files must be rejected by a safe loader without running anything:
   evil_system.pth     a `__reduce__` to os.system (pickle global `posix.system`)
@@ -152,6 +152,12 @@ def main():
         {"state_dict": prefixed(state_dict(src("d2se_narrow.official.deploy.safetensors"))), "epoch": 3,
          "flags": (True, False)},
         "d2se_narrow.official.deploy.safetensors", "official naming, deploy, SE, {'state_dict': module.*}")
+
+    p = dst("a_narrow.deploy.legacy.pth")
+    torch.save(state_dict(src("a_narrow.deploy.safetensors")), p, _use_new_zipfile_serialization=False)
+    torch.load(p, weights_only=True)
+    valid.append(dict(file="a_narrow.deploy.legacy.pth", source="a_narrow.deploy.safetensors",
+                      layout="legacy (pre-1.6, non-zip) torch.save format", sha256=sha256(p), bytes=os.path.getsize(p)))
 
     # Hostile files.
     hostile = []
