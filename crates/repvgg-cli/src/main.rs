@@ -184,7 +184,12 @@ fn infer(a: &InferArgs) -> Result<()> {
 fn convert(a: &ConvertArgs) -> Result<()> {
     let model = checkpoint::load(&a.weights)?.model.into_deploy()?;
     if export::is_onnx_path(&a.output) {
-        return export::write_onnx(&model, &a.weights, &a.output, repvgg_model::onnx::DEFAULT_OPSET);
+        return export::write_onnx(
+            &model,
+            &a.weights,
+            &a.output,
+            repvgg_model::onnx::DEFAULT_OPSET,
+        );
     }
     let naming = match a.naming {
         NamingArg::Timm => Naming::Timm,

@@ -121,8 +121,8 @@ fn read_zip(bytes: &[u8]) -> Res<(Value, Storages<'_>)> {
         .map_err(|e| format!("not a readable zip archive ({e}); truncated or corrupt?"))?;
     let pkl: Vec<String> = zip
         .file_names()
+        .filter_map(|n| n.ok().map(|n| n.to_string()))
         .filter(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)
-        .map(str::to_string)
         .collect();
     let pkl = match pkl.as_slice() {
         [one] => one.clone(),
@@ -474,6 +474,7 @@ type Shared<T> = Rc<RefCell<T>>;
 /// A pickled value. Lists and dicts are shared (the memo refers to one object, as in Python), so
 /// repeated memo gets cost nothing and cannot blow up memory.
 #[derive(Debug, Clone)]
+#[allow(dead_code)] // scalar payloads are only kept for `Debug`
 enum Value {
     None,
     Bool(bool),

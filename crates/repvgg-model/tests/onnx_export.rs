@@ -41,7 +41,7 @@ fn run_tract(bytes: &[u8], x: &Array4<f32>) -> (Vec<usize>, Vec<f32>) {
         .unwrap();
     let t = Tensor::from_shape(&[n, c, h, w], x.as_slice().unwrap()).unwrap();
     let out = model.run(tvec!(t.into())).unwrap();
-    let v = out[0].to_array_view::<f32>().unwrap();
+    let v = out[0].to_plain_array_view::<f32>().unwrap();
     (v.shape().to_vec(), v.iter().copied().collect())
 }
 
@@ -86,7 +86,9 @@ fn export_structure_names_dynamic_batch_ops_and_metadata() {
     assert_eq!(model.ir_version, Some(8));
     let g = model.graph.unwrap();
     let dims = |v: &pb::ValueInfoProto| -> Vec<String> {
-        let Some(pb::TypeValue::TensorType(t)) = v.r#type.clone().unwrap().value;
+        let Some(pb::TypeValue::TensorType(t)) = v.r#type.clone().unwrap().value else {
+            panic!("not a tensor type")
+        };
         t.shape
             .unwrap()
             .dim
