@@ -15,8 +15,9 @@ The hostile files must be rejected by a safe loader without running anything:
   bad_offset.pth      a tensor whose storage offset lies past the end of its storage
   bad_numel.pth       a storage that claims 2**40 elements (a huge allocation if believed)
 
-Deterministic: no RNG (the tensors come from the committed fixtures); `torch.save` output only
-depends on the torch version (pinned in requirements.txt). Usage, from the repository root:
+Deterministic: no RNG (the tensors come from the committed fixtures); `torch.save` zip output only
+depends on the torch version (pinned in requirements.txt) and regenerates byte for byte. The legacy
+file does not: its storage keys are object ids, different on every run (same tensors). Usage, from the repository root:
 
     $HOME/ref-venv/bin/python scripts/ref/gen_pth_fixtures.py [--out tests/fixtures/pth]
 """
@@ -174,9 +175,9 @@ def main():
     tmp = dst("tmp_view.pth")
     save(collections.OrderedDict(w=torch.arange(8, dtype=torch.float32)[2:6]), tmp)
     rewrite_pkl(tmp, dst("bad_offset.pth"), lambda d: patch_after_persid(d, "offset"))
-    hostile.append(dict(file="bad_offset.pth", expect="storage offset 1000000 past the end of storage `0`"))
+    hostile.append(dict(file="bad_offset.pth", expect="storage offset 1000000 ... past the end of storage `0` (8 elements)"))
     rewrite_pkl(tmp, dst("bad_numel.pth"), lambda d: patch_after_persid(d, "numel"))
-    hostile.append(dict(file="bad_numel.pth", expect="storage `0` declares 2**40 elements, holds 32 bytes"))
+    hostile.append(dict(file="bad_numel.pth", expect="storage `0` declares 1099511627776 elements ... holds 32 bytes"))
     os.remove(tmp)
     for h in hostile:
         p = dst(h["file"])
