@@ -17,6 +17,7 @@ mod bench;
 mod classify;
 mod demo;
 mod engine;
+mod export;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,8 +37,10 @@ struct Cli {
 enum Command {
     /// Run a checkpoint on an input tensor file and write the logits (and stage outputs).
     Infer(InferArgs),
-    /// Fuse a checkpoint and save the deployed form.
+    /// Fuse a checkpoint and save the deployed form (safetensors, or ONNX for `--output X.onnx`).
     Convert(ConvertArgs),
+    /// Fuse a checkpoint and write it as an ONNX model (dynamic batch, input `input`, output `logits`).
+    Export(export::ExportArgs),
     /// Parameters, multiply-adds and a per-layer table of a variant or a checkpoint.
     Summary(SummaryArgs),
     /// The GPU adapter this machine would use (backend, driver, features, limits).
@@ -70,7 +73,7 @@ enum NamingArg {
 
 #[derive(clap::Args, Debug)]
 struct InferArgs {
-    /// Checkpoint (.safetensors), timm or official naming, train or deploy form.
+    /// Checkpoint (.safetensors or PyTorch .pth/.pt), timm or official naming, train or deploy form.
     #[arg(long)]
     weights: PathBuf,
     /// Input tensor file: `input` [N, C, H, W] f32, or the file's only tensor.
@@ -191,6 +194,14 @@ fn infer(a: &InferArgs) -> Result<()> {
 
 fn convert(a: &ConvertArgs) -> Result<()> {
     let model = checkpoint::load(&a.weights)?.model.into_deploy()?;
+    if export::is_onnx_path(&a.output) {
+        return export::write_onnx(
+            &model,
+            &a.weights,
+            &a.output,
+            repvgg_model::onnx::DEFAULT_OPSET,
+        );
+    }
     let naming = match a.naming {
         NamingArg::Timm => Naming::Timm,
         NamingArg::Official => Naming::Official,
@@ -308,6 +319,7 @@ fn main() -> ExitCode {
     let r = set_threads(cli.threads).and_then(|()| match &cli.command {
         Command::Infer(a) => infer(a),
         Command::Convert(a) => convert(a),
+        Command::Export(a) => export::run(a),
         Command::Summary(a) => summary_cmd(a),
         Command::Info => info(),
         Command::Bench(a) => bench::run(a),

@@ -104,7 +104,11 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
 }
 
 /// Parses a checkpoint held in memory; `path` only names it in errors.
+/// PyTorch `.pth` files (zip or legacy) are recognised by their content; see [`crate::pth`].
 pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
+    if crate::pth::is_pth(bytes) {
+        return load_bytes(&crate::pth::to_safetensors(bytes, path)?, path);
+    }
     finish(parse(bytes, path)?, path)
 }
 

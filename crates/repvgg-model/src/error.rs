@@ -79,6 +79,10 @@ pub enum ModelError {
     /// Not a safetensors file, or a truncated one.
     #[error("{path} is not a valid safetensors file: {reason}")]
     Format { path: PathBuf, reason: String },
+    /// A PyTorch `.pth` file that cannot be read safely: a truncated zip, a pickle global outside
+    /// the tensor allow-list, an offset or size past the data.
+    #[error("{path}: cannot load as a PyTorch checkpoint: {reason}")]
+    Pth { path: PathBuf, reason: String },
     /// The tensors do not form a RepVGG the loader can recognise.
     #[error("{path}: not a RepVGG checkpoint: {reason}")]
     Architecture { path: PathBuf, reason: String },

@@ -4,6 +4,8 @@
 //! * [`RepVggConfig`]: `a0()` ... `b3g4()`, `d2se()` and custom configs.
 //! * [`TrainModel`] (multi-branch) and [`DeployModel`] (plain 3x3 convs); [`TrainModel::fuse`].
 //! * [`checkpoint`]: safetensors in timm or official naming, architecture inferred from the file.
+//! * [`onnx`]: the deployed network as an ONNX model.
+//! * [`pth`]: PyTorch `.pth` checkpoints, read without Python by a restricted unpickler.
 //! * [`summary`]: parameter counts and multiply-adds, per layer.
 
 pub mod checkpoint;
@@ -16,7 +18,9 @@ pub mod fuzzing;
 pub mod gpu;
 pub mod imagenet;
 mod model;
+pub mod onnx;
 pub mod preprocess;
+pub mod pth;
 pub mod summary;
 pub mod tensor_io;
 

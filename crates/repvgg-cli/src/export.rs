@@ -1,0 +1,56 @@
+//! `repvgg export`: the deployed (fused) network as an ONNX model.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use repvgg_model::{DeployModel, checkpoint, onnx};
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ExportArgs {
+    /// Checkpoint (.safetensors or PyTorch .pth/.pt), timm or official naming, train or deploy form.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Where to write the ONNX model (written atomically: a temporary file, then a rename).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// ONNX opset (13..=21).
+    #[arg(long, default_value_t = onnx::DEFAULT_OPSET)]
+    pub opset: i64,
+}
+
+pub(crate) fn run(a: &ExportArgs) -> Result<()> {
+    let model = checkpoint::load(&a.weights)?.model.into_deploy()?;
+    write_onnx(&model, &a.weights, &a.output, a.opset)
+}
+
+/// Writes `model` as ONNX to `output`, recording `source` in the metadata.
+pub(crate) fn write_onnx(
+    model: &DeployModel,
+    source: &Path,
+    output: &Path,
+    opset: i64,
+) -> Result<()> {
+    let opts = onnx::ExportOptions {
+        opset,
+        source: source.file_name().map_or_else(
+            || source.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        ),
+    };
+    onnx::save(model, output, &opts)
+        .with_context(|| format!("exporting {} to ONNX", source.display()))?;
+    eprintln!(
+        "wrote {} ({} deploy-form, ONNX opset {opset}, input `input` [N,{},H,W], output `logits` [N,{}])",
+        output.display(),
+        model.config.name,
+        model.config.in_channels,
+        model.config.num_classes
+    );
+    Ok(())
+}
+
+/// True when `convert --output` names an ONNX file.
+pub(crate) fn is_onnx_path(p: &Path) -> bool {
+    p.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
