@@ -98,7 +98,14 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
             path: path.into(),
             source,
         })?;
-        parse(&bytes, path)?
+        if crate::pth::is_pth(&bytes) {
+            // Converted to safetensors bytes first; the file's bytes are dropped before building.
+            let st = crate::pth::to_safetensors(&bytes, path)?;
+            drop(bytes);
+            parse(&st, path)?
+        } else {
+            parse(&bytes, path)?
+        }
     };
     finish(parsed, path)
 }
