@@ -367,6 +367,9 @@ fn split(units: usize, work: usize, target: usize, threads: usize) -> (usize, us
     (units.div_ceil(per), per)
 }
 
+/// The work on one chunk: `(first unit, end unit, output region, scratch slot)`.
+type ChunkFn<'a> = dyn Fn(usize, usize, &mut [f32], &mut [f32]) + Sync + 'a;
+
 /// Runs `f(first, end, output region, scratch slot)` for every chunk, `slots` chunks at a time in
 /// parallel. `offset(u)` is where unit `u`'s output starts in `out` (monotonic).
 fn run_chunks(
@@ -374,7 +377,7 @@ fn run_chunks(
     out: &mut [f32],
     scratch: &mut [f32],
     offset: &(dyn Fn(usize) -> usize + Sync),
-    f: &(dyn Fn(usize, usize, &mut [f32], &mut [f32]) + Sync),
+    f: &ChunkFn<'_>,
 ) {
     let mut first = 0;
     while first < plan.chunks {
@@ -399,7 +402,7 @@ fn split_chunks(
     region: &mut [f32],
     scratch: &mut [f32],
     offset: &(dyn Fn(usize) -> usize + Sync),
-    f: &(dyn Fn(usize, usize, &mut [f32], &mut [f32]) + Sync),
+    f: &ChunkFn<'_>,
 ) {
     let unit = |c: usize| (c * plan.per_chunk).min(plan.units);
     if chunks.len() == 1 {

@@ -371,8 +371,11 @@ fn dtype_size(d: Dtype) -> usize {
     }
 }
 
+/// A pickled dict's items, shared like the unpickler's memo values.
+type SharedPairs = Rc<RefCell<Vec<(Value, Value)>>>;
+
 /// The state dict inside the loaded object.
-fn find_state_dict(root: &Value) -> Res<Rc<RefCell<Vec<(Value, Value)>>>> {
+fn find_state_dict(root: &Value) -> Res<SharedPairs> {
     let mut cur = root.clone();
     for _ in 0..4 {
         let Value::Dict(d) = &cur else {
@@ -854,7 +857,7 @@ fn long(b: &[u8]) -> Res<Value> {
 }
 
 fn pairs(items: Vec<Value>) -> Res<Vec<(Value, Value)>> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err("pickle: odd number of dict items".into());
     }
     let mut it = items.into_iter();
