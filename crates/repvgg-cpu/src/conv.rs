@@ -234,23 +234,25 @@ impl PreparedConv {
         }
         let threads = rayon::current_num_threads();
         let plan = self.plan(g, threads);
-        let need = [
+        let scratch_need = plan.slots * plan.slot_len;
+        for (what, have, want) in [
             ("input", x.len(), g.n * g.h * g.w * cin),
             ("output", out.len(), g.n * oh * ow * cout),
-            (
-                "scratch",
-                scratch.len().min(plan.slots * plan.slot_len),
-                plan.slots * plan.slot_len,
-            ),
-        ];
-        for (what, have, want) in need {
-            if have != want && !(what == "scratch" && have >= want) {
+        ] {
+            if have != want {
                 return Err(CpuError::Shape {
                     what: format!("convolution {what} buffer (elements)"),
                     expected: vec![want],
                     found: vec![have],
                 });
             }
+        }
+        if scratch.len() < scratch_need {
+            return Err(CpuError::Shape {
+                what: "convolution scratch buffer (elements, at least)".into(),
+                expected: vec![scratch_need],
+                found: vec![scratch.len()],
+            });
         }
         let arch = Arch::new();
         match &self.kernel {

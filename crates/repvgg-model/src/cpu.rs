@@ -9,10 +9,10 @@
 
 use ndarray::{Array2, ArrayView4};
 use repvgg_cpu::{Epilogue, Network, NetworkBuilder, TensorId};
-use repvgg_math::{BatchNorm, ConvBn, ConvSpec};
+use repvgg_math::{ConvBn, ConvSpec};
 
 use crate::error::Result;
-use crate::model::{DeployModel, Features, RepVgg, SqueezeExcite, TrainModel};
+use crate::model::{DeployModel, Features, RepVgg, SqueezeExcite, TrainModel, affine_of};
 
 pub use repvgg_cpu::{ConvAlgo, CpuOptions, OpTime, Tile};
 
@@ -23,21 +23,6 @@ pub struct CpuModel {
     net: Network,
     in_channels: usize,
     features: bool,
-}
-
-/// BN (after an optional conv bias) as `y = conv * scale + shift`, folded in f64.
-fn affine_of(
-    bn: &BatchNorm<f32>,
-    conv_bias: Option<&ndarray::Array1<f32>>,
-) -> Result<(Vec<f32>, Vec<f32>)> {
-    let (scale, shift) = bn.scale_shift()?;
-    let shift = shift
-        .iter()
-        .zip(&scale)
-        .enumerate()
-        .map(|(c, (sh, sc))| (sh + conv_bias.map_or(0.0, |b| f64::from(b[c])) * sc) as f32)
-        .collect();
-    Ok((scale.iter().map(|&s| s as f32).collect(), shift))
 }
 
 fn conv_bn(

@@ -12,9 +12,10 @@ use ndarray::{Array2, Array4, ArrayView4, Ix2, Ix4};
 use repvgg_gpu::{
     Activation, ConvKernel, Epilogue, GpuContext, GpuNetwork, NetworkBuilder, TensorId,
 };
-use repvgg_math::{BatchNorm, ConvBn, ConvSpec};
+use repvgg_math::{ConvBn, ConvSpec};
 
 use crate::error::{ModelError, Result};
+use crate::model::affine_of;
 use crate::model::{DeployModel, Features, RepVgg, SqueezeExcite, TrainModel};
 
 /// Which outputs to bring back.
@@ -32,20 +33,6 @@ pub struct GpuModel {
     stages: usize,
     features: bool,
     in_channels: usize,
-}
-
-fn affine_of(
-    bn: &BatchNorm<f32>,
-    conv_bias: Option<&ndarray::Array1<f32>>,
-) -> Result<(Vec<f32>, Vec<f32>)> {
-    let (scale, shift) = bn.scale_shift()?;
-    let shift = shift
-        .iter()
-        .zip(&scale)
-        .enumerate()
-        .map(|(c, (sh, sc))| (sh + conv_bias.map_or(0.0, |b| f64::from(b[c])) * sc) as f32)
-        .collect();
-    Ok((scale.iter().map(|&s| s as f32).collect(), shift))
 }
 
 fn conv_bn(

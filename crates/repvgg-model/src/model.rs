@@ -261,6 +261,22 @@ impl TrainModel {
     }
 }
 
+/// A BN (after an optional conv bias) as `y = conv * scale + shift` per channel, folded in f64:
+/// what both engines apply in a train-form conv's epilogue.
+pub(crate) fn affine_of(
+    bn: &repvgg_math::BatchNorm<f32>,
+    conv_bias: Option<&ndarray::Array1<f32>>,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (scale, shift) = bn.scale_shift()?;
+    let shift = shift
+        .iter()
+        .zip(&scale)
+        .enumerate()
+        .map(|(c, (sh, sc))| (sh + conv_bias.map_or(0.0, |b| f64::from(b[c])) * sc) as f32)
+        .collect();
+    Ok((scale.iter().map(|&s| s as f32).collect(), shift))
+}
+
 /// The 3x3 spec of a block.
 pub fn block_spec(b: &BlockSpec) -> Result<ConvSpec> {
     Ok(ConvSpec::conv3x3(
