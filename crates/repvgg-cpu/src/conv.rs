@@ -15,13 +15,13 @@
 //! chunks than threads (batch 1, late layers), the GEMMs and transforms inside a chunk run in
 //! parallel instead.
 
-use faer::{Accum, MatMut, MatRef, Par};
-use ndarray::{ArrayView4, ArrayViewMut2, Axis, ShapeBuilder};
+use ndarray::ArrayView4;
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 use repvgg_math::ConvSpec;
 
 use crate::error::{CpuError, Result};
+use crate::gemm::{self, ColEpilogue};
 use crate::winograd::{self, Block, LANES, Tile};
 
 /// How a convolution is computed.
@@ -52,9 +52,10 @@ pub struct Epilogue {
 
 #[derive(Debug, Clone)]
 enum Kernel {
-    /// `u[g][pos][ci][co]`.
+    /// `u[g][pos]`: the `cin_g x cout_g` transformed kernels, packed in panels.
     Winograd { tile: Tile, u: Vec<f32> },
-    /// `w[g][(ky * k + kx) * cin_g + ci][co]`; `direct` when the input is the im2col matrix.
+    /// `w[g]`: the `[(ky * k + kx) * cin_g + ci] x cout_g` matrix, packed in panels; `direct`
+    /// when the input is the im2col matrix.
     Gemm { w: Vec<f32>, direct: bool },
 }
 
@@ -85,7 +86,7 @@ pub const WIDE: usize = 40;
 /// Winograd tiles per chunk and im2col elements per chunk: sizes that keep a chunk's buffers in
 /// the L2 cache.
 const TILES_PER_CHUNK: usize = 128;
-const COL_ELEMS: usize = 64 * 1024;
+const COL_ELEMS: usize = 256 * 1024;
 
 impl PreparedConv {
     /// Packs `weight` (`[out, in / groups, k, k]`) for `algo`. Fails on a weight that does not
@@ -207,13 +208,12 @@ impl PreparedConv {
                 let target = (COL_ELEMS / kg.max(1)).clamp(16, 1024);
                 let (chunks, per) = split(p, p, target, threads);
                 let col = if *direct { 0 } else { per * kg };
-                let acc = if self.accumulate { per * cout } else { 0 };
                 Plan {
                     units: p,
                     per_chunk: per,
                     chunks,
                     slots: chunks.min(threads),
-                    slot_len: col + acc,
+                    slot_len: col,
                     inner_par: chunks < threads,
                 }
             }
@@ -304,8 +304,8 @@ impl PreparedConv {
         let (cin_g, cout_g) = (cin / groups, cout / groups);
         let kg = s.kernel_size * s.kernel_size * cin_g;
         let rows = p1 - p0;
-        let (col, acc) = slot.split_at_mut(if direct { 0 } else { rows * kg });
-        let par = if inner_par { Par::rayon(0) } else { Par::Seq };
+        let col = &mut slot[..if direct { 0 } else { rows * kg }];
+        let panels = gemm::packed_len(kg, cout_g);
         for gi in 0..groups {
             let (a, a_rs): (&[f32], usize) = if direct {
                 (&x[p0 * cin + gi * cin_g..], cin)
@@ -316,28 +316,30 @@ impl PreparedConv {
                     spec: s,
                     group: gi,
                     p0,
-                    col: &mut col[..rows * kg],
+                    col: &mut *col,
                 });
-                (&col[..rows * kg], kg)
+                (&*col, kg)
             };
-            let b = &w[gi * kg * cout_g..(gi + 1) * kg * cout_g];
-            let dst: &mut [f32] = if self.accumulate {
-                &mut acc[gi * cout_g..rows * cout]
-            } else {
-                &mut region[gi * cout_g..]
+            let cols = gi * cout_g..(gi + 1) * cout_g;
+            let epi = ColEpilogue {
+                scale: &self.scale[cols.clone()],
+                shift: &self.shift[cols],
+                accumulate: self.accumulate,
+                relu: self.relu,
             };
-            gemm(rows, cout_g, kg, a, a_rs, b, cout_g, dst, cout, par);
+            gemm::gemm(
+                rows,
+                kg,
+                cout_g,
+                a,
+                a_rs,
+                &w[gi * panels..(gi + 1) * panels],
+                &mut region[gi * cout_g..],
+                cout,
+                Some(epi),
+                inner_par,
+            );
         }
-        let src = if self.accumulate {
-            Some(&acc[..rows * cout])
-        } else {
-            None
-        };
-        arch.dispatch(RowEpilogue {
-            conv: self,
-            dst: region,
-            src,
-        });
     }
 }
 
@@ -421,66 +423,6 @@ fn split_chunks(
     );
 }
 
-/// Rows at or below which a GEMM runs on [`SmallMGemm`] (batch 1, late layers: few output
-/// pixels or tiles, a large weight matrix streamed once) instead of faer's packed GEMM.
-const SMALL_M: usize = 64;
-
-/// `c[m x n] = a[m x k] · b[k x n]`, all row-major with the given row strides.
-#[allow(clippy::too_many_arguments)]
-fn gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    a_rs: usize,
-    b: &[f32],
-    b_rs: usize,
-    c: &mut [f32],
-    c_rs: usize,
-    par: Par,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    let len = |rs: usize, rows: usize, cols: usize| (rows - 1) * rs + cols;
-    let (a, b, c) = (
-        &a[..len(a_rs, m, k)],
-        &b[..len(b_rs, k, n)],
-        &mut c[..len(c_rs, m, n)],
-    );
-    if m <= SMALL_M {
-        let Ok(mut cv) = ArrayViewMut2::from_shape((m, n).strides((c_rs, 1)), c) else {
-            unreachable!("the slice covers (m - 1) * c_rs + n elements")
-        };
-        // Column blocks of 128 (a multiple of every vector width), split over threads.
-        const COLS: usize = 128;
-        let arch = Arch::new();
-        let run = |(j, blk): (usize, ArrayViewMut2<'_, f32>)| {
-            arch.dispatch(SmallMGemm {
-                k,
-                a,
-                a_rs,
-                b: &b[j * COLS..],
-                b_rs,
-                c: blk,
-            });
-        };
-        let blocks = cv.axis_chunks_iter_mut(Axis(1), COLS).enumerate();
-        if matches!(par, Par::Seq) || n <= COLS {
-            blocks.for_each(run);
-        } else {
-            blocks.par_bridge().for_each(run);
-        }
-        return;
-    }
-    let a = MatRef::from_row_major_slice_with_stride(a, m, k, a_rs);
-    let b = MatRef::from_row_major_slice_with_stride(b, k, n, b_rs);
-    // Built as the transpose of a column-major view: faer 0.24.4's
-    // `from_row_major_slice_with_stride_mut` swaps the strides (and then writes out of bounds).
-    let c = MatMut::from_column_major_slice_with_stride_mut(c, n, m, c_rs).transpose_mut();
-    faer::linalg::matmul::matmul(c, Accum::Replace, a, b, 1.0f32, par);
-}
-
 fn pack_gemm(weight: &ArrayView4<'_, f32>, s: &ConvSpec) -> Vec<f32> {
     let (cout_g, cin_g, k) = (
         s.out_channels / s.groups,
@@ -488,18 +430,12 @@ fn pack_gemm(weight: &ArrayView4<'_, f32>, s: &ConvSpec) -> Vec<f32> {
         s.kernel_size,
     );
     let kg = k * k * cin_g;
-    let mut w = vec![0.0f32; s.groups * kg * cout_g];
+    let mut w = Vec::with_capacity(s.groups * gemm::packed_len(kg, cout_g));
     for g in 0..s.groups {
-        for co in 0..cout_g {
-            for ci in 0..cin_g {
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let row = (ky * k + kx) * cin_g + ci;
-                        w[(g * kg + row) * cout_g + co] = weight[[g * cout_g + co, ci, ky, kx]];
-                    }
-                }
-            }
-        }
+        gemm::pack_into(&mut w, kg, cout_g, |row, co| {
+            let (tap, ci) = (row / cin_g, row % cin_g);
+            weight[[g * cout_g + co, ci, tap / k, tap % k]]
+        });
     }
     w
 }
@@ -507,7 +443,8 @@ fn pack_gemm(weight: &ArrayView4<'_, f32>, s: &ConvSpec) -> Vec<f32> {
 fn pack_winograd(weight: &ArrayView4<'_, f32>, s: &ConvSpec, tile: Tile) -> Vec<f32> {
     let (cout_g, cin_g) = (s.out_channels / s.groups, s.in_channels / s.groups);
     let npos = tile.positions();
-    let mut u = vec![0.0f32; s.groups * npos * cin_g * cout_g];
+    // t[g][co][ci][pos], transformed in f64.
+    let mut t = vec![0.0f32; s.groups * cout_g * cin_g * npos];
     for g in 0..s.groups {
         for co in 0..cout_g {
             for ci in 0..cin_g {
@@ -517,10 +454,19 @@ fn pack_winograd(weight: &ArrayView4<'_, f32>, s: &ConvSpec, tile: Tile) -> Vec<
                         *v = f64::from(weight[[g * cout_g + co, ci, ky, kx]]);
                     }
                 }
+                let at = ((g * cout_g + co) * cin_g + ci) * npos;
                 for (pos, v) in tile.transform_kernel(&k).into_iter().enumerate() {
-                    u[((g * npos + pos) * cin_g + ci) * cout_g + co] = v as f32;
+                    t[at + pos] = v as f32;
                 }
             }
+        }
+    }
+    let mut u = Vec::with_capacity(s.groups * npos * gemm::packed_len(cin_g, cout_g));
+    for g in 0..s.groups {
+        for pos in 0..npos {
+            gemm::pack_into(&mut u, cin_g, cout_g, |ci, co| {
+                t[((g * cout_g + co) * cin_g + ci) * npos + pos]
+            });
         }
     }
     u
@@ -575,84 +521,6 @@ impl WithSimd for Im2col<'_> {
     }
 }
 
-/// `c = a · b` for a few rows of `a` (`c.nrows()` ≤ [`SMALL_M`]) and one block of columns:
-/// 6 rows x 2 vectors of accumulators, `b` streamed once per 6 rows (it stays in L2), no packing.
-struct SmallMGemm<'a, 'c> {
-    k: usize,
-    a: &'a [f32],
-    a_rs: usize,
-    /// Starts at this block's first column; row stride `b_rs`.
-    b: &'a [f32],
-    b_rs: usize,
-    c: ArrayViewMut2<'c, f32>,
-}
-
-impl WithSimd for SmallMGemm<'_, '_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        const MR: usize = 6;
-        let Self {
-            k,
-            a,
-            a_rs,
-            b,
-            b_rs,
-            mut c,
-        } = self;
-        let (m, n) = c.dim();
-        let l = S::F32_LANES;
-        let nb = 2 * l;
-        let load = |s: &[f32]| -> S::f32s { bytemuck::pod_read_unaligned(bytemuck::cast_slice(s)) };
-        let mut j0 = 0;
-        while j0 + nb <= n {
-            let mut i0 = 0;
-            while i0 < m {
-                let mr = MR.min(m - i0);
-                // Rows past the end repeat the last row (computed, never stored).
-                let rows: [usize; MR] = core::array::from_fn(|r| (i0 + r.min(mr - 1)) * a_rs);
-                let zero = simd.splat_f32s(0.0);
-                let mut acc = [[zero; 2]; MR];
-                for kk in 0..k {
-                    let brow = &b[kk * b_rs + j0..kk * b_rs + j0 + nb];
-                    let (b0, b1) = (load(&brow[..l]), load(&brow[l..]));
-                    for (acc_r, &row) in acc.iter_mut().zip(&rows) {
-                        let av = simd.splat_f32s(a[row + kk]);
-                        acc_r[0] = simd.mul_add_f32s(av, b0, acc_r[0]);
-                        acc_r[1] = simd.mul_add_f32s(av, b1, acc_r[1]);
-                    }
-                }
-                for (r, acc_r) in acc.iter().enumerate().take(mr) {
-                    let mut row = c.row_mut(i0 + r);
-                    if let Some(dst) = row.as_slice_mut() {
-                        let dst = &mut dst[j0..j0 + nb];
-                        dst[..l].copy_from_slice(bytemuck::cast_slice(core::slice::from_ref(
-                            &acc_r[0],
-                        )));
-                        dst[l..].copy_from_slice(bytemuck::cast_slice(core::slice::from_ref(
-                            &acc_r[1],
-                        )));
-                    }
-                }
-                i0 += MR;
-            }
-            j0 += nb;
-        }
-        // Remaining columns (fewer than two vectors): plain dot products.
-        if j0 < n {
-            for i in 0..m {
-                for j in j0..n {
-                    let mut acc = 0.0f32;
-                    for kk in 0..k {
-                        acc += a[i * a_rs + kk] * b[kk * b_rs + j];
-                    }
-                    c[[i, j]] = acc;
-                }
-            }
-        }
-    }
-}
-
 /// Copies `src` (at most [`LANES`] values) into `lanes`, zero-filling the rest: a full block
 /// is one fixed-size move (no `memcpy` call per 16 values).
 #[inline(always)]
@@ -687,42 +555,6 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
         }
     } else {
         dst.copy_from_slice(src);
-    }
-}
-
-/// Applies a conv's epilogue to whole output rows (`cout` channels each): `dst` holds the conv
-/// result (or, when accumulating, the running sum and `src` the conv result).
-struct RowEpilogue<'a> {
-    conv: &'a PreparedConv,
-    dst: &'a mut [f32],
-    src: Option<&'a [f32]>,
-}
-
-impl WithSimd for RowEpilogue<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, _: S) {
-        let c = self.conv;
-        let cout = c.spec.out_channels;
-        let (scale, shift, relu) = (&c.scale[..], &c.shift[..], c.relu);
-        match self.src {
-            None => {
-                for row in self.dst.chunks_exact_mut(cout) {
-                    for ((v, &s), &h) in row.iter_mut().zip(scale).zip(shift) {
-                        let y = *v * s + h;
-                        *v = if relu { y.max(0.0) } else { y };
-                    }
-                }
-            }
-            Some(src) => {
-                for (row, srow) in self.dst.chunks_exact_mut(cout).zip(src.chunks_exact(cout)) {
-                    for (((v, &a), &s), &h) in row.iter_mut().zip(srow).zip(scale).zip(shift) {
-                        let y = *v + (a * s + h);
-                        *v = if relu { y.max(0.0) } else { y };
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -790,22 +622,21 @@ impl WinogradRun<'_> {
         }
 
         // 2. One GEMM per position (and group): m[pos][t][co] = v[t][pos][:] · u[pos].
+        let panels = gemm::packed_len(cin_g, cout_g);
         let gemm_pos = |(pos, mp): (usize, &mut [f32])| {
             for gi in 0..groups {
-                let a = &v[pos * cin + gi * cin_g..];
-                let ub = ((gi * npos + pos) * cin_g) * cout_g;
-                let b = &self.u[ub..ub + cin_g * cout_g];
-                gemm(
+                let ub = (gi * npos + pos) * panels;
+                gemm::gemm(
                     tiles,
-                    cout_g,
                     cin_g,
-                    a,
-                    npos * cin,
-                    b,
                     cout_g,
+                    &v[pos * cin + gi * cin_g..],
+                    npos * cin,
+                    &self.u[ub..ub + panels],
                     &mut mp[gi * cout_g..],
                     cout,
-                    Par::Seq,
+                    None,
+                    false,
                 );
             }
         };
@@ -987,51 +818,6 @@ impl<const A: usize, const M: usize> WithSimd for OutputRow<'_, A, M> {
                     }
                 }
                 c0 += cl;
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gemm_with_strides_matches_naive() {
-        // Small m (the register-blocked kernel, with column tails and partial row blocks) and
-        // large m (faer), sequential and parallel.
-        for (m, n, k, par) in [
-            (5, 3, 4, Par::Seq),
-            (7, 67, 9, Par::Seq),
-            (13, 300, 21, Par::rayon(2)),
-            (64, 32, 5, Par::Seq),
-            (65, 40, 33, Par::rayon(2)),
-            (100, 7, 3, Par::Seq),
-        ] {
-            check_gemm(m, n, k, par);
-        }
-    }
-
-    fn check_gemm(m: usize, n: usize, k: usize, par: Par) {
-        let (a_rs, b_rs, c_rs) = (k + 2, n + 1, n + 3);
-        let a: Vec<f32> = (0..m * a_rs).map(|i| (i % 7) as f32 - 3.0).collect();
-        let b: Vec<f32> = (0..k * b_rs).map(|i| (i % 5) as f32 - 2.0).collect();
-        let mut c = vec![f32::NAN; m * c_rs];
-        gemm(m, n, k, &a, a_rs, &b, b_rs, &mut c, c_rs, par);
-        for i in 0..m {
-            for j in 0..n {
-                let want: f32 = (0..k).map(|l| a[i * a_rs + l] * b[l * b_rs + j]).sum();
-                // Small integers: every order of summation is exact.
-                assert_eq!(c[i * c_rs + j], want, "m{m} n{n} k{k} at ({i},{j})");
-            }
-            // Padding between rows is never written.
-            for j in n..c_rs {
-                if i + 1 < m {
-                    assert!(
-                        c[i * c_rs + j].is_nan(),
-                        "m{m} n{n} k{k}: wrote padding ({i},{j})"
-                    );
-                }
             }
         }
     }

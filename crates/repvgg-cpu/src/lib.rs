@@ -11,14 +11,17 @@
 //!   output transform ([`winograd`]).
 //! * Every other conv is a GEMM over an im2col block gathered per chunk of output pixels (1x1
 //!   stride-1 convs multiply the input directly); groups are per-group GEMMs.
-//! * GEMMs are [`faer`]'s (cache-blocked, packed, runtime-dispatched AVX-512/AVX2/NEON kernels);
-//!   element-wise loops are compiled for the best instruction set found at run time through
-//!   [`pulp`]. No `unsafe` in this crate.
+//! * GEMMs multiply the activations in place with weights packed once into column panels
+//!   (`gemm`): a register-blocked microkernel (8 rows x 32 columns on AVX-512, 3 x 32 on AVX2)
+//!   compiled for the best instruction set found at run time through [`pulp`], the conv's
+//!   epilogue fused into its store, threads splitting the panels so that a weight byte is read
+//!   once per run at batch 1. No `unsafe` in this crate.
 //! * Threads: rayon. Work is split into chunks of whole output rows; when a layer has fewer
 //!   chunks than threads (batch 1, late layers), the work inside a chunk is split instead.
 
 mod conv;
 mod error;
+mod gemm;
 mod network;
 pub mod winograd;
 

@@ -79,7 +79,7 @@ impl Op {
 struct Head {
     input: usize,
     classes: usize,
-    /// `[C, classes]` (the transposed PyTorch weight).
+    /// `[C, classes]` (the transposed PyTorch weight), packed in GEMM panels.
     wt: Vec<f32>,
     bias: Vec<f32>,
 }
@@ -321,7 +321,8 @@ impl NetworkBuilder {
             ));
         }
         finite("classifier bias", bias)?;
-        let wt = weight.t().iter().copied().collect();
+        let mut wt = Vec::new();
+        crate::gemm::pack_into(&mut wt, c, classes, |ci, k| weight[[k, ci]]);
         self.head = Some(Head {
             input: x.0,
             classes,
@@ -723,17 +724,25 @@ impl Network {
             .zip(feats.par_chunks(fh * fw * ch))
             .for_each(|(p, img)| arch.dispatch(MeanPixels { out: p, img }));
         let mut logits = vec![0.0f32; n * hd.classes];
-        {
-            let a = faer::MatRef::from_row_major_slice(pooled, n, ch);
-            let b = faer::MatRef::from_row_major_slice(&hd.wt, ch, hd.classes);
-            let c = faer::MatMut::from_row_major_slice_mut(&mut logits, n, hd.classes);
-            faer::linalg::matmul::matmul(c, faer::Accum::Replace, a, b, 1.0f32, faer::Par::Seq);
-        }
-        for row in logits.chunks_exact_mut(hd.classes) {
-            for (v, b) in row.iter_mut().zip(&hd.bias) {
-                *v += b;
-            }
-        }
+        let ones = vec![1.0f32; hd.classes];
+        let epi = crate::gemm::ColEpilogue {
+            scale: &ones,
+            shift: &hd.bias,
+            accumulate: false,
+            relu: false,
+        };
+        crate::gemm::gemm(
+            n,
+            ch,
+            hd.classes,
+            pooled,
+            ch,
+            &hd.wt,
+            &mut logits,
+            hd.classes,
+            Some(epi),
+            true,
+        );
         let logits = Array2::from_shape_vec((n, hd.classes), logits)
             .map_err(|e| CpuError::Invalid(e.to_string()))?;
         lap(

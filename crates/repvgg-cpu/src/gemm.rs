@@ -1,0 +1,298 @@
+//! A packed-panel GEMM: `c[m x n] = a[m x k] · b[k x n]` with `b` (the weights) packed once,
+//! at preparation, into column panels of [`NR`] columns (`[panel][k][NR]`, zero-padded), and an
+//! optional per-column epilogue (scale, shift, accumulate, ReLU) fused into the store.
+//!
+//! The microkernel keeps `MR x NR` accumulators in registers (8 rows x 2 vectors on AVX-512,
+//! 3 rows x 4 vectors on AVX2), broadcasts one `a` value per row and step and streams the panel
+//! contiguously, so a panel is read from memory once per block of rows and then from L1/L2. The
+//! rows of `a` are read in place (any row stride): no packing of the activations.
+//!
+//! Threads split the panels (never the rows), so at batch 1 every weight byte is streamed once
+//! in all, not once per thread.
+
+use ndarray::{ArrayViewMut2, Axis, ShapeBuilder};
+use pulp::{Arch, Simd, WithSimd};
+use rayon::prelude::*;
+
+/// Columns per packed panel.
+pub const NR: usize = 32;
+
+/// Elements of a `k x n` matrix packed in panels.
+pub fn packed_len(k: usize, n: usize) -> usize {
+    n.div_ceil(NR) * k * NR
+}
+
+/// Packs the `k x n` matrix `f(row, col)` into panels, appending to `out`.
+pub fn pack_into(out: &mut Vec<f32>, k: usize, n: usize, f: impl Fn(usize, usize) -> f32) {
+    out.reserve(packed_len(k, n));
+    for p in 0..n.div_ceil(NR) {
+        for kk in 0..k {
+            for c in 0..NR {
+                let j = p * NR + c;
+                out.push(if j < n { f(kk, j) } else { 0.0 });
+            }
+        }
+    }
+}
+
+/// The per-column epilogue: `z = acc * scale + shift`, `z += c` when accumulating, ReLU.
+#[derive(Debug, Clone, Copy)]
+pub struct ColEpilogue<'a> {
+    /// `n` values each (the columns of this GEMM).
+    pub scale: &'a [f32],
+    pub shift: &'a [f32],
+    pub accumulate: bool,
+    pub relu: bool,
+}
+
+/// `c = a · b` (then the epilogue, if any): `a` row-major `m x k` with row stride `a_rs`,
+/// `b` packed by [`pack_into`] (`k x n`), `c` row-major `m x n` with row stride `c_rs`.
+/// `parallel` splits the panels over rayon's threads.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    a_rs: usize,
+    b: &[f32],
+    c: &mut [f32],
+    c_rs: usize,
+    epi: Option<ColEpilogue<'_>>,
+    parallel: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(a_rs >= k && c_rs >= n, "row strides shorter than the rows");
+    assert!(b.len() >= packed_len(k, n), "packed matrix too short");
+    assert!(
+        epi.is_none_or(|e| e.scale.len() >= n && e.shift.len() >= n),
+        "epilogue shorter than the columns"
+    );
+    let a = &a[..(m - 1) * a_rs + k];
+    let c = &mut c[..(m - 1) * c_rs + n];
+    let Ok(mut cv) = ArrayViewMut2::from_shape((m, n).strides((c_rs, 1)), c) else {
+        unreachable!("the slice covers (m - 1) * c_rs + n elements")
+    };
+    let arch = Arch::new();
+    let run = |(p, blk): (usize, ArrayViewMut2<'_, f32>)| {
+        let cols = p * NR..p * NR + blk.ncols();
+        arch.dispatch(Panel {
+            k,
+            a,
+            a_rs,
+            b: &b[p * k * NR..(p + 1) * k * NR],
+            c: blk,
+            epi: epi.map(|e| ColEpilogue {
+                scale: &e.scale[cols.clone()],
+                shift: &e.shift[cols],
+                ..e
+            }),
+        });
+    };
+    let panels = cv.axis_chunks_iter_mut(Axis(1), NR);
+    if parallel && n > NR && rayon::current_num_threads() > 1 {
+        panels.into_par_iter().enumerate().for_each(run);
+    } else {
+        panels.enumerate().for_each(run);
+    }
+}
+
+/// One panel of columns (at most [`NR`]), every row.
+struct Panel<'a, 'c> {
+    k: usize,
+    a: &'a [f32],
+    a_rs: usize,
+    /// `[k][NR]`.
+    b: &'a [f32],
+    c: ArrayViewMut2<'c, f32>,
+    epi: Option<ColEpilogue<'a>>,
+}
+
+impl WithSimd for Panel<'_, '_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        match S::F32_LANES {
+            16 => self.rows::<S, 8, 2>(simd),
+            8 => self.rows::<S, 3, 4>(simd),
+            _ => self.scalar(),
+        }
+    }
+}
+
+/// Calls `$f::<S, R, V>` with `R` the row count `$mr` (1..=8) as a constant.
+macro_rules! by_rows {
+    ($self:ident, $simd:ident, $mr:expr, $i0:expr, $V:ident) => {
+        match $mr {
+            8 => $self.micro::<S, 8, $V>($simd, $i0),
+            7 => $self.micro::<S, 7, $V>($simd, $i0),
+            6 => $self.micro::<S, 6, $V>($simd, $i0),
+            5 => $self.micro::<S, 5, $V>($simd, $i0),
+            4 => $self.micro::<S, 4, $V>($simd, $i0),
+            3 => $self.micro::<S, 3, $V>($simd, $i0),
+            2 => $self.micro::<S, 2, $V>($simd, $i0),
+            _ => $self.micro::<S, 1, $V>($simd, $i0),
+        }
+    };
+}
+
+impl Panel<'_, '_> {
+    #[inline(always)]
+    fn rows<S: Simd, const MR: usize, const V: usize>(mut self, simd: S) {
+        let m = self.c.nrows();
+        let mut i0 = 0;
+        while i0 < m {
+            let mr = MR.min(m - i0);
+            by_rows!(self, simd, mr, i0, V);
+            i0 += mr;
+        }
+    }
+
+    /// Rows `i0..i0 + R`: `R x V` vector accumulators over the whole `k`, then the store.
+    #[inline(always)]
+    fn micro<S: Simd, const R: usize, const V: usize>(&mut self, simd: S, i0: usize) {
+        let l = S::F32_LANES;
+        let k = self.k;
+        let rows: [&[f32]; R] = core::array::from_fn(|r| {
+            let s = (i0 + r) * self.a_rs;
+            &self.a[s..s + k]
+        });
+        let b = &self.b[..k * NR];
+        let zero = simd.splat_f32s(0.0);
+        let mut acc = [[zero; V]; R];
+        for (kk, brow) in b.chunks_exact(NR).enumerate() {
+            let bv: [S::f32s; V] = core::array::from_fn(|v| {
+                bytemuck::pod_read_unaligned(bytemuck::cast_slice(&brow[v * l..(v + 1) * l]))
+            });
+            for (acc_r, row) in acc.iter_mut().zip(&rows) {
+                let av = simd.splat_f32s(row[kk]);
+                for (a, b) in acc_r.iter_mut().zip(&bv) {
+                    *a = simd.mul_add_f32s(av, *b, *a);
+                }
+            }
+        }
+        let n = self.c.ncols();
+        for (r, acc_r) in acc.iter().enumerate() {
+            let mut vals = [0.0f32; NR];
+            vals[..V * l].copy_from_slice(bytemuck::cast_slice(acc_r.as_slice()));
+            let mut row = self.c.row_mut(i0 + r);
+            let Some(dst) = row.as_slice_mut() else {
+                unreachable!("rows of c are contiguous")
+            };
+            store(dst, &vals[..n], self.epi);
+        }
+    }
+
+    /// Any other vector width: plain loops.
+    fn scalar(mut self) {
+        let (m, n) = self.c.dim();
+        for i in 0..m {
+            let mut vals = [0.0f32; NR];
+            for kk in 0..self.k {
+                let av = self.a[i * self.a_rs + kk];
+                for (v, b) in vals.iter_mut().zip(&self.b[kk * NR..(kk + 1) * NR]) {
+                    *v += av * b;
+                }
+            }
+            let mut row = self.c.row_mut(i);
+            let Some(dst) = row.as_slice_mut() else {
+                unreachable!("rows of c are contiguous")
+            };
+            store(dst, &vals[..n], self.epi);
+        }
+    }
+}
+
+#[inline(always)]
+fn store(dst: &mut [f32], vals: &[f32], epi: Option<ColEpilogue<'_>>) {
+    match epi {
+        None => dst.copy_from_slice(vals),
+        Some(e) => {
+            let it = dst.iter_mut().zip(vals).zip(e.scale).zip(e.shift);
+            match (e.accumulate, e.relu) {
+                (false, false) => it.for_each(|(((d, &v), &s), &h)| *d = v * s + h),
+                (false, true) => it.for_each(|(((d, &v), &s), &h)| *d = (v * s + h).max(0.0)),
+                (true, false) => it.for_each(|(((d, &v), &s), &h)| *d += v * s + h),
+                (true, true) => it.for_each(|(((d, &v), &s), &h)| *d = (*d + v * s + h).max(0.0)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, k: usize, n: usize, a: &[f32], a_rs: usize, b: &[f32]) -> Vec<f64> {
+        let mut c = vec![0.0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                for kk in 0..k {
+                    c[i * n + j] += f64::from(a[i * a_rs + kk]) * f64::from(b[kk * n + j]);
+                }
+            }
+        }
+        c
+    }
+
+    fn check(m: usize, k: usize, n: usize, epi: bool, parallel: bool) {
+        let a_rs = k + 3;
+        let c_rs = n + 5;
+        let a: Vec<f32> = (0..m * a_rs).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 24.0).collect();
+        let scale: Vec<f32> = (0..n).map(|j| 0.5 + j as f32 / 64.0).collect();
+        let shift: Vec<f32> = (0..n).map(|j| j as f32 / 8.0 - 2.0).collect();
+        let mut packed = Vec::new();
+        pack_into(&mut packed, k, n, |r, j| b[r * n + j]);
+        assert_eq!(packed.len(), packed_len(k, n));
+        let init = |i: usize| (i % 7) as f32 - 3.0;
+        let mut c: Vec<f32> = (0..m * c_rs).map(init).collect();
+        let e = ColEpilogue {
+            scale: &scale,
+            shift: &shift,
+            accumulate: true,
+            relu: true,
+        };
+        gemm(m, k, n, &a, a_rs, &packed, &mut c, c_rs, epi.then_some(e), parallel);
+        let want = naive(m, k, n, &a, a_rs, &b);
+        for i in 0..m {
+            for j in 0..c_rs {
+                let got = c[i * c_rs + j];
+                if j >= n {
+                    assert_eq!(got, init(i * c_rs + j), "padding column {j} of row {i} written");
+                    continue;
+                }
+                let mut w = want[i * n + j];
+                if epi {
+                    w = w * f64::from(scale[j]) + f64::from(shift[j]);
+                    w = (w + f64::from(init(i * c_rs + j))).max(0.0);
+                }
+                let tol = 1e-4 * (1.0 + w.abs()) * (k as f64).sqrt();
+                assert!(
+                    (f64::from(got) - w).abs() <= tol,
+                    "m {m} k {k} n {n} epi {epi}: c[{i}][{j}] = {got}, want {w}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_row_block_and_column_tail_matches_naive() {
+        for m in [1, 2, 3, 5, 7, 8, 9, 16, 17, 25] {
+            for n in [1, 15, 16, 31, 32, 33, 48, 70] {
+                for k in [1, 3, 27] {
+                    check(m, k, n, false, m % 2 == 0);
+                    check(m, k, n, true, m % 2 == 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn long_k_and_many_panels() {
+        check(49, 1728, 130, true, true);
+        check(3, 300, 1000, false, true);
+    }
+}
