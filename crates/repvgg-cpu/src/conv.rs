@@ -22,7 +22,7 @@ use repvgg_math::ConvSpec;
 
 use crate::error::{CpuError, Result};
 use crate::gemm::{self, ColEpilogue};
-use crate::winograd::{self, Block, LANES, Tile};
+use crate::winograd::{self, Tile};
 
 /// How a convolution is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -52,8 +52,12 @@ pub struct Epilogue {
 
 #[derive(Debug, Clone)]
 enum Kernel {
-    /// `u[g][pos]`: the `cin_g x cout_g` transformed kernels, packed in panels.
-    Winograd { tile: Tile, u: Vec<f32> },
+    /// `u[g][pos]` for each tile size kept: the `cin_g x cout_g` transformed kernels, packed in
+    /// panels.
+    Winograd {
+        f4: Option<Vec<f32>>,
+        f2: Option<Vec<f32>>,
+    },
     /// `w[g]`: the `[(ky * k + kx) * cin_g + ci] x cout_g` matrix, packed in panels; `direct`
     /// when the input is the im2col matrix.
     Gemm { w: Vec<f32>, direct: bool },
@@ -80,8 +84,11 @@ pub struct PreparedConv {
     relu: bool,
 }
 
-/// Input channels per group from which [`ConvAlgo::Auto`] picks F(4x4) over F(2x2).
+/// Input channels per group from which [`ConvAlgo::Auto`] keeps F(4x4) beside F(2x2).
 pub const WIDE: usize = 40;
+
+/// F(4x4) tiles per run from which a conv that keeps both tile sizes uses F(4x4).
+pub const F4_MIN_TILES: usize = 48;
 
 /// Winograd tiles per chunk and im2col elements per chunk: sizes that keep a chunk's buffers in
 /// the L2 cache.
@@ -122,25 +129,23 @@ impl PreparedConv {
         let scale = check("scale", &epilogue.scale, 1.0)?;
         let shift = check("shift", &epilogue.shift, 0.0)?;
         let winograd_ok = spec.kernel_size == 3 && spec.stride == 1 && spec.padding <= 2;
-        let tile = match algo {
-            // F(4x4) does 1.8x fewer multiplications than F(2x2) but its transforms cost more
-            // per channel and round a little more: it pays on wide layers.
-            ConvAlgo::Auto if winograd_ok && spec.in_channels / spec.groups >= WIDE => {
-                Some(Tile::F4)
-            }
-            ConvAlgo::Auto if winograd_ok => Some(Tile::F2),
-            ConvAlgo::Winograd(t) if winograd_ok => Some(t),
-            _ => None,
+        // F(4x4) does 1.8x fewer multiplications than F(2x2), but its transforms cost more per
+        // channel, it rounds a little more and its transformed weights are 2.25x larger: it pays
+        // on wide layers with many tiles. Wide layers keep both, and each run picks by its tile
+        // count (see `winograd_tile`).
+        let (f4, f2) = match algo {
+            ConvAlgo::Auto if winograd_ok && spec.in_channels / spec.groups >= WIDE => (true, true),
+            ConvAlgo::Auto if winograd_ok => (false, true),
+            ConvAlgo::Winograd(t) if winograd_ok => (t == Tile::F4, t == Tile::F2),
+            _ => (false, false),
         };
-        let kernel = match tile {
-            Some(tile) => Kernel::Winograd {
-                tile,
-                u: pack_winograd(&weight, &spec, tile),
-            },
-            None => Kernel::Gemm {
+        let pack = |on: bool, tile| on.then(|| pack_winograd(&weight, &spec, tile));
+        let kernel = match (pack(f4, Tile::F4), pack(f2, Tile::F2)) {
+            (None, None) => Kernel::Gemm {
                 w: pack_gemm(&weight, &spec),
                 direct: spec.kernel_size == 1 && spec.stride == 1 && spec.padding == 0,
             },
+            (f4, f2) => Kernel::Winograd { f4, f2 },
         };
         Ok(Self {
             spec,
@@ -161,13 +166,43 @@ impl PreparedConv {
         self.accumulate
     }
 
-    /// The algorithm picked: "winograd-f4", "winograd-f2", "gemm-1x1" or "im2col-gemm".
+    /// The algorithm picked: "winograd-f4", "winograd-f2", "winograd-f4|f2" (chosen per run by
+    /// [`PreparedConv::algorithm_for`]), "gemm-1x1" or "im2col-gemm".
     pub fn algorithm(&self) -> &'static str {
         match &self.kernel {
-            Kernel::Winograd { tile: Tile::F4, .. } => "winograd-f4",
-            Kernel::Winograd { tile: Tile::F2, .. } => "winograd-f2",
+            Kernel::Winograd {
+                f4: Some(_),
+                f2: Some(_),
+            } => "winograd-f4|f2",
+            Kernel::Winograd { f4: Some(_), .. } => "winograd-f4",
+            Kernel::Winograd { .. } => "winograd-f2",
             Kernel::Gemm { direct: true, .. } => "gemm-1x1",
             Kernel::Gemm { direct: false, .. } => "im2col-gemm",
+        }
+    }
+
+    /// The algorithm a run of these sizes uses.
+    pub fn algorithm_for(&self, g: &Geometry) -> &'static str {
+        match self.winograd_tile(g) {
+            Some((Tile::F4, _)) => "winograd-f4",
+            Some((Tile::F2, _)) => "winograd-f2",
+            None => self.algorithm(),
+        }
+    }
+
+    /// The Winograd tile (and its packed weights) for a run: F(4x4) when the run has at least
+    /// [`F4_MIN_TILES`] of its tiles (enough rows to amortise reading its 2.25x larger
+    /// weights), else F(2x2), when both are kept.
+    fn winograd_tile(&self, g: &Geometry) -> Option<(Tile, &[f32])> {
+        let Kernel::Winograd { f4, f2 } = &self.kernel else {
+            return None;
+        };
+        let f4_tiles = g.n * g.oh.div_ceil(4) * g.ow.div_ceil(4);
+        match (f4, f2) {
+            (Some(u), Some(_)) if f4_tiles >= F4_MIN_TILES => Some((Tile::F4, u)),
+            (_, Some(u)) => Some((Tile::F2, u)),
+            (Some(u), None) => Some((Tile::F4, u)),
+            (None, None) => None,
         }
     }
 
@@ -186,8 +221,8 @@ impl PreparedConv {
     fn plan(&self, g: &Geometry, threads: usize) -> Plan {
         let threads = threads.max(1);
         let (cin, cout) = (self.spec.in_channels, self.spec.out_channels);
-        match &self.kernel {
-            Kernel::Winograd { tile, .. } => {
+        match (&self.kernel, self.winograd_tile(g)) {
+            (Kernel::Winograd { .. }, Some((tile, _))) => {
                 let m = tile.m();
                 let (th, tw) = (g.oh.div_ceil(m), g.ow.div_ceil(m));
                 let rows = g.n * th;
@@ -202,7 +237,8 @@ impl PreparedConv {
                     inner_par: chunks < threads,
                 }
             }
-            Kernel::Gemm { direct, .. } => {
+            (Kernel::Winograd { .. }, None) => unreachable!("a Winograd conv keeps a tile size"),
+            (Kernel::Gemm { direct, .. }, _) => {
                 let p = g.n * g.oh * g.ow;
                 let kg = self.spec.kernel_size.pow(2) * cin / self.spec.groups;
                 let target = (COL_ELEMS / kg.max(1)).clamp(16, 1024);
@@ -255,8 +291,8 @@ impl PreparedConv {
             });
         }
         let arch = Arch::new();
-        match &self.kernel {
-            Kernel::Winograd { tile, u } => {
+        match (&self.kernel, self.winograd_tile(g)) {
+            (Kernel::Winograd { .. }, Some((tile, u))) => {
                 let m = tile.m();
                 let th = oh.div_ceil(m);
                 // Output rows (n * oh + oy) where tile row r starts.
@@ -265,7 +301,7 @@ impl PreparedConv {
                 run_chunks(&plan, out, scratch, &offset, &|r0, r1, region, slot| {
                     let wg = WinogradRun {
                         conv: self,
-                        tile: *tile,
+                        tile,
                         u,
                         x,
                         g,
@@ -275,7 +311,8 @@ impl PreparedConv {
                     wg.chunk(r0, r1, region, slot, plan.inner_par, &offset);
                 });
             }
-            Kernel::Gemm { w, direct } => {
+            (Kernel::Winograd { .. }, None) => unreachable!("a Winograd conv keeps a tile size"),
+            (Kernel::Gemm { w, direct }, _) => {
                 let offset = |p: usize| p * cout;
                 run_chunks(&plan, out, scratch, &offset, &|p0, p1, region, slot| {
                     self.gemm_chunk(w, *direct, x, g, p0, p1, region, slot, plan.inner_par, arch);
@@ -521,31 +558,6 @@ impl WithSimd for Im2col<'_> {
     }
 }
 
-/// Copies `src` (at most [`LANES`] values) into `lanes`, zero-filling the rest: a full block
-/// is one fixed-size move (no `memcpy` call per 16 values).
-#[inline(always)]
-fn load_lanes(lanes: &mut [f32; LANES], src: &[f32]) {
-    if let Ok(full) = <&[f32; LANES]>::try_from(src) {
-        *lanes = *full;
-    } else {
-        for (i, l) in lanes.iter_mut().enumerate() {
-            *l = src.get(i).copied().unwrap_or(0.0);
-        }
-    }
-}
-
-/// Stores the first `dst.len()` lanes.
-#[inline(always)]
-fn store_lanes(dst: &mut [f32], lanes: &[f32; LANES]) {
-    if let Ok(full) = <&mut [f32; LANES]>::try_from(&mut *dst) {
-        *full = *lanes;
-    } else {
-        for (d, l) in dst.iter_mut().zip(lanes) {
-            *d = *l;
-        }
-    }
-}
-
 /// Copies one pixel's channel run; short runs (the stem's 3 channels) without a `memcpy` call.
 #[inline(always)]
 fn copy_run(dst: &mut [f32], src: &[f32]) {
@@ -721,7 +733,7 @@ struct InputTiles<'a, const A: usize> {
 impl<const A: usize> WithSimd for InputTiles<'_, A> {
     type Output = ();
     #[inline(always)]
-    fn with_simd<S: Simd>(self, _: S) {
+    fn with_simd<S: Simd>(self, simd: S) {
         let run = self.run;
         let g = run.g;
         let s = &run.conv.spec;
@@ -729,36 +741,62 @@ impl<const A: usize> WithSimd for InputTiles<'_, A> {
         let m = A - 2;
         let pad = s.padding;
         let npos = A * A;
-        let mut d: Block<A> = [[[0.0; LANES]; A]; A];
-        let mut out: Block<A> = [[[0.0; LANES]; A]; A];
+        let l = S::F32_LANES;
+        let zero = simd.splat_f32s(0.0);
         for (i, vt) in self.v.chunks_exact_mut(npos * cin).enumerate() {
             let t = self.t0 + i;
             let (r, tx) = (t / self.tw, t % self.tw);
             let (n, ty) = (r / run.th, r % run.th);
             let y0 = ty * m;
             let x0 = tx * m;
+            // Rows and columns of the tile inside the image (the rest is padding: zeros).
+            let inside = |o: usize, e: usize| (o + A).saturating_sub(pad).min(e);
+            let (ya, yb) = (y0.saturating_sub(pad), inside(y0, g.h));
+            let (xa, xb) = (x0.saturating_sub(pad), inside(x0, g.w));
             let mut c0 = 0;
             while c0 < cin {
-                let cl = LANES.min(cin - c0);
+                let cl = l.min(cin - c0);
+                let mut d = [[zero; A]; A];
                 for (a, d_a) in d.iter_mut().enumerate() {
                     let iy = (y0 + a).wrapping_sub(pad);
-                    for (b, lanes) in d_a.iter_mut().enumerate() {
+                    if iy < ya || iy >= yb {
+                        continue;
+                    }
+                    for (b, v) in d_a.iter_mut().enumerate() {
                         let ix = (x0 + b).wrapping_sub(pad);
-                        if iy < g.h && ix < g.w {
+                        if ix >= xa && ix < xb {
                             let src = ((n * g.h + iy) * g.w + ix) * cin + c0;
-                            load_lanes(lanes, &run.x[src..src + cl]);
-                        } else {
-                            *lanes = [0.0; LANES];
+                            *v = load::<S>(simd, &run.x[src..src + cl]);
                         }
                     }
                 }
-                winograd::sandwich(self.bt, &d, &mut out);
-                for (pos, lanes) in out.iter().flatten().enumerate() {
-                    store_lanes(&mut vt[pos * cin + c0..pos * cin + c0 + cl], lanes);
+                let out = winograd::sandwich(simd, self.bt, &d);
+                for (pos, v) in out.iter().flatten().enumerate() {
+                    store::<S>(simd, &mut vt[pos * cin + c0..pos * cin + c0 + cl], *v);
                 }
                 c0 += cl;
             }
         }
+    }
+}
+
+/// Loads a vector from `src` (a full vector, or fewer values and zeros).
+#[inline(always)]
+fn load<S: Simd>(simd: S, src: &[f32]) -> S::f32s {
+    if src.len() == S::F32_LANES {
+        bytemuck::pod_read_unaligned(bytemuck::cast_slice(src))
+    } else {
+        simd.partial_load_f32s(src)
+    }
+}
+
+/// Stores the first `dst.len()` lanes of `v`.
+#[inline(always)]
+fn store<S: Simd>(simd: S, dst: &mut [f32], v: S::f32s) {
+    if dst.len() == S::F32_LANES {
+        dst.copy_from_slice(bytemuck::cast_slice(core::slice::from_ref(&v)));
+    } else {
+        simd.partial_store_f32s(dst, v);
     }
 }
 
@@ -781,7 +819,7 @@ struct OutputRow<'a, const A: usize, const M: usize> {
 impl<const A: usize, const M: usize> WithSimd for OutputRow<'_, A, M> {
     type Output = ();
     #[inline(always)]
-    fn with_simd<S: Simd>(self, _: S) {
+    fn with_simd<S: Simd>(self, simd: S) {
         let run = self.run;
         let g = run.g;
         let conv = run.conv;
@@ -789,32 +827,34 @@ impl<const A: usize, const M: usize> WithSimd for OutputRow<'_, A, M> {
         let ty = self.r % run.th;
         let rows_here = M.min(g.oh - ty * M);
         let (acc, relu) = (conv.accumulate, conv.relu);
-        let mut mb: Block<A> = [[[0.0; LANES]; A]; A];
-        let mut y = [[[0.0f32; LANES]; M]; M];
+        let l = S::F32_LANES;
+        let zero = simd.splat_f32s(0.0);
         for tx in 0..self.tw {
             let t = self.first_tile + tx;
             let cols_here = M.min(g.ow - tx * M);
             let mut c0 = 0;
             while c0 < cout {
-                let cl = LANES.min(cout - c0);
-                for (pos, lanes) in mb.iter_mut().flatten().enumerate() {
+                let cl = l.min(cout - c0);
+                let mut mb = [[zero; A]; A];
+                for (pos, v) in mb.iter_mut().flatten().enumerate() {
                     let src = (pos * self.tiles + t) * cout + c0;
-                    load_lanes(lanes, &self.m[src..src + cl]);
+                    *v = load::<S>(simd, &self.m[src..src + cl]);
                 }
-                winograd::output_sandwich(self.at, &mb, &mut y);
-                let scale = &conv.scale[c0..c0 + cl];
-                let shift = &conv.shift[c0..c0 + cl];
+                let y = winograd::output_sandwich(simd, self.at, &mb);
+                let scale = load::<S>(simd, &conv.scale[c0..c0 + cl]);
+                let shift = load::<S>(simd, &conv.shift[c0..c0 + cl]);
                 for (i, y_i) in y.iter().enumerate().take(rows_here) {
-                    for (j, lanes) in y_i.iter().enumerate().take(cols_here) {
+                    for (j, &v) in y_i.iter().enumerate().take(cols_here) {
                         let dst = (i * g.ow + tx * M + j) * cout + c0;
                         let d = &mut self.band[dst..dst + cl];
-                        for (((o, &v), &s), &h) in d.iter_mut().zip(lanes).zip(scale).zip(shift) {
-                            let mut z = v * s + h;
-                            if acc {
-                                z += *o;
-                            }
-                            *o = if relu { z.max(0.0) } else { z };
+                        let mut z = simd.mul_add_f32s(v, scale, shift);
+                        if acc {
+                            z = simd.add_f32s(z, load::<S>(simd, d));
                         }
+                        if relu {
+                            z = simd.max_f32s(z, zero);
+                        }
+                        store::<S>(simd, d, z);
                     }
                 }
                 c0 += cl;

@@ -660,7 +660,7 @@ impl Network {
                             s.groups,
                             g.oh,
                             g.ow,
-                            conv.algorithm()
+                            conv.algorithm_for(&g)
                         ),
                         2 * macs,
                     );

@@ -3,14 +3,13 @@
 //!
 //! `Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A` computes an `m x m` output tile from an `(m+2) x (m+2)`
 //! input tile. The kernel transform `G g Gᵀ` is done once, in f64, when a network is prepared;
-//! the input and output transforms run per tile, 16 channels at a time (the lanes of the arrays
-//! below, contiguous in NHWC), and the products become `(m+2)²` GEMMs over (tiles x channels).
+//! the input and output transforms run per tile, one SIMD vector of channels at a time
+//! (contiguous in NHWC), and the products become `(m+2)²` GEMMs over (tiles x channels).
 //!
 //! Two tile sizes: F(2x2,3x3) (4x4 input tiles, 2.25x fewer multiplications than a direct conv)
 //! and F(4x4,3x3) (6x6 input tiles, 4x fewer; a little more rounding, see the crate's tests).
 
-/// Channels handled together by one transform call (one AVX-512 vector, two AVX2 vectors).
-pub const LANES: usize = 16;
+use pulp::Simd;
 
 /// The tile size of a Winograd convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,77 +80,71 @@ impl Tile {
     }
 }
 
-/// A tile of `LANES` channels: `[row][col][lane]`.
-pub type Block<const A: usize> = [[[f32; LANES]; A]; A];
-
-/// `out = Bᵀ d B` on every lane. The matrix is a constant, so the zero terms fold away.
+/// `out = Bᵀ d B` on every lane of a tile of vectors (`[row][col]`, one vector of channels
+/// each). The matrix is a constant, so the zero terms fold away.
 #[inline(always)]
-pub(crate) fn sandwich<const A: usize>(bt: &[[f32; A]; A], d: &Block<A>, out: &mut Block<A>) {
-    let mut tmp = [[[0.0f32; LANES]; A]; A];
-    for (a, tmp_a) in tmp.iter_mut().enumerate() {
-        for (i, d_i) in d.iter().enumerate() {
-            let c = bt[a][i];
+pub(crate) fn sandwich<S: Simd, const A: usize>(
+    simd: S,
+    bt: &[[f32; A]; A],
+    d: &[[S::f32s; A]; A],
+) -> [[S::f32s; A]; A] {
+    let zero = simd.splat_f32s(0.0);
+    let mut tmp = [[zero; A]; A];
+    for (tmp_a, bt_a) in tmp.iter_mut().zip(bt) {
+        for (d_i, &c) in d.iter().zip(bt_a) {
             if c == 0.0 {
                 continue;
             }
-            for (t, s) in tmp_a.iter_mut().zip(d_i) {
-                for l in 0..LANES {
-                    t[l] += c * s[l];
-                }
+            let cv = simd.splat_f32s(c);
+            for (t, &s) in tmp_a.iter_mut().zip(d_i) {
+                *t = simd.mul_add_f32s(cv, s, *t);
             }
         }
     }
+    let mut out = [[zero; A]; A];
     for (out_a, tmp_a) in out.iter_mut().zip(&tmp) {
-        for (b, o) in out_a.iter_mut().enumerate() {
-            *o = [0.0; LANES];
-            for (j, t) in tmp_a.iter().enumerate() {
-                let c = bt[b][j];
-                if c == 0.0 {
-                    continue;
-                }
-                for l in 0..LANES {
-                    o[l] += c * t[l];
+        for (o, bt_b) in out_a.iter_mut().zip(bt) {
+            for (&t, &c) in tmp_a.iter().zip(bt_b) {
+                if c != 0.0 {
+                    *o = simd.mul_add_f32s(simd.splat_f32s(c), t, *o);
                 }
             }
         }
     }
+    out
 }
 
-/// `y = Aᵀ m A` on every lane (`M x A` matrix `at`).
+/// `y = Aᵀ m A` on every lane: the `M x M` outputs of an `A x A` tile of vectors.
 #[inline(always)]
-pub(crate) fn output_sandwich<const A: usize, const M: usize>(
+pub(crate) fn output_sandwich<S: Simd, const A: usize, const M: usize>(
+    simd: S,
     at: &[[f32; A]; M],
-    m: &Block<A>,
-    y: &mut [[[f32; LANES]; M]; M],
-) {
-    let mut tmp = [[[0.0f32; LANES]; A]; M];
-    for (i, tmp_i) in tmp.iter_mut().enumerate() {
-        for (a, m_a) in m.iter().enumerate() {
-            let c = at[i][a];
+    m: &[[S::f32s; A]; A],
+) -> [[S::f32s; M]; M] {
+    let zero = simd.splat_f32s(0.0);
+    let mut tmp = [[zero; A]; M];
+    for (tmp_i, at_i) in tmp.iter_mut().zip(at) {
+        for (m_a, &c) in m.iter().zip(at_i) {
             if c == 0.0 {
                 continue;
             }
-            for (t, s) in tmp_i.iter_mut().zip(m_a) {
-                for l in 0..LANES {
-                    t[l] += c * s[l];
-                }
+            let cv = simd.splat_f32s(c);
+            for (t, &s) in tmp_i.iter_mut().zip(m_a) {
+                *t = simd.mul_add_f32s(cv, s, *t);
             }
         }
     }
+    let mut y = [[zero; M]; M];
     for (y_i, tmp_i) in y.iter_mut().zip(&tmp) {
-        for (j, o) in y_i.iter_mut().enumerate() {
-            *o = [0.0; LANES];
-            for (b, t) in tmp_i.iter().enumerate() {
-                let c = at[j][b];
-                if c == 0.0 {
-                    continue;
-                }
-                for l in 0..LANES {
-                    o[l] += c * t[l];
+        for (o, at_j) in y_i.iter_mut().zip(at) {
+            for (&t, &c) in tmp_i.iter().zip(at_j) {
+                if c != 0.0 {
+                    *o = simd.mul_add_f32s(simd.splat_f32s(c), t, *o);
                 }
             }
         }
     }
+    y
 }
 
 pub(crate) const BT2: [[f32; 4]; 4] = [
