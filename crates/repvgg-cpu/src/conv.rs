@@ -541,12 +541,26 @@ impl WithSimd for Im2col<'_> {
             let p = p0 + i;
             let (n, rem) = (p / (g.oh * g.ow), p % (g.oh * g.ow));
             let (oy, ox) = (rem / g.ow, rem % g.ow);
+            // Taps kx = 0..k of one kernel row read consecutive input pixels: when the group
+            // is the whole input (groups = 1) and the row lies inside the image, they are one
+            // contiguous run of k * cin values.
+            let ix0 = (ox * s).wrapping_sub(pad);
+            let row_inside = ox * s >= pad && ix0 + k <= g.w;
             for ky in 0..k {
                 let iy = (oy * s + ky).wrapping_sub(pad);
-                for kx in 0..k {
+                let drow = &mut dst[ky * k * cin_g..(ky + 1) * k * cin_g];
+                if iy >= g.h {
+                    drow.fill(0.0);
+                    continue;
+                }
+                if row_inside && cin_g == cin {
+                    let src = ((n * g.h + iy) * g.w + ix0) * cin;
+                    copy_run(drow, &x[src..src + k * cin]);
+                    continue;
+                }
+                for (kx, d) in drow.chunks_exact_mut(cin_g).enumerate() {
                     let ix = (ox * s + kx).wrapping_sub(pad);
-                    let d = &mut dst[(ky * k + kx) * cin_g..(ky * k + kx + 1) * cin_g];
-                    if iy < g.h && ix < g.w {
+                    if ix < g.w {
                         let src = ((n * g.h + iy) * g.w + ix) * cin + c0;
                         copy_run(d, &x[src..src + cin_g]);
                     } else {
@@ -561,7 +575,18 @@ impl WithSimd for Im2col<'_> {
 /// Copies one pixel's channel run; short runs (the stem's 3 channels) without a `memcpy` call.
 #[inline(always)]
 fn copy_run(dst: &mut [f32], src: &[f32]) {
-    if dst.len() <= 8 {
+    if let (Ok(d), Ok(s)) = (
+        <&mut [f32; 27]>::try_from(&mut *dst),
+        <&[f32; 27]>::try_from(src),
+    ) {
+        // Fixed-size moves for the stem's runs (3 taps x 3 channels, or a whole 3x3x3 patch).
+        *d = *s;
+    } else if let (Ok(d), Ok(s)) = (
+        <&mut [f32; 9]>::try_from(&mut *dst),
+        <&[f32; 9]>::try_from(src),
+    ) {
+        *d = *s;
+    } else if dst.len() <= 8 {
         for (d, s) in dst.iter_mut().zip(src) {
             *d = *s;
         }

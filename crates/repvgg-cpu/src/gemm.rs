@@ -17,9 +17,15 @@ use rayon::prelude::*;
 /// Columns per packed panel.
 pub const NR: usize = 32;
 
+/// Width of panel `p` of an `n`-column matrix: [`NR`], except a last panel of at most `NR / 2`
+/// columns, which is `NR / 2` wide (48 columns = 32 + 16, not 32 + 32 half empty).
+pub fn panel_width(n: usize, p: usize) -> usize {
+    if n - p * NR <= NR / 2 { NR / 2 } else { NR }
+}
+
 /// Elements of a `k x n` matrix packed in panels.
 pub fn packed_len(k: usize, n: usize) -> usize {
-    n.div_ceil(NR) * k * NR
+    (0..n.div_ceil(NR)).map(|p| k * panel_width(n, p)).sum()
 }
 
 /// Packs the `k x n` matrix `f(row, col)` into panels, appending to `out`.
@@ -27,7 +33,7 @@ pub fn pack_into(out: &mut Vec<f32>, k: usize, n: usize, f: impl Fn(usize, usize
     out.reserve(packed_len(k, n));
     for p in 0..n.div_ceil(NR) {
         for kk in 0..k {
-            for c in 0..NR {
+            for c in 0..panel_width(n, p) {
                 let j = p * NR + c;
                 out.push(if j < n { f(kk, j) } else { 0.0 });
             }
@@ -78,11 +84,13 @@ pub fn gemm(
     let arch = Arch::new();
     let run = |(p, blk): (usize, ArrayViewMut2<'_, f32>)| {
         let cols = p * NR..p * NR + blk.ncols();
+        let w = panel_width(n, p);
         arch.dispatch(Panel {
             k,
             a,
             a_rs,
-            b: &b[p * k * NR..(p + 1) * k * NR],
+            w,
+            b: &b[p * k * NR..p * k * NR + k * w],
             c: blk,
             epi: epi.map(|e| ColEpilogue {
                 scale: &e.scale[cols.clone()],
@@ -104,7 +112,9 @@ struct Panel<'a, 'c> {
     k: usize,
     a: &'a [f32],
     a_rs: usize,
-    /// `[k][NR]`.
+    /// Panel width (`NR` or `NR / 2`).
+    w: usize,
+    /// `[k][w]`.
     b: &'a [f32],
     c: ArrayViewMut2<'c, f32>,
     epi: Option<ColEpilogue<'a>>,
@@ -114,9 +124,11 @@ impl WithSimd for Panel<'_, '_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        match S::F32_LANES {
-            16 => self.rows::<S, 8, 2>(simd),
-            8 => self.rows::<S, 3, 4>(simd),
+        match (S::F32_LANES, self.w) {
+            (16, 32) => self.rows::<S, 8, 2>(simd),
+            (16, 16) => self.rows::<S, 8, 1>(simd),
+            (8, 32) => self.rows::<S, 3, 4>(simd),
+            (8, 16) => self.rows::<S, 6, 2>(simd),
             _ => self.scalar(),
         }
     }
@@ -159,10 +171,11 @@ impl Panel<'_, '_> {
             let s = (i0 + r) * self.a_rs;
             &self.a[s..s + k]
         });
-        let b = &self.b[..k * NR];
+        let w = V * l;
+        let b = &self.b[..k * w];
         let zero = simd.splat_f32s(0.0);
         let mut acc = [[zero; V]; R];
-        for (kk, brow) in b.chunks_exact(NR).enumerate() {
+        for (kk, brow) in b.chunks_exact(w).enumerate() {
             let bv: [S::f32s; V] = core::array::from_fn(|v| {
                 bytemuck::pod_read_unaligned(bytemuck::cast_slice(&brow[v * l..(v + 1) * l]))
             });
@@ -174,9 +187,41 @@ impl Panel<'_, '_> {
             }
         }
         let n = self.c.ncols();
+        if n == w {
+            // A full panel: the epilogue on vectors.
+            let epi = self.epi.map(|e| {
+                let v = |src: &[f32], i: usize| -> S::f32s {
+                    bytemuck::pod_read_unaligned(bytemuck::cast_slice(&src[i * l..(i + 1) * l]))
+                };
+                let s: [S::f32s; V] = core::array::from_fn(|i| v(e.scale, i));
+                let h: [S::f32s; V] = core::array::from_fn(|i| v(e.shift, i));
+                (s, h, e.accumulate, e.relu)
+            });
+            for (r, acc_r) in acc.iter().enumerate() {
+                let mut row = self.c.row_mut(i0 + r);
+                let Some(dst) = row.as_slice_mut() else {
+                    unreachable!("rows of c are contiguous")
+                };
+                for (i, (&a, d)) in acc_r.iter().zip(dst.chunks_exact_mut(l)).enumerate() {
+                    let mut z = a;
+                    if let Some((s, h, accumulate, relu)) = epi {
+                        z = simd.mul_add_f32s(z, s[i], h[i]);
+                        if accumulate {
+                            z = simd
+                                .add_f32s(z, bytemuck::pod_read_unaligned(bytemuck::cast_slice(d)));
+                        }
+                        if relu {
+                            z = simd.max_f32s(z, zero);
+                        }
+                    }
+                    d.copy_from_slice(bytemuck::cast_slice(core::slice::from_ref(&z)));
+                }
+            }
+            return;
+        }
         for (r, acc_r) in acc.iter().enumerate() {
             let mut vals = [0.0f32; NR];
-            vals[..V * l].copy_from_slice(bytemuck::cast_slice(acc_r.as_slice()));
+            vals[..w].copy_from_slice(bytemuck::cast_slice(acc_r.as_slice()));
             let mut row = self.c.row_mut(i0 + r);
             let Some(dst) = row.as_slice_mut() else {
                 unreachable!("rows of c are contiguous")
@@ -192,7 +237,7 @@ impl Panel<'_, '_> {
             let mut vals = [0.0f32; NR];
             for kk in 0..self.k {
                 let av = self.a[i * self.a_rs + kk];
-                for (v, b) in vals.iter_mut().zip(&self.b[kk * NR..(kk + 1) * NR]) {
+                for (v, b) in vals.iter_mut().zip(&self.b[kk * self.w..(kk + 1) * self.w]) {
                     *v += av * b;
                 }
             }
@@ -240,8 +285,12 @@ mod tests {
     fn check(m: usize, k: usize, n: usize, epi: bool, parallel: bool) {
         let a_rs = k + 3;
         let c_rs = n + 5;
-        let a: Vec<f32> = (0..m * a_rs).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 24.0).collect();
+        let a: Vec<f32> = (0..m * a_rs)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 24.0)
+            .collect();
         let scale: Vec<f32> = (0..n).map(|j| 0.5 + j as f32 / 64.0).collect();
         let shift: Vec<f32> = (0..n).map(|j| j as f32 / 8.0 - 2.0).collect();
         let mut packed = Vec::new();
@@ -255,13 +304,28 @@ mod tests {
             accumulate: true,
             relu: true,
         };
-        gemm(m, k, n, &a, a_rs, &packed, &mut c, c_rs, epi.then_some(e), parallel);
+        gemm(
+            m,
+            k,
+            n,
+            &a,
+            a_rs,
+            &packed,
+            &mut c,
+            c_rs,
+            epi.then_some(e),
+            parallel,
+        );
         let want = naive(m, k, n, &a, a_rs, &b);
         for i in 0..m {
             for j in 0..c_rs {
                 let got = c[i * c_rs + j];
                 if j >= n {
-                    assert_eq!(got, init(i * c_rs + j), "padding column {j} of row {i} written");
+                    assert_eq!(
+                        got,
+                        init(i * c_rs + j),
+                        "padding column {j} of row {i} written"
+                    );
                     continue;
                 }
                 let mut w = want[i * n + j];
@@ -325,7 +389,10 @@ mod speed {
                 gemm(m, k, n, &a, a_rs, &b, &mut c, n, None, false);
             }
             let s = t.elapsed().as_secs_f64() / reps as f64;
-            println!("m {m} k {k} n {n} a_rs {a_rs}: {:.1} GFLOP/s", 2.0 * (m * n * k) as f64 / s / 1e9);
+            println!(
+                "m {m} k {k} n {n} a_rs {a_rs}: {:.1} GFLOP/s",
+                2.0 * (m * n * k) as f64 / s / 1e9
+            );
         }
     }
 }
