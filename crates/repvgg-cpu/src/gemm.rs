@@ -360,39 +360,3 @@ mod tests {
         check(3, 300, 1000, false, true);
     }
 }
-
-#[cfg(test)]
-mod speed {
-    use super::*;
-
-    /// `cargo test --release -p repvgg-cpu speed -- --ignored --nocapture`: GFLOP/s of shapes.
-    #[test]
-    #[ignore]
-    fn gflops() {
-        for (m, k, n, a_rs) in [
-            (112, 48, 48, 768),
-            (112, 48, 48, 48),
-            (196, 1728, 192, 1728),
-            (16, 192, 192, 36 * 192),
-            (16, 192, 192, 192),
-            (128, 192, 192, 192),
-            (49, 1728, 1280, 1728),
-            (600, 27, 48, 27),
-        ] {
-            let a = vec![1.0f32; m * a_rs];
-            let mut b = Vec::new();
-            pack_into(&mut b, k, n, |_, _| 0.5);
-            let mut c = vec![0.0f32; m * n];
-            let reps = (2e9 / (2.0 * (m * n * k) as f64)).max(3.0) as usize;
-            let t = std::time::Instant::now();
-            for _ in 0..reps {
-                gemm(m, k, n, &a, a_rs, &b, &mut c, n, None, false);
-            }
-            let s = t.elapsed().as_secs_f64() / reps as f64;
-            println!(
-                "m {m} k {k} n {n} a_rs {a_rs}: {:.1} GFLOP/s",
-                2.0 * (m * n * k) as f64 / s / 1e9
-            );
-        }
-    }
-}
