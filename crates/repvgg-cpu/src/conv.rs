@@ -201,15 +201,7 @@ impl PreparedConv {
         };
         let f4_tiles = g.n * g.oh.div_ceil(4) * g.ow.div_ceil(4);
         match (f4, f2) {
-            (Some(u), Some(_))
-                if f4_tiles
-                    >= std::env::var("XF4")
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(F4_MIN_TILES) =>
-            {
-                Some((Tile::F4, u))
-            }
+            (Some(u), Some(_)) if f4_tiles >= F4_MIN_TILES => Some((Tile::F4, u)),
             (_, Some(u)) => Some((Tile::F2, u)),
             (Some(u), None) => Some((Tile::F4, u)),
             (None, None) => None,
