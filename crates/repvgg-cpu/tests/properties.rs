@@ -7,7 +7,7 @@
 
 use ndarray::{Array1, Array2, Array4, Axis};
 use proptest::prelude::*;
-use repvgg_cpu::{ConvAlgo, CpuOptions, Epilogue, NetworkBuilder, Tile};
+use repvgg_cpu::{ConvAlgo, CpuOptions, Epilogue, NetworkBuilder, PreparedConv, Tile};
 use repvgg_math::ConvSpec;
 use repvgg_math::ops::conv2d_reference;
 
@@ -36,9 +36,7 @@ fn bound_factor(algo: ConvAlgo, spec: &ConvSpec) -> f64 {
     let winograd = spec.kernel_size == 3 && spec.stride == 1 && spec.padding <= 2;
     match algo {
         ConvAlgo::Winograd(Tile::F2) if winograd => 8.0 * (k + 8.0),
-        ConvAlgo::Auto if winograd && spec.in_channels / spec.groups < repvgg_cpu::WIDE => {
-            8.0 * (k + 8.0)
-        }
+        ConvAlgo::Auto if winograd && spec.in_channels < repvgg_cpu::WIDE => 8.0 * (k + 8.0),
         ConvAlgo::Auto | ConvAlgo::Winograd(Tile::F4) if winograd => 64.0 * (k + 8.0),
         _ => 2.0 * (k + 8.0),
     }
@@ -269,6 +267,9 @@ fn a0_like_layer_shapes() -> Result<(), TestCaseError> {
         (192, 192, 1, 7, 1, 1),
         (192, 192, 1, 7, 4, 1),
         (192, 256, 2, 7, 1, 1),
+        // Enough tiles (>= F4_MIN_TILES) for Auto to pick F(4x4) over F(2x2) at run time.
+        (48, 48, 1, 30, 1, 1),
+        (96, 96, 1, 29, 4, 1),
     ];
     for (i, &(cin, cout, stride, size, groups, n)) in shapes.iter().enumerate() {
         for algo in [ConvAlgo::Auto, ConvAlgo::Gemm] {
@@ -447,4 +448,31 @@ fn builder_errors_name_the_problem() {
         .run(Array4::<f32>::zeros((0, 4, 4, 4)).view())
         .expect_err("empty batch");
     assert!(e.to_string().contains("network input"), "{e}");
+}
+
+/// Auto keeps both Winograd tiles from WIDE input channels and picks per run: F(2x2) while a
+/// run has fewer than F4_MIN_TILES F(4x4) tiles (batch 1, small maps), F(4x4) from there; below
+/// WIDE channels only F(2x2) exists.
+#[test]
+fn auto_picks_the_winograd_tile_by_run_size() {
+    let prep = |cin: usize, groups: usize| {
+        let spec = ConvSpec::new(cin, cin, 3, 1, 1, groups).expect("spec");
+        let w = Array4::<f32>::from_elem((cin, cin / groups, 3, 3), 0.5);
+        PreparedConv::new(w.view(), spec, Epilogue::default(), ConvAlgo::Auto).expect("conv")
+    };
+    let wide = prep(repvgg_cpu::WIDE, 4);
+    assert_eq!(wide.algorithm(), "winograd-f4|f2");
+    // 14x14 -> 4x4 = 16 F(4x4) tiles per image.
+    let side = 14;
+    let per_image = (side / 4 + 1) * (side / 4 + 1);
+    let small = repvgg_cpu::F4_MIN_TILES.div_ceil(per_image) - 1;
+    let g = |n: usize| wide.geometry(n, side, side).expect("geometry");
+    assert_eq!(wide.algorithm_for(&g(small)), "winograd-f2");
+    assert_eq!(wide.algorithm_for(&g(small + 1)), "winograd-f4");
+    let narrow = prep(repvgg_cpu::WIDE - 1, 1);
+    assert_eq!(narrow.algorithm(), "winograd-f2");
+    assert_eq!(
+        narrow.algorithm_for(&narrow.geometry(64, 56, 56).expect("geometry")),
+        "winograd-f2"
+    );
 }
