@@ -4,7 +4,7 @@
 //!
 //! Algorithms:
 //! * Winograd F(4x4,3x3) or F(2x2,3x3) for 3x3 stride-1 convs: input transform per tile
-//!   (16 channels per step), one GEMM per transformed position over (tiles x in) · (in x out),
+//!   (one SIMD vector of channels per step), one GEMM per transformed position over (tiles x in) · (in x out),
 //!   output transform with the epilogue.
 //! * GEMM for everything else: 1x1 stride-1 convs multiply the NHWC input directly; other convs
 //!   gather an im2col block per chunk of output pixels (whole channel runs per tap, no per-element

@@ -4,11 +4,13 @@
 //! their algorithm at that point) and run many times. Activations are NHWC from the input to the
 //! head; buffers are shared by liveness and reused between runs.
 //!
-//! * 3x3 stride-1 convs (most of RepVGG's work) run as Winograd F(4x4,3x3) on wide layers
-//!   (F(2x2,3x3) on narrow ones, where the transforms weigh more): the kernel transform
-//!   is precomputed in f64, the input and output transforms are vectorised over 16 channels,
-//!   and the products are one GEMM per transformed position, bias/BN affine/ReLU fused into the
-//!   output transform ([`winograd`]).
+//! * 3x3 stride-1 convs (most of RepVGG's work) run as Winograd: layers of at least [`WIDE`]
+//!   channels keep both F(4x4,3x3) and F(2x2,3x3) weights and each run picks F(4x4) when it has
+//!   enough tiles ([`F4_MIN_TILES`]) to pay for reading its 2.25x larger weights (batch 1's
+//!   14x14 layers run F(2x2), whose weights stay in the last-level cache); narrow layers use
+//!   F(2x2). The kernel transform is precomputed in f64, the input and output transforms run on
+//!   SIMD vectors of channels, and the products are one GEMM per transformed position,
+//!   bias/BN affine/ReLU fused into the output transform ([`winograd`]).
 //! * Every other conv is a GEMM over an im2col block gathered per chunk of output pixels (1x1
 //!   stride-1 convs multiply the input directly); groups are per-group GEMMs.
 //! * GEMMs multiply the activations in place with weights packed once into column panels
