@@ -355,6 +355,46 @@ mod tests {
     }
 
     #[test]
+    fn panels_are_full_width_but_a_short_last_one() {
+        let widths = |n: usize| {
+            (0..n.div_ceil(NR))
+                .map(|p| panel_width(n, p))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(widths(1), [NR / 2]);
+        assert_eq!(widths(NR / 2), [NR / 2]);
+        assert_eq!(widths(NR / 2 + 1), [NR]);
+        assert_eq!(widths(NR), [NR]);
+        assert_eq!(widths(NR + NR / 2), [NR, NR / 2]);
+        assert_eq!(widths(2 * NR + 1), [NR, NR, NR / 2]);
+        assert_eq!(widths(3 * NR - 1), [NR, NR, NR]);
+        for (k, n, len) in [
+            (3, 48, 3 * 48),
+            (5, 70, 5 * 80),
+            (1, 1, 16),
+            (7, 64, 7 * 64),
+        ] {
+            assert_eq!(packed_len(k, n), len, "k {k} n {n}");
+            let mut out = vec![-1.0];
+            pack_into(&mut out, k, n, |r, c| (r * n + c) as f32);
+            assert_eq!(out.len(), 1 + len, "appends exactly packed_len values");
+            // Panel p, row r, column c sits at offset p * k * NR + r * width + c.
+            for r in 0..k {
+                for j in 0..n {
+                    let (p, c) = (j / NR, j % NR);
+                    let at = 1 + p * k * NR + r * panel_width(n, p) + c;
+                    assert_eq!(out[at], (r * n + j) as f32, "k {k} n {n} row {r} col {j}");
+                }
+                // Columns past n in the last panel are zeros.
+                let p = n.div_ceil(NR) - 1;
+                for c in n - p * NR..panel_width(n, p) {
+                    assert_eq!(out[1 + p * k * NR + r * panel_width(n, p) + c], 0.0);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn long_k_and_many_panels() {
         check(49, 1728, 130, true, true);
         check(3, 300, 1000, false, true);
