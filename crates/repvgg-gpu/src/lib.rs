@@ -34,6 +34,9 @@
 //!   100 FMAs while texture fetches and shuffles are cheap.
 //! * `conv_tiled.wgsl` ([`ConvKernel::Workgroup`]): 64 x 64 tiles, 4 x 4 outputs per invocation.
 //! * `conv_naive.wgsl` ([`ConvKernel::Naive`]): one output per invocation, the baseline.
+//! * [`ConvKernel::Winograd`] (forced only): Winograd F(2x2, 3x3) for 3x3 stride-1 convs as
+//!   three layers, `wino_input.wgsl`, a grouped 1x1 conv over the 16 positions (weights
+//!   transformed at upload in f64) and `wino_output.wgsl` with the epilogue.
 
 mod bind;
 mod context;

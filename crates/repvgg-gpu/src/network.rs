@@ -105,8 +105,7 @@ impl NetworkBuilder {
         spec: ConvSpec,
         epilogue: Epilogue,
     ) -> Result<TensorId> {
-        let caps = upload::caps(&self.ctx);
-        if kernels::winograd::chosen(self.kernel, &caps, &spec) {
+        if kernels::winograd::chosen(self.kernel, &spec) {
             self.graph.winograd(x, weight, spec, epilogue)
         } else {
             self.graph.conv(x, weight, spec, epilogue)

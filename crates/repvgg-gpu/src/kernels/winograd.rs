@@ -13,7 +13,7 @@
 use ndarray::{Array4, ArrayView4};
 use repvgg_math::ConvSpec;
 
-use super::conv::{Caps, ConvKernel};
+use super::conv::ConvKernel;
 use super::{
     DispatchSpec, FLAG_BIAS, FLAG_RELU, FLAG_RESIDUAL, FLAG_SCALE, key, linear_grid, params, u,
 };
@@ -38,26 +38,13 @@ pub(crate) fn applies(spec: &ConvSpec) -> bool {
     spec.kernel_size == 3 && spec.stride == 1 && spec.padding == 1
 }
 
-/// Whether a network built for `kernel` runs `spec` through Winograd: always where it applies
-/// for [`ConvKernel::Winograd`]; for [`ConvKernel::Tiled`] where it is faster (see
-/// [`pays`]); never for the other kernels.
-pub(crate) fn chosen(kernel: ConvKernel, caps: &Caps, spec: &ConvSpec) -> bool {
-    applies(spec)
-        && match kernel {
-            ConvKernel::Winograd => true,
-            ConvKernel::Tiled => pays(caps, spec),
-            _ => false,
-        }
-}
-
-/// Where the main path takes Winograd: enough channels per group that the 1x1 GEMM over the
-/// positions, not the transforms, dominates (measured on lavapipe, see the crate's notes).
-fn pays(caps: &Caps, spec: &ConvSpec) -> bool {
-    let (cin_g, cout_g) = (
-        spec.in_channels / spec.groups,
-        spec.out_channels / spec.groups,
-    );
-    caps.software && cin_g >= 32 && cout_g >= 32
+/// Whether a network built for `kernel` runs `spec` through Winograd: where it applies, and
+/// only when forced with [`ConvKernel::Winograd`]. The main path ([`ConvKernel::Tiled`]) does
+/// not take it: on lavapipe the grouped 1x1 conv it leaves runs at about half the subgroup
+/// kernel's rate per multiply, so Winograd measured 1.0-2.1x slower than the direct 3x3 on every
+/// A0 shape (`examples/conv_gflops`, notes of issue 9); no hardware GPU was at hand to measure.
+pub(crate) fn chosen(kernel: ConvKernel, spec: &ConvSpec) -> bool {
+    kernel == ConvKernel::Winograd && applies(spec)
 }
 
 /// Tiles along a side of `size` outputs.
