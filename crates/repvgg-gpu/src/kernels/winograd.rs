@@ -73,17 +73,18 @@ pub(crate) fn transform_weights(weight: ArrayView4<'_, f32>) -> Array4<f32> {
         for ci in 0..cin_g {
             let g = |r: usize, c: usize| f64::from(weight[(co, ci, r, c)]);
             // G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], applied to columns then rows.
-            let mut t = [[0.0f64; 3]; 4]; // G g
-            for c in 0..3 {
-                let (a, b, d) = (g(0, c), g(1, c), g(2, c));
-                t[0][c] = a;
-                t[1][c] = 0.5 * (a + b + d);
-                t[2][c] = 0.5 * (a - b + d);
-                t[3][c] = d;
-            }
-            for (r, row) in t.iter().enumerate() {
-                let [a, b, d] = *row;
-                let u4 = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
+            let gv = |v: [f64; 3]| {
+                [
+                    v[0],
+                    0.5 * (v[0] + v[1] + v[2]),
+                    0.5 * (v[0] - v[1] + v[2]),
+                    v[2],
+                ]
+            };
+            // cols[c] = column c of G g.
+            let cols: [[f64; 4]; 3] = std::array::from_fn(|c| gv([g(0, c), g(1, c), g(2, c)]));
+            for r in 0..4 {
+                let u4 = gv([cols[0][r], cols[1][r], cols[2][r]]);
                 for (c, v) in u4.into_iter().enumerate() {
                     out[((r * 4 + c) * cout + co, ci, 0, 0)] = v as f32;
                 }
