@@ -45,7 +45,8 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_enum, default_value_t = CpuAlgoArg::Auto)]
     pub cpu_algo: CpuAlgoArg,
     /// GPU convolution kernel: tiled (main path: per layer and adapter), or force gemm,
-    /// workgroup, subgroup or naive (one output per invocation, the baseline).
+    /// workgroup, subgroup, naive (one output per invocation, the baseline) or winograd
+    /// (F(2x2, 3x3) for every 3x3 stride-1 conv, the rest as tiled).
     #[arg(long, value_enum, default_value_t = KernelArg::Tiled)]
     pub kernel: KernelArg,
     /// Also print a per-layer table: time, GFLOP/s, share of the run and the kernel or algorithm
@@ -81,6 +82,7 @@ pub(crate) enum KernelArg {
     Workgroup,
     Subgroup,
     Naive,
+    Winograd,
 }
 
 impl From<KernelArg> for ConvKernel {
@@ -91,6 +93,7 @@ impl From<KernelArg> for ConvKernel {
             KernelArg::Workgroup => ConvKernel::Workgroup,
             KernelArg::Subgroup => ConvKernel::Subgroup,
             KernelArg::Naive => ConvKernel::Naive,
+            KernelArg::Winograd => ConvKernel::Winograd,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! GFLOP/s of every conv kernel on RepVGG-A0's distinct 3x3 conv shapes.
 //!
 //! `cargo run --release -p repvgg-gpu --example conv_gflops [-- batch iters]`; `ONLY=gemm`
-//! times one kernel, `SHAPES=2,4` some shapes.
+//! times one kernel, `SHAPES=2,4` some shapes. GFLOP/s count the direct convolution's
+//! multiply-adds for every kernel (Winograd's are effective figures).
 
 use ndarray::Array4;
 use repvgg_gpu::{ConvKernel, Epilogue, GpuContext, NetworkBuilder};
@@ -59,6 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ConvKernel::Subgroup,
             ConvKernel::Workgroup,
             ConvKernel::Naive,
+            ConvKernel::Winograd,
         ] {
             if only
                 .as_deref()
@@ -85,7 +87,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     continue;
                 }
             };
-            let flops = 2.0 * net.macs(size, size)? as f64 * batch as f64;
+            // Direct-convolution FLOPs for every kernel (Winograd's are effective GFLOP/s).
+            let flops = 2.0 * spec.macs(size, size)? as f64 * batch as f64;
             net.bench(batch, size, size, 1, 0)?;
             let cpu0 = cpu_seconds();
             let mut times = net.bench(batch, size, size, 0, iters)?;

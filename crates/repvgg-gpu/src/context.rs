@@ -3,10 +3,15 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use crate::device_policy::is_software_adapter;
 use crate::error::{GpuError, Result};
+use crate::options::ContextOptions;
 use crate::shader::{PipelineKey, Shader};
+use crate::trusted::{self, DiskCache};
 
 /// The backends this crate runs on. GL is never used: its compute support is too limited and a
 /// silent fall-back to it would hide a missing Vulkan driver.
@@ -30,6 +35,22 @@ struct Inner {
     lost: Arc<Mutex<Option<String>>>,
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    /// Runtime bounds checks in every shader (else dropped where proven unneeded).
+    runtime_checks: bool,
+    disk_cache: Option<DiskCache>,
+    /// A pipeline was built since the disk cache was last saved.
+    unsaved: AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(c) = &self.disk_cache
+            && self.unsaved.load(Ordering::Relaxed)
+        {
+            // Best effort: a cache that cannot be written costs start-up time, nothing else.
+            let _ = c.save();
+        }
+    }
 }
 
 impl fmt::Debug for GpuContext {
@@ -85,55 +106,6 @@ impl fmt::Display for AdapterSummary {
             self.max_compute_invocations_per_workgroup,
             self.max_compute_workgroups_per_dimension
         )
-    }
-}
-
-/// Whether an adapter is a software implementation running on the CPU (lavapipe/llvmpipe,
-/// SwiftShader, WARP): wgpu reports [`wgpu::DeviceType::Cpu`] for them, and the names are checked
-/// too for drivers that report another type.
-pub fn is_software_adapter(info: &wgpu::AdapterInfo) -> bool {
-    let name = info.name.to_lowercase();
-    let driver = info.driver.to_lowercase();
-    info.device_type == wgpu::DeviceType::Cpu
-        || [
-            "llvmpipe",
-            "lavapipe",
-            "swiftshader",
-            "microsoft basic render driver",
-        ]
-        .iter()
-        .any(|s| name.contains(s) || driver.contains(s))
-}
-
-/// The device `--device auto` runs on: a hardware GPU, or the reason it takes the CPU.
-///
-/// A software adapter (see [`is_software_adapter`]) is never taken here: the CPU path is faster
-/// than a rasterizer emulating a GPU on the same cores. Callers that want it anyway use
-/// [`GpuContext::new`].
-#[derive(Debug)]
-pub enum AutoDevice {
-    /// A hardware adapter, with a one-line description.
-    Gpu(GpuContext),
-    /// Why the CPU runs instead (no adapter, or only a software one), one line.
-    Cpu(String),
-}
-
-impl AutoDevice {
-    /// Picks: a hardware adapter when wgpu finds one, else the CPU with the reason.
-    pub fn pick() -> Self {
-        match GpuContext::new() {
-            Ok(ctx) if ctx.is_software() => Self::Cpu(format!(
-                "{} is a software adapter (device type {:?}), slower than the CPU path; \
-                 --device gpu runs on it anyway",
-                ctx.describe(),
-                ctx.adapter_info().device_type
-            )),
-            Ok(ctx) => Self::Gpu(ctx),
-            Err(e) => Self::Cpu(format!(
-                "no GPU adapter: {}",
-                e.to_string().replace('\n', " ")
-            )),
-        }
     }
 }
 
@@ -230,11 +202,22 @@ impl GpuContext {
     /// # Errors
     /// [`GpuError::NoAdapter`] when no adapter matches (with a hint on how to get one),
     /// [`GpuError::RequestDevice`] when the adapter refuses the device.
+    ///
+    /// The options come from [`ContextOptions::from_env`] (`REPVGG_PIPELINE_CACHE`,
+    /// `REPVGG_SHADER_CHECKS`).
     pub fn new() -> Result<Self> {
-        pollster::block_on(Self::new_async())
+        Self::with_options(&ContextOptions::from_env())
     }
 
-    async fn new_async() -> Result<Self> {
+    /// [`GpuContext::new`] with explicit options.
+    ///
+    /// # Errors
+    /// As [`GpuContext::new`].
+    pub fn with_options(options: &ContextOptions) -> Result<Self> {
+        pollster::block_on(Self::new_async(options))
+    }
+
+    async fn new_async(options: &ContextOptions) -> Result<Self> {
         let backends = backends_from_env()?;
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
             backends,
@@ -251,8 +234,10 @@ impl GpuContext {
                 ),
             });
         }
-        let wanted =
-            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        let wanted = wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::SHADER_F16
+            | wgpu::Features::SUBGROUP
+            | wgpu::Features::PIPELINE_CACHE;
         let features = adapter.features() & wanted;
         let limits = adapter.limits();
         let (device, queue) = adapter
@@ -277,20 +262,30 @@ impl GpuContext {
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
             eprintln!("repvgg-gpu: uncaptured wgpu error: {e}");
         }));
-        Ok(Self::build(device, queue, info, limits, lost))
+        Ok(Self::build(device, queue, info, limits, lost, options))
     }
 
     /// Wraps a device that an application already owns (e.g. eframe's).
     ///
     /// `limits` must be the limits the device was created with. The application's error and
     /// device-lost handlers are left alone; this crate's calls still run inside error scopes.
+    /// Options come from [`ContextOptions::from_env`]; the pipeline cache is persisted only when
+    /// the device has [`wgpu::Features::PIPELINE_CACHE`].
     pub fn from_device(
         device: wgpu::Device,
         queue: wgpu::Queue,
         info: wgpu::AdapterInfo,
         limits: wgpu::Limits,
     ) -> Self {
-        Self::build(device, queue, info, limits, Arc::new(Mutex::new(None)))
+        let options = ContextOptions::from_env();
+        Self::build(
+            device,
+            queue,
+            info,
+            limits,
+            Arc::new(Mutex::new(None)),
+            &options,
+        )
     }
 
     fn build(
@@ -299,7 +294,12 @@ impl GpuContext {
         info: wgpu::AdapterInfo,
         limits: wgpu::Limits,
         lost: Arc<Mutex<Option<String>>>,
+        options: &ContextOptions,
     ) -> Self {
+        let disk_cache = options
+            .pipeline_cache_dir
+            .as_deref()
+            .and_then(|dir| DiskCache::open(&device, &info, dir));
         Self {
             inner: Arc::new(Inner {
                 device,
@@ -309,6 +309,9 @@ impl GpuContext {
                 lost,
                 modules: Mutex::new(HashMap::new()),
                 pipelines: Mutex::new(HashMap::new()),
+                runtime_checks: options.runtime_checks,
+                disk_cache,
+                unsaved: AtomicBool::new(false),
             }),
         }
     }
@@ -395,6 +398,24 @@ impl GpuContext {
             .contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
+    /// The file of the persisted pipeline cache, when there is one (see [`ContextOptions`]).
+    pub fn pipeline_cache_path(&self) -> Option<&Path> {
+        self.inner.disk_cache.as_ref().map(DiskCache::path)
+    }
+
+    /// Writes the pipeline cache to its file when pipelines were built since the last save
+    /// (also done when a network prepares a new shape, and when the last clone is dropped).
+    /// Returns whether it wrote.
+    ///
+    /// # Errors
+    /// The file system's error; the cache in memory stays usable.
+    pub fn save_pipeline_cache(&self) -> std::io::Result<bool> {
+        match &self.inner.disk_cache {
+            Some(c) if self.inner.unsaved.swap(false, Ordering::Relaxed) => c.save(),
+            _ => Ok(false),
+        }
+    }
+
     /// Fails with [`GpuError::DeviceLost`] once the device-lost callback has fired.
     pub(crate) fn check_lost(&self) -> Result<()> {
         let lost = self
@@ -467,9 +488,10 @@ impl GpuContext {
                         constants: &constants,
                         zero_initialize_workgroup_memory: false,
                     },
-                    cache: None,
+                    cache: self.inner.disk_cache.as_ref().map(|c| &c.cache),
                 }))
         })?;
+        self.inner.unsaved.store(true, Ordering::Relaxed);
         let mut cache = self
             .inner
             .pipelines
@@ -490,13 +512,11 @@ impl GpuContext {
             }
         }
         let module = self.scoped(&format!("compiling {}", shader.file_name()), || {
-            Ok(self
-                .inner
-                .device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(shader.file_name()),
-                    source: wgpu::ShaderSource::Wgsl(shader.source().into()),
-                }))
+            Ok(trusted::shader_module(
+                &self.inner.device,
+                shader,
+                !self.inner.runtime_checks,
+            ))
         })?;
         let mut cache = self
             .inner
@@ -504,41 +524,5 @@ impl GpuContext {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         Ok(cache.entry(shader).or_insert(module).clone())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn info(name: &str, driver: &str, device_type: wgpu::DeviceType) -> wgpu::AdapterInfo {
-        let mut i = wgpu::AdapterInfo::new(device_type, wgpu::Backend::Vulkan);
-        i.name = name.into();
-        i.driver = driver.into();
-        i
-    }
-
-    #[test]
-    fn software_adapters_are_recognised_by_type_and_by_name() {
-        use wgpu::DeviceType::*;
-        let lavapipe = info("llvmpipe (LLVM 15.0.6, 256 bits)", "llvmpipe", Cpu);
-        assert!(is_software_adapter(&lavapipe));
-        // A driver that reports a software rasterizer as some other type.
-        assert!(is_software_adapter(&info(
-            "SwiftShader Device (Subzero)",
-            "SwiftShader driver",
-            Other
-        )));
-        assert!(is_software_adapter(&info(
-            "Microsoft Basic Render Driver",
-            "",
-            IntegratedGpu
-        )));
-        assert!(!is_software_adapter(&info(
-            "NVIDIA H200",
-            "NVIDIA",
-            DiscreteGpu
-        )));
-        assert!(!is_software_adapter(&info("Apple M2", "", IntegratedGpu)));
     }
 }

@@ -10,6 +10,7 @@ use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
 use repvgg_math::ConvSpec;
 
 use crate::error::{GpuError, Result};
+use crate::kernels::winograd;
 
 static NEXT_GRAPH: AtomicU32 = AtomicU32::new(1);
 
@@ -102,16 +103,32 @@ pub(crate) enum Node {
         s: usize,
         relu: bool,
     },
+    /// Winograd F(2x2, 3x3) input transform of `x`.
+    WinogradInput {
+        x: usize,
+    },
+    /// Winograd output transform of the products `x` into the shape of the conv input `like`
+    /// (stride 1, padding 1: same height and width), then the epilogue.
+    WinogradOutput {
+        x: usize,
+        like: usize,
+        scale: Option<Vec<f32>>,
+        bias: Option<Vec<f32>>,
+        residual: Option<usize>,
+        relu: bool,
+    },
 }
 
 impl Node {
     /// The tensors this layer reads.
     pub fn inputs(&self) -> Vec<usize> {
         match self {
-            Node::Conv { x, residual, .. } | Node::Affine { x, residual, .. } => {
+            Node::Conv { x, residual, .. }
+            | Node::Affine { x, residual, .. }
+            | Node::WinogradOutput { x, residual, .. } => {
                 std::iter::once(*x).chain(*residual).collect()
             }
-            Node::Gap { x } | Node::Linear { x, .. } => vec![*x],
+            Node::Gap { x } | Node::Linear { x, .. } | Node::WinogradInput { x } => vec![*x],
             Node::ChannelScale { x, s, .. } => vec![*x, *s],
         }
     }
@@ -206,8 +223,71 @@ impl Graph {
         spec: ConvSpec,
         epilogue: Epilogue,
     ) -> Result<TensorId> {
+        let (x, residual) = self.check_conv(x, &weight, &spec, &epilogue)?;
+        let node = Node::Conv {
+            x,
+            spec,
+            weight: weight.to_owned(),
+            scale: epilogue.scale,
+            bias: epilogue.bias,
+            residual,
+            relu: epilogue.relu,
+        };
+        Ok(self.push(node, spec.out_channels, false))
+    }
+
+    /// The conv as Winograd F(2x2, 3x3): input transform, grouped 1x1 conv over the 16
+    /// positions with the transformed weights, output transform with the epilogue.
+    pub fn winograd(
+        &mut self,
+        x: TensorId,
+        weight: ArrayView4<'_, f32>,
+        spec: ConvSpec,
+        epilogue: Epilogue,
+    ) -> Result<TensorId> {
+        let (xi, residual) = self.check_conv(x, &weight, &spec, &epilogue)?;
+        if !winograd::applies(&spec) {
+            return Err(GpuError::Unsupported(format!(
+                "Winograd F(2x2, 3x3) needs a 3x3 conv with stride 1 and padding 1, not \
+                 {k}x{k} with stride {} and padding {}",
+                spec.stride,
+                spec.padding,
+                k = spec.kernel_size
+            )));
+        }
+        let v = self.push(Node::WinogradInput { x: xi }, 16 * spec.in_channels, false);
+        let gemm = winograd::gemm_spec(&spec)?;
+        let node = Node::Conv {
+            x: v.index as usize,
+            spec: gemm,
+            weight: winograd::transform_weights(weight),
+            scale: None,
+            bias: None,
+            residual: None,
+            relu: false,
+        };
+        let m = self.push(node, gemm.out_channels, false);
+        let node = Node::WinogradOutput {
+            x: m.index as usize,
+            like: xi,
+            scale: epilogue.scale,
+            bias: epilogue.bias,
+            residual,
+            relu: epilogue.relu,
+        };
+        Ok(self.push(node, spec.out_channels, false))
+    }
+
+    /// Checks a conv's input, weight, epilogue and residual; returns the input and residual.
+    fn check_conv(
+        &self,
+        x: TensorId,
+        weight: &ArrayView4<'_, f32>,
+        spec: &ConvSpec,
+        epilogue: &Epilogue,
+    ) -> Result<(usize, Option<usize>)> {
         spec.validate()?;
-        spec.check_weight(&weight)?;
+        spec.check_weight(weight)?;
         let (x, xm) = self.resolve(x)?;
         if xm.channels != spec.in_channels {
             return Err(GpuError::shape(
@@ -227,16 +307,7 @@ impl Graph {
             "conv residual channels",
             spec.out_channels,
         )?;
-        let node = Node::Conv {
-            x,
-            spec,
-            weight: weight.to_owned(),
-            scale: epilogue.scale,
-            bias: epilogue.bias,
-            residual,
-            relu: epilogue.relu,
-        };
-        Ok(self.push(node, spec.out_channels, false))
+        Ok((x, residual))
     }
 
     pub fn affine(

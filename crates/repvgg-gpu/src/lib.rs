@@ -4,7 +4,10 @@
 //! composes networks through [`NetworkBuilder`].
 //!
 //! * [`GpuContext`]: adapter selection (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME`), device, adapter
-//!   info, error scopes, the pipeline cache (by shader, entry point and override constants).
+//!   info, error scopes, the pipelines (by shader, entry point and override constants) and a
+//!   pipeline cache persisted in the user's cache directory ([`ContextOptions`]). Shaders whose
+//!   indices are proven in range run without runtime bounds checks (`trusted`, the crate's
+//!   only `unsafe` code).
 //! * [`NetworkBuilder`] / [`GpuNetwork`]: weights uploaded once in the layout the kernel wants;
 //!   each batch runs as one submission with activations in reused buffers; a batch too big for
 //!   one storage binding is split automatically. Inside: `graph` (building, validation),
@@ -31,26 +34,34 @@
 //!   100 FMAs while texture fetches and shuffles are cheap.
 //! * `conv_tiled.wgsl` ([`ConvKernel::Workgroup`]): 64 x 64 tiles, 4 x 4 outputs per invocation.
 //! * `conv_naive.wgsl` ([`ConvKernel::Naive`]): one output per invocation, the baseline.
+//! * [`ConvKernel::Winograd`] (forced only): Winograd F(2x2, 3x3) for 3x3 stride-1 convs as
+//!   three layers, `wino_input.wgsl`, a grouped 1x1 conv over the 16 positions (weights
+//!   transformed at upload in f64) and `wino_output.wgsl` with the epilogue.
 
+mod bind;
 mod context;
+mod device_policy;
 mod error;
 mod graph;
 mod kernels;
 mod network;
 pub mod ops;
+mod options;
 mod plan;
 mod shader;
 mod timing;
+mod trusted;
 mod upload;
 
 pub use context::{
-    AdapterSummary, AutoDevice, GpuContext, SUPPORTED_BACKENDS, is_software_adapter,
-    require_gpu_from_env, test_context,
+    AdapterSummary, GpuContext, SUPPORTED_BACKENDS, require_gpu_from_env, test_context,
 };
+pub use device_policy::{AutoDevice, is_software_adapter};
 pub use error::{GpuError, Result};
 pub use graph::{Activation, Epilogue, TensorId};
 pub use kernels::conv::ConvKernel;
 pub use network::{GpuNetwork, NetworkBuilder};
+pub use options::ContextOptions;
 pub use shader::Shader;
 pub use timing::LayerTiming;
 pub use wgpu;

@@ -7,20 +7,18 @@
 //! [`crate::timing`] (benchmarks).
 
 use std::collections::BTreeMap;
-use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ndarray::{ArrayD, ArrayView2, ArrayView4, IxDyn};
 use repvgg_math::ConvSpec;
-use wgpu::util::DeviceExt;
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::graph::{Activation, Epilogue, Graph, TensorId, TensorMeta};
 use crate::kernels::conv::{Caps, ConvKernel};
-use crate::kernels::{self, DispatchSpec, MAX_PARAMS_BYTES};
+use crate::kernels::{self, DispatchSpec};
 use crate::plan::{Op, Plan, Step, Topology, bytes_of};
-use crate::upload::{self, ConvWeights, LayerGpu};
+use crate::upload::{self, LayerGpu};
 
 /// Bindings never exceed this, whatever the device offers, so that indices fit in `u32`.
 const MAX_BINDING: u64 = 1 << 31;
@@ -107,7 +105,11 @@ impl NetworkBuilder {
         spec: ConvSpec,
         epilogue: Epilogue,
     ) -> Result<TensorId> {
-        self.graph.conv(x, weight, spec, epilogue)
+        if kernels::winograd::chosen(self.kernel, &spec) {
+            self.graph.winograd(x, weight, spec, epilogue)
+        } else {
+            self.graph.conv(x, weight, spec, epilogue)
+        }
     }
 
     /// Per-channel `y = x * scale + shift`, then `+ residual`, then ReLU: a batch norm on a
@@ -230,7 +232,7 @@ impl NetworkBuilder {
 /// GPU resources for one input shape: activation buffers, parameters, bind groups.
 #[derive(Debug)]
 pub(crate) struct Prepared {
-    key: (usize, usize, usize),
+    pub key: (usize, usize, usize),
     pub plan: Plan,
     pub slots: Vec<wgpu::Buffer>,
     pub dispatches: Vec<Dispatch>,
@@ -238,9 +240,9 @@ pub(crate) struct Prepared {
 
 #[derive(Debug)]
 pub(crate) struct Dispatch {
-    pipeline: wgpu::ComputePipeline,
-    bind_group: wgpu::BindGroup,
-    groups: [u32; 3],
+    pub pipeline: wgpu::ComputePipeline,
+    pub bind_group: wgpu::BindGroup,
+    pub groups: [u32; 3],
 }
 
 /// A network on the GPU, ready to run on batches of any size and input shape it can take.
@@ -252,7 +254,7 @@ pub struct GpuNetwork {
     caps: Caps,
     max_binding: u64,
     nan_fill: bool,
-    dummy: wgpu::Buffer,
+    pub(crate) dummy: wgpu::Buffer,
     cache: Mutex<Vec<Arc<Prepared>>>,
     /// Runs share activation buffers: one at a time.
     pub(crate) busy: Mutex<()>,
@@ -307,6 +309,8 @@ impl GpuNetwork {
             self.ctx
                 .scoped("allocating activations", || self.prepare(key, plan))?,
         );
+        // New pipelines may have been built: persist them (best effort, see `GpuContext`).
+        let _ = self.ctx.save_pipeline_cache();
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= PLAN_CACHE {
             cache.remove(0);
@@ -335,141 +339,23 @@ impl GpuNetwork {
             (Op::ChannelScale { .. }, LayerGpu::ChannelScale { relu }) => {
                 kernels::simple::channel_scale(x, *relu, max_dim)
             }
+            (Op::WinogradInput, LayerGpu::WinogradInput) => kernels::winograd::input(x, max_dim),
+            (
+                Op::WinogradOutput { residual, .. },
+                LayerGpu::WinogradOutput { scale, bias, relu },
+            ) => kernels::winograd::output(
+                y,
+                scale.is_some(),
+                bias.is_some(),
+                residual.is_some(),
+                *relu,
+                max_dim,
+            ),
             (op, layer) => Err(GpuError::InvalidNetwork(format!(
                 "layer {i}: {op:?} was uploaded as {}",
                 layer.kernel_name()
             ))),
         }
-    }
-
-    fn prepare<'a>(&'a self, key: (usize, usize, usize), plan: Plan) -> Result<Prepared> {
-        let device = self.ctx.device();
-        let limits = self.ctx.limits();
-        let slots: Vec<wgpu::Buffer> = plan
-            .slot_bytes
-            .iter()
-            .map(|&size| {
-                device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("activation"),
-                    size,
-                    usage: wgpu::BufferUsages::STORAGE
-                        | wgpu::BufferUsages::COPY_DST
-                        | wgpu::BufferUsages::COPY_SRC,
-                    mapped_at_creation: false,
-                })
-            })
-            .collect();
-        let align = (limits.min_uniform_buffer_offset_alignment as usize).max(MAX_PARAMS_BYTES);
-        let specs = (0..self.layers.len())
-            .map(|i| self.dispatch_spec(i, &plan))
-            .collect::<Result<Vec<_>>>()?;
-        let mut params = vec![0u8; align * specs.len().max(1)];
-        for (i, s) in specs.iter().enumerate() {
-            params[i * align..i * align + s.params.len()].copy_from_slice(&s.params);
-        }
-        let params_buf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("layer parameters"),
-            contents: &params,
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let mut dispatches = Vec::with_capacity(self.layers.len());
-        for (i, (layer, spec)) in self.layers.iter().zip(specs).enumerate() {
-            let step = &self.topo.steps[i];
-            let pipeline = self.ctx.pipeline(&spec.key)?;
-            let act = |t: usize| {
-                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &slots[plan.slot_of[t]],
-                    offset: 0,
-                    size: NonZeroU64::new(bytes_of(&plan.shapes[t])),
-                })
-            };
-            let dummy = || self.dummy.as_entire_binding();
-            let opt = |b: &'a Option<wgpu::Buffer>| -> wgpu::BindingResource<'a> {
-                b.as_ref().unwrap_or(&self.dummy).as_entire_binding()
-            };
-            let uniform = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &params_buf,
-                offset: (i * align) as u64,
-                size: NonZeroU64::new(spec.params.len() as u64),
-            });
-            let residual = match &step.op {
-                Op::Conv { residual, .. } | Op::Affine { residual } => *residual,
-                _ => None,
-            };
-            let resources: Vec<wgpu::BindingResource<'_>> = match (layer, &step.op) {
-                (
-                    LayerGpu::Conv {
-                        weight,
-                        scale,
-                        bias,
-                        ..
-                    },
-                    _,
-                ) => vec![
-                    uniform,
-                    act(step.x),
-                    match weight {
-                        ConvWeights::Buffer(b) => b.as_entire_binding(),
-                        ConvWeights::Texture(v) => wgpu::BindingResource::TextureView(v),
-                    },
-                    opt(scale),
-                    opt(bias),
-                    residual.map_or_else(dummy, act),
-                    act(step.y),
-                ],
-                (LayerGpu::Affine { scale, shift, .. }, _) => vec![
-                    uniform,
-                    act(step.x),
-                    scale.as_entire_binding(),
-                    shift.as_entire_binding(),
-                    residual.map_or_else(dummy, act),
-                    act(step.y),
-                ],
-                (LayerGpu::Gap, _) => vec![uniform, act(step.x), act(step.y)],
-                (LayerGpu::Linear { weight, bias, .. }, _) => {
-                    vec![
-                        uniform,
-                        act(step.x),
-                        weight.as_entire_binding(),
-                        opt(bias),
-                        act(step.y),
-                    ]
-                }
-                (LayerGpu::ChannelScale { .. }, Op::ChannelScale { s }) => {
-                    vec![uniform, act(step.x), act(*s), act(step.y)]
-                }
-                (layer, op) => {
-                    return Err(GpuError::InvalidNetwork(format!(
-                        "layer {i}: {op:?} was uploaded as {}",
-                        layer.kernel_name()
-                    )));
-                }
-            };
-            let entries: Vec<wgpu::BindGroupEntry<'_>> = resources
-                .into_iter()
-                .enumerate()
-                .map(|(binding, resource)| wgpu::BindGroupEntry {
-                    binding: binding as u32,
-                    resource,
-                })
-                .collect();
-            let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(spec.key.shader.file_name()),
-                layout: &pipeline.get_bind_group_layout(0),
-                entries: &entries,
-            });
-            dispatches.push(Dispatch {
-                pipeline,
-                bind_group,
-                groups: spec.groups,
-            });
-        }
-        Ok(Prepared {
-            key,
-            plan,
-            slots,
-            dispatches,
-        })
     }
 
     /// Records every layer of `prep` into one compute pass, with timestamps at its ends.

@@ -24,6 +24,12 @@ pub(crate) enum Op {
     ChannelScale {
         s: usize,
     },
+    WinogradInput,
+    /// `like`: the conv's input, whose height and width the output has.
+    WinogradOutput {
+        like: usize,
+        residual: Option<usize>,
+    },
 }
 
 /// One layer: input `x`, output `y`.
@@ -58,15 +64,27 @@ impl Step {
                 (*x, Op::Linear { in_f, out_f })
             }
             Node::ChannelScale { x, s, .. } => (*x, Op::ChannelScale { s: *s }),
+            Node::WinogradInput { x } => (*x, Op::WinogradInput),
+            Node::WinogradOutput {
+                x, like, residual, ..
+            } => (
+                *x,
+                Op::WinogradOutput {
+                    like: *like,
+                    residual: *residual,
+                },
+            ),
         };
         Self { x, y, op }
     }
 
     pub fn inputs(&self) -> Vec<usize> {
         let extra = match &self.op {
-            Op::Conv { residual, .. } | Op::Affine { residual } => *residual,
+            Op::Conv { residual, .. }
+            | Op::Affine { residual }
+            | Op::WinogradOutput { residual, .. } => *residual,
             Op::ChannelScale { s } => Some(*s),
-            Op::Gap | Op::Linear { .. } => None,
+            Op::Gap | Op::Linear { .. } | Op::WinogradInput => None,
         };
         std::iter::once(self.x).chain(extra).collect()
     }
@@ -311,6 +329,14 @@ fn step_shape(
             Ok([n, *out_f, 1, 1])
         }
         Op::ChannelScale { .. } => Ok(x),
+        Op::WinogradInput => {
+            let [n, c, h, w] = x;
+            Ok([n, 16 * c, h.div_ceil(2), w.div_ceil(2)])
+        }
+        Op::WinogradOutput { like, residual } => {
+            let [n, _, h, w] = shapes[*like];
+            check_residual(residual, [n, x[1] / 16, h, w])
+        }
     }
 }
 

@@ -23,11 +23,15 @@ pub enum Shader {
     /// Per-image, per-channel scaling `x[n, c, ..] * s[n, c]`, optional ReLU (the last step of
     /// squeeze-and-excitation).
     ChannelScale,
+    /// Winograd F(2x2, 3x3) input transform: 4x4 patches to 16 position-major channels.
+    WinogradInput,
+    /// Winograd F(2x2, 3x3) output transform with the conv epilogue.
+    WinogradOutput,
 }
 
 impl Shader {
     /// Every shader, in file-name order.
-    pub const ALL: [Shader; 8] = [
+    pub const ALL: [Shader; 10] = [
         Shader::Affine,
         Shader::ChannelScale,
         Shader::ConvGemm,
@@ -36,6 +40,8 @@ impl Shader {
         Shader::ConvTiled,
         Shader::GlobalAvgPool,
         Shader::Linear,
+        Shader::WinogradInput,
+        Shader::WinogradOutput,
     ];
 
     /// File name inside `shaders/`.
@@ -49,6 +55,8 @@ impl Shader {
             Shader::GlobalAvgPool => "gap.wgsl",
             Shader::Linear => "linear.wgsl",
             Shader::ChannelScale => "channel_scale.wgsl",
+            Shader::WinogradInput => "wino_input.wgsl",
+            Shader::WinogradOutput => "wino_output.wgsl",
         }
     }
 
@@ -63,6 +71,8 @@ impl Shader {
             Shader::GlobalAvgPool => include_str!("../../../shaders/gap.wgsl"),
             Shader::Linear => include_str!("../../../shaders/linear.wgsl"),
             Shader::ChannelScale => include_str!("../../../shaders/channel_scale.wgsl"),
+            Shader::WinogradInput => include_str!("../../../shaders/wino_input.wgsl"),
+            Shader::WinogradOutput => include_str!("../../../shaders/wino_output.wgsl"),
         }
     }
 }

@@ -40,6 +40,12 @@ pub(crate) enum LayerGpu {
     ChannelScale {
         relu: bool,
     },
+    WinogradInput,
+    WinogradOutput {
+        scale: Option<wgpu::Buffer>,
+        bias: Option<wgpu::Buffer>,
+        relu: bool,
+    },
 }
 
 impl LayerGpu {
@@ -56,6 +62,8 @@ impl LayerGpu {
             LayerGpu::Gap => "global avg pool",
             LayerGpu::Linear { .. } => "linear",
             LayerGpu::ChannelScale { .. } => "channel scale",
+            LayerGpu::WinogradInput => "winograd input",
+            LayerGpu::WinogradOutput { .. } => "winograd output",
         }
     }
 }
@@ -194,5 +202,13 @@ pub(crate) fn layer(
             }
         }
         Node::ChannelScale { relu, .. } => LayerGpu::ChannelScale { relu: *relu },
+        Node::WinogradInput { .. } => LayerGpu::WinogradInput,
+        Node::WinogradOutput {
+            scale, bias, relu, ..
+        } => LayerGpu::WinogradOutput {
+            scale: opt("winograd scale", scale),
+            bias: opt("winograd bias", bias),
+            relu: *relu,
+        },
     })
 }

@@ -167,6 +167,20 @@ fn gemm_conv_matches_oracle_on_random_shapes() {
     proptest!(config(12), |(c in cases())| check_conv(&ctx, &c, ConvKernel::Gemm));
 }
 
+/// Winograd F(2x2, 3x3): every case made a 3x3 stride-1 padding-1 conv (odd and even sizes,
+/// 1x1 to 11x11 maps, groups, batch 2, every epilogue).
+#[test]
+fn winograd_conv_matches_oracle_on_random_shapes() {
+    let Some(ctx) = ctx() else { return };
+    let three = |c: Case| Case {
+        ks: 3,
+        stride: 1,
+        pad: 1,
+        ..c
+    };
+    proptest!(config(10), |(c in cases())| check_conv(&ctx, &three(c), ConvKernel::Winograd));
+}
+
 #[test]
 fn subgroup_conv_matches_oracle_on_random_shapes_where_available() {
     let Some(ctx) = ctx() else { return };
@@ -215,7 +229,19 @@ fn a0_layer_shapes_with_every_kernel() {
         for &k in &kernels {
             check_conv(&ctx, c, k);
         }
+        if c.ks == 3 && c.stride == 1 {
+            check_conv(&ctx, c, ConvKernel::Winograd);
+        }
     }
+    // Batch 2 and an odd map through Winograd at a real stage width.
+    let odd = Case {
+        n: 2,
+        h: 15,
+        w: 13,
+        scale: true,
+        ..case(96, 96, 3, 1, 15, 1)
+    };
+    check_conv(&ctx, &odd, ConvKernel::Winograd);
 }
 
 #[test]

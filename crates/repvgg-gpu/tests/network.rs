@@ -203,6 +203,7 @@ fn multi_layer_network_matches_cpu_composition_with_every_kernel() {
         ConvKernel::Gemm,
         ConvKernel::Workgroup,
         ConvKernel::Naive,
+        ConvKernel::Winograd,
     ] {
         let gpu = net.gpu(&ctx, kernel);
         let got = gpu.run(x.view()).expect("run");

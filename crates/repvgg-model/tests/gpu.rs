@@ -18,46 +18,55 @@ const FEATS: GpuOptions = GpuOptions {
     features: true,
 };
 
+/// Every fixture in both forms with the main path and with Winograd F(2x2, 3x3) forced on every
+/// 3x3 stride-1 conv; prints the worst logit / stage error of each.
 #[test]
 fn timm_fixtures_match_on_the_gpu_in_both_forms() {
     let Some(ctx) = test_context() else { return };
     let mut compared = 0;
-    for name in [
-        "a_narrow",
-        "g4_narrow",
-        "g4_odd",
-        "d2se_narrow",
-        "tiny_nonsquare",
-    ] {
-        let io = read_f64(&fixture(&format!("{name}.io.safetensors")));
-        let x: Array4<f32> = io["input"]
-            .mapv(|v| v as f32)
-            .into_dimensionality()
-            .unwrap();
-        let LoadedModel::Train(train) =
-            checkpoint::load(fixture(&format!("{name}.train.safetensors")))
-                .unwrap()
-                .model
-        else {
-            panic!("{name}: not train form")
-        };
-        let deploy = train.fuse().unwrap();
-        for (form, gm) in [
-            ("train", GpuModel::train(&ctx, &train, FEATS).unwrap()),
-            ("deploy", GpuModel::deploy(&ctx, &deploy, FEATS).unwrap()),
+    for kernel in [ConvKernel::Tiled, ConvKernel::Winograd] {
+        let opts = GpuOptions { kernel, ..FEATS };
+        let mut worst = 0.0f64;
+        for name in [
+            "a_narrow",
+            "g4_narrow",
+            "g4_odd",
+            "d2se_narrow",
+            "tiny_nonsquare",
         ] {
-            let f = gm.forward_features(x.view()).unwrap();
-            let d = max_diff(&f.logits.into_dyn(), &io[&format!("{form}.logits")]);
-            assert!(d <= 1e-5, "{name} {form} GPU logits: {d}");
-            assert_eq!(f.stages.len(), 5);
-            for (i, s) in f.stages.into_iter().enumerate() {
-                let d = max_diff(&s.into_dyn(), &io[&format!("{form}.stage{i}")]);
-                assert!(d <= 1e-5, "{name} {form} GPU stage{i}: {d}");
+            let io = read_f64(&fixture(&format!("{name}.io.safetensors")));
+            let x: Array4<f32> = io["input"]
+                .mapv(|v| v as f32)
+                .into_dimensionality()
+                .unwrap();
+            let LoadedModel::Train(train) =
+                checkpoint::load(fixture(&format!("{name}.train.safetensors")))
+                    .unwrap()
+                    .model
+            else {
+                panic!("{name}: not train form")
+            };
+            let deploy = train.fuse().unwrap();
+            for (form, gm) in [
+                ("train", GpuModel::train(&ctx, &train, opts).unwrap()),
+                ("deploy", GpuModel::deploy(&ctx, &deploy, opts).unwrap()),
+            ] {
+                let f = gm.forward_features(x.view()).unwrap();
+                let d = max_diff(&f.logits.into_dyn(), &io[&format!("{form}.logits")]);
+                assert!(d <= 1e-5, "{name} {form} {kernel:?} GPU logits: {d}");
+                worst = worst.max(d);
+                assert_eq!(f.stages.len(), 5);
+                for (i, s) in f.stages.into_iter().enumerate() {
+                    let d = max_diff(&s.into_dyn(), &io[&format!("{form}.stage{i}")]);
+                    assert!(d <= 1e-5, "{name} {form} {kernel:?} GPU stage{i}: {d}");
+                    worst = worst.max(d);
+                }
+                compared += 1;
             }
-            compared += 1;
         }
+        eprintln!("timm fixtures, {kernel:?}: worst |diff| vs float64 {worst:.3e}");
     }
-    assert_eq!(compared, 10);
+    assert_eq!(compared, 20);
 }
 
 #[test]

@@ -27,6 +27,10 @@ pub enum ConvKernel {
     Subgroup,
     /// One output per invocation (`conv_naive.wgsl`): the baseline.
     Naive,
+    /// Winograd F(2x2, 3x3) for every 3x3 conv with stride 1 and padding 1 (input transform,
+    /// a grouped 1x1 conv over the 16 positions, output transform with the epilogue); every
+    /// other conv, and the 1x1 conv inside, as [`ConvKernel::Tiled`].
+    Winograd,
 }
 
 params! {
@@ -200,7 +204,7 @@ pub(crate) fn choose(
     weight: ArrayView4<'_, f32>,
 ) -> Result<(ConvImpl, WeightData)> {
     let subgroup = match kernel {
-        ConvKernel::Tiled => caps.software && subgroup_fits(caps, spec),
+        ConvKernel::Tiled | ConvKernel::Winograd => caps.software && subgroup_fits(caps, spec),
         ConvKernel::Subgroup if subgroup_fits(caps, spec) => true,
         ConvKernel::Subgroup => {
             return Err(GpuError::Unsupported(format!(
@@ -231,7 +235,10 @@ pub(crate) fn choose(
                 height,
             },
         )
-    } else if matches!(kernel, ConvKernel::Tiled | ConvKernel::Gemm) {
+    } else if matches!(
+        kernel,
+        ConvKernel::Tiled | ConvKernel::Gemm | ConvKernel::Winograd
+    ) {
         let rows = GemmRows::for_channels(spec.out_channels / spec.groups);
         let (data, m_pad, k_pad) = gemm_weight_layout(&weight, spec, rows.bm(), GEMM_TK);
         (

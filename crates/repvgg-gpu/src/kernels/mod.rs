@@ -4,6 +4,7 @@
 
 pub(crate) mod conv;
 pub(crate) mod simple;
+pub(crate) mod winograd;
 
 use crate::error::{GpuError, Result};
 use crate::shader::{PipelineKey, Shader};
@@ -156,6 +157,7 @@ mod tests {
     fn every_params_struct_matches_its_wgsl_layout() {
         use conv::{ConvGemmParams, ConvNaiveParams, ConvSubgroupParams, ConvTiledParams};
         use simple::{AffineParams, GapParams, LinearParams, ScaleParams};
+        use winograd::{WinoInputParams, WinoOutputParams};
         check::<ConvGemmParams>(ConvGemmParams::FIELDS, ConvGemmParams::SHADER);
         check::<ConvTiledParams>(ConvTiledParams::FIELDS, ConvTiledParams::SHADER);
         check::<ConvSubgroupParams>(ConvSubgroupParams::FIELDS, ConvSubgroupParams::SHADER);
@@ -164,6 +166,8 @@ mod tests {
         check::<GapParams>(GapParams::FIELDS, GapParams::SHADER);
         check::<LinearParams>(LinearParams::FIELDS, LinearParams::SHADER);
         check::<ScaleParams>(ScaleParams::FIELDS, ScaleParams::SHADER);
+        check::<WinoInputParams>(WinoInputParams::FIELDS, WinoInputParams::SHADER);
+        check::<WinoOutputParams>(WinoOutputParams::FIELDS, WinoOutputParams::SHADER);
         let mut checked = vec![
             ConvGemmParams::SHADER,
             ConvTiledParams::SHADER,
@@ -173,6 +177,8 @@ mod tests {
             GapParams::SHADER,
             LinearParams::SHADER,
             ScaleParams::SHADER,
+            WinoInputParams::SHADER,
+            WinoOutputParams::SHADER,
         ];
         checked.sort_by_key(|s| s.file_name());
         assert_eq!(

@@ -1,0 +1,160 @@
+//! Resources of one input shape: activation buffers, the layers' parameters in one uniform
+//! buffer, and a bind group per layer.
+
+use std::num::NonZeroU64;
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{GpuError, Result};
+use crate::kernels::MAX_PARAMS_BYTES;
+use crate::network::{Dispatch, GpuNetwork, Prepared};
+use crate::plan::{Op, Plan, bytes_of};
+use crate::upload::{ConvWeights, LayerGpu};
+
+impl GpuNetwork {
+    /// Buffers, parameters and bind groups of every layer for the shapes of `plan`.
+    pub(crate) fn prepare<'a>(
+        &'a self,
+        key: (usize, usize, usize),
+        plan: Plan,
+    ) -> Result<Prepared> {
+        let device = self.ctx.device();
+        let limits = self.ctx.limits();
+        let slots: Vec<wgpu::Buffer> = plan
+            .slot_bytes
+            .iter()
+            .map(|&size| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("activation"),
+                    size,
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_DST
+                        | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                })
+            })
+            .collect();
+        let align = (limits.min_uniform_buffer_offset_alignment as usize).max(MAX_PARAMS_BYTES);
+        let specs = (0..self.layers.len())
+            .map(|i| self.dispatch_spec(i, &plan))
+            .collect::<Result<Vec<_>>>()?;
+        let mut params = vec![0u8; align * specs.len().max(1)];
+        for (i, s) in specs.iter().enumerate() {
+            params[i * align..i * align + s.params.len()].copy_from_slice(&s.params);
+        }
+        let params_buf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("layer parameters"),
+            contents: &params,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut dispatches = Vec::with_capacity(self.layers.len());
+        for (i, (layer, spec)) in self.layers.iter().zip(specs).enumerate() {
+            let step = &self.topo.steps[i];
+            let pipeline = self.ctx.pipeline(&spec.key)?;
+            let act = |t: usize| {
+                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &slots[plan.slot_of[t]],
+                    offset: 0,
+                    size: NonZeroU64::new(bytes_of(&plan.shapes[t])),
+                })
+            };
+            let dummy = || self.dummy.as_entire_binding();
+            let opt = |b: &'a Option<wgpu::Buffer>| -> wgpu::BindingResource<'a> {
+                b.as_ref().unwrap_or(&self.dummy).as_entire_binding()
+            };
+            let uniform = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &params_buf,
+                offset: (i * align) as u64,
+                size: NonZeroU64::new(spec.params.len() as u64),
+            });
+            let residual = match &step.op {
+                Op::Conv { residual, .. }
+                | Op::Affine { residual }
+                | Op::WinogradOutput { residual, .. } => *residual,
+                _ => None,
+            };
+            let resources: Vec<wgpu::BindingResource<'_>> = match (layer, &step.op) {
+                (
+                    LayerGpu::Conv {
+                        weight,
+                        scale,
+                        bias,
+                        ..
+                    },
+                    _,
+                ) => vec![
+                    uniform,
+                    act(step.x),
+                    match weight {
+                        ConvWeights::Buffer(b) => b.as_entire_binding(),
+                        ConvWeights::Texture(v) => wgpu::BindingResource::TextureView(v),
+                    },
+                    opt(scale),
+                    opt(bias),
+                    residual.map_or_else(dummy, act),
+                    act(step.y),
+                ],
+                (LayerGpu::Affine { scale, shift, .. }, _) => vec![
+                    uniform,
+                    act(step.x),
+                    scale.as_entire_binding(),
+                    shift.as_entire_binding(),
+                    residual.map_or_else(dummy, act),
+                    act(step.y),
+                ],
+                (LayerGpu::Gap, _) => vec![uniform, act(step.x), act(step.y)],
+                (LayerGpu::Linear { weight, bias, .. }, _) => {
+                    vec![
+                        uniform,
+                        act(step.x),
+                        weight.as_entire_binding(),
+                        opt(bias),
+                        act(step.y),
+                    ]
+                }
+                (LayerGpu::ChannelScale { .. }, Op::ChannelScale { s }) => {
+                    vec![uniform, act(step.x), act(*s), act(step.y)]
+                }
+                (LayerGpu::WinogradInput, _) => vec![uniform, act(step.x), act(step.y)],
+                (LayerGpu::WinogradOutput { scale, bias, .. }, _) => vec![
+                    uniform,
+                    act(step.x),
+                    opt(scale),
+                    opt(bias),
+                    residual.map_or_else(dummy, act),
+                    act(step.y),
+                ],
+                (layer, op) => {
+                    return Err(GpuError::InvalidNetwork(format!(
+                        "layer {i}: {op:?} was uploaded as {}",
+                        layer.kernel_name()
+                    )));
+                }
+            };
+            let entries: Vec<wgpu::BindGroupEntry<'_>> = resources
+                .into_iter()
+                .enumerate()
+                .map(|(binding, resource)| wgpu::BindGroupEntry {
+                    binding: binding as u32,
+                    resource,
+                })
+                .collect();
+            let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(spec.key.shader.file_name()),
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            });
+            dispatches.push(Dispatch {
+                pipeline,
+                bind_group,
+                groups: spec.groups,
+            });
+        }
+        Ok(Prepared {
+            key,
+            plan,
+            slots,
+            dispatches,
+        })
+    }
+}

@@ -1,0 +1,227 @@
+//! The crate's only `unsafe` code, two wgpu calls:
+//!
+//! * shader modules created without runtime bounds checks
+//!   ([`wgpu::Device::create_shader_module_trusted`]) for the shaders whose every index is
+//!   proven in range ([`bounds_proof`]); the others keep wgpu's checks;
+//! * a [`wgpu::PipelineCache`] persisted in the user's cache directory
+//!   ([`wgpu::Device::create_pipeline_cache`]), fed only bytes that a previous
+//!   [`wgpu::PipelineCache::get_data`] returned for the same adapter, as checked by a header
+//!   and a CRC-32 of our own; anything else (missing, truncated, corrupt, another adapter's) is
+//!   ignored and the cache starts empty.
+#![allow(unsafe_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use crate::shader::Shader;
+
+/// Why every index `shader` computes is in range for the buffers, textures and arrays it is
+/// bound to by this crate, or `None` where the shader keeps wgpu's runtime checks.
+///
+/// The arguments rely on what the Rust side guarantees: parameters from `kernels::*::dispatch`,
+/// buffers sized from the same shapes (`plan`), an optional scale/bias/residual read only when
+/// its flag says it is bound. The kernel tests back them: every trusted kernel runs on random
+/// shapes (edges: 1x1 images, odd sizes, groups, batch > 1, channel counts just past a tile)
+/// and A0's real layer shapes into NaN-filled outputs and is compared with an f64 oracle.
+pub(crate) fn bounds_proof(shader: Shader) -> Option<&'static str> {
+    match shader {
+        Shader::ConvGemm => Some(
+            "weights: a_base + (k0 + kk) * m_pad/4 + ia % bm4 with g < groups, k0 + kk < k_pad \
+             and m0/4 + ia % bm4 < m_pad/4 (m0 < m_pad, a multiple of BM), inside the \
+             groups * k_pad * m_pad upload; x: only read where 0 <= iy < h and 0 <= ix < w, \
+             with ci < cin_g (k < k_total) and img clamped to n - 1; a_tile/b_tile: \
+             kk * bm4 + ty + i * WY < 16 * bm4 <= 512 (WY <= 16, TMV <= 2), likewise for B; \
+             acc: 4 * TMV * TNV <= 16; y/residual: only where q < n * oh * ow and m < cout_g; \
+             scale/bias[oc] with oc < cout, only when flagged",
+        ),
+        Shader::ConvSubgroup => Some(
+            "seg: t * 9 + j with t < (R - 1) * STRIDE + KS <= 9 (subgroup_tile) and j <= 8, and \
+             e / SG <= ((NBW - 1) * STRIDE + KS - 1) / SG <= 64 / 8; acc: 2 * q + 1 with \
+             q < R * NBW <= 32; wk: 2 * (ky * 3 + kx) + 1 <= 17; x: coordinates clamped into \
+             the image, img clamped to n - 1, ci < cin_g; texture: m0/4 + 1 < m_pad/4 (m0 a \
+             multiple of 8 below m_pad, a multiple of 8 * SG) and row < groups * cin_g * KS * KS; \
+             y/residual: only where img < n, oy < oh, ox < ow and m < cout_g; scale/bias only \
+             for m < cout_g when flagged",
+        ),
+        Shader::Affine => Some(
+            "i < total = n * c * hw, the length of x, y and residual; c = (i / hw) % c indexes \
+             the c-long scale and shift",
+        ),
+        Shader::ChannelScale => {
+            Some("i < total = n * c * hw, the length of x and y; i / hw < n * c, the length of s")
+        }
+        Shader::GlobalAvgPool => Some(
+            "row < rows = n * c and i < hw: x[row * hw + i] < n * c * hw; partial[lid + \
+             stride] with lid < stride <= 32 of 64",
+        ),
+        Shader::Linear => Some(
+            "i < batch * out_f, so n < batch and o < out_f; x[n * in_f + k] and \
+             wt[o * in_f + k] with k < in_f (the plan checks in_f = C * H * W); bias[o] when \
+             flagged",
+        ),
+        Shader::WinogradInput => Some(
+            "i < total = n * c * th * tw; x only where 0 <= iy < h and 0 <= ix < w of plane \
+             i / tiles < n * c; r[j] with j < 4; v: (img * 16 * c + ci) * tiles + t + \
+             15 * c * tiles < n * 16 * c * tiles, the [n, 16 c, th, tw] output",
+        ),
+        Shader::WinogradOutput => Some(
+            "i < total = n * c * th * tw; m: (img * 16 * c + co) * tiles + t + 15 * c * tiles \
+             < n * 16 * c * tiles, the grouped 1x1 conv's output; y/residual: \
+             plane * oh * ow + oy * ow + ox only where oy < oh and ox < ow (oy = 2 ty < oh \
+             since th = ceil(oh / 2)); scale/bias[co], co < c, when flagged",
+        ),
+        // Baselines, kept with every runtime check.
+        Shader::ConvTiled | Shader::ConvNaive => None,
+    }
+}
+
+/// The module of `shader`: without runtime bounds checks when `trusted` and [`bounds_proof`]
+/// has an argument for it, else with every check.
+pub(crate) fn shader_module(
+    device: &wgpu::Device,
+    shader: Shader,
+    trusted: bool,
+) -> wgpu::ShaderModule {
+    let desc = wgpu::ShaderModuleDescriptor {
+        label: Some(shader.file_name()),
+        source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+    };
+    if !trusted || bounds_proof(shader).is_none() {
+        return device.create_shader_module(desc);
+    }
+    let mut checks = wgpu::ShaderRuntimeChecks::checked();
+    checks.bounds_checks = false;
+    // SAFETY: only bounds checks are dropped (loop bounding, division checks stay), and only
+    // for a shader whose every index `bounds_proof` argues in range for the bindings this crate
+    // gives it; the kernel tests (random shapes and edges, NaN-filled outputs, f64 oracle)
+    // exercise exactly those bindings.
+    unsafe { device.create_shader_module_trusted(desc, checks) }
+}
+
+/// File header: magic, format version, CRC-32 of the payload, payload length.
+const MAGIC: &[u8; 8] = b"RVGGPLC1";
+const HEADER: usize = 8 + 4 + 8;
+
+/// `data` with our header.
+pub(crate) fn encode(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + data.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// The payload of a file written by [`encode`], or `None` when the header, length or CRC does
+/// not match (a truncated, corrupt or foreign file).
+pub(crate) fn decode(file: &[u8]) -> Option<&[u8]> {
+    let (header, data) = file.split_at_checked(HEADER)?;
+    let (magic, rest) = header.split_at(8);
+    let (crc, len) = rest.split_at(4);
+    let crc = u32::from_le_bytes(crc.try_into().ok()?);
+    let len = u64::from_le_bytes(len.try_into().ok()?);
+    (magic == MAGIC && len == data.len() as u64 && crc32fast::hash(data) == crc).then_some(data)
+}
+
+/// A pipeline cache backed by one file.
+#[derive(Debug)]
+pub(crate) struct DiskCache {
+    pub cache: wgpu::PipelineCache,
+    path: PathBuf,
+    /// CRC of what the file holds now (to skip rewriting the same bytes).
+    saved: Mutex<Option<u32>>,
+}
+
+impl DiskCache {
+    /// The cache for `info`'s adapter in `dir`, seeded from its file when that file is intact;
+    /// `None` when the device lacks `PIPELINE_CACHE` or wgpu has no cache key for the backend
+    /// (only Vulkan has one).
+    pub fn open(device: &wgpu::Device, info: &wgpu::AdapterInfo, dir: &Path) -> Option<Self> {
+        if !device.features().contains(wgpu::Features::PIPELINE_CACHE) {
+            return None;
+        }
+        let key = wgpu::util::pipeline_cache_key(info)?;
+        let path = dir.join(format!("{key}.bin"));
+        let file = std::fs::read(&path).ok();
+        let data = file.as_deref().and_then(decode);
+        let saved = data.map(crc32fast::hash);
+        // SAFETY: `data` is either `None` or bytes that passed `decode`: our header, the exact
+        // length and the CRC-32 of what `save` wrote, and `save` writes only what
+        // `PipelineCache::get_data` returned; the file name is wgpu's `pipeline_cache_key` of
+        // this adapter, and wgpu checks its own header (adapter key, version) again, falling
+        // back to an empty cache (`fallback: true`) when the data is not for this device.
+        let cache = unsafe {
+            device.create_pipeline_cache(&wgpu::PipelineCacheDescriptor {
+                label: Some("repvgg pipeline cache"),
+                data,
+                fallback: true,
+            })
+        };
+        Some(Self {
+            cache,
+            path,
+            saved: Mutex::new(saved),
+        })
+    }
+
+    /// Where the cache lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes the cache's data when it changed since the last save (through a temporary file
+    /// renamed over the old one, so a reader never sees half a file). Returns whether it wrote.
+    pub fn save(&self) -> std::io::Result<bool> {
+        let Some(data) = self.cache.get_data() else {
+            return Ok(false);
+        };
+        let crc = crc32fast::hash(&data);
+        let mut saved = self.saved.lock().unwrap_or_else(PoisonError::into_inner);
+        if *saved == Some(crc) {
+            return Ok(false);
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let tmp = self
+            .path
+            .with_extension(format!("tmp{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&encode(&data))?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        *saved = Some(crc);
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_files_round_trip_and_damage_is_rejected() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let file = encode(&data);
+        assert_eq!(decode(&file), Some(&data[..]));
+        assert_eq!(decode(&encode(&[])), Some(&[][..]));
+        // Truncated anywhere, a flipped bit anywhere, trailing bytes, another magic.
+        for cut in [0, 5, HEADER - 1, HEADER, file.len() - 1] {
+            assert_eq!(decode(&file[..cut]), None, "cut at {cut}");
+        }
+        for i in (0..file.len()).step_by(37) {
+            let mut bad = file.clone();
+            bad[i] ^= 0x10;
+            assert_eq!(decode(&bad), None, "bit flipped at {i}");
+        }
+        let mut longer = file.clone();
+        longer.push(0);
+        assert_eq!(decode(&longer), None);
+    }
+}

@@ -1,0 +1,97 @@
+// Winograd F(2x2, 3x3), input transform, for a 3x3 convolution with stride 1 and padding 1:
+// each invocation takes the 4x4 input patch of one 2x2 output tile of one channel (origin
+// (2 * ty - 1, 2 * tx - 1), zeros outside the image) and writes its 16 transformed values
+// V = B^T d B, one per position p = 4 * row + column:
+//
+//   v[n, p * c + ci, ty, tx]       (a [N, 16 * C, TH, TW] tensor: position-major channels)
+//
+// so that the 16 products U_p V_p become one grouped 1x1 convolution (group = position).
+//
+//   B^T = | 1  0 -1  0 |
+//         | 0  1  1  0 |
+//         | 0 -1  1  0 |
+//         | 0  1  0 -1 |
+
+struct Params {
+    total: u32, // n * c * th * tw
+    c: u32,
+    h: u32,
+    w: u32,
+    th: u32, // ceil(h / 2)
+    tw: u32, // ceil(w / 2)
+    _pad0: u32,
+    _pad1: u32,
+}
+
+const WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> v: array<f32>;
+
+// Row r (0..4) of the patch whose top-left corner is (iy0, ix0) of the plane at `base`.
+fn patch_row(base: u32, iy: i32, ix0: i32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    if iy < 0 || iy >= i32(p.h) {
+        return r;
+    }
+    let row = base + u32(iy) * p.w;
+    for (var j = 0; j < 4; j++) {
+        let ix = ix0 + j;
+        if ix >= 0 && ix < i32(p.w) {
+            r[j] = x[row + u32(ix)];
+        }
+    }
+    return r;
+}
+
+// B^T applied to the 4 entries of a vector (one column, or, transposed, one row).
+fn bt(d: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(d.x - d.z, d.y + d.z, d.z - d.y, d.y - d.w);
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if i >= p.total {
+        return;
+    }
+    let tiles = p.th * p.tw;
+    let t = i % tiles;
+    let plane = i / tiles; // n * c + ci
+    let img = plane / p.c;
+    let ci = plane - img * p.c;
+    let ty = t / p.tw;
+    let tx = t - ty * p.tw;
+    let iy0 = i32(2u * ty) - 1;
+    let ix0 = i32(2u * tx) - 1;
+    let base = plane * p.h * p.w;
+    // Rows of B^T d: combinations of the patch rows.
+    let d0 = patch_row(base, iy0, ix0);
+    let d1 = patch_row(base, iy0 + 1, ix0);
+    let d2 = patch_row(base, iy0 + 2, ix0);
+    let d3 = patch_row(base, iy0 + 3, ix0);
+    let r0 = bt(vec4<f32>(d0 - d2));
+    let r1 = bt(vec4<f32>(d1 + d2));
+    let r2 = bt(vec4<f32>(d2 - d1));
+    let r3 = bt(vec4<f32>(d1 - d3));
+    // Position (row a, column b) goes to channel (4a + b) * c + ci of image img.
+    let stride = p.c * tiles;
+    let o = (img * 16u * p.c + ci) * tiles + t;
+    v[o] = r0.x;
+    v[o + stride] = r0.y;
+    v[o + 2u * stride] = r0.z;
+    v[o + 3u * stride] = r0.w;
+    v[o + 4u * stride] = r1.x;
+    v[o + 5u * stride] = r1.y;
+    v[o + 6u * stride] = r1.z;
+    v[o + 7u * stride] = r1.w;
+    v[o + 8u * stride] = r2.x;
+    v[o + 9u * stride] = r2.y;
+    v[o + 10u * stride] = r2.z;
+    v[o + 11u * stride] = r2.w;
+    v[o + 12u * stride] = r3.x;
+    v[o + 13u * stride] = r3.y;
+    v[o + 14u * stride] = r3.z;
+    v[o + 15u * stride] = r3.w;
+}

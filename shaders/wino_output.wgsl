@@ -1,0 +1,92 @@
+// Winograd F(2x2, 3x3), output transform: each invocation reads the 16 products of one tile of
+// one output channel, m[n, p * c + co, ty, tx] (the grouped 1x1 convolution's output,
+// position-major channels), and stores the 2x2 outputs Y = A^T M A with the conv epilogue
+// (scale, bias, residual, ReLU), skipping the row / column past an odd-sized output.
+//
+//   A^T = | 1  1  1  0 |
+//         | 0  1 -1 -1 |
+
+struct Params {
+    total: u32, // n * c * th * tw
+    c: u32,     // output channels
+    oh: u32,
+    ow: u32,
+    th: u32, // ceil(oh / 2)
+    tw: u32, // ceil(ow / 2)
+    flags: u32,
+    _pad0: u32,
+}
+
+const FLAG_SCALE: u32 = 1u;
+const FLAG_BIAS: u32 = 2u;
+const FLAG_RESIDUAL: u32 = 4u;
+const FLAG_RELU: u32 = 8u;
+const WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> m: array<f32>;
+@group(0) @binding(2) var<storage, read> scale: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> residual: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+
+// Row a (0..4) of the tile's 4x4 products.
+fn m_row(o: u32, stride: u32, a: u32) -> vec4<f32> {
+    let b = o + 4u * a * stride;
+    return vec4<f32>(m[b], m[b + stride], m[b + 2u * stride], m[b + 3u * stride]);
+}
+
+fn store(idx: u32, value: f32, s: f32, b: f32) {
+    var v = fma(value, s, b);
+    if (p.flags & FLAG_RESIDUAL) != 0u {
+        v += residual[idx];
+    }
+    if (p.flags & FLAG_RELU) != 0u {
+        v = max(v, 0.0);
+    }
+    y[idx] = v;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if i >= p.total {
+        return;
+    }
+    let tiles = p.th * p.tw;
+    let t = i % tiles;
+    let plane = i / tiles; // n * c + co
+    let img = plane / p.c;
+    let co = plane - img * p.c;
+    let ty = t / p.tw;
+    let tx = t - ty * p.tw;
+    let stride = p.c * tiles;
+    let o = (img * 16u * p.c + co) * tiles + t;
+    let m0 = m_row(o, stride, 0u);
+    let m1 = m_row(o, stride, 1u);
+    let m2 = m_row(o, stride, 2u);
+    let m3 = m_row(o, stride, 3u);
+    let s0 = m0 + m1 + m2;
+    let s1 = m1 - m2 - m3;
+    var sc = 1.0;
+    var bi = 0.0;
+    if (p.flags & FLAG_SCALE) != 0u {
+        sc = scale[co];
+    }
+    if (p.flags & FLAG_BIAS) != 0u {
+        bi = bias[co];
+    }
+    let oy = 2u * ty;
+    let ox = 2u * tx;
+    let base = plane * p.oh * p.ow + oy * p.ow + ox;
+    store(base, s0.x + s0.y + s0.z, sc, bi);
+    if ox + 1u < p.ow {
+        store(base + 1u, s0.y - s0.z - s0.w, sc, bi);
+    }
+    if oy + 1u < p.oh {
+        store(base + p.ow, s1.x + s1.y + s1.z, sc, bi);
+        if ox + 1u < p.ow {
+            store(base + p.ow + 1u, s1.y - s1.z - s1.w, sc, bi);
+        }
+    }
+}
