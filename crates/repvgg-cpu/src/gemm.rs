@@ -395,6 +395,16 @@ mod tests {
     }
 
     #[test]
+    fn empty_products_write_nothing() {
+        let (a, mut c) = (vec![1.0f32; 8], vec![7.0f32; 8]);
+        let mut b = Vec::new();
+        pack_into(&mut b, 2, 3, |_, _| 1.0);
+        gemm(0, 2, 3, &a, 2, &b, &mut c, 3, None, true);
+        gemm(2, 2, 0, &a, 2, &b, &mut c, 3, None, false);
+        assert_eq!(c, [7.0; 8]);
+    }
+
+    #[test]
     fn long_k_and_many_panels() {
         check(49, 1728, 130, true, true);
         check(3, 300, 1000, false, true);
