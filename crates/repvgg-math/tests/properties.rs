@@ -378,8 +378,9 @@ fn fast_conv_equals_oracle_on_tiled_shapes() {
 /// `src/ops.rs`: `TILE_ELEMS = 64 Ki` im2col elements per task, `cols_per_task =
 /// clamp(TILE_ELEMS / kk, 16, npix)`, column split when `npix >= 2 * cols_per_task`, else
 /// output-channel chunks of `max(cout_g / 8, 8)` rows), every one small:
-/// - column split: `cin_g` 100..=130 with a 3x3 kernel (kk ~ 1000, ~64 columns per task) on
-///   10..=16 px sides: 2 to 4 tasks, the last one usually partial, 1 or 2 groups;
+/// - column split: `cin_g` 100..=130 with a 3x3 kernel (kk ~ 1000, 56..=72 columns per task)
+///   on 10..=16 px sides: 2 to 4 tasks from 12x12 up, the last one usually partial, 1 or 2
+///   groups (the smallest draws take the row path);
 /// - row chunks: `cout_g` 9..=90 on at most 8x8 px: 2 to 11 chunks of 8..=11 rows, the last
 ///   one usually partial, 1 to 3 groups.
 fn tiled_case() -> impl Strategy<Value = (Case, usize, usize, usize)> {
