@@ -233,7 +233,7 @@ fn expand(inputs: &[PathBuf]) -> Vec<Result<PathBuf, (String, String)>> {
 /// Why an image failed, without its path (printed beside it).
 fn describe(e: &ModelError) -> String {
     match e {
-        ModelError::Io { source, .. } => format!("cannot read: {source}"),
+        ModelError::Io { error, .. } => format!("cannot read: {error}"),
         ModelError::Image { reason, .. } => {
             format!("not a readable JPEG, PNG or WebP image ({reason})")
         }

@@ -122,6 +122,26 @@ fn im2col<T: Element>(
 /// Target number of im2col elements per task (about 256 KiB of f32: stays in L2).
 const TILE_ELEMS: usize = 64 * 1024;
 
+/// How [`conv2d_act`] splits the GEMM of one image and group over rayon tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tiling {
+    /// Many output pixels: tasks of this many pixels, each gathering its own im2col tile.
+    Columns(usize),
+    /// Few output pixels (late stages): one im2col, tasks of this many output channels.
+    Rows(usize),
+}
+
+/// The tiling for `kk` im2col rows (`cin_g * k * k`), `npix` output pixels and `cout_g`
+/// output channels per group: about [`TILE_ELEMS`] im2col elements per column task.
+fn tiling(kk: usize, npix: usize, cout_g: usize) -> Tiling {
+    let cols_per_task = (TILE_ELEMS / kk.max(1)).clamp(16, npix.max(16));
+    if npix >= 2 * cols_per_task {
+        Tiling::Columns(cols_per_task)
+    } else {
+        Tiling::Rows((cout_g / 8).max(8))
+    }
+}
+
 /// Fast convolution (im2col + GEMM) with optional bias.
 pub fn conv2d<T: Element>(
     x: ArrayView4<'_, T>,
@@ -155,7 +175,7 @@ pub fn conv2d_act<T: Element>(
         })?;
     let x = x.as_standard_layout();
     let mut out = Array4::<T>::zeros((n, spec.out_channels, oh, ow));
-    let cols_per_task = (TILE_ELEMS / kk.max(1)).clamp(16, npix.max(16));
+    let plan = tiling(kk, npix, cout_g);
 
     // Bias and activation on a freshly computed tile, while it is still in cache.
     let epilogue = |mut tile: ArrayViewMut2<'_, T>, first_channel: usize| {
@@ -182,9 +202,9 @@ pub fn conv2d_act<T: Element>(
                 let Ok(mut og) = og.into_shape_with_order((cout_g, npix)) else {
                     unreachable!("a channel slice of a standard-layout array is contiguous")
                 };
-                if npix >= 2 * cols_per_task {
-                    // Many output pixels: split columns; each task gathers its own im2col tile.
-                    og.axis_chunks_iter_mut(Axis(1), cols_per_task)
+                match plan {
+                    Tiling::Columns(cols_per_task) => og
+                        .axis_chunks_iter_mut(Axis(1), cols_per_task)
                         .into_par_iter()
                         .enumerate()
                         .for_each(|(t, mut oc)| {
@@ -193,20 +213,19 @@ pub fn conv2d_act<T: Element>(
                             im2col(&xg, b, spec, ow, t * cols_per_task, cols.view_mut());
                             general_mat_mul(T::one(), &wg, &cols, T::zero(), &mut oc);
                             epilogue(oc, g * cout_g);
-                        });
-                } else {
-                    // Few output pixels (late stages): gather once, split output channels.
-                    let mut cols = Array2::<T>::zeros((kk, npix));
-                    im2col(&xg, b, spec, ow, 0, cols.view_mut());
-                    let rows = (cout_g / 8).max(8);
-                    og.axis_chunks_iter_mut(Axis(0), rows)
-                        .into_par_iter()
-                        .zip(wg.axis_chunks_iter(Axis(0), rows))
-                        .enumerate()
-                        .for_each(|(t, (mut oc, wc))| {
-                            general_mat_mul(T::one(), &wc, &cols, T::zero(), &mut oc);
-                            epilogue(oc, g * cout_g + t * rows);
-                        });
+                        }),
+                    Tiling::Rows(rows) => {
+                        let mut cols = Array2::<T>::zeros((kk, npix));
+                        im2col(&xg, b, spec, ow, 0, cols.view_mut());
+                        og.axis_chunks_iter_mut(Axis(0), rows)
+                            .into_par_iter()
+                            .zip(wg.axis_chunks_iter(Axis(0), rows))
+                            .enumerate()
+                            .for_each(|(t, (mut oc, wc))| {
+                                general_mat_mul(T::one(), &wc, &cols, T::zero(), &mut oc);
+                                epilogue(oc, g * cout_g + t * rows);
+                            });
+                    }
                 }
             }
         });
@@ -295,4 +314,32 @@ pub fn linear<T: Element>(
         out += &b;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Tiling, tiling};
+
+    /// The shapes of `tests/properties.rs` (`fast_conv_equals_oracle_at_tiling_edges` and the
+    /// `tiled_case` strategy) reach the branches they are meant to: the tiling only chooses task
+    /// sizes, so a wrong choice would still compute the right result and only this test sees it.
+    #[test]
+    fn the_tiling_edges_of_the_property_tests_take_the_intended_branches() {
+        // kk = 456 * 9 = 4104: 65536 / 4104 = 15 columns, raised to the floor of 16.
+        assert_eq!(tiling(4104, 49, 2), Tiling::Columns(16));
+        // kk = 1024: 64 columns; 128 pixels split exactly in two, 127 take the row path.
+        assert_eq!(tiling(1024, 128, 2), Tiling::Columns(64));
+        assert_eq!(tiling(1024, 127, 2), Tiling::Rows(8));
+        // Row chunks: 8 rows at least, cout_g / 8 beyond 64 channels.
+        assert_eq!(tiling(18, 25, 8), Tiling::Rows(8));
+        assert_eq!(tiling(18, 25, 9), Tiling::Rows(8));
+        assert_eq!(tiling(27, 24, 97), Tiling::Rows(12));
+        // The column class of `tiled_case`: cin_g 100..=130 (kk 900..=1170) on 10..=16 px
+        // sides splits from 12x12 up (2 to 4 tasks); its smallest draws take the row path.
+        assert_eq!(tiling(900, 144, 3), Tiling::Columns(72));
+        assert_eq!(tiling(1170, 256, 3), Tiling::Columns(56));
+        assert_eq!(tiling(900, 100, 3), Tiling::Rows(8));
+        // Few pixels and kk = 0 (no division by zero): one row task.
+        assert_eq!(tiling(0, 1, 1), Tiling::Rows(8));
+    }
 }

@@ -374,6 +374,108 @@ fn fast_conv_equals_oracle_on_tiled_shapes() {
     }
 }
 
+/// Convolutions shaped to reach the fast path's tiling branches (see `conv2d_act` in
+/// `src/ops.rs`: `TILE_ELEMS = 64 Ki` im2col elements per task, `cols_per_task =
+/// clamp(TILE_ELEMS / kk, 16, npix)`, column split when `npix >= 2 * cols_per_task`, else
+/// output-channel chunks of `max(cout_g / 8, 8)` rows), every one small:
+/// - column split: `cin_g` 100..=130 with a 3x3 kernel (kk ~ 1000, 56..=72 columns per task)
+///   on 10..=16 px sides: 2 to 4 tasks from 12x12 up, the last one usually partial, 1 or 2
+///   groups (the smallest draws take the row path);
+/// - row chunks: `cout_g` 9..=90 on at most 8x8 px: 2 to 11 chunks of 8..=11 rows, the last
+///   one usually partial, 1 to 3 groups.
+fn tiled_case() -> impl Strategy<Value = (Case, usize, usize, usize)> {
+    let columns = (
+        any::<u64>(),
+        1usize..=2,
+        1usize..=2,
+        100usize..=130,
+        1usize..=3,
+    )
+        .prop_flat_map(|(seed, batch, groups, cin_g, cout_g)| {
+            (10usize..=16, 10usize..=16).prop_map(move |(h, w)| {
+                let c = Case {
+                    seed,
+                    batch,
+                    groups,
+                    cin_g,
+                    cout_g,
+                    stride: 1,
+                    h,
+                    w,
+                };
+                (c, 3, 1, 1)
+            })
+        });
+    let rows = (
+        any::<u64>(),
+        1usize..=2,
+        1usize..=3,
+        1usize..=4,
+        9usize..=90,
+        1usize..=8,
+        1usize..=8,
+        1usize..=3,
+        1usize..=2,
+    )
+        .prop_map(|(seed, batch, groups, cin_g, cout_g, h, w, k, stride)| {
+            let c = Case {
+                seed,
+                batch,
+                groups,
+                cin_g,
+                cout_g,
+                stride,
+                h,
+                w,
+            };
+            (c, k, stride, k / 2)
+        });
+    prop_oneof![columns, rows]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn fast_conv_equals_oracle_on_every_tiling_path((c, k, stride, pad) in tiled_case(), bias in any::<bool>()) {
+        fast_is_oracle::<f64>(&c, k, stride, pad, bias)?;
+        fast_is_oracle::<f32>(&c, k, stride, pad, bias)?;
+    }
+}
+
+/// The edges of the tiling, each checked once: the 16-column floor (kk > 4096), a column
+/// split into exactly two tasks and one pixel short of it (the row path), a single row chunk
+/// (`cout_g` = 8) next to two (9), many chunks of `cout_g / 8` rows (cout_g = 97: 12-row
+/// chunks, the last of one row), grouped, with and without bias.
+#[test]
+fn fast_conv_equals_oracle_at_tiling_edges() {
+    // (groups, cin_g, cout_g, h, w, k, stride, pad)
+    let edges = [
+        (1, 456, 2, 7, 7, 3, 1, 1), // kk = 4104: 15 columns per task, raised to 16: 4 tasks
+        (2, 1024, 2, 8, 16, 1, 1, 0), // kk = 1024: 64 columns, npix = 128: exactly 2 tasks
+        (2, 1024, 2, 127, 1, 1, 1, 0), // npix = 127: one short, the row path
+        (3, 2, 8, 5, 5, 3, 1, 1),   // one row chunk per group
+        (3, 2, 9, 5, 5, 3, 2, 1),   // two chunks (8 + 1 rows) per group
+        (2, 3, 97, 4, 6, 3, 1, 1),  // chunks of 12 rows: 8 x 12 + 1
+    ];
+    for (i, &(groups, cin_g, cout_g, h, w, k, stride, pad)) in edges.iter().enumerate() {
+        let c = Case {
+            seed: 11 + i as u64,
+            batch: 2,
+            groups,
+            cin_g,
+            cout_g,
+            stride,
+            h,
+            w,
+        };
+        for bias in [false, true] {
+            fast_is_oracle::<f64>(&c, k, stride, pad, bias).unwrap();
+            fast_is_oracle::<f32>(&c, k, stride, pad, bias).unwrap();
+        }
+    }
+}
+
 /// The property helpers fail on a NaN or an infinity, on either side.
 #[test]
 fn comparison_helpers_fail_on_non_finite_values() {

@@ -94,9 +94,9 @@ struct Parsed {
 pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref();
     let parsed = {
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        let bytes = std::fs::read(path).map_err(|error| ModelError::Io {
             path: path.into(),
-            source,
+            error,
         })?;
         if crate::pth::is_pth(&bytes) {
             // Converted to safetensors bytes first; the file's bytes are dropped before building.
@@ -124,10 +124,8 @@ fn parse(bytes: &[u8], path: &Path) -> Result<Parsed> {
     // ranges tile the data section without overlap, and that each range holds exactly
     // `shape.product() * dtype size` bytes (checked multiplication), so every size below is
     // bounded by the file's length.
-    let st = SafeTensors::deserialize(bytes).map_err(|e| ModelError::Format {
-        path: path.into(),
-        reason: e.to_string(),
-    })?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| crate::tensor_io::format_error(&e, bytes, path))?;
     let mut problems = Vec::new();
     let mut raw: BTreeMap<String, Tensor> = BTreeMap::new();
     let mut dtypes = BTreeSet::new();

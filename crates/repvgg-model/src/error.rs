@@ -70,11 +70,12 @@ impl fmt::Display for KeyProblems {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ModelError {
-    #[error("cannot read {path}: {source}")]
+    /// The file cannot be read. The OS error is part of the message, not a `source()`, so
+    /// that an error chain (`anyhow`'s `{:#}`) does not print it twice.
+    #[error("cannot read {path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Not a safetensors file, or a truncated one.
     #[error("{path} is not a valid safetensors file: {reason}")]

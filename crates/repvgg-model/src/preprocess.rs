@@ -216,9 +216,9 @@ impl PretrainedConfig {
 /// `PIL.Image.open(path).convert('RGB')` does (alpha dropped, grey replicated).
 pub fn load_rgb(path: impl AsRef<Path>) -> Result<RgbImage> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+    let bytes = std::fs::read(path).map_err(|error| ModelError::Io {
         path: path.into(),
-        source,
+        error,
     })?;
     decode_rgb(&bytes, path)
 }
@@ -228,9 +228,10 @@ pub fn load_rgb(path: impl AsRef<Path>) -> Result<RgbImage> {
 /// before any pixel is decoded (a decompression bomb costs nothing); the decoder itself runs
 /// under `image::Limits` too.
 pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<RgbImage> {
+    // Decoder messages can span lines; an error is reported on one.
     let err = |reason: String| ModelError::Image {
         path: path.into(),
-        reason,
+        reason: reason.split_whitespace().collect::<Vec<_>>().join(" "),
     };
     let format = image::guess_format(bytes).map_err(|_| err("unrecognised file format".into()))?;
     if !matches!(

@@ -6,15 +6,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ndarray::{Array4, ArrayD, ArrayViewD};
-use safetensors::{Dtype, SafeTensors, View};
+use safetensors::{Dtype, SafeTensorError, SafeTensors, View};
 
 use crate::error::{ModelError, Result};
 
 /// Reads the tensor `input` (or the file's only tensor) as `[N, C, H, W]` f32.
 pub fn read_input(path: &Path) -> Result<Array4<f32>> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+    let bytes = std::fs::read(path).map_err(|error| ModelError::Io {
         path: path.into(),
-        source,
+        error,
     })?;
     read_input_bytes(&bytes, path)
 }
@@ -22,10 +22,7 @@ pub fn read_input(path: &Path) -> Result<Array4<f32>> {
 /// [`read_input`] of a file held in memory; `path` only names it in errors. The name, dtype
 /// and rank are checked before any data is converted.
 pub fn read_input_bytes(bytes: &[u8], path: &Path) -> Result<Array4<f32>> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| ModelError::Format {
-        path: path.into(),
-        reason: e.to_string(),
-    })?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| format_error(&e, bytes, path))?;
     let names = st.names();
     let name = if st.tensor("input").is_ok() {
         "input".to_string()
@@ -49,7 +46,7 @@ pub fn read_input_bytes(bytes: &[u8], path: &Path) -> Result<Array4<f32>> {
     if view.dtype() != Dtype::F32 {
         return Err(ModelError::Input {
             expected: format!(
-                "`{name}` as F32 in {}, found {:?}",
+                "`{name}` in {} stored as F32 (it is {:?})",
                 path.display(),
                 view.dtype()
             ),
@@ -59,7 +56,7 @@ pub fn read_input_bytes(bytes: &[u8], path: &Path) -> Result<Array4<f32>> {
     let shape = view.shape().to_vec();
     let [n, c, h, w] = shape[..] else {
         return Err(ModelError::Input {
-            expected: format!("`{name}` of rank 4 [N, C, H, W]"),
+            expected: format!("`{name}` in {} of rank 4 [N, C, H, W]", path.display()),
             found: shape,
         });
     };
@@ -73,6 +70,48 @@ pub fn read_input_bytes(bytes: &[u8], path: &Path) -> Result<Array4<f32>> {
         path: path.into(),
         reason: e.to_string(),
     })
+}
+
+/// A [`ModelError::Format`] for a file `deserialize` rejected, saying what the layout
+/// expects where the crate's message alone would not (`header too small`, ...).
+pub(crate) fn format_error(e: &SafeTensorError, bytes: &[u8], path: &Path) -> ModelError {
+    let len = bytes.len();
+    let header_len = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes);
+    let reason = match (e, header_len) {
+        (SafeTensorError::HeaderTooSmall, _) if len == 0 => {
+            "the file is empty; expected an 8-byte header length, a JSON header and tensor data"
+                .to_string()
+        }
+        (SafeTensorError::HeaderTooSmall, _) => format!(
+            "the file is {len} bytes, shorter than the 8-byte header length it must start with"
+        ),
+        (SafeTensorError::InvalidHeaderLength, Some(n)) => format!(
+            "its header length field says {n} bytes, but only {} follow it",
+            len - 8
+        ),
+        (SafeTensorError::HeaderTooLarge, Some(n)) => {
+            format!("its header length field says {n} bytes; at most 100 MB are allowed")
+        }
+        (SafeTensorError::MetadataIncompleteBuffer, _) => format!(
+            "the header's tensor byte ranges do not end where the file ends ({len} bytes): a \
+             tensor lies past the end of the file, or bytes are left over"
+        ),
+        (SafeTensorError::InvalidOffset(name), _) => format!(
+            "tensor `{name}`: its data_offsets do not start where the previous tensor's end \
+             (expected contiguous, non-overlapping byte ranges)"
+        ),
+        (SafeTensorError::TensorInvalidInfo, _) => {
+            "a tensor's byte range does not hold exactly shape x dtype-size bytes".to_string()
+        }
+        _ => e.to_string(),
+    };
+    ModelError::Format {
+        path: path.into(),
+        reason,
+    }
 }
 
 /// Writes named f32 tensors to a safetensors file (through [`write_atomically`]), refusing to
