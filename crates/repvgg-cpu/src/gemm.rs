@@ -67,6 +67,40 @@ pub fn gemm(
     epi: Option<ColEpilogue<'_>>,
     parallel: bool,
 ) {
+    let arch = Arch::new();
+    gemm_on(
+        &|p| arch.dispatch(p),
+        m,
+        k,
+        n,
+        a,
+        a_rs,
+        b,
+        c,
+        c_rs,
+        epi,
+        parallel,
+    );
+}
+
+/// Runs a panel on one instruction set.
+type Dispatch<'d> = dyn for<'a, 'c> Fn(Panel<'a, 'c>) + Sync + 'd;
+
+/// [`gemm`] with the instruction set chosen by `dispatch` (the tests run every one).
+#[allow(clippy::too_many_arguments)]
+fn gemm_on(
+    dispatch: &Dispatch<'_>,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    a_rs: usize,
+    b: &[f32],
+    c: &mut [f32],
+    c_rs: usize,
+    epi: Option<ColEpilogue<'_>>,
+    parallel: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -81,11 +115,10 @@ pub fn gemm(
     let Ok(mut cv) = ArrayViewMut2::from_shape((m, n).strides((c_rs, 1)), c) else {
         unreachable!("the slice covers (m - 1) * c_rs + n elements")
     };
-    let arch = Arch::new();
     let run = |(p, blk): (usize, ArrayViewMut2<'_, f32>)| {
         let cols = p * NR..p * NR + blk.ncols();
         let w = panel_width(n, p);
-        arch.dispatch(Panel {
+        dispatch(Panel {
             k,
             a,
             a_rs,
@@ -297,49 +330,57 @@ mod tests {
         pack_into(&mut packed, k, n, |r, j| b[r * n + j]);
         assert_eq!(packed.len(), packed_len(k, n));
         let init = |i: usize| (i % 7) as f32 - 3.0;
-        let mut c: Vec<f32> = (0..m * c_rs).map(init).collect();
         let e = ColEpilogue {
             scale: &scale,
             shift: &shift,
             accumulate: true,
             relu: true,
         };
-        gemm(
-            m,
-            k,
-            n,
-            &a,
-            a_rs,
-            &packed,
-            &mut c,
-            c_rs,
-            epi.then_some(e),
-            parallel,
-        );
         let want = naive(m, k, n, &a, a_rs, &b);
-        for i in 0..m {
-            for j in 0..c_rs {
-                let got = c[i * c_rs + j];
-                if j >= n {
-                    assert_eq!(
-                        got,
-                        init(i * c_rs + j),
-                        "padding column {j} of row {i} written"
+        for (isa, dispatch) in isas() {
+            let mut c: Vec<f32> = (0..m * c_rs).map(init).collect();
+            let epi_arg = epi.then_some(e);
+            gemm_on(
+                &*dispatch, m, k, n, &a, a_rs, &packed, &mut c, c_rs, epi_arg, parallel,
+            );
+            for i in 0..m {
+                for j in 0..c_rs {
+                    let got = c[i * c_rs + j];
+                    if j >= n {
+                        let before = init(i * c_rs + j);
+                        assert_eq!(got, before, "{isa}: padding column {j} of row {i} written");
+                        continue;
+                    }
+                    let mut w = want[i * n + j];
+                    if epi {
+                        w = w * f64::from(scale[j]) + f64::from(shift[j]);
+                        w = (w + f64::from(init(i * c_rs + j))).max(0.0);
+                    }
+                    let tol = 1e-4 * (1.0 + w.abs()) * (k as f64).sqrt();
+                    assert!(
+                        (f64::from(got) - w).abs() <= tol,
+                        "{isa}: m {m} k {k} n {n} epi {epi}: c[{i}][{j}] = {got}, want {w}"
                     );
-                    continue;
                 }
-                let mut w = want[i * n + j];
-                if epi {
-                    w = w * f64::from(scale[j]) + f64::from(shift[j]);
-                    w = (w + f64::from(init(i * c_rs + j))).max(0.0);
-                }
-                let tol = 1e-4 * (1.0 + w.abs()) * (k as f64).sqrt();
-                assert!(
-                    (f64::from(got) - w).abs() <= tol,
-                    "m {m} k {k} n {n} epi {epi}: c[{i}][{j}] = {got}, want {w}"
-                );
             }
         }
+    }
+
+    /// Every instruction set this machine can run: the best one, AVX2 (x86-64-v3) when
+    /// present, and the scalar fallback.
+    fn isas() -> Vec<(&'static str, Box<Dispatch<'static>>)> {
+        let mut v: Vec<(&'static str, Box<Dispatch<'static>>)> = vec![
+            ("best", Box::new(|p| Arch::new().dispatch(p))),
+            (
+                "scalar",
+                Box::new(|p| Simd::vectorize(pulp::Scalar::new(), p)),
+            ),
+        ];
+        #[cfg(target_arch = "x86_64")]
+        if let Some(v3) = pulp::x86::V3::try_new() {
+            v.push(("avx2", Box::new(move |p| Simd::vectorize(v3, p))));
+        }
+        v
     }
 
     #[test]
