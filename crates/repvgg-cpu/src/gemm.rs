@@ -330,37 +330,54 @@ mod tests {
         pack_into(&mut packed, k, n, |r, j| b[r * n + j]);
         assert_eq!(packed.len(), packed_len(k, n));
         let init = |i: usize| (i % 7) as f32 - 3.0;
-        let e = ColEpilogue {
-            scale: &scale,
-            shift: &shift,
-            accumulate: true,
-            relu: true,
-        };
         let want = naive(m, k, n, &a, a_rs, &b);
-        for (isa, dispatch) in isas() {
-            let mut c: Vec<f32> = (0..m * c_rs).map(init).collect();
-            let epi_arg = epi.then_some(e);
-            gemm_on(
-                &*dispatch, m, k, n, &a, a_rs, &packed, &mut c, c_rs, epi_arg, parallel,
-            );
-            for i in 0..m {
-                for j in 0..c_rs {
-                    let got = c[i * c_rs + j];
-                    if j >= n {
+        // Without an epilogue, or with each of its four (accumulate, relu) forms.
+        let forms: &[Option<(bool, bool)>] = if epi {
+            &[
+                Some((false, false)),
+                Some((false, true)),
+                Some((true, false)),
+                Some((true, true)),
+            ]
+        } else {
+            &[None]
+        };
+        for &form in forms {
+            let e = form.map(|(accumulate, relu)| ColEpilogue {
+                scale: &scale,
+                shift: &shift,
+                accumulate,
+                relu,
+            });
+            for (isa, dispatch) in isas() {
+                let mut c: Vec<f32> = (0..m * c_rs).map(init).collect();
+                gemm_on(
+                    &*dispatch, m, k, n, &a, a_rs, &packed, &mut c, c_rs, e, parallel,
+                );
+                for i in 0..m {
+                    for j in 0..c_rs {
+                        let got = c[i * c_rs + j];
                         let before = init(i * c_rs + j);
-                        assert_eq!(got, before, "{isa}: padding column {j} of row {i} written");
-                        continue;
+                        if j >= n {
+                            assert_eq!(got, before, "{isa}: padding column {j} of row {i} written");
+                            continue;
+                        }
+                        let mut w = want[i * n + j];
+                        if let Some((accumulate, relu)) = form {
+                            w = w * f64::from(scale[j]) + f64::from(shift[j]);
+                            if accumulate {
+                                w += f64::from(before);
+                            }
+                            if relu {
+                                w = w.max(0.0);
+                            }
+                        }
+                        let tol = 1e-4 * (1.0 + w.abs()) * (k as f64).sqrt();
+                        assert!(
+                            (f64::from(got) - w).abs() <= tol,
+                            "{isa} {form:?}: m {m} k {k} n {n}: c[{i}][{j}] = {got}, want {w}"
+                        );
                     }
-                    let mut w = want[i * n + j];
-                    if epi {
-                        w = w * f64::from(scale[j]) + f64::from(shift[j]);
-                        w = (w + f64::from(init(i * c_rs + j))).max(0.0);
-                    }
-                    let tol = 1e-4 * (1.0 + w.abs()) * (k as f64).sqrt();
-                    assert!(
-                        (f64::from(got) - w).abs() <= tol,
-                        "{isa}: m {m} k {k} n {n} epi {epi}: c[{i}][{j}] = {got}, want {w}"
-                    );
                 }
             }
         }
