@@ -89,26 +89,12 @@ fn png(w: u32, h: u32) -> Vec<u8> {
 
 /// A PNG signature and IHDR (8-bit grey) claiming `w` x `h`, and an empty IDAT.
 fn png_header(w: u32, h: u32) -> Vec<u8> {
-    fn crc32(data: &[u8]) -> u32 {
-        let mut c = 0xffff_ffffu32;
-        for &b in data {
-            c ^= u32::from(b);
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xedb8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-        }
-        !c
-    }
     fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
         out.extend((data.len() as u32).to_be_bytes());
         let mut body = kind.to_vec();
         body.extend(data);
         out.extend(&body);
-        out.extend(crc32(&body).to_be_bytes());
+        out.extend(crc32fast::hash(&body).to_be_bytes());
     }
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut ihdr = Vec::new();
