@@ -82,6 +82,8 @@ struct Head {
     /// `[C, classes]` (the transposed PyTorch weight), packed in GEMM panels.
     wt: Vec<f32>,
     bias: Vec<f32>,
+    /// Ones: the GEMM epilogue's scale, so that the bias is added as the logits are stored.
+    unit_scale: Vec<f32>,
 }
 
 /// Options of a CPU network.
@@ -328,6 +330,7 @@ impl NetworkBuilder {
             classes,
             wt,
             bias: bias.to_vec(),
+            unit_scale: vec![1.0; classes],
         });
         Ok(())
     }
@@ -724,9 +727,8 @@ impl Network {
             .zip(feats.par_chunks(fh * fw * ch))
             .for_each(|(p, img)| arch.dispatch(MeanPixels { out: p, img }));
         let mut logits = vec![0.0f32; n * hd.classes];
-        let ones = vec![1.0f32; hd.classes];
         let epi = crate::gemm::ColEpilogue {
-            scale: &ones,
+            scale: &hd.unit_scale,
             shift: &hd.bias,
             accumulate: false,
             relu: false,
