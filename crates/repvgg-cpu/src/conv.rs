@@ -52,15 +52,35 @@ pub struct Epilogue {
 
 #[derive(Debug, Clone)]
 enum Kernel {
-    /// `u[g][pos]` for each tile size kept: the `cin_g x cout_g` transformed kernels, packed in
-    /// panels.
-    Winograd {
-        f4: Option<Vec<f32>>,
-        f2: Option<Vec<f32>>,
-    },
+    /// The transformed kernels of the tile sizes kept.
+    Winograd(Wino),
     /// `w[g]`: the `[(ky * k + kx) * cin_g + ci] x cout_g` matrix, packed in panels; `direct`
     /// when the input is the im2col matrix.
     Gemm { w: Vec<f32>, direct: bool },
+}
+
+/// Winograd weights, `u[g][pos]`: the `cin_g x cout_g` transformed kernels, packed in panels.
+#[derive(Debug, Clone)]
+enum Wino {
+    /// One tile size.
+    One(Tile, Vec<f32>),
+    /// Both, each run picking one (see [`Wino::pick`]).
+    Both { f4: Vec<f32>, f2: Vec<f32> },
+}
+
+impl Wino {
+    /// The tile (and its weights) for a run: F(4x4) when the run has at least
+    /// [`F4_MIN_TILES`] of its tiles (enough rows to amortise reading its 2.25x larger
+    /// weights), else F(2x2), when both are kept.
+    fn pick(&self, g: &Geometry) -> (Tile, &[f32]) {
+        match self {
+            Self::One(tile, u) => (*tile, u),
+            Self::Both { f4, .. } if g.n * g.oh.div_ceil(4) * g.ow.div_ceil(4) >= F4_MIN_TILES => {
+                (Tile::F4, f4)
+            }
+            Self::Both { f2, .. } => (Tile::F2, f2),
+        }
+    }
 }
 
 /// Sizes of one run of a convolution.
@@ -134,20 +154,21 @@ impl PreparedConv {
         // F(4x4) does 1.8x fewer multiplications than F(2x2), but its transforms cost more per
         // channel, it rounds a little more and its transformed weights are 2.25x larger: it pays
         // on wide layers with many tiles. Wide layers keep both, and each run picks by its tile
-        // count (see `winograd_tile`).
-        let (f4, f2) = match algo {
-            ConvAlgo::Auto if winograd_ok && spec.in_channels >= WIDE => (true, true),
-            ConvAlgo::Auto if winograd_ok => (false, true),
-            ConvAlgo::Winograd(t) if winograd_ok => (t == Tile::F4, t == Tile::F2),
-            _ => (false, false),
-        };
-        let pack = |on: bool, tile| on.then(|| pack_winograd(&weight, &spec, tile));
-        let kernel = match (pack(f4, Tile::F4), pack(f2, Tile::F2)) {
-            (None, None) => Kernel::Gemm {
+        // count (see `Wino::pick`).
+        let pack = |tile| pack_winograd(&weight, &spec, tile);
+        let kernel = match algo {
+            ConvAlgo::Auto if winograd_ok && spec.in_channels >= WIDE => {
+                Kernel::Winograd(Wino::Both {
+                    f4: pack(Tile::F4),
+                    f2: pack(Tile::F2),
+                })
+            }
+            ConvAlgo::Auto if winograd_ok => Kernel::Winograd(Wino::One(Tile::F2, pack(Tile::F2))),
+            ConvAlgo::Winograd(t) if winograd_ok => Kernel::Winograd(Wino::One(t, pack(t))),
+            _ => Kernel::Gemm {
                 w: pack_gemm(&weight, &spec),
                 direct: spec.kernel_size == 1 && spec.stride == 1 && spec.padding == 0,
             },
-            (f4, f2) => Kernel::Winograd { f4, f2 },
         };
         Ok(Self {
             spec,
@@ -172,12 +193,9 @@ impl PreparedConv {
     /// [`PreparedConv::algorithm_for`]), "gemm-1x1" or "im2col-gemm".
     pub fn algorithm(&self) -> &'static str {
         match &self.kernel {
-            Kernel::Winograd {
-                f4: Some(_),
-                f2: Some(_),
-            } => "winograd-f4|f2",
-            Kernel::Winograd { f4: Some(_), .. } => "winograd-f4",
-            Kernel::Winograd { .. } => "winograd-f2",
+            Kernel::Winograd(Wino::Both { .. }) => "winograd-f4|f2",
+            Kernel::Winograd(Wino::One(Tile::F4, _)) => "winograd-f4",
+            Kernel::Winograd(Wino::One(Tile::F2, _)) => "winograd-f2",
             Kernel::Gemm { direct: true, .. } => "gemm-1x1",
             Kernel::Gemm { direct: false, .. } => "im2col-gemm",
         }
@@ -185,26 +203,12 @@ impl PreparedConv {
 
     /// The algorithm a run of these sizes uses.
     pub fn algorithm_for(&self, g: &Geometry) -> &'static str {
-        match self.winograd_tile(g) {
-            Some((Tile::F4, _)) => "winograd-f4",
-            Some((Tile::F2, _)) => "winograd-f2",
-            None => self.algorithm(),
-        }
-    }
-
-    /// The Winograd tile (and its packed weights) for a run: F(4x4) when the run has at least
-    /// [`F4_MIN_TILES`] of its tiles (enough rows to amortise reading its 2.25x larger
-    /// weights), else F(2x2), when both are kept.
-    fn winograd_tile(&self, g: &Geometry) -> Option<(Tile, &[f32])> {
-        let Kernel::Winograd { f4, f2 } = &self.kernel else {
-            return None;
-        };
-        let f4_tiles = g.n * g.oh.div_ceil(4) * g.ow.div_ceil(4);
-        match (f4, f2) {
-            (Some(u), Some(_)) if f4_tiles >= F4_MIN_TILES => Some((Tile::F4, u)),
-            (_, Some(u)) => Some((Tile::F2, u)),
-            (Some(u), None) => Some((Tile::F4, u)),
-            (None, None) => None,
+        match &self.kernel {
+            Kernel::Winograd(w) => match w.pick(g).0 {
+                Tile::F4 => "winograd-f4",
+                Tile::F2 => "winograd-f2",
+            },
+            Kernel::Gemm { .. } => self.algorithm(),
         }
     }
 
@@ -223,8 +227,9 @@ impl PreparedConv {
     fn plan(&self, g: &Geometry, threads: usize) -> Plan {
         let threads = threads.max(1);
         let (cin, cout) = (self.spec.in_channels, self.spec.out_channels);
-        match (&self.kernel, self.winograd_tile(g)) {
-            (Kernel::Winograd { .. }, Some((tile, _))) => {
+        match &self.kernel {
+            Kernel::Winograd(wino) => {
+                let (tile, _) = wino.pick(g);
                 let m = tile.m();
                 let (th, tw) = (g.oh.div_ceil(m), g.ow.div_ceil(m));
                 let rows = g.n * th;
@@ -239,8 +244,7 @@ impl PreparedConv {
                     inner_par: chunks < threads,
                 }
             }
-            (Kernel::Winograd { .. }, None) => unreachable!("a Winograd conv keeps a tile size"),
-            (Kernel::Gemm { direct, .. }, _) => {
+            Kernel::Gemm { direct, .. } => {
                 let p = g.n * g.oh * g.ow;
                 let kg = self.spec.kernel_size.pow(2) * cin / self.spec.groups;
                 let target = (COL_ELEMS / kg.max(1)).clamp(16, 1024);
@@ -293,8 +297,9 @@ impl PreparedConv {
             });
         }
         let arch = Arch::new();
-        match (&self.kernel, self.winograd_tile(g)) {
-            (Kernel::Winograd { .. }, Some((tile, u))) => {
+        match &self.kernel {
+            Kernel::Winograd(wino) => {
+                let (tile, u) = wino.pick(g);
                 let m = tile.m();
                 let th = oh.div_ceil(m);
                 // Output rows (n * oh + oy) where tile row r starts.
@@ -313,8 +318,7 @@ impl PreparedConv {
                     wg.chunk(r0, r1, region, slot, plan.inner_par, &offset);
                 });
             }
-            (Kernel::Winograd { .. }, None) => unreachable!("a Winograd conv keeps a tile size"),
-            (Kernel::Gemm { w, direct }, _) => {
+            Kernel::Gemm { w, direct } => {
                 let offset = |p: usize| p * cout;
                 run_chunks(&plan, out, scratch, &offset, &|p0, p1, region, slot| {
                     self.gemm_chunk(w, *direct, x, g, p0, p1, region, slot, plan.inner_par, arch);
