@@ -20,6 +20,7 @@ use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 use repvgg_math::ConvSpec;
 
+use crate::aligned::AlignedVec;
 use crate::error::{CpuError, Result};
 use crate::gemm::{self, ColEpilogue};
 use crate::winograd::{self, Tile};
@@ -56,16 +57,16 @@ enum Kernel {
     Winograd(Wino),
     /// `w[g]`: the `[(ky * k + kx) * cin_g + ci] x cout_g` matrix, packed in panels; `direct`
     /// when the input is the im2col matrix.
-    Gemm { w: Vec<f32>, direct: bool },
+    Gemm { w: AlignedVec, direct: bool },
 }
 
 /// Winograd weights, `u[g][pos]`: the `cin_g x cout_g` transformed kernels, packed in panels.
 #[derive(Debug, Clone)]
 enum Wino {
     /// One tile size.
-    One(Tile, Vec<f32>),
+    One(Tile, AlignedVec),
     /// Both, each run picking one (see [`Wino::pick`]).
-    Both { f4: Vec<f32>, f2: Vec<f32> },
+    Both { f4: AlignedVec, f2: AlignedVec },
 }
 
 impl Wino {
@@ -466,7 +467,7 @@ fn split_chunks(
     );
 }
 
-fn pack_gemm(weight: &ArrayView4<'_, f32>, s: &ConvSpec) -> Vec<f32> {
+fn pack_gemm(weight: &ArrayView4<'_, f32>, s: &ConvSpec) -> AlignedVec {
     let (cout_g, cin_g, k) = (
         s.out_channels / s.groups,
         s.in_channels / s.groups,
@@ -480,10 +481,10 @@ fn pack_gemm(weight: &ArrayView4<'_, f32>, s: &ConvSpec) -> Vec<f32> {
             weight[[g * cout_g + co, ci, tap / k, tap % k]]
         });
     }
-    w
+    AlignedVec::from_slice(&w)
 }
 
-fn pack_winograd(weight: &ArrayView4<'_, f32>, s: &ConvSpec, tile: Tile) -> Vec<f32> {
+fn pack_winograd(weight: &ArrayView4<'_, f32>, s: &ConvSpec, tile: Tile) -> AlignedVec {
     let (cout_g, cin_g) = (s.out_channels / s.groups, s.in_channels / s.groups);
     let npos = tile.positions();
     // t[g][co][ci][pos], transformed in f64.
@@ -512,7 +513,7 @@ fn pack_winograd(weight: &ArrayView4<'_, f32>, s: &ConvSpec, tile: Tile) -> Vec<
             });
         }
     }
-    u
+    AlignedVec::from_slice(&u)
 }
 
 /// Gathers the im2col rows of output pixels `p0..p0 + rows` for one group:

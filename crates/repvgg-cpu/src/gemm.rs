@@ -140,6 +140,18 @@ fn gemm_on(
     }
 }
 
+/// Steps of the sum per block when the sum is split (see `Panel::rows`): 256 steps of a
+/// 32-column panel are 32 KiB, which stay in L1 while every row block uses them.
+const KC: usize = 256;
+
+/// The steps `range` of the sum that one pass over the rows does; `first` starts from zero
+/// (else from the partial sums in `c`), `last` applies the epilogue.
+struct KSteps {
+    range: core::ops::Range<usize>,
+    first: bool,
+    last: bool,
+}
+
 /// One panel of columns (at most [`NR`]), every row.
 struct Panel<'a, 'c> {
     k: usize,
@@ -169,16 +181,16 @@ impl WithSimd for Panel<'_, '_> {
 
 /// Calls `$f::<S, R, V>` with `R` the row count `$mr` (1..=8) as a constant.
 macro_rules! by_rows {
-    ($self:ident, $simd:ident, $mr:expr, $i0:expr, $V:ident) => {
+    ($self:ident, $simd:ident, $mr:expr, $i0:expr, $V:ident, $ks:expr) => {
         match $mr {
-            8 => $self.micro::<S, 8, $V>($simd, $i0),
-            7 => $self.micro::<S, 7, $V>($simd, $i0),
-            6 => $self.micro::<S, 6, $V>($simd, $i0),
-            5 => $self.micro::<S, 5, $V>($simd, $i0),
-            4 => $self.micro::<S, 4, $V>($simd, $i0),
-            3 => $self.micro::<S, 3, $V>($simd, $i0),
-            2 => $self.micro::<S, 2, $V>($simd, $i0),
-            _ => $self.micro::<S, 1, $V>($simd, $i0),
+            8 => $self.micro::<S, 8, $V>($simd, $i0, $ks),
+            7 => $self.micro::<S, 7, $V>($simd, $i0, $ks),
+            6 => $self.micro::<S, 6, $V>($simd, $i0, $ks),
+            5 => $self.micro::<S, 5, $V>($simd, $i0, $ks),
+            4 => $self.micro::<S, 4, $V>($simd, $i0, $ks),
+            3 => $self.micro::<S, 3, $V>($simd, $i0, $ks),
+            2 => $self.micro::<S, 2, $V>($simd, $i0, $ks),
+            _ => $self.micro::<S, 1, $V>($simd, $i0, $ks),
         }
     };
 }
@@ -186,26 +198,48 @@ macro_rules! by_rows {
 impl Panel<'_, '_> {
     #[inline(always)]
     fn rows<S: Simd, const MR: usize, const V: usize>(mut self, simd: S) {
+        // Balanced row blocks: 49 rows as 7 x 7, not 6 x 8 + 1 (a one-row block streams the
+        // whole panel for a sixteenth of the arithmetic).
         let m = self.c.nrows();
-        let mut i0 = 0;
-        while i0 < m {
-            let mr = MR.min(m - i0);
-            by_rows!(self, simd, mr, i0, V);
-            i0 += mr;
+        let blocks = m.div_ceil(MR);
+        let (base, extra) = (m / blocks.max(1), m % blocks.max(1));
+        // Long sums over a full panel are split into blocks of at most `KC` steps, each run
+        // over every row while its slice of the panel stays in L1; the output rows hold the
+        // partial sums in between, so this needs a full panel and no accumulation into `c`.
+        let k = self.k;
+        let full = self.c.ncols() == V * S::F32_LANES;
+        let kblocks = if full && k > KC && !self.epi.is_some_and(|e| e.accumulate) {
+            k.div_ceil(KC)
+        } else {
+            1
+        };
+        let kc = k.div_ceil(kblocks);
+        for kb in 0..kblocks {
+            let ks = KSteps {
+                range: kb * kc..k.min((kb + 1) * kc),
+                first: kb == 0,
+                last: kb + 1 == kblocks,
+            };
+            let mut i0 = 0;
+            for blk in 0..blocks {
+                let mr = base + usize::from(blk < extra);
+                by_rows!(self, simd, mr, i0, V, &ks);
+                i0 += mr;
+            }
         }
     }
 
     /// Rows `i0..i0 + R`: `R x V` vector accumulators over the whole `k`, then the store.
     #[inline(always)]
-    fn micro<S: Simd, const R: usize, const V: usize>(&mut self, simd: S, i0: usize) {
+    fn micro<S: Simd, const R: usize, const V: usize>(&mut self, simd: S, i0: usize, ks: &KSteps) {
         let l = S::F32_LANES;
-        let k = self.k;
+        let (k0, k1) = (ks.range.start, ks.range.end);
         let rows: [&[f32]; R] = core::array::from_fn(|r| {
             let s = (i0 + r) * self.a_rs;
-            &self.a[s..s + k]
+            &self.a[s + k0..s + k1]
         });
         let w = V * l;
-        let b = &self.b[..k * w];
+        let b = &self.b[k0 * w..k1 * w];
         let zero = simd.splat_f32s(0.0);
         let mut acc = [[zero; V]; R];
         for (kk, brow) in b.chunks_exact(w).enumerate() {
@@ -221,8 +255,9 @@ impl Panel<'_, '_> {
         }
         let n = self.c.ncols();
         if n == w {
-            // A full panel: the epilogue on vectors.
-            let epi = self.epi.map(|e| {
+            // A full panel: the epilogue on vectors (after the last block of steps only).
+            let epi = if ks.last { self.epi } else { None };
+            let epi = epi.map(|e| {
                 let v = |src: &[f32], i: usize| -> S::f32s {
                     bytemuck::pod_read_unaligned(bytemuck::cast_slice(&src[i * l..(i + 1) * l]))
                 };
@@ -237,6 +272,10 @@ impl Panel<'_, '_> {
                 };
                 for (i, (&a, d)) in acc_r.iter().zip(dst.chunks_exact_mut(l)).enumerate() {
                     let mut z = a;
+                    if !ks.first {
+                        // Add the partial sums of the earlier blocks of steps.
+                        z = simd.add_f32s(z, bytemuck::pod_read_unaligned(bytemuck::cast_slice(d)));
+                    }
                     if let Some((s, h, accumulate, relu)) = epi {
                         z = simd.mul_add_f32s(z, s[i], h[i]);
                         if accumulate {
@@ -460,6 +499,17 @@ mod tests {
         gemm(0, 2, 3, &a, 2, &b, &mut c, 3, None, true);
         gemm(2, 2, 0, &a, 2, &b, &mut c, 3, None, false);
         assert_eq!(c, [7.0; 8]);
+    }
+
+    #[test]
+    fn long_sums_split_in_blocks_match_naive() {
+        // Around one, two and more blocks of KC steps, full and short panels, every row block.
+        for k in [KC - 1, KC, KC + 1, 2 * KC, 2 * KC + 1, 3 * KC + 37] {
+            for (m, n) in [(1, 32), (7, 16), (9, 48), (17, 64), (8, 33)] {
+                check(m, k, n, true, m % 2 == 1);
+                check(m, k, n, false, m % 2 == 0);
+            }
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! * Threads: rayon. Work is split into chunks of whole output rows; when a layer has fewer
 //!   chunks than threads (batch 1, late layers), the work inside a chunk is split instead.
 
+mod aligned;
 mod conv;
 mod error;
 mod gemm;

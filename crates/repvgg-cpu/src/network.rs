@@ -13,6 +13,7 @@ use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 use repvgg_math::ConvSpec;
 
+use crate::aligned::AlignedVec;
 use crate::conv::{ConvAlgo, Epilogue, PreparedConv};
 use crate::error::{CpuError, Result};
 
@@ -80,7 +81,7 @@ struct Head {
     input: usize,
     classes: usize,
     /// `[C, classes]` (the transposed PyTorch weight), packed in GEMM panels.
-    wt: Vec<f32>,
+    wt: AlignedVec,
     bias: Vec<f32>,
     /// Ones: the GEMM epilogue's scale, so that the bias is added as the logits are stored.
     unit_scale: Vec<f32>,
@@ -328,7 +329,7 @@ impl NetworkBuilder {
         self.head = Some(Head {
             input: x.0,
             classes,
-            wt,
+            wt: AlignedVec::from_slice(&wt),
             bias: bias.to_vec(),
             unit_scale: vec![1.0; classes],
         });
@@ -440,8 +441,8 @@ pub struct RunOutput {
 #[derive(Debug)]
 struct Workspace {
     key: (usize, usize, usize, usize),
-    slots: Vec<Vec<f32>>,
-    scratch: Vec<f32>,
+    slots: Vec<AlignedVec>,
+    scratch: AlignedVec,
     pooled: Vec<f32>,
 }
 
@@ -583,10 +584,10 @@ impl Network {
                 slots: self
                     .slot_lens(n, &shapes)
                     .into_iter()
-                    .map(|l| vec![f32::NAN; l])
+                    .map(|l| AlignedVec::filled(l, f32::NAN))
                     .collect(),
                 // NaN until written: an element a kernel forgets shows in every comparison.
-                scratch: vec![f32::NAN; shapes.scratch],
+                scratch: AlignedVec::filled(shapes.scratch, f32::NAN),
                 pooled: vec![f32::NAN; n * self.channels[self.head.input]],
             },
         };
@@ -766,7 +767,7 @@ impl Network {
 
 /// Two distinct slots, or one slot twice for an in-place op (then an error: convs never run
 /// in place).
-fn two_slots(slots: &mut [Vec<f32>], a: usize, b: usize) -> Result<(&[f32], &mut [f32])> {
+fn two_slots(slots: &mut [AlignedVec], a: usize, b: usize) -> Result<(&[f32], &mut [f32])> {
     if a == b {
         return Err(CpuError::Invalid(
             "an operation reads and writes one buffer".into(),

@@ -1,0 +1,77 @@
+//! `f32` buffers that start on a 64-byte boundary, so that the kernels' full-vector loads and
+//! stores (16 lanes on AVX-512) never straddle two cache lines. Packed weights, activations and
+//! scratch live in them; every offset the kernels use is a multiple of 16 values when the
+//! channel counts are, which keeps them aligned too.
+
+use core::fmt;
+use core::ops::{Deref, DerefMut};
+
+/// One cache line of values.
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+/// A fixed-length, 64-byte aligned `f32` buffer.
+#[derive(Clone, Default)]
+pub struct AlignedVec {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+impl AlignedVec {
+    /// `len` copies of `value`.
+    pub fn filled(len: usize, value: f32) -> Self {
+        Self {
+            lines: vec![Line([value; 16]); len.div_ceil(16)],
+            len,
+        }
+    }
+
+    /// A copy of `values`.
+    pub fn from_slice(values: &[f32]) -> Self {
+        let mut v = Self::filled(values.len(), 0.0);
+        v.copy_from_slice(values);
+        v
+    }
+}
+
+impl Deref for AlignedVec {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &bytemuck::cast_slice(&self.lines)[..self.len]
+    }
+}
+
+impl DerefMut for AlignedVec {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut bytemuck::cast_slice_mut(&mut self.lines)[..self.len]
+    }
+}
+
+impl fmt::Debug for AlignedVec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AlignedVec(len {})", self.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_on_a_cache_line_and_holds_exactly_len_values() {
+        for len in [0, 1, 15, 16, 17, 1000] {
+            let src: Vec<f32> = (0..len).map(|i| i as f32).collect();
+            let v = AlignedVec::from_slice(&src);
+            assert_eq!(&*v, &src[..]);
+            assert_eq!(v.as_ptr() as usize % 64, 0, "len {len}");
+            let c = v.clone();
+            assert_eq!(c.as_ptr() as usize % 64, 0, "clone of len {len}");
+            let mut f = AlignedVec::filled(len, f32::NAN);
+            assert_eq!(f.len(), len);
+            assert!(f.iter().all(|x| x.is_nan()));
+            f.copy_from_slice(&src);
+            assert_eq!(&*f, &src[..]);
+        }
+    }
+}
