@@ -17,21 +17,39 @@ use rayon::prelude::*;
 /// Columns per packed panel.
 pub const NR: usize = 32;
 
-/// Width of panel `p` of an `n`-column matrix: [`NR`], except a last panel of at most `NR / 2`
-/// columns, which is `NR / 2` wide (48 columns = 32 + 16, not 32 + 32 half empty).
+/// The widest panel: a last panel of [`NR`] + `NR / 2` columns.
+const MAX_W: usize = NR + NR / 2;
+
+/// Panels of an `n`-column matrix: every one [`NR`] wide but the last, which takes the rest when
+/// that is at most `NR / 2` more than a panel (48 columns are one 48-wide panel, which the
+/// microkernel runs as 8 rows x 3 vectors, not 32 + 16 with a half-empty second pass).
+pub fn panels(n: usize) -> usize {
+    if n > NR && n % NR != 0 && n % NR <= NR / 2 {
+        n / NR
+    } else {
+        n.div_ceil(NR)
+    }
+}
+
+/// Width of panel `p` of an `n`-column matrix: [`NR`], or for the last panel its rest rounded
+/// up to `NR / 2`, `NR` or `NR + NR / 2` columns (zero-padded).
 pub fn panel_width(n: usize, p: usize) -> usize {
-    if n - p * NR <= NR / 2 { NR / 2 } else { NR }
+    if p + 1 < panels(n) {
+        NR
+    } else {
+        (n - p * NR).div_ceil(NR / 2) * (NR / 2)
+    }
 }
 
 /// Elements of a `k x n` matrix packed in panels.
 pub fn packed_len(k: usize, n: usize) -> usize {
-    (0..n.div_ceil(NR)).map(|p| k * panel_width(n, p)).sum()
+    (0..panels(n)).map(|p| k * panel_width(n, p)).sum()
 }
 
 /// Packs the `k x n` matrix `f(row, col)` into panels, appending to `out`.
 pub fn pack_into(out: &mut Vec<f32>, k: usize, n: usize, f: impl Fn(usize, usize) -> f32) {
     out.reserve(packed_len(k, n));
-    for p in 0..n.div_ceil(NR) {
+    for p in 0..panels(n) {
         for kk in 0..k {
             for c in 0..panel_width(n, p) {
                 let j = p * NR + c;
@@ -49,6 +67,17 @@ pub struct ColEpilogue<'a> {
     pub shift: &'a [f32],
     pub accumulate: bool,
     pub relu: bool,
+}
+
+impl<'a> ColEpilogue<'a> {
+    /// The epilogue of columns `cols`.
+    fn columns(self, cols: core::ops::Range<usize>) -> Self {
+        Self {
+            scale: &self.scale[cols.clone()],
+            shift: &self.shift[cols],
+            ..self
+        }
+    }
 }
 
 /// `c = a · b` (then the epilogue, if any): `a` row-major `m x k` with row stride `a_rs`,
@@ -123,20 +152,24 @@ fn gemm_on(
             a,
             a_rs,
             w,
+            off: 0,
             b: &b[p * k * NR..p * k * NR + k * w],
             c: blk,
-            epi: epi.map(|e| ColEpilogue {
-                scale: &e.scale[cols.clone()],
-                shift: &e.shift[cols],
-                ..e
-            }),
+            epi: epi.map(|e| e.columns(cols.clone())),
         });
     };
-    let panels = cv.axis_chunks_iter_mut(Axis(1), NR);
-    if parallel && n > NR && rayon::current_num_threads() > 1 {
-        panels.into_par_iter().enumerate().for_each(run);
+    // Every panel but the last is NR columns wide; the last one takes the rest.
+    let last = panels(n) - 1;
+    let (mut full, rest) = cv.view_mut().split_at(Axis(1), last * NR);
+    let full = full.axis_chunks_iter_mut(Axis(1), NR);
+    if parallel && last > 0 && rayon::current_num_threads() > 1 {
+        rayon::join(
+            || full.into_par_iter().enumerate().for_each(run),
+            || run((last, rest)),
+        );
     } else {
-        panels.enumerate().for_each(run);
+        full.enumerate().for_each(run);
+        run((last, rest));
     }
 }
 
@@ -157,8 +190,10 @@ struct Panel<'a, 'c> {
     k: usize,
     a: &'a [f32],
     a_rs: usize,
-    /// Panel width (`NR` or `NR / 2`).
+    /// Panel width (`NR / 2`, `NR` or `NR + NR / 2`): the row stride of `b`.
     w: usize,
+    /// First column of the panel that `c` holds (a column block of a 48-wide panel on AVX2).
+    off: usize,
     /// `[k][w]`.
     b: &'a [f32],
     c: ArrayViewMut2<'c, f32>,
@@ -170,8 +205,46 @@ impl WithSimd for Panel<'_, '_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         match (S::F32_LANES, self.w) {
+            (16, 48) => self.rows::<S, 8, 3>(simd),
             (16, 32) => self.rows::<S, 8, 2>(simd),
             (16, 16) => self.rows::<S, 8, 1>(simd),
+            (8, 48) => {
+                // 32 + 16 columns: 3 x 6 vectors would not fit AVX2's 16 registers.
+                let Panel {
+                    k,
+                    a,
+                    a_rs,
+                    w,
+                    b,
+                    c,
+                    epi,
+                    ..
+                } = self;
+                let (left, right) = c.split_at(Axis(1), NR);
+                let nr = right.ncols();
+                Panel {
+                    k,
+                    a,
+                    a_rs,
+                    w,
+                    off: 0,
+                    b,
+                    epi: epi.map(|e| e.columns(0..NR)),
+                    c: left,
+                }
+                .rows::<S, 3, 4>(simd);
+                Panel {
+                    k,
+                    a,
+                    a_rs,
+                    w,
+                    off: NR,
+                    b,
+                    epi: epi.map(|e| e.columns(NR..NR + nr)),
+                    c: right,
+                }
+                .rows::<S, 6, 2>(simd);
+            }
             (8, 32) => self.rows::<S, 3, 4>(simd),
             (8, 16) => self.rows::<S, 6, 2>(simd),
             _ => self.scalar(),
@@ -239,10 +312,12 @@ impl Panel<'_, '_> {
             &self.a[s + k0..s + k1]
         });
         let w = V * l;
-        let b = &self.b[k0 * w..k1 * w];
+        let (stride, off) = (self.w, self.off);
+        let b = &self.b[k0 * stride..k1 * stride];
         let zero = simd.splat_f32s(0.0);
         let mut acc = [[zero; V]; R];
-        for (kk, brow) in b.chunks_exact(w).enumerate() {
+        for (kk, brow) in b.chunks_exact(stride).enumerate() {
+            let brow = &brow[off..off + w];
             let bv: [S::f32s; V] = core::array::from_fn(|v| {
                 bytemuck::pod_read_unaligned(bytemuck::cast_slice(&brow[v * l..(v + 1) * l]))
             });
@@ -292,7 +367,7 @@ impl Panel<'_, '_> {
             return;
         }
         for (r, acc_r) in acc.iter().enumerate() {
-            let mut vals = [0.0f32; NR];
+            let mut vals = [0.0f32; MAX_W];
             vals[..w].copy_from_slice(bytemuck::cast_slice(acc_r.as_slice()));
             let mut row = self.c.row_mut(i0 + r);
             let Some(dst) = row.as_slice_mut() else {
@@ -306,10 +381,11 @@ impl Panel<'_, '_> {
     fn scalar(mut self) {
         let (m, n) = self.c.dim();
         for i in 0..m {
-            let mut vals = [0.0f32; NR];
+            let mut vals = [0.0f32; MAX_W];
             for kk in 0..self.k {
                 let av = self.a[i * self.a_rs + kk];
-                for (v, b) in vals.iter_mut().zip(&self.b[kk * self.w..(kk + 1) * self.w]) {
+                let brow = &self.b[kk * self.w + self.off..(kk + 1) * self.w];
+                for (v, b) in vals.iter_mut().zip(brow) {
                     *v += av * b;
                 }
             }
@@ -442,7 +518,7 @@ mod tests {
     #[test]
     fn every_row_block_and_column_tail_matches_naive() {
         for m in [1, 2, 3, 5, 7, 8, 9, 16, 17, 25] {
-            for n in [1, 15, 16, 31, 32, 33, 48, 70] {
+            for n in [1, 15, 16, 31, 32, 33, 40, 48, 49, 70, 80, 96] {
                 for k in [1, 3, 27] {
                     check(m, k, n, false, m % 2 == 0);
                     check(m, k, n, true, m % 2 == 1);
@@ -452,9 +528,9 @@ mod tests {
     }
 
     #[test]
-    fn panels_are_full_width_but_a_short_last_one() {
+    fn panels_are_full_width_but_the_last_which_takes_the_rest() {
         let widths = |n: usize| {
-            (0..n.div_ceil(NR))
+            (0..panels(n))
                 .map(|p| panel_width(n, p))
                 .collect::<Vec<_>>()
         };
@@ -462,28 +538,36 @@ mod tests {
         assert_eq!(widths(NR / 2), [NR / 2]);
         assert_eq!(widths(NR / 2 + 1), [NR]);
         assert_eq!(widths(NR), [NR]);
-        assert_eq!(widths(NR + NR / 2), [NR, NR / 2]);
-        assert_eq!(widths(2 * NR + 1), [NR, NR, NR / 2]);
+        assert_eq!(widths(NR + 1), [NR + NR / 2]);
+        assert_eq!(widths(NR + NR / 2), [NR + NR / 2]);
+        assert_eq!(widths(NR + NR / 2 + 1), [NR, NR]);
+        assert_eq!(widths(2 * NR), [NR, NR]);
+        assert_eq!(widths(2 * NR + 1), [NR, NR + NR / 2]);
         assert_eq!(widths(3 * NR - 1), [NR, NR, NR]);
+        assert_eq!(widths(40 * NR), [NR; 40]);
         for (k, n, len) in [
             (3, 48, 3 * 48),
             (5, 70, 5 * 80),
             (1, 1, 16),
             (7, 64, 7 * 64),
+            (2, 40, 2 * 48),
+            (4, 90, 4 * 96),
         ] {
             assert_eq!(packed_len(k, n), len, "k {k} n {n}");
             let mut out = vec![-1.0];
             pack_into(&mut out, k, n, |r, c| (r * n + c) as f32);
             assert_eq!(out.len(), 1 + len, "appends exactly packed_len values");
             // Panel p, row r, column c sits at offset p * k * NR + r * width + c.
+            let last = panels(n) - 1;
             for r in 0..k {
                 for j in 0..n {
-                    let (p, c) = (j / NR, j % NR);
+                    let p = (j / NR).min(last);
+                    let c = j - p * NR;
                     let at = 1 + p * k * NR + r * panel_width(n, p) + c;
                     assert_eq!(out[at], (r * n + j) as f32, "k {k} n {n} row {r} col {j}");
                 }
                 // Columns past n in the last panel are zeros.
-                let p = n.div_ceil(NR) - 1;
+                let p = last;
                 for c in n - p * NR..panel_width(n, p) {
                     assert_eq!(out[1 + p * k * NR + r * panel_width(n, p) + c], 0.0);
                 }
@@ -505,7 +589,7 @@ mod tests {
     fn long_sums_split_in_blocks_match_naive() {
         // Around one, two and more blocks of KC steps, full and short panels, every row block.
         for k in [KC - 1, KC, KC + 1, 2 * KC, 2 * KC + 1, 3 * KC + 37] {
-            for (m, n) in [(1, 32), (7, 16), (9, 48), (17, 64), (8, 33)] {
+            for (m, n) in [(1, 32), (7, 16), (9, 48), (17, 64), (8, 33), (5, 80)] {
                 check(m, k, n, true, m % 2 == 1);
                 check(m, k, n, false, m % 2 == 0);
             }
