@@ -65,6 +65,7 @@ mod tests {
             let v = AlignedVec::from_slice(&src);
             assert_eq!(&*v, &src[..]);
             assert_eq!(v.as_ptr() as usize % 64, 0, "len {len}");
+            assert_eq!(format!("{v:?}"), format!("AlignedVec(len {len})"));
             let c = v.clone();
             assert_eq!(c.as_ptr() as usize % 64, 0, "clone of len {len}");
             let mut f = AlignedVec::filled(len, f32::NAN);
