@@ -18,7 +18,8 @@ use rayon::prelude::*;
 pub const NR: usize = 32;
 
 /// The widest panel: a last panel of [`NR`] + `NR / 2` columns.
-const MAX_W: usize = NR + NR / 2;
+const MAX_W: usize = 48;
+const _: () = assert!(MAX_W == NR + NR / 2);
 
 /// Panels of an `n`-column matrix: every one [`NR`] wide but the last, which takes the rest when
 /// that is at most `NR / 2` more than a panel (48 columns are one 48-wide panel, which the
