@@ -25,8 +25,9 @@ const _: () = assert!(MAX_W == NR + NR / 2);
 /// that is at most `NR / 2` more than a panel (48 columns are one 48-wide panel, which the
 /// microkernel runs as 8 rows x 3 vectors, not 32 + 16 with a half-empty second pass).
 pub fn panels(n: usize) -> usize {
-    if n > NR && !n.is_multiple_of(NR) && n % NR <= NR / 2 {
-        n / NR
+    let (full, rest) = (n / NR, n % NR);
+    if full > 0 && (1..=NR / 2).contains(&rest) {
+        full
     } else {
         n.div_ceil(NR)
     }
