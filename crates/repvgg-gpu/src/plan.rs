@@ -461,7 +461,7 @@ mod tests {
         let p = h.plan(1, 15, 15).expect("plan");
         for (i, s) in p.shapes.iter().enumerate() {
             let b = p.slot_bytes[p.slot_of[i]];
-            assert!(b >= h.bytes(s) && b % 4 == 0, "tensor {i}");
+            assert!(b >= h.bytes(s) && b.is_multiple_of(4), "tensor {i}");
         }
     }
 
