@@ -30,7 +30,7 @@
 //! * `conv_subgroup.wgsl` on software adapters (lavapipe) when the conv is 1x1 or 3x3 with
 //!   stride 1 or 2: one full subgroup per workgroup, 8 channels x up to 32 pixels per
 //!   invocation, the im2col gather shared through `subgroupShuffle`, weights in an rgba32float
-//!   texture. On lavapipe a storage-buffer or workgroup-memory load costs about as much as
+//!   texture (rgba16float with [`Precision::F16`]). On lavapipe a storage-buffer or workgroup-memory load costs about as much as
 //!   100 FMAs while texture fetches and shuffles are cheap.
 //! * `conv_tiled.wgsl` ([`ConvKernel::Workgroup`]): 64 x 64 tiles, 4 x 4 outputs per invocation.
 //! * `conv_naive.wgsl` ([`ConvKernel::Naive`]): one output per invocation, the baseline.
