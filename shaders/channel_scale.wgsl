@@ -1,6 +1,10 @@
 // Per-image channel scaling: y[n, c, h, w] = x[n, c, h, w] * s[n, c], then optional ReLU.
 // In squeeze-and-excitation `s` is the excitation (sigmoid output of the block's second FC).
 
+// Storage element type: f32 here; the f16 build (Precision::F16) makes it f16 and prepends
+// `enable f16;`. Loads convert to f32 (`f32(..)`), stores round (`st(..)`); arithmetic is f32.
+alias st = f32;
+
 struct Params {
     total: u32, // n * c * hw
     hw: u32,
@@ -12,9 +16,9 @@ const FLAG_RELU: u32 = 8u;
 const WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> s: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<st>;
+@group(0) @binding(2) var<storage, read> s: array<st>;
+@group(0) @binding(3) var<storage, read_write> y: array<st>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -22,9 +26,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if i >= p.total {
         return;
     }
-    var v = x[i] * s[i / p.hw];
+    var v = f32(x[i]) * f32(s[i / p.hw]);
     if (p.flags & FLAG_RELU) != 0u {
         v = max(v, 0.0);
     }
-    y[i] = v;
+    y[i] = st(v);
 }

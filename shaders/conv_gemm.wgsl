@@ -17,6 +17,11 @@
 // which needs only an unsigned division by the constant KS * KS. Scale, bias, residual and ReLU
 // are applied in the store.
 
+// Storage element type: f32 here; the f16 build (Precision::F16) makes it f16 and prepends
+// `enable f16;`. Loads convert to f32 (`f32(..)`), stores round (`st(..)`); arithmetic is f32.
+alias st = f32;
+alias st4 = vec4<f32>;
+
 override KS: u32 = 3u;  // kernel size (square)
 override WX: u32 = 16u; // invocations along pixels
 override WY: u32 = 16u; // invocations along channels
@@ -54,12 +59,12 @@ const MAX_TILE_V4: u32 = 512u;
 const MAX_STAGE: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> x: array<st>;
+@group(0) @binding(2) var<storage, read> wt: array<st4>;
 @group(0) @binding(3) var<storage, read> scale: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read> residual: array<f32>;
-@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read> residual: array<st>;
+@group(0) @binding(6) var<storage, read_write> y: array<st>;
 
 var<workgroup> a_tile: array<vec4<f32>, MAX_TILE_V4>; // [TK][BM / 4]
 var<workgroup> b_tile: array<vec4<f32>, MAX_TILE_V4>; // [TK][BN / 4]
@@ -87,7 +92,7 @@ fn stage(k0: u32, lid: u32, a_base: u32, bm4: u32, bn4: u32) {
         let ia = lid + s * wg;
         if ia < TK * bm4 {
             let kk = ia / bm4;
-            a_next[s] = wt[a_base + (k0 + kk) * m4 + ia % bm4];
+            a_next[s] = vec4<f32>(wt[a_base + (k0 + kk) * m4 + ia % bm4]);
         }
         let ib = lid + s * wg;
         if ib < TK * bn4 {
@@ -104,10 +109,10 @@ fn stage(k0: u32, lid: u32, a_base: u32, bm4: u32, bn4: u32) {
                 let wi = vec4<i32>(i32(p.w));
                 let ok = (iy >= vec4<i32>(0)) & (iy < hi) & (ix >= vec4<i32>(0)) & (ix < wi);
                 let off = g_base[s] + vec4<i32>(i32(ci * p.h * p.w)) + iy * wi + ix;
-                if ok.x { v.x = x[off.x]; }
-                if ok.y { v.y = x[off.y]; }
-                if ok.z { v.z = x[off.z]; }
-                if ok.w { v.w = x[off.w]; }
+                if ok.x { v.x = f32(x[off.x]); }
+                if ok.y { v.y = f32(x[off.y]); }
+                if ok.z { v.z = f32(x[off.z]); }
+                if ok.w { v.w = f32(x[off.w]); }
             }
             b_next[s] = v;
         }
@@ -216,16 +221,16 @@ fn store(m: u32, g: u32, value: vec4<f32>, out_base: vec4<u32>, live: vec4<bool>
     }
     let idx = out_base + vec4<u32>(oc * ohw);
     if (p.flags & FLAG_RESIDUAL) != 0u {
-        if live.x { v.x += residual[idx.x]; }
-        if live.y { v.y += residual[idx.y]; }
-        if live.z { v.z += residual[idx.z]; }
-        if live.w { v.w += residual[idx.w]; }
+        if live.x { v.x += f32(residual[idx.x]); }
+        if live.y { v.y += f32(residual[idx.y]); }
+        if live.z { v.z += f32(residual[idx.z]); }
+        if live.w { v.w += f32(residual[idx.w]); }
     }
     if (p.flags & FLAG_RELU) != 0u {
         v = max(v, vec4<f32>(0.0));
     }
-    if live.x { y[idx.x] = v.x; }
-    if live.y { y[idx.y] = v.y; }
-    if live.z { y[idx.z] = v.z; }
-    if live.w { y[idx.w] = v.w; }
+    if live.x { y[idx.x] = st(v.x); }
+    if live.y { y[idx.y] = st(v.y); }
+    if live.z { y[idx.z] = st(v.z); }
+    if live.w { y[idx.w] = st(v.w); }
 }

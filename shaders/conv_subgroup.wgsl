@@ -24,6 +24,10 @@
 // fetches and subgroup shuffles are cheap; sharing through the subgroup does one buffer load per
 // 8 input values instead of one per use.
 
+// Storage element type: f32 here; the f16 build (Precision::F16) makes it f16 and prepends
+// `enable f16;`. Loads convert to f32 (`f32(..)`), stores round (`st(..)`); arithmetic is f32.
+alias st = f32;
+
 override KS: u32 = 3u;     // kernel size: 1 or 3
 override STRIDE: u32 = 1u; // 1 or 2
 override NBW: u32 = 16u;   // output columns per tile, 1..=32
@@ -55,12 +59,12 @@ const FLAG_RESIDUAL: u32 = 4u;
 const FLAG_RELU: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<st>;
 @group(0) @binding(2) var wtex: texture_2d<f32>;
 @group(0) @binding(3) var<storage, read> scale: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read> residual: array<f32>;
-@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read> residual: array<st>;
+@group(0) @binding(6) var<storage, read_write> y: array<st>;
 
 // Per invocation: accumulators [pixel][2], the loaded row segments [row][piece], the weights of
 // one input channel [ky][kx][2].
@@ -85,7 +89,7 @@ fn load_piece(t: u32, j: u32, plane: u32) {
         let ok = iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
         let cy = clamp(iy, 0, i32(p.h) - 1);
         let cx = clamp(ix, 0, i32(p.w) - 1);
-        let v = x[plane + u32(cy) * p.w + u32(cx)];
+        let v = f32(x[plane + u32(cy) * p.w + u32(cx)]);
         seg[t * ROW_PIECES + j] = select(0.0, v, ok);
     }
 }
@@ -144,12 +148,12 @@ struct Epi {
 fn store_channel(i: u32, value: f32) {
     var v = value;
     if (p.flags & FLAG_RESIDUAL) != 0u {
-        v += residual[i];
+        v += f32(residual[i]);
     }
     if (p.flags & FLAG_RELU) != 0u {
         v = max(v, 0.0);
     }
-    y[i] = v;
+    y[i] = st(v);
 }
 
 fn store_pixel(q: u32, oy0: u32, ox0: u32, img: u32, oc0: u32, m0: u32, e: Epi) {

@@ -1,6 +1,10 @@
 // Global average pool: [N, C, H, W] -> [N, C]. One workgroup per (n, c) row, a strided sum per
 // invocation, then a tree reduction in workgroup memory.
 
+// Storage element type: f32 here; the f16 build (Precision::F16) makes it f16 and prepends
+// `enable f16;`. Loads convert to f32 (`f32(..)`), stores round (`st(..)`); arithmetic is f32.
+alias st = f32;
+
 struct Params {
     rows: u32, // n * c
     hw: u32,
@@ -11,8 +15,8 @@ struct Params {
 const WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<st>;
+@group(0) @binding(2) var<storage, read_write> y: array<st>;
 
 var<workgroup> partial: array<f32, 64>;
 
@@ -28,7 +32,7 @@ fn main(
     }
     var s = 0.0;
     for (var i = lid; i < p.hw; i += WG) {
-        s += x[row * p.hw + i];
+        s += f32(x[row * p.hw + i]);
     }
     partial[lid] = s;
     workgroupBarrier();
@@ -39,6 +43,6 @@ fn main(
         workgroupBarrier();
     }
     if lid == 0u {
-        y[row] = partial[0] / f32(p.hw);
+        y[row] = st(partial[0] / f32(p.hw));
     }
 }

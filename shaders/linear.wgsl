@@ -1,6 +1,10 @@
 // Fully connected layer: y[n, o] = act(sum_i x[n, i] * w[o, i] + b[o]), w in PyTorch layout
 // [out][in]. act: 0 none, 1 ReLU, 2 sigmoid (the SE block's two 1x1 convs are this).
 
+// Storage element type: f32 here; the f16 build (Precision::F16) makes it f16 and prepends
+// `enable f16;`. Loads convert to f32 (`f32(..)`), stores round (`st(..)`); arithmetic is f32.
+alias st = f32;
+
 struct Params {
     batch: u32,
     in_f: u32,
@@ -16,10 +20,10 @@ const FLAG_BIAS: u32 = 2u;
 const WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<st>;
+@group(0) @binding(2) var<storage, read> wt: array<st>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<st>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -31,7 +35,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let o = i % p.out_f;
     var acc = 0.0;
     for (var k = 0u; k < p.in_f; k++) {
-        acc = fma(x[n * p.in_f + k], wt[o * p.in_f + k], acc);
+        acc = fma(f32(x[n * p.in_f + k]), f32(wt[o * p.in_f + k]), acc);
     }
     if (p.flags & FLAG_BIAS) != 0u {
         acc += bias[o];
@@ -41,5 +45,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     } else if p.act == 2u {
         acc = 1.0 / (1.0 + exp(-acc));
     }
-    y[i] = acc;
+    y[i] = st(acc);
 }

@@ -12,6 +12,10 @@
 //         | 0 -1  1  0 |
 //         | 0  1  0 -1 |
 
+// Storage element type: f32 here; the f16 build (Precision::F16) makes it f16 and prepends
+// `enable f16;`. Loads convert to f32 (`f32(..)`), stores round (`st(..)`); arithmetic is f32.
+alias st = f32;
+
 struct Params {
     total: u32, // n * c * th * tw
     c: u32,
@@ -26,8 +30,8 @@ struct Params {
 const WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> v: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<st>;
+@group(0) @binding(2) var<storage, read_write> v: array<st>;
 
 // Row r (0..4) of the patch whose top-left corner is (iy0, ix0) of the plane at `base`.
 fn patch_row(base: u32, iy: i32, ix0: i32) -> vec4<f32> {
@@ -39,7 +43,7 @@ fn patch_row(base: u32, iy: i32, ix0: i32) -> vec4<f32> {
     for (var j = 0; j < 4; j++) {
         let ix = ix0 + j;
         if ix >= 0 && ix < i32(p.w) {
-            r[j] = x[row + u32(ix)];
+            r[j] = f32(x[row + u32(ix)]);
         }
     }
     return r;
@@ -78,20 +82,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     // Position (row a, column b) goes to channel (4a + b) * c + ci of image img.
     let stride = p.c * tiles;
     let o = (img * 16u * p.c + ci) * tiles + t;
-    v[o] = r0.x;
-    v[o + stride] = r0.y;
-    v[o + 2u * stride] = r0.z;
-    v[o + 3u * stride] = r0.w;
-    v[o + 4u * stride] = r1.x;
-    v[o + 5u * stride] = r1.y;
-    v[o + 6u * stride] = r1.z;
-    v[o + 7u * stride] = r1.w;
-    v[o + 8u * stride] = r2.x;
-    v[o + 9u * stride] = r2.y;
-    v[o + 10u * stride] = r2.z;
-    v[o + 11u * stride] = r2.w;
-    v[o + 12u * stride] = r3.x;
-    v[o + 13u * stride] = r3.y;
-    v[o + 14u * stride] = r3.z;
-    v[o + 15u * stride] = r3.w;
+    v[o] = st(r0.x);
+    v[o + stride] = st(r0.y);
+    v[o + 2u * stride] = st(r0.z);
+    v[o + 3u * stride] = st(r0.w);
+    v[o + 4u * stride] = st(r1.x);
+    v[o + 5u * stride] = st(r1.y);
+    v[o + 6u * stride] = st(r1.z);
+    v[o + 7u * stride] = st(r1.w);
+    v[o + 8u * stride] = st(r2.x);
+    v[o + 9u * stride] = st(r2.y);
+    v[o + 10u * stride] = st(r2.z);
+    v[o + 11u * stride] = st(r2.w);
+    v[o + 12u * stride] = st(r3.x);
+    v[o + 13u * stride] = st(r3.y);
+    v[o + 14u * stride] = st(r3.z);
+    v[o + 15u * stride] = st(r3.w);
 }

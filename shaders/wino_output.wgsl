@@ -6,6 +6,10 @@
 //   A^T = | 1  1  1  0 |
 //         | 0  1 -1 -1 |
 
+// Storage element type: f32 here; the f16 build (Precision::F16) makes it f16 and prepends
+// `enable f16;`. Loads convert to f32 (`f32(..)`), stores round (`st(..)`); arithmetic is f32.
+alias st = f32;
+
 struct Params {
     total: u32, // n * c * th * tw
     c: u32,     // output channels
@@ -24,27 +28,27 @@ const FLAG_RELU: u32 = 8u;
 const WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> m: array<f32>;
+@group(0) @binding(1) var<storage, read> m: array<st>;
 @group(0) @binding(2) var<storage, read> scale: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> residual: array<f32>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> residual: array<st>;
+@group(0) @binding(5) var<storage, read_write> y: array<st>;
 
 // Row a (0..4) of the tile's 4x4 products.
 fn m_row(o: u32, stride: u32, a: u32) -> vec4<f32> {
     let b = o + 4u * a * stride;
-    return vec4<f32>(m[b], m[b + stride], m[b + 2u * stride], m[b + 3u * stride]);
+    return vec4<f32>(f32(m[b]), f32(m[b + stride]), f32(m[b + 2u * stride]), f32(m[b + 3u * stride]));
 }
 
 fn store(idx: u32, value: f32, s: f32, b: f32) {
     var v = fma(value, s, b);
     if (p.flags & FLAG_RESIDUAL) != 0u {
-        v += residual[idx];
+        v += f32(residual[idx]);
     }
     if (p.flags & FLAG_RELU) != 0u {
         v = max(v, 0.0);
     }
-    y[idx] = v;
+    y[idx] = st(v);
 }
 
 @compute @workgroup_size(64)

@@ -10,7 +10,7 @@ use repvgg_model::cpu::{ConvAlgo, Tile};
 use repvgg_model::{RepVggConfig, TrainModel, summary};
 use serde::Serialize;
 
-use crate::engine::{Engine, Form, gpu_context};
+use crate::engine::{Engine, Form, PrecisionArg, check_cpu_precision, gpu_context};
 use crate::{DeviceArg, parse_size};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -49,6 +49,10 @@ pub(crate) struct BenchArgs {
     /// (F(2x2, 3x3) for every 3x3 stride-1 conv, the rest as tiled).
     #[arg(long, value_enum, default_value_t = KernelArg::Tiled)]
     pub kernel: KernelArg,
+    /// GPU storage precision: f32, or f16 weights and activations with f32 arithmetic (needs
+    /// the adapter's SHADER_F16; not with --kernel workgroup or naive).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    pub precision: PrecisionArg,
     /// Also print a per-layer table: time, GFLOP/s, share of the run and the kernel or algorithm
     /// of every layer (GPU: timestamp queries, on stderr with --json; CPU: median wall time of
     /// each op over the timed iterations).
@@ -105,6 +109,8 @@ pub(crate) struct Row {
     pub adapter: String,
     pub arch: String,
     pub form: String,
+    /// f32, or f16 (GPU storage precision).
+    pub precision: String,
     pub batch: usize,
     pub height: usize,
     pub width: usize,
@@ -134,11 +140,14 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
         BenchForm::Both => vec![Form::Train, Form::Deploy],
     };
     let engine = match a.device {
-        DeviceArg::Cpu => Engine::cpu_with(
-            forms.contains(&Form::Train).then_some(&train),
-            forms.contains(&Form::Deploy).then_some(&deploy),
-            a.cpu_algo.into(),
-        )?,
+        DeviceArg::Cpu => {
+            check_cpu_precision(a.precision)?;
+            Engine::cpu_with(
+                forms.contains(&Form::Train).then_some(&train),
+                forms.contains(&Form::Deploy).then_some(&deploy),
+                a.cpu_algo.into(),
+            )?
+        }
         DeviceArg::Gpu => {
             let (ctx, adapter) = gpu_context()?;
             let want = |f: Form| forms.contains(&f);
@@ -148,6 +157,7 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
                 want(Form::Train).then_some(&train),
                 want(Form::Deploy).then_some(&deploy),
                 a.kernel.into(),
+                a.precision.into(),
             )?
         }
     };
@@ -175,6 +185,7 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
                 adapter: engine.adapter(),
                 arch: config.name.clone(),
                 form: form.name().into(),
+                precision: engine.precision().to_string(),
                 batch,
                 height: h,
                 width: w,
@@ -252,11 +263,12 @@ pub(crate) fn print_rows(rows: &[Row], json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<6} {:<28} {:<6} {:<7} {:>6} {:>11} {:>10} {:>9} {:>14}",
+        "{:<6} {:<28} {:<6} {:<7} {:<4} {:>6} {:>11} {:>10} {:>9} {:>14}",
         "device",
         "adapter",
         "arch",
         "form",
+        "prec",
         "batch",
         "median_ms",
         "images/s",
@@ -265,11 +277,12 @@ pub(crate) fn print_rows(rows: &[Row], json: bool) -> Result<()> {
     );
     for r in rows {
         println!(
-            "{:<6} {:<28} {:<6} {:<7} {:>6} {:>11.2} {:>10.1} {:>9.1} {:>14.1}",
+            "{:<6} {:<28} {:<6} {:<7} {:<4} {:>6} {:>11.2} {:>10.1} {:>9.1} {:>14.1}",
             r.device,
             r.adapter.chars().take(28).collect::<String>(),
             r.arch,
             r.form,
+            r.precision,
             r.batch,
             r.median_ms,
             r.images_per_s,

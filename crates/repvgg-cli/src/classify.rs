@@ -6,7 +6,7 @@
 //! preprocessing ([`repvgg_model::preprocess::digits_input`]). An image that cannot be read is
 //! reported by name and skipped; the command then fails at the end ("2 of 5 images failed").
 
-use crate::engine::{Engine, Form, gpu_context};
+use crate::engine::{Engine, Form, PrecisionArg, check_cpu_precision, gpu_context};
 use repvgg_gpu::ConvKernel;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -49,6 +49,10 @@ pub(crate) struct ClassifyArgs {
     pub top: usize,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
+    /// GPU storage precision: f32, or f16 weights and activations with f32 arithmetic (needs
+    /// the adapter's SHADER_F16).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    pub precision: PrecisionArg,
     /// One JSON array on stdout: `{path, top: [{index, label, prob}]}` or `{path, error}` per image.
     #[arg(long)]
     pub json: bool,
@@ -259,10 +263,14 @@ fn print_outcome(o: &Outcome, pb: &ProgressBar, json: bool, short: impl Fn(usize
 pub(crate) fn run(a: &ClassifyArgs) -> Result<()> {
     let clf = Classifier::load(a)?;
     let engine = match a.device {
-        DeviceArg::Cpu => Engine::cpu(None, Some(&clf.model))?,
+        DeviceArg::Cpu => {
+            check_cpu_precision(a.precision)?;
+            Engine::cpu(None, Some(&clf.model))?
+        }
         DeviceArg::Gpu => {
             let (ctx, adapter) = gpu_context()?;
-            Engine::gpu(&ctx, adapter, None, Some(&clf.model), ConvKernel::Tiled)?
+            let (kernel, precision) = (ConvKernel::Tiled, a.precision.into());
+            Engine::gpu(&ctx, adapter, None, Some(&clf.model), kernel, precision)?
         }
     };
     let items = expand(&a.inputs);

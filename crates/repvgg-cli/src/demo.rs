@@ -17,6 +17,10 @@ pub(crate) struct DemoArgs {
     /// lavapipe only with `gpu`); the report says which and why.
     #[arg(long, value_enum, default_value_t = crate::engine::DeviceChoice::Auto)]
     pub device: crate::engine::DeviceChoice,
+    /// GPU storage precision: f32, or f16 weights and activations with f32 arithmetic (needs
+    /// the adapter's SHADER_F16). The CPU computes in f32.
+    #[arg(long, value_enum, default_value_t = crate::engine::PrecisionArg::F32)]
+    pub precision: crate::engine::PrecisionArg,
     /// Batch sizes for the speed table.
     #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
     pub batch: Vec<usize>,
@@ -32,6 +36,8 @@ pub(crate) struct DemoArgs {
 struct Report {
     device: String,
     adapter: String,
+    /// f32, or f16 (GPU storage precision).
+    precision: String,
     /// Why auto chose the CPU (`null` on a GPU or with an explicit `--device`).
     fallback_reason: Option<String>,
     /// Which device runs and why, one line.
@@ -77,7 +83,7 @@ pub(crate) fn run(a: &DemoArgs) -> Result<()> {
     let fuse_ms = t0.elapsed().as_secs_f64() * 1e3;
     let test = digits::test_set()?;
     pb.set_message("choosing a device");
-    let (engine, device_reason) = Engine::choose(a.device, &train, &deploy)?;
+    let (engine, device_reason) = Engine::choose(a.device, &train, &deploy, a.precision)?;
     let fallback_reason = (a.device == crate::engine::DeviceChoice::Auto
         && engine.device() == "cpu")
         .then(|| device_reason.trim_start_matches("cpu: ").to_string());
@@ -118,6 +124,7 @@ pub(crate) fn run(a: &DemoArgs) -> Result<()> {
                 adapter: engine.adapter(),
                 arch: "digits".into(),
                 form: form.name().into(),
+                precision: engine.precision().to_string(),
                 batch,
                 height: digits::INPUT_SIZE,
                 width: digits::INPUT_SIZE,
@@ -133,6 +140,7 @@ pub(crate) fn run(a: &DemoArgs) -> Result<()> {
     let report = Report {
         device: engine.device().into(),
         adapter: engine.adapter(),
+        precision: engine.precision().to_string(),
         fallback_reason,
         device_reason,
         test_images: test.labels.len(),
@@ -155,6 +163,12 @@ pub(crate) fn run(a: &DemoArgs) -> Result<()> {
         deploy.blocks().count()
     );
     println!("device: {}", report.device_reason);
+    if engine.precision() != repvgg_gpu::Precision::F32 {
+        println!(
+            "precision: {} weights and activations on the GPU, f32 arithmetic",
+            report.precision
+        );
+    }
     println!(
         "params: train form {} -> deploy form {} (fused in {:.1} ms)",
         report.params_train, report.params_deploy, report.fuse_ms

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ndarray::{Array2, Array4};
-use repvgg_gpu::{AutoDevice, ConvKernel, GpuContext};
+use repvgg_gpu::{AutoDevice, ConvKernel, GpuContext, Precision};
 use repvgg_model::cpu::{ConvAlgo, CpuModel, CpuOptions};
 use repvgg_model::gpu::{GpuModel, GpuOptions};
 use repvgg_model::{DeployModel, TrainModel};
@@ -16,6 +16,35 @@ pub(crate) enum DeviceChoice {
     Auto,
     Cpu,
     Gpu,
+}
+
+/// `--precision`: how weights and activations are stored on the GPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum PrecisionArg {
+    /// 32-bit floats (default).
+    #[default]
+    F32,
+    /// f16 weights and activations, f32 arithmetic (GPUs with SHADER_F16).
+    F16,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::F16 => Precision::F16,
+        }
+    }
+}
+
+/// Fails for f16 on the CPU, which computes and stores f32 only.
+pub(crate) fn check_cpu_precision(p: PrecisionArg) -> Result<()> {
+    if p == PrecisionArg::F16 {
+        anyhow::bail!(
+            "--precision f16 runs on a GPU only (--device gpu); the CPU engine computes in f32"
+        );
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +78,7 @@ pub(crate) enum Engine<'m> {
     },
     Gpu {
         adapter: String,
+        precision: Precision,
         train: Option<Box<GpuModel>>,
         deploy: Option<Box<GpuModel>>,
     },
@@ -81,20 +111,23 @@ impl<'m> Engine<'m> {
         })
     }
 
-    /// Uploads the given forms to a GPU.
+    /// Uploads the given forms to a GPU, weights and activations stored in `precision`.
     pub fn gpu(
         ctx: &GpuContext,
         adapter: String,
         train: Option<&TrainModel>,
         deploy: Option<&DeployModel>,
         kernel: ConvKernel,
+        precision: Precision,
     ) -> Result<Self> {
         let opts = GpuOptions {
             kernel,
+            precision,
             features: false,
         };
         Ok(Self::Gpu {
             adapter,
+            precision,
             train: train
                 .map(|m| GpuModel::train(ctx, m, opts).map(Box::new))
                 .transpose()?,
@@ -108,17 +141,32 @@ impl<'m> Engine<'m> {
     ///
     /// `auto` takes a GPU only when it is a hardware adapter: a software one (lavapipe,
     /// SwiftShader, WARP) is slower than the CPU path and runs only with `--device gpu`.
+    ///
+    /// `precision` applies to a GPU: `--device cpu --precision f16` is an error, and when `auto`
+    /// falls back to the CPU the line says that it runs f32.
     pub fn choose(
         choice: DeviceChoice,
         train: &'m TrainModel,
         deploy: &'m DeployModel,
+        precision: PrecisionArg,
     ) -> Result<(Self, String)> {
         let cpu = || Self::cpu(Some(train), Some(deploy));
         let on_gpu = |ctx: &GpuContext, adapter: String| {
-            Self::gpu(ctx, adapter, Some(train), Some(deploy), ConvKernel::Tiled)
+            let p = precision.into();
+            Self::gpu(
+                ctx,
+                adapter,
+                Some(train),
+                Some(deploy),
+                ConvKernel::Tiled,
+                p,
+            )
         };
         match choice {
-            DeviceChoice::Cpu => Ok((cpu()?, "cpu: asked for with --device cpu".into())),
+            DeviceChoice::Cpu => {
+                check_cpu_precision(precision)?;
+                Ok((cpu()?, "cpu: asked for with --device cpu".into()))
+            }
             DeviceChoice::Gpu => {
                 let (ctx, adapter) = gpu_context()?;
                 let why = if ctx.is_software() {
@@ -137,7 +185,14 @@ impl<'m> Engine<'m> {
                     let why = format!("gpu: {adapter}, a hardware adapter (--device auto)");
                     Ok((on_gpu(&ctx, adapter)?, why))
                 }
-                AutoDevice::Cpu(reason) => Ok((cpu()?, format!("cpu: {reason}"))),
+                AutoDevice::Cpu(reason) => {
+                    let note = if precision == PrecisionArg::F16 {
+                        " (--precision f16 applies to GPUs: the CPU computes in f32)"
+                    } else {
+                        ""
+                    };
+                    Ok((cpu()?, format!("cpu: {reason}{note}")))
+                }
             },
         }
     }
@@ -146,6 +201,14 @@ impl<'m> Engine<'m> {
         match self {
             Self::Cpu { .. } => "cpu",
             Self::Gpu { .. } => "gpu",
+        }
+    }
+
+    /// How the engine stores weights and activations (the CPU: f32).
+    pub fn precision(&self) -> Precision {
+        match self {
+            Self::Cpu { .. } => Precision::F32,
+            Self::Gpu { precision, .. } => *precision,
         }
     }
 

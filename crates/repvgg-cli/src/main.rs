@@ -87,6 +87,10 @@ struct InferArgs {
     form: FormArg,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     device: DeviceArg,
+    /// GPU storage precision: f32, or f16 weights and activations with f32 arithmetic (needs
+    /// the adapter's SHADER_F16). Outputs are f32 either way.
+    #[arg(long, value_enum, default_value_t = engine::PrecisionArg::F32)]
+    precision: engine::PrecisionArg,
     /// Also write every stage's output (stage0 = stem).
     #[arg(long)]
     features: bool,
@@ -155,6 +159,7 @@ fn infer(a: &InferArgs) -> Result<()> {
     let x = tensor_io::read_input(&a.input)?;
     let feats = match a.device {
         DeviceArg::Cpu => {
+            engine::check_cpu_precision(a.precision)?;
             let opts = CpuOptions::default();
             match &model {
                 Runnable::Train(m) => {
@@ -169,6 +174,7 @@ fn infer(a: &InferArgs) -> Result<()> {
             let (ctx, _) = engine::gpu_context()?;
             let opts = GpuOptions {
                 kernel: ConvKernel::Tiled,
+                precision: a.precision.into(),
                 features: a.features,
             };
             match &model {

@@ -8,7 +8,7 @@ use wgpu::util::DeviceExt;
 use crate::error::{GpuError, Result};
 use crate::kernels::MAX_PARAMS_BYTES;
 use crate::network::{Dispatch, GpuNetwork, Prepared};
-use crate::plan::{Op, Plan, bytes_of};
+use crate::plan::{Op, Plan};
 use crate::upload::{ConvWeights, LayerGpu};
 
 impl GpuNetwork {
@@ -55,7 +55,7 @@ impl GpuNetwork {
                 wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                     buffer: &slots[plan.slot_of[t]],
                     offset: 0,
-                    size: NonZeroU64::new(bytes_of(&plan.shapes[t])),
+                    size: NonZeroU64::new(self.topo.bytes(&plan.shapes[t])),
                 })
             };
             let dummy = || self.dummy.as_entire_binding();

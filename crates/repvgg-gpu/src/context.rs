@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use crate::device_policy::is_software_adapter;
 use crate::error::{GpuError, Result};
 use crate::options::ContextOptions;
+use crate::precision::Precision;
 use crate::shader::{PipelineKey, Shader};
 use crate::trusted::{self, DiskCache};
 
@@ -33,7 +34,7 @@ struct Inner {
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
     lost: Arc<Mutex<Option<String>>>,
-    modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<(Shader, Precision), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     /// Runtime bounds checks in every shader (else dropped where proven unneeded).
     runtime_checks: bool,
@@ -469,7 +470,7 @@ impl GpuContext {
                 return Ok(p.clone());
             }
         }
-        let module = self.module(key.shader)?;
+        let module = self.module(key.shader, key.precision)?;
         let constants: Vec<(&str, f64)> = key
             .constants
             .iter()
@@ -500,21 +501,23 @@ impl GpuContext {
         Ok(cache.entry(key.clone()).or_insert(pipeline).clone())
     }
 
-    fn module(&self, shader: Shader) -> Result<wgpu::ShaderModule> {
+    fn module(&self, shader: Shader, precision: Precision) -> Result<wgpu::ShaderModule> {
         {
             let cache = self
                 .inner
                 .modules
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if let Some(m) = cache.get(&shader) {
+            if let Some(m) = cache.get(&(shader, precision)) {
                 return Ok(m.clone());
             }
         }
-        let module = self.scoped(&format!("compiling {}", shader.file_name()), || {
+        let what = format!("compiling {} ({precision})", shader.file_name());
+        let module = self.scoped(&what, || {
             Ok(trusted::shader_module(
                 &self.inner.device,
                 shader,
+                precision,
                 !self.inner.runtime_checks,
             ))
         })?;
@@ -523,6 +526,6 @@ impl GpuContext {
             .modules
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        Ok(cache.entry(shader).or_insert(module).clone())
+        Ok(cache.entry((shader, precision)).or_insert(module).clone())
     }
 }

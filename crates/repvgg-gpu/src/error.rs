@@ -68,6 +68,24 @@ pub enum GpuError {
     /// The adapter cannot run what was asked for (a kernel that needs a missing feature).
     #[error("unsupported on this adapter: {0}")]
     Unsupported(String),
+    /// f16 storage was asked for on a device without the `SHADER_F16` feature.
+    #[error(
+        "f16 precision needs the SHADER_F16 feature (WGSL `enable f16;`), which adapter \
+         {adapter} does not offer; use f32 precision"
+    )]
+    F16Unavailable {
+        /// The adapter's name, backend and device type.
+        adapter: String,
+    },
+    /// f16 storage was asked for with a forced kernel that exists in f32 only.
+    #[error(
+        "the {kernel} conv kernel has no f16 form; with f16 precision use the tiled (default), \
+         gemm, subgroup or winograd kernel, or use f32 precision"
+    )]
+    F16Kernel {
+        /// The kernel's name.
+        kernel: &'static str,
+    },
     /// The network was built without the requested piece (no outputs, ...).
     #[error("invalid network: {0}")]
     InvalidNetwork(String),

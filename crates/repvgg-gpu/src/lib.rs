@@ -30,13 +30,20 @@
 //! * `conv_subgroup.wgsl` on software adapters (lavapipe) when the conv is 1x1 or 3x3 with
 //!   stride 1 or 2: one full subgroup per workgroup, 8 channels x up to 32 pixels per
 //!   invocation, the im2col gather shared through `subgroupShuffle`, weights in an rgba32float
-//!   texture. On lavapipe a storage-buffer or workgroup-memory load costs about as much as
+//!   texture (rgba16float with [`Precision::F16`]). On lavapipe a storage-buffer or workgroup-memory load costs about as much as
 //!   100 FMAs while texture fetches and shuffles are cheap.
 //! * `conv_tiled.wgsl` ([`ConvKernel::Workgroup`]): 64 x 64 tiles, 4 x 4 outputs per invocation.
 //! * `conv_naive.wgsl` ([`ConvKernel::Naive`]): one output per invocation, the baseline.
 //! * [`ConvKernel::Winograd`] (forced only): Winograd F(2x2, 3x3) for 3x3 stride-1 convs as
 //!   three layers, `wino_input.wgsl`, a grouped 1x1 conv over the 16 positions (weights
 //!   transformed at upload in f64) and `wino_output.wgsl` with the epilogue.
+//!
+//! # Precision
+//!
+//! [`Precision::F16`] ([`NetworkBuilder::precision`]) stores weights and activations as f16
+//! with f32 arithmetic inside the kernels, on adapters with `SHADER_F16`; every kernel of the
+//! main path has an f16 form generated from the same WGSL file (see [`Precision`]). The
+//! baselines `conv_tiled.wgsl` and `conv_naive.wgsl` are f32 only.
 
 mod bind;
 mod context;
@@ -48,6 +55,7 @@ mod network;
 pub mod ops;
 mod options;
 mod plan;
+mod precision;
 mod shader;
 mod timing;
 mod trusted;
@@ -62,6 +70,7 @@ pub use graph::{Activation, Epilogue, TensorId};
 pub use kernels::conv::ConvKernel;
 pub use network::{GpuNetwork, NetworkBuilder};
 pub use options::ContextOptions;
+pub use precision::{ParsePrecisionError, Precision};
 pub use shader::Shader;
 pub use timing::LayerTiming;
 pub use wgpu;

@@ -17,7 +17,8 @@ use crate::error::{GpuError, Result};
 use crate::graph::{Activation, Epilogue, Graph, TensorId, TensorMeta};
 use crate::kernels::conv::{Caps, ConvKernel};
 use crate::kernels::{self, DispatchSpec};
-use crate::plan::{Op, Plan, Step, Topology, bytes_of};
+use crate::plan::{Op, Plan, Step, Topology};
+use crate::precision::Precision;
 use crate::upload::{self, LayerGpu};
 
 /// Bindings never exceed this, whatever the device offers, so that indices fit in `u32`.
@@ -50,6 +51,7 @@ const PLAN_CACHE: usize = 4;
 pub struct NetworkBuilder {
     ctx: GpuContext,
     kernel: ConvKernel,
+    precision: Precision,
     max_binding: Option<u64>,
     nan_fill: bool,
     graph: Graph,
@@ -61,6 +63,7 @@ impl NetworkBuilder {
         Self {
             ctx: ctx.clone(),
             kernel: ConvKernel::default(),
+            precision: Precision::default(),
             max_binding: None,
             nan_fill: false,
             graph: Graph::new(),
@@ -70,6 +73,14 @@ impl NetworkBuilder {
     /// The convolution kernel for every conv of this network.
     pub fn kernel(mut self, kernel: ConvKernel) -> Self {
         self.kernel = kernel;
+        self
+    }
+
+    /// How weights and activations are stored ([`Precision::F32`] by default). With
+    /// [`Precision::F16`] the kernels still compute in f32; the input is rounded to f16 when
+    /// uploaded and the outputs widened back to f32 when read.
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
         self
     }
 
@@ -184,17 +195,34 @@ impl NetworkBuilder {
     /// # Errors
     /// [`GpuError::InvalidNetwork`] without exactly one input or without outputs,
     /// [`GpuError::UnknownTensor`] for an output from another builder,
-    /// [`GpuError::Unsupported`] for a forced kernel that cannot run a layer, GPU errors from
-    /// the uploads.
+    /// [`GpuError::Unsupported`] for a forced kernel that cannot run a layer,
+    /// [`GpuError::F16Unavailable`] for f16 on a device without `SHADER_F16`,
+    /// [`GpuError::F16Kernel`] for f16 with a forced f32-only kernel, GPU errors from the
+    /// uploads.
     pub fn build(self) -> Result<GpuNetwork> {
         let g = self.graph.finish()?;
         let ctx = self.ctx;
+        let precision = self.precision;
+        if precision == Precision::F16 && !ctx.has_f16() {
+            return Err(GpuError::F16Unavailable {
+                adapter: ctx.describe(),
+            });
+        }
         let caps = upload::caps(&ctx);
         let max_binding_device = ctx.limits().max_storage_buffer_binding_size;
         let layers = ctx.scoped("uploading network weights", || {
             g.nodes
                 .iter()
-                .map(|(node, _)| upload::layer(&ctx, &caps, node, self.kernel, max_binding_device))
+                .map(|(node, _)| {
+                    upload::layer(
+                        &ctx,
+                        &caps,
+                        node,
+                        self.kernel,
+                        precision,
+                        max_binding_device,
+                    )
+                })
                 .collect::<Result<Vec<_>>>()
         })?;
         let steps = g.nodes.iter().map(|(n, y)| Step::of(n, *y)).collect();
@@ -217,6 +245,7 @@ impl NetworkBuilder {
                 input: g.input,
                 steps,
                 outputs: g.outputs,
+                precision,
             },
             layers,
             caps,
@@ -280,6 +309,11 @@ impl GpuNetwork {
         self.topo.outputs.iter().map(|(n, _)| n.clone()).collect()
     }
 
+    /// How weights and activations are stored.
+    pub fn precision(&self) -> Precision {
+        self.topo.precision
+    }
+
     /// Bytes one activation binding may take (device limit, or the builder's cap).
     pub fn max_binding_bytes(&self) -> u64 {
         self.max_binding
@@ -321,10 +355,22 @@ impl GpuNetwork {
 
     /// Pipeline, parameters and workgroups of step `i` for the shapes of `plan`.
     pub(crate) fn dispatch_spec(&self, i: usize, plan: &Plan) -> Result<DispatchSpec> {
-        let max_dim = self.caps.max_workgroups;
         let step = &self.topo.steps[i];
         let x = plan.shapes[step.x];
         let y = plan.shapes[step.y];
+        let mut spec = self.layer_spec(i, step, x, y)?;
+        spec.key.precision = self.topo.precision;
+        Ok(spec)
+    }
+
+    fn layer_spec(
+        &self,
+        i: usize,
+        step: &Step,
+        x: [usize; 4],
+        y: [usize; 4],
+    ) -> Result<DispatchSpec> {
+        let max_dim = self.caps.max_workgroups;
         match (&step.op, &self.layers[i]) {
             (Op::Conv { spec, .. }, LayerGpu::Conv { imp, ep, .. }) => {
                 kernels::conv::dispatch(*imp, spec, *ep, x, y, &self.caps)
@@ -387,14 +433,18 @@ impl GpuNetwork {
 
     pub(crate) fn upload_input(&self, prep: &Prepared, data: &[f32]) {
         let queue = self.ctx.queue();
+        let precision = self.topo.precision;
         if self.nan_fill {
             for slot in &prep.slots {
-                let nan = vec![f32::NAN; (slot.size() / 4) as usize];
-                queue.write_buffer(slot, 0, bytemuck::cast_slice(&nan));
+                queue.write_buffer(slot, 0, &precision.nan_fill(slot.size() as usize));
             }
         }
         let slot = &prep.slots[prep.plan.slot_of[self.topo.input]];
-        queue.write_buffer(slot, 0, bytemuck::cast_slice(data));
+        match precision {
+            Precision::F32 => queue.write_buffer(slot, 0, bytemuck::cast_slice(data)),
+            // Rounded to f16 here, padded to a whole word (the slot holds at least as much).
+            Precision::F16 => queue.write_buffer(slot, 0, &precision.encode(data)),
+        }
     }
 
     /// Runs the network on an NCHW batch and returns every named output (`[N, C, H, W]`, or
@@ -430,7 +480,7 @@ impl GpuNetwork {
                 self.encode_pass(prep, &mut encoder, None);
                 let total: u64 = outputs
                     .iter()
-                    .map(|(_, t)| bytes_of(&prep.plan.shapes[*t]))
+                    .map(|(_, t)| self.topo.bytes(&prep.plan.shapes[*t]))
                     .sum();
                 let readback = device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("readback"),
@@ -440,7 +490,7 @@ impl GpuNetwork {
                 });
                 let mut offset = 0;
                 for (_, t) in outputs {
-                    let bytes = bytes_of(&prep.plan.shapes[*t]);
+                    let bytes = self.topo.bytes(&prep.plan.shapes[*t]);
                     let src = &prep.slots[prep.plan.slot_of[*t]];
                     encoder.copy_buffer_to_buffer(src, 0, &readback, offset, bytes);
                     offset += bytes;
@@ -450,10 +500,8 @@ impl GpuNetwork {
             }
             Ok(readbacks)
         })?;
-        let chunks: Vec<Vec<f32>> = crate::timing::read_back(&self.ctx, &readbacks)?
-            .iter()
-            .map(|b| to_f32(b))
-            .collect();
+        let chunks: Vec<Vec<u8>> = crate::timing::read_back(&self.ctx, &readbacks)?;
+        let precision = self.topo.precision;
         // Concatenate the chunks along the batch axis, output by output.
         let mut result = BTreeMap::new();
         let mut offsets = vec![0usize; chunks.len()];
@@ -462,8 +510,12 @@ impl GpuNetwork {
             let mut all = Vec::with_capacity(n * oc * oh * ow);
             for (ci, (chunk, prep)) in chunks.iter().zip(&preps).enumerate() {
                 let len = prep.plan.shapes[*t].iter().product::<usize>();
-                all.extend_from_slice(&chunk[offsets[ci]..offsets[ci] + len]);
-                offsets[ci] += bytes_of(&prep.plan.shapes[*t]) as usize / 4;
+                let bytes = self.topo.bytes(&prep.plan.shapes[*t]) as usize;
+                let stored = chunk.get(offsets[ci]..offsets[ci] + bytes).ok_or_else(|| {
+                    GpuError::Readback(format!("output {name}: read-back buffer too short"))
+                })?;
+                all.extend(precision.decode(stored, len));
+                offsets[ci] += bytes;
             }
             let shape: Vec<usize> = if flat_meta(&self.topo.tensors, *t) {
                 vec![n, oc * oh * ow]
@@ -502,11 +554,4 @@ impl GpuNetwork {
     pub fn macs(&self, height: usize, width: usize) -> Result<u64> {
         self.topo.macs(height, width)
     }
-}
-
-pub(crate) fn to_f32(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }

@@ -5,6 +5,7 @@ use repvgg_math::ConvSpec;
 
 use crate::error::{GpuError, Result};
 use crate::graph::{Node, TensorMeta};
+use crate::precision::Precision;
 
 /// What a layer is, as far as shapes go.
 #[derive(Clone, Debug)]
@@ -97,6 +98,8 @@ pub(crate) struct Topology {
     pub input: usize,
     pub steps: Vec<Step>,
     pub outputs: Vec<(String, usize)>,
+    /// How activations are stored.
+    pub precision: Precision,
 }
 
 /// Shapes and buffer assignment of a network for one input shape.
@@ -110,9 +113,10 @@ pub(crate) struct Plan {
     pub slot_bytes: Vec<u64>,
 }
 
-/// Bytes of an f32 tensor of `shape` (at least 4: a binding is never empty).
-pub(crate) fn bytes_of(shape: &[usize; 4]) -> u64 {
-    (shape.iter().product::<usize>() as u64 * 4).max(4)
+/// Bytes of a tensor of `shape` stored in `precision` (a multiple of 4, at least 4: a
+/// binding is never empty).
+pub(crate) fn bytes_of(shape: &[usize; 4], precision: Precision) -> u64 {
+    precision.buffer_bytes(shape.iter().product::<usize>())
 }
 
 /// A buffer for `bytes`: the smallest free one that is big enough, else the biggest free one
@@ -144,6 +148,11 @@ pub(crate) fn alloc(bytes: u64, free: &mut Vec<usize>, slot_bytes: &mut Vec<u64>
 }
 
 impl Topology {
+    /// Bytes of an activation of `shape`.
+    pub fn bytes(&self, shape: &[usize; 4]) -> u64 {
+        bytes_of(shape, self.precision)
+    }
+
     pub fn input_channels(&self) -> usize {
         self.tensors[self.input].channels
     }
@@ -197,10 +206,10 @@ impl Topology {
         let mut slot_of = vec![usize::MAX; self.tensors.len()];
         let mut slot_bytes: Vec<u64> = Vec::new();
         let mut free: Vec<usize> = Vec::new();
-        slot_of[self.input] = alloc(bytes_of(&shapes[self.input]), &mut free, &mut slot_bytes);
+        slot_of[self.input] = alloc(self.bytes(&shapes[self.input]), &mut free, &mut slot_bytes);
         let mut frees = Vec::new();
         for (i, step) in self.steps.iter().enumerate() {
-            slot_of[step.y] = alloc(bytes_of(&shapes[step.y]), &mut free, &mut slot_bytes);
+            slot_of[step.y] = alloc(self.bytes(&shapes[step.y]), &mut free, &mut slot_bytes);
             let mut ins = step.inputs();
             ins.dedup();
             for t in ins {
@@ -226,7 +235,7 @@ impl Topology {
         max_binding: u64,
     ) -> Result<usize> {
         let one = self.shapes(1, height, width)?;
-        let image_bytes = one.iter().map(bytes_of).max().unwrap_or(4);
+        let image_bytes = one.iter().map(|s| self.bytes(s)).max().unwrap_or(4);
         if image_bytes > max_binding {
             return Err(GpuError::BatchTooLarge {
                 height,
@@ -390,6 +399,7 @@ mod tests {
                 },
             ],
             outputs: vec![("logits".into(), 4)],
+            precision: Precision::F32,
         }
     }
 
@@ -418,7 +428,7 @@ mod tests {
             }
         }
         for (i, s) in p.shapes.iter().enumerate() {
-            assert!(p.slot_bytes[p.slot_of[i]] >= bytes_of(s), "tensor {i}");
+            assert!(p.slot_bytes[p.slot_of[i]] >= t.bytes(s), "tensor {i}");
         }
         // Fewer buffers than tensors: something was reused.
         assert!(p.slot_bytes.len() < t.tensors.len());
@@ -439,6 +449,20 @@ mod tests {
         ));
         // conv1 27 * 8 * 64, conv2 72 * 8 * 64, linear 40.
         assert_eq!(t.macs(16, 16).expect("macs"), 27 * 512 + 72 * 512 + 40);
+        // f16: half the bytes per image, twice the images per binding.
+        let h = Topology {
+            precision: Precision::F16,
+            ..topology()
+        };
+        assert_eq!(h.chunk(10, 16, 16, 4 * 3072).expect("chunk"), 8);
+        // Odd element counts round up to whole words: [1, 5, 1, 1] is 10 bytes -> 12.
+        assert_eq!(h.bytes(&[1, 5, 1, 1]), 12);
+        assert_eq!(h.bytes(&[1, 1, 1, 1]), 4);
+        let p = h.plan(1, 15, 15).expect("plan");
+        for (i, s) in p.shapes.iter().enumerate() {
+            let b = p.slot_bytes[p.slot_of[i]];
+            assert!(b >= h.bytes(s) && b.is_multiple_of(4), "tensor {i}");
+        }
     }
 
     #[test]

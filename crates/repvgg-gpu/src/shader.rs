@@ -1,5 +1,9 @@
 //! The WGSL sources, one concern per file in `shaders/`, and the key pipelines are cached by.
 
+use std::borrow::Cow;
+
+use crate::precision::Precision;
+
 /// One WGSL file of `shaders/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
@@ -75,12 +79,29 @@ impl Shader {
             Shader::WinogradOutput => include_str!("../../../shaders/wino_output.wgsl"),
         }
     }
+
+    /// Whether the shader has an f16 form (stores through the `st` alias): every kernel of the
+    /// main path; the baselines `conv_tiled.wgsl` and `conv_naive.wgsl` are f32 only.
+    pub fn has_f16(self) -> bool {
+        !matches!(self, Shader::ConvTiled | Shader::ConvNaive)
+    }
+
+    /// WGSL source for `precision`: [`Shader::source`] for f32; for f16 (when
+    /// [`Shader::has_f16`]) the same file with `enable f16;` and its storage aliases made f16.
+    pub fn source_for(self, precision: Precision) -> Cow<'static, str> {
+        if self.has_f16() {
+            precision.specialise(self.source())
+        } else {
+            Cow::Borrowed(self.source())
+        }
+    }
 }
 
-/// What a compute pipeline is cached by: shader, entry point and override constants.
+/// What a compute pipeline is cached by: shader, precision, entry point and override constants.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct PipelineKey {
     pub shader: Shader,
+    pub precision: Precision,
     pub entry: &'static str,
     pub constants: Vec<(&'static str, u32)>,
 }
@@ -89,6 +110,7 @@ impl PipelineKey {
     pub fn new(shader: Shader) -> Self {
         Self {
             shader,
+            precision: Precision::F32,
             entry: "main",
             constants: Vec::new(),
         }

@@ -14,10 +14,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
+use crate::precision::Precision;
 use crate::shader::Shader;
 
 /// Why every index `shader` computes is in range for the buffers, textures and arrays it is
 /// bound to by this crate, or `None` where the shader keeps wgpu's runtime checks.
+///
+/// The arguments count elements, so they hold for the f16 form of a shader too: its buffers
+/// hold the same number of elements (`Precision::buffer_bytes` rounds up, never down), and the
+/// f16 kernel tests run the same NaN-filled random and A0 shapes.
 ///
 /// The arguments rely on what the Rust side guarantees: parameters from `kernels::*::dispatch`,
 /// buffers sized from the same shapes (`plan`), an optional scale/bias/residual read only when
@@ -81,11 +86,12 @@ pub(crate) fn bounds_proof(shader: Shader) -> Option<&'static str> {
 pub(crate) fn shader_module(
     device: &wgpu::Device,
     shader: Shader,
+    precision: Precision,
     trusted: bool,
 ) -> wgpu::ShaderModule {
     let desc = wgpu::ShaderModuleDescriptor {
         label: Some(shader.file_name()),
-        source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+        source: wgpu::ShaderSource::Wgsl(shader.source_for(precision)),
     };
     if !trusted || bounds_proof(shader).is_none() {
         return device.create_shader_module(desc);

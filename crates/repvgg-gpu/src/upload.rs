@@ -7,6 +7,7 @@ use crate::error::{GpuError, Result};
 use crate::graph::{Activation, Node};
 use crate::kernels::conv::{self, Caps, ConvEpilogue, ConvImpl, ConvKernel, WeightData};
 use crate::kernels::u;
+use crate::precision::Precision;
 
 /// Where a conv's weights live.
 #[derive(Debug)]
@@ -68,26 +69,45 @@ impl LayerGpu {
     }
 }
 
-/// A storage buffer holding `data` (padded to at least 16 bytes: a binding is never empty).
+/// An f32 storage buffer holding `data` (padded to at least 16 bytes: a binding is never
+/// empty): per-channel scale, bias and shift, whatever the precision.
 pub(crate) fn buffer(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
-    let mut padded;
-    let data = if data.len() < 4 {
-        padded = data.to_vec();
-        padded.resize(4, 0.0);
-        &padded[..]
-    } else {
-        data
-    };
+    stored(ctx, label, data, Precision::F32)
+}
+
+/// A storage buffer holding `data` stored in `precision` (weights), padded to at least 16
+/// bytes: a binding is never empty, and an f16 `vec4` array needs whole 8-byte elements.
+pub(crate) fn stored(
+    ctx: &GpuContext,
+    label: &str,
+    data: &[f32],
+    precision: Precision,
+) -> wgpu::Buffer {
+    let mut bytes = precision.encode(data);
+    if bytes.len() < 16 {
+        bytes.resize(16, 0);
+    }
     ctx.device()
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
-            contents: bytemuck::cast_slice(data),
+            contents: &bytes,
             usage: wgpu::BufferUsages::STORAGE,
         })
 }
 
-/// `data` (`height` rows of `width` rgba texels) as an rgba32float texture.
-fn texture(ctx: &GpuContext, data: &[f32], width: usize, height: usize) -> wgpu::TextureView {
+/// `data` (`height` rows of `width` rgba texels) as an rgba32float texture, or rgba16float for
+/// f16 (the shader's `textureLoad` returns f32 either way).
+fn texture(
+    ctx: &GpuContext,
+    data: &[f32],
+    width: usize,
+    height: usize,
+    precision: Precision,
+) -> wgpu::TextureView {
+    let format = match precision {
+        Precision::F32 => wgpu::TextureFormat::Rgba32Float,
+        Precision::F16 => wgpu::TextureFormat::Rgba16Float,
+    };
     let texture = ctx.device().create_texture_with_data(
         ctx.queue(),
         &wgpu::TextureDescriptor {
@@ -100,12 +120,12 @@ fn texture(ctx: &GpuContext, data: &[f32], width: usize, height: usize) -> wgpu:
             mip_level_count: 1,
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
-            format: wgpu::TextureFormat::Rgba32Float,
+            format,
             usage: wgpu::TextureUsages::TEXTURE_BINDING,
             view_formats: &[],
         },
         wgpu::util::TextureDataOrder::LayerMajor,
-        bytemuck::cast_slice(data),
+        &precision.encode(data),
     );
     texture.create_view(&wgpu::TextureViewDescriptor::default())
 }
@@ -125,16 +145,18 @@ pub(crate) fn caps(ctx: &GpuContext) -> Caps {
     }
 }
 
-/// Uploads one layer's weights; `max_binding` is the device's storage-binding limit.
+/// Uploads one layer's weights, stored in `precision`; `max_binding` is the device's
+/// storage-binding limit.
 pub(crate) fn layer(
     ctx: &GpuContext,
     caps: &Caps,
     node: &Node,
     kernel: ConvKernel,
+    precision: Precision,
     max_binding: u64,
 ) -> Result<LayerGpu> {
     let check_size = |what: &str, len: usize| {
-        let bytes = len as u64 * 4;
+        let bytes = precision.buffer_bytes(len);
         if bytes > max_binding {
             Err(GpuError::shape(
                 what,
@@ -157,16 +179,19 @@ pub(crate) fn layer(
             ..
         } => {
             let (imp, data) = conv::choose(kernel, caps, spec, weight.view())?;
+            if precision == Precision::F16 && !imp.shader().has_f16() {
+                return Err(GpuError::F16Kernel { kernel: imp.name() });
+            }
             let weight = match data {
                 WeightData::Buffer(d) => {
                     check_size("conv weight", d.len())?;
-                    ConvWeights::Buffer(buffer(ctx, "conv weight", &d))
+                    ConvWeights::Buffer(stored(ctx, "conv weight", &d, precision))
                 }
                 WeightData::Texture {
                     data,
                     width,
                     height,
-                } => ConvWeights::Texture(texture(ctx, &data, width, height)),
+                } => ConvWeights::Texture(texture(ctx, &data, width, height, precision)),
             };
             LayerGpu::Conv {
                 imp,
@@ -196,7 +221,7 @@ pub(crate) fn layer(
             check_size("linear weight", out_f * in_f)?;
             let data: Vec<f32> = weight.as_standard_layout().iter().copied().collect();
             LayerGpu::Linear {
-                weight: buffer(ctx, "linear weight", &data),
+                weight: stored(ctx, "linear weight", &data, precision),
                 bias: opt("linear bias", bias),
                 act: *act,
             }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags, Validator};
-use repvgg_gpu::Shader;
+use repvgg_gpu::{Precision, Shader};
 
 fn shader_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shaders")
@@ -53,6 +53,31 @@ fn every_shader_parses_and_validates() {
         Shader::ALL.len(),
         "shaders/ and Shader::ALL disagree"
     );
+}
+
+/// The f16 form of every shader that has one parses and validates with f16 enabled.
+#[test]
+fn every_f16_form_parses_and_validates() {
+    let mut validated = 0;
+    for shader in Shader::ALL.into_iter().filter(|s| s.has_f16()) {
+        let source = shader.source_for(Precision::F16);
+        let name = shader.file_name();
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{name} (f16):\n{}", e.emit_to_string(&source)));
+        let mut validator = Validator::new(
+            ValidationFlags::all(),
+            Capabilities::default() | Capabilities::SUBGROUP | Capabilities::SHADER_FLOAT16,
+        );
+        validator
+            .subgroup_stages(ShaderStages::COMPUTE)
+            .subgroup_operations(SubgroupOperationSet::all());
+        validator
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{name} (f16):\n{}", e.emit_to_string(&source)));
+        validated += 1;
+    }
+    // Every kernel of the main path: all but the two f32-only baselines.
+    assert_eq!(validated, Shader::ALL.len() - 2);
 }
 
 #[test]

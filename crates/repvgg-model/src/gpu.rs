@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ndarray::{Array2, Array4, ArrayView4, Ix2, Ix4};
 use repvgg_gpu::{
-    Activation, ConvKernel, Epilogue, GpuContext, GpuNetwork, NetworkBuilder, TensorId,
+    Activation, ConvKernel, Epilogue, GpuContext, GpuNetwork, NetworkBuilder, Precision, TensorId,
 };
 use repvgg_math::{ConvBn, ConvSpec};
 
@@ -18,10 +18,13 @@ use crate::error::{ModelError, Result};
 use crate::model::affine_of;
 use crate::model::{DeployModel, Features, RepVgg, SqueezeExcite, TrainModel};
 
-/// Which outputs to bring back.
+/// How a model runs on the GPU: kernel, storage precision, which outputs to bring back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GpuOptions {
     pub kernel: ConvKernel,
+    /// f32 (default), or f16 weights and activations with f32 arithmetic (needs the adapter's
+    /// `SHADER_F16`; inputs and logits stay f32).
+    pub precision: Precision,
     /// Also read back every stage's output (stage0 = stem).
     pub features: bool,
 }
@@ -97,7 +100,9 @@ fn finish<B>(
 impl GpuModel {
     /// Uploads a deployed model: one conv + bias (+ ReLU, or SE then ReLU) per block.
     pub fn deploy(ctx: &GpuContext, m: &DeployModel, opts: GpuOptions) -> Result<Self> {
-        let mut b = NetworkBuilder::new(ctx).kernel(opts.kernel);
+        let mut b = NetworkBuilder::new(ctx)
+            .kernel(opts.kernel)
+            .precision(opts.precision);
         let mut x = b.input(m.config.in_channels);
         let mut outs = Vec::new();
         for stage in &m.stages {
@@ -116,7 +121,9 @@ impl GpuModel {
 
     /// Uploads a train-form model: every branch its own kernel, summed through epilogues.
     pub fn train(ctx: &GpuContext, m: &TrainModel, opts: GpuOptions) -> Result<Self> {
-        let mut b = NetworkBuilder::new(ctx).kernel(opts.kernel);
+        let mut b = NetworkBuilder::new(ctx)
+            .kernel(opts.kernel)
+            .precision(opts.precision);
         let mut x = b.input(m.config.in_channels);
         let mut outs = Vec::new();
         for stage in &m.stages {

@@ -92,6 +92,7 @@ fn gpu_model_shared_by_8_threads_matches_sequential_bit_for_bit() {
         GpuOptions {
             kernel: ConvKernel::Tiled,
             features: false,
+            ..GpuOptions::default()
         },
     )
     .unwrap();

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use ndarray::Array4;
-use repvgg_gpu::{ConvKernel, test_context};
+use repvgg_gpu::{ConvKernel, Precision, test_context};
 use repvgg_model::gpu::{GpuModel, GpuOptions};
 use repvgg_model::{
     LoadedModel, ModelError, RepVggConfig, TrainModel, checkpoint, digits, max_abs_diff,
@@ -15,6 +15,7 @@ use repvgg_model::{
 
 const FEATS: GpuOptions = GpuOptions {
     kernel: ConvKernel::Tiled,
+    precision: Precision::F32,
     features: true,
 };
 
@@ -101,6 +102,7 @@ fn random_variants_match_the_cpu_forward() {
             let opts = GpuOptions {
                 kernel,
                 features: false,
+                ..GpuOptions::default()
             };
             let cpu_t = train.forward(x.view()).unwrap();
             let cpu_d = deploy.forward(x.view()).unwrap();
@@ -171,5 +173,140 @@ fn gpu_input_errors_are_typed() {
     assert_eq!(
         m.forward(Array4::zeros((2, 3, 1, 1)).view()).unwrap().dim(),
         (2, 1000)
+    );
+}
+
+/// Index of the largest value of each row of a `[N, K]` f64 array.
+fn argmax_rows_f64(a: &ndarray::ArrayD<f64>) -> Vec<usize> {
+    a.outer_iter()
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold((0, f64::NEG_INFINITY), |best, (i, &v)| {
+                    if v > best.1 { (i, v) } else { best }
+                })
+                .0
+        })
+        .collect()
+}
+
+/// f16 weights and activations (f32 arithmetic) on every timm fixture, both forms: the logits
+/// within 1e-2 of the float64 reference and the same top-1 class for every image. Prints the
+/// max |Δlogits| of each fixture and form (and the largest |logit|, for scale).
+#[test]
+fn timm_fixtures_in_f16_stay_within_1e_2_and_agree_on_top_1() {
+    let Some(ctx) = test_context() else { return };
+    if !ctx.has_f16() {
+        // Must be refused with the typed error rather than run in f32.
+        let cfg = RepVggConfig::custom([1, 1, 1, 1], 0.125, 0.0625).unwrap();
+        let m = TrainModel::random(&cfg, 1).unwrap().fuse().unwrap();
+        let opts = GpuOptions {
+            precision: Precision::F16,
+            ..GpuOptions::default()
+        };
+        let e = GpuModel::deploy(&ctx, &m, opts).unwrap_err();
+        assert!(e.to_string().contains("SHADER_F16"), "{e}");
+        eprintln!("{}: no SHADER_F16, f16 refused as expected", ctx.describe());
+        return;
+    }
+    let opts = GpuOptions {
+        precision: Precision::F16,
+        ..GpuOptions::default()
+    };
+    let mut compared = 0;
+    let mut worst = 0.0f64;
+    for name in [
+        "a_narrow",
+        "g4_narrow",
+        "g4_odd",
+        "d2se_narrow",
+        "tiny_nonsquare",
+    ] {
+        let io = read_f64(&fixture(&format!("{name}.io.safetensors")));
+        let x: Array4<f32> = io["input"]
+            .mapv(|v| v as f32)
+            .into_dimensionality()
+            .unwrap();
+        let LoadedModel::Train(train) =
+            checkpoint::load(fixture(&format!("{name}.train.safetensors")))
+                .unwrap()
+                .model
+        else {
+            panic!("{name}: not train form")
+        };
+        let deploy = train.fuse().unwrap();
+        for (form, gm) in [
+            ("train", GpuModel::train(&ctx, &train, opts).unwrap()),
+            ("deploy", GpuModel::deploy(&ctx, &deploy, opts).unwrap()),
+        ] {
+            assert_eq!(gm.network().precision(), Precision::F16);
+            let logits = gm.forward(x.view()).unwrap();
+            let want = &io[&format!("{form}.logits")];
+            let d = max_diff(&logits.clone().into_dyn(), want);
+            let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            let top_got = repvgg_model::argmax_rows(&logits);
+            let top_want = argmax_rows_f64(want);
+            let agree = top_got
+                .iter()
+                .zip(&top_want)
+                .filter(|(a, b)| a == b)
+                .count();
+            eprintln!(
+                "f16 {name} {form}: max |Δlogits| vs float64 {d:.3e} (max |logit| {scale:.2}), \
+                 top-1 agreement {agree}/{}",
+                top_want.len()
+            );
+            assert!(d <= 1e-2, "{name} {form} f16 logits: {d}");
+            assert_eq!(top_got, top_want, "{name} {form} f16 top-1");
+            worst = worst.max(d);
+            compared += 1;
+        }
+    }
+    eprintln!("timm fixtures, f16: worst max |Δlogits| vs float64 {worst:.3e}");
+    assert_eq!(compared, 10);
+}
+
+/// The digits model in f16 on the GPU keeps PyTorch's test accuracy in both forms.
+#[test]
+fn digits_accuracy_is_unchanged_in_f16() {
+    let Some(ctx) = test_context() else { return };
+    if !ctx.has_f16() {
+        eprintln!("{}: no SHADER_F16 (see the fixture test)", ctx.describe());
+        return;
+    }
+    let train = digits::model().unwrap();
+    let deploy = train.fuse().unwrap();
+    let t = digits::test_set().unwrap();
+    let opts = GpuOptions {
+        precision: Precision::F16,
+        ..GpuOptions::default()
+    };
+    let lt = GpuModel::train(&ctx, &train, opts)
+        .unwrap()
+        .forward(t.input.view())
+        .unwrap();
+    let ld = GpuModel::deploy(&ctx, &deploy, opts)
+        .unwrap()
+        .forward(t.input.view())
+        .unwrap();
+    let cpu = deploy.forward(t.input.view()).unwrap();
+    let (at, ad) = (
+        digits::accuracy(&lt, &t.labels),
+        digits::accuracy(&ld, &t.labels),
+    );
+    eprintln!(
+        "digits f16: accuracy train {at:.6}, deploy {ad:.6} (PyTorch {:.6}); max |Δlogits| vs \
+         the f32 CPU forward: train {:.3e}, deploy {:.3e}",
+        digits::PYTORCH_TEST_ACCURACY,
+        max_abs_diff(&lt, &cpu),
+        max_abs_diff(&ld, &cpu)
+    );
+    assert!(
+        (at - digits::PYTORCH_TEST_ACCURACY).abs() < 1e-6,
+        "train {at}"
+    );
+    assert!(
+        (ad - digits::PYTORCH_TEST_ACCURACY).abs() < 1e-6,
+        "deploy {ad}"
     );
 }

@@ -170,6 +170,28 @@ pub(crate) enum ConvImpl {
     Naive,
 }
 
+impl ConvImpl {
+    /// The WGSL file this implementation runs.
+    pub fn shader(self) -> Shader {
+        match self {
+            ConvImpl::Gemm { .. } => Shader::ConvGemm,
+            ConvImpl::Workgroup { .. } => Shader::ConvTiled,
+            ConvImpl::Subgroup { .. } => Shader::ConvSubgroup,
+            ConvImpl::Naive => Shader::ConvNaive,
+        }
+    }
+
+    /// The kernel's name, as `--kernel` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvImpl::Gemm { .. } => "gemm",
+            ConvImpl::Workgroup { .. } => "workgroup",
+            ConvImpl::Subgroup { .. } => "subgroup",
+            ConvImpl::Naive => "naive",
+        }
+    }
+}
+
 /// The weights of a conv as the kernel wants them.
 #[derive(Debug)]
 pub(crate) enum WeightData {

@@ -99,6 +99,7 @@ pub(crate) fn key(shader: Shader) -> PipelineKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::precision::Precision;
 
     #[test]
     fn grid_spreads_workgroups_over_two_dimensions() {
@@ -109,9 +110,9 @@ mod tests {
     }
 
     /// `(name, offset)` of each member of the struct type of the uniform `p`, and its size.
-    fn wgsl_params(shader: Shader) -> (Vec<(String, usize)>, usize) {
-        let module = naga::front::wgsl::parse_str(shader.source())
-            .unwrap_or_else(|e| panic!("{}: {e}", shader.file_name()));
+    fn wgsl_params(shader: Shader, precision: Precision) -> (Vec<(String, usize)>, usize) {
+        let module = naga::front::wgsl::parse_str(&shader.source_for(precision))
+            .unwrap_or_else(|e| panic!("{} ({precision}): {e}", shader.file_name()));
         let (_, var) = module
             .global_variables
             .iter()
@@ -135,22 +136,54 @@ mod tests {
         }
     }
 
+    /// The struct matches the WGSL `Params` of every form of the shader (f32, and f16 where
+    /// it has one).
     fn check<P>(fields: &[(&str, usize)], shader: Shader) {
-        let (wgsl, span) = wgsl_params(shader);
         let rust: Vec<(String, usize)> = fields.iter().map(|(n, o)| (n.to_string(), *o)).collect();
-        assert_eq!(
-            rust,
-            wgsl,
-            "{} Params vs its Rust struct",
-            shader.file_name()
-        );
-        assert_eq!(
-            std::mem::size_of::<P>(),
-            span,
-            "{} Params size",
-            shader.file_name()
-        );
-        assert!(span <= MAX_PARAMS_BYTES && span.is_multiple_of(16));
+        let forms: &[Precision] = if shader.has_f16() {
+            &Precision::ALL
+        } else {
+            &[Precision::F32]
+        };
+        for &precision in forms {
+            let (wgsl, span) = wgsl_params(shader, precision);
+            assert_eq!(
+                rust,
+                wgsl,
+                "{} ({precision}) Params vs its Rust struct",
+                shader.file_name()
+            );
+            assert_eq!(
+                std::mem::size_of::<P>(),
+                span,
+                "{} ({precision}) Params size",
+                shader.file_name()
+            );
+            assert!(span <= MAX_PARAMS_BYTES && span.is_multiple_of(16));
+        }
+    }
+
+    /// A shader with an f16 form declares its storage alias (else its "f16" build would still
+    /// store f32), and the f16 build really stores f16; the f32 build is the file as written.
+    #[test]
+    fn f16_forms_swap_the_storage_alias() {
+        use crate::precision::ALIAS_ST_F32;
+        for shader in Shader::ALL {
+            assert_eq!(shader.source_for(Precision::F32), shader.source());
+            if shader.has_f16() {
+                assert_eq!(
+                    shader.source().matches(ALIAS_ST_F32).count(),
+                    1,
+                    "{}",
+                    shader.file_name()
+                );
+                let h = shader.source_for(Precision::F16);
+                assert!(h.starts_with("enable f16;"), "{}", shader.file_name());
+                assert!(h.contains("alias st = f16;"), "{}", shader.file_name());
+            } else {
+                assert_eq!(shader.source_for(Precision::F16), shader.source());
+            }
+        }
     }
 
     #[test]
