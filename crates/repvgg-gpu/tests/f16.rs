@@ -312,14 +312,7 @@ fn check_conv(ctx: &GpuContext, c: &Case, kernel: ConvKernel) -> f64 {
 }
 
 fn config(default_cases: u32) -> ProptestConfig {
-    // As tests/kernels.rs: PROPTEST_CASES / PROPTEST_RNG_SEED override; few cases by default
-    // (each new shape class compiles a pipeline variant, about a second on lavapipe).
-    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
-    ProptestConfig {
-        cases: env("PROPTEST_CASES").map_or(default_cases, |c| c as u32),
-        rng_seed: proptest::test_runner::RngSeed::Fixed(env("PROPTEST_RNG_SEED").unwrap_or(16)),
-        ..ProptestConfig::default()
-    }
+    common::proptest_config(default_cases, 16)
 }
 
 /// The main path (the subgroup kernel on lavapipe, gemm on hardware) in f16.

@@ -138,15 +138,7 @@ fn check_conv(ctx: &GpuContext, c: &Case, kernel: ConvKernel) {
 }
 
 fn config(default_cases: u32) -> ProptestConfig {
-    // PROPTEST_CASES raises (or lowers) the count and PROPTEST_RNG_SEED picks other shapes; the
-    // defaults keep lavapipe runs short and let its shader cache serve repeated runs (every new
-    // shape class compiles a pipeline variant, about a second on lavapipe).
-    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
-    ProptestConfig {
-        cases: env("PROPTEST_CASES").map_or(default_cases, |c| c as u32),
-        rng_seed: proptest::test_runner::RngSeed::Fixed(env("PROPTEST_RNG_SEED").unwrap_or(4)),
-        ..ProptestConfig::default()
-    }
+    common::proptest_config(default_cases, 4)
 }
 
 #[test]

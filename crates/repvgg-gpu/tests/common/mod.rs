@@ -118,3 +118,18 @@ pub fn se(
     let s = b.linear_act(hidden, w2, Some(b2), Activation::Sigmoid)?;
     b.channel_scale(x, s, relu)
 }
+
+/// Proptest settings for the GPU tests: `default_cases` cases from a fixed `default_seed`.
+/// `PROPTEST_CASES` raises (or lowers) the count and `PROPTEST_RNG_SEED` picks other shapes; the
+/// defaults keep lavapipe runs short and let its shader cache serve repeated runs (every new
+/// shape class compiles a pipeline variant, about a second on lavapipe).
+pub fn proptest_config(default_cases: u32, default_seed: u64) -> proptest::test_runner::Config {
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    proptest::test_runner::Config {
+        cases: env("PROPTEST_CASES").map_or(default_cases, |c| c as u32),
+        rng_seed: proptest::test_runner::RngSeed::Fixed(
+            env("PROPTEST_RNG_SEED").unwrap_or(default_seed),
+        ),
+        ..proptest::test_runner::Config::default()
+    }
+}
