@@ -379,14 +379,16 @@ impl Panel<'_, '_> {
         }
     }
 
-    /// Any other vector width: plain loops.
+    /// Any other vector width: plain loops, over a whole panel (only AVX2 splits a panel into
+    /// column blocks).
     fn scalar(mut self) {
+        debug_assert_eq!(self.off, 0, "the scalar path runs whole panels");
         let (m, n) = self.c.dim();
         for i in 0..m {
             let mut vals = [0.0f32; MAX_W];
             for kk in 0..self.k {
                 let av = self.a[i * self.a_rs + kk];
-                let brow = &self.b[kk * self.w + self.off..(kk + 1) * self.w];
+                let brow = &self.b[kk * self.w..(kk + 1) * self.w];
                 for (v, b) in vals.iter_mut().zip(brow) {
                     *v += av * b;
                 }
