@@ -26,13 +26,6 @@ impl AlignedVec {
             len,
         }
     }
-
-    /// A copy of `values`.
-    pub fn from_slice(values: &[f32]) -> Self {
-        let mut v = Self::filled(values.len(), 0.0);
-        v.copy_from_slice(values);
-        v
-    }
 }
 
 impl Deref for AlignedVec {
@@ -62,17 +55,16 @@ mod tests {
     fn starts_on_a_cache_line_and_holds_exactly_len_values() {
         for len in [0, 1, 15, 16, 17, 1000] {
             let src: Vec<f32> = (0..len).map(|i| i as f32).collect();
-            let v = AlignedVec::from_slice(&src);
+            let mut v = AlignedVec::filled(len, f32::NAN);
+            assert_eq!(v.len(), len);
+            assert!(v.iter().all(|x| x.is_nan()));
+            v.copy_from_slice(&src);
             assert_eq!(&*v, &src[..]);
             assert_eq!(v.as_ptr() as usize % 64, 0, "len {len}");
             assert_eq!(format!("{v:?}"), format!("AlignedVec(len {len})"));
             let c = v.clone();
+            assert_eq!(&*c, &src[..]);
             assert_eq!(c.as_ptr() as usize % 64, 0, "clone of len {len}");
-            let mut f = AlignedVec::filled(len, f32::NAN);
-            assert_eq!(f.len(), len);
-            assert!(f.iter().all(|x| x.is_nan()));
-            f.copy_from_slice(&src);
-            assert_eq!(&*f, &src[..]);
         }
     }
 }

@@ -474,14 +474,15 @@ fn pack_gemm(weight: &ArrayView4<'_, f32>, s: &ConvSpec) -> AlignedVec {
         s.kernel_size,
     );
     let kg = k * k * cin_g;
-    let mut w = Vec::with_capacity(s.groups * gemm::packed_len(kg, cout_g));
-    for g in 0..s.groups {
-        gemm::pack_into(&mut w, kg, cout_g, |row, co| {
+    let per_group = gemm::packed_len(kg, cout_g);
+    let mut w = AlignedVec::filled(s.groups * per_group, 0.0);
+    for (g, wg) in w.chunks_exact_mut(per_group).enumerate() {
+        gemm::pack_into(wg, kg, cout_g, |row, co| {
             let (tap, ci) = (row / cin_g, row % cin_g);
             weight[[g * cout_g + co, ci, tap / k, tap % k]]
         });
     }
-    AlignedVec::from_slice(&w)
+    w
 }
 
 fn pack_winograd(weight: &ArrayView4<'_, f32>, s: &ConvSpec, tile: Tile) -> AlignedVec {
@@ -505,15 +506,16 @@ fn pack_winograd(weight: &ArrayView4<'_, f32>, s: &ConvSpec, tile: Tile) -> Alig
             }
         }
     }
-    let mut u = Vec::with_capacity(s.groups * npos * gemm::packed_len(cin_g, cout_g));
-    for g in 0..s.groups {
-        for pos in 0..npos {
-            gemm::pack_into(&mut u, cin_g, cout_g, |ci, co| {
-                t[((g * cout_g + co) * cin_g + ci) * npos + pos]
-            });
-        }
+    // u[g][pos], packed straight into the aligned buffer.
+    let per_matrix = gemm::packed_len(cin_g, cout_g);
+    let mut u = AlignedVec::filled(s.groups * npos * per_matrix, 0.0);
+    for (i, ui) in u.chunks_exact_mut(per_matrix).enumerate() {
+        let (g, pos) = (i / npos, i % npos);
+        gemm::pack_into(ui, cin_g, cout_g, |ci, co| {
+            t[((g * cout_g + co) * cin_g + ci) * npos + pos]
+        });
     }
-    AlignedVec::from_slice(&u)
+    u
 }
 
 /// Gathers the im2col rows of output pixels `p0..p0 + rows` for one group:

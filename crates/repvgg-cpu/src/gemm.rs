@@ -48,14 +48,22 @@ pub fn packed_len(k: usize, n: usize) -> usize {
     (0..panels(n)).map(|p| k * panel_width(n, p)).sum()
 }
 
-/// Packs the `k x n` matrix `f(row, col)` into panels, appending to `out`.
-pub fn pack_into(out: &mut Vec<f32>, k: usize, n: usize, f: impl Fn(usize, usize) -> f32) {
-    out.reserve(packed_len(k, n));
+/// Packs the `k x n` matrix `f(row, col)` into panels, filling `out` (exactly
+/// [`packed_len`]`(k, n)` values: callers pack straight into the buffer that keeps them).
+pub fn pack_into(out: &mut [f32], k: usize, n: usize, f: impl Fn(usize, usize) -> f32) {
+    assert_eq!(
+        out.len(),
+        packed_len(k, n),
+        "packed buffer of the wrong length"
+    );
+    let mut dst = out.iter_mut();
     for p in 0..panels(n) {
         for kk in 0..k {
             for c in 0..panel_width(n, p) {
                 let j = p * NR + c;
-                out.push(if j < n { f(kk, j) } else { 0.0 });
+                if let Some(d) = dst.next() {
+                    *d = if j < n { f(kk, j) } else { 0.0 };
+                }
             }
         }
     }
@@ -445,9 +453,8 @@ mod tests {
             .collect();
         let scale: Vec<f32> = (0..n).map(|j| 0.5 + j as f32 / 64.0).collect();
         let shift: Vec<f32> = (0..n).map(|j| j as f32 / 8.0 - 2.0).collect();
-        let mut packed = Vec::new();
+        let mut packed = vec![f32::NAN; packed_len(k, n)];
         pack_into(&mut packed, k, n, |r, j| b[r * n + j]);
-        assert_eq!(packed.len(), packed_len(k, n));
         let init = |i: usize| (i % 7) as f32 - 3.0;
         let want = naive(m, k, n, &a, a_rs, &b);
         // Without an epilogue, or with each of its four (accumulate, relu) forms.
@@ -558,9 +565,14 @@ mod tests {
             (4, 90, 4 * 96),
         ] {
             assert_eq!(packed_len(k, n), len, "k {k} n {n}");
-            let mut out = vec![-1.0];
-            pack_into(&mut out, k, n, |r, c| (r * n + c) as f32);
-            assert_eq!(out.len(), 1 + len, "appends exactly packed_len values");
+            let mut out = vec![f32::NAN; 1 + len];
+            out[0] = -1.0;
+            pack_into(&mut out[1..], k, n, |r, c| (r * n + c) as f32);
+            assert_eq!(out[0], -1.0, "writes nothing before its slice");
+            assert!(
+                !out[1..].iter().any(|v| v.is_nan()),
+                "fills every packed value"
+            );
             // Panel p, row r, column c sits at offset p * k * NR + r * width + c.
             let last = panels(n) - 1;
             for r in 0..k {
@@ -582,7 +594,7 @@ mod tests {
     #[test]
     fn empty_products_write_nothing() {
         let (a, mut c) = (vec![1.0f32; 8], vec![7.0f32; 8]);
-        let mut b = Vec::new();
+        let mut b = vec![0.0; packed_len(2, 3)];
         pack_into(&mut b, 2, 3, |_, _| 1.0);
         gemm(0, 2, 3, &a, 2, &b, &mut c, 3, None, true);
         gemm(2, 2, 0, &a, 2, &b, &mut c, 3, None, false);

@@ -324,12 +324,12 @@ impl NetworkBuilder {
             ));
         }
         finite("classifier bias", bias)?;
-        let mut wt = Vec::new();
+        let mut wt = AlignedVec::filled(crate::gemm::packed_len(c, classes), 0.0);
         crate::gemm::pack_into(&mut wt, c, classes, |ci, k| weight[[k, ci]]);
         self.head = Some(Head {
             input: x.0,
             classes,
-            wt: AlignedVec::from_slice(&wt),
+            wt,
             bias: bias.to_vec(),
             unit_scale: vec![1.0; classes],
         });
