@@ -220,40 +220,9 @@ impl WithSimd for Panel<'_, '_> {
             (16, 16) => self.rows::<S, 8, 1>(simd),
             (8, 48) => {
                 // 32 + 16 columns: 3 x 6 vectors would not fit AVX2's 16 registers.
-                let Panel {
-                    k,
-                    a,
-                    a_rs,
-                    w,
-                    b,
-                    c,
-                    epi,
-                    ..
-                } = self;
-                let (left, right) = c.split_at(Axis(1), NR);
-                let nr = right.ncols();
-                Panel {
-                    k,
-                    a,
-                    a_rs,
-                    w,
-                    off: 0,
-                    b,
-                    epi: epi.map(|e| e.columns(0..NR)),
-                    c: left,
-                }
-                .rows::<S, 3, 4>(simd);
-                Panel {
-                    k,
-                    a,
-                    a_rs,
-                    w,
-                    off: NR,
-                    b,
-                    epi: epi.map(|e| e.columns(NR..NR + nr)),
-                    c: right,
-                }
-                .rows::<S, 6, 2>(simd);
+                let (left, right) = self.split_columns(NR);
+                left.rows::<S, 3, 4>(simd);
+                right.rows::<S, 6, 2>(simd);
             }
             (8, 32) => self.rows::<S, 3, 4>(simd),
             (8, 16) => self.rows::<S, 6, 2>(simd),
@@ -279,6 +248,29 @@ macro_rules! by_rows {
 }
 
 impl Panel<'_, '_> {
+    /// The panel's columns `..at` and `at..` as two panels over the same packed rows.
+    fn split_columns(self, at: usize) -> (Self, Self) {
+        let (left, right) = self.c.split_at(Axis(1), at);
+        let n = at + right.ncols();
+        let (epi_l, epi_r) = (
+            self.epi.map(|e| e.columns(0..at)),
+            self.epi.map(|e| e.columns(at..n)),
+        );
+        (
+            Panel {
+                c: left,
+                epi: epi_l,
+                ..self
+            },
+            Panel {
+                off: self.off + at,
+                c: right,
+                epi: epi_r,
+                ..self
+            },
+        )
+    }
+
     #[inline(always)]
     fn rows<S: Simd, const MR: usize, const V: usize>(mut self, simd: S) {
         // Balanced row blocks: 49 rows as 7 x 7, not 6 x 8 + 1 (a one-row block streams the
