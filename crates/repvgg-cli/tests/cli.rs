@@ -309,48 +309,27 @@ fn gpu_bench_and_info_report_the_adapter() {
     }
 }
 
+/// `repvgg bench --device DEVICE --arch a0 --batch 1 --size 32 --iters 1 --warmup 0`, then
+/// `extra`: the smallest real bench run.
+fn bench_a0_tiny(device: &str, extra: &[&str]) -> (bool, String, String) {
+    let mut args = vec![
+        "bench", "--device", device, "--arch", "a0", "--batch", "1", "--size", "32", "--iters",
+        "1", "--warmup", "0",
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 #[test]
 fn precision_f16_on_the_gpu_and_its_errors() {
     // f16 is a GPU option: on the CPU it is refused, whether or not a GPU exists.
-    let (ok, _, err) = run(&[
-        "bench",
-        "--device",
-        "cpu",
-        "--arch",
-        "a0",
-        "--batch",
-        "1",
-        "--size",
-        "32",
-        "--iters",
-        "1",
-        "--warmup",
-        "0",
-        "--precision",
-        "f16",
-    ]);
+    let (ok, _, err) = bench_a0_tiny("cpu", &["--precision", "f16"]);
     assert!(!ok && err.contains("GPU only"), "{err}");
     let Some(ctx) = repvgg_gpu::test_context() else {
         return;
     };
     if !ctx.has_f16() {
-        let (ok, _, err) = run(&[
-            "bench",
-            "--device",
-            "gpu",
-            "--arch",
-            "a0",
-            "--batch",
-            "1",
-            "--size",
-            "32",
-            "--iters",
-            "1",
-            "--warmup",
-            "0",
-            "--precision",
-            "f16",
-        ]);
+        let (ok, _, err) = bench_a0_tiny("gpu", &["--precision", "f16"]);
         assert!(!ok && err.contains("SHADER_F16"), "{err}");
         return;
     }
@@ -377,51 +356,23 @@ fn precision_f16_on_the_gpu_and_its_errors() {
         let d = max_diff(&tensors(&out)["logits"].1, &io[&format!("{form}.logits")].1);
         assert!(d < 1e-2, "f16 {form} logits: {d}");
     }
-    let (ok, out, err) = run(&[
-        "bench",
-        "--device",
-        "gpu",
-        "--arch",
-        "a0",
-        "--batch",
-        "1",
-        "--size",
-        "32",
-        "--form",
-        "deploy",
-        "--iters",
-        "1",
-        "--warmup",
-        "0",
-        "--precision",
-        "f16",
-        "--json",
-    ]);
+    let (ok, out, err) =
+        bench_a0_tiny("gpu", &["--form", "deploy", "--precision", "f16", "--json"]);
     assert!(ok, "{err}");
     let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(rows[0]["precision"], "f16", "{rows}");
     // The f32-only baselines refuse f16 with one line naming the kernel.
-    let (ok, _, err) = run(&[
-        "bench",
-        "--device",
+    let (ok, _, err) = bench_a0_tiny(
         "gpu",
-        "--arch",
-        "a0",
-        "--batch",
-        "1",
-        "--size",
-        "32",
-        "--form",
-        "deploy",
-        "--iters",
-        "1",
-        "--warmup",
-        "0",
-        "--precision",
-        "f16",
-        "--kernel",
-        "naive",
-    ]);
+        &[
+            "--form",
+            "deploy",
+            "--precision",
+            "f16",
+            "--kernel",
+            "naive",
+        ],
+    );
     assert!(
         !ok && err.contains("naive conv kernel has no f16 form"),
         "{err}"

@@ -10,7 +10,8 @@ use ndarray::Array4;
 use repvgg_gpu::{ConvKernel, Precision, test_context};
 use repvgg_model::gpu::{GpuModel, GpuOptions};
 use repvgg_model::{
-    LoadedModel, ModelError, RepVggConfig, TrainModel, checkpoint, digits, max_abs_diff,
+    DeployModel, LoadedModel, ModelError, RepVggConfig, TrainModel, checkpoint, digits,
+    max_abs_diff,
 };
 
 const FEATS: GpuOptions = GpuOptions {
@@ -18,6 +19,39 @@ const FEATS: GpuOptions = GpuOptions {
     precision: Precision::F32,
     features: true,
 };
+
+/// The timm fixtures compared on the GPU.
+const FIXTURES: [&str; 5] = [
+    "a_narrow",
+    "g4_narrow",
+    "g4_odd",
+    "d2se_narrow",
+    "tiny_nonsquare",
+];
+
+/// Fixture `name`: its float64 reference tensors, its input as f32 and its model in both forms.
+fn load_fixture(
+    name: &str,
+) -> (
+    std::collections::BTreeMap<String, ndarray::ArrayD<f64>>,
+    Array4<f32>,
+    TrainModel,
+    DeployModel,
+) {
+    let io = read_f64(&fixture(&format!("{name}.io.safetensors")));
+    let x: Array4<f32> = io["input"]
+        .mapv(|v| v as f32)
+        .into_dimensionality()
+        .unwrap();
+    let LoadedModel::Train(train) = checkpoint::load(fixture(&format!("{name}.train.safetensors")))
+        .unwrap()
+        .model
+    else {
+        panic!("{name}: not train form")
+    };
+    let deploy = train.fuse().unwrap();
+    (io, x, train, deploy)
+}
 
 /// Every fixture in both forms with the main path and with Winograd F(2x2, 3x3) forced on every
 /// 3x3 stride-1 conv; prints the worst logit / stage error of each.
@@ -28,26 +62,8 @@ fn timm_fixtures_match_on_the_gpu_in_both_forms() {
     for kernel in [ConvKernel::Tiled, ConvKernel::Winograd] {
         let opts = GpuOptions { kernel, ..FEATS };
         let mut worst = 0.0f64;
-        for name in [
-            "a_narrow",
-            "g4_narrow",
-            "g4_odd",
-            "d2se_narrow",
-            "tiny_nonsquare",
-        ] {
-            let io = read_f64(&fixture(&format!("{name}.io.safetensors")));
-            let x: Array4<f32> = io["input"]
-                .mapv(|v| v as f32)
-                .into_dimensionality()
-                .unwrap();
-            let LoadedModel::Train(train) =
-                checkpoint::load(fixture(&format!("{name}.train.safetensors")))
-                    .unwrap()
-                    .model
-            else {
-                panic!("{name}: not train form")
-            };
-            let deploy = train.fuse().unwrap();
+        for name in FIXTURES {
+            let (io, x, train, deploy) = load_fixture(name);
             for (form, gm) in [
                 ("train", GpuModel::train(&ctx, &train, opts).unwrap()),
                 ("deploy", GpuModel::deploy(&ctx, &deploy, opts).unwrap()),
@@ -215,26 +231,8 @@ fn timm_fixtures_in_f16_stay_within_1e_2_and_agree_on_top_1() {
     };
     let mut compared = 0;
     let mut worst = 0.0f64;
-    for name in [
-        "a_narrow",
-        "g4_narrow",
-        "g4_odd",
-        "d2se_narrow",
-        "tiny_nonsquare",
-    ] {
-        let io = read_f64(&fixture(&format!("{name}.io.safetensors")));
-        let x: Array4<f32> = io["input"]
-            .mapv(|v| v as f32)
-            .into_dimensionality()
-            .unwrap();
-        let LoadedModel::Train(train) =
-            checkpoint::load(fixture(&format!("{name}.train.safetensors")))
-                .unwrap()
-                .model
-        else {
-            panic!("{name}: not train form")
-        };
-        let deploy = train.fuse().unwrap();
+    for name in FIXTURES {
+        let (io, x, train, deploy) = load_fixture(name);
         for (form, gm) in [
             ("train", GpuModel::train(&ctx, &train, opts).unwrap()),
             ("deploy", GpuModel::deploy(&ctx, &deploy, opts).unwrap()),
