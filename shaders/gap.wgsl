@@ -1,5 +1,10 @@
-// Global average pool: [N, C, H, W] -> [N, C]. One workgroup per (n, c) row, a strided sum per
-// invocation, then a tree reduction in workgroup memory.
+// Global average pool: [N, C, H, W] -> [N, C].
+//
+// Two ways, chosen per shape by the host (`per_row`):
+// * rows of at most a workgroup's width (late layers: 7x7 = 49 values): one invocation per
+//   (n, c) row sums it alone, no workgroup memory and no barriers;
+// * longer rows: one workgroup per row, a strided sum per invocation, then a tree reduction in
+//   workgroup memory.
 
 // Storage element type: f32 here; the f16 build (Precision::F16) makes it f16 and prepends
 // `enable f16;`. Loads convert to f32 (`f32(..)`), stores round (`st(..)`); arithmetic is f32.
@@ -8,8 +13,8 @@ alias st = f32;
 struct Params {
     rows: u32, // n * c
     hw: u32,
+    per_row: u32, // 1: one invocation per row; 0: one workgroup per row
     _pad0: u32,
-    _pad1: u32,
 }
 
 const WG: u32 = 64u;
@@ -26,7 +31,19 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = wid.x + wid.y * nwg.x;
+    let group = wid.x + wid.y * nwg.x;
+    if p.per_row != 0u {
+        let row = group * WG + lid;
+        if row < p.rows {
+            var s = 0.0;
+            for (var i = 0u; i < p.hw; i++) {
+                s += f32(x[row * p.hw + i]);
+            }
+            y[row] = st(s / f32(p.hw));
+        }
+        return;
+    }
+    let row = group;
     if row >= p.rows {
         return; // whole workgroup: uniform
     }

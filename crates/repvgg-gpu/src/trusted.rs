@@ -57,13 +57,14 @@ pub(crate) fn bounds_proof(shader: Shader) -> Option<&'static str> {
             Some("i < total = n * c * hw, the length of x and y; i / hw < n * c, the length of s")
         }
         Shader::GlobalAvgPool => Some(
-            "row < rows = n * c and i < hw: x[row * hw + i] < n * c * hw; partial[lid + \
-             stride] with lid < stride <= 32 of 64",
+            "per row: row < rows = n * c and i < hw, so x[row * hw + i] < n * c * hw and y[row] \
+             < n * c; per workgroup: the same, and partial[lid + stride] with lid < stride <= 32 \
+             of 64",
         ),
         Shader::Linear => Some(
-            "i < batch * out_f, so n < batch and o < out_f; x[n * in_f + k] and \
-             wt[o * in_f + k] with k < in_f (the plan checks in_f = C * H * W); bias[o] when \
-             flagged",
+            "i < batch * out4, so n < batch and o4 < out4; x[n * in_f + k] with k < in_f (the \
+             plan checks in_f = C * H * W); wt[k * out4 + o4] < in_f * out4, the padded \
+             transposed upload; bias[o] and y[n * out_f + o] only for o < out_f",
         ),
         Shader::WinogradInput => Some(
             "i < total = n * c * th * tw; x only where 0 <= iy < h and 0 <= ix < w of plane \

@@ -6,6 +6,7 @@ use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::graph::{Activation, Node};
 use crate::kernels::conv::{self, Caps, ConvEpilogue, ConvImpl, ConvKernel, WeightData};
+use crate::kernels::simple::LINEAR_OUTPUTS;
 use crate::kernels::u;
 use crate::precision::Precision;
 
@@ -218,8 +219,13 @@ pub(crate) fn layer(
             weight, bias, act, ..
         } => {
             let (out_f, in_f) = weight.dim();
-            check_size("linear weight", out_f * in_f)?;
-            let data: Vec<f32> = weight.as_standard_layout().iter().copied().collect();
+            // Transposed, each row padded to whole vec4s: `[in][ceil(out / 4) * 4]`.
+            let out_pad = out_f.div_ceil(LINEAR_OUTPUTS) * LINEAR_OUTPUTS;
+            check_size("linear weight", out_pad * in_f)?;
+            let mut data = vec![0.0f32; in_f * out_pad];
+            for ((o, i), &v) in weight.indexed_iter() {
+                data[i * out_pad + o] = v;
+            }
             LayerGpu::Linear {
                 weight: stored(ctx, "linear weight", &data, precision),
                 bias: opt("linear bias", bias),

@@ -352,8 +352,15 @@ fn affine_matches_batch_norm() {
 fn global_avg_pool_matches_oracle() {
     let Some(ctx) = ctx() else { return };
     let mut rng = Rng::new(5);
-    // 1x1, odd, and more pixels than the workgroup has invocations.
-    for shape in [[3, 4, 1, 1], [2, 3, 5, 7], [1, 2, 13, 11]] {
+    // 1x1, odd, and both sides of the switch from one invocation per row (at most 64
+    // pixels: 8x8) to one workgroup per row (65 and more).
+    for shape in [
+        [3, 4, 1, 1],
+        [2, 3, 5, 7],
+        [1, 3, 8, 8],
+        [1, 3, 5, 13],
+        [1, 2, 13, 11],
+    ] {
         let x = rng.array4(shape);
         let got = ops::global_avg_pool(&ctx, x.view()).expect("gap");
         let want = cpu::global_avg_pool(x.view()).expect("gap");
@@ -374,6 +381,24 @@ fn linear_matches_oracle() {
     let got = ops::linear(&ctx, x.view(), w.view(), None).expect("linear");
     let want = cpu::linear(x.view(), w.view(), None).expect("linear");
     assert_close("linear without bias", got.view(), want.view(), 1e-5);
+    // Outputs in whole vec4s and not (the transposed weight is padded to 4 columns), A0's
+    // head (1280 -> 1000), and fewer outputs than one vec4.
+    for (n, fin, fout) in [(2, 9, 8), (1, 1280, 1000), (2, 5, 3)] {
+        let x = rng.array2([n, fin]);
+        let w = rng.array2([fout, fin]);
+        let b = rng.array1(fout);
+        let got = ops::linear(&ctx, x.view(), w.view(), b.as_slice()).expect("linear");
+        let want = cpu::linear(x.view(), w.view(), Some(b.view())).expect("linear");
+        let mag =
+            cpu::linear(x.mapv(f32::abs).view(), w.mapv(f32::abs).view(), None).expect("linear");
+        assert_close_sum(
+            &format!("linear {fin} -> {fout}"),
+            got.view(),
+            want.view(),
+            mag.view(),
+            1e-5,
+        );
+    }
 }
 
 #[test]

@@ -12,12 +12,12 @@ params! {
 
 params! {
     /// `gap.wgsl`.
-    GapParams for Shader::GlobalAvgPool => { rows, hw, _pad0, _pad1 }
+    GapParams for Shader::GlobalAvgPool => { rows, hw, per_row, _pad0 }
 }
 
 params! {
     /// `linear.wgsl`.
-    LinearParams for Shader::Linear => { batch, in_f, out_f, flags, act, _pad0, _pad1, _pad2 }
+    LinearParams for Shader::Linear => { batch, in_f, out_f, flags, act, out4, _pad0, _pad1 }
 }
 
 params! {
@@ -27,8 +27,12 @@ params! {
 
 /// Invocations per workgroup of the element-wise kernels (`WG` in their WGSL).
 const WG_ELEMENTWISE: usize = 256;
-/// Invocations per workgroup of `linear.wgsl`.
+/// Invocations per workgroup of `linear.wgsl` and `gap.wgsl` (`WG` in their WGSL).
 const WG_LINEAR: usize = 64;
+const WG_GAP: usize = 64;
+
+/// Outputs of `linear.wgsl` per invocation (one vec4 of the transposed weight).
+pub(crate) const LINEAR_OUTPUTS: usize = 4;
 
 pub(crate) fn affine(
     x: [usize; 4],
@@ -50,13 +54,15 @@ pub(crate) fn affine(
 
 pub(crate) fn gap(x: [usize; 4], max_dim: u32) -> Result<DispatchSpec> {
     let [n, c, h, w] = x;
+    // Rows no longer than a workgroup: one invocation each; longer: one workgroup each.
+    let per_row = h * w <= WG_GAP;
     let p = GapParams {
         rows: u(n * c),
         hw: u(h * w),
+        per_row: u32::from(per_row),
         ..GapParams::default()
     };
-    // One workgroup per (image, channel) row.
-    let groups = linear_grid(n * c, 1, max_dim)?;
+    let groups = linear_grid(n * c, if per_row { WG_GAP } else { 1 }, max_dim)?;
     Ok(DispatchSpec::new(key(Shader::GlobalAvgPool), &p, groups))
 }
 
@@ -74,9 +80,10 @@ pub(crate) fn linear(
         out_f: u(out_f),
         flags: if bias { FLAG_BIAS } else { 0 },
         act: act as u32,
+        out4: u(out_f.div_ceil(LINEAR_OUTPUTS)),
         ..LinearParams::default()
     };
-    let groups = linear_grid(batch * out_f, WG_LINEAR, max_dim)?;
+    let groups = linear_grid(batch * out_f.div_ceil(LINEAR_OUTPUTS), WG_LINEAR, max_dim)?;
     Ok(DispatchSpec::new(key(Shader::Linear), &p, groups))
 }
 
