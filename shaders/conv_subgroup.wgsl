@@ -12,17 +12,20 @@
 //     (STRIDE * (NBW - 1) + KS values each) are loaded cooperatively, SG values per load, one
 //     per invocation; every invocation then reads the values it needs from its neighbours with
 //     subgroupShuffle;
-//   * the KS x KS weights of the invocation's 8 channels come from a texture laid out at upload
-//     as rows k = (g, ci, ky, kx) of m_pad / 4 rgba32float texels: one textureLoad, 4 channels;
+//   * the KS x KS weights of the invocation's 8 channels come from a read-only storage texture
+//     laid out at upload as rows k = (g, ci, ky, kx) of m_pad / 4 rgba32float texels (rgba16float
+//     in the f16 form): one textureLoad, 4 channels;
 //   * then 2 * KS * KS vec4 FMAs per pixel.
 // Every index into the private arrays is a constant after the helper functions are inlined with
 // their constant arguments, so the arrays live in registers. Scale, bias, residual and ReLU are
 // applied in the store.
 //
 // Why subgroups and a texture instead of workgroup memory: on CPU adapters (lavapipe) each
-// buffer or workgroup-memory load inside a loop costs about as much as 100 FMAs, while texture
-// fetches and subgroup shuffles are cheap; sharing through the subgroup does one buffer load per
-// 8 input values instead of one per use.
+// buffer or workgroup-memory load is a loop over the SIMD lanes, while texture fetches are
+// vectorised; sharing through the subgroup does one buffer load per 8 input values instead of
+// one per use. The texture is a storage texture, not a sampled one: lavapipe's sampled
+// `textureLoad` looks up the mip level's size and offset per lane (about a quarter of this
+// kernel's time in a profile of the JIT code), its storage-image load does not.
 
 // Storage element type: f32 here; the f16 build (Precision::F16) makes it f16 and prepends
 // `enable f16;`. Loads convert to f32 (`f32(..)`), stores round (`st(..)`); arithmetic is f32.
@@ -60,7 +63,7 @@ const FLAG_RELU: u32 = 8u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<st>;
-@group(0) @binding(2) var wtex: texture_2d<f32>;
+@group(0) @binding(2) var wtex: texture_storage_2d<rgba32float, read>; // rgba16float in f16
 @group(0) @binding(3) var<storage, read> scale: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read> residual: array<st>;
@@ -109,8 +112,8 @@ fn load_row(t: u32, plane: u32) {
 fn load_weight(ky: u32, kx: u32, krow: i32) {
     if ky < KS && kx < KS {
         let row = krow + i32(ky * KS + kx);
-        wk[2u * (ky * 3u + kx)] = textureLoad(wtex, vec2<i32>(t_tex_x, row), 0);
-        wk[2u * (ky * 3u + kx) + 1u] = textureLoad(wtex, vec2<i32>(t_tex_x + 1, row), 0);
+        wk[2u * (ky * 3u + kx)] = textureLoad(wtex, vec2<i32>(t_tex_x, row));
+        wk[2u * (ky * 3u + kx) + 1u] = textureLoad(wtex, vec2<i32>(t_tex_x + 1, row));
     }
 }
 

@@ -102,6 +102,7 @@ impl Precision {
                 f32_source
                     .replace(ALIAS_ST_F32, "alias st = f16;")
                     .replace(ALIAS_ST4_F32, "alias st4 = vec4<f16>;")
+                    .replace(TEXELS_F32, "texture_storage_2d<rgba16float, read>")
             )),
         }
     }
@@ -110,6 +111,9 @@ impl Precision {
 /// The storage-type declarations a shader with an f16 form carries.
 pub(crate) const ALIAS_ST_F32: &str = "alias st = f32;";
 pub(crate) const ALIAS_ST4_F32: &str = "alias st4 = vec4<f32>;";
+/// A read-only weight texture: rgba32float, and rgba16float in the f16 form (the format the
+/// upload gives its texture for that precision).
+pub(crate) const TEXELS_F32: &str = "texture_storage_2d<rgba32float, read>";
 
 impl fmt::Display for Precision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -188,11 +192,13 @@ mod tests {
 
     #[test]
     fn the_f16_source_enables_f16_and_swaps_only_the_aliases() {
-        let src = "// c\nalias st = f32;\nalias st4 = vec4<f32>;\nvar<private> a: f32;\n";
+        let src = "// c\nalias st = f32;\nalias st4 = vec4<f32>;\nvar<private> a: f32;\n\
+                   var t: texture_storage_2d<rgba32float, read>;\n";
         assert_eq!(Precision::F32.specialise(src), src);
         let h = Precision::F16.specialise(src);
         assert!(h.starts_with("enable f16;\n"));
         assert!(h.contains("alias st = f16;") && h.contains("alias st4 = vec4<f16>;"));
+        assert!(h.contains("var t: texture_storage_2d<rgba16float, read>;"));
         assert!(h.contains("var<private> a: f32;"));
     }
 }

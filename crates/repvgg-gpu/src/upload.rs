@@ -96,8 +96,8 @@ pub(crate) fn stored(
         })
 }
 
-/// `data` (`height` rows of `width` rgba texels) as an rgba32float texture, or rgba16float for
-/// f16 (the shader's `textureLoad` returns f32 either way).
+/// `data` (`height` rows of `width` rgba texels) as an rgba32float storage texture, or
+/// rgba16float for f16 (the shader reads it read-only; `textureLoad` returns f32 either way).
 fn texture(
     ctx: &GpuContext,
     data: &[f32],
@@ -122,7 +122,7 @@ fn texture(
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
             format,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING,
+            usage: wgpu::TextureUsages::STORAGE_BINDING,
             view_formats: &[],
         },
         wgpu::util::TextureDataOrder::LayerMajor,
