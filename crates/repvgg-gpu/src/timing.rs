@@ -2,6 +2,7 @@
 //! ([`GpuNetwork::profile`]), from timestamp queries where the device has them; read-back.
 
 use std::sync::PoisonError;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use crate::context::GpuContext;
@@ -244,6 +245,11 @@ impl GpuNetwork {
 }
 
 /// Maps `buffers` (MAP_READ), waits for the queue, and copies their bytes out.
+/// How long [`read_back`] waits for its mapping callbacks once the queue is idle, and how often
+/// it polls the device again meanwhile.
+const MAP_WAIT: Duration = Duration::from_secs(10);
+const MAP_POLL: Duration = Duration::from_millis(5);
+
 pub(crate) fn read_back(ctx: &GpuContext, buffers: &[wgpu::Buffer]) -> Result<Vec<Vec<u8>>> {
     let (tx, rx) = std::sync::mpsc::channel();
     for (i, b) in buffers.iter().enumerate() {
@@ -255,13 +261,24 @@ pub(crate) fn read_back(ctx: &GpuContext, buffers: &[wgpu::Buffer]) -> Result<Ve
     }
     drop(tx);
     ctx.wait()?;
-    let results: Vec<_> = rx.try_iter().collect();
-    if results.len() != buffers.len() {
-        return Err(GpuError::Readback(format!(
-            "{} of {} buffers were mapped after waiting for the queue",
-            results.len(),
-            buffers.len()
-        )));
+    // A callback runs in whichever thread polls the device when the mapping completes: with
+    // threads sharing the device, that may be another thread, still running it after our poll
+    // returned. So wait for every callback, polling again now and then, up to a deadline.
+    let deadline = Instant::now() + MAP_WAIT;
+    let mut results = Vec::with_capacity(buffers.len());
+    while results.len() < buffers.len() {
+        match rx.recv_timeout(MAP_POLL) {
+            Ok(r) => results.push(r),
+            Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => ctx.wait()?,
+            Err(_) => {
+                return Err(GpuError::Readback(format!(
+                    "{} of {} buffers were mapped after waiting {} s for the queue",
+                    results.len(),
+                    buffers.len(),
+                    MAP_WAIT.as_secs()
+                )));
+            }
+        }
     }
     for (i, r) in results {
         r.map_err(|e| GpuError::Readback(format!("mapping buffer {i}: {e}")))?;

@@ -360,6 +360,37 @@ fn the_timer_sees_a_slow_kernel_as_slower() {
     assert!(slow > fast, "naive {slow:?} vs tiled {fast:?}");
 }
 
+/// Threads that share one device each poll it, and a poll may run another thread's read-back
+/// callbacks: every run still gets its own result, none an error.
+#[test]
+fn concurrent_read_backs_on_one_device_all_arrive() {
+    let Some(ctx) = test_context() else { return };
+    let x = Array4::from_elem([1, 3, 5, 4], 1.0f32);
+    let want = tiny_net(&ctx, 1)
+        .build()
+        .expect("build")
+        .run(x.view())
+        .expect("run");
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                // A network per thread: runs of one network take turns, of several do not.
+                let net = tiny_net(&ctx, 1).build().expect("build");
+                let (x, want) = (&x, &want);
+                s.spawn(move || {
+                    for i in 0..60 {
+                        let got = net.run(x.view()).unwrap_or_else(|e| panic!("run {i}: {e}"));
+                        assert_eq!(&got, want, "run {i}");
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("thread");
+        }
+    });
+}
+
 fn tiny_net(ctx: &GpuContext, pad: usize) -> NetworkBuilder {
     let mut b = NetworkBuilder::new(ctx);
     let x = b.input(3);
