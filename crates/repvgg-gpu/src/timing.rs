@@ -244,12 +244,12 @@ impl GpuNetwork {
     }
 }
 
-/// Maps `buffers` (MAP_READ), waits for the queue, and copies their bytes out.
-/// How long [`read_back`] waits for its mapping callbacks once the queue is idle, and how often
-/// it polls the device again meanwhile.
+/// How long [`read_back`] waits for its mapping callbacks once the queue is idle.
 const MAP_WAIT: Duration = Duration::from_secs(10);
+/// How often [`read_back`] polls the device again while it waits.
 const MAP_POLL: Duration = Duration::from_millis(5);
 
+/// Maps `buffers` (MAP_READ), waits for the queue, and copies their bytes out.
 pub(crate) fn read_back(ctx: &GpuContext, buffers: &[wgpu::Buffer]) -> Result<Vec<Vec<u8>>> {
     let (tx, rx) = std::sync::mpsc::channel();
     for (i, b) in buffers.iter().enumerate() {

@@ -27,8 +27,9 @@ params! {
 
 /// Invocations per workgroup of the element-wise kernels (`WG` in their WGSL).
 const WG_ELEMENTWISE: usize = 256;
-/// Invocations per workgroup of `linear.wgsl` and `gap.wgsl` (`WG` in their WGSL).
+/// Invocations per workgroup of `linear.wgsl` (`WG` in its WGSL).
 const WG_LINEAR: usize = 64;
+/// Invocations per workgroup of `gap.wgsl` (`WG` in its WGSL).
 const WG_GAP: usize = 64;
 
 /// Outputs of `linear.wgsl` per invocation (one vec4 of the transposed weight).
