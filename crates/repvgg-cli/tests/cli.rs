@@ -242,6 +242,32 @@ fn summary_json_matches_the_paper_for_a0() {
     assert!(!ok && err.contains("positive"), "{err}");
 }
 
+/// `repvgg infer --device gpu` of the d2se_narrow fixture's input with the `weights` fixture in
+/// `form`, written to `out`, then `extra`.
+fn infer_d2se_on_gpu(
+    weights: &str,
+    out: &Path,
+    form: &str,
+    extra: &[&str],
+) -> (bool, String, String) {
+    let (weights, input) = (fixture(weights), fixture("d2se_narrow.io.safetensors"));
+    let mut args = vec![
+        "infer",
+        "--weights",
+        s(&weights),
+        "--input",
+        s(&input),
+        "--output",
+        s(out),
+        "--form",
+        form,
+        "--device",
+        "gpu",
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 #[test]
 fn infer_on_the_gpu_matches_timm_in_both_forms() {
     if repvgg_gpu::test_context().is_none() {
@@ -251,20 +277,12 @@ fn infer_on_the_gpu_matches_timm_in_both_forms() {
     let io = tensors(&fixture("d2se_narrow.io.safetensors"));
     for form in ["train", "deploy"] {
         let out = dir.path().join(format!("{form}.safetensors"));
-        let (ok, _, err) = run(&[
-            "infer",
-            "--weights",
-            s(&fixture("d2se_narrow.official.train.safetensors")),
-            "--input",
-            s(&fixture("d2se_narrow.io.safetensors")),
-            "--output",
-            s(&out),
-            "--form",
+        let (ok, _, err) = infer_d2se_on_gpu(
+            "d2se_narrow.official.train.safetensors",
+            &out,
             form,
-            "--device",
-            "gpu",
-            "--features",
-        ]);
+            &["--features"],
+        );
         assert!(ok, "--device gpu --form {form}: {err}");
         let got = tensors(&out);
         for k in ["logits", "stage0", "stage4"] {
@@ -337,21 +355,12 @@ fn precision_f16_on_the_gpu_and_its_errors() {
     let io = tensors(&fixture("d2se_narrow.io.safetensors"));
     for form in ["train", "deploy"] {
         let out = dir.path().join(format!("{form}.f16.safetensors"));
-        let (ok, _, err) = run(&[
-            "infer",
-            "--weights",
-            s(&fixture("d2se_narrow.train.safetensors")),
-            "--input",
-            s(&fixture("d2se_narrow.io.safetensors")),
-            "--output",
-            s(&out),
-            "--form",
+        let (ok, _, err) = infer_d2se_on_gpu(
+            "d2se_narrow.train.safetensors",
+            &out,
             form,
-            "--device",
-            "gpu",
-            "--precision",
-            "f16",
-        ]);
+            &["--precision", "f16"],
+        );
         assert!(ok, "--precision f16 --form {form}: {err}");
         let d = max_diff(&tensors(&out)["logits"].1, &io[&format!("{form}.logits")].1);
         assert!(d < 1e-2, "f16 {form} logits: {d}");
