@@ -16,6 +16,12 @@
 // im2col coordinates of the pixels an invocation gathers are computed once, outside the K loop,
 // which needs only an unsigned division by the constant KS * KS. Scale, bias, residual and ReLU
 // are applied in the store.
+//
+// Split-K (FLAG_PARTIAL): when a layer would launch too few workgroups to fill the GPU (late
+// layers at batch 1), the K range is cut into `splits` slices of `k_len` steps; workgroup z then
+// runs over (slice, group, channel tile), and each slice stores its raw sums into `partial`
+// ([slice][n][cout][oh * ow], f32), which `conv_splitk.wgsl` adds up in slice order before the
+// epilogue. Without the flag, k_len = k_pad: one slice, stored through the epilogue into y.
 
 // Storage element type: f32 here; the f16 build (Precision::F16) makes it f16 and prepends
 // `enable f16;`. Loads convert to f32 (`f32(..)`), stores round (`st(..)`); arithmetic is f32.
@@ -45,12 +51,17 @@ struct Params {
     k_pad: u32,   // k_total rounded up to TK
     flags: u32,
     m_tiles: u32, // m_pad / BM
+    groups: u32,
+    k_len: u32, // K steps per slice (a multiple of TK); k_pad without split-K
+    _pad0: u32,
+    _pad1: u32,
 }
 
 const FLAG_SCALE: u32 = 1u;
 const FLAG_BIAS: u32 = 2u;
 const FLAG_RESIDUAL: u32 = 4u;
 const FLAG_RELU: u32 = 8u;
+const FLAG_PARTIAL: u32 = 16u;
 
 const TK: u32 = 16u;
 // Largest tiles: BM, BN <= 128, so a K tile of either operand is at most 16 x 32 vec4.
@@ -65,6 +76,8 @@ const MAX_STAGE: u32 = 8u;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read> residual: array<st>;
 @group(0) @binding(6) var<storage, read_write> y: array<st>;
+// Split-K only: [slice][n * cout * oh * ow] raw sums.
+@group(0) @binding(7) var<storage, read_write> partial: array<f32>;
 
 var<workgroup> a_tile: array<vec4<f32>, MAX_TILE_V4>; // [TK][BM / 4]
 var<workgroup> b_tile: array<vec4<f32>, MAX_TILE_V4>; // [TK][BN / 4]
@@ -147,8 +160,13 @@ fn main(
     if q0 >= npix {
         return; // whole workgroup: uniform
     }
-    let g = wid.z / p.m_tiles;
-    let m0 = (wid.z % p.m_tiles) * bm4 * 4u;
+    let tiles = p.m_tiles * p.groups;
+    let slice = wid.z / tiles;
+    let zt = wid.z - slice * tiles;
+    let g = zt / p.m_tiles;
+    let m0 = (zt % p.m_tiles) * bm4 * 4u;
+    let k_begin = slice * p.k_len;
+    let k_end = min(k_begin + p.k_len, p.k_pad);
     let hw = p.h * p.w;
     let a_base = g * p.k_pad * (p.m_pad / 4u) + m0 / 4u;
 
@@ -170,11 +188,11 @@ fn main(
 
     let tx = lid % WX;
     let ty = lid / WX;
-    stage(0u, lid, a_base, bm4, bn4);
-    for (var k0 = 0u; k0 < p.k_pad; k0 += TK) {
+    stage(k_begin, lid, a_base, bm4, bn4);
+    for (var k0 = k_begin; k0 < k_end; k0 += TK) {
         commit(lid, bm4, bn4);
         workgroupBarrier();
-        if k0 + TK < p.k_pad {
+        if k0 + TK < k_end {
             stage(k0 + TK, lid, a_base, bm4, bn4);
         }
         for (var kk = 0u; kk < TK; kk++) {
@@ -201,17 +219,34 @@ fn main(
         for (var i = 0u; i < TMV; i++) {
             for (var c = 0u; c < 4u; c++) {
                 let m = m0 + (ty + i * WY) * 4u + c;
-                store(m, g, acc[(i * 4u + c) * TNV + j], out_base, live, ohw);
+                store(m, g, slice, acc[(i * 4u + c) * TNV + j], out_base, live, ohw);
             }
         }
     }
 }
 
-fn store(m: u32, g: u32, value: vec4<f32>, out_base: vec4<u32>, live: vec4<bool>, ohw: u32) {
+fn store(
+    m: u32,
+    g: u32,
+    slice: u32,
+    value: vec4<f32>,
+    out_base: vec4<u32>,
+    live: vec4<bool>,
+    ohw: u32,
+) {
     if m >= p.cout_g {
         return;
     }
     let oc = g * p.cout_g + m;
+    let idx = out_base + vec4<u32>(oc * ohw);
+    if (p.flags & FLAG_PARTIAL) != 0u {
+        let at = idx + vec4<u32>(slice * p.n * p.cout * ohw);
+        if live.x { partial[at.x] = value.x; }
+        if live.y { partial[at.y] = value.y; }
+        if live.z { partial[at.z] = value.z; }
+        if live.w { partial[at.w] = value.w; }
+        return;
+    }
     var v = value;
     if (p.flags & FLAG_SCALE) != 0u {
         v *= scale[oc];
@@ -219,7 +254,6 @@ fn store(m: u32, g: u32, value: vec4<f32>, out_base: vec4<u32>, live: vec4<bool>
     if (p.flags & FLAG_BIAS) != 0u {
         v += vec4<f32>(bias[oc]);
     }
-    let idx = out_base + vec4<u32>(oc * ohw);
     if (p.flags & FLAG_RESIDUAL) != 0u {
         if live.x { v.x += f32(residual[idx.x]); }
         if live.y { v.y += f32(residual[idx.y]); }

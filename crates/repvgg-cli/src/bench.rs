@@ -83,6 +83,8 @@ impl From<CpuAlgoArg> for ConvAlgo {
 pub(crate) enum KernelArg {
     Tiled,
     Gemm,
+    /// The gemm kernel with every conv's sum split over K (A/B runs of split-K).
+    SplitK,
     Workgroup,
     Subgroup,
     Naive,
@@ -94,6 +96,7 @@ impl From<KernelArg> for ConvKernel {
         match k {
             KernelArg::Tiled => ConvKernel::Tiled,
             KernelArg::Gemm => ConvKernel::Gemm,
+            KernelArg::SplitK => ConvKernel::SplitK,
             KernelArg::Workgroup => ConvKernel::Workgroup,
             KernelArg::Subgroup => ConvKernel::Subgroup,
             KernelArg::Naive => ConvKernel::Naive,

@@ -357,8 +357,15 @@ pub(crate) fn print_profiles(
                 total * 1e3,
                 layers.len()
             );
+            // The kernel column as wide as its longest name ("conv gemm split-K x16").
+            let kw = layers
+                .iter()
+                .map(|l| l.kernel.len())
+                .max()
+                .unwrap_or(0)
+                .max(6);
             out += &format!(
-                "{:>5} {:<16} {:<22} {:>10} {:>9} {:>7}\n",
+                "{:>5} {:<kw$} {:<22} {:>10} {:>9} {:>7}\n",
                 "layer", "kernel", "output", "time_ms", "GFLOP/s", "share"
             );
             for l in &layers {
@@ -369,7 +376,7 @@ pub(crate) fn print_profiles(
                     0.0
                 };
                 out += &format!(
-                    "{:>5} {:<16} {:<22} {:>10.3} {:>9.1} {:>6.1}%\n",
+                    "{:>5} {:<kw$} {:<22} {:>10.3} {:>9.1} {:>6.1}%\n",
                     l.index,
                     l.kernel,
                     format!("{:?}", l.output),

@@ -57,6 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for kernel in [
             ConvKernel::Tiled,
             ConvKernel::Gemm,
+            ConvKernel::SplitK,
             ConvKernel::Subgroup,
             ConvKernel::Workgroup,
             ConvKernel::Naive,

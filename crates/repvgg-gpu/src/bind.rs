@@ -6,9 +6,10 @@ use std::num::NonZeroU64;
 use wgpu::util::DeviceExt;
 
 use crate::error::{GpuError, Result};
-use crate::kernels::MAX_PARAMS_BYTES;
+use crate::kernels::{DispatchSpec, MAX_PARAMS_BYTES};
 use crate::network::{Dispatch, GpuNetwork, Prepared};
 use crate::plan::{Op, Plan};
+use crate::shader::Shader;
 use crate::upload::{ConvWeights, LayerGpu};
 
 impl GpuNetwork {
@@ -34,12 +35,18 @@ impl GpuNetwork {
                 })
             })
             .collect();
-        let align = (limits.min_uniform_buffer_offset_alignment as usize).max(MAX_PARAMS_BYTES);
+        let align = MAX_PARAMS_BYTES
+            .next_multiple_of((limits.min_uniform_buffer_offset_alignment as usize).max(1));
         let specs = (0..self.layers.len())
             .map(|i| self.dispatch_spec(i, &plan))
             .collect::<Result<Vec<_>>>()?;
-        let mut params = vec![0u8; align * specs.len().max(1)];
-        for (i, s) in specs.iter().enumerate() {
+        // One parameter slot per pass: a layer's own, then its second pass (split-K) if any.
+        let passes: Vec<&DispatchSpec> = specs
+            .iter()
+            .flat_map(|s| std::iter::once(s).chain(s.then.as_deref()))
+            .collect();
+        let mut params = vec![0u8; align * passes.len().max(1)];
+        for (i, s) in passes.iter().enumerate() {
             params[i * align..i * align + s.params.len()].copy_from_slice(&s.params);
         }
         let params_buf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -47,6 +54,24 @@ impl GpuNetwork {
             contents: &params,
             usage: wgpu::BufferUsages::UNIFORM,
         });
+        // The split-K partial sums of whichever layer runs: one buffer for all of them.
+        let scratch_bytes = specs.iter().map(|s| s.scratch_bytes).max().unwrap_or(0);
+        let scratch = (scratch_bytes > 0).then(|| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("split-K partial sums"),
+                size: scratch_bytes,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        });
+        let uniform_at = |slot: usize, len: usize| {
+            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &params_buf,
+                offset: (slot * align) as u64,
+                size: NonZeroU64::new(len as u64),
+            })
+        };
+        let mut slot = 0;
         let mut dispatches = Vec::with_capacity(self.layers.len());
         for (i, (layer, spec)) in self.layers.iter().zip(specs).enumerate() {
             let step = &self.topo.steps[i];
@@ -62,17 +87,25 @@ impl GpuNetwork {
             let opt = |b: &'a Option<wgpu::Buffer>| -> wgpu::BindingResource<'a> {
                 b.as_ref().unwrap_or(&self.dummy).as_entire_binding()
             };
-            let uniform = wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &params_buf,
-                offset: (i * align) as u64,
-                size: NonZeroU64::new(spec.params.len() as u64),
-            });
+            let uniform = uniform_at(slot, spec.params.len());
+            slot += 1;
+            let partial = || match (&scratch, spec.scratch_bytes) {
+                (Some(b), bytes) if bytes > 0 => {
+                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: b,
+                        offset: 0,
+                        size: NonZeroU64::new(bytes),
+                    })
+                }
+                _ => self.dummy_rw.as_entire_binding(),
+            };
             let residual = match &step.op {
                 Op::Conv { residual, .. }
                 | Op::Affine { residual }
                 | Op::WinogradOutput { residual, .. } => *residual,
                 _ => None,
             };
+            let mut then = None;
             let resources: Vec<wgpu::BindingResource<'_>> = match (layer, &step.op) {
                 (
                     LayerGpu::Conv {
@@ -82,18 +115,43 @@ impl GpuNetwork {
                         ..
                     },
                     _,
-                ) => vec![
-                    uniform,
-                    act(step.x),
-                    match weight {
-                        ConvWeights::Buffer(b) => b.as_entire_binding(),
-                        ConvWeights::Texture(v) => wgpu::BindingResource::TextureView(v),
-                    },
-                    opt(scale),
-                    opt(bias),
-                    residual.map_or_else(dummy, act),
-                    act(step.y),
-                ],
+                ) => {
+                    let mut r = vec![
+                        uniform,
+                        act(step.x),
+                        match weight {
+                            ConvWeights::Buffer(b) => b.as_entire_binding(),
+                            ConvWeights::Texture(v) => wgpu::BindingResource::TextureView(v),
+                        },
+                        opt(scale),
+                        opt(bias),
+                        residual.map_or_else(dummy, act),
+                        act(step.y),
+                    ];
+                    if spec.key.shader == Shader::ConvGemm {
+                        r.push(partial());
+                    }
+                    if let Some(second) = spec.then.as_deref() {
+                        let pipeline = self.ctx.pipeline(&second.key)?;
+                        let resources = vec![
+                            uniform_at(slot, second.params.len()),
+                            partial(),
+                            opt(scale),
+                            opt(bias),
+                            residual.map_or_else(dummy, act),
+                            act(step.y),
+                        ];
+                        slot += 1;
+                        then = Some(Box::new(Dispatch {
+                            bind_group: bind_group(device, &pipeline, second, resources),
+                            pipeline,
+                            groups: second.groups,
+                            then: None,
+                            k_slices: 1,
+                        }));
+                    }
+                    r
+                }
                 (LayerGpu::Affine { scale, shift, .. }, _) => vec![
                     uniform,
                     act(step.x),
@@ -131,30 +189,42 @@ impl GpuNetwork {
                     )));
                 }
             };
-            let entries: Vec<wgpu::BindGroupEntry<'_>> = resources
-                .into_iter()
-                .enumerate()
-                .map(|(binding, resource)| wgpu::BindGroupEntry {
-                    binding: binding as u32,
-                    resource,
-                })
-                .collect();
-            let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(spec.key.shader.file_name()),
-                layout: &pipeline.get_bind_group_layout(0),
-                entries: &entries,
-            });
             dispatches.push(Dispatch {
+                bind_group: bind_group(device, &pipeline, &spec, resources),
                 pipeline,
-                bind_group,
                 groups: spec.groups,
+                then,
+                k_slices: spec.k_slices,
             });
         }
         Ok(Prepared {
             key,
             plan,
             slots,
+            scratch,
             dispatches,
         })
     }
+}
+
+/// The bind group of `spec`'s pipeline: `resources` at bindings 0, 1, ...
+fn bind_group(
+    device: &wgpu::Device,
+    pipeline: &wgpu::ComputePipeline,
+    spec: &DispatchSpec,
+    resources: Vec<wgpu::BindingResource<'_>>,
+) -> wgpu::BindGroup {
+    let entries: Vec<wgpu::BindGroupEntry<'_>> = resources
+        .into_iter()
+        .enumerate()
+        .map(|(binding, resource)| wgpu::BindGroupEntry {
+            binding: binding as u32,
+            resource,
+        })
+        .collect();
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(spec.key.shader.file_name()),
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &entries,
+    })
 }

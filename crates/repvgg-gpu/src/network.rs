@@ -22,7 +22,7 @@ use crate::precision::Precision;
 use crate::upload::{self, LayerGpu};
 
 /// Bindings never exceed this, whatever the device offers, so that indices fit in `u32`.
-const MAX_BINDING: u64 = 1 << 31;
+pub(crate) const MAX_BINDING: u64 = 1 << 31;
 /// Prepared (shape-specific) resources kept per network.
 const PLAN_CACHE: usize = 4;
 
@@ -226,12 +226,19 @@ impl NetworkBuilder {
                 .collect::<Result<Vec<_>>>()
         })?;
         let steps = g.nodes.iter().map(|(n, y)| Step::of(n, *y)).collect();
-        let dummy = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("unused binding"),
-            size: 16,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
+        let unused = |label| {
+            ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        // Two: one buffer may not be bound read-only and read-write in one dispatch.
+        let (dummy, dummy_rw) = (
+            unused("unused binding"),
+            unused("unused read-write binding"),
+        );
         let limit = self
             .max_binding
             .unwrap_or(u64::MAX)
@@ -252,6 +259,7 @@ impl NetworkBuilder {
             max_binding: limit,
             nan_fill: self.nan_fill,
             dummy,
+            dummy_rw,
             cache: Mutex::new(Vec::new()),
             busy: Mutex::new(()),
         })
@@ -264,14 +272,22 @@ pub(crate) struct Prepared {
     pub key: (usize, usize, usize),
     pub plan: Plan,
     pub slots: Vec<wgpu::Buffer>,
+    /// Split-K partial sums, when a layer splits at these shapes (held by the bind groups).
+    #[allow(dead_code)]
+    pub scratch: Option<wgpu::Buffer>,
+    /// One per layer.
     pub dispatches: Vec<Dispatch>,
 }
 
+/// A layer's recorded work: one dispatch, and a second right after it for a split-K conv.
 #[derive(Debug)]
 pub(crate) struct Dispatch {
     pub pipeline: wgpu::ComputePipeline,
     pub bind_group: wgpu::BindGroup,
     pub groups: [u32; 3],
+    pub then: Option<Box<Dispatch>>,
+    /// K slices of a split-K conv, 1 otherwise.
+    pub k_slices: usize,
 }
 
 /// A network on the GPU, ready to run on batches of any size and input shape it can take.
@@ -284,6 +300,8 @@ pub struct GpuNetwork {
     max_binding: u64,
     nan_fill: bool,
     pub(crate) dummy: wgpu::Buffer,
+    /// Bound where a kernel's read-write buffer is unused (split-K's partial sums, unsplit).
+    pub(crate) dummy_rw: wgpu::Buffer,
     cache: Mutex<Vec<Arc<Prepared>>>,
     /// Runs share activation buffers: one at a time.
     pub(crate) busy: Mutex<()>,
@@ -360,6 +378,9 @@ impl GpuNetwork {
         let y = plan.shapes[step.y];
         let mut spec = self.layer_spec(i, step, x, y)?;
         spec.key.precision = self.topo.precision;
+        if let Some(then) = spec.then.as_deref_mut() {
+            then.key.precision = self.topo.precision;
+        }
         Ok(spec)
     }
 
@@ -429,6 +450,9 @@ impl GpuNetwork {
         pass.set_pipeline(&d.pipeline);
         pass.set_bind_group(0, &d.bind_group, &[]);
         pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+        if let Some(then) = &d.then {
+            Self::record(pass, then);
+        }
     }
 
     pub(crate) fn upload_input(&self, prep: &Prepared, data: &[f32]) {

@@ -18,6 +18,8 @@ pub enum Shader {
     ConvSubgroup,
     /// One output per invocation: the baseline the tiled kernel is measured against.
     ConvNaive,
+    /// The second pass of a split-K [`Shader::ConvGemm`]: sums the K slices, then the epilogue.
+    ConvSplitK,
     /// Per-channel `x * scale + shift`, optional residual and ReLU (a BN on its own branch).
     Affine,
     /// Global average pool `[N, C, H, W] -> [N, C]`.
@@ -35,11 +37,12 @@ pub enum Shader {
 
 impl Shader {
     /// Every shader, in file-name order.
-    pub const ALL: [Shader; 10] = [
+    pub const ALL: [Shader; 11] = [
         Shader::Affine,
         Shader::ChannelScale,
         Shader::ConvGemm,
         Shader::ConvNaive,
+        Shader::ConvSplitK,
         Shader::ConvSubgroup,
         Shader::ConvTiled,
         Shader::GlobalAvgPool,
@@ -55,6 +58,7 @@ impl Shader {
             Shader::ConvTiled => "conv_tiled.wgsl",
             Shader::ConvSubgroup => "conv_subgroup.wgsl",
             Shader::ConvNaive => "conv_naive.wgsl",
+            Shader::ConvSplitK => "conv_splitk.wgsl",
             Shader::Affine => "affine.wgsl",
             Shader::GlobalAvgPool => "gap.wgsl",
             Shader::Linear => "linear.wgsl",
@@ -71,6 +75,7 @@ impl Shader {
             Shader::ConvTiled => include_str!("../../../shaders/conv_tiled.wgsl"),
             Shader::ConvSubgroup => include_str!("../../../shaders/conv_subgroup.wgsl"),
             Shader::ConvNaive => include_str!("../../../shaders/conv_naive.wgsl"),
+            Shader::ConvSplitK => include_str!("../../../shaders/conv_splitk.wgsl"),
             Shader::Affine => include_str!("../../../shaders/affine.wgsl"),
             Shader::GlobalAvgPool => include_str!("../../../shaders/gap.wgsl"),
             Shader::Linear => include_str!("../../../shaders/linear.wgsl"),

@@ -234,7 +234,10 @@ impl GpuNetwork {
             let step = &self.topo.steps[i];
             out.push(LayerTiming {
                 index: i,
-                kernel: self.layers[i].kernel_name().to_string(),
+                kernel: match prep.dispatches[i].k_slices {
+                    1 => self.layers[i].kernel_name().to_string(),
+                    k => format!("{} split-K x{k}", self.layers[i].kernel_name()),
+                },
                 output: prep.plan.shapes[step.y],
                 macs: step_macs(step, &prep.plan.shapes)?,
                 time: Duration::from_nanos(s.get(s.len() / 2).copied().unwrap_or(0.0) as u64),

@@ -143,6 +143,11 @@ pub(crate) fn caps(ctx: &GpuContext) -> Caps {
         // A CPU runs a few workgroups at a time; a GPU wants several per compute unit (wgpu
         // does not say how many units there are: 128 covers most discrete GPUs).
         min_workgroups: if software { 8 } else { 128 },
+        max_binding: ctx
+            .limits()
+            .max_storage_buffer_binding_size
+            .min(ctx.limits().max_buffer_size)
+            .min(crate::network::MAX_BINDING),
     }
 }
 

@@ -329,6 +329,12 @@ fn f16_gemm_conv_matches_oracle_on_random_shapes() {
 }
 
 #[test]
+fn f16_split_k_conv_matches_oracle_on_random_shapes() {
+    let Some(ctx) = f16_ctx() else { return };
+    proptest!(config(5), |(c in cases())| { check_conv(&ctx, &c, ConvKernel::SplitK); });
+}
+
+#[test]
 fn f16_winograd_conv_matches_oracle_on_random_shapes() {
     let Some(ctx) = f16_ctx() else { return };
     let three = |c: Case| Case {
@@ -395,6 +401,13 @@ fn f16_a0_layer_shapes() {
         ..case(96, 96, 3, 1, 28, 4)
     };
     worst = worst.max(check_conv(&ctx, &with_residual, ConvKernel::Tiled));
+    // Split-K (f32 partial sums, f16 output) with a residual, at the 14x14 stage.
+    let split = Case {
+        residual: true,
+        scale: true,
+        ..case(192, 192, 3, 1, 14, 1)
+    };
+    worst = worst.max(check_conv(&ctx, &split, ConvKernel::SplitK));
     eprintln!("f16 A0 shapes: worst error {worst:.3} of the bound");
     // f32 storage would be ~1e-5 of this bound: f16 must really be in the buffers.
     assert!(

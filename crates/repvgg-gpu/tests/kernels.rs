@@ -159,6 +159,14 @@ fn gemm_conv_matches_oracle_on_random_shapes() {
     proptest!(config(12), |(c in cases())| check_conv(&ctx, &c, ConvKernel::Gemm));
 }
 
+/// Split-K forced on every conv: as many K slices as the sum has K tiles (up to 16), so the
+/// random shapes run 1 to 4 slices, ragged last slices included.
+#[test]
+fn split_k_conv_matches_oracle_on_random_shapes() {
+    let Some(ctx) = ctx() else { return };
+    proptest!(config(10), |(c in cases())| check_conv(&ctx, &c, ConvKernel::SplitK));
+}
+
 /// Winograd F(2x2, 3x3): every case made a 3x3 stride-1 padding-1 conv (odd and even sizes,
 /// 1x1 to 11x11 maps, groups, batch 2, every epilogue).
 #[test]
@@ -224,6 +232,10 @@ fn a0_layer_shapes_with_every_kernel() {
         if c.ks == 3 && c.stride == 1 {
             check_conv(&ctx, c, ConvKernel::Winograd);
         }
+        // Split-K where a GPU would take it: the 14x14 layers (108 and 12 K tiles).
+        if c.h == 14 {
+            check_conv(&ctx, c, ConvKernel::SplitK);
+        }
     }
     // Batch 2 and an odd map through Winograd at a real stage width.
     let odd = Case {
@@ -265,7 +277,72 @@ fn tiled_conv_spans_several_tiles_in_every_dimension() {
         };
         check_conv(&ctx, &c, ConvKernel::Tiled);
         check_conv(&ctx, &c, ConvKernel::Gemm);
+        check_conv(&ctx, &c, ConvKernel::SplitK);
         check_conv(&ctx, &c, ConvKernel::Workgroup);
+    }
+}
+
+/// The gemm kernel splits K on its own where a layer would launch fewer workgroups than the
+/// device wants (8 on a software adapter, 128 on a GPU): 192 channels on a 3x3 map launch two,
+/// so the 108 K tiles run as 4 slices on lavapipe (8 / 2 wanted) and 12 on a GPU (64 wanted,
+/// at most 108 / 8 = 13 slices of 8 tiles or more: 13 slices of 9 tiles, 12 of them needed); a
+/// 12x12 map launches 10, enough for lavapipe, still 12 slices on a GPU. Outputs NaN-filled, with every epilogue (scale, bias, residual, ReLU) in the second
+/// pass, against the f64 oracle; the profile names the split.
+#[test]
+fn gemm_splits_k_where_a_layer_would_leave_the_device_idle() {
+    let Some(ctx) = ctx() else { return };
+    let spec = ConvSpec::conv3x3(192, 192, 1, 1).expect("spec");
+    let mut rng = Rng::new(21);
+    let w = rng.array4(spec.weight_shape());
+    let scale = rng.vec_in(192, 0.5, 2.0);
+    let bias = rng.vec(192);
+    let mut b = NetworkBuilder::new(&ctx)
+        .kernel(ConvKernel::Gemm)
+        .nan_fill(true);
+    let x = b.input(192);
+    let ep = repvgg_gpu::Epilogue {
+        scale: Some(scale.clone()),
+        bias: Some(bias.clone()),
+        residual: Some(x),
+        relu: true,
+    };
+    let y = b.conv(x, w.view(), spec, ep).expect("conv");
+    b.output("y", y);
+    let net = b.build().expect("build");
+    let software = ctx.is_software();
+    let slices = |on_software: &str, on_hardware: &str| {
+        if software { on_software } else { on_hardware }.to_string()
+    };
+    for (size, expected) in [
+        (3, slices("conv gemm split-K x4", "conv gemm split-K x12")),
+        (12, slices("conv gemm", "conv gemm split-K x12")),
+    ] {
+        let n = 1;
+        let input = rng.array4([n, 192, size, size]);
+        let got = net.run(input.view()).expect("run");
+        let conv = reference_conv(&input, &w, &spec, Some(&scale), Some(&bias), false);
+        let want = (conv + &input).mapv(|v| v.max(0.0));
+        let magnitude = reference_conv(
+            &input.mapv(f32::abs),
+            &w.mapv(f32::abs),
+            &spec,
+            Some(&scale),
+            None,
+            false,
+        ) + input.mapv(f32::abs);
+        assert_close_sum(
+            &format!("split-K conv {n}x{size}x{size}"),
+            got["y"].view(),
+            want.into_dyn().view(),
+            magnitude.into_dyn().view(),
+            1e-5,
+        );
+        if !ctx.has_timestamps() {
+            eprintln!("no timestamp queries: the profile cannot name the split here");
+            continue;
+        }
+        let layers = net.profile(n, size, size, 0, 1).expect("profile");
+        assert_eq!(layers[0].kernel, expected, "{size}x{size}");
     }
 }
 

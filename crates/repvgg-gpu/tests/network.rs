@@ -201,6 +201,7 @@ fn multi_layer_network_matches_cpu_composition_with_every_kernel() {
     for kernel in [
         ConvKernel::Tiled,
         ConvKernel::Gemm,
+        ConvKernel::SplitK,
         ConvKernel::Workgroup,
         ConvKernel::Naive,
         ConvKernel::Winograd,

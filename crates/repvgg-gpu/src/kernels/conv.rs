@@ -3,7 +3,10 @@
 use ndarray::ArrayView4;
 use repvgg_math::ConvSpec;
 
-use super::{DispatchSpec, FLAG_BIAS, FLAG_RELU, FLAG_RESIDUAL, FLAG_SCALE, grid, params, u};
+use super::{
+    DispatchSpec, FLAG_BIAS, FLAG_PARTIAL, FLAG_RELU, FLAG_RESIDUAL, FLAG_SCALE, grid, linear_grid,
+    params, u,
+};
 use crate::error::{GpuError, Result};
 use crate::shader::{PipelineKey, Shader};
 
@@ -16,8 +19,14 @@ pub enum ConvKernel {
     #[default]
     Tiled,
     /// Implicit GEMM with a tile configured per layer (`conv_gemm.wgsl`): 64-256 invocations,
-    /// 4x4 to 8x8 outputs per invocation, register-staged K tiles. Runs on every adapter.
+    /// 4x4 to 8x8 outputs per invocation, register-staged K tiles. Runs on every adapter. A
+    /// layer that would launch fewer workgroups than the device wants (late layers at batch 1
+    /// on a hardware GPU) splits its sum over K into slices whose partial sums a second pass
+    /// adds up (`conv_splitk.wgsl`, with the epilogue).
     Gemm,
+    /// [`ConvKernel::Gemm`] with the sum always split over K, into as many slices as it has K
+    /// tiles, up to 16: for tests and A/B runs of the split-K path.
+    SplitK,
     /// Implicit GEMM with workgroup-shared tiles and 4x4 register blocks (`conv_tiled.wgsl`):
     /// runs on every adapter.
     Workgroup,
@@ -45,7 +54,14 @@ params! {
     /// `conv_gemm.wgsl`.
     ConvGemmParams for Shader::ConvGemm => {
         n, cin, h, w, cout, oh, ow, stride, pad, cin_g, cout_g, k_total, m_pad, k_pad, flags,
-        m_tiles,
+        m_tiles, groups, k_len, _pad0, _pad1,
+    }
+}
+
+params! {
+    /// `conv_splitk.wgsl`.
+    ConvSplitKParams for Shader::ConvSplitK => {
+        total, cout, ohw, splits, flags, _pad0, _pad1, _pad2,
     }
 }
 
@@ -86,10 +102,48 @@ pub(crate) struct Caps {
     pub software: bool,
     /// Workgroups a dispatch should have at least to fill the device.
     pub min_workgroups: usize,
+    /// Bytes one storage binding may take (the split-K scratch must fit).
+    pub max_binding: u64,
 }
 
 /// K tile of `conv_gemm.wgsl` (`TK`).
 pub(crate) const GEMM_TK: usize = 16;
+/// Most K slices of a split-K conv.
+const MAX_K_SLICES: usize = 16;
+/// K tiles a slice has at least when split-K is chosen rather than forced: 8 tiles (128 steps)
+/// keep the partial sums' traffic (one write and one read per output and slice) small next to
+/// the slice's arithmetic (128 multiply-adds per output).
+const MIN_SLICE_TILES: usize = 8;
+/// Invocations per workgroup of `conv_splitk.wgsl` (`WG` there).
+const SPLITK_WG: usize = 256;
+
+/// How a `conv_gemm.wgsl` dispatch of `workgroups` workgroups over `k_tiles` K tiles splits
+/// its sum: `(slices, tiles per slice)`, `(1, k_tiles)` for no split. Chosen when the dispatch
+/// has fewer workgroups than `min_workgroups` (as many slices as fill the device, each of at
+/// least [`MIN_SLICE_TILES`]) or `forced` (one tile per slice); at most [`MAX_K_SLICES`], and
+/// no more than `max_slices` (what the scratch binding holds). Slices are equal but the last.
+pub(crate) fn k_split(
+    k_tiles: usize,
+    workgroups: usize,
+    min_workgroups: usize,
+    forced: bool,
+    max_slices: usize,
+) -> (usize, usize) {
+    let k_tiles = k_tiles.max(1);
+    let (wanted, most) = if forced {
+        (MAX_K_SLICES, k_tiles)
+    } else if workgroups >= min_workgroups {
+        (1, 1)
+    } else {
+        (
+            min_workgroups.div_ceil(workgroups.max(1)),
+            k_tiles / MIN_SLICE_TILES,
+        )
+    };
+    let slices = wanted.min(most).min(MAX_K_SLICES).min(max_slices).max(1);
+    let per_slice = k_tiles.div_ceil(slices);
+    (k_tiles.div_ceil(per_slice), per_slice)
+}
 
 /// The channel side of a `conv_gemm.wgsl` tile, fixed at upload (it sets the weight padding):
 /// `wy` invocations along channels, each with `tmv` blocks of 4 channels.
@@ -158,6 +212,8 @@ pub(crate) enum ConvImpl {
         rows: GemmRows,
         m_pad: usize,
         k_pad: usize,
+        /// Always split the sum over K ([`ConvKernel::SplitK`]).
+        force_split: bool,
     },
     Workgroup {
         m_pad: usize,
@@ -240,7 +296,7 @@ pub(crate) fn choose(
                 spec.stride
             )));
         }
-        ConvKernel::Gemm | ConvKernel::Workgroup | ConvKernel::Naive => false,
+        ConvKernel::Gemm | ConvKernel::SplitK | ConvKernel::Workgroup | ConvKernel::Naive => false,
     };
     Ok(if subgroup {
         let sg = caps.subgroup_min.unwrap_or(8) as usize;
@@ -259,12 +315,17 @@ pub(crate) fn choose(
         )
     } else if matches!(
         kernel,
-        ConvKernel::Tiled | ConvKernel::Gemm | ConvKernel::Winograd
+        ConvKernel::Tiled | ConvKernel::Gemm | ConvKernel::SplitK | ConvKernel::Winograd
     ) {
         let rows = GemmRows::for_channels(spec.out_channels / spec.groups);
         let (data, m_pad, k_pad) = gemm_weight_layout(&weight, spec, rows.bm(), GEMM_TK);
         (
-            ConvImpl::Gemm { rows, m_pad, k_pad },
+            ConvImpl::Gemm {
+                rows,
+                m_pad,
+                k_pad,
+                force_split: kernel == ConvKernel::SplitK,
+            },
             WeightData::Buffer(data),
         )
     } else if kernel == ConvKernel::Naive {
@@ -360,10 +421,28 @@ pub(crate) fn dispatch(
         }
     };
     match imp {
-        ConvImpl::Gemm { rows, m_pad, k_pad } => {
+        ConvImpl::Gemm {
+            rows,
+            m_pad,
+            k_pad,
+            force_split,
+        } => {
             let m_tiles = m_pad / rows.bm();
-            let z = check_z(m_tiles * spec.groups)?;
-            let cols = GemmCols::for_pixels(n * oh * ow, z as usize, caps.min_workgroups);
+            let tiles = m_tiles * spec.groups;
+            check_z(tiles)?;
+            let cols = GemmCols::for_pixels(n * oh * ow, tiles, caps.min_workgroups);
+            let workgroups = (n * oh * ow).div_ceil(cols.bn()) * tiles;
+            let total = n * cout * oh * ow;
+            let slice_bytes = (4 * total as u64).max(1);
+            let max_slices = usize::try_from(caps.max_binding / slice_bytes).unwrap_or(usize::MAX);
+            let (slices, per_slice) = k_split(
+                k_pad / GEMM_TK,
+                workgroups,
+                caps.min_workgroups,
+                force_split,
+                max_slices,
+            );
+            let z = check_z(tiles * slices)?;
             let p = ConvGemmParams {
                 n: u(n),
                 cin: u(cin),
@@ -379,8 +458,11 @@ pub(crate) fn dispatch(
                 k_total: u(cin_g * ks * ks),
                 m_pad: u(m_pad),
                 k_pad: u(k_pad),
-                flags,
+                flags: if slices > 1 { FLAG_PARTIAL } else { flags },
                 m_tiles: u(m_tiles),
+                groups: u(spec.groups),
+                k_len: u(per_slice * GEMM_TK),
+                ..ConvGemmParams::default()
             };
             let [gx, gy] = grid((n * oh * ow).div_ceil(cols.bn()), max_dim)?;
             let key = PipelineKey::new(Shader::ConvGemm)
@@ -389,7 +471,26 @@ pub(crate) fn dispatch(
                 .constant("WY", u(rows.wy))
                 .constant("TMV", u(rows.tmv))
                 .constant("TNV", u(cols.tnv));
-            Ok(DispatchSpec::new(key, &p, [gx, gy, z]))
+            let mut d = DispatchSpec::new(key, &p, [gx, gy, z]);
+            if slices > 1 {
+                let r = ConvSplitKParams {
+                    total: u(total),
+                    cout: u(cout),
+                    ohw: u(oh * ow),
+                    splits: u(slices),
+                    flags,
+                    ..ConvSplitKParams::default()
+                };
+                let reduce = DispatchSpec::new(
+                    PipelineKey::new(Shader::ConvSplitK),
+                    &r,
+                    linear_grid(total, SPLITK_WG, max_dim)?,
+                );
+                d.then = Some(Box::new(reduce));
+                d.scratch_bytes = slice_bytes * slices as u64;
+                d.k_slices = slices;
+            }
+            Ok(d)
         }
         ConvImpl::Workgroup { m_pad, k_pad } => {
             let m_tiles = m_pad / TILE_M;
@@ -504,6 +605,7 @@ mod tests {
             max_workgroups: 65535,
             software: true,
             min_workgroups: 8,
+            max_binding: 1 << 30,
         };
         let hardware = Caps {
             software: false,
@@ -524,9 +626,19 @@ mod tests {
             rows: GemmRows { wy: 8, tmv: 1 },
             m_pad: 32,
             k_pad: 80,
+            force_split: false,
         };
         assert_eq!(imp(ConvKernel::Tiled, &without, &spec).ok(), Some(gemm16));
         assert_eq!(imp(ConvKernel::Tiled, &hardware, &spec).ok(), Some(gemm16));
+        assert_eq!(
+            imp(ConvKernel::SplitK, &with, &spec).ok(),
+            Some(ConvImpl::Gemm {
+                rows: GemmRows { wy: 8, tmv: 1 },
+                m_pad: 32,
+                k_pad: 80,
+                force_split: true,
+            })
+        );
         assert!(matches!(
             imp(ConvKernel::Workgroup, &with, &spec),
             Ok(ConvImpl::Workgroup {
@@ -565,6 +677,34 @@ mod tests {
         assert_eq!(GemmCols::for_pixels(3136, 1, 16).bn(), 128);
         assert_eq!(GemmCols::for_pixels(3136, 1, 40).bn(), 64);
         assert_eq!(GemmCols::for_pixels(49, 10, 1000).bn(), 32);
+    }
+
+    #[test]
+    fn k_splits_fill_the_device_with_slices_of_eight_tiles_or_more() {
+        // Enough workgroups: no split, forced or not past what the scratch holds.
+        assert_eq!(k_split(108, 200, 128, false, 100), (1, 108));
+        assert_eq!(k_split(108, 20, 128, true, 1), (1, 108));
+        // A0's 192->1280 stride-2 conv at batch 1: 20 workgroups, 108 K tiles -> 7 slices.
+        assert_eq!(k_split(108, 20, 128, false, 100), (7, 16));
+        // The scratch binding holds 3 slices.
+        assert_eq!(k_split(108, 20, 128, false, 3), (3, 36));
+        // Short sums are not split unless forced; forced: one tile per slice, up to 16.
+        assert_eq!(k_split(15, 4, 128, false, 100), (1, 15));
+        assert_eq!(k_split(3, 4, 128, true, 100), (3, 1));
+        assert_eq!(k_split(40, 4, 128, true, 100), (14, 3));
+        for k_tiles in 1..200 {
+            for workgroups in [1, 5, 20, 127, 128, 1000] {
+                for forced in [false, true] {
+                    let (slices, per) = k_split(k_tiles, workgroups, 128, forced, 100);
+                    // Every tile in exactly one slice, none empty, within the limits.
+                    assert!(slices * per >= k_tiles && (slices - 1) * per < k_tiles);
+                    assert!((1..=MAX_K_SLICES).contains(&slices));
+                    if !forced && slices > 1 {
+                        assert!(per >= MIN_SLICE_TILES && workgroups < 128);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

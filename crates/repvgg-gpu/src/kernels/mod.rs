@@ -14,9 +14,11 @@ pub(crate) const FLAG_SCALE: u32 = 1;
 pub(crate) const FLAG_BIAS: u32 = 2;
 pub(crate) const FLAG_RESIDUAL: u32 = 4;
 pub(crate) const FLAG_RELU: u32 = 8;
+/// `conv_gemm.wgsl`: store raw K-slice sums into `partial` (split-K).
+pub(crate) const FLAG_PARTIAL: u32 = 16;
 
 /// Bytes of the largest parameter struct; every layer gets a slot of at least this size.
-pub(crate) const MAX_PARAMS_BYTES: usize = 64;
+pub(crate) const MAX_PARAMS_BYTES: usize = 80;
 
 /// Declares a parameter struct of `u32` fields, laid out as WGSL lays out the struct of the
 /// same field names (all `u32`: offsets 0, 4, 8, ...; the size a multiple of 16 through
@@ -44,12 +46,19 @@ macro_rules! params {
 pub(crate) use params;
 
 /// A layer ready to dispatch: its pipeline, its parameters (bytes of a params struct) and its
-/// workgroup counts.
+/// workgroup counts; a split-K conv has a second pass that reads a scratch buffer the first
+/// one fills.
 #[derive(Debug, Clone)]
 pub(crate) struct DispatchSpec {
     pub key: PipelineKey,
     pub params: Vec<u8>,
     pub groups: [u32; 3],
+    /// The second pass, run right after this one.
+    pub then: Option<Box<DispatchSpec>>,
+    /// Bytes of f32 scratch the two passes share (0 without a second pass).
+    pub scratch_bytes: u64,
+    /// K slices of a split-K conv (1 otherwise), for the profile.
+    pub k_slices: usize,
 }
 
 impl DispatchSpec {
@@ -58,6 +67,9 @@ impl DispatchSpec {
             key,
             params: bytemuck::bytes_of(params).to_vec(),
             groups,
+            then: None,
+            scratch_bytes: 0,
+            k_slices: 1,
         }
     }
 }
@@ -188,13 +200,16 @@ mod tests {
 
     #[test]
     fn every_params_struct_matches_its_wgsl_layout() {
-        use conv::{ConvGemmParams, ConvNaiveParams, ConvSubgroupParams, ConvTiledParams};
+        use conv::{
+            ConvGemmParams, ConvNaiveParams, ConvSplitKParams, ConvSubgroupParams, ConvTiledParams,
+        };
         use simple::{AffineParams, GapParams, LinearParams, ScaleParams};
         use winograd::{WinoInputParams, WinoOutputParams};
         check::<ConvGemmParams>(ConvGemmParams::FIELDS, ConvGemmParams::SHADER);
         check::<ConvTiledParams>(ConvTiledParams::FIELDS, ConvTiledParams::SHADER);
         check::<ConvSubgroupParams>(ConvSubgroupParams::FIELDS, ConvSubgroupParams::SHADER);
         check::<ConvNaiveParams>(ConvNaiveParams::FIELDS, ConvNaiveParams::SHADER);
+        check::<ConvSplitKParams>(ConvSplitKParams::FIELDS, ConvSplitKParams::SHADER);
         check::<AffineParams>(AffineParams::FIELDS, AffineParams::SHADER);
         check::<GapParams>(GapParams::FIELDS, GapParams::SHADER);
         check::<LinearParams>(LinearParams::FIELDS, LinearParams::SHADER);
@@ -206,6 +221,7 @@ mod tests {
             ConvTiledParams::SHADER,
             ConvSubgroupParams::SHADER,
             ConvNaiveParams::SHADER,
+            ConvSplitKParams::SHADER,
             AffineParams::SHADER,
             GapParams::SHADER,
             LinearParams::SHADER,
