@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use eframe::egui;
 use ndarray::{Array2, Array4, Axis};
-use repvgg_gpu::{AutoDevice, GpuContext, is_software_adapter};
+use repvgg_gpu::{AutoDevice, GpuContext, Precision, is_software_adapter};
 
 /// Which device the demo runs on (`repvgg-demo --device auto|cpu|gpu`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -175,6 +175,7 @@ impl Canvas {
 enum Engine {
     Gpu {
         ctx: GpuContext,
+        precision: Precision,
         train: GpuModel,
         deploy: GpuModel,
     },
@@ -258,8 +259,19 @@ impl std::fmt::Debug for DemoApp {
 
 impl DemoApp {
     /// Builds the app on `gpu` (or on the CPU, saying why, when it is an error), with optional
-    /// ImageNet weights. Never panics: failures end up as messages in the UI.
+    /// ImageNet weights, in f32. Never panics: failures end up as messages in the UI.
     pub fn new(gpu: Result<GpuContext, String>, weights: Option<PathBuf>) -> Self {
+        Self::with_precision(gpu, weights, Precision::F32)
+    }
+
+    /// [`DemoApp::new`] with the models stored in `precision` on the GPU ([`Precision::F16`]:
+    /// f16 weights and activations, f32 arithmetic; the device needs `SHADER_F16`, else the CPU
+    /// runs and [`DemoApp::device_text`] says why). The CPU path is f32 whatever is asked.
+    pub fn with_precision(
+        gpu: Result<GpuContext, String>,
+        weights: Option<PathBuf>,
+        precision: Precision,
+    ) -> Self {
         let mut app = Self {
             canvas: Canvas::new(CANVAS_SIZE),
             form: Form::Deploy,
@@ -302,7 +314,10 @@ impl DemoApp {
             }
         };
         let gpu = gpu.and_then(|ctx| {
-            let opts = GpuOptions::default();
+            let opts = GpuOptions {
+                precision,
+                ..GpuOptions::default()
+            };
             let t = GpuModel::train(&ctx, &train, opts).map_err(|e| e.to_string())?;
             let d = GpuModel::deploy(&ctx, &deploy, opts).map_err(|e| e.to_string())?;
             Ok((ctx, t, d))
@@ -311,8 +326,12 @@ impl DemoApp {
             Ok((ctx, t, d)) => {
                 let info = ctx.info();
                 app.device_text = format!("GPU: {} ({})", info.name, info.backend);
+                if precision != Precision::F32 {
+                    app.device_text += &format!(", {precision}");
+                }
                 app.engine = Some(Engine::Gpu {
                     ctx,
+                    precision,
                     train: t,
                     deploy: d,
                 });
@@ -328,7 +347,7 @@ impl DemoApp {
         app
     }
 
-    /// Builds the app on the device `device` asks for.
+    /// Builds the app on the device `device` asks for, the GPU models stored in `precision`.
     ///
     /// [`DeviceRequest::Auto`] takes eframe's own wgpu device, else a device of its own, when
     /// it is a hardware GPU; a software adapter (lavapipe, SwiftShader, WARP) is slower than the
@@ -338,9 +357,11 @@ impl DemoApp {
         cc: &eframe::CreationContext<'_>,
         weights: Option<PathBuf>,
         device: DeviceRequest,
+        precision: Precision,
     ) -> Self {
+        let build = |gpu, weights| Self::with_precision(gpu, weights, precision);
         if device == DeviceRequest::Cpu {
-            return Self::new(Err("asked for with --device cpu".into()), weights);
+            return build(Err("asked for with --device cpu".into()), weights);
         }
         let mut reasons = Vec::new();
         if let Some(rs) = &cc.wgpu_render_state {
@@ -350,7 +371,7 @@ impl DemoApp {
                     "{} is a software adapter, slower than the CPU path; --device gpu runs on it",
                     info.name
                 );
-                return Self::new(Err(why), weights);
+                return build(Err(why), weights);
             }
             let ctx = GpuContext::from_device(
                 rs.device.clone(),
@@ -358,7 +379,7 @@ impl DemoApp {
                 info,
                 rs.device.limits(),
             );
-            let app = Self::new(Ok(ctx), weights.clone());
+            let app = build(Ok(ctx), weights.clone());
             if matches!(app.engine, Some(Engine::Gpu { .. })) {
                 return app;
             }
@@ -374,10 +395,10 @@ impl DemoApp {
             _ => GpuContext::new().map_err(|e| format!("no GPU adapter: {e}")),
         };
         match ctx {
-            Ok(ctx) => Self::new(Ok(ctx), weights),
+            Ok(ctx) => build(Ok(ctx), weights),
             Err(e) => {
                 reasons.push(e);
-                Self::new(Err(reasons.join("; ")), weights)
+                build(Err(reasons.join("; ")), weights)
             }
         }
     }
@@ -398,8 +419,12 @@ impl DemoApp {
             }
         };
         let model = match &self.engine {
-            Some(Engine::Gpu { ctx, .. }) => {
-                match GpuModel::deploy(ctx, &deploy, GpuOptions::default()) {
+            Some(Engine::Gpu { ctx, precision, .. }) => {
+                let opts = GpuOptions {
+                    precision: *precision,
+                    ..GpuOptions::default()
+                };
+                match GpuModel::deploy(ctx, &deploy, opts) {
                     Ok(m) => ImageNetModel::Gpu(m),
                     Err(_) => ImageNetModel::Cpu(deploy),
                 }
@@ -658,6 +683,59 @@ mod tests {
         assert_eq!(app.latencies(Form::Train).len(), 1);
         app.clear();
         assert_eq!(app.prediction(), None);
+    }
+
+    /// f16 on the GPU (lavapipe has `SHADER_F16`): the device line says so and the first 40
+    /// test digits get the f32 app's classes; an adapter without f16 falls back to the CPU and
+    /// says why.
+    #[test]
+    fn f16_models_classify_like_f32_and_say_so() {
+        let ctx = match GpuContext::new() {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                assert!(
+                    std::env::var_os("REPVGG_REQUIRE_GPU").is_none(),
+                    "REPVGG_REQUIRE_GPU is set but there is no adapter: {e}"
+                );
+                eprintln!("no GPU adapter: {e}");
+                return;
+            }
+        };
+        let f16 = ctx.has_f16();
+        let mut half = DemoApp::with_precision(Ok(ctx.clone()), None, Precision::F16);
+        eprintln!("device: {}", half.device_text());
+        if !f16 {
+            assert!(!half.on_gpu());
+            assert!(
+                half.device_text().contains("SHADER_F16"),
+                "{}",
+                half.device_text()
+            );
+            return;
+        }
+        assert!(half.on_gpu() && half.device_text().ends_with(", f16"));
+        let mut full = DemoApp::new(Ok(ctx), None);
+        assert!(full.on_gpu() && !full.device_text().contains("f16"));
+        for i in 0..40 {
+            for form in [Form::Deploy, Form::Train] {
+                half.set_form(form);
+                full.set_form(form);
+                half.load_test_digit(i);
+                full.load_test_digit(i);
+                assert_eq!(half.prediction(), full.prediction(), "digit {i}, {form:?}");
+                let (p, q) = (half.probabilities(), full.probabilities());
+                let (p, q) = (p.expect("f16 probabilities"), q.expect("f32 probabilities"));
+                let diff = p
+                    .iter()
+                    .zip(q)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(
+                    diff < 1e-2,
+                    "digit {i}, {form:?}: probabilities differ by {diff}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! `repvgg-demo [--weights FILE]`: the desktop demo.
+//! `repvgg-demo [--weights FILE] [--device auto|cpu|gpu] [--precision f32|f16]`: the desktop
+//! demo.
 
 use std::path::PathBuf;
 
 use eframe::egui;
 use repvgg_demo::{DemoApp, DeviceRequest};
+use repvgg_gpu::Precision;
 
 fn parse_device(v: &str) -> Result<DeviceRequest, String> {
     match v {
@@ -14,9 +16,24 @@ fn parse_device(v: &str) -> Result<DeviceRequest, String> {
     }
 }
 
-fn parse_args() -> Result<(Option<PathBuf>, DeviceRequest), String> {
+fn parse_precision(v: &str) -> Result<Precision, String> {
+    Precision::ALL
+        .into_iter()
+        .find(|p| p.name() == v)
+        .ok_or_else(|| format!("--precision `{v}`: expected f32 or f16"))
+}
+
+/// What the command line asks for.
+struct Args {
+    weights: Option<PathBuf>,
+    device: DeviceRequest,
+    precision: Precision,
+}
+
+fn parse_args() -> Result<Args, String> {
     let mut weights = None;
     let mut device = DeviceRequest::Auto;
+    let mut precision = Precision::F32;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -29,23 +46,38 @@ fn parse_args() -> Result<(Option<PathBuf>, DeviceRequest), String> {
                 device = parse_device(&args.next().ok_or("--device needs auto, cpu or gpu")?)?;
             }
             s if s.starts_with("--device=") => device = parse_device(&s["--device=".len()..])?,
+            "--precision" => {
+                precision = parse_precision(&args.next().ok_or("--precision needs f32 or f16")?)?;
+            }
+            s if s.starts_with("--precision=") => {
+                precision = parse_precision(&s["--precision=".len()..])?;
+            }
             s if s.starts_with("--weights=") => {
                 weights = Some(PathBuf::from(&s["--weights=".len()..]));
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: repvgg-demo [--weights IMAGENET_CHECKPOINT.safetensors] [--device auto|cpu|gpu]"
+                    "usage: repvgg-demo [--weights IMAGENET_CHECKPOINT.safetensors] [--device auto|cpu|gpu] \
+                     [--precision f32|f16]"
                 );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument `{other}` (try --help)")),
         }
     }
-    Ok((weights, device))
+    Ok(Args {
+        weights,
+        device,
+        precision,
+    })
 }
 
 fn main() {
-    let (weights, device) = match parse_args() {
+    let Args {
+        weights,
+        device,
+        precision,
+    } = match parse_args() {
         Ok(w) => w,
         Err(e) => {
             eprintln!("repvgg-demo: {e}");
@@ -63,7 +95,7 @@ fn main() {
         options,
         Box::new(move |cc| {
             Ok(Box::new(DemoApp::from_creation_context(
-                cc, weights, device,
+                cc, weights, device, precision,
             )))
         }),
     );

@@ -5,6 +5,7 @@ use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use repvgg_demo::{DemoApp, DeviceRequest, Form};
+use repvgg_gpu::Precision;
 
 fn harness() -> Harness<'static, DemoApp> {
     let builder = Harness::builder().with_size(egui::Vec2::new(760.0, 1100.0));
@@ -16,7 +17,9 @@ fn harness() -> Harness<'static, DemoApp> {
         builder
     };
     // `Gpu`: the software adapters of CI runners are taken too, so the GPU path is what runs.
-    builder.build_eframe(|cc| DemoApp::from_creation_context(cc, None, DeviceRequest::Gpu))
+    builder.build_eframe(|cc| {
+        DemoApp::from_creation_context(cc, None, DeviceRequest::Gpu, Precision::F32)
+    })
 }
 
 #[test]
