@@ -20,8 +20,9 @@
 // Split-K (FLAG_PARTIAL): when a layer would launch too few workgroups to fill the GPU (late
 // layers at batch 1), the K range is cut into `splits` slices of `k_len` steps; workgroup z then
 // runs over (slice, group, channel tile), and each slice stores its raw sums into `partial`
-// ([slice][n][cout][oh * ow], f32), which `conv_splitk.wgsl` adds up in slice order before the
-// epilogue. Without the flag, k_len = k_pad: one slice, stored through the epilogue into y.
+// ([slice][n][cout][oh * ow], f32), which the second entry point, `reduce`, adds up in slice
+// order before the epilogue. Without the flag, k_len = k_pad: one slice, stored through the
+// epilogue into y.
 
 // Storage element type: f32 here; the f16 build (Precision::F16) makes it f16 and prepends
 // `enable f16;`. Loads convert to f32 (`f32(..)`), stores round (`st(..)`); arithmetic is f32.
@@ -53,8 +54,8 @@ struct Params {
     m_tiles: u32, // m_pad / BM
     groups: u32,
     k_len: u32, // K steps per slice (a multiple of TK); k_pad without split-K
+    splits: u32, // K slices (`reduce` only)
     _pad0: u32,
-    _pad1: u32,
 }
 
 const FLAG_SCALE: u32 = 1u;
@@ -76,7 +77,7 @@ const MAX_STAGE: u32 = 8u;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read> residual: array<st>;
 @group(0) @binding(6) var<storage, read_write> y: array<st>;
-// Split-K only: [slice][n * cout * oh * ow] raw sums.
+// Split-K only: [slice][n * cout * oh * ow] raw sums (written by `main`, read by `reduce`).
 @group(0) @binding(7) var<storage, read_write> partial: array<f32>;
 
 var<workgroup> a_tile: array<vec4<f32>, MAX_TILE_V4>; // [TK][BM / 4]
@@ -267,4 +268,34 @@ fn store(
     if live.y { y[idx.y] = st(v.y); }
     if live.z { y[idx.z] = st(v.z); }
     if live.w { y[idx.w] = st(v.w); }
+}
+
+// Split-K, second pass: one invocation per output element (NCHW order) adds the slices' raw sums
+// in slice order, then applies the epilogue and stores the output.
+@compute @workgroup_size(256)
+fn reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let ohw = p.oh * p.ow;
+    let total = p.n * p.cout * ohw;
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if i >= total {
+        return;
+    }
+    var v = 0.0;
+    for (var s = 0u; s < p.splits; s++) {
+        v += partial[s * total + i];
+    }
+    let oc = (i / ohw) % p.cout;
+    if (p.flags & FLAG_SCALE) != 0u {
+        v *= scale[oc];
+    }
+    if (p.flags & FLAG_BIAS) != 0u {
+        v += bias[oc];
+    }
+    if (p.flags & FLAG_RESIDUAL) != 0u {
+        v += f32(residual[i]);
+    }
+    if (p.flags & FLAG_RELU) != 0u {
+        v = max(v, 0.0);
+    }
+    y[i] = st(v);
 }

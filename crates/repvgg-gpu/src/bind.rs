@@ -132,14 +132,15 @@ impl GpuNetwork {
                         r.push(partial());
                     }
                     if let Some(second) = spec.then.as_deref() {
+                        // `reduce` binds what it uses, at the same numbers as `main`.
                         let pipeline = self.ctx.pipeline(&second.key)?;
                         let resources = vec![
-                            uniform_at(slot, second.params.len()),
-                            partial(),
-                            opt(scale),
-                            opt(bias),
-                            residual.map_or_else(dummy, act),
-                            act(step.y),
+                            (0, uniform_at(slot, second.params.len())),
+                            (3, opt(scale)),
+                            (4, opt(bias)),
+                            (5, residual.map_or_else(dummy, act)),
+                            (6, act(step.y)),
+                            (7, partial()),
                         ];
                         slot += 1;
                         then = Some(Box::new(Dispatch {
@@ -189,8 +190,9 @@ impl GpuNetwork {
                     )));
                 }
             };
+            let numbered = (0..).zip(resources).collect();
             dispatches.push(Dispatch {
-                bind_group: bind_group(device, &pipeline, &spec, resources),
+                bind_group: bind_group(device, &pipeline, &spec, numbered),
                 pipeline,
                 groups: spec.groups,
                 then,
@@ -207,20 +209,16 @@ impl GpuNetwork {
     }
 }
 
-/// The bind group of `spec`'s pipeline: `resources` at bindings 0, 1, ...
+/// The bind group of `spec`'s pipeline: `(binding, resource)` pairs.
 fn bind_group(
     device: &wgpu::Device,
     pipeline: &wgpu::ComputePipeline,
     spec: &DispatchSpec,
-    resources: Vec<wgpu::BindingResource<'_>>,
+    resources: Vec<(u32, wgpu::BindingResource<'_>)>,
 ) -> wgpu::BindGroup {
     let entries: Vec<wgpu::BindGroupEntry<'_>> = resources
         .into_iter()
-        .enumerate()
-        .map(|(binding, resource)| wgpu::BindGroupEntry {
-            binding: binding as u32,
-            resource,
-        })
+        .map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource })
         .collect();
     device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some(spec.key.shader.file_name()),

@@ -28,8 +28,8 @@
 //!   invocations with 4x4 to 8x8 outputs each, K tiles staged through registers into workgroup
 //!   memory while the previous one is consumed.
 //!   A dispatch with fewer workgroups than the device wants (late layers at batch 1) splits
-//!   its sum over K into slices and adds their f32 partial sums in `conv_splitk.wgsl`, which
-//!   applies the epilogue ([`ConvKernel::SplitK`] forces the split everywhere).
+//!   its sum over K into slices and adds their f32 partial sums in a second pass (entry point
+//!   `reduce`), which applies the epilogue ([`ConvKernel::SplitK`] forces the split everywhere).
 //! * `conv_subgroup.wgsl` on software adapters (lavapipe) when the conv is 1x1 or 3x3 with
 //!   stride 1 or 2: one full subgroup per workgroup, 8 channels x up to 32 pixels per
 //!   invocation, the im2col gather shared through `subgroupShuffle`, weights in an rgba32float

@@ -8,7 +8,8 @@ use crate::precision::Precision;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
     /// Implicit-GEMM convolution with a per-layer tile (64-256 invocations, up to 8x8 outputs
-    /// each, register-staged K tiles): the main path on GPUs.
+    /// each, register-staged K tiles): the main path on GPUs. Entry `reduce`: the second pass
+    /// of a split-K conv (adds the K slices' partial sums, then the epilogue).
     ConvGemm,
     /// Implicit-GEMM convolution: shared-memory tiles, 4x4 outputs per invocation, fused
     /// epilogue (scale, bias, residual, ReLU).
@@ -18,8 +19,6 @@ pub enum Shader {
     ConvSubgroup,
     /// One output per invocation: the baseline the tiled kernel is measured against.
     ConvNaive,
-    /// The second pass of a split-K [`Shader::ConvGemm`]: sums the K slices, then the epilogue.
-    ConvSplitK,
     /// Per-channel `x * scale + shift`, optional residual and ReLU (a BN on its own branch).
     Affine,
     /// Global average pool `[N, C, H, W] -> [N, C]`.
@@ -37,12 +36,11 @@ pub enum Shader {
 
 impl Shader {
     /// Every shader, in file-name order.
-    pub const ALL: [Shader; 11] = [
+    pub const ALL: [Shader; 10] = [
         Shader::Affine,
         Shader::ChannelScale,
         Shader::ConvGemm,
         Shader::ConvNaive,
-        Shader::ConvSplitK,
         Shader::ConvSubgroup,
         Shader::ConvTiled,
         Shader::GlobalAvgPool,
@@ -58,7 +56,6 @@ impl Shader {
             Shader::ConvTiled => "conv_tiled.wgsl",
             Shader::ConvSubgroup => "conv_subgroup.wgsl",
             Shader::ConvNaive => "conv_naive.wgsl",
-            Shader::ConvSplitK => "conv_splitk.wgsl",
             Shader::Affine => "affine.wgsl",
             Shader::GlobalAvgPool => "gap.wgsl",
             Shader::Linear => "linear.wgsl",
@@ -75,7 +72,6 @@ impl Shader {
             Shader::ConvTiled => include_str!("../../../shaders/conv_tiled.wgsl"),
             Shader::ConvSubgroup => include_str!("../../../shaders/conv_subgroup.wgsl"),
             Shader::ConvNaive => include_str!("../../../shaders/conv_naive.wgsl"),
-            Shader::ConvSplitK => include_str!("../../../shaders/conv_splitk.wgsl"),
             Shader::Affine => include_str!("../../../shaders/affine.wgsl"),
             Shader::GlobalAvgPool => include_str!("../../../shaders/gap.wgsl"),
             Shader::Linear => include_str!("../../../shaders/linear.wgsl"),

@@ -41,12 +41,9 @@ pub(crate) fn bounds_proof(shader: Shader) -> Option<&'static str> {
              scale/bias[oc] with oc < cout, only when flagged; k0 < k_end <= k_pad for every \
              slice; partial (split-K only, flagged): slice * n * cout * ohw + idx with \
              slice < slices (wid.z < m_tiles * groups * slices) and idx < n * cout * ohw, inside \
-             the slices * n * cout * ohw scratch binding",
-        ),
-        Shader::ConvSplitK => Some(
-            "i < total = n * cout * ohw, the length of y and residual; partial[s * total + i] \
-             with s < splits, inside the splits * total scratch binding; scale/bias[oc] with \
-             oc = (i / ohw) % cout < cout, only when flagged",
+             the slices * n * cout * ohw scratch binding; reduce: i < total = n * cout * ohw \
+             (y, residual), partial[s * total + i] with s < splits (the scratch holds splits * \
+             total), scale/bias[oc] with oc = (i / ohw) % cout < cout, only when flagged",
         ),
         Shader::ConvSubgroup => Some(
             "seg: t * 9 + j with t < (R - 1) * STRIDE + KS <= 9 (subgroup_tile) and j <= 8, and \

@@ -22,7 +22,7 @@ pub enum ConvKernel {
     /// 4x4 to 8x8 outputs per invocation, register-staged K tiles. Runs on every adapter. A
     /// layer that would launch fewer workgroups than the device wants (late layers at batch 1
     /// on a hardware GPU) splits its sum over K into slices whose partial sums a second pass
-    /// adds up (`conv_splitk.wgsl`, with the epilogue).
+    /// adds up (`conv_gemm.wgsl`'s entry point `reduce`, with the epilogue).
     Gemm,
     /// [`ConvKernel::Gemm`] with the sum always split over K, into as many slices as it has K
     /// tiles, up to 16: for tests and A/B runs of the split-K path.
@@ -54,14 +54,7 @@ params! {
     /// `conv_gemm.wgsl`.
     ConvGemmParams for Shader::ConvGemm => {
         n, cin, h, w, cout, oh, ow, stride, pad, cin_g, cout_g, k_total, m_pad, k_pad, flags,
-        m_tiles, groups, k_len, _pad0, _pad1,
-    }
-}
-
-params! {
-    /// `conv_splitk.wgsl`.
-    ConvSplitKParams for Shader::ConvSplitK => {
-        total, cout, ohw, splits, flags, _pad0, _pad1, _pad2,
+        m_tiles, groups, k_len, splits, _pad0,
     }
 }
 
@@ -114,8 +107,8 @@ const MAX_K_SLICES: usize = 16;
 /// keep the partial sums' traffic (one write and one read per output and slice) small next to
 /// the slice's arithmetic (128 multiply-adds per output).
 const MIN_SLICE_TILES: usize = 8;
-/// Invocations per workgroup of `conv_splitk.wgsl` (`WG` there).
-const SPLITK_WG: usize = 256;
+/// Invocations per workgroup of `conv_gemm.wgsl`'s `reduce` entry point.
+const REDUCE_WG: usize = 256;
 
 /// How a `conv_gemm.wgsl` dispatch of `workgroups` workgroups over `k_tiles` K tiles splits
 /// its sum: `(slices, tiles per slice)`, `(1, k_tiles)` for no split. Chosen when the dispatch
@@ -462,6 +455,7 @@ pub(crate) fn dispatch(
                 m_tiles: u(m_tiles),
                 groups: u(spec.groups),
                 k_len: u(per_slice * GEMM_TK),
+                splits: u(slices),
                 ..ConvGemmParams::default()
             };
             let [gx, gy] = grid((n * oh * ow).div_ceil(cols.bn()), max_dim)?;
@@ -473,19 +467,10 @@ pub(crate) fn dispatch(
                 .constant("TNV", u(cols.tnv));
             let mut d = DispatchSpec::new(key, &p, [gx, gy, z]);
             if slices > 1 {
-                let r = ConvSplitKParams {
-                    total: u(total),
-                    cout: u(cout),
-                    ohw: u(oh * ow),
-                    splits: u(slices),
-                    flags,
-                    ..ConvSplitKParams::default()
-                };
-                let reduce = DispatchSpec::new(
-                    PipelineKey::new(Shader::ConvSplitK),
-                    &r,
-                    linear_grid(total, SPLITK_WG, max_dim)?,
-                );
+                let r = ConvGemmParams { flags, ..p };
+                let mut key = PipelineKey::new(Shader::ConvGemm);
+                key.entry = "reduce";
+                let reduce = DispatchSpec::new(key, &r, linear_grid(total, REDUCE_WG, max_dim)?);
                 d.then = Some(Box::new(reduce));
                 d.scratch_bytes = slice_bytes * slices as u64;
                 d.k_slices = slices;

@@ -200,16 +200,13 @@ mod tests {
 
     #[test]
     fn every_params_struct_matches_its_wgsl_layout() {
-        use conv::{
-            ConvGemmParams, ConvNaiveParams, ConvSplitKParams, ConvSubgroupParams, ConvTiledParams,
-        };
+        use conv::{ConvGemmParams, ConvNaiveParams, ConvSubgroupParams, ConvTiledParams};
         use simple::{AffineParams, GapParams, LinearParams, ScaleParams};
         use winograd::{WinoInputParams, WinoOutputParams};
         check::<ConvGemmParams>(ConvGemmParams::FIELDS, ConvGemmParams::SHADER);
         check::<ConvTiledParams>(ConvTiledParams::FIELDS, ConvTiledParams::SHADER);
         check::<ConvSubgroupParams>(ConvSubgroupParams::FIELDS, ConvSubgroupParams::SHADER);
         check::<ConvNaiveParams>(ConvNaiveParams::FIELDS, ConvNaiveParams::SHADER);
-        check::<ConvSplitKParams>(ConvSplitKParams::FIELDS, ConvSplitKParams::SHADER);
         check::<AffineParams>(AffineParams::FIELDS, AffineParams::SHADER);
         check::<GapParams>(GapParams::FIELDS, GapParams::SHADER);
         check::<LinearParams>(LinearParams::FIELDS, LinearParams::SHADER);
@@ -221,7 +218,6 @@ mod tests {
             ConvTiledParams::SHADER,
             ConvSubgroupParams::SHADER,
             ConvNaiveParams::SHADER,
-            ConvSplitKParams::SHADER,
             AffineParams::SHADER,
             GapParams::SHADER,
             LinearParams::SHADER,
