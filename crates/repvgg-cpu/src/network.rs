@@ -902,6 +902,44 @@ impl WithSimd for SeImage<'_> {
 mod tests {
     use super::*;
 
+    /// A train-form block (3x3 conv, 1x1 conv added into its output, identity BN added, then a
+    /// conv) keeps three buffers: the accumulating conv and the affine update their target in
+    /// place, and the input's buffer is reused once it is dead.
+    #[test]
+    fn accumulating_ops_update_their_target_in_place() {
+        let c = 4;
+        let (s3, s1) = (
+            ConvSpec::new(c, c, 3, 1, 1, 1).expect("spec"),
+            ConvSpec::new(c, c, 1, 1, 0, 1).expect("spec"),
+        );
+        let (w3, w1) = (
+            Array4::from_elem((c, c, 3, 3), 0.1f32),
+            Array4::from_elem((c, c, 1, 1), 0.1f32),
+        );
+        let mut b = NetworkBuilder::new(CpuOptions::default());
+        let x = b.input(c).expect("input");
+        let t1 = b.conv(x, w3.view(), s3, Epilogue::default()).expect("conv");
+        let t2 = b
+            .conv(t1, w3.view(), s3, Epilogue::default())
+            .expect("conv");
+        let t2 = b
+            .conv_accumulate(t1, w1.view(), s1, Epilogue::default(), t2)
+            .expect("1x1 branch");
+        let t2 = b
+            .affine_add(t1, vec![1.0; c], vec![0.0; c], t2, true)
+            .expect("identity branch");
+        let t3 = b
+            .conv(t2, w3.view(), s3, Epilogue::default())
+            .expect("conv");
+        b.output(t1).expect("output");
+        b.head(t3, Array2::from_elem((2, c), 0.5).view(), &[0.0, 0.0])
+            .expect("head");
+        let net = b.build().expect("build");
+        // x: slot 0; t1: slot 1 (an output); t2 reuses slot 0; t3 needs slot 2.
+        assert_eq!(net.slot_of, vec![0, 1, 0, 2]);
+        assert_eq!(net.slots, 3);
+    }
+
     #[test]
     fn input_layout_conversion_moves_every_value_once() {
         for c in [1, 2, 3, 5] {

@@ -302,6 +302,10 @@ fn network_ops_match_f64() -> Result<(), TestCaseError> {
     let w1 = Array4::from_shape_vec((c, c, 3, 3), rng.vec(c * c * 9, -0.3, 0.3)).map_err(fail)?;
     let w2 = Array4::from_shape_vec((c, c, 3, 3), rng.vec(c * c * 9, -0.3, 0.3)).map_err(fail)?;
     let (sc, sh) = (rng.vec(c, 0.5, 1.5), rng.vec(c, -0.2, 0.2));
+    // A train-form 1x1 branch with its BN, added into the 3x3 branch's output.
+    let spec1 = ConvSpec::new(c, c, 1, 1, 0, 1).map_err(fail)?;
+    let w3 = Array4::from_shape_vec((c, c, 1, 1), rng.vec(c * c, -0.3, 0.3)).map_err(fail)?;
+    let (sc1, sh1) = (rng.vec(c, 0.5, 1.5), rng.vec(c, -0.2, 0.2));
     let hidden = 4;
     let fc1 = Array2::from_shape_vec((hidden, c), rng.vec(hidden * c, -0.5, 0.5)).map_err(fail)?;
     let fc1b = rng.vec(hidden, -0.1, 0.1);
@@ -329,6 +333,14 @@ fn network_ops_match_f64() -> Result<(), TestCaseError> {
     let t2 = b
         .conv(t1, w2.view(), spec, Epilogue::default())
         .map_err(fail)?;
+    let bn1 = Epilogue {
+        scale: Some(sc1.clone()),
+        shift: Some(sh1.clone()),
+        ..Epilogue::default()
+    };
+    let t2 = b
+        .conv_accumulate(t1, w3.view(), spec1, bn1, t2)
+        .map_err(fail)?;
     let t2 = b
         .affine_add(t1, sc.clone(), sh.clone(), t2, false)
         .map_err(fail)?;
@@ -352,7 +364,9 @@ fn network_ops_match_f64() -> Result<(), TestCaseError> {
     };
     let y1 = conv(&to_f64(&x), &w1).map_err(fail)?.mapv(|v| v.max(0.0));
     let mut y2 = conv(&y1, &w2).map_err(fail)?;
+    let one = conv2d_reference(y1.view(), to_f64(&w3).view(), None, &spec1).map_err(fail)?;
     for ((b_, ch, yy, xx), v) in y2.indexed_iter_mut() {
+        *v += one[[b_, ch, yy, xx]] * f64::from(sc1[ch]) + f64::from(sh1[ch]);
         *v += y1[[b_, ch, yy, xx]] * f64::from(sc[ch]) + f64::from(sh[ch]);
     }
     // SE then ReLU.
