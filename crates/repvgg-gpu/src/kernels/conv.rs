@@ -427,7 +427,10 @@ pub(crate) fn dispatch(
             let workgroups = (n * oh * ow).div_ceil(cols.bn()) * tiles;
             let total = n * cout * oh * ow;
             let slice_bytes = (4 * total as u64).max(1);
-            let max_slices = usize::try_from(caps.max_binding / slice_bytes).unwrap_or(usize::MAX);
+            // As many slices as the scratch binding holds and workgroups z can count.
+            let max_slices = usize::try_from(caps.max_binding / slice_bytes)
+                .unwrap_or(usize::MAX)
+                .min(max_dim as usize / tiles.max(1));
             let (slices, per_slice) = k_split(
                 k_pad / GEMM_TK,
                 workgroups,
