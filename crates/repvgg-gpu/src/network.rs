@@ -239,12 +239,7 @@ impl NetworkBuilder {
             unused("unused binding"),
             unused("unused read-write binding"),
         );
-        let limit = self
-            .max_binding
-            .unwrap_or(u64::MAX)
-            .min(max_binding_device)
-            .min(ctx.limits().max_buffer_size)
-            .min(MAX_BINDING);
+        let limit = self.max_binding.unwrap_or(u64::MAX).min(caps.max_binding);
         Ok(GpuNetwork {
             ctx,
             topo: Topology {

@@ -143,6 +143,7 @@ pub(crate) fn caps(ctx: &GpuContext) -> Caps {
         // A CPU runs a few workgroups at a time; a GPU wants several per compute unit (wgpu
         // does not say how many units there are: 128 covers most discrete GPUs).
         min_workgroups: if software { 8 } else { 128 },
+        // The device's binding and buffer limits, and never past `MAX_BINDING`.
         max_binding: ctx
             .limits()
             .max_storage_buffer_binding_size

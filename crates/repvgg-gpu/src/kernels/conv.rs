@@ -95,7 +95,8 @@ pub(crate) struct Caps {
     pub software: bool,
     /// Workgroups a dispatch should have at least to fill the device.
     pub min_workgroups: usize,
-    /// Bytes one storage binding may take (the split-K scratch must fit).
+    /// Bytes one storage binding may take: the device's binding and buffer limits, at most
+    /// `MAX_BINDING` (activation bindings and the split-K scratch must fit).
     pub max_binding: u64,
 }
 
@@ -424,7 +425,8 @@ pub(crate) fn dispatch(
             let tiles = m_tiles * spec.groups;
             check_z(tiles)?;
             let cols = GemmCols::for_pixels(n * oh * ow, tiles, caps.min_workgroups);
-            let workgroups = (n * oh * ow).div_ceil(cols.bn()) * tiles;
+            let pixel_tiles = (n * oh * ow).div_ceil(cols.bn());
+            let workgroups = pixel_tiles * tiles;
             let total = n * cout * oh * ow;
             let slice_bytes = (4 * total as u64).max(1);
             // As many slices as the scratch binding holds and workgroups z can count.
@@ -461,7 +463,7 @@ pub(crate) fn dispatch(
                 splits: u(slices),
                 ..ConvGemmParams::default()
             };
-            let [gx, gy] = grid((n * oh * ow).div_ceil(cols.bn()), max_dim)?;
+            let [gx, gy] = grid(pixel_tiles, max_dim)?;
             let key = PipelineKey::new(Shader::ConvGemm)
                 .constant("KS", u(ks))
                 .constant("WX", u(cols.wx))
