@@ -10,6 +10,10 @@ use super::{
 use crate::error::{GpuError, Result};
 use crate::shader::{PipelineKey, Shader};
 
+pub(crate) use super::tiles::{
+    GEMM_TK, GemmCols, GemmRows, SUBGROUP_CHANNELS, TILE_K, TILE_M, TILE_N, k_split, subgroup_tile,
+};
+
 /// Which convolution kernel a network uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ConvKernel {
@@ -73,17 +77,6 @@ params! {
     }
 }
 
-/// Output-channel tile of `conv_tiled.wgsl` (`TM`).
-pub(crate) const TILE_M: usize = 64;
-/// Pixel tile of `conv_tiled.wgsl` (`TN`).
-pub(crate) const TILE_N: usize = 64;
-/// Reduction tile of `conv_tiled.wgsl` (`TK`).
-pub(crate) const TILE_K: usize = 16;
-/// Channels per invocation of `conv_subgroup.wgsl` (a workgroup is one subgroup).
-pub(crate) const SUBGROUP_CHANNELS: usize = 8;
-/// Most output pixels one workgroup of `conv_subgroup.wgsl` takes along a row.
-const SUBGROUP_MAX_NB: usize = 32;
-
 /// What the adapter offers that kernel choice depends on (a GPU-free copy, for tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Caps {
@@ -100,104 +93,8 @@ pub(crate) struct Caps {
     pub max_binding: u64,
 }
 
-/// K tile of `conv_gemm.wgsl` (`TK`).
-pub(crate) const GEMM_TK: usize = 16;
-/// Most K slices of a split-K conv.
-const MAX_K_SLICES: usize = 16;
-/// K tiles a slice has at least when split-K is chosen rather than forced: 8 tiles (128 steps)
-/// keep the partial sums' traffic (one write and one read per output and slice) small next to
-/// the slice's arithmetic (128 multiply-adds per output).
-const MIN_SLICE_TILES: usize = 8;
 /// Invocations per workgroup of `conv_gemm.wgsl`'s `reduce` entry point.
 const REDUCE_WG: usize = 256;
-
-/// How a `conv_gemm.wgsl` dispatch of `workgroups` workgroups over `k_tiles` K tiles splits
-/// its sum: `(slices, tiles per slice)`, `(1, k_tiles)` for no split. Chosen when the dispatch
-/// has fewer workgroups than `min_workgroups` (as many slices as fill the device, each of at
-/// least [`MIN_SLICE_TILES`]) or `forced` (one tile per slice); at most [`MAX_K_SLICES`], and
-/// no more than `max_slices` (what the scratch binding holds). Slices are equal but the last.
-pub(crate) fn k_split(
-    k_tiles: usize,
-    workgroups: usize,
-    min_workgroups: usize,
-    forced: bool,
-    max_slices: usize,
-) -> (usize, usize) {
-    let k_tiles = k_tiles.max(1);
-    let (wanted, most) = if forced {
-        (MAX_K_SLICES, k_tiles)
-    } else if workgroups >= min_workgroups {
-        (1, 1)
-    } else {
-        (
-            min_workgroups.div_ceil(workgroups.max(1)),
-            k_tiles / MIN_SLICE_TILES,
-        )
-    };
-    let slices = wanted.min(most).min(MAX_K_SLICES).min(max_slices).max(1);
-    let per_slice = k_tiles.div_ceil(slices);
-    (k_tiles.div_ceil(per_slice), per_slice)
-}
-
-/// The channel side of a `conv_gemm.wgsl` tile, fixed at upload (it sets the weight padding):
-/// `wy` invocations along channels, each with `tmv` blocks of 4 channels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct GemmRows {
-    pub wy: usize,
-    pub tmv: usize,
-}
-
-impl GemmRows {
-    /// Channels per workgroup.
-    pub fn bm(self) -> usize {
-        4 * self.tmv * self.wy
-    }
-
-    /// The tile that pads `cout_g` channels least (ties: the bigger tile, more reuse).
-    pub fn for_channels(cout_g: usize) -> Self {
-        let mut best = Self { wy: 8, tmv: 1 };
-        let padded = |r: Self| cout_g.div_ceil(r.bm()) * r.bm();
-        for tmv in [1, 2] {
-            for wy in [8, 12, 16] {
-                let r = Self { wy, tmv };
-                let (a, b) = (padded(r), padded(best));
-                if a < b || (a == b && r.bm() > best.bm()) {
-                    best = r;
-                }
-            }
-        }
-        best
-    }
-}
-
-/// The pixel side of a `conv_gemm.wgsl` tile, chosen per input shape: `wx` invocations along
-/// pixels, each with `tnv` blocks of 4 pixels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct GemmCols {
-    pub wx: usize,
-    pub tnv: usize,
-}
-
-impl GemmCols {
-    /// Pixels per workgroup.
-    pub fn bn(self) -> usize {
-        4 * self.tnv * self.wx
-    }
-
-    /// The widest tile that still gives `min_workgroups` workgroups (with `other` workgroups
-    /// from channel tiles and groups), else the narrowest.
-    pub fn for_pixels(pixels: usize, other: usize, min_workgroups: usize) -> Self {
-        let options = [
-            Self { wx: 16, tnv: 2 },
-            Self { wx: 16, tnv: 1 },
-            Self { wx: 8, tnv: 1 },
-        ];
-        options
-            .into_iter()
-            .find(|c| pixels.div_ceil(c.bn()) * other >= min_workgroups)
-            .unwrap_or(Self { wx: 8, tnv: 1 })
-    }
-}
 
 /// How one conv layer runs, decided when its weights are uploaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -355,17 +252,6 @@ pub(crate) fn gemm_weight_layout(
         data[(g * k_pad + k) * m_pad + m] = v;
     }
     (data, m_pad, k_pad)
-}
-
-/// Output tile of `conv_subgroup.wgsl` for an `ow` x `oh` output: columns (the row in as few
-/// equal pieces of at most 32 as possible, rounded up to a multiple of 4 so that few pipeline
-/// variants exist) and rows (as many as fit in 32 pixels and in the 9 input rows the shader
-/// holds).
-fn subgroup_tile(ow: usize, oh: usize, ks: usize, stride: usize) -> (usize, usize) {
-    let nbw = ow.div_ceil(ow.div_ceil(SUBGROUP_MAX_NB)).div_ceil(4) * 4;
-    let max_rows = (9 - ks) / stride + 1;
-    let rows = (SUBGROUP_MAX_NB / nbw).min(max_rows).min(oh).max(1);
-    (nbw, rows)
 }
 
 /// The epilogue of a conv, as the flags its kernel reads.
@@ -649,58 +535,5 @@ mod tests {
             choose(ConvKernel::Naive, &with, &spec, w.view()),
             Ok((ConvImpl::Naive, WeightData::Buffer(d))) if d.len() == 16 * 8 * 9
         ));
-    }
-
-    #[test]
-    fn gemm_tiles_pad_channels_least_and_fill_the_device() {
-        let bm = |c| GemmRows::for_channels(c).bm();
-        assert_eq!(
-            [bm(8), bm(48), bm(96), bm(192), bm(1280)],
-            [32, 48, 96, 96, 128]
-        );
-        for c in 1..300 {
-            let r = GemmRows::for_channels(c);
-            let invocations = 16 * r.wy;
-            assert!((64..=256).contains(&invocations) && r.bm().is_multiple_of(4));
-        }
-        // 56 x 56 pixels in 128-pixel tiles: 25 workgroups per channel tile.
-        assert_eq!(GemmCols::for_pixels(3136, 1, 16).bn(), 128);
-        assert_eq!(GemmCols::for_pixels(3136, 1, 40).bn(), 64);
-        assert_eq!(GemmCols::for_pixels(49, 10, 1000).bn(), 32);
-    }
-
-    #[test]
-    fn k_splits_fill_the_device_with_slices_of_eight_tiles_or_more() {
-        // Enough workgroups: no split, forced or not past what the scratch holds.
-        assert_eq!(k_split(108, 200, 128, false, 100), (1, 108));
-        assert_eq!(k_split(108, 20, 128, true, 1), (1, 108));
-        // A0's 192->1280 stride-2 conv at batch 1: 20 workgroups, 108 K tiles -> 7 slices.
-        assert_eq!(k_split(108, 20, 128, false, 100), (7, 16));
-        // The scratch binding holds 3 slices.
-        assert_eq!(k_split(108, 20, 128, false, 3), (3, 36));
-        // Short sums are not split unless forced; forced: one tile per slice, up to 16.
-        assert_eq!(k_split(15, 4, 128, false, 100), (1, 15));
-        assert_eq!(k_split(3, 4, 128, true, 100), (3, 1));
-        assert_eq!(k_split(40, 4, 128, true, 100), (14, 3));
-        for k_tiles in 1..200 {
-            for workgroups in [1, 5, 20, 127, 128, 1000] {
-                for forced in [false, true] {
-                    let (slices, per) = k_split(k_tiles, workgroups, 128, forced, 100);
-                    // Every tile in exactly one slice, none empty, within the limits.
-                    assert!(slices * per >= k_tiles && (slices - 1) * per < k_tiles);
-                    assert!((1..=MAX_K_SLICES).contains(&slices));
-                    if !forced && slices > 1 {
-                        assert!(per >= MIN_SLICE_TILES && workgroups < 128);
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn subgroup_tiles_cover_the_row_in_few_pieces() {
-        assert_eq!(subgroup_tile(56, 56, 3, 1), (28, 1));
-        assert_eq!(subgroup_tile(7, 7, 3, 1), (8, 4));
-        assert_eq!(subgroup_tile(112, 112, 3, 2), (28, 1));
     }
 }

@@ -4,6 +4,7 @@
 
 pub(crate) mod conv;
 pub(crate) mod simple;
+pub(crate) mod tiles;
 pub(crate) mod winograd;
 
 use crate::error::{GpuError, Result};
