@@ -490,3 +490,41 @@ fn auto_picks_the_winograd_tile_by_run_size() {
         "winograd-f2"
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// The scratch a run asks for is what it uses: on runs small enough for one chunk (one image
+    /// of at most 4x4, padded to at most 8x8), every element of a NaN-filled
+    /// scratch of exactly `scratch_len` is overwritten, and the output is finite. A plan that
+    /// reserved more (or a run that used less) than its buffers need fails here; one that
+    /// reserved less fails the run's own length check.
+    #[test]
+    fn single_chunk_runs_use_all_of_their_scratch(
+        spec in spec(),
+        h in 1usize..=4,
+        w in 1usize..=4,
+        seed in any::<u64>(),
+        algo in algo(),
+    ) {
+        let mut rng = Rng(seed);
+        let ws = spec.weight_shape();
+        let weight = Array4::from_shape_vec(
+            (ws[0], ws[1], ws[2], ws[3]),
+            rng.vec(ws.iter().product(), -1.0, 1.0),
+        )
+        .map_err(fail)?;
+        let conv = PreparedConv::new(weight.view(), spec, Epilogue::default(), algo).map_err(fail)?;
+        let Ok(g) = conv.geometry(1, h, w) else {
+            return Ok(());
+        };
+        let x = rng.vec(h * w * spec.in_channels, -1.0, 1.0);
+        let mut out = vec![f32::NAN; g.oh * g.ow * spec.out_channels];
+        let need = conv.scratch_len(&g, rayon::current_num_threads());
+        let mut scratch = vec![f32::NAN; need];
+        conv.run(&x, &g, &mut out, &mut scratch).map_err(fail)?;
+        prop_assert!(out.iter().all(|v| v.is_finite()), "output not fully written");
+        let unused = scratch.iter().filter(|v| v.is_nan()).count();
+        prop_assert_eq!(unused, 0, "{} of {} scratch elements unused by {}", unused, need, conv.algorithm());
+    }
+}
