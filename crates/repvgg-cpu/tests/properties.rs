@@ -290,6 +290,32 @@ fn a0_like_layer_shapes() -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Winograd runs large enough to be cut into several chunks of tile rows (128 tiles a chunk):
+/// a chunk that does not start at tile row 0 must transform its own tiles, in and out. Batches
+/// of 3 and 4 images of 33x33 give F(4x4) 243 and 324 tiles (2 ragged chunks of 14 + 13 tile
+/// rows, 4 chunks of 9) and F(2x2) 867 and 1156 tiles (8 and 10 chunks).
+#[test]
+fn winograd_runs_in_several_chunks() -> Result<(), TestCaseError> {
+    for (i, (tile, n)) in [(Tile::F4, 3), (Tile::F4, 4), (Tile::F2, 3), (Tile::F2, 4)]
+        .into_iter()
+        .enumerate()
+    {
+        let spec = ConvSpec::new(5, 7, 3, 1, 1, 1).map_err(fail)?;
+        check(&Case {
+            spec,
+            n,
+            h: 33,
+            w: 33,
+            seed: 100 + i as u64,
+            algo: ConvAlgo::Winograd(tile),
+            scale: true,
+            relu: i % 2 == 0,
+            accumulate: i % 2 == 1,
+        })?;
+    }
+    Ok(())
+}
+
 /// The element-wise ops: identity BN added to a sum, SE, ReLU, and liveness (a chain longer than
 /// two buffers), against an f64 computation of the same graph.
 #[test]
