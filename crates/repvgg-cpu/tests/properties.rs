@@ -58,6 +58,16 @@ struct Case {
     accumulate: bool,
 }
 
+/// A weight of `s`'s shape, values in [-1, 1).
+fn random_weight(rng: &mut Rng, s: &ConvSpec) -> Result<Array4<f32>, TestCaseError> {
+    let ws = s.weight_shape();
+    Array4::from_shape_vec(
+        (ws[0], ws[1], ws[2], ws[3]),
+        rng.vec(ws.iter().product(), -1.0, 1.0),
+    )
+    .map_err(fail)
+}
+
 /// Runs one conv through a network (input → [base conv] → conv → head) and compares the conv's
 /// output (marked as an output) with the oracle.
 fn check(c: &Case) -> Result<(), TestCaseError> {
@@ -68,12 +78,7 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
         rng.vec(c.n * s.in_channels * c.h * c.w, -1.0, 1.0),
     )
     .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let wshape = s.weight_shape();
-    let weight = Array4::from_shape_vec(
-        (wshape[0], wshape[1], wshape[2], wshape[3]),
-        rng.vec(wshape.iter().product(), -1.0, 1.0),
-    )
-    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let weight = random_weight(&mut rng, &s)?;
     let scale = c.scale.then(|| rng.vec(s.out_channels, 0.3, 2.0));
     let shift = rng.vec(s.out_channels, -0.5, 0.5);
     let Ok((oh, ow)) = s.output_size(c.h, c.w) else {
@@ -254,6 +259,35 @@ proptest! {
         let spec = ConvSpec::new(cin, cout, 3, 1, pad, groups).map_err(fail)?;
         check(&Case { spec, n, h, w, seed, algo: ConvAlgo::Winograd(tile), scale: true, relu: true, accumulate })?;
     }
+
+    /// The scratch a run asks for is what it uses: on runs small enough for one chunk (one image
+    /// of at most 4x4, padded to at most 8x8), every element of a NaN-filled scratch of exactly
+    /// `scratch_len` is overwritten, and the output is finite. A plan that reserved more (or a
+    /// run that used less) than its buffers need fails here; one that reserved less fails the
+    /// run's own length check.
+    #[test]
+    fn single_chunk_runs_use_all_of_their_scratch(
+        spec in spec(),
+        h in 1usize..=4,
+        w in 1usize..=4,
+        seed in any::<u64>(),
+        algo in algo(),
+    ) {
+        let mut rng = Rng(seed);
+        let weight = random_weight(&mut rng, &spec)?;
+        let conv = PreparedConv::new(weight.view(), spec, Epilogue::default(), algo).map_err(fail)?;
+        let Ok(g) = conv.geometry(1, h, w) else {
+            return Ok(());
+        };
+        let x = rng.vec(h * w * spec.in_channels, -1.0, 1.0);
+        let mut out = vec![f32::NAN; g.oh * g.ow * spec.out_channels];
+        let need = conv.scratch_len(&g, rayon::current_num_threads());
+        let mut scratch = vec![f32::NAN; need];
+        conv.run(&x, &g, &mut out, &mut scratch).map_err(fail)?;
+        prop_assert!(out.iter().all(|v| v.is_finite()), "output not fully written");
+        let unused = scratch.iter().filter(|v| v.is_nan()).count();
+        prop_assert_eq!(unused, 0, "{} of {} scratch elements unused by {}", unused, need, conv.algorithm());
+    }
 }
 
 /// A-like real layer shapes (scaled spatially so the test stays fast) through every algorithm.
@@ -292,8 +326,8 @@ fn a0_like_layer_shapes() -> Result<(), TestCaseError> {
 
 /// Winograd runs large enough to be cut into several chunks of tile rows (128 tiles a chunk):
 /// a chunk that does not start at tile row 0 must transform its own tiles, in and out. Batches
-/// of 3 and 4 images of 33x33 give F(4x4) 243 and 324 tiles (2 ragged chunks of 14 + 13 tile
-/// rows, 4 chunks of 9) and F(2x2) 867 and 1156 tiles (8 and 10 chunks).
+/// of 3 and 4 images of 33x33 give F(4x4) 243 and 324 tiles (with 2 threads: 2 ragged chunks
+/// of 14 + 13 tile rows, 4 chunks of 9) and F(2x2) 867 and 1156 tiles (8 and 10 chunks).
 #[test]
 fn winograd_runs_in_several_chunks() -> Result<(), TestCaseError> {
     for (i, (tile, n)) in [(Tile::F4, 3), (Tile::F4, 4), (Tile::F2, 3), (Tile::F2, 4)]
@@ -515,42 +549,4 @@ fn auto_picks_the_winograd_tile_by_run_size() {
         narrow.algorithm_for(&narrow.geometry(64, 56, 56).expect("geometry")),
         "winograd-f2"
     );
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
-
-    /// The scratch a run asks for is what it uses: on runs small enough for one chunk (one image
-    /// of at most 4x4, padded to at most 8x8), every element of a NaN-filled
-    /// scratch of exactly `scratch_len` is overwritten, and the output is finite. A plan that
-    /// reserved more (or a run that used less) than its buffers need fails here; one that
-    /// reserved less fails the run's own length check.
-    #[test]
-    fn single_chunk_runs_use_all_of_their_scratch(
-        spec in spec(),
-        h in 1usize..=4,
-        w in 1usize..=4,
-        seed in any::<u64>(),
-        algo in algo(),
-    ) {
-        let mut rng = Rng(seed);
-        let ws = spec.weight_shape();
-        let weight = Array4::from_shape_vec(
-            (ws[0], ws[1], ws[2], ws[3]),
-            rng.vec(ws.iter().product(), -1.0, 1.0),
-        )
-        .map_err(fail)?;
-        let conv = PreparedConv::new(weight.view(), spec, Epilogue::default(), algo).map_err(fail)?;
-        let Ok(g) = conv.geometry(1, h, w) else {
-            return Ok(());
-        };
-        let x = rng.vec(h * w * spec.in_channels, -1.0, 1.0);
-        let mut out = vec![f32::NAN; g.oh * g.ow * spec.out_channels];
-        let need = conv.scratch_len(&g, rayon::current_num_threads());
-        let mut scratch = vec![f32::NAN; need];
-        conv.run(&x, &g, &mut out, &mut scratch).map_err(fail)?;
-        prop_assert!(out.iter().all(|v| v.is_finite()), "output not fully written");
-        let unused = scratch.iter().filter(|v| v.is_nan()).count();
-        prop_assert_eq!(unused, 0, "{} of {} scratch elements unused by {}", unused, need, conv.algorithm());
-    }
 }
