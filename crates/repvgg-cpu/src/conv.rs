@@ -23,7 +23,8 @@ use repvgg_math::ConvSpec;
 use crate::aligned::AlignedVec;
 use crate::error::{CpuError, Result};
 use crate::gemm::{self, ColEpilogue};
-use crate::winograd::{self, Tile};
+use crate::winograd::{self, Tile, Transform1d};
+use core::marker::PhantomData;
 
 /// How a convolution is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -418,8 +419,11 @@ fn split(units: usize, work: usize, target: usize, threads: usize) -> (usize, us
 /// The work on one chunk: `(first unit, end unit, output region, scratch slot)`.
 type ChunkFn<'a> = dyn Fn(usize, usize, &mut [f32], &mut [f32]) + Sync + 'a;
 
-/// Runs `f(first, end, output region, scratch slot)` for every chunk, `slots` chunks at a time in
-/// parallel. `offset(u)` is where unit `u`'s output starts in `out` (monotonic).
+/// Runs `f(first, end, output region, scratch slot)` for every chunk. The chunks are cut into
+/// `slots` contiguous groups, one per thread, each with its own scratch slot and run in order:
+/// one fork per run, not one per round of `slots` chunks (a thread that waits between rounds
+/// falls asleep, and waking it costs about as much as a small chunk). `offset(u)` is where unit
+/// `u`'s output starts in `out` (monotonic).
 fn run_chunks(
     plan: &Plan,
     out: &mut [f32],
@@ -427,43 +431,53 @@ fn run_chunks(
     offset: &(dyn Fn(usize) -> usize + Sync),
     f: &ChunkFn<'_>,
 ) {
-    let mut first = 0;
-    while first < plan.chunks {
-        let last = (first + plan.slots).min(plan.chunks);
-        let begin = offset(first * plan.per_chunk);
-        let end = offset((last * plan.per_chunk).min(plan.units));
-        split_chunks(
-            plan,
-            first..last,
-            &mut out[begin..end],
-            &mut scratch[..(last - first) * plan.slot_len],
-            offset,
-            f,
-        );
-        first = last;
-    }
+    let unit = |c: usize| (c * plan.per_chunk).min(plan.units);
+    let begin = offset(unit(0));
+    let end = offset(unit(plan.chunks));
+    split_groups(
+        plan,
+        0..plan.chunks,
+        plan.slots.min(plan.chunks).max(1),
+        &mut out[begin..end],
+        &mut scratch[..plan.slots * plan.slot_len],
+        offset,
+        f,
+    );
 }
 
-fn split_chunks(
+/// Runs the chunks `chunks` as `groups` contiguous groups in parallel (`region` is their
+/// output, `scratch` holds `groups` slots).
+fn split_groups(
     plan: &Plan,
     chunks: std::ops::Range<usize>,
+    groups: usize,
     region: &mut [f32],
     scratch: &mut [f32],
     offset: &(dyn Fn(usize) -> usize + Sync),
     f: &ChunkFn<'_>,
 ) {
     let unit = |c: usize| (c * plan.per_chunk).min(plan.units);
-    if chunks.len() == 1 {
-        f(unit(chunks.start), unit(chunks.end), region, scratch);
+    if groups <= 1 {
+        let mut rest = region;
+        let mut at = offset(unit(chunks.start));
+        for c in chunks {
+            let next = offset(unit(c + 1));
+            let (band, tail) = rest.split_at_mut(next - at);
+            f(unit(c), unit(c + 1), band, &mut scratch[..plan.slot_len]);
+            rest = tail;
+            at = next;
+        }
         return;
     }
-    let mid = chunks.start + chunks.len() / 2;
+    // The first half of the groups takes its share of the chunks, rounded down.
+    let left = groups / 2;
+    let mid = chunks.start + chunks.len() * left / groups;
     let at = offset(unit(mid)) - offset(unit(chunks.start));
     let (ra, rb) = region.split_at_mut(at);
-    let (sa, sb) = scratch.split_at_mut((mid - chunks.start) * plan.slot_len);
+    let (sa, sb) = scratch.split_at_mut(left * plan.slot_len);
     rayon::join(
-        || split_chunks(plan, chunks.start..mid, ra, sa, offset, f),
-        || split_chunks(plan, mid..chunks.end, rb, sb, offset, f),
+        || split_groups(plan, chunks.start..mid, left, ra, sa, offset, f),
+        || split_groups(plan, mid..chunks.end, groups - left, rb, sb, offset, f),
     );
 }
 
@@ -641,18 +655,18 @@ impl WinogradRun<'_> {
         let input = |(i, vt): (usize, &mut [f32])| {
             let t0 = r0 * tw + i * per_task;
             match self.tile {
-                Tile::F2 => self.arch.dispatch(InputTiles::<4> {
+                Tile::F2 => self.arch.dispatch(InputTiles::<winograd::F2, 4, 2> {
                     run: self,
                     t0,
                     tw,
-                    bt: &winograd::BT2,
+                    transform: PhantomData,
                     v: vt,
                 }),
-                Tile::F4 => self.arch.dispatch(InputTiles::<6> {
+                Tile::F4 => self.arch.dispatch(InputTiles::<winograd::F4, 6, 4> {
                     run: self,
                     t0,
                     tw,
-                    bt: &winograd::BT4,
+                    transform: PhantomData,
                     v: vt,
                 }),
             }
@@ -698,23 +712,23 @@ impl WinogradRun<'_> {
         let mbuf = &*mbuf;
         let base = offset(r0);
         let row = |r: usize, band: &mut [f32]| match self.tile {
-            Tile::F2 => self.arch.dispatch(OutputRow::<4, 2> {
+            Tile::F2 => self.arch.dispatch(OutputRow::<winograd::F2, 4, 2> {
                 run: self,
                 r,
                 first_tile: (r - r0) * tw,
                 tiles,
                 tw,
-                at: &winograd::AT2,
+                transform: PhantomData,
                 m: mbuf,
                 band,
             }),
-            Tile::F4 => self.arch.dispatch(OutputRow::<6, 4> {
+            Tile::F4 => self.arch.dispatch(OutputRow::<winograd::F4, 6, 4> {
                 run: self,
                 r,
                 first_tile: (r - r0) * tw,
                 tiles,
                 tw,
-                at: &winograd::AT4,
+                transform: PhantomData,
                 m: mbuf,
                 band,
             }),
@@ -754,17 +768,17 @@ fn split_rows(
     );
 }
 
-struct InputTiles<'a, const A: usize> {
+struct InputTiles<'a, T, const A: usize, const M: usize> {
     run: &'a WinogradRun<'a>,
     /// Global index (over n * th * tw) of the first tile.
     t0: usize,
     tw: usize,
-    bt: &'a [[f32; A]; A],
+    transform: PhantomData<T>,
     /// `[tiles][pos][cin]`.
     v: &'a mut [f32],
 }
 
-impl<const A: usize> WithSimd for InputTiles<'_, A> {
+impl<T: Transform1d<A, M>, const A: usize, const M: usize> WithSimd for InputTiles<'_, T, A, M> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
@@ -787,24 +801,37 @@ impl<const A: usize> WithSimd for InputTiles<'_, A> {
             let inside = |o: usize, e: usize| (o + A).saturating_sub(pad).min(e);
             let (ya, yb) = (y0.saturating_sub(pad), inside(y0, g.h));
             let (xa, xb) = (x0.saturating_sub(pad), inside(x0, g.w));
+            // A tile wholly inside the image loads every value; an edge tile starts from zeros.
+            let interior = y0 >= pad && x0 >= pad && y0 + A - pad <= g.h && x0 + A - pad <= g.w;
             let mut c0 = 0;
             while c0 < cin {
                 let cl = l.min(cin - c0);
-                let mut d = [[zero; A]; A];
-                for (a, d_a) in d.iter_mut().enumerate() {
-                    let iy = (y0 + a).wrapping_sub(pad);
-                    if iy < ya || iy >= yb {
-                        continue;
-                    }
-                    for (b, v) in d_a.iter_mut().enumerate() {
-                        let ix = (x0 + b).wrapping_sub(pad);
-                        if ix >= xa && ix < xb {
-                            let src = ((n * g.h + iy) * g.w + ix) * cin + c0;
-                            *v = load::<S>(simd, &run.x[src..src + cl]);
+                let d = if interior {
+                    let src0 = ((n * g.h + y0 - pad) * g.w + x0 - pad) * cin + c0;
+                    core::array::from_fn(|a| {
+                        core::array::from_fn(|b| {
+                            let src = src0 + (a * g.w + b) * cin;
+                            load::<S>(simd, &run.x[src..src + cl])
+                        })
+                    })
+                } else {
+                    let mut d = [[zero; A]; A];
+                    for (a, d_a) in d.iter_mut().enumerate() {
+                        let iy = (y0 + a).wrapping_sub(pad);
+                        if iy < ya || iy >= yb {
+                            continue;
+                        }
+                        for (b, v) in d_a.iter_mut().enumerate() {
+                            let ix = (x0 + b).wrapping_sub(pad);
+                            if ix >= xa && ix < xb {
+                                let src = ((n * g.h + iy) * g.w + ix) * cin + c0;
+                                *v = load::<S>(simd, &run.x[src..src + cl]);
+                            }
                         }
                     }
-                }
-                let out = winograd::sandwich(simd, self.bt, &d);
+                    d
+                };
+                let out = winograd::sandwich::<S, T, A, M>(simd, &d);
                 for (pos, v) in out.iter().flatten().enumerate() {
                     store::<S>(simd, &mut vt[pos * cin + c0..pos * cin + c0 + cl], *v);
                 }
@@ -834,7 +861,7 @@ fn store<S: Simd>(simd: S, dst: &mut [f32], v: S::f32s) {
     }
 }
 
-struct OutputRow<'a, const A: usize, const M: usize> {
+struct OutputRow<'a, T, const A: usize, const M: usize> {
     run: &'a WinogradRun<'a>,
     /// Global tile row (over n * th).
     r: usize,
@@ -843,14 +870,14 @@ struct OutputRow<'a, const A: usize, const M: usize> {
     /// Tiles in the chunk.
     tiles: usize,
     tw: usize,
-    at: &'a [[f32; A]; M],
+    transform: PhantomData<T>,
     /// `[pos][tile][cout]`.
     m: &'a [f32],
     /// The output rows of this tile row, NHWC.
     band: &'a mut [f32],
 }
 
-impl<const A: usize, const M: usize> WithSimd for OutputRow<'_, A, M> {
+impl<T: Transform1d<A, M>, const A: usize, const M: usize> WithSimd for OutputRow<'_, T, A, M> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
@@ -874,7 +901,7 @@ impl<const A: usize, const M: usize> WithSimd for OutputRow<'_, A, M> {
                     let src = (pos * self.tiles + t) * cout + c0;
                     *v = load::<S>(simd, &self.m[src..src + cl]);
                 }
-                let y = winograd::output_sandwich(simd, self.at, &mb);
+                let y = winograd::output_sandwich::<S, T, A, M>(simd, &mb);
                 let scale = load::<S>(simd, &conv.scale[c0..c0 + cl]);
                 let shift = load::<S>(simd, &conv.shift[c0..c0 + cl]);
                 for (i, y_i) in y.iter().enumerate().take(rows_here) {

@@ -80,82 +80,147 @@ impl Tile {
     }
 }
 
+/// The 1-D transforms of one tile size, written out term by term so that their constants are
+/// in the code: a loop over a matrix passed by reference kept a compare and a branch per
+/// coefficient at run time (the matrices reach the SIMD code through a pointer). Each output
+/// is the sum of its matrix row's non-zero terms in column order, the first as a product, so
+/// the results are those of the matrix products, bit for bit.
+pub(crate) trait Transform1d<const A: usize, const M: usize> {
+    /// `Bᵀ d`.
+    fn input<S: Simd>(simd: S, d: [S::f32s; A]) -> [S::f32s; A];
+    /// `Aᵀ m`.
+    fn output<S: Simd>(simd: S, m: [S::f32s; A]) -> [S::f32s; M];
+}
+
+/// F(2x2, 3x3): [`BT2`] and [`AT2`].
+pub(crate) struct F2;
+
+/// F(4x4, 3x3): [`BT4`] and [`AT4`].
+pub(crate) struct F4;
+
+impl Transform1d<4, 2> for F2 {
+    #[inline(always)]
+    fn input<S: Simd>(simd: S, [d0, d1, d2, d3]: [S::f32s; 4]) -> [S::f32s; 4] {
+        [
+            simd.sub_f32s(d0, d2),
+            simd.add_f32s(d1, d2),
+            simd.sub_f32s(d2, d1),
+            simd.sub_f32s(d1, d3),
+        ]
+    }
+
+    #[inline(always)]
+    fn output<S: Simd>(simd: S, [m0, m1, m2, m3]: [S::f32s; 4]) -> [S::f32s; 2] {
+        [
+            simd.add_f32s(simd.add_f32s(m0, m1), m2),
+            simd.sub_f32s(simd.sub_f32s(m1, m2), m3),
+        ]
+    }
+}
+
+impl Transform1d<6, 4> for F4 {
+    #[inline(always)]
+    fn input<S: Simd>(simd: S, [d0, d1, d2, d3, d4, d5]: [S::f32s; 6]) -> [S::f32s; 6] {
+        let c = |v: f32| simd.splat_f32s(v);
+        let fma = |a: f32, x, acc| simd.mul_add_f32s(c(a), x, acc);
+        [
+            simd.add_f32s(fma(-5.0, d2, simd.mul_f32s(c(4.0), d0)), d4),
+            simd.add_f32s(
+                simd.add_f32s(fma(-4.0, d2, simd.mul_f32s(c(-4.0), d1)), d3),
+                d4,
+            ),
+            simd.add_f32s(
+                simd.sub_f32s(fma(-4.0, d2, simd.mul_f32s(c(4.0), d1)), d3),
+                d4,
+            ),
+            simd.add_f32s(
+                fma(2.0, d3, simd.sub_f32s(simd.mul_f32s(c(-2.0), d1), d2)),
+                d4,
+            ),
+            simd.add_f32s(
+                fma(-2.0, d3, simd.sub_f32s(simd.mul_f32s(c(2.0), d1), d2)),
+                d4,
+            ),
+            simd.add_f32s(fma(-5.0, d3, simd.mul_f32s(c(4.0), d1)), d5),
+        ]
+    }
+
+    #[inline(always)]
+    fn output<S: Simd>(simd: S, [m0, m1, m2, m3, m4, m5]: [S::f32s; 6]) -> [S::f32s; 4] {
+        let c = |v: f32| simd.splat_f32s(v);
+        let fma = |a: f32, x, acc| simd.mul_add_f32s(c(a), x, acc);
+        let (sum, diff) = (simd.add_f32s(m1, m2), simd.sub_f32s(m1, m2));
+        [
+            simd.add_f32s(
+                simd.add_f32s(simd.add_f32s(simd.add_f32s(m0, m1), m2), m3),
+                m4,
+            ),
+            fma(-2.0, m4, fma(2.0, m3, diff)),
+            fma(4.0, m4, fma(4.0, m3, sum)),
+            simd.add_f32s(fma(-8.0, m4, fma(8.0, m3, diff)), m5),
+        ]
+    }
+}
+
 /// `out = Bᵀ d B` on every lane of a tile of vectors (`[row][col]`, one vector of channels
-/// each). The matrix is a constant, so the zero terms fold away.
+/// each): the 1-D transform on every column, then on every row.
 #[inline(always)]
-pub(crate) fn sandwich<S: Simd, const A: usize>(
+pub(crate) fn sandwich<S: Simd, T: Transform1d<A, M>, const A: usize, const M: usize>(
     simd: S,
-    bt: &[[f32; A]; A],
     d: &[[S::f32s; A]; A],
 ) -> [[S::f32s; A]; A] {
-    let zero = simd.splat_f32s(0.0);
-    let mut tmp = [[zero; A]; A];
-    for (tmp_a, bt_a) in tmp.iter_mut().zip(bt) {
-        for (d_i, &c) in d.iter().zip(bt_a) {
-            if c == 0.0 {
-                continue;
-            }
-            let cv = simd.splat_f32s(c);
-            for (t, &s) in tmp_a.iter_mut().zip(d_i) {
-                *t = simd.mul_add_f32s(cv, s, *t);
-            }
+    let mut tmp = *d;
+    for j in 0..A {
+        let mut col = d[0];
+        for (c, row) in col.iter_mut().zip(d) {
+            *c = row[j];
+        }
+        for (row, v) in tmp.iter_mut().zip(T::input(simd, col)) {
+            row[j] = v;
         }
     }
-    let mut out = [[zero; A]; A];
-    for (out_a, tmp_a) in out.iter_mut().zip(&tmp) {
-        for (o, bt_b) in out_a.iter_mut().zip(bt) {
-            for (&t, &c) in tmp_a.iter().zip(bt_b) {
-                if c != 0.0 {
-                    *o = simd.mul_add_f32s(simd.splat_f32s(c), t, *o);
-                }
-            }
-        }
+    for row in &mut tmp {
+        *row = T::input(simd, *row);
     }
-    out
+    tmp
 }
 
 /// `y = Aᵀ m A` on every lane: the `M x M` outputs of an `A x A` tile of vectors.
 #[inline(always)]
-pub(crate) fn output_sandwich<S: Simd, const A: usize, const M: usize>(
+pub(crate) fn output_sandwich<S: Simd, T: Transform1d<A, M>, const A: usize, const M: usize>(
     simd: S,
-    at: &[[f32; A]; M],
     m: &[[S::f32s; A]; A],
 ) -> [[S::f32s; M]; M] {
     let zero = simd.splat_f32s(0.0);
     let mut tmp = [[zero; A]; M];
-    for (tmp_i, at_i) in tmp.iter_mut().zip(at) {
-        for (m_a, &c) in m.iter().zip(at_i) {
-            if c == 0.0 {
-                continue;
-            }
-            let cv = simd.splat_f32s(c);
-            for (t, &s) in tmp_i.iter_mut().zip(m_a) {
-                *t = simd.mul_add_f32s(cv, s, *t);
-            }
+    for j in 0..A {
+        let mut col = m[0];
+        for (c, row) in col.iter_mut().zip(m) {
+            *c = row[j];
+        }
+        for (row, v) in tmp.iter_mut().zip(T::output(simd, col)) {
+            row[j] = v;
         }
     }
     let mut y = [[zero; M]; M];
     for (y_i, tmp_i) in y.iter_mut().zip(&tmp) {
-        for (o, at_j) in y_i.iter_mut().zip(at) {
-            for (&t, &c) in tmp_i.iter().zip(at_j) {
-                if c != 0.0 {
-                    *o = simd.mul_add_f32s(simd.splat_f32s(c), t, *o);
-                }
-            }
-        }
+        *y_i = T::output(simd, *tmp_i);
     }
     y
 }
 
-pub(crate) const BT2: [[f32; 4]; 4] = [
+#[cfg(test)]
+const BT2: [[f32; 4]; 4] = [
     [1.0, 0.0, -1.0, 0.0],
     [0.0, 1.0, 1.0, 0.0],
     [0.0, -1.0, 1.0, 0.0],
     [0.0, 1.0, 0.0, -1.0],
 ];
-pub(crate) const AT2: [[f32; 4]; 2] = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]];
+#[cfg(test)]
+const AT2: [[f32; 4]; 2] = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]];
 
-pub(crate) const BT4: [[f32; 6]; 6] = [
+#[cfg(test)]
+const BT4: [[f32; 6]; 6] = [
     [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
     [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
     [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
@@ -163,7 +228,8 @@ pub(crate) const BT4: [[f32; 6]; 6] = [
     [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
     [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
 ];
-pub(crate) const AT4: [[f32; 6]; 4] = [
+#[cfg(test)]
+const AT4: [[f32; 6]; 4] = [
     [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
     [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
     [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
@@ -216,6 +282,95 @@ mod tests {
             &BT4.iter().map(|r| r.to_vec()).collect::<Vec<_>>(),
             &AT4.iter().map(|r| r.to_vec()).collect::<Vec<_>>(),
         );
+    }
+
+    /// `rows · v` in f64 and the sum of the terms' magnitudes (the scale of its rounding).
+    fn apply<const A: usize>(rows: &[[f32; A]], v: &[f32; A]) -> Vec<(f64, f64)> {
+        rows.iter()
+            .map(|r| {
+                let terms = r.iter().zip(v).map(|(&c, &x)| f64::from(c) * f64::from(x));
+                (terms.clone().sum(), terms.map(f64::abs).sum())
+            })
+            .collect()
+    }
+
+    fn close(got: f32, (want, scale): (f64, f64), what: &str) {
+        assert!(
+            (f64::from(got) - want).abs() <= 1e-6 * scale.max(1e-30),
+            "{what}: {got} vs {want}"
+        );
+    }
+
+    /// Values far from round numbers, of both signs and several magnitudes.
+    fn values<const A: usize>(seed: usize) -> [f32; A] {
+        core::array::from_fn(|i| ((seed * 7 + i * 13) as f32 * 0.731).sin() * (1 + i % 3) as f32)
+    }
+
+    /// The written-out 1-D transforms are the matrices [`BT2`], [`AT2`], [`BT4`], [`AT4`].
+    fn one_d_matches<T: Transform1d<A, M>, const A: usize, const M: usize>(
+        bt: &[[f32; A]; A],
+        at: &[[f32; A]; M],
+    ) {
+        let simd = pulp::Scalar::new();
+        for seed in 0..20 {
+            let v = values::<A>(seed);
+            for (i, (got, want)) in T::input(simd, v).iter().zip(apply(bt, &v)).enumerate() {
+                close(*got, want, &format!("input {i} of {A}"));
+            }
+            for (i, (got, want)) in T::output(simd, v).iter().zip(apply(at, &v)).enumerate() {
+                close(*got, want, &format!("output {i} of {A}"));
+            }
+        }
+    }
+
+    #[test]
+    fn written_out_transforms_are_the_matrices() {
+        one_d_matches::<F2, 4, 2>(&BT2, &AT2);
+        one_d_matches::<F4, 6, 4>(&BT4, &AT4);
+    }
+
+    /// The 2-D transforms: `Bᵀ d B` and `Aᵀ m A` against f64 products of the matrices.
+    fn two_d_matches<T: Transform1d<A, M>, const A: usize, const M: usize>(
+        bt: &[[f32; A]; A],
+        at: &[[f32; A]; M],
+    ) {
+        let simd = pulp::Scalar::new();
+        let d: [[f32; A]; A] = core::array::from_fn(values::<A>);
+        // (X d Xᵀ)[i][j] = sum_a sum_b X[i][a] d[a][b] X[j][b], with its magnitude sum.
+        let both = |x: &[[f32; A]], i: usize, j: usize| -> (f64, f64) {
+            let mut s = (0.0, 0.0);
+            for (a, d_a) in d.iter().enumerate() {
+                for (b, &v) in d_a.iter().enumerate() {
+                    let t = f64::from(x[i][a]) * f64::from(v) * f64::from(x[j][b]);
+                    s = (s.0 + t, s.1 + t.abs());
+                }
+            }
+            s
+        };
+        for (i, row) in sandwich::<_, T, A, M>(simd, &d).iter().enumerate() {
+            for (j, &got) in row.iter().enumerate() {
+                close(
+                    got,
+                    both(bt, i, j),
+                    &format!("input tile [{i}][{j}] of {A}"),
+                );
+            }
+        }
+        for (i, row) in output_sandwich::<_, T, A, M>(simd, &d).iter().enumerate() {
+            for (j, &got) in row.iter().enumerate() {
+                close(
+                    got,
+                    both(at, i, j),
+                    &format!("output tile [{i}][{j}] of {A}"),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn tile_transforms_are_the_matrix_products() {
+        two_d_matches::<F2, 4, 2>(&BT2, &AT2);
+        two_d_matches::<F4, 6, 4>(&BT4, &AT4);
     }
 
     #[test]
