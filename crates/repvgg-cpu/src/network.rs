@@ -540,7 +540,7 @@ impl Network {
     pub fn run(&self, x: ArrayView4<'_, f32>) -> Result<RunOutput> {
         match &self.pool {
             Some(p) => p.install(|| self.run_here(x, None)),
-            None => self.run_here(x, None),
+            None => on_worker(|| self.run_here(x, None)),
         }
     }
 
@@ -550,7 +550,7 @@ impl Network {
         let mut times = Vec::with_capacity(self.ops.len() + 2);
         let out = match &self.pool {
             Some(p) => p.install(|| self.run_here(x, Some(&mut times))),
-            None => self.run_here(x, Some(&mut times)),
+            None => on_worker(|| self.run_here(x, Some(&mut times))),
         }?;
         Ok((out, times))
     }
@@ -794,6 +794,14 @@ fn nchw_to_nhwc(src: &[f32], dst: &mut [f32], c: usize, hw: usize) {
 
 /// Two distinct slots, or one slot twice for an in-place op (then an error: convs never run
 /// in place).
+/// Runs `op` on a worker of the global pool (in place when called from one). A run called
+/// from outside the pool would otherwise hand each of its parallel steps, several per conv, to
+/// the pool and sleep on a lock until it is done: a cross-thread wake-up per step, which at
+/// batch 1 costs as much as a small layer's arithmetic.
+fn on_worker<R: Send>(op: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| op())
+}
+
 fn two_slots(slots: &mut [AlignedVec], a: usize, b: usize) -> Result<(&[f32], &mut [f32])> {
     if a == b {
         return Err(CpuError::Invalid(
