@@ -469,9 +469,7 @@ fn split_groups(
         }
         return;
     }
-    // The first half of the groups takes its share of the chunks, rounded down.
-    let left = groups / 2;
-    let mid = chunks.start + chunks.len() * left / groups;
+    let (left, mid) = halve(&chunks, groups);
     let at = offset(unit(mid)) - offset(unit(chunks.start));
     let (ra, rb) = region.split_at_mut(at);
     let (sa, sb) = scratch.split_at_mut(left * plan.slot_len);
@@ -479,6 +477,14 @@ fn split_groups(
         || split_groups(plan, chunks.start..mid, left, ra, sa, offset, f),
         || split_groups(plan, mid..chunks.end, groups - left, rb, sb, offset, f),
     );
+}
+
+/// Where `groups` (at least 2) cut `chunks` in two: the first `groups / 2` groups and the chunks
+/// they take, their share rounded down. Recursing on both halves gives every group the same
+/// number of chunks, give or take one.
+fn halve(chunks: &std::ops::Range<usize>, groups: usize) -> (usize, usize) {
+    let left = groups / 2;
+    (left, chunks.start + chunks.len() * left / groups)
 }
 
 fn pack_gemm(weight: &ArrayView4<'_, f32>, s: &ConvSpec) -> AlignedVec {
@@ -802,7 +808,7 @@ impl<T: Transform1d<A, M>, const A: usize, const M: usize> WithSimd for InputTil
             let (ya, yb) = (y0.saturating_sub(pad), inside(y0, g.h));
             let (xa, xb) = (x0.saturating_sub(pad), inside(x0, g.w));
             // A tile wholly inside the image loads every value; an edge tile starts from zeros.
-            let interior = y0 >= pad && x0 >= pad && y0 + A - pad <= g.h && x0 + A - pad <= g.w;
+            let interior = inside_image(y0, A, pad, g.h) && inside_image(x0, A, pad, g.w);
             let mut c0 = 0;
             while c0 < cin {
                 let cl = l.min(cin - c0);
@@ -839,6 +845,13 @@ impl<T: Transform1d<A, M>, const A: usize, const M: usize> WithSimd for InputTil
             }
         }
     }
+}
+
+/// Whether the `a` input rows (or columns) of a tile that starts at output row `o` all lie in
+/// the image (`extent` rows, `pad` of padding before it): rows `o - pad .. o - pad + a`.
+#[inline(always)]
+fn inside_image(o: usize, a: usize, pad: usize, extent: usize) -> bool {
+    o >= pad && o + a - pad <= extent
 }
 
 /// Loads a vector from `src` (a full vector, or fewer values and zeros).
@@ -919,6 +932,74 @@ impl<T: Transform1d<A, M>, const A: usize, const M: usize> WithSimd for OutputRo
                     }
                 }
                 c0 += cl;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{halve, inside_image};
+
+    /// The tile test against the rows themselves: an interior tile loads every value without
+    /// checks, and one classed as an edge tile only costs a zero fill.
+    #[test]
+    fn interior_tiles_are_exactly_those_inside_the_image() {
+        for a in [4usize, 6] {
+            for pad in 0..=2 {
+                for extent in 0..=12 {
+                    for o in 0..=14 {
+                        let rows_inside =
+                            (0..a).all(|i| (o + i).checked_sub(pad).is_some_and(|r| r < extent));
+                        assert_eq!(
+                            inside_image(o, a, pad, extent),
+                            rows_inside,
+                            "tile at {o}, {a} rows, pad {pad}, extent {extent}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The chunk counts of the groups that [`halve`] makes, recursively, in order.
+    fn groups_of(chunks: std::ops::Range<usize>, groups: usize, out: &mut Vec<(usize, usize)>) {
+        if groups <= 1 {
+            out.push((chunks.start, chunks.end));
+            return;
+        }
+        let (left, mid) = halve(&chunks, groups);
+        assert!(
+            (chunks.start..=chunks.end).contains(&mid),
+            "{chunks:?} cut at {mid}"
+        );
+        groups_of(chunks.start..mid, left, out);
+        groups_of(mid..chunks.end, groups - left, out);
+    }
+
+    /// Every thread gets a contiguous run of chunks, together all of them in order, and the
+    /// same number give or take one (a thread with one chunk more than the others sets the
+    /// conv's time), for every chunk count and group count, from any first chunk.
+    #[test]
+    fn groups_are_contiguous_and_balanced() {
+        for start in [0, 5] {
+            for n in 0..=64 {
+                for groups in 1..=8 {
+                    let mut got = Vec::new();
+                    groups_of(start..start + n, groups, &mut got);
+                    assert_eq!(got.len(), groups);
+                    assert_eq!(got[0].0, start);
+                    assert_eq!(got[groups - 1].1, start + n);
+                    for w in got.windows(2) {
+                        assert_eq!(w[0].1, w[1].0, "{n} chunks, {groups} groups: {got:?}");
+                    }
+                    let sizes: Vec<usize> = got.iter().map(|(a, b)| b - a).collect();
+                    let (lo, hi) = (n / groups, n.div_ceil(groups));
+                    assert!(
+                        sizes.iter().all(|s| (lo..=hi).contains(s)),
+                        "{n} chunks, {groups} groups: {sizes:?}"
+                    );
+                }
             }
         }
     }

@@ -350,6 +350,44 @@ fn winograd_runs_in_several_chunks() -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Runs of several chunks on pools of 3 and 4 threads: the chunks are cut into one group per
+/// thread, and with more than two groups the split recurses into groups that do not start at
+/// chunk 0 (with 2 threads every split starts there). Winograd F(4x4) and F(2x2) and an
+/// im2col GEMM (3 images of 33x33: 3267 pixels, chunks of at most 1024).
+#[test]
+fn several_chunks_on_three_and_four_threads() -> Result<(), TestCaseError> {
+    for threads in [3, 4] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(fail)?;
+        for (i, algo) in [
+            ConvAlgo::Winograd(Tile::F4),
+            ConvAlgo::Winograd(Tile::F2),
+            ConvAlgo::Gemm,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let spec = ConvSpec::new(5, 7, 3, 1, 1, 1).map_err(fail)?;
+            pool.install(|| {
+                check(&Case {
+                    spec,
+                    n: 3,
+                    h: 33,
+                    w: 33,
+                    seed: 200 + (threads * 10 + i) as u64,
+                    algo,
+                    scale: true,
+                    relu: i % 2 == 0,
+                    accumulate: i % 2 == 1,
+                })
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// The element-wise ops: identity BN added to a sum, SE, ReLU, and liveness (a chain longer than
 /// two buffers), against an f64 computation of the same graph.
 #[test]
