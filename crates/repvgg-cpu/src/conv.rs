@@ -400,6 +400,13 @@ struct Plan {
     inner_par: bool,
 }
 
+impl Plan {
+    /// The first unit of chunk `c` (`units` for the end of the last chunk).
+    fn unit(&self, c: usize) -> usize {
+        (c * self.per_chunk).min(self.units)
+    }
+}
+
 /// Chunks `units` (of `work` total work items) into about `work / target` chunks, rounded up to
 /// a multiple of `threads` when there is more than one, so that every thread gets the same share.
 /// Returns (chunks, units per chunk).
@@ -431,9 +438,8 @@ fn run_chunks(
     offset: &(dyn Fn(usize) -> usize + Sync),
     f: &ChunkFn<'_>,
 ) {
-    let unit = |c: usize| (c * plan.per_chunk).min(plan.units);
-    let begin = offset(unit(0));
-    let end = offset(unit(plan.chunks));
+    let begin = offset(plan.unit(0));
+    let end = offset(plan.unit(plan.chunks));
     split_groups(
         plan,
         0..plan.chunks,
@@ -456,21 +462,25 @@ fn split_groups(
     offset: &(dyn Fn(usize) -> usize + Sync),
     f: &ChunkFn<'_>,
 ) {
-    let unit = |c: usize| (c * plan.per_chunk).min(plan.units);
     if groups <= 1 {
         let mut rest = region;
-        let mut at = offset(unit(chunks.start));
+        let mut at = offset(plan.unit(chunks.start));
         for c in chunks {
-            let next = offset(unit(c + 1));
+            let next = offset(plan.unit(c + 1));
             let (band, tail) = rest.split_at_mut(next - at);
-            f(unit(c), unit(c + 1), band, &mut scratch[..plan.slot_len]);
+            f(
+                plan.unit(c),
+                plan.unit(c + 1),
+                band,
+                &mut scratch[..plan.slot_len],
+            );
             rest = tail;
             at = next;
         }
         return;
     }
     let (left, mid) = halve(&chunks, groups);
-    let at = offset(unit(mid)) - offset(unit(chunks.start));
+    let at = offset(plan.unit(mid)) - offset(plan.unit(chunks.start));
     let (ra, rb) = region.split_at_mut(at);
     let (sa, sb) = scratch.split_at_mut(left * plan.slot_len);
     rayon::join(

@@ -792,8 +792,6 @@ fn nchw_to_nhwc(src: &[f32], dst: &mut [f32], c: usize, hw: usize) {
         });
 }
 
-/// Two distinct slots, or one slot twice for an in-place op (then an error: convs never run
-/// in place).
 /// Runs `op` on a worker of the global pool (in place when called from one). A run called
 /// from outside the pool would otherwise hand each of its parallel steps, several per conv, to
 /// the pool and sleep on a lock until it is done: a cross-thread wake-up per step, which at
@@ -802,6 +800,8 @@ fn on_worker<R: Send>(op: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| op())
 }
 
+/// Two distinct slots, or one slot twice for an in-place op (then an error: convs never run
+/// in place).
 fn two_slots(slots: &mut [AlignedVec], a: usize, b: usize) -> Result<(&[f32], &mut [f32])> {
     if a == b {
         return Err(CpuError::Invalid(

@@ -162,6 +162,16 @@ impl Transform1d<6, 4> for F4 {
     }
 }
 
+/// Column `j` of a square tile of vectors.
+#[inline(always)]
+fn column<V: Copy, const A: usize>(tile: &[[V; A]; A], j: usize) -> [V; A] {
+    let mut col = tile[0];
+    for (c, row) in col.iter_mut().zip(tile) {
+        *c = row[j];
+    }
+    col
+}
+
 /// `out = Bᵀ d B` on every lane of a tile of vectors (`[row][col]`, one vector of channels
 /// each): the 1-D transform on every column, then on every row.
 #[inline(always)]
@@ -171,11 +181,7 @@ pub(crate) fn sandwich<S: Simd, T: Transform1d<A, M>, const A: usize, const M: u
 ) -> [[S::f32s; A]; A] {
     let mut tmp = *d;
     for j in 0..A {
-        let mut col = d[0];
-        for (c, row) in col.iter_mut().zip(d) {
-            *c = row[j];
-        }
-        for (row, v) in tmp.iter_mut().zip(T::input(simd, col)) {
+        for (row, v) in tmp.iter_mut().zip(T::input(simd, column(d, j))) {
             row[j] = v;
         }
     }
@@ -194,11 +200,7 @@ pub(crate) fn output_sandwich<S: Simd, T: Transform1d<A, M>, const A: usize, con
     let zero = simd.splat_f32s(0.0);
     let mut tmp = [[zero; A]; M];
     for j in 0..A {
-        let mut col = m[0];
-        for (c, row) in col.iter_mut().zip(m) {
-            *c = row[j];
-        }
-        for (row, v) in tmp.iter_mut().zip(T::output(simd, col)) {
+        for (row, v) in tmp.iter_mut().zip(T::output(simd, column(m, j))) {
             row[j] = v;
         }
     }
@@ -347,22 +349,30 @@ mod tests {
             }
             s
         };
-        for (i, row) in sandwich::<_, T, A, M>(simd, &d).iter().enumerate() {
-            for (j, &got) in row.iter().enumerate() {
-                close(
-                    got,
-                    both(bt, i, j),
-                    &format!("input tile [{i}][{j}] of {A}"),
-                );
-            }
-        }
-        for (i, row) in output_sandwich::<_, T, A, M>(simd, &d).iter().enumerate() {
-            for (j, &got) in row.iter().enumerate() {
-                close(
-                    got,
-                    both(at, i, j),
-                    &format!("output tile [{i}][{j}] of {A}"),
-                );
+        check_tile(
+            &sandwich::<_, T, A, M>(simd, &d),
+            |i, j| both(bt, i, j),
+            "input",
+            A,
+        );
+        check_tile(
+            &output_sandwich::<_, T, A, M>(simd, &d),
+            |i, j| both(at, i, j),
+            "output",
+            A,
+        );
+    }
+
+    /// Every value of a transformed tile against its f64 value and scale.
+    fn check_tile<const K: usize>(
+        got: &[[f32; K]; K],
+        want: impl Fn(usize, usize) -> (f64, f64),
+        what: &str,
+        a: usize,
+    ) {
+        for (i, row) in got.iter().enumerate() {
+            for (j, &g) in row.iter().enumerate() {
+                close(g, want(i, j), &format!("{what} tile [{i}][{j}] of {a}"));
             }
         }
     }
