@@ -121,6 +121,10 @@ pub(crate) struct Row {
     pub images_per_s: f64,
     pub gflops: f64,
     pub peak_activation_bytes: u64,
+    /// Multiply-adds the CPU engine executes for the batch, Winograd convs counted in the
+    /// transformed domain (`gflops` counts every conv as direct); absent on the GPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executed_macs: Option<u64>,
 }
 
 pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
@@ -196,6 +200,7 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
                 images_per_s: batch as f64 / med,
                 gflops: 2.0 * macs as f64 * batch as f64 / med / 1e9,
                 peak_activation_bytes: engine.peak_activation_bytes(form, batch, h, w)?,
+                executed_macs: engine.executed_macs(form, batch, h, w)?,
             });
         }
     }
@@ -303,6 +308,16 @@ pub(crate) fn print_rows(rows: &[Row], json: bool) -> Result<()> {
                 t.batch,
                 d.images_per_s / t.images_per_s
             );
+            if let (Some(tm), Some(dm)) = (t.executed_macs, d.executed_macs) {
+                println!(
+                    "batch {}: the train form executes {:.2}x the deploy form's multiply-adds \
+                     ({:.3} vs {:.3} G; Winograd convs counted in the transformed domain)",
+                    t.batch,
+                    tm as f64 / dm.max(1) as f64,
+                    tm as f64 / 1e9,
+                    dm as f64 / 1e9
+                );
+            }
         }
     }
     Ok(())

@@ -132,6 +132,12 @@ pub(crate) fn run(a: &DemoArgs) -> Result<()> {
                 images_per_s: batch as f64 / med,
                 gflops: 2.0 * macs as f64 * batch as f64 / med / 1e9,
                 peak_activation_bytes: peak,
+                executed_macs: engine.executed_macs(
+                    form,
+                    batch,
+                    digits::INPUT_SIZE,
+                    digits::INPUT_SIZE,
+                )?,
             });
         }
     }

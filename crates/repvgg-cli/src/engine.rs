@@ -300,6 +300,28 @@ impl<'m> Engine<'m> {
         }
     }
 
+    /// Multiply-adds a CPU run executes (Winograd convs counted in the transformed domain);
+    /// `None` on the GPU, whose kernels are counted as direct convolutions.
+    pub fn executed_macs(
+        &self,
+        form: Form,
+        batch: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Option<u64>> {
+        Ok(match (self, form) {
+            (Self::Cpu { train: Some(m), .. }, Form::Train)
+            | (
+                Self::Cpu {
+                    deploy: Some(m), ..
+                },
+                Form::Deploy,
+            ) => Some(m.executed_macs(batch, h, w)?),
+            (Self::Cpu { .. }, _) => return Err(Self::missing(form)),
+            (Self::Gpu { .. }, _) => None,
+        })
+    }
+
     pub fn peak_activation_bytes(
         &self,
         form: Form,

@@ -327,6 +327,34 @@ fn gpu_bench_and_info_report_the_adapter() {
     }
 }
 
+/// On the CPU, `bench` reports the multiply-adds each form executes: the train form's extra
+/// 1x1 convs make it more, and Winograd makes both less than the direct count behind `gflops`.
+#[test]
+fn cpu_bench_reports_executed_multiply_adds() {
+    let (ok, out, err) = bench_a0_tiny("cpu", &["--form", "both", "--json"]);
+    assert!(ok, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let macs = |i: usize| rows[i]["executed_macs"].as_u64().expect("executed_macs");
+    assert_eq!(rows[0]["form"], "train", "{rows}");
+    assert_eq!(rows[1]["form"], "deploy", "{rows}");
+    let (train, deploy) = (macs(0), macs(1));
+    assert!(train > deploy && deploy > 0, "{train} vs {deploy}");
+    // Direct multiply-adds of the deploy form, from gflops = 2 * macs / seconds.
+    let direct = rows[1]["gflops"].as_f64().unwrap() * 1e9 * rows[1]["median_ms"].as_f64().unwrap()
+        / 1e3
+        / 2.0;
+    assert!(
+        (deploy as f64) < 0.9 * direct,
+        "{deploy} vs direct {direct}"
+    );
+    let (ok, out, err) = bench_a0_tiny("cpu", &["--form", "both"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("the train form executes") && out.contains("multiply-adds"),
+        "{out}"
+    );
+}
+
 /// `repvgg bench --device DEVICE --arch a0 --batch 1 --size 32 --iters 1 --warmup 0`, then
 /// `extra`: the smallest real bench run.
 fn bench_a0_tiny(device: &str, extra: &[&str]) -> (bool, String, String) {

@@ -214,6 +214,34 @@ impl PreparedConv {
         }
     }
 
+    /// Multiply-adds of a run of these sizes as a direct convolution.
+    pub fn direct_macs(&self, g: &Geometry) -> u64 {
+        let s = &self.spec;
+        (g.n * g.oh * g.ow) as u64 * self.group_macs() * (s.kernel_size * s.kernel_size) as u64
+    }
+
+    /// Multiply-adds a run of these sizes performs in its GEMMs, with the algorithm it uses:
+    /// the direct count for the GEMM paths; for Winograd F(m x m, 3x3), tiles x (m + 2)^2
+    /// positions x (in / groups) x out. The Winograd tile transforms (a few adds per element)
+    /// are not counted.
+    pub fn executed_macs(&self, g: &Geometry) -> u64 {
+        match &self.kernel {
+            Kernel::Winograd(w) => {
+                let tile = w.pick(g).0;
+                let m = tile.m();
+                let tiles = (g.n * g.oh.div_ceil(m) * g.ow.div_ceil(m)) as u64;
+                tiles * tile.positions() as u64 * self.group_macs()
+            }
+            Kernel::Gemm { .. } => self.direct_macs(g),
+        }
+    }
+
+    /// Multiply-adds of one output pixel and one kernel tap: `(in / groups) x out`.
+    fn group_macs(&self) -> u64 {
+        let s = &self.spec;
+        (s.in_channels / s.groups * s.out_channels) as u64
+    }
+
     /// Output size for an `n x h x w` input.
     pub fn geometry(&self, n: usize, h: usize, w: usize) -> Result<Geometry> {
         let (oh, ow) = self.spec.output_size(h, w)?;

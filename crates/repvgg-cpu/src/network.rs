@@ -528,6 +528,25 @@ impl Network {
         lens
     }
 
+    /// Multiply-adds a run of `n x H x W` performs in its convolutions and head, counted as
+    /// each conv's algorithm executes them ([`PreparedConv::executed_macs`]: Winograd convs
+    /// count their transformed-domain GEMMs). Squeeze-and-excitation, affine branches and
+    /// pooling are not counted (they are a few operations per element).
+    ///
+    /// # Errors
+    /// As [`Network::run`], for the shape alone.
+    pub fn executed_macs(&self, n: usize, h: usize, w: usize) -> Result<u64> {
+        let s = self.shapes(n, h, w, self.threads())?;
+        let mut macs = (n * self.head.classes * self.channels[self.head.input]) as u64;
+        for op in &self.ops {
+            if let Op::Conv { x, conv, .. } = op {
+                let (ih, iw) = s.hw[*x];
+                macs += conv.executed_macs(&conv.geometry(n, ih, iw)?);
+            }
+        }
+        Ok(macs)
+    }
+
     /// Bytes of activation buffers and scratch a run of `n x H x W` holds at once.
     pub fn activation_bytes(&self, n: usize, h: usize, w: usize) -> Result<u64> {
         let threads = self.threads();
@@ -642,9 +661,7 @@ impl Network {
                     let (src, dst) = two_slots(&mut ws.slots, self.slot_of[*x], self.slot_of[*y])?;
                     conv.run(&src[..len(*x)], &g, &mut dst[..len(*y)], &mut ws.scratch)?;
                     let s = conv.spec();
-                    let macs = (g.n * g.oh * g.ow * s.out_channels * s.in_channels / s.groups
-                        * s.kernel_size
-                        * s.kernel_size) as u64;
+                    let macs = conv.direct_macs(&g);
                     lap(
                         format!(
                             "conv {}x{}/{} {}->{} g{} {}x{} {}",

@@ -588,3 +588,61 @@ fn auto_picks_the_winograd_tile_by_run_size() {
         "winograd-f2"
     );
 }
+
+/// `executed_macs` counts what each algorithm multiplies: the direct count for GEMM and
+/// im2col, tiles x (m + 2)^2 positions x (in / groups) x out for Winograd F(m x m); a network
+/// adds its convs (accumulating branches included) and its head.
+#[test]
+fn executed_macs_count_what_each_algorithm_multiplies() {
+    // 3 images of 10x10, 8 -> 16 channels in 2 groups: 4 x 16 = 64 multiply-adds per tap.
+    let spec = ConvSpec::new(8, 16, 3, 1, 1, 2).expect("spec");
+    let w = Array4::<f32>::from_elem((16, 4, 3, 3), 0.5);
+    let prep = |algo| PreparedConv::new(w.view(), spec, Epilogue::default(), algo).expect("conv");
+    let g = prep(ConvAlgo::Gemm).geometry(3, 10, 10).expect("geometry");
+    let direct = 3 * 100 * 64 * 9;
+    for (algo, executed) in [
+        (ConvAlgo::Gemm, direct),
+        // ceil(10 / 2)^2 = 25 tiles of 4x4 = 16 positions.
+        (ConvAlgo::Winograd(Tile::F2), 3 * 25 * 16 * 64),
+        // ceil(10 / 4)^2 = 9 tiles of 6x6 = 36 positions.
+        (ConvAlgo::Winograd(Tile::F4), 3 * 9 * 36 * 64),
+    ] {
+        let conv = prep(algo);
+        assert_eq!(conv.direct_macs(&g), direct, "{algo:?}");
+        assert_eq!(conv.executed_macs(&g), executed, "{algo:?}");
+    }
+    // Stride 2 runs as im2col + GEMM under every choice: 5x5 outputs, direct.
+    let s2 = ConvSpec::new(8, 16, 3, 2, 1, 2).expect("spec");
+    let conv = PreparedConv::new(
+        w.view(),
+        s2,
+        Epilogue::default(),
+        ConvAlgo::Winograd(Tile::F2),
+    )
+    .expect("conv");
+    let g2 = conv.geometry(3, 10, 10).expect("geometry");
+    assert_eq!(conv.executed_macs(&g2), 3 * 25 * 64 * 9);
+
+    // A network: the F(2x2) conv, a 1x1 branch accumulated into it (16 -> 16, 100 pixels),
+    // and a head of 5 classes.
+    let mut b = NetworkBuilder::new(CpuOptions {
+        algo: ConvAlgo::Winograd(Tile::F2),
+        ..CpuOptions::default()
+    });
+    let x = b.input(8).expect("input");
+    let y = b
+        .conv(x, w.view(), spec, Epilogue::default())
+        .expect("conv");
+    let one = ConvSpec::new(8, 16, 1, 1, 0, 1).expect("spec");
+    let w1 = Array4::<f32>::from_elem((16, 8, 1, 1), 0.25);
+    let y = b
+        .conv_accumulate(x, w1.view(), one, Epilogue::default(), y)
+        .expect("1x1 branch");
+    let hw = Array2::<f32>::zeros((5, 16));
+    b.head(y, hw.view(), &[0.0; 5]).expect("head");
+    let net = b.build().expect("build");
+    assert_eq!(
+        net.executed_macs(3, 10, 10).expect("macs"),
+        3 * 25 * 16 * 64 + 3 * 100 * 8 * 16 + 3 * 16 * 5
+    );
+}

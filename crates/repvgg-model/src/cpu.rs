@@ -157,6 +157,12 @@ impl CpuModel {
         Ok(self.net.activation_bytes(batch, h, w)?)
     }
 
+    /// Multiply-adds one run of `batch x H x W` executes, as each conv's algorithm does them
+    /// (Winograd convs in the transformed domain; see [`repvgg_cpu::Network::executed_macs`]).
+    pub fn executed_macs(&self, batch: usize, h: usize, w: usize) -> Result<u64> {
+        Ok(self.net.executed_macs(batch, h, w)?)
+    }
+
     /// Runs `x` once and returns the wall time of every op (for `repvgg bench --profile`).
     pub fn profile(&self, x: ArrayView4<'_, f32>) -> Result<Vec<repvgg_cpu::OpTime>> {
         crate::model::check_input(self.in_channels, &x)?;
