@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use common::{Rng, assert_close};
 use ndarray::{Array1, Array2, Array4, ArrayD, Axis, Ix2, Ix4};
 use repvgg_gpu::{
-    ConvKernel, Epilogue, GpuContext, GpuError, GpuNetwork, NetworkBuilder, TensorId, test_context,
+    Activation, ConvKernel, Epilogue, GpuContext, GpuError, GpuNetwork, NetworkBuilder, TensorId,
+    test_context,
 };
 use repvgg_math::{ConvSpec, ops as cpu};
 
@@ -701,4 +702,84 @@ fn assert_close_fails_on_nan() {
 fn assert_close_fails_on_equal_infinities() {
     let both = ndarray::Array1::from(vec![1.0f32, f32::INFINITY]);
     assert_close("inf", both.view(), both.view(), 1e30);
+}
+
+/// A linear layer on pooled features (no activation, or a ReLU) runs as a 1x1 conv on the
+/// conv kernels, with every kernel; its output stays `[N, out]`, and a sigmoid stays on the
+/// linear kernel. Checked against the CPU composition, batch 3 (the conv tiles over images).
+#[test]
+fn linear_on_pooled_features_runs_as_a_conv() {
+    let Some(ctx) = test_context() else { return };
+    let mut rng = Rng::new(41);
+    let x = rng.array4([3, 37, 5, 6]);
+    let (w1, b1) = (rng.array2([29, 37]), rng.array1(29));
+    let (w2, b2) = (rng.array2([37, 29]), rng.array1(37));
+    let (w3, b3) = (rng.array2([11, 29]), rng.array1(11));
+    let pooled = x.mean_axis(Axis(3)).unwrap().mean_axis(Axis(2)).unwrap();
+    let hidden = cpu::linear(pooled.view(), w1.view(), Some(b1.view()))
+        .unwrap()
+        .mapv(|v| v.max(0.0));
+    let gate = cpu::linear(hidden.view(), w2.view(), Some(b2.view()))
+        .unwrap()
+        .mapv(|v| 1.0 / (1.0 + (-v).exp()));
+    let logits = cpu::linear(hidden.view(), w3.view(), Some(b3.view())).unwrap();
+    for kernel in [
+        ConvKernel::Tiled,
+        ConvKernel::Gemm,
+        ConvKernel::SplitK,
+        ConvKernel::Subgroup,
+        ConvKernel::Workgroup,
+        ConvKernel::Naive,
+        ConvKernel::Winograd,
+    ] {
+        if kernel == ConvKernel::Subgroup && !ctx.has_subgroups_of_8() {
+            continue;
+        }
+        let mut b = NetworkBuilder::new(&ctx).kernel(kernel).nan_fill(true);
+        let t = b.input(37);
+        let p = b.global_avg_pool(t).expect("gap");
+        let h = b
+            .linear_act(p, w1.view(), b1.as_slice(), Activation::Relu)
+            .expect("fc1");
+        let g = b
+            .linear_act(h, w2.view(), b2.as_slice(), Activation::Sigmoid)
+            .expect("fc2");
+        let l = b.linear(h, w3.view(), b3.as_slice()).expect("head");
+        b.output("gate", g);
+        b.output("logits", l);
+        let net = b.build().expect("build");
+        let out = net.run(x.view()).expect("run");
+        let got = |k: &str| {
+            out[k]
+                .clone()
+                .into_dimensionality::<Ix2>()
+                .expect("[N, out]")
+        };
+        assert_close(
+            &format!("{kernel:?} gate"),
+            got("gate").view(),
+            gate.view(),
+            1e-5,
+        );
+        assert_close(
+            &format!("{kernel:?} logits"),
+            got("logits").view(),
+            logits.view(),
+            1e-5,
+        );
+        if ctx.has_timestamps() {
+            let kinds: Vec<String> = net
+                .profile(3, 5, 6, 0, 1)
+                .expect("profile")
+                .into_iter()
+                .map(|l| l.kernel)
+                .collect();
+            assert_eq!(kinds.len(), 4, "{kinds:?}");
+            assert!(
+                kinds[1].starts_with("conv") && kinds[3].starts_with("conv"),
+                "{kinds:?}"
+            );
+            assert_eq!(kinds[2], "linear", "{kinds:?}");
+        }
+    }
 }
