@@ -111,11 +111,12 @@ impl GemmCols {
 }
 
 /// Output tile of `conv_subgroup.wgsl` for an `ow` x `oh` output: columns (the row in as few
-/// equal pieces of at most 32 as possible, rounded up to a multiple of 4 so that few pipeline
-/// variants exist) and rows (as many as fit in 32 pixels and in the 9 input rows the shader
-/// holds).
+/// equal pieces of at most 32 as possible) and rows (as many as fit in 32 pixels and in the 9
+/// input rows the shader holds). The shader computes all `rows * columns` pixels of a tile, so
+/// columns past the row's end are work thrown away: 14 columns, not 16, for a 14-wide map
+/// (which also loads 16 input values per row, not 18: two subgroup loads instead of three).
 pub(crate) fn subgroup_tile(ow: usize, oh: usize, ks: usize, stride: usize) -> (usize, usize) {
-    let nbw = ow.div_ceil(ow.div_ceil(SUBGROUP_MAX_NB)).div_ceil(4) * 4;
+    let nbw = ow.div_ceil(ow.div_ceil(SUBGROUP_MAX_NB));
     let max_rows = (9 - ks) / stride + 1;
     let rows = (SUBGROUP_MAX_NB / nbw).min(max_rows).min(oh).max(1);
     (nbw, rows)
@@ -174,7 +175,19 @@ mod tests {
     #[test]
     fn subgroup_tiles_cover_the_row_in_few_pieces() {
         assert_eq!(subgroup_tile(56, 56, 3, 1), (28, 1));
-        assert_eq!(subgroup_tile(7, 7, 3, 1), (8, 4));
+        assert_eq!(subgroup_tile(14, 14, 3, 1), (14, 2));
+        assert_eq!(subgroup_tile(7, 7, 3, 2), (7, 4));
+        assert_eq!(subgroup_tile(7, 7, 1, 1), (7, 4));
         assert_eq!(subgroup_tile(112, 112, 3, 2), (28, 1));
+        assert_eq!(subgroup_tile(33, 5, 3, 1), (17, 1));
+        for ow in 1..=300 {
+            for (ks, stride) in [(1, 1), (3, 1), (1, 2), (3, 2)] {
+                let (nbw, rows) = subgroup_tile(ow, 9, ks, stride);
+                // At most 32 pixels, at most 9 input rows, and no tile column wholly past the
+                // row: the pieces are as even as possible.
+                assert!(nbw * rows <= 32 && (rows - 1) * stride + ks <= 9, "{ow}");
+                assert!(ow.div_ceil(nbw) * nbw - ow < ow.div_ceil(nbw), "{ow}: {nbw}");
+            }
+        }
     }
 }
