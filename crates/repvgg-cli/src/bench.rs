@@ -311,14 +311,24 @@ pub(crate) fn print_rows(rows: &[Row], json: bool) -> Result<()> {
             if let (Some(tm), Some(dm)) = (t.executed_macs, d.executed_macs) {
                 println!(
                     "batch {}: the train form executes {:.2}x the deploy form's multiply-adds \
-                     ({:.3} vs {:.3} G; Winograd convs counted in the transformed domain)",
+                     ({} vs {}; Winograd convs counted in the transformed domain)",
                     t.batch,
                     tm as f64 / dm.max(1) as f64,
-                    tm as f64 / 1e9,
-                    dm as f64 / 1e9
+                    count(tm),
+                    count(dm)
                 );
             }
         }
     }
     Ok(())
+}
+
+/// A count in G or M, three significant digits or more: `0.848 G`, `4.13 M`.
+fn count(n: u64) -> String {
+    let n = n as f64;
+    if n >= 1e8 {
+        format!("{:.3} G", n / 1e9)
+    } else {
+        format!("{:.3} M", n / 1e6)
+    }
 }

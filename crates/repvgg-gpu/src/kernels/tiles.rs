@@ -186,7 +186,10 @@ mod tests {
                 // At most 32 pixels, at most 9 input rows, and no tile column wholly past the
                 // row: the pieces are as even as possible.
                 assert!(nbw * rows <= 32 && (rows - 1) * stride + ks <= 9, "{ow}");
-                assert!(ow.div_ceil(nbw) * nbw - ow < ow.div_ceil(nbw), "{ow}: {nbw}");
+                assert!(
+                    ow.div_ceil(nbw) * nbw - ow < ow.div_ceil(nbw),
+                    "{ow}: {nbw}"
+                );
             }
         }
     }
