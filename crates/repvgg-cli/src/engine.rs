@@ -283,8 +283,8 @@ impl<'m> Engine<'m> {
         Ok(times)
     }
 
-    /// Per-op wall times of one CPU run (the GPU path has no per-layer timer yet).
-    pub fn profile(&self, form: Form, x: &Array4<f32>) -> Result<Vec<repvgg_model::cpu::OpTime>> {
+    /// The CPU model of `form`: `None` on the GPU; an error when that form was not built.
+    fn cpu_model(&self, form: Form) -> Result<Option<&CpuModel>> {
         match (self, form) {
             (Self::Cpu { train: Some(m), .. }, Form::Train)
             | (
@@ -292,11 +292,17 @@ impl<'m> Engine<'m> {
                     deploy: Some(m), ..
                 },
                 Form::Deploy,
-            ) => Ok(m.profile(x.view())?),
+            ) => Ok(Some(m)),
             (Self::Cpu { .. }, _) => Err(Self::missing(form)),
-            (Self::Gpu { .. }, _) => {
-                anyhow::bail!("--profile: per-layer times are measured on the CPU only")
-            }
+            (Self::Gpu { .. }, _) => Ok(None),
+        }
+    }
+
+    /// Per-op wall times of one CPU run (the GPU path has no per-layer timer yet).
+    pub fn profile(&self, form: Form, x: &Array4<f32>) -> Result<Vec<repvgg_model::cpu::OpTime>> {
+        match self.cpu_model(form)? {
+            Some(m) => Ok(m.profile(x.view())?),
+            None => anyhow::bail!("--profile: per-layer times are measured on the CPU only"),
         }
     }
 
@@ -309,17 +315,10 @@ impl<'m> Engine<'m> {
         h: usize,
         w: usize,
     ) -> Result<Option<u64>> {
-        Ok(match (self, form) {
-            (Self::Cpu { train: Some(m), .. }, Form::Train)
-            | (
-                Self::Cpu {
-                    deploy: Some(m), ..
-                },
-                Form::Deploy,
-            ) => Some(m.executed_macs(batch, h, w)?),
-            (Self::Cpu { .. }, _) => return Err(Self::missing(form)),
-            (Self::Gpu { .. }, _) => None,
-        })
+        self.cpu_model(form)?
+            .map(|m| m.executed_macs(batch, h, w))
+            .transpose()
+            .map_err(Into::into)
     }
 
     pub fn peak_activation_bytes(

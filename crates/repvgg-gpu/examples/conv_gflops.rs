@@ -54,15 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let spec = ConvSpec::conv3x3(cin, cout, stride, 1)?;
         let mut line = format!("{cin:>4}->{cout:<4} s{stride} @{size:<3}");
-        for kernel in [
-            ConvKernel::Tiled,
-            ConvKernel::Gemm,
-            ConvKernel::SplitK,
-            ConvKernel::Subgroup,
-            ConvKernel::Workgroup,
-            ConvKernel::Naive,
-            ConvKernel::Winograd,
-        ] {
+        for kernel in ConvKernel::ALL {
             if only
                 .as_deref()
                 .is_some_and(|o| !format!("{kernel:?}").eq_ignore_ascii_case(o))

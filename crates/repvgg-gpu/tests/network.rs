@@ -723,15 +723,7 @@ fn linear_on_pooled_features_runs_as_a_conv() {
         .unwrap()
         .mapv(|v| 1.0 / (1.0 + (-v).exp()));
     let logits = cpu::linear(hidden.view(), w3.view(), Some(b3.view())).unwrap();
-    for kernel in [
-        ConvKernel::Tiled,
-        ConvKernel::Gemm,
-        ConvKernel::SplitK,
-        ConvKernel::Subgroup,
-        ConvKernel::Workgroup,
-        ConvKernel::Naive,
-        ConvKernel::Winograd,
-    ] {
+    for kernel in ConvKernel::ALL {
         if kernel == ConvKernel::Subgroup && !ctx.has_subgroups_of_8() {
             continue;
         }

@@ -46,6 +46,19 @@ pub enum ConvKernel {
     Winograd,
 }
 
+impl ConvKernel {
+    /// Every kernel, in declaration order (for A/B runs and tests that try them all).
+    pub const ALL: [ConvKernel; 7] = [
+        ConvKernel::Tiled,
+        ConvKernel::Gemm,
+        ConvKernel::SplitK,
+        ConvKernel::Workgroup,
+        ConvKernel::Subgroup,
+        ConvKernel::Naive,
+        ConvKernel::Winograd,
+    ];
+}
+
 params! {
     /// `conv_tiled.wgsl`.
     ConvTiledParams for Shader::ConvTiled => {
