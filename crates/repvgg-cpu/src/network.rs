@@ -537,7 +537,7 @@ impl Network {
     /// As [`Network::run`], for the shape alone.
     pub fn executed_macs(&self, n: usize, h: usize, w: usize) -> Result<u64> {
         let s = self.shapes(n, h, w, self.threads())?;
-        let mut macs = (n * self.head.classes * self.channels[self.head.input]) as u64;
+        let mut macs = self.head_macs(n);
         for op in &self.ops {
             if let Op::Conv { x, conv, .. } = op {
                 let (ih, iw) = s.hw[*x];
@@ -545,6 +545,11 @@ impl Network {
             }
         }
         Ok(macs)
+    }
+
+    /// Multiply-adds of the head's linear layer for `n` images.
+    fn head_macs(&self, n: usize) -> u64 {
+        (n * self.channels[self.head.input] * self.head.classes) as u64
     }
 
     /// Bytes of activation buffers and scratch a run of `n x H x W` holds at once.
@@ -757,10 +762,7 @@ impl Network {
         );
         let logits = Array2::from_shape_vec((n, hd.classes), logits)
             .map_err(|e| CpuError::Invalid(e.to_string()))?;
-        lap(
-            "head (pool + linear)".into(),
-            2 * (n * ch * hd.classes) as u64,
-        );
+        lap("head (pool + linear)".into(), 2 * self.head_macs(n));
         let mut outputs = Vec::with_capacity(self.outputs.len());
         for &t in &self.outputs {
             let (th, tw) = shapes.hw[t];

@@ -223,6 +223,18 @@ impl Graph {
         spec: ConvSpec,
         epilogue: Epilogue,
     ) -> Result<TensorId> {
+        self.conv_node(x, weight, spec, epilogue, false)
+    }
+
+    /// A checked conv node; `flat` marks its output `[N, C]` (a linear layer run as a conv).
+    fn conv_node(
+        &mut self,
+        x: TensorId,
+        weight: ArrayView4<'_, f32>,
+        spec: ConvSpec,
+        epilogue: Epilogue,
+        flat: bool,
+    ) -> Result<TensorId> {
         let (x, residual) = self.check_conv(x, &weight, &spec, &epilogue)?;
         let node = Node::Conv {
             x,
@@ -233,7 +245,7 @@ impl Graph {
             residual,
             relu: epilogue.relu,
         };
-        Ok(self.push(node, spec.out_channels, false))
+        Ok(self.push(node, spec.out_channels, flat))
     }
 
     /// The conv as Winograd F(2x2, 3x3): input transform, grouped 1x1 conv over the 16
@@ -361,7 +373,7 @@ impl Graph {
         bias: Option<&[f32]>,
         act: Activation,
     ) -> Result<TensorId> {
-        let (x, xm) = self.resolve(x)?;
+        let (xi, xm) = self.resolve(x)?;
         let (out_f, in_f) = weight.dim();
         if in_f == 0 || out_f == 0 {
             return Err(GpuError::shape(
@@ -381,22 +393,18 @@ impl Graph {
         if xm.flat && in_f == xm.channels && act != Activation::Sigmoid {
             let spec = ConvSpec::new(in_f, out_f, 1, 1, 0, 1)?;
             let weight = weight
-                .to_owned()
+                .as_standard_layout()
                 .into_shape_with_order((out_f, in_f, 1, 1))
                 .map_err(|e| GpuError::shape("linear weight [out, in]", "contiguous", e))?;
-            let node = Node::Conv {
-                x,
-                spec,
-                weight,
-                scale: None,
+            let epilogue = Epilogue {
                 bias: bias.map(<[f32]>::to_vec),
-                residual: None,
                 relu: act == Activation::Relu,
+                ..Epilogue::default()
             };
-            return Ok(self.push(node, out_f, true));
+            return self.conv_node(x, weight.view(), spec, epilogue, true);
         }
         let node = Node::Linear {
-            x,
+            x: xi,
             weight: weight.to_owned(),
             bias: bias.map(<[f32]>::to_vec),
             act,

@@ -736,7 +736,9 @@ fn linear_on_pooled_features_runs_as_a_conv() {
         let g = b
             .linear_act(h, w2.view(), b2.as_slice(), Activation::Sigmoid)
             .expect("fc2");
-        let l = b.linear(h, w3.view(), b3.as_slice()).expect("head");
+        // The head's weight as a transposed (column-major) view: reshaped to a conv weight.
+        let w3t = w3.t().to_owned();
+        let l = b.linear(h, w3t.t(), b3.as_slice()).expect("head");
         b.output("gate", g);
         b.output("logits", l);
         let net = b.build().expect("build");
