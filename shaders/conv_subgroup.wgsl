@@ -5,17 +5,20 @@
 //   Y[m, q] = sum_k A[m, k] * B[k, q]   m: output channel, q: output pixel, k: (ci, ky, kx)
 //
 // A workgroup is one full subgroup of SG invocations (the adapter's subgroup size, at least 8)
-// and computes a tile of 8 * SG output channels x (R rows x NBW columns) output pixels: each
-// invocation owns 8 channels (two vec4 accumulators per pixel) of all R * NBW <= 32 pixels,
+// and computes a tile of 4 * CH4 * SG output channels x (R rows x NBW columns) output pixels:
+// each invocation owns 4 * CH4 channels (CH4 = 2 or 3 vec4 accumulators per pixel, chosen per
+// layer to pad the channels least) of all R * NBW pixels (at most 32, and R * NBW * CH4 <= 64),
 // held in registers. Per input channel ci:
 //   * the im2col gather: the T = (R - 1) * STRIDE + KS input row segments the tile needs
 //     (STRIDE * (NBW - 1) + KS values each) are loaded cooperatively, SG values per load, one
 //     per invocation; every invocation then reads the values it needs from its neighbours with
 //     subgroupShuffle;
-//   * the KS x KS weights of the invocation's 8 channels come from a read-only storage texture
+//   * the KS x KS weights of the invocation's channels come from a read-only storage texture
 //     laid out at upload as rows k = (g, ci, ky, kx) of m_pad / 4 rgba32float texels (rgba16float
 //     in the f16 form): one textureLoad, 4 channels;
-//   * then 2 * KS * KS vec4 FMAs per pixel.
+//   * then CH4 * KS * KS vec4 FMAs per pixel.
+// A 1x1 stride-1 conv without padding (the product of a Winograd conv) is dispatched as one
+// row of h * w pixels, so that its tiles fill up whatever the map's shape.
 // Every index into the private arrays is a constant after the helper functions are inlined with
 // their constant arguments, so the arrays live in registers. Scale, bias, residual and ReLU are
 // applied in the store.
@@ -36,6 +39,8 @@ override STRIDE: u32 = 1u; // 1 or 2
 override NBW: u32 = 16u;   // output columns per tile, 1..=32
 override R: u32 = 2u;      // output rows per tile; R * NBW <= 32 and (R - 1) * STRIDE + KS <= 9
 override SG: u32 = 8u;     // invocations per workgroup: the subgroup size, at least 8
+override CH4: u32 = 2u;    // vec4 accumulators per pixel: 2 or 3 (8 or 12 channels per
+                           // invocation); R * NBW * CH4 <= 64
 
 struct Params {
     n: u32,
@@ -69,11 +74,11 @@ const FLAG_RELU: u32 = 8u;
 @group(0) @binding(5) var<storage, read> residual: array<st>;
 @group(0) @binding(6) var<storage, read_write> y: array<st>;
 
-// Per invocation: accumulators [pixel][2], the loaded row segments [row][piece], the weights of
-// one input channel [ky][kx][2].
+// Per invocation: accumulators [pixel][CH4], the loaded row segments [row][piece], the weights
+// of one input channel [ky][kx][CH4].
 var<private> acc: array<vec4<f32>, 64>;
 var<private> seg: array<f32, 81>;
-var<private> wk: array<vec4<f32>, 18>;
+var<private> wk: array<vec4<f32>, 27>;
 
 // Tile geometry and the invocation's place in it, set once by main.
 var<private> t_in: u32;      // offset of (image, group's first channel) in x
@@ -112,8 +117,12 @@ fn load_row(t: u32, plane: u32) {
 fn load_weight(ky: u32, kx: u32, krow: i32) {
     if ky < KS && kx < KS {
         let row = krow + i32(ky * KS + kx);
-        wk[2u * (ky * 3u + kx)] = textureLoad(wtex, vec2<i32>(t_tex_x, row));
-        wk[2u * (ky * 3u + kx) + 1u] = textureLoad(wtex, vec2<i32>(t_tex_x + 1, row));
+        let wi = 3u * (ky * 3u + kx);
+        wk[wi] = textureLoad(wtex, vec2<i32>(t_tex_x, row));
+        wk[wi + 1u] = textureLoad(wtex, vec2<i32>(t_tex_x + 1, row));
+        if CH4 > 2u {
+            wk[wi + 2u] = textureLoad(wtex, vec2<i32>(t_tex_x + 2, row));
+        }
     }
 }
 
@@ -123,9 +132,13 @@ fn tap(q: u32, ky: u32, kx: u32) {
         let t = (q / NBW) * STRIDE + ky;
         let e = (q % NBW) * STRIDE + kx;
         let v = vec4<f32>(subgroupShuffle(seg[t * ROW_PIECES + e / SG], e % SG));
-        let wi = 2u * (ky * 3u + kx);
-        acc[2u * q] = fma(wk[wi], v, acc[2u * q]);
-        acc[2u * q + 1u] = fma(wk[wi + 1u], v, acc[2u * q + 1u]);
+        let wi = 3u * (ky * 3u + kx);
+        let a = CH4 * q;
+        acc[a] = fma(wk[wi], v, acc[a]);
+        acc[a + 1u] = fma(wk[wi + 1u], v, acc[a + 1u]);
+        if CH4 > 2u {
+            acc[a + 2u] = fma(wk[wi + 2u], v, acc[a + 2u]);
+        }
     }
 }
 
@@ -141,12 +154,9 @@ fn pixel(q: u32) {
     tap(q, 2u, 2u);
 }
 
-struct Epi {
-    sc0: vec4<f32>,
-    sc1: vec4<f32>,
-    bi0: vec4<f32>,
-    bi1: vec4<f32>,
-}
+// Scale and bias of the invocation's channels m0 + 4 j .. m0 + 4 j + 4, j < CH4.
+var<private> ep_s: array<vec4<f32>, 3>;
+var<private> ep_b: array<vec4<f32>, 3>;
 
 fn store_channel(i: u32, value: f32) {
     var v = value;
@@ -159,24 +169,29 @@ fn store_channel(i: u32, value: f32) {
     y[i] = st(v);
 }
 
-fn store_pixel(q: u32, oy0: u32, ox0: u32, img: u32, oc0: u32, m0: u32, e: Epi) {
+// Channels m0 + 4 j .. m0 + 4 j + 4 of pixel q, j < CH4.
+fn store_quad(q: u32, j: u32, base: u32, ohw: u32, m0: u32) {
+    if j < CH4 {
+        let v = fma(acc[CH4 * q + j], ep_s[j], ep_b[j]);
+        for (var c = 0u; c < 4u; c++) {
+            if m0 + 4u * j + c < p.cout_g {
+                store_channel(base + (4u * j + c) * ohw, v[c]);
+            }
+        }
+    }
+}
+
+fn store_pixel(q: u32, oy0: u32, ox0: u32, img: u32, oc0: u32, m0: u32) {
     let oy = oy0 + q / NBW;
     let ox = ox0 + q % NBW;
     if q >= R * NBW || oy >= p.oh || ox >= p.ow {
         return;
     }
-    let v0 = fma(acc[2u * q], e.sc0, e.bi0);
-    let v1 = fma(acc[2u * q + 1u], e.sc1, e.bi1);
     let ohw = p.oh * p.ow;
     let base = (img * p.cout + oc0) * ohw + oy * p.ow + ox;
-    for (var c = 0u; c < 4u; c++) {
-        if m0 + c < p.cout_g {
-            store_channel(base + c * ohw, v0[c]);
-        }
-        if m0 + 4u + c < p.cout_g {
-            store_channel(base + (4u + c) * ohw, v1[c]);
-        }
-    }
+    store_quad(q, 0u, base, ohw, m0);
+    store_quad(q, 1u, base, ohw, m0);
+    store_quad(q, 2u, base, ohw, m0);
 }
 
 fn epilogue_value(oc: u32, m: u32) -> vec2<f32> {
@@ -206,8 +221,8 @@ fn main(
     let by = (tile / p.blocks_x) % p.blocks_y;
     let img = tile / (p.blocks_x * p.blocks_y);
     let g = wid.z / p.m_tiles;
-    // This invocation's channels inside the group: m0 .. m0 + 8.
-    let m0 = (wid.z % p.m_tiles) * 8u * SG + lid * 8u;
+    // This invocation's channels inside the group: m0 .. m0 + 4 * CH4.
+    let m0 = (wid.z % p.m_tiles) * 4u * CH4 * SG + lid * 4u * CH4;
     let oy0 = by * R;
     let ox0 = bx * NBW;
     let hw = p.h * p.w;
@@ -278,50 +293,43 @@ fn main(
         return;
     }
     let oc0 = g * p.cout_g + m0;
-    let e0 = epilogue_value(oc0, m0);
-    let e1 = epilogue_value(oc0 + 1u, m0 + 1u);
-    let e2 = epilogue_value(oc0 + 2u, m0 + 2u);
-    let e3 = epilogue_value(oc0 + 3u, m0 + 3u);
-    let e4 = epilogue_value(oc0 + 4u, m0 + 4u);
-    let e5 = epilogue_value(oc0 + 5u, m0 + 5u);
-    let e6 = epilogue_value(oc0 + 6u, m0 + 6u);
-    let e7 = epilogue_value(oc0 + 7u, m0 + 7u);
-    let e = Epi(
-        vec4<f32>(e0.x, e1.x, e2.x, e3.x),
-        vec4<f32>(e4.x, e5.x, e6.x, e7.x),
-        vec4<f32>(e0.y, e1.y, e2.y, e3.y),
-        vec4<f32>(e4.y, e5.y, e6.y, e7.y),
-    );
-    store_pixel(0u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(1u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(2u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(3u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(4u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(5u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(6u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(7u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(8u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(9u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(10u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(11u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(12u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(13u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(14u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(15u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(16u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(17u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(18u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(19u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(20u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(21u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(22u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(23u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(24u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(25u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(26u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(27u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(28u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(29u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(30u, oy0, ox0, img, oc0, m0, e);
-    store_pixel(31u, oy0, ox0, img, oc0, m0, e);
+    for (var j = 0u; j < CH4; j++) {
+        for (var c = 0u; c < 4u; c++) {
+            let e = epilogue_value(oc0 + 4u * j + c, m0 + 4u * j + c);
+            ep_s[j][c] = e.x;
+            ep_b[j][c] = e.y;
+        }
+    }
+    store_pixel(0u, oy0, ox0, img, oc0, m0);
+    store_pixel(1u, oy0, ox0, img, oc0, m0);
+    store_pixel(2u, oy0, ox0, img, oc0, m0);
+    store_pixel(3u, oy0, ox0, img, oc0, m0);
+    store_pixel(4u, oy0, ox0, img, oc0, m0);
+    store_pixel(5u, oy0, ox0, img, oc0, m0);
+    store_pixel(6u, oy0, ox0, img, oc0, m0);
+    store_pixel(7u, oy0, ox0, img, oc0, m0);
+    store_pixel(8u, oy0, ox0, img, oc0, m0);
+    store_pixel(9u, oy0, ox0, img, oc0, m0);
+    store_pixel(10u, oy0, ox0, img, oc0, m0);
+    store_pixel(11u, oy0, ox0, img, oc0, m0);
+    store_pixel(12u, oy0, ox0, img, oc0, m0);
+    store_pixel(13u, oy0, ox0, img, oc0, m0);
+    store_pixel(14u, oy0, ox0, img, oc0, m0);
+    store_pixel(15u, oy0, ox0, img, oc0, m0);
+    store_pixel(16u, oy0, ox0, img, oc0, m0);
+    store_pixel(17u, oy0, ox0, img, oc0, m0);
+    store_pixel(18u, oy0, ox0, img, oc0, m0);
+    store_pixel(19u, oy0, ox0, img, oc0, m0);
+    store_pixel(20u, oy0, ox0, img, oc0, m0);
+    store_pixel(21u, oy0, ox0, img, oc0, m0);
+    store_pixel(22u, oy0, ox0, img, oc0, m0);
+    store_pixel(23u, oy0, ox0, img, oc0, m0);
+    store_pixel(24u, oy0, ox0, img, oc0, m0);
+    store_pixel(25u, oy0, ox0, img, oc0, m0);
+    store_pixel(26u, oy0, ox0, img, oc0, m0);
+    store_pixel(27u, oy0, ox0, img, oc0, m0);
+    store_pixel(28u, oy0, ox0, img, oc0, m0);
+    store_pixel(29u, oy0, ox0, img, oc0, m0);
+    store_pixel(30u, oy0, ox0, img, oc0, m0);
+    store_pixel(31u, oy0, ox0, img, oc0, m0);
 }

@@ -1,16 +1,20 @@
-// Winograd F(2x2, 3x3), input transform, for a 3x3 convolution with stride 1 and padding 1:
-// each invocation takes the 4x4 input patch of one 2x2 output tile of one channel (origin
-// (2 * ty - 1, 2 * tx - 1), zeros outside the image) and writes its 16 transformed values
-// V = B^T d B, one per position p = 4 * row + column:
+// Winograd F(m x m, 3x3) input transform, for a 3x3 convolution with stride 1 and padding 1.
+// Entry `main` is F(2x2, 3x3) (m = 2, 4x4 patches, P = 16 positions), entry `f4` is
+// F(4x4, 3x3) (m = 4, 6x6 patches, P = 36). Each invocation takes the (m + 2)^2 input patch of
+// one m x m output tile of one channel (origin (m * ty - 1, m * tx - 1), zeros outside the
+// image) and writes its P transformed values V = B^T d B, one per position
+// p = (m + 2) * row + column:
 //
-//   v[n, p * c + ci, ty, tx]       (a [N, 16 * C, TH, TW] tensor: position-major channels)
+//   v[n, p * c + ci, ty, tx]       (a [N, P * C, TH, TW] tensor: position-major channels)
 //
-// so that the 16 products U_p V_p become one grouped 1x1 convolution (group = position).
+// so that the P products U_p V_p become one grouped 1x1 convolution (group = position).
 //
-//   B^T = | 1  0 -1  0 |
-//         | 0  1  1  0 |
-//         | 0 -1  1  0 |
-//         | 0  1  0 -1 |
+//   F(2x2): B^T = | 1  0 -1  0 |      F(4x4): B^T = | 4  0 -5  0  1  0 |
+//                 | 0  1  1  0 |                    | 0 -4 -4  1  1  0 |
+//                 | 0 -1  1  0 |                    | 0  4 -4 -1  1  0 |
+//                 | 0  1  0 -1 |                    | 0 -2 -1  2  1  0 |
+//                                                   | 0  2 -1 -2  1  0 |
+//                                                   | 0  4  0 -5  0  1 |
 
 // Storage element type: f32 here; the f16 build (Precision::F16) makes it f16 and prepends
 // `enable f16;`. Loads convert to f32 (`f32(..)`), stores round (`st(..)`); arithmetic is f32.
@@ -21,8 +25,8 @@ struct Params {
     c: u32,
     h: u32,
     w: u32,
-    th: u32, // ceil(h / 2)
-    tw: u32, // ceil(w / 2)
+    th: u32, // ceil(h / m)
+    tw: u32, // ceil(w / m)
     _pad0: u32,
     _pad1: u32,
 }
@@ -98,4 +102,66 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     v[o + 13u * stride] = st(r3.y);
     v[o + 14u * stride] = st(r3.z);
     v[o + 15u * stride] = st(r3.w);
+}
+
+// F(4x4, 3x3): B^T applied to 6 values (one column of the patch, or one row of B^T d).
+fn bt6(d: array<f32, 6>) -> array<f32, 6> {
+    return array<f32, 6>(
+        4.0 * d[0] - 5.0 * d[2] + d[4],
+        d[3] + d[4] - 4.0 * (d[1] + d[2]),
+        4.0 * (d[1] - d[2]) + d[4] - d[3],
+        2.0 * (d[3] - d[1]) + d[4] - d[2],
+        2.0 * (d[1] - d[3]) + d[4] - d[2],
+        4.0 * d[1] - 5.0 * d[3] + d[5],
+    );
+}
+
+// Value (iy, ix) of the plane at `base`, zero outside the image.
+fn at(base: u32, iy: i32, ix: i32) -> f32 {
+    if iy < 0 || iy >= i32(p.h) || ix < 0 || ix >= i32(p.w) {
+        return 0.0;
+    }
+    return f32(x[base + u32(iy) * p.w + u32(ix)]);
+}
+
+@compute @workgroup_size(64)
+fn f4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if i >= p.total {
+        return;
+    }
+    let tiles = p.th * p.tw;
+    let t = i % tiles;
+    let plane = i / tiles; // n * c + ci
+    let img = plane / p.c;
+    let ci = plane - img * p.c;
+    let ty = t / p.tw;
+    let tx = t - ty * p.tw;
+    let iy0 = i32(4u * ty) - 1;
+    let ix0 = i32(4u * tx) - 1;
+    let base = plane * p.h * p.w;
+    // Columns of the patch through B^T: bd[a][j] = (B^T d)[a][j].
+    var bd: array<array<f32, 6>, 6>;
+    for (var j = 0; j < 6; j++) {
+        let col = bt6(array<f32, 6>(
+            at(base, iy0, ix0 + j),
+            at(base, iy0 + 1, ix0 + j),
+            at(base, iy0 + 2, ix0 + j),
+            at(base, iy0 + 3, ix0 + j),
+            at(base, iy0 + 4, ix0 + j),
+            at(base, iy0 + 5, ix0 + j),
+        ));
+        for (var a = 0; a < 6; a++) {
+            bd[a][j] = col[a];
+        }
+    }
+    // Rows of B^T d through B^T: position (a, b) goes to channel (6a + b) * c + ci.
+    let stride = p.c * tiles;
+    let o = (img * 36u * p.c + ci) * tiles + t;
+    for (var a = 0u; a < 6u; a++) {
+        let row = bt6(bd[a]);
+        for (var b = 0u; b < 6u; b++) {
+            v[o + (6u * a + b) * stride] = st(row[b]);
+        }
+    }
 }

@@ -1,10 +1,13 @@
-// Winograd F(2x2, 3x3), output transform: each invocation reads the 16 products of one tile of
-// one output channel, m[n, p * c + co, ty, tx] (the grouped 1x1 convolution's output,
-// position-major channels), and stores the 2x2 outputs Y = A^T M A with the conv epilogue
-// (scale, bias, residual, ReLU), skipping the row / column past an odd-sized output.
+// Winograd F(m x m, 3x3) output transform. Entry `main` is F(2x2, 3x3) (16 positions), entry
+// `f4` is F(4x4, 3x3) (36 positions). Each invocation reads the P products of one tile of one
+// output channel, m[n, p * c + co, ty, tx] (the grouped 1x1 convolution's output,
+// position-major channels), and stores the m x m outputs Y = A^T M A with the conv epilogue
+// (scale, bias, residual, ReLU), skipping the rows / columns past the output's edge.
 //
-//   A^T = | 1  1  1  0 |
-//         | 0  1 -1 -1 |
+//   F(2x2): A^T = | 1  1  1  0 |      F(4x4): A^T = | 1  1  1  1  1  0 |
+//                 | 0  1 -1 -1 |                    | 0  1 -1  2 -2  0 |
+//                                                   | 0  1  1  4  4  0 |
+//                                                   | 0  1 -1  8 -8  1 |
 
 // Storage element type: f32 here; the f16 build (Precision::F16) makes it f16 and prepends
 // `enable f16;`. Loads convert to f32 (`f32(..)`), stores round (`st(..)`); arithmetic is f32.
@@ -15,8 +18,8 @@ struct Params {
     c: u32,     // output channels
     oh: u32,
     ow: u32,
-    th: u32, // ceil(oh / 2)
-    tw: u32, // ceil(ow / 2)
+    th: u32, // ceil(oh / m)
+    tw: u32, // ceil(ow / m)
     flags: u32,
     _pad0: u32,
 }
@@ -91,6 +94,70 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         store(base + p.ow, s1.x + s1.y + s1.z, sc, bi);
         if ox + 1u < p.ow {
             store(base + p.ow + 1u, s1.y - s1.z - s1.w, sc, bi);
+        }
+    }
+}
+
+// F(4x4, 3x3): A^T applied to 6 values.
+fn at6(m: array<f32, 6>) -> vec4<f32> {
+    let sum = m[1] + m[2];
+    let diff = m[1] - m[2];
+    return vec4<f32>(
+        m[0] + sum + m[3] + m[4],
+        diff + 2.0 * (m[3] - m[4]),
+        sum + 4.0 * (m[3] + m[4]),
+        diff + 8.0 * (m[3] - m[4]) + m[5],
+    );
+}
+
+@compute @workgroup_size(64)
+fn f4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if i >= p.total {
+        return;
+    }
+    let tiles = p.th * p.tw;
+    let t = i % tiles;
+    let plane = i / tiles; // n * c + co
+    let img = plane / p.c;
+    let co = plane - img * p.c;
+    let ty = t / p.tw;
+    let tx = t - ty * p.tw;
+    let stride = p.c * tiles;
+    let o = (img * 36u * p.c + co) * tiles + t;
+    // Rows of M through A^T: am[a] = row a of M A (4 values).
+    var am: array<vec4<f32>, 6>;
+    for (var a = 0u; a < 6u; a++) {
+        let b = o + 6u * a * stride;
+        am[a] = at6(array<f32, 6>(
+            f32(m[b]),
+            f32(m[b + stride]),
+            f32(m[b + 2u * stride]),
+            f32(m[b + 3u * stride]),
+            f32(m[b + 4u * stride]),
+            f32(m[b + 5u * stride]),
+        ));
+    }
+    var sc = 1.0;
+    var bi = 0.0;
+    if (p.flags & FLAG_SCALE) != 0u {
+        sc = scale[co];
+    }
+    if (p.flags & FLAG_BIAS) != 0u {
+        bi = bias[co];
+    }
+    let oy = 4u * ty;
+    let ox = 4u * tx;
+    let base = plane * p.oh * p.ow + oy * p.ow + ox;
+    for (var j = 0u; j < 4u; j++) {
+        // Column j of M A through A^T: outputs (0..4, j).
+        let col = at6(array<f32, 6>(am[0][j], am[1][j], am[2][j], am[3][j], am[4][j], am[5][j]));
+        if ox + j < p.ow {
+            for (var r = 0u; r < 4u; r++) {
+                if oy + r < p.oh {
+                    store(base + r * p.ow + j, col[r], sc, bi);
+                }
+            }
         }
     }
 }

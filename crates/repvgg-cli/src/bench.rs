@@ -88,7 +88,10 @@ pub(crate) enum KernelArg {
     Workgroup,
     Subgroup,
     Naive,
+    /// Winograd F(2x2, 3x3) on every 3x3 stride-1 conv.
     Winograd,
+    /// Winograd F(4x4, 3x3) on every 3x3 stride-1 conv.
+    Winograd4,
 }
 
 impl From<KernelArg> for ConvKernel {
@@ -101,6 +104,7 @@ impl From<KernelArg> for ConvKernel {
             KernelArg::Subgroup => ConvKernel::Subgroup,
             KernelArg::Naive => ConvKernel::Naive,
             KernelArg::Winograd => ConvKernel::Winograd,
+            KernelArg::Winograd4 => ConvKernel::Winograd4,
         }
     }
 }

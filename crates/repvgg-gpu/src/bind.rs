@@ -174,7 +174,7 @@ impl GpuNetwork {
                 (LayerGpu::ChannelScale { .. }, Op::ChannelScale { s }) => {
                     vec![uniform, act(step.x), act(*s), act(step.y)]
                 }
-                (LayerGpu::WinogradInput, _) => vec![uniform, act(step.x), act(step.y)],
+                (LayerGpu::WinogradInput { .. }, _) => vec![uniform, act(step.x), act(step.y)],
                 (LayerGpu::WinogradOutput { scale, bias, .. }, _) => vec![
                     uniform,
                     act(step.x),

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
 use repvgg_math::ConvSpec;
+use repvgg_math::winograd::Tile;
 
 use crate::error::{GpuError, Result};
 use crate::kernels::winograd;
@@ -103,15 +104,17 @@ pub(crate) enum Node {
         s: usize,
         relu: bool,
     },
-    /// Winograd F(2x2, 3x3) input transform of `x`.
+    /// Winograd F(m x m, 3x3) input transform of `x`.
     WinogradInput {
         x: usize,
+        tile: Tile,
     },
     /// Winograd output transform of the products `x` into the shape of the conv input `like`
     /// (stride 1, padding 1: same height and width), then the epilogue.
     WinogradOutput {
         x: usize,
         like: usize,
+        tile: Tile,
         scale: Option<Vec<f32>>,
         bias: Option<Vec<f32>>,
         residual: Option<usize>,
@@ -128,7 +131,7 @@ impl Node {
             | Node::WinogradOutput { x, residual, .. } => {
                 std::iter::once(*x).chain(*residual).collect()
             }
-            Node::Gap { x } | Node::Linear { x, .. } | Node::WinogradInput { x } => vec![*x],
+            Node::Gap { x } | Node::Linear { x, .. } | Node::WinogradInput { x, .. } => vec![*x],
             Node::ChannelScale { x, s, .. } => vec![*x, *s],
         }
     }
@@ -248,31 +251,38 @@ impl Graph {
         Ok(self.push(node, spec.out_channels, flat))
     }
 
-    /// The conv as Winograd F(2x2, 3x3): input transform, grouped 1x1 conv over the 16
-    /// positions with the transformed weights, output transform with the epilogue.
+    /// The conv as Winograd F(m x m, 3x3) with `tile`: input transform, grouped 1x1 conv over
+    /// the (m + 2)^2 positions with the transformed weights, output transform with the
+    /// epilogue.
     pub fn winograd(
         &mut self,
         x: TensorId,
         weight: ArrayView4<'_, f32>,
         spec: ConvSpec,
         epilogue: Epilogue,
+        tile: Tile,
     ) -> Result<TensorId> {
         let (xi, residual) = self.check_conv(x, &weight, &spec, &epilogue)?;
         if !winograd::applies(&spec) {
             return Err(GpuError::Unsupported(format!(
-                "Winograd F(2x2, 3x3) needs a 3x3 conv with stride 1 and padding 1, not \
+                "Winograd F(m x m, 3x3) needs a 3x3 conv with stride 1 and padding 1, not \
                  {k}x{k} with stride {} and padding {}",
                 spec.stride,
                 spec.padding,
                 k = spec.kernel_size
             )));
         }
-        let v = self.push(Node::WinogradInput { x: xi }, 16 * spec.in_channels, false);
-        let gemm = winograd::gemm_spec(&spec)?;
+        let positions = tile.positions();
+        let v = self.push(
+            Node::WinogradInput { x: xi, tile },
+            positions * spec.in_channels,
+            false,
+        );
+        let gemm = winograd::gemm_spec(&spec, tile)?;
         let node = Node::Conv {
             x: v.index as usize,
             spec: gemm,
-            weight: winograd::transform_weights(weight),
+            weight: winograd::transform_weights(weight, tile),
             scale: None,
             bias: None,
             residual: None,
@@ -282,6 +292,7 @@ impl Graph {
         let node = Node::WinogradOutput {
             x: m.index as usize,
             like: xi,
+            tile,
             scale: epilogue.scale,
             bias: epilogue.bias,
             residual,

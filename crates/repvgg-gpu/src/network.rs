@@ -116,8 +116,8 @@ impl NetworkBuilder {
         spec: ConvSpec,
         epilogue: Epilogue,
     ) -> Result<TensorId> {
-        if kernels::winograd::chosen(self.kernel, &spec) {
-            self.graph.winograd(x, weight, spec, epilogue)
+        if let Some(tile) = self.kernel.winograd_tile(&self.ctx, &spec, self.precision) {
+            self.graph.winograd(x, weight, spec, epilogue, tile)
         } else {
             self.graph.conv(x, weight, spec, epilogue)
         }
@@ -401,12 +401,17 @@ impl GpuNetwork {
             (Op::ChannelScale { .. }, LayerGpu::ChannelScale { relu }) => {
                 kernels::simple::channel_scale(x, *relu, max_dim)
             }
-            (Op::WinogradInput, LayerGpu::WinogradInput) => kernels::winograd::input(x, max_dim),
+            (Op::WinogradInput { tile }, LayerGpu::WinogradInput { .. }) => {
+                kernels::winograd::input(x, *tile, max_dim)
+            }
             (
-                Op::WinogradOutput { residual, .. },
-                LayerGpu::WinogradOutput { scale, bias, relu },
+                Op::WinogradOutput { residual, tile, .. },
+                LayerGpu::WinogradOutput {
+                    scale, bias, relu, ..
+                },
             ) => kernels::winograd::output(
                 y,
+                *tile,
                 scale.is_some(),
                 bias.is_some(),
                 residual.is_some(),

@@ -2,6 +2,7 @@
 //! assignment, batch splitting, multiply-accumulate counts.
 
 use repvgg_math::ConvSpec;
+use repvgg_math::winograd::Tile;
 
 use crate::error::{GpuError, Result};
 use crate::graph::{Node, TensorMeta};
@@ -25,10 +26,13 @@ pub(crate) enum Op {
     ChannelScale {
         s: usize,
     },
-    WinogradInput,
+    WinogradInput {
+        tile: Tile,
+    },
     /// `like`: the conv's input, whose height and width the output has.
     WinogradOutput {
         like: usize,
+        tile: Tile,
         residual: Option<usize>,
     },
 }
@@ -65,13 +69,18 @@ impl Step {
                 (*x, Op::Linear { in_f, out_f })
             }
             Node::ChannelScale { x, s, .. } => (*x, Op::ChannelScale { s: *s }),
-            Node::WinogradInput { x } => (*x, Op::WinogradInput),
+            Node::WinogradInput { x, tile } => (*x, Op::WinogradInput { tile: *tile }),
             Node::WinogradOutput {
-                x, like, residual, ..
+                x,
+                like,
+                tile,
+                residual,
+                ..
             } => (
                 *x,
                 Op::WinogradOutput {
                     like: *like,
+                    tile: *tile,
                     residual: *residual,
                 },
             ),
@@ -85,7 +94,7 @@ impl Step {
             | Op::Affine { residual }
             | Op::WinogradOutput { residual, .. } => *residual,
             Op::ChannelScale { s } => Some(*s),
-            Op::Gap | Op::Linear { .. } | Op::WinogradInput => None,
+            Op::Gap | Op::Linear { .. } | Op::WinogradInput { .. } => None,
         };
         std::iter::once(self.x).chain(extra).collect()
     }
@@ -338,13 +347,18 @@ fn step_shape(
             Ok([n, *out_f, 1, 1])
         }
         Op::ChannelScale { .. } => Ok(x),
-        Op::WinogradInput => {
+        Op::WinogradInput { tile } => {
             let [n, c, h, w] = x;
-            Ok([n, 16 * c, h.div_ceil(2), w.div_ceil(2)])
+            let m = tile.m();
+            Ok([n, tile.positions() * c, h.div_ceil(m), w.div_ceil(m)])
         }
-        Op::WinogradOutput { like, residual } => {
+        Op::WinogradOutput {
+            like,
+            residual,
+            tile,
+        } => {
             let [n, _, h, w] = shapes[*like];
-            check_residual(residual, [n, x[1] / 16, h, w])
+            check_residual(residual, [n, x[1] / tile.positions(), h, w])
         }
     }
 }

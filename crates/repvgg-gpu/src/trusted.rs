@@ -47,12 +47,14 @@ pub(crate) fn bounds_proof(shader: Shader) -> Option<&'static str> {
         ),
         Shader::ConvSubgroup => Some(
             "seg: t * 9 + j with t < (R - 1) * STRIDE + KS <= 9 (subgroup_tile) and j <= 8, and \
-             e / SG <= ((NBW - 1) * STRIDE + KS - 1) / SG <= 64 / 8; acc: 2 * q + 1 with \
-             q < R * NBW <= 32; wk: 2 * (ky * 3 + kx) + 1 <= 17; x: coordinates clamped into \
-             the image, img clamped to n - 1, ci < cin_g; texture: m0/4 + 1 < m_pad/4 (m0 a \
-             multiple of 8 below m_pad, a multiple of 8 * SG) and row < groups * cin_g * KS * KS; \
-             y/residual: only where img < n, oy < oh, ox < ow and m < cout_g; scale/bias only \
-             for m < cout_g when flagged",
+             e / SG <= ((NBW - 1) * STRIDE + KS - 1) / SG <= 64 / 8; acc: CH4 * q + j with \
+             j < CH4 <= 3 and q < R * NBW, R * NBW * CH4 <= 64 (subgroup_tile); wk: \
+             3 * (ky * 3 + kx) + j <= 26; ep_s/ep_b[j], j < CH4 <= 3; x: coordinates clamped \
+             into the image, img clamped to n - 1, ci < cin_g; texture: m0/4 + j < m_pad/4 for \
+             j < CH4 (m0 a multiple of 4 * CH4 below m_pad, a multiple of 4 * CH4 * SG) and \
+             row < groups * cin_g * KS * KS; y/residual: only where img < n, oy < oh, ox < ow \
+             and m < cout_g; scale/bias only for m < cout_g when flagged; a 1x1 stride-1 conv \
+             without padding dispatched as a 1 x (h * w) map addresses the same elements",
         ),
         Shader::Affine => Some(
             "i < total = n * c * hw, the length of x, y and residual; c = (i / hw) % c indexes \
@@ -73,14 +75,16 @@ pub(crate) fn bounds_proof(shader: Shader) -> Option<&'static str> {
         ),
         Shader::WinogradInput => Some(
             "i < total = n * c * th * tw; x only where 0 <= iy < h and 0 <= ix < w of plane \
-             i / tiles < n * c; r[j] with j < 4; v: (img * 16 * c + ci) * tiles + t + \
-             15 * c * tiles < n * 16 * c * tiles, the [n, 16 c, th, tw] output",
+             i / tiles < n * c; r[j] with j < 4, bd[a][j] and row[b] with a, b, j < 6; v (P = 16 \
+             for main, 36 for f4): (img * P * c + ci) * tiles + t + (P - 1) * c * tiles \
+             < n * P * c * tiles, the [n, P c, th, tw] output the entry's tile sizes",
         ),
         Shader::WinogradOutput => Some(
-            "i < total = n * c * th * tw; m: (img * 16 * c + co) * tiles + t + 15 * c * tiles \
-             < n * 16 * c * tiles, the grouped 1x1 conv's output; y/residual: \
-             plane * oh * ow + oy * ow + ox only where oy < oh and ox < ow (oy = 2 ty < oh \
-             since th = ceil(oh / 2)); scale/bias[co], co < c, when flagged",
+            "i < total = n * c * th * tw; m (P = 16 for main, 36 for f4): \
+             (img * P * c + co) * tiles + t + (P - 1) * c * tiles < n * P * c * tiles, the \
+             grouped 1x1 conv's output; am[a] with a < 6, col[r] with r < 4; y/residual: \
+             plane * oh * ow + oy * ow + ox only where oy < oh and ox < ow (oy = m ty < oh \
+             since th = ceil(oh / m)); scale/bias[co], co < c, when flagged",
         ),
         // Baselines, kept with every runtime check.
         Shader::ConvTiled | Shader::ConvNaive => None,

@@ -1,5 +1,6 @@
 //! Weights onto the GPU, once per network, in the layout each layer's kernel wants.
 
+use repvgg_math::winograd::Tile;
 use wgpu::util::DeviceExt;
 
 use crate::context::GpuContext;
@@ -42,8 +43,11 @@ pub(crate) enum LayerGpu {
     ChannelScale {
         relu: bool,
     },
-    WinogradInput,
+    WinogradInput {
+        tile: Tile,
+    },
     WinogradOutput {
+        tile: Tile,
         scale: Option<wgpu::Buffer>,
         bias: Option<wgpu::Buffer>,
         relu: bool,
@@ -64,8 +68,10 @@ impl LayerGpu {
             LayerGpu::Gap => "global avg pool",
             LayerGpu::Linear { .. } => "linear",
             LayerGpu::ChannelScale { .. } => "channel scale",
-            LayerGpu::WinogradInput => "winograd input",
-            LayerGpu::WinogradOutput { .. } => "winograd output",
+            LayerGpu::WinogradInput { tile: Tile::F2 } => "winograd f2 input",
+            LayerGpu::WinogradInput { tile: Tile::F4 } => "winograd f4 input",
+            LayerGpu::WinogradOutput { tile: Tile::F2, .. } => "winograd f2 output",
+            LayerGpu::WinogradOutput { tile: Tile::F4, .. } => "winograd f4 output",
         }
     }
 }
@@ -239,10 +245,15 @@ pub(crate) fn layer(
             }
         }
         Node::ChannelScale { relu, .. } => LayerGpu::ChannelScale { relu: *relu },
-        Node::WinogradInput { .. } => LayerGpu::WinogradInput,
+        Node::WinogradInput { tile, .. } => LayerGpu::WinogradInput { tile: *tile },
         Node::WinogradOutput {
-            scale, bias, relu, ..
+            scale,
+            bias,
+            relu,
+            tile,
+            ..
         } => LayerGpu::WinogradOutput {
+            tile: *tile,
             scale: opt("winograd scale", scale),
             bias: opt("winograd bias", bias),
             relu: *relu,

@@ -34,6 +34,7 @@ mod error;
 pub mod fuse;
 pub mod ops;
 mod types;
+pub mod winograd;
 
 pub use error::{MathError, Result};
 pub use fuse::{ConvBn, RepVggBranches};

@@ -2,16 +2,19 @@
 
 use ndarray::ArrayView4;
 use repvgg_math::ConvSpec;
+use repvgg_math::winograd::Tile;
 
 use super::{
     DispatchSpec, FLAG_BIAS, FLAG_PARTIAL, FLAG_RELU, FLAG_RESIDUAL, FLAG_SCALE, grid, linear_grid,
     params, u,
 };
+use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
+use crate::precision::Precision;
 use crate::shader::{PipelineKey, Shader};
 
 pub(crate) use super::tiles::{
-    GEMM_TK, GemmCols, GemmRows, SUBGROUP_CHANNELS, TILE_K, TILE_M, TILE_N, k_split, subgroup_tile,
+    GEMM_TK, GemmCols, GemmRows, TILE_K, TILE_M, TILE_N, k_split, subgroup_ch4, subgroup_tile,
 };
 
 /// Which convolution kernel a network uses.
@@ -44,11 +47,14 @@ pub enum ConvKernel {
     /// a grouped 1x1 conv over the 16 positions, output transform with the epilogue); every
     /// other conv, and the 1x1 conv inside, as [`ConvKernel::Tiled`].
     Winograd,
+    /// [`ConvKernel::Winograd`] with F(4x4, 3x3): 36 positions, 4x fewer multiplies than the
+    /// direct conv (F(2x2): 2.25x), a little more rounding.
+    Winograd4,
 }
 
 impl ConvKernel {
     /// Every kernel, in declaration order (for A/B runs and tests that try them all).
-    pub const ALL: [ConvKernel; 7] = [
+    pub const ALL: [ConvKernel; 8] = [
         ConvKernel::Tiled,
         ConvKernel::Gemm,
         ConvKernel::SplitK,
@@ -56,7 +62,20 @@ impl ConvKernel {
         ConvKernel::Subgroup,
         ConvKernel::Naive,
         ConvKernel::Winograd,
+        ConvKernel::Winograd4,
     ];
+
+    /// The Winograd tile a network built with this kernel on `ctx` in `precision` runs `spec`
+    /// with, or `None` for a direct conv: F(2x2) or F(4x4) where forced, and on the main path
+    /// F(4x4) where it measured faster (software adapters, f32, wide 3x3 stride-1 convs).
+    pub fn winograd_tile(
+        self,
+        ctx: &GpuContext,
+        spec: &ConvSpec,
+        precision: Precision,
+    ) -> Option<Tile> {
+        super::winograd::chosen(self, spec, ctx.is_software(), precision)
+    }
 }
 
 params! {
@@ -126,6 +145,8 @@ pub(crate) enum ConvImpl {
     Subgroup {
         m_tiles: usize,
         sg: usize,
+        /// vec4 accumulators per pixel (`CH4`, 2 or 3): 4 * ch4 channels per invocation.
+        ch4: usize,
     },
     Naive,
 }
@@ -168,7 +189,8 @@ pub(crate) enum WeightData {
 fn subgroup_fits(caps: &Caps, spec: &ConvSpec) -> bool {
     let cout_g = spec.out_channels / spec.groups;
     let k_rows = spec.in_channels * spec.kernel_size * spec.kernel_size;
-    let m = SUBGROUP_CHANNELS * caps.subgroup_min.unwrap_or(8) as usize;
+    let sg = caps.subgroup_min.unwrap_or(8) as usize;
+    let m = 4 * subgroup_ch4(cout_g, sg) * sg;
     let width = cout_g.div_ceil(m) * m / 4;
     let max_dim = caps.max_texture_dim as usize;
     caps.subgroup_min.is_some_and(|s| s >= 8)
@@ -186,7 +208,9 @@ pub(crate) fn choose(
     weight: ArrayView4<'_, f32>,
 ) -> Result<(ConvImpl, WeightData)> {
     let subgroup = match kernel {
-        ConvKernel::Tiled | ConvKernel::Winograd => caps.software && subgroup_fits(caps, spec),
+        ConvKernel::Tiled | ConvKernel::Winograd | ConvKernel::Winograd4 => {
+            caps.software && subgroup_fits(caps, spec)
+        }
         ConvKernel::Subgroup if subgroup_fits(caps, spec) => true,
         ConvKernel::Subgroup => {
             return Err(GpuError::Unsupported(format!(
@@ -204,12 +228,14 @@ pub(crate) fn choose(
     };
     Ok(if subgroup {
         let sg = caps.subgroup_min.unwrap_or(8) as usize;
-        let (data, m_pad, _) = gemm_weight_layout(&weight, spec, SUBGROUP_CHANNELS * sg, 1);
+        let ch4 = subgroup_ch4(spec.out_channels / spec.groups, sg);
+        let (data, m_pad, _) = gemm_weight_layout(&weight, spec, 4 * ch4 * sg, 1);
         let height = data.len() / m_pad;
         (
             ConvImpl::Subgroup {
-                m_tiles: m_pad / (SUBGROUP_CHANNELS * sg),
+                m_tiles: m_pad / (4 * ch4 * sg),
                 sg,
+                ch4,
             },
             WeightData::Texture {
                 data,
@@ -219,7 +245,11 @@ pub(crate) fn choose(
         )
     } else if matches!(
         kernel,
-        ConvKernel::Tiled | ConvKernel::Gemm | ConvKernel::SplitK | ConvKernel::Winograd
+        ConvKernel::Tiled
+            | ConvKernel::Gemm
+            | ConvKernel::SplitK
+            | ConvKernel::Winograd
+            | ConvKernel::Winograd4
     ) {
         let rows = GemmRows::for_channels(spec.out_channels / spec.groups);
         let (data, m_pad, k_pad) = gemm_weight_layout(&weight, spec, rows.bm(), GEMM_TK);
@@ -406,8 +436,16 @@ pub(crate) fn dispatch(
             let key = PipelineKey::new(Shader::ConvTiled).constant("KS", u(ks));
             Ok(DispatchSpec::new(key, &p, [gx, gy, z]))
         }
-        ConvImpl::Subgroup { m_tiles, sg } => {
-            let (nbw, rows) = subgroup_tile(ow, oh, ks, spec.stride);
+        ConvImpl::Subgroup { m_tiles, sg, ch4 } => {
+            // A 1x1 stride-1 conv without padding reads each pixel once: its map as one row
+            // (the same memory) fills the tiles whatever the map's shape.
+            let flat = ks == 1 && spec.stride == 1 && spec.padding == 0;
+            let (h, w, oh, ow) = if flat {
+                (1, h * w, 1, oh * ow)
+            } else {
+                (h, w, oh, ow)
+            };
+            let (nbw, rows) = subgroup_tile(ow, oh, ks, spec.stride, ch4);
             let (blocks_x, blocks_y) = (ow.div_ceil(nbw), oh.div_ceil(rows));
             let p = ConvSubgroupParams {
                 n: u(n),
@@ -433,7 +471,8 @@ pub(crate) fn dispatch(
                 .constant("STRIDE", u(spec.stride))
                 .constant("NBW", u(nbw))
                 .constant("R", u(rows))
-                .constant("SG", u(sg));
+                .constant("SG", u(sg))
+                .constant("CH4", u(ch4));
             Ok(DispatchSpec::new(key, &p, [gx, gy, z]))
         }
         ConvImpl::Naive => {
@@ -509,7 +548,11 @@ mod tests {
         };
         assert!(matches!(
             imp(ConvKernel::Tiled, &with, &spec),
-            Ok(ConvImpl::Subgroup { m_tiles: 1, sg: 8 })
+            Ok(ConvImpl::Subgroup {
+                m_tiles: 1,
+                sg: 8,
+                ch4: 2
+            })
         ));
         let gemm16 = ConvImpl::Gemm {
             rows: GemmRows { wy: 8, tmv: 1 },

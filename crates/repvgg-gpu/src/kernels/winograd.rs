@@ -1,23 +1,26 @@
-//! Winograd F(2x2, 3x3) for 3x3 convolutions with stride 1 and padding 1: the weight transform
-//! (at upload, in f64), and the input and output transforms around a grouped 1x1 convolution
-//! over the 16 positions (`wino_input.wgsl`, `wino_output.wgsl`).
+//! Winograd F(m x m, 3x3) for 3x3 convolutions with stride 1 and padding 1, with m = 2 or 4
+//! ([`Tile`]): the weight transform (at upload, in f64), and the input and output transforms
+//! around a grouped 1x1 convolution over the P = (m + 2)^2 positions (`wino_input.wgsl`,
+//! `wino_output.wgsl`: entry `main` for F(2x2), `f4` for F(4x4)).
 //!
 //! `y = conv3x3(x)` becomes three layers of the network:
-//! `v = input_transform(x)` (`[N, 16 C, TH, TW]`, channel `p * C + ci` for position `p` of the
-//! 4x4 tile), `m = conv1x1(v)` with `16 * groups` groups and the transformed weights
+//! `v = input_transform(x)` (`[N, P C, TH, TW]`, channel `p * C + ci` for position `p` of the
+//! (m + 2)^2 tile), `m = conv1x1(v)` with `P * groups` groups and the transformed weights
 //! `U_p = G g G^T` (one group per position and original group), and
 //! `y = output_transform(m)` with the conv's epilogue. The middle layer is an ordinary conv, so
-//! it runs whatever kernel the adapter runs best. Multiplies per output: 16/4 per input
-//! channel instead of 9, 2.25x fewer.
+//! it runs whatever kernel the adapter runs best. Multiplies per output and input channel:
+//! 16/4 = 4 (F2, 2.25x fewer than the direct 9) or 36/16 = 2.25 (F4, 4x fewer).
 
 use ndarray::{Array4, ArrayView4};
 use repvgg_math::ConvSpec;
+use repvgg_math::winograd::Tile;
 
 use super::conv::ConvKernel;
 use super::{
     DispatchSpec, FLAG_BIAS, FLAG_RELU, FLAG_RESIDUAL, FLAG_SCALE, key, linear_grid, params, u,
 };
 use crate::error::Result;
+use crate::precision::Precision;
 use crate::shader::Shader;
 
 params! {
@@ -38,56 +41,81 @@ pub(crate) fn applies(spec: &ConvSpec) -> bool {
     spec.kernel_size == 3 && spec.stride == 1 && spec.padding == 1
 }
 
-/// Whether a network built for `kernel` runs `spec` through Winograd: where it applies, and
-/// only when forced with [`ConvKernel::Winograd`]. The main path ([`ConvKernel::Tiled`]) does
-/// not take it: on lavapipe the grouped 1x1 conv it leaves runs at about half the subgroup
-/// kernel's rate per multiply, so Winograd measured 1.0-2.1x slower than the direct 3x3 on every
-/// A0 shape (`examples/conv_gflops`, notes of issue 9); no hardware GPU was at hand to measure.
-pub(crate) fn chosen(kernel: ConvKernel, spec: &ConvSpec) -> bool {
-    kernel == ConvKernel::Winograd && applies(spec)
+/// Input channels per group from which the main path takes Winograd F(4x4) on a software
+/// adapter: at 48 (A0's 56x56 stage) it measured 1.1x faster than the direct conv on lavapipe,
+/// at 96 and 192 (28x28, 14x14) 1.3x and 1.45x.
+const MAIN_PATH_MIN_CHANNELS: usize = 48;
+
+/// Whether a network built for `kernel` runs `spec` through Winograd, and with which tile:
+/// where it applies, F(2x2) when forced with [`ConvKernel::Winograd`], F(4x4) when forced
+/// with [`ConvKernel::Winograd4`]; on the main path ([`ConvKernel::Tiled`]) F(4x4) on a
+/// `software` adapter (lavapipe) in f32 for convs of at least [`MAIN_PATH_MIN_CHANNELS`] input
+/// channels per group. There the grouped 1x1 conv it leaves runs on the subgroup kernel at
+/// nearly the direct conv's rate per multiply, with 4x fewer multiplies. Not in f16 (F(4x4)'s
+/// transforms amplify rounding: 10 x 10 in the input transform), and not on hardware GPUs,
+/// where no measurement was at hand. The cost: the transformed weights take 4x the memory of
+/// the 3x3 ones.
+pub(crate) fn chosen(
+    kernel: ConvKernel,
+    spec: &ConvSpec,
+    software: bool,
+    precision: Precision,
+) -> Option<Tile> {
+    let tile = match kernel {
+        ConvKernel::Winograd => Tile::F2,
+        ConvKernel::Winograd4 => Tile::F4,
+        ConvKernel::Tiled
+            if software
+                && precision == Precision::F32
+                && spec.in_channels / spec.groups >= MAIN_PATH_MIN_CHANNELS =>
+        {
+            Tile::F4
+        }
+        _ => return None,
+    };
+    applies(spec).then_some(tile)
 }
 
-/// Tiles along a side of `size` outputs.
-pub(crate) fn tiles(size: usize) -> usize {
-    size.div_ceil(2)
+/// The entry point of both transforms' shaders for `tile`.
+fn entry(tile: Tile) -> &'static str {
+    match tile {
+        Tile::F2 => "main",
+        Tile::F4 => "f4",
+    }
 }
 
-/// The grouped 1x1 convolution over the 16 positions.
-pub(crate) fn gemm_spec(spec: &ConvSpec) -> Result<ConvSpec> {
+/// The pipeline of a transform `shader` for `tile`.
+fn transform_key(shader: Shader, tile: Tile) -> crate::shader::PipelineKey {
+    let mut k = key(shader);
+    k.entry = entry(tile);
+    k
+}
+
+/// The grouped 1x1 convolution over the positions of `tile`.
+pub(crate) fn gemm_spec(spec: &ConvSpec, tile: Tile) -> Result<ConvSpec> {
+    let p = tile.positions();
     Ok(ConvSpec::new(
-        16 * spec.in_channels,
-        16 * spec.out_channels,
+        p * spec.in_channels,
+        p * spec.out_channels,
         1,
         1,
         0,
-        16 * spec.groups,
+        p * spec.groups,
     )?)
 }
 
 /// `G g G^T` of every 3x3 filter, computed in f64, as the weights of [`gemm_spec`]:
-/// `[16 * cout, cin / groups, 1, 1]`, output channel `p * cout + co`.
-pub(crate) fn transform_weights(weight: ArrayView4<'_, f32>) -> Array4<f32> {
+/// `[P * cout, cin / groups, 1, 1]`, output channel `p * cout + co`.
+pub(crate) fn transform_weights(weight: ArrayView4<'_, f32>, tile: Tile) -> Array4<f32> {
     let (cout, cin_g, _, _) = weight.dim();
-    let mut out = Array4::zeros((16 * cout, cin_g, 1, 1));
+    let positions = tile.positions();
+    let mut out = Array4::zeros((positions * cout, cin_g, 1, 1));
     for co in 0..cout {
         for ci in 0..cin_g {
-            let g = |r: usize, c: usize| f64::from(weight[(co, ci, r, c)]);
-            // G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], applied to columns then rows.
-            let gv = |v: [f64; 3]| {
-                [
-                    v[0],
-                    0.5 * (v[0] + v[1] + v[2]),
-                    0.5 * (v[0] - v[1] + v[2]),
-                    v[2],
-                ]
-            };
-            // cols[c] = column c of G g.
-            let cols: [[f64; 4]; 3] = std::array::from_fn(|c| gv([g(0, c), g(1, c), g(2, c)]));
-            for r in 0..4 {
-                let u4 = gv([cols[0][r], cols[1][r], cols[2][r]]);
-                for (c, v) in u4.into_iter().enumerate() {
-                    out[((r * 4 + c) * cout + co, ci, 0, 0)] = v as f32;
-                }
+            let k: [[f64; 3]; 3] =
+                std::array::from_fn(|r| std::array::from_fn(|c| f64::from(weight[(co, ci, r, c)])));
+            for (p, v) in tile.transform_kernel(&k).into_iter().enumerate() {
+                out[(p * cout + co, ci, 0, 0)] = v as f32;
             }
         }
     }
@@ -95,9 +123,9 @@ pub(crate) fn transform_weights(weight: ArrayView4<'_, f32>) -> Array4<f32> {
 }
 
 /// The input transform of an `x` = `[n, c, h, w]` input.
-pub(crate) fn input(x: [usize; 4], max_dim: u32) -> Result<DispatchSpec> {
+pub(crate) fn input(x: [usize; 4], tile: Tile, max_dim: u32) -> Result<DispatchSpec> {
     let [n, c, h, w] = x;
-    let (th, tw) = (tiles(h), tiles(w));
+    let (th, tw) = (h.div_ceil(tile.m()), w.div_ceil(tile.m()));
     let total = n * c * th * tw;
     let p = WinoInputParams {
         total: u(total),
@@ -109,7 +137,7 @@ pub(crate) fn input(x: [usize; 4], max_dim: u32) -> Result<DispatchSpec> {
         ..WinoInputParams::default()
     };
     Ok(DispatchSpec::new(
-        key(Shader::WinogradInput),
+        transform_key(Shader::WinogradInput, tile),
         &p,
         linear_grid(total, WG, max_dim)?,
     ))
@@ -118,6 +146,7 @@ pub(crate) fn input(x: [usize; 4], max_dim: u32) -> Result<DispatchSpec> {
 /// The output transform into a `y` = `[n, c, oh, ow]` output, with the conv's epilogue.
 pub(crate) fn output(
     y: [usize; 4],
+    tile: Tile,
     scale: bool,
     bias: bool,
     residual: bool,
@@ -125,7 +154,7 @@ pub(crate) fn output(
     max_dim: u32,
 ) -> Result<DispatchSpec> {
     let [n, c, oh, ow] = y;
-    let (th, tw) = (tiles(oh), tiles(ow));
+    let (th, tw) = (oh.div_ceil(tile.m()), ow.div_ceil(tile.m()));
     let total = n * c * th * tw;
     let flag = |on: bool, f: u32| if on { f } else { 0 };
     let p = WinoOutputParams {
@@ -142,7 +171,7 @@ pub(crate) fn output(
         ..WinoOutputParams::default()
     };
     Ok(DispatchSpec::new(
-        key(Shader::WinogradOutput),
+        transform_key(Shader::WinogradOutput, tile),
         &p,
         linear_grid(total, WG, max_dim)?,
     ))
@@ -159,7 +188,7 @@ mod tests {
     fn weight_transform_with_the_shader_matrices_is_a_3x3_correlation() {
         let g: Vec<f32> = (0..9).map(|i| (i as f32 * 0.37).sin()).collect();
         let w = Array4::from_shape_vec((1, 1, 3, 3), g.clone()).expect("shape");
-        let u = transform_weights(w.view());
+        let u = transform_weights(w.view(), Tile::F2);
         let d: Vec<f64> = (0..16).map(|i| (i as f64 * 0.61).cos()).collect();
         let bt = [
             [1.0, 0.0, -1.0, 0.0],
