@@ -206,6 +206,7 @@ fn multi_layer_network_matches_cpu_composition_with_every_kernel() {
         ConvKernel::Workgroup,
         ConvKernel::Naive,
         ConvKernel::Winograd,
+        ConvKernel::Winograd4,
     ] {
         let gpu = net.gpu(&ctx, kernel);
         let got = gpu.run(x.view()).expect("run");
