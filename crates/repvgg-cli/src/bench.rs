@@ -44,9 +44,10 @@ pub(crate) struct BenchArgs {
     /// elsewhere), f4 / f2 (Winograd with that tile for every 3x3 stride-1 conv) or gemm.
     #[arg(long, value_enum, default_value_t = CpuAlgoArg::Auto)]
     pub cpu_algo: CpuAlgoArg,
-    /// GPU convolution kernel: tiled (main path: per layer and adapter), or force gemm,
-    /// workgroup, subgroup, naive (one output per invocation, the baseline) or winograd
-    /// (F(2x2, 3x3) for every 3x3 stride-1 conv, the rest as tiled).
+    /// GPU convolution kernel: tiled (main path: per layer and adapter; on lavapipe in f32
+    /// Winograd F(4x4) for 3x3 stride-1 convs of 48+ channels), or force gemm, workgroup,
+    /// subgroup, naive (one output per invocation, the baseline), winograd (F(2x2, 3x3) for
+    /// every 3x3 stride-1 conv, the rest as tiled) or winograd4 (F(4x4, 3x3) likewise).
     #[arg(long, value_enum, default_value_t = KernelArg::Tiled)]
     pub kernel: KernelArg,
     /// GPU storage precision: f32, or f16 weights and activations with f32 arithmetic (needs

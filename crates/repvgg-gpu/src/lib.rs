@@ -31,15 +31,22 @@
 //!   its sum over K into slices and adds their f32 partial sums in a second pass (entry point
 //!   `reduce`), which applies the epilogue ([`ConvKernel::SplitK`] forces the split everywhere).
 //! * `conv_subgroup.wgsl` on software adapters (lavapipe) when the conv is 1x1 or 3x3 with
-//!   stride 1 or 2: one full subgroup per workgroup, 8 channels x up to 32 pixels per
-//!   invocation, the im2col gather shared through `subgroupShuffle`, weights in an rgba32float
-//!   texture (rgba16float with [`Precision::F16`]). On lavapipe a storage-buffer or workgroup-memory load costs about as much as
-//!   100 FMAs while texture fetches and shuffles are cheap.
+//!   stride 1 or 2: one full subgroup per workgroup, 8 or 12 channels (whichever pads the
+//!   layer's channels least) x up to 32 pixels per invocation, the im2col gather shared
+//!   through `subgroupShuffle`, weights in an rgba32float texture (rgba16float with
+//!   [`Precision::F16`]). On lavapipe a storage-buffer or workgroup-memory load costs about as
+//!   much as 100 FMAs while texture fetches and shuffles are cheap.
+//! * Winograd F(4x4, 3x3) on the main path of software adapters in f32, for 3x3 stride-1
+//!   convs of 48 or more input channels per group: `wino_input.wgsl` (entry `f4`), a grouped
+//!   1x1 conv over the 36 positions on the subgroup kernel (its map flattened to one row; the
+//!   weights transformed at upload in f64, 4x the memory of the 3x3 ones) and
+//!   `wino_output.wgsl` with the epilogue. 4x fewer multiplies; on lavapipe 1.1-1.45x faster
+//!   than the direct conv on A0's layers. See [`ConvKernel::winograd_tile`].
 //! * `conv_tiled.wgsl` ([`ConvKernel::Workgroup`]): 64 x 64 tiles, 4 x 4 outputs per invocation.
 //! * `conv_naive.wgsl` ([`ConvKernel::Naive`]): one output per invocation, the baseline.
-//! * [`ConvKernel::Winograd`] (forced only): Winograd F(2x2, 3x3) for 3x3 stride-1 convs as
-//!   three layers, `wino_input.wgsl`, a grouped 1x1 conv over the 16 positions (weights
-//!   transformed at upload in f64) and `wino_output.wgsl` with the epilogue.
+//! * [`ConvKernel::Winograd`] / [`ConvKernel::Winograd4`] (forced): Winograd F(2x2, 3x3) /
+//!   F(4x4, 3x3) for every 3x3 stride-1 conv, on any adapter and precision, the same three
+//!   layers (16 or 36 positions).
 //!
 //! # Precision
 //!
