@@ -181,6 +181,49 @@ pub(crate) fn output(
 mod tests {
     use super::*;
 
+    /// The main path takes F(4x4) only on software adapters, in f32, for wide 3x3 stride-1
+    /// convs; forcing picks the tile on any adapter and precision; other convs stay direct.
+    #[test]
+    fn winograd_is_chosen_where_it_measured_faster_or_when_forced() {
+        let conv = |c: usize, stride: usize, groups: usize| {
+            ConvSpec::new(c, c, 3, stride, 1, groups).expect("spec")
+        };
+        let wide = conv(48, 1, 1);
+        let (f32_, f16_) = (Precision::F32, Precision::F16);
+        assert_eq!(chosen(ConvKernel::Tiled, &wide, true, f32_), Some(Tile::F4));
+        assert_eq!(chosen(ConvKernel::Tiled, &wide, false, f32_), None);
+        assert_eq!(chosen(ConvKernel::Tiled, &wide, true, f16_), None);
+        assert_eq!(chosen(ConvKernel::Tiled, &conv(47, 1, 1), true, f32_), None);
+        // 96 channels in 4 groups: 24 per group.
+        assert_eq!(chosen(ConvKernel::Tiled, &conv(96, 1, 4), true, f32_), None);
+        assert_eq!(
+            chosen(ConvKernel::Tiled, &conv(192, 2, 1), true, f32_),
+            None
+        );
+        for software in [false, true] {
+            for precision in [f32_, f16_] {
+                let s = conv(8, 1, 2);
+                assert_eq!(
+                    chosen(ConvKernel::Winograd, &s, software, precision),
+                    Some(Tile::F2)
+                );
+                assert_eq!(
+                    chosen(ConvKernel::Winograd4, &s, software, precision),
+                    Some(Tile::F4)
+                );
+                assert_eq!(
+                    chosen(ConvKernel::Winograd4, &conv(8, 2, 1), software, precision),
+                    None
+                );
+                assert_eq!(
+                    chosen(ConvKernel::Subgroup, &wide, software, precision),
+                    None
+                );
+                assert_eq!(chosen(ConvKernel::Gemm, &wide, software, precision), None);
+            }
+        }
+    }
+
     /// One tile in f64 through the three transforms (B^T d B, U, A^T M A) equals the direct
     /// 3x3 correlation of the 4x4 patch: checks the weight transform against the shaders'
     /// matrices.
