@@ -58,22 +58,36 @@ fn bt(d: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(d.x - d.z, d.y + d.z, d.z - d.y, d.y - d.w);
 }
 
+// Where invocation i works: tile t = (ty, tx) of plane n * c + ch (image img, channel ch).
+struct TileAt {
+    tiles: u32,
+    t: u32,
+    plane: u32,
+    img: u32,
+    ch: u32,
+    ty: u32,
+    tx: u32,
+}
+
+fn locate(i: u32) -> TileAt {
+    let tiles = p.th * p.tw;
+    let t = i % tiles;
+    let plane = i / tiles;
+    let img = plane / p.c;
+    let ty = t / p.tw;
+    return TileAt(tiles, t, plane, img, plane - img * p.c, ty, t - ty * p.tw);
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG;
     if i >= p.total {
         return;
     }
-    let tiles = p.th * p.tw;
-    let t = i % tiles;
-    let plane = i / tiles; // n * c + ci
-    let img = plane / p.c;
-    let ci = plane - img * p.c;
-    let ty = t / p.tw;
-    let tx = t - ty * p.tw;
-    let iy0 = i32(2u * ty) - 1;
-    let ix0 = i32(2u * tx) - 1;
-    let base = plane * p.h * p.w;
+    let loc = locate(i);
+    let iy0 = i32(2u * loc.ty) - 1;
+    let ix0 = i32(2u * loc.tx) - 1;
+    let base = loc.plane * p.h * p.w;
     // Rows of B^T d: combinations of the patch rows.
     let d0 = patch_row(base, iy0, ix0);
     let d1 = patch_row(base, iy0 + 1, ix0);
@@ -83,9 +97,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let r1 = bt(vec4<f32>(d1 + d2));
     let r2 = bt(vec4<f32>(d2 - d1));
     let r3 = bt(vec4<f32>(d1 - d3));
-    // Position (row a, column b) goes to channel (4a + b) * c + ci of image img.
-    let stride = p.c * tiles;
-    let o = (img * 16u * p.c + ci) * tiles + t;
+    // Position (row a, column b) goes to channel (4a + b) * c + loc.ch of image loc.img.
+    let stride = p.c * loc.tiles;
+    let o = (loc.img * 16u * p.c + loc.ch) * loc.tiles + loc.t;
     v[o] = st(r0.x);
     v[o + stride] = st(r0.y);
     v[o + 2u * stride] = st(r0.z);
@@ -130,16 +144,10 @@ fn f4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw
     if i >= p.total {
         return;
     }
-    let tiles = p.th * p.tw;
-    let t = i % tiles;
-    let plane = i / tiles; // n * c + ci
-    let img = plane / p.c;
-    let ci = plane - img * p.c;
-    let ty = t / p.tw;
-    let tx = t - ty * p.tw;
-    let iy0 = i32(4u * ty) - 1;
-    let ix0 = i32(4u * tx) - 1;
-    let base = plane * p.h * p.w;
+    let loc = locate(i);
+    let iy0 = i32(4u * loc.ty) - 1;
+    let ix0 = i32(4u * loc.tx) - 1;
+    let base = loc.plane * p.h * p.w;
     // Columns of the patch through B^T: bd[a][j] = (B^T d)[a][j].
     var bd: array<array<f32, 6>, 6>;
     for (var j = 0; j < 6; j++) {
@@ -155,9 +163,9 @@ fn f4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw
             bd[a][j] = col[a];
         }
     }
-    // Rows of B^T d through B^T: position (a, b) goes to channel (6a + b) * c + ci.
-    let stride = p.c * tiles;
-    let o = (img * 36u * p.c + ci) * tiles + t;
+    // Rows of B^T d through B^T: position (a, b) goes to channel (6a + b) * c + loc.ch.
+    let stride = p.c * loc.tiles;
+    let o = (loc.img * 36u * p.c + loc.ch) * loc.tiles + loc.t;
     for (var a = 0u; a < 6u; a++) {
         let row = bt6(bd[a]);
         for (var b = 0u; b < 6u; b++) {

@@ -54,38 +54,59 @@ fn store(idx: u32, value: f32, s: f32, b: f32) {
     y[idx] = st(v);
 }
 
+// (scale, bias) of output channel co: (1, 0) where not flagged.
+fn scale_bias(co: u32) -> vec2<f32> {
+    var sb = vec2<f32>(1.0, 0.0);
+    if (p.flags & FLAG_SCALE) != 0u {
+        sb.x = scale[co];
+    }
+    if (p.flags & FLAG_BIAS) != 0u {
+        sb.y = bias[co];
+    }
+    return sb;
+}
+
+// Where invocation i works: tile t = (ty, tx) of plane n * c + ch (image img, channel ch).
+struct TileAt {
+    tiles: u32,
+    t: u32,
+    plane: u32,
+    img: u32,
+    ch: u32,
+    ty: u32,
+    tx: u32,
+}
+
+fn locate(i: u32) -> TileAt {
+    let tiles = p.th * p.tw;
+    let t = i % tiles;
+    let plane = i / tiles;
+    let img = plane / p.c;
+    let ty = t / p.tw;
+    return TileAt(tiles, t, plane, img, plane - img * p.c, ty, t - ty * p.tw);
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG;
     if i >= p.total {
         return;
     }
-    let tiles = p.th * p.tw;
-    let t = i % tiles;
-    let plane = i / tiles; // n * c + co
-    let img = plane / p.c;
-    let co = plane - img * p.c;
-    let ty = t / p.tw;
-    let tx = t - ty * p.tw;
-    let stride = p.c * tiles;
-    let o = (img * 16u * p.c + co) * tiles + t;
+    let loc = locate(i);
+    let stride = p.c * loc.tiles;
+    let o = (loc.img * 16u * p.c + loc.ch) * loc.tiles + loc.t;
     let m0 = m_row(o, stride, 0u);
     let m1 = m_row(o, stride, 1u);
     let m2 = m_row(o, stride, 2u);
     let m3 = m_row(o, stride, 3u);
     let s0 = m0 + m1 + m2;
     let s1 = m1 - m2 - m3;
-    var sc = 1.0;
-    var bi = 0.0;
-    if (p.flags & FLAG_SCALE) != 0u {
-        sc = scale[co];
-    }
-    if (p.flags & FLAG_BIAS) != 0u {
-        bi = bias[co];
-    }
-    let oy = 2u * ty;
-    let ox = 2u * tx;
-    let base = plane * p.oh * p.ow + oy * p.ow + ox;
+    let sb = scale_bias(loc.ch);
+    let sc = sb.x;
+    let bi = sb.y;
+    let oy = 2u * loc.ty;
+    let ox = 2u * loc.tx;
+    let base = loc.plane * p.oh * p.ow + oy * p.ow + ox;
     store(base, s0.x + s0.y + s0.z, sc, bi);
     if ox + 1u < p.ow {
         store(base + 1u, s0.y - s0.z - s0.w, sc, bi);
@@ -116,15 +137,9 @@ fn f4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw
     if i >= p.total {
         return;
     }
-    let tiles = p.th * p.tw;
-    let t = i % tiles;
-    let plane = i / tiles; // n * c + co
-    let img = plane / p.c;
-    let co = plane - img * p.c;
-    let ty = t / p.tw;
-    let tx = t - ty * p.tw;
-    let stride = p.c * tiles;
-    let o = (img * 36u * p.c + co) * tiles + t;
+    let loc = locate(i);
+    let stride = p.c * loc.tiles;
+    let o = (loc.img * 36u * p.c + loc.ch) * loc.tiles + loc.t;
     // Rows of M through A^T: am[a] = row a of M A (4 values).
     var am: array<vec4<f32>, 6>;
     for (var a = 0u; a < 6u; a++) {
@@ -138,17 +153,12 @@ fn f4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw
             f32(m[b + 5u * stride]),
         ));
     }
-    var sc = 1.0;
-    var bi = 0.0;
-    if (p.flags & FLAG_SCALE) != 0u {
-        sc = scale[co];
-    }
-    if (p.flags & FLAG_BIAS) != 0u {
-        bi = bias[co];
-    }
-    let oy = 4u * ty;
-    let ox = 4u * tx;
-    let base = plane * p.oh * p.ow + oy * p.ow + ox;
+    let sb = scale_bias(loc.ch);
+    let sc = sb.x;
+    let bi = sb.y;
+    let oy = 4u * loc.ty;
+    let ox = 4u * loc.tx;
+    let base = loc.plane * p.oh * p.ow + oy * p.ow + ox;
     for (var j = 0u; j < 4u; j++) {
         // Column j of M A through A^T: outputs (0..4, j).
         let col = at6(array<f32, 6>(am[0][j], am[1][j], am[2][j], am[3][j], am[4][j], am[5][j]));

@@ -340,29 +340,14 @@ fn f16_split_k_conv_matches_oracle_on_random_shapes() {
     proptest!(config(5), |(c in cases())| { check_conv(&ctx, &c, ConvKernel::SplitK); });
 }
 
+/// F(2x2, 3x3) and F(4x4, 3x3) in f16 on random 3x3 stride-1 convs.
 #[test]
-fn f16_winograd_conv_matches_oracle_on_random_shapes() {
+fn f16_winograd_convs_match_oracle_on_random_shapes() {
     let Some(ctx) = f16_ctx() else { return };
-    let three = |c: Case| Case {
-        ks: 3,
-        stride: 1,
-        ..c
-    };
     proptest!(config(5), |(c in cases())| {
-        check_conv(&ctx, &three(c), ConvKernel::Winograd);
-    });
-}
-
-#[test]
-fn f16_winograd4_conv_matches_oracle_on_random_shapes() {
-    let Some(ctx) = f16_ctx() else { return };
-    let three = |c: Case| Case {
-        ks: 3,
-        stride: 1,
-        ..c
-    };
-    proptest!(config(5), |(c in cases())| {
-        check_conv(&ctx, &three(c), ConvKernel::Winograd4);
+        let c = Case { ks: 3, stride: 1, ..c };
+        check_conv(&ctx, &c, ConvKernel::Winograd);
+        check_conv(&ctx, &c, ConvKernel::Winograd4);
     });
 }
 

@@ -179,36 +179,29 @@ fn split_k_conv_matches_oracle_on_random_shapes() {
     proptest!(config(10), |(c in cases())| check_conv(&ctx, &c, ConvKernel::SplitK));
 }
 
-/// Winograd F(2x2, 3x3): every case made a 3x3 stride-1 padding-1 conv (odd and even sizes,
-/// 1x1 to 11x11 maps, groups, batch 2, every epilogue).
-#[test]
-fn winograd_conv_matches_oracle_on_random_shapes() {
-    let Some(ctx) = ctx() else { return };
-    let three = |c: Case| Case {
+/// `c` made a 3x3 stride-1 padding-1 conv, the convs Winograd computes.
+fn three(c: Case) -> Case {
+    Case {
         ks: 3,
         stride: 1,
         pad: 1,
         ..c
-    };
-    proptest!(config(10), |(c in cases())| check_conv(&ctx, &three(c), ConvKernel::Winograd));
+    }
 }
 
-/// Winograd F(4x4, 3x3): as F(2x2) above; 1x1 to 11x11 maps cover partial 4x4 tiles of every
-/// remainder.
+/// Winograd F(2x2, 3x3) and F(4x4, 3x3) on random 3x3 stride-1 convs: odd and even sizes, 1x1
+/// to 11x11 maps (partial tiles of every remainder), groups, batch 2, every epilogue.
 #[test]
-fn winograd4_conv_matches_oracle_on_random_shapes() {
+fn winograd_convs_match_oracle_on_random_shapes() {
     let Some(ctx) = ctx() else { return };
-    let three = |c: Case| Case {
-        ks: 3,
-        stride: 1,
-        pad: 1,
-        ..c
-    };
-    proptest!(config(10), |(c in cases())| check_conv(&ctx, &three(c), ConvKernel::Winograd4));
+    proptest!(config(10), |(c in cases())| {
+        check_conv(&ctx, &three(c.clone()), ConvKernel::Winograd);
+        check_conv(&ctx, &three(c), ConvKernel::Winograd4);
+    });
 }
 
 /// 65 to 96 output channels per group: the subgroup kernel's 12-channel invocations (`CH4` 3),
-/// directly, as the Winograd products (1x1 convs over flattened maps), and on the main path.
+/// directly and as the Winograd products (1x1 convs over flattened maps).
 #[test]
 fn subgroup_conv_with_twelve_channels_per_invocation() {
     let Some(ctx) = ctx() else { return };
@@ -223,9 +216,8 @@ fn subgroup_conv_with_twelve_channels_per_invocation() {
     });
     proptest!(config(6), |(c in wide)| {
         check_conv(&ctx, &c, ConvKernel::Subgroup);
-        let three = Case { ks: 3, stride: 1, pad: 1, ..c };
-        check_conv(&ctx, &three, ConvKernel::Winograd4);
-        check_conv(&ctx, &three, ConvKernel::Winograd);
+        check_conv(&ctx, &three(c.clone()), ConvKernel::Winograd4);
+        check_conv(&ctx, &three(c), ConvKernel::Winograd);
     });
 }
 
