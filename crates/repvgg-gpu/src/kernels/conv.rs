@@ -74,7 +74,7 @@ impl ConvKernel {
         spec: &ConvSpec,
         precision: Precision,
     ) -> Option<Tile> {
-        super::winograd::chosen(self, spec, ctx.is_software(), precision)
+        super::winograd::chosen(self, spec, &crate::upload::caps(ctx), precision)
     }
 }
 
@@ -186,7 +186,7 @@ pub(crate) enum WeightData {
 }
 
 /// Whether `conv_subgroup.wgsl` can run `spec` with `caps`.
-fn subgroup_fits(caps: &Caps, spec: &ConvSpec) -> bool {
+pub(crate) fn subgroup_fits(caps: &Caps, spec: &ConvSpec) -> bool {
     let cout_g = spec.out_channels / spec.groups;
     let k_rows = spec.in_channels * spec.kernel_size * spec.kernel_size;
     let sg = caps.subgroup_min.unwrap_or(8) as usize;

@@ -15,7 +15,7 @@ use ndarray::{Array4, ArrayView4};
 use repvgg_math::ConvSpec;
 use repvgg_math::winograd::Tile;
 
-use super::conv::ConvKernel;
+use super::conv::{Caps, ConvKernel, subgroup_fits};
 use super::{
     DispatchSpec, FLAG_BIAS, FLAG_RELU, FLAG_RESIDUAL, FLAG_SCALE, key, linear_grid, params, u,
 };
@@ -52,28 +52,33 @@ const MAIN_PATH_MIN_CHANNELS: usize = 48;
 /// `software` adapter (lavapipe) in f32 for convs of at least [`MAIN_PATH_MIN_CHANNELS`] input
 /// channels per group. There the grouped 1x1 conv it leaves runs on the subgroup kernel at
 /// nearly the direct conv's rate per multiply, with 4x fewer multiplies. Not in f16 (F(4x4)'s
-/// transforms amplify rounding: 10 x 10 in the input transform), and not on hardware GPUs,
-/// where no measurement was at hand. The cost: the transformed weights take 4x the memory of
-/// the 3x3 ones.
+/// transforms amplify rounding: 10 x 10 in the input transform), not on hardware GPUs, where
+/// no measurement was at hand, and only where the product fits the subgroup kernel (its
+/// 36 * cin weight rows within the adapter's texture size: B3's 768-channel layers do not, and
+/// the gemm kernel that would take them runs ~100x slower on lavapipe). The cost: the
+/// transformed weights take 4x the memory of the 3x3 ones.
 pub(crate) fn chosen(
     kernel: ConvKernel,
     spec: &ConvSpec,
-    software: bool,
+    caps: &Caps,
     precision: Precision,
 ) -> Option<Tile> {
-    let tile = match kernel {
-        ConvKernel::Winograd => Tile::F2,
-        ConvKernel::Winograd4 => Tile::F4,
+    if !applies(spec) {
+        return None;
+    }
+    match kernel {
+        ConvKernel::Winograd => Some(Tile::F2),
+        ConvKernel::Winograd4 => Some(Tile::F4),
         ConvKernel::Tiled
-            if software
+            if caps.software
                 && precision == Precision::F32
-                && spec.in_channels / spec.groups >= MAIN_PATH_MIN_CHANNELS =>
+                && spec.in_channels / spec.groups >= MAIN_PATH_MIN_CHANNELS
+                && gemm_spec(spec, Tile::F4).is_ok_and(|g| subgroup_fits(caps, &g)) =>
         {
-            Tile::F4
+            Some(Tile::F4)
         }
-        _ => return None,
-    };
-    applies(spec).then_some(tile)
+        _ => None,
+    }
 }
 
 /// The entry point of both transforms' shaders for `tile`.
@@ -190,36 +195,47 @@ mod tests {
         };
         let wide = conv(48, 1, 1);
         let (f32_, f16_) = (Precision::F32, Precision::F16);
-        assert_eq!(chosen(ConvKernel::Tiled, &wide, true, f32_), Some(Tile::F4));
-        assert_eq!(chosen(ConvKernel::Tiled, &wide, false, f32_), None);
-        assert_eq!(chosen(ConvKernel::Tiled, &wide, true, f16_), None);
-        assert_eq!(chosen(ConvKernel::Tiled, &conv(47, 1, 1), true, f32_), None);
+        let lavapipe = Caps {
+            subgroup_min: Some(8),
+            max_texture_dim: 16384,
+            max_workgroups: 65535,
+            software: true,
+            min_workgroups: 8,
+            max_binding: 1 << 30,
+        };
+        let hardware = Caps {
+            software: false,
+            ..lavapipe
+        };
+        let tiled = |spec: &ConvSpec, caps: &Caps, precision| {
+            chosen(ConvKernel::Tiled, spec, caps, precision)
+        };
+        assert_eq!(tiled(&wide, &lavapipe, f32_), Some(Tile::F4));
+        assert_eq!(tiled(&wide, &hardware, f32_), None);
+        assert_eq!(tiled(&wide, &lavapipe, f16_), None);
+        assert_eq!(tiled(&conv(47, 1, 1), &lavapipe, f32_), None);
         // 96 channels in 4 groups: 24 per group.
-        assert_eq!(chosen(ConvKernel::Tiled, &conv(96, 1, 4), true, f32_), None);
-        assert_eq!(
-            chosen(ConvKernel::Tiled, &conv(192, 2, 1), true, f32_),
-            None
-        );
-        for software in [false, true] {
+        assert_eq!(tiled(&conv(96, 1, 4), &lavapipe, f32_), None);
+        assert_eq!(tiled(&conv(192, 2, 1), &lavapipe, f32_), None);
+        // The product's 36 * cin weight rows must fit a texture: 455 * 36 = 16380 does, 456
+        // (and B3's 768) does not; nor does anything without subgroups.
+        assert_eq!(tiled(&conv(455, 1, 1), &lavapipe, f32_), Some(Tile::F4));
+        assert_eq!(tiled(&conv(456, 1, 1), &lavapipe, f32_), None);
+        assert_eq!(tiled(&conv(768, 1, 1), &lavapipe, f32_), None);
+        let no_subgroups = Caps {
+            subgroup_min: None,
+            ..lavapipe
+        };
+        assert_eq!(tiled(&wide, &no_subgroups, f32_), None);
+        for caps in [lavapipe, hardware, no_subgroups] {
             for precision in [f32_, f16_] {
+                let pick = |k, s: &ConvSpec| chosen(k, s, &caps, precision);
                 let s = conv(8, 1, 2);
-                assert_eq!(
-                    chosen(ConvKernel::Winograd, &s, software, precision),
-                    Some(Tile::F2)
-                );
-                assert_eq!(
-                    chosen(ConvKernel::Winograd4, &s, software, precision),
-                    Some(Tile::F4)
-                );
-                assert_eq!(
-                    chosen(ConvKernel::Winograd4, &conv(8, 2, 1), software, precision),
-                    None
-                );
-                assert_eq!(
-                    chosen(ConvKernel::Subgroup, &wide, software, precision),
-                    None
-                );
-                assert_eq!(chosen(ConvKernel::Gemm, &wide, software, precision), None);
+                assert_eq!(pick(ConvKernel::Winograd, &s), Some(Tile::F2));
+                assert_eq!(pick(ConvKernel::Winograd4, &s), Some(Tile::F4));
+                assert_eq!(pick(ConvKernel::Winograd4, &conv(8, 2, 1)), None);
+                assert_eq!(pick(ConvKernel::Subgroup, &wide), None);
+                assert_eq!(pick(ConvKernel::Gemm, &wide), None);
             }
         }
     }
