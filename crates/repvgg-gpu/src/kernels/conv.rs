@@ -67,7 +67,8 @@ impl ConvKernel {
 
     /// The Winograd tile a network built with this kernel on `ctx` in `precision` runs `spec`
     /// with, or `None` for a direct conv: F(2x2) or F(4x4) where forced, and on the main path
-    /// F(4x4) where it measured faster (software adapters, f32, wide 3x3 stride-1 convs).
+    /// F(4x4) where it measured faster (software adapters, f32, wide 3x3 stride-1 convs whose
+    /// product fits the subgroup kernel).
     pub fn winograd_tile(
         self,
         ctx: &GpuContext,
@@ -123,6 +124,22 @@ pub(crate) struct Caps {
     /// Bytes one storage binding may take: the device's binding and buffer limits, at most
     /// `MAX_BINDING` (activation bindings and the split-K scratch must fit).
     pub max_binding: u64,
+}
+
+#[cfg(test)]
+impl Caps {
+    /// A lavapipe-like software adapter (subgroups of 8) with textures up to
+    /// `max_texture_dim`, for the kernel-choice tests.
+    pub(crate) fn software_for_tests(max_texture_dim: u32) -> Self {
+        Self {
+            subgroup_min: Some(8),
+            max_texture_dim,
+            max_workgroups: 65535,
+            software: true,
+            min_workgroups: 8,
+            max_binding: 1 << 30,
+        }
+    }
 }
 
 /// Invocations per workgroup of `conv_gemm.wgsl`'s `reduce` entry point.
@@ -527,14 +544,7 @@ mod tests {
     fn kernel_choice_follows_the_adapter_and_the_conv() {
         let spec = ConvSpec::conv3x3(8, 16, 1, 1).expect("spec");
         let w = Array4::zeros(spec.weight_shape());
-        let with = Caps {
-            subgroup_min: Some(8),
-            max_texture_dim: 8192,
-            max_workgroups: 65535,
-            software: true,
-            min_workgroups: 8,
-            max_binding: 1 << 30,
-        };
+        let with = Caps::software_for_tests(8192);
         let hardware = Caps {
             software: false,
             ..with

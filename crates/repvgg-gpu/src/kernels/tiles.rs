@@ -122,9 +122,10 @@ pub(crate) fn subgroup_ch4(cout_g: usize, sg: usize) -> usize {
 /// Output tile of `conv_subgroup.wgsl` for an `ow` x `oh` output with `4 * ch4` channels per
 /// invocation: columns (the row in as few equal pieces as possible of at most the pixels the
 /// accumulators hold: 32 for 8 channels, 21 for 12, 16 for a stride-2 conv on a wide map) and
-/// rows (as many as fit in those pixels and in the 9 input rows the shader holds). The shader computes all `rows * columns` pixels of a tile, so
-/// columns past the row's end are work thrown away: 14 columns, not 16, for a 14-wide map
-/// (which also loads 16 input values per row, not 18: two subgroup loads instead of three).
+/// rows (as many as fit in those pixels and in the 9 input rows the shader holds). The shader
+/// computes all `rows * columns` pixels of a tile, so columns past the row's end are work
+/// thrown away: 14 columns, not 16, for a 14-wide map (which also loads 16 input values per
+/// row, not 18: two subgroup loads instead of three).
 pub(crate) fn subgroup_tile(
     ow: usize,
     oh: usize,

@@ -195,14 +195,7 @@ mod tests {
         };
         let wide = conv(48, 1, 1);
         let (f32_, f16_) = (Precision::F32, Precision::F16);
-        let lavapipe = Caps {
-            subgroup_min: Some(8),
-            max_texture_dim: 16384,
-            max_workgroups: 65535,
-            software: true,
-            min_workgroups: 8,
-            max_binding: 1 << 30,
-        };
+        let lavapipe = Caps::software_for_tests(16384);
         let hardware = Caps {
             software: false,
             ..lavapipe
