@@ -18,7 +18,9 @@
 //     in the f16 form): one textureLoad, 4 channels;
 //   * then CH4 * KS * KS vec4 FMAs per pixel.
 // A 1x1 stride-1 conv without padding (the product of a Winograd conv) is dispatched as one
-// row of h * w pixels, so that its tiles fill up whatever the map's shape.
+// row of h * w pixels, so that its tiles fill up whatever the map's shape, and its K loop takes
+// KU input channels per iteration, summing their products before adding them to the
+// accumulators (see pixel_channels).
 // Every index into the private arrays is a constant after the helper functions are inlined with
 // their constant arguments, so the arrays live in registers. Scale, bias, residual and ReLU are
 // applied in the store.
@@ -41,6 +43,8 @@ override R: u32 = 2u;      // output rows per tile; R * NBW <= 32 and (R - 1) * 
 override SG: u32 = 8u;     // invocations per workgroup: the subgroup size, at least 8
 override CH4: u32 = 2u;    // vec4 accumulators per pixel: 2 or 3 (8 or 12 channels per
                            // invocation); R * NBW * CH4 <= 64
+override KU: u32 = 1u;     // input channels per K-loop iteration of a flat 1x1 conv (R = 1):
+                           // 1, 2 or 4, dividing cin_g; 1 for every other conv
 
 struct Params {
     n: u32,
@@ -91,14 +95,31 @@ const ROW_PIECES: u32 = 9u;
 
 // Piece j of input row t of the tile for channel ci: element j * SG + lane (zero outside).
 fn load_piece(t: u32, j: u32, plane: u32) {
-    if t < (R - 1u) * STRIDE + KS && j * SG < STRIDE * (NBW - 1u) + KS {
+    if t < (R - 1u) * STRIDE + KS {
+        load_piece_into(t, t, j, plane);
+    }
+}
+
+// Piece j of input row t of the tile, kept in row `slot` of `seg`.
+fn load_piece_into(slot: u32, t: u32, j: u32, plane: u32) {
+    if j * SG < STRIDE * (NBW - 1u) + KS {
         let iy = t_iy0 + i32(t);
         let ix = t_ix0 + i32(j * SG + t_lane);
         let ok = iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
         let cy = clamp(iy, 0, i32(p.h) - 1);
         let cx = clamp(ix, 0, i32(p.w) - 1);
         let v = f32(x[plane + u32(cy) * p.w + u32(cx)]);
-        seg[t * ROW_PIECES + j] = select(0.0, v, ok);
+        seg[slot * ROW_PIECES + j] = select(0.0, v, ok);
+    }
+}
+
+// Flat 1x1 conv: the tile's row of input channel ci + u, kept in row u of `seg`.
+fn load_channel(u: u32, plane: u32) {
+    if u < KU {
+        load_piece_into(u, 0u, 0u, plane);
+        load_piece_into(u, 0u, 1u, plane);
+        load_piece_into(u, 0u, 2u, plane);
+        load_piece_into(u, 0u, 3u, plane);
     }
 }
 
@@ -122,6 +143,50 @@ fn load_weight(ky: u32, kx: u32, krow: i32) {
         wk[wi + 1u] = textureLoad(wtex, vec2<i32>(t_tex_x + 1, row));
         if CH4 > 2u {
             wk[wi + 2u] = textureLoad(wtex, vec2<i32>(t_tex_x + 2, row));
+        }
+    }
+}
+
+// Flat 1x1 conv: the weights of input channel ci + u, at wk[3 u ..].
+fn load_weight_channel(u: u32, krow: i32) {
+    if u < KU {
+        let row = krow + i32(u);
+        wk[3u * u] = textureLoad(wtex, vec2<i32>(t_tex_x, row));
+        wk[3u * u + 1u] = textureLoad(wtex, vec2<i32>(t_tex_x + 1, row));
+        if CH4 > 2u {
+            wk[3u * u + 2u] = textureLoad(wtex, vec2<i32>(t_tex_x + 2, row));
+        }
+    }
+}
+
+// Flat 1x1 conv: the products of input channel ci + u with pixel q, added to s.
+fn product(q: u32, u: u32, s: ptr<function, array<vec4<f32>, 3>>) {
+    if u < KU {
+        let v = vec4<f32>(subgroupShuffle(seg[u * ROW_PIECES + q / SG], q % SG));
+        (*s)[0] = fma(wk[3u * u], v, (*s)[0]);
+        (*s)[1] = fma(wk[3u * u + 1u], v, (*s)[1]);
+        if CH4 > 2u {
+            (*s)[2] = fma(wk[3u * u + 2u], v, (*s)[2]);
+        }
+    }
+}
+
+// Flat 1x1 conv: pixel q's products with KU input channels, summed before they reach the
+// accumulators. The K loop is a loop the driver may not prove uniform, so lavapipe blends every
+// write of a loop-carried value with the loop's mask; one accumulator write per KU products
+// instead of one per product is the point of KU.
+fn pixel_channels(q: u32) {
+    if q < NBW {
+        var s: array<vec4<f32>, 3>;
+        product(q, 0u, &s);
+        product(q, 1u, &s);
+        product(q, 2u, &s);
+        product(q, 3u, &s);
+        let a = CH4 * q;
+        acc[a] += s[0];
+        acc[a + 1u] += s[1];
+        if CH4 > 2u {
+            acc[a + 2u] += s[2];
         }
     }
 }
@@ -234,59 +299,106 @@ fn main(
     let k_rows = p.cin_g * KS * KS;
 
     // `acc` starts at zero (private variables are zero-initialised).
-    for (var ci = 0u; ci < p.cin_g; ci++) {
-        let plane = t_in + ci * hw;
-        load_row(0u, plane);
-        load_row(1u, plane);
-        load_row(2u, plane);
-        load_row(3u, plane);
-        load_row(4u, plane);
-        load_row(5u, plane);
-        load_row(6u, plane);
-        load_row(7u, plane);
-        load_row(8u, plane);
-        let krow = i32(g * k_rows + ci * KS * KS);
-        load_weight(0u, 0u, krow);
-        load_weight(0u, 1u, krow);
-        load_weight(0u, 2u, krow);
-        load_weight(1u, 0u, krow);
-        load_weight(1u, 1u, krow);
-        load_weight(1u, 2u, krow);
-        load_weight(2u, 0u, krow);
-        load_weight(2u, 1u, krow);
-        load_weight(2u, 2u, krow);
-        pixel(0u);
-        pixel(1u);
-        pixel(2u);
-        pixel(3u);
-        pixel(4u);
-        pixel(5u);
-        pixel(6u);
-        pixel(7u);
-        pixel(8u);
-        pixel(9u);
-        pixel(10u);
-        pixel(11u);
-        pixel(12u);
-        pixel(13u);
-        pixel(14u);
-        pixel(15u);
-        pixel(16u);
-        pixel(17u);
-        pixel(18u);
-        pixel(19u);
-        pixel(20u);
-        pixel(21u);
-        pixel(22u);
-        pixel(23u);
-        pixel(24u);
-        pixel(25u);
-        pixel(26u);
-        pixel(27u);
-        pixel(28u);
-        pixel(29u);
-        pixel(30u);
-        pixel(31u);
+    if KU > 1u {
+        for (var ci = 0u; ci < p.cin_g; ci += KU) {
+            let plane = t_in + ci * hw;
+            load_channel(0u, plane);
+            load_channel(1u, plane + hw);
+            load_channel(2u, plane + 2u * hw);
+            load_channel(3u, plane + 3u * hw);
+            let krow = i32(g * k_rows + ci);
+            load_weight_channel(0u, krow);
+            load_weight_channel(1u, krow);
+            load_weight_channel(2u, krow);
+            load_weight_channel(3u, krow);
+            pixel_channels(0u);
+            pixel_channels(1u);
+            pixel_channels(2u);
+            pixel_channels(3u);
+            pixel_channels(4u);
+            pixel_channels(5u);
+            pixel_channels(6u);
+            pixel_channels(7u);
+            pixel_channels(8u);
+            pixel_channels(9u);
+            pixel_channels(10u);
+            pixel_channels(11u);
+            pixel_channels(12u);
+            pixel_channels(13u);
+            pixel_channels(14u);
+            pixel_channels(15u);
+            pixel_channels(16u);
+            pixel_channels(17u);
+            pixel_channels(18u);
+            pixel_channels(19u);
+            pixel_channels(20u);
+            pixel_channels(21u);
+            pixel_channels(22u);
+            pixel_channels(23u);
+            pixel_channels(24u);
+            pixel_channels(25u);
+            pixel_channels(26u);
+            pixel_channels(27u);
+            pixel_channels(28u);
+            pixel_channels(29u);
+            pixel_channels(30u);
+            pixel_channels(31u);
+        }
+    } else {
+        for (var ci = 0u; ci < p.cin_g; ci++) {
+            let plane = t_in + ci * hw;
+            load_row(0u, plane);
+            load_row(1u, plane);
+            load_row(2u, plane);
+            load_row(3u, plane);
+            load_row(4u, plane);
+            load_row(5u, plane);
+            load_row(6u, plane);
+            load_row(7u, plane);
+            load_row(8u, plane);
+            let krow = i32(g * k_rows + ci * KS * KS);
+            load_weight(0u, 0u, krow);
+            load_weight(0u, 1u, krow);
+            load_weight(0u, 2u, krow);
+            load_weight(1u, 0u, krow);
+            load_weight(1u, 1u, krow);
+            load_weight(1u, 2u, krow);
+            load_weight(2u, 0u, krow);
+            load_weight(2u, 1u, krow);
+            load_weight(2u, 2u, krow);
+            pixel(0u);
+            pixel(1u);
+            pixel(2u);
+            pixel(3u);
+            pixel(4u);
+            pixel(5u);
+            pixel(6u);
+            pixel(7u);
+            pixel(8u);
+            pixel(9u);
+            pixel(10u);
+            pixel(11u);
+            pixel(12u);
+            pixel(13u);
+            pixel(14u);
+            pixel(15u);
+            pixel(16u);
+            pixel(17u);
+            pixel(18u);
+            pixel(19u);
+            pixel(20u);
+            pixel(21u);
+            pixel(22u);
+            pixel(23u);
+            pixel(24u);
+            pixel(25u);
+            pixel(26u);
+            pixel(27u);
+            pixel(28u);
+            pixel(29u);
+            pixel(30u);
+            pixel(31u);
+        }
     }
 
     if img >= p.n {

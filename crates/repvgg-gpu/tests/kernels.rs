@@ -221,6 +221,26 @@ fn subgroup_conv_with_twelve_channels_per_invocation() {
     });
 }
 
+/// Flat 1x1 convs (stride 1, no padding: the Winograd products' shape) with 1 to 13 input
+/// channels per group: the subgroup kernel's steps of 4, 2 and 1 input channels (`KU`).
+#[test]
+fn subgroup_one_by_one_convs_step_through_several_input_channels() {
+    let Some(ctx) = ctx() else { return };
+    if !ctx.has_subgroups_of_8() {
+        eprintln!("no subgroups of 8 or more: the subgroup kernel cannot run here");
+        return;
+    }
+    let flat = (cases(), 1usize..=13, 1usize..=40).prop_map(|(c, cin_g, cout_g)| Case {
+        ks: 1,
+        stride: 1,
+        pad: 0,
+        cin_g,
+        cout_g,
+        ..c
+    });
+    proptest!(config(8), |(c in flat)| check_conv(&ctx, &c, ConvKernel::Subgroup));
+}
+
 #[test]
 fn subgroup_conv_matches_oracle_on_random_shapes_where_available() {
     let Some(ctx) = ctx() else { return };

@@ -14,7 +14,8 @@ use crate::precision::Precision;
 use crate::shader::{PipelineKey, Shader};
 
 pub(crate) use super::tiles::{
-    GEMM_TK, GemmCols, GemmRows, TILE_K, TILE_M, TILE_N, k_split, subgroup_ch4, subgroup_tile,
+    GEMM_TK, GemmCols, GemmRows, TILE_K, TILE_M, TILE_N, k_split, subgroup_ch4,
+    subgroup_channels_per_step, subgroup_tile,
 };
 
 /// Which convolution kernel a network uses.
@@ -489,7 +490,15 @@ pub(crate) fn dispatch(
                 .constant("NBW", u(nbw))
                 .constant("R", u(rows))
                 .constant("SG", u(sg))
-                .constant("CH4", u(ch4));
+                .constant("CH4", u(ch4))
+                .constant(
+                    "KU",
+                    u(if flat {
+                        subgroup_channels_per_step(cin_g)
+                    } else {
+                        1
+                    }),
+                );
             Ok(DispatchSpec::new(key, &p, [gx, gy, z]))
         }
         ConvImpl::Naive => {
