@@ -23,7 +23,9 @@
 // accumulators (see pixel_channels).
 // Every index into the private arrays is a constant after the helper functions are inlined with
 // their constant arguments, so the arrays live in registers. Scale, bias, residual and ReLU are
-// applied in the store.
+// applied in the store, which writes 4 pixels of a channel at once where the output's rows
+// allow (VEC): lavapipe runs each storage store as a loop over the lanes, so one store of 4
+// values costs about what one of 1 does.
 //
 // Why subgroups and a texture instead of workgroup memory: on CPU adapters (lavapipe) each
 // buffer or workgroup-memory load is a loop over the SIMD lanes, while texture fetches are
@@ -43,6 +45,9 @@ override R: u32 = 2u;      // output rows per tile; R * NBW <= 32 and (R - 1) * 
 override SG: u32 = 8u;     // invocations per workgroup: the subgroup size, at least 8
 override CH4: u32 = 2u;    // vec4 accumulators per pixel: 2 or 3 (8 or 12 channels per
                            // invocation); R * NBW * CH4 <= 64
+override VEC: bool = false; // store 4 pixels of a channel at once through y4: where every
+                            // row of 4 pixels is whole and 4-aligned (NBW, the output row and
+                            // plane multiples of 4) and there is no residual
 override KU: u32 = 1u;     // input channels per K-loop iteration of a flat 1x1 conv (R = 1):
                            // 1, 2 or 4, dividing cin_g; 1 for every other conv
 
@@ -77,6 +82,9 @@ const FLAG_RELU: u32 = 8u;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read> residual: array<st>;
 @group(0) @binding(6) var<storage, read_write> y: array<st>;
+// The same buffer as y, 4 values an element: one store loop over the lanes writes 4 values
+// (lavapipe runs each storage access as a loop over the SIMD lanes).
+@group(0) @binding(7) var<storage, read_write> y4: array<vec4<st>>;
 
 // Per invocation: accumulators [pixel][CH4], the loaded row segments [row][piece], the weights
 // of one input channel [ky][kx][CH4].
@@ -259,6 +267,48 @@ fn store_pixel(q: u32, oy0: u32, ox0: u32, img: u32, oc0: u32, m0: u32) {
     store_quad(q, 2u, base, ohw, m0);
 }
 
+// VEC: channel m0 + 4 j + c of pixels 4 g .. 4 g + 4, whose first index in y is `at`.
+fn store_four(g: u32, j: u32, c: u32, at: u32, m0: u32) {
+    if m0 + 4u * j + c < p.cout_g {
+        let q = 4u * g;
+        let a = vec4<f32>(
+            acc[CH4 * q + j][c],
+            acc[CH4 * (q + 1u) + j][c],
+            acc[CH4 * (q + 2u) + j][c],
+            acc[CH4 * (q + 3u) + j][c],
+        );
+        var v = fma(a, vec4<f32>(ep_s[j][c]), vec4<f32>(ep_b[j][c]));
+        if (p.flags & FLAG_RELU) != 0u {
+            v = max(v, vec4<f32>(0.0));
+        }
+        y4[at / 4u] = vec4<st>(v);
+    }
+}
+
+fn store_four_quad(g: u32, j: u32, base: u32, ohw: u32, m0: u32) {
+    if j < CH4 {
+        store_four(g, j, 0u, base + 4u * j * ohw, m0);
+        store_four(g, j, 1u, base + (4u * j + 1u) * ohw, m0);
+        store_four(g, j, 2u, base + (4u * j + 2u) * ohw, m0);
+        store_four(g, j, 3u, base + (4u * j + 3u) * ohw, m0);
+    }
+}
+
+// VEC: pixels 4 g .. 4 g + 4 of the tile, a whole 4-aligned piece of one output row.
+fn store_group(g: u32, oy0: u32, ox0: u32, img: u32, oc0: u32, m0: u32) {
+    let q = 4u * g;
+    let oy = oy0 + q / NBW;
+    let ox = ox0 + q % NBW;
+    if q >= R * NBW || oy >= p.oh || ox >= p.ow {
+        return;
+    }
+    let ohw = p.oh * p.ow;
+    let base = (img * p.cout + oc0) * ohw + oy * p.ow + ox;
+    store_four_quad(g, 0u, base, ohw, m0);
+    store_four_quad(g, 1u, base, ohw, m0);
+    store_four_quad(g, 2u, base, ohw, m0);
+}
+
 fn epilogue_value(oc: u32, m: u32) -> vec2<f32> {
     // (scale, bias) of channel oc; identity where absent or past the group's channels.
     var s = 1.0;
@@ -411,6 +461,17 @@ fn main(
             ep_s[j][c] = e.x;
             ep_b[j][c] = e.y;
         }
+    }
+    if VEC {
+        store_group(0u, oy0, ox0, img, oc0, m0);
+        store_group(1u, oy0, ox0, img, oc0, m0);
+        store_group(2u, oy0, ox0, img, oc0, m0);
+        store_group(3u, oy0, ox0, img, oc0, m0);
+        store_group(4u, oy0, ox0, img, oc0, m0);
+        store_group(5u, oy0, ox0, img, oc0, m0);
+        store_group(6u, oy0, ox0, img, oc0, m0);
+        store_group(7u, oy0, ox0, img, oc0, m0);
+        return;
     }
     store_pixel(0u, oy0, ox0, img, oc0, m0);
     store_pixel(1u, oy0, ox0, img, oc0, m0);

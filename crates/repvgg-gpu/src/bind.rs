@@ -131,6 +131,15 @@ impl GpuNetwork {
                     if spec.key.shader == Shader::ConvGemm {
                         r.push(partial());
                     }
+                    if spec.key.shader == Shader::ConvSubgroup {
+                        // y4: the output again, as vec4s, where the shader stores through it
+                        // (whole vec4s then); a placeholder otherwise (it may be too small).
+                        r.push(if spec.key.constants.contains(&("VEC", 1)) {
+                            act(step.y)
+                        } else {
+                            self.dummy_rw.as_entire_binding()
+                        });
+                    }
                     if let Some(second) = spec.then.as_deref() {
                         // `reduce` binds what it uses, at the same numbers as `main`.
                         let pipeline = self.ctx.pipeline(&second.key)?;

@@ -241,6 +241,25 @@ fn subgroup_one_by_one_convs_step_through_several_input_channels() {
     proptest!(config(8), |(c in flat)| check_conv(&ctx, &c, ConvKernel::Subgroup));
 }
 
+/// Outputs 4 to 32 wide, 3x3 and flat 1x1: the subgroup kernel's stores of 4 pixels at once
+/// (`VEC`, where tile rows, output rows and planes are multiples of 4).
+#[test]
+fn subgroup_convs_store_four_pixels_at_once_on_widths_of_fours() {
+    let Some(ctx) = ctx() else { return };
+    if !ctx.has_subgroups_of_8() {
+        eprintln!("no subgroups of 8 or more: the subgroup kernel cannot run here");
+        return;
+    }
+    let fours = (cases(), 1usize..=8, any::<bool>()).prop_map(|(c, k, flat)| Case {
+        ks: if flat { 1 } else { 3 },
+        stride: 1,
+        pad: usize::from(!flat),
+        w: 4 * k,
+        ..c
+    });
+    proptest!(config(8), |(c in fours)| check_conv(&ctx, &c, ConvKernel::Subgroup));
+}
+
 #[test]
 fn subgroup_conv_matches_oracle_on_random_shapes_where_available() {
     let Some(ctx) = ctx() else { return };

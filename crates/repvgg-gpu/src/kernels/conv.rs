@@ -15,7 +15,7 @@ use crate::shader::{PipelineKey, Shader};
 
 pub(crate) use super::tiles::{
     GEMM_TK, GemmCols, GemmRows, TILE_K, TILE_M, TILE_N, k_split, subgroup_ch4,
-    subgroup_channels_per_step, subgroup_tile,
+    subgroup_channels_per_step, subgroup_stores_fours, subgroup_tile,
 };
 
 /// Which convolution kernel a network uses.
@@ -498,6 +498,10 @@ pub(crate) fn dispatch(
                     } else {
                         1
                     }),
+                )
+                .constant(
+                    "VEC",
+                    u32::from(subgroup_stores_fours(nbw, ow, oh, ep.residual)),
                 );
             Ok(DispatchSpec::new(key, &p, [gx, gy, z]))
         }

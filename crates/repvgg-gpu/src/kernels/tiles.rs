@@ -131,6 +131,14 @@ pub(crate) fn subgroup_channels_per_step(cin_g: usize) -> usize {
         .unwrap_or(1)
 }
 
+/// Whether `conv_subgroup.wgsl` stores 4 pixels of a channel at once (`VEC`) for tiles `nbw`
+/// wide on an `ow` x `oh` output: where every 4 pixels of a tile row are whole and 4-aligned in
+/// the output (the tile width, the output row and so the plane multiples of 4), and no residual
+/// is added (it would be read one value at a time anyway).
+pub(crate) fn subgroup_stores_fours(nbw: usize, ow: usize, oh: usize, residual: bool) -> bool {
+    !residual && [nbw, ow, oh * ow].iter().all(|v| v % 4 == 0)
+}
+
 /// Output tile of `conv_subgroup.wgsl` for an `ow` x `oh` output with `4 * ch4` channels per
 /// invocation: columns (the row in as few equal pieces as possible of at most the pixels the
 /// accumulators hold: 32 for 8 channels, 21 for 12, 16 for a stride-2 conv on a wide map) and
@@ -163,6 +171,24 @@ pub(crate) fn subgroup_tile(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subgroup_stores_four_pixels_only_where_they_are_whole_and_aligned() {
+        // A0's stem (16-wide tiles of a 112-wide map), its 56x56 products (one 196-pixel row
+        // in 28-pixel tiles); not 14-wide tiles, 49-pixel planes or a residual.
+        assert!(subgroup_stores_fours(16, 112, 112, false));
+        assert!(subgroup_stores_fours(28, 196, 1, false));
+        assert!(!subgroup_stores_fours(14, 56, 56, false));
+        assert!(!subgroup_stores_fours(17, 49, 1, false));
+        assert!(!subgroup_stores_fours(16, 112, 112, true));
+        for nbw in 1..=32 {
+            for ow in 1..=64 {
+                if subgroup_stores_fours(nbw, ow, 3, false) {
+                    assert!(nbw % 4 == 0 && ow % 4 == 0);
+                }
+            }
+        }
+    }
 
     #[test]
     fn flat_one_by_one_convs_step_through_four_channels_where_they_divide() {
