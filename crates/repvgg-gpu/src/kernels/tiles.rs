@@ -136,7 +136,7 @@ pub(crate) fn subgroup_channels_per_step(cin_g: usize) -> usize {
 /// the output (the tile width, the output row and so the plane multiples of 4), and no residual
 /// is added (it would be read one value at a time anyway).
 pub(crate) fn subgroup_stores_fours(nbw: usize, ow: usize, oh: usize, residual: bool) -> bool {
-    !residual && [nbw, ow, oh * ow].iter().all(|v| v % 4 == 0)
+    !residual && [nbw, ow, oh * ow].iter().all(|v| v.is_multiple_of(4))
 }
 
 /// Output tile of `conv_subgroup.wgsl` for an `ow` x `oh` output with `4 * ch4` channels per
@@ -145,7 +145,8 @@ pub(crate) fn subgroup_stores_fours(nbw: usize, ow: usize, oh: usize, residual: 
 /// rows (as many as fit in those pixels and in the 9 input rows the shader holds). The shader
 /// computes all `rows * columns` pixels of a tile, so columns past the row's end are work
 /// thrown away: 14 columns, not 16, for a 14-wide map (which also loads 16 input values per
-/// row, not 18: two subgroup loads instead of three).
+/// row, not 18: two subgroup loads instead of three). A stride-2 conv on a wide map takes
+/// 8-wide tiles instead where that lets its stores take 4 pixels at once.
 pub(crate) fn subgroup_tile(
     ow: usize,
     oh: usize,
@@ -162,7 +163,16 @@ pub(crate) fn subgroup_tile(
     } else {
         SUBGROUP_ACC / ch4
     };
-    let nbw = ow.div_ceil(ow.div_ceil(most));
+    let even = ow.div_ceil(ow.div_ceil(most));
+    // Stride 2 on a wide map whose even pieces are not a multiple of 4 wide but whose rows
+    // split into 8s: 8-wide tiles (and 2 rows), so that the store takes 4 pixels at once
+    // (`subgroup_stores_fours`). A0's 112 -> 56 conv: 8x2 tiles 10% faster than 14x1.
+    let nbw =
+        if stride == 2 && ow > 16 && !even.is_multiple_of(4) && ow.is_multiple_of(8) && most >= 8 {
+            8
+        } else {
+            even
+        };
     let max_rows = (9 - ks) / stride + 1;
     let rows = (most / nbw).min(max_rows).min(oh).max(1);
     (nbw, rows)
@@ -255,7 +265,8 @@ mod tests {
         assert_eq!(subgroup_tile(7, 7, 3, 2, 2), (7, 4));
         assert_eq!(subgroup_tile(7, 7, 1, 1, 2), (7, 4));
         assert_eq!(subgroup_tile(112, 112, 3, 2, 2), (16, 1));
-        assert_eq!(subgroup_tile(56, 56, 3, 2, 2), (14, 1));
+        assert_eq!(subgroup_tile(56, 56, 3, 2, 2), (8, 2));
+        assert_eq!(subgroup_tile(28, 28, 3, 2, 3), (14, 1));
         assert_eq!(subgroup_tile(14, 14, 3, 2, 3), (14, 1));
         assert_eq!(subgroup_tile(33, 5, 3, 1, 2), (17, 1));
         // 12 channels per invocation: at most 21 pixels.
