@@ -199,7 +199,12 @@ impl GpuNetwork {
                     )));
                 }
             };
-            let numbered = (0..).zip(resources).collect();
+            // `f4_wide` writes its output through v4 (binding 3), not v (binding 2).
+            let wide = spec.key.entry == "f4_wide";
+            let numbered = (0..)
+                .filter(|b| !(wide && *b == 2))
+                .zip(resources)
+                .collect();
             dispatches.push(Dispatch {
                 bind_group: bind_group(device, &pipeline, &spec, numbered),
                 pipeline,

@@ -200,6 +200,19 @@ fn winograd_convs_match_oracle_on_random_shapes() {
     });
 }
 
+/// F(4x4) on maps 13 to 16 and 29 to 32 wide (4 and 8 tile columns): the input transform's
+/// `f4_wide` entry, 4 tiles per invocation, with every remainder of the map's width and height.
+#[test]
+fn winograd4_on_maps_whose_tile_columns_split_into_fours() {
+    let Some(ctx) = ctx() else { return };
+    let wide = (
+        cases(),
+        prop::sample::select(vec![13usize, 14, 15, 16, 29, 30, 31, 32]),
+    )
+        .prop_map(|(c, w)| Case { w, ..three(c) });
+    proptest!(config(6), |(c in wide)| check_conv(&ctx, &c, ConvKernel::Winograd4));
+}
+
 /// 65 to 96 output channels per group: the subgroup kernel's 12-channel invocations (`CH4` 3),
 /// directly and as the Winograd products (1x1 convs over flattened maps).
 #[test]

@@ -127,6 +127,15 @@ pub(crate) fn transform_weights(weight: ArrayView4<'_, f32>, tile: Tile) -> Arra
     out
 }
 
+/// Invocations per workgroup of `f4_wide` (`WIDE_WG` in `wino_input.wgsl`).
+const WIDE_WG: usize = 16;
+
+/// Whether the F(4x4) input transform of a map `tw` tiles wide runs 4 tiles per invocation
+/// (`f4_wide`, storing 4 tiles' values at once): where the tile rows split into 4s.
+pub(crate) fn wide_input(tile: Tile, tw: usize) -> bool {
+    tile == Tile::F4 && tw.is_multiple_of(4)
+}
+
 /// The input transform of an `x` = `[n, c, h, w]` input.
 pub(crate) fn input(x: [usize; 4], tile: Tile, max_dim: u32) -> Result<DispatchSpec> {
     let [n, c, h, w] = x;
@@ -141,6 +150,15 @@ pub(crate) fn input(x: [usize; 4], tile: Tile, max_dim: u32) -> Result<DispatchS
         tw: u(tw),
         ..WinoInputParams::default()
     };
+    if wide_input(tile, tw) {
+        let mut k = key(Shader::WinogradInput);
+        k.entry = "f4_wide";
+        return Ok(DispatchSpec::new(
+            k,
+            &p,
+            linear_grid(total / 4, WIDE_WG, max_dim)?,
+        ));
+    }
     Ok(DispatchSpec::new(
         transform_key(Shader::WinogradInput, tile),
         &p,
@@ -231,6 +249,15 @@ mod tests {
                 assert_eq!(pick(ConvKernel::Gemm, &wide), None);
             }
         }
+    }
+
+    /// 4 tiles per input-transform invocation only for F(4x4) on maps of 4, 8, ... tile columns
+    /// (13 to 16, 29 to 32 ... wide).
+    #[test]
+    fn wide_input_transform_where_tile_rows_split_into_fours() {
+        assert!(wide_input(Tile::F4, 4) && wide_input(Tile::F4, 8));
+        assert!(!wide_input(Tile::F4, 7) && !wide_input(Tile::F4, 14));
+        assert!(!wide_input(Tile::F2, 4));
     }
 
     /// One tile in f64 through the three transforms (B^T d B, U, A^T M A) equals the direct
