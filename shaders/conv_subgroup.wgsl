@@ -254,14 +254,25 @@ fn store_quad(q: u32, j: u32, base: u32, ohw: u32, m0: u32) {
     }
 }
 
-fn store_pixel(q: u32, oy0: u32, ox0: u32, img: u32, oc0: u32, m0: u32) {
+const OUTSIDE: u32 = 0xffffffffu;
+
+// Index in y of channel oc0 of tile pixel q = (q / NBW, q % NBW); OUTSIDE past the tile or the
+// output.
+fn pixel_base(q: u32, oy0: u32, ox0: u32, img: u32, oc0: u32) -> u32 {
     let oy = oy0 + q / NBW;
     let ox = ox0 + q % NBW;
     if q >= R * NBW || oy >= p.oh || ox >= p.ow {
+        return OUTSIDE;
+    }
+    return (img * p.cout + oc0) * p.oh * p.ow + oy * p.ow + ox;
+}
+
+fn store_pixel(q: u32, oy0: u32, ox0: u32, img: u32, oc0: u32, m0: u32) {
+    let base = pixel_base(q, oy0, ox0, img, oc0);
+    if base == OUTSIDE {
         return;
     }
     let ohw = p.oh * p.ow;
-    let base = (img * p.cout + oc0) * ohw + oy * p.ow + ox;
     store_quad(q, 0u, base, ohw, m0);
     store_quad(q, 1u, base, ohw, m0);
     store_quad(q, 2u, base, ohw, m0);
@@ -296,14 +307,11 @@ fn store_four_quad(g: u32, j: u32, base: u32, ohw: u32, m0: u32) {
 
 // VEC: pixels 4 g .. 4 g + 4 of the tile, a whole 4-aligned piece of one output row.
 fn store_group(g: u32, oy0: u32, ox0: u32, img: u32, oc0: u32, m0: u32) {
-    let q = 4u * g;
-    let oy = oy0 + q / NBW;
-    let ox = ox0 + q % NBW;
-    if q >= R * NBW || oy >= p.oh || ox >= p.ow {
+    let base = pixel_base(4u * g, oy0, ox0, img, oc0);
+    if base == OUTSIDE {
         return;
     }
     let ohw = p.oh * p.ow;
-    let base = (img * p.cout + oc0) * ohw + oy * p.ow + ox;
     store_four_quad(g, 0u, base, ohw, m0);
     store_four_quad(g, 1u, base, ohw, m0);
     store_four_quad(g, 2u, base, ohw, m0);

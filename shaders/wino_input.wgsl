@@ -1,6 +1,7 @@
 // Winograd F(m x m, 3x3) input transform, for a 3x3 convolution with stride 1 and padding 1.
 // Entry `main` is F(2x2, 3x3) (m = 2, 4x4 patches, P = 16 positions), entry `f4` is
-// F(4x4, 3x3) (m = 4, 6x6 patches, P = 36). Each invocation takes the (m + 2)^2 input patch of
+// F(4x4, 3x3) (m = 4, 6x6 patches, P = 36), and `f4_wide` the same for 4 tiles per invocation
+// (at the end of this file). Each invocation takes the (m + 2)^2 input patch of
 // one m x m output tile of one channel (origin (m * ty - 1, m * tx - 1), zeros outside the
 // image) and writes its P transformed values V = B^T d B, one per position
 // p = (m + 2) * row + column:

@@ -1,7 +1,8 @@
 //! Winograd F(m x m, 3x3) for 3x3 convolutions with stride 1 and padding 1, with m = 2 or 4
 //! ([`Tile`]): the weight transform (at upload, in f64), and the input and output transforms
 //! around a grouped 1x1 convolution over the P = (m + 2)^2 positions (`wino_input.wgsl`,
-//! `wino_output.wgsl`: entry `main` for F(2x2), `f4` for F(4x4)).
+//! `wino_output.wgsl`: entry `main` for F(2x2), `f4` for F(4x4), and `f4_wide`, 4 tiles per
+//! invocation, for F(4x4) input transforms of maps whose tile rows split into 4s).
 //!
 //! `y = conv3x3(x)` becomes three layers of the network:
 //! `v = input_transform(x)` (`[N, P C, TH, TW]`, channel `p * C + ci` for position `p` of the
