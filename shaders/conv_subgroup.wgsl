@@ -145,25 +145,23 @@ fn load_row(t: u32, plane: u32) {
 
 fn load_weight(ky: u32, kx: u32, krow: i32) {
     if ky < KS && kx < KS {
-        let row = krow + i32(ky * KS + kx);
-        let wi = 3u * (ky * 3u + kx);
-        wk[wi] = textureLoad(wtex, vec2<i32>(t_tex_x, row));
-        wk[wi + 1u] = textureLoad(wtex, vec2<i32>(t_tex_x + 1, row));
-        if CH4 > 2u {
-            wk[wi + 2u] = textureLoad(wtex, vec2<i32>(t_tex_x + 2, row));
-        }
+        load_texels(3u * (ky * 3u + kx), krow + i32(ky * KS + kx));
     }
 }
 
 // Flat 1x1 conv: the weights of input channel ci + u, at wk[3 u ..].
 fn load_weight_channel(u: u32, krow: i32) {
     if u < KU {
-        let row = krow + i32(u);
-        wk[3u * u] = textureLoad(wtex, vec2<i32>(t_tex_x, row));
-        wk[3u * u + 1u] = textureLoad(wtex, vec2<i32>(t_tex_x + 1, row));
-        if CH4 > 2u {
-            wk[3u * u + 2u] = textureLoad(wtex, vec2<i32>(t_tex_x + 2, row));
-        }
+        load_texels(3u * u, krow + i32(u));
+    }
+}
+
+// The CH4 texels (4 channels each) of the invocation's channels in weight row `row`, at wk[wi ..].
+fn load_texels(wi: u32, row: i32) {
+    wk[wi] = textureLoad(wtex, vec2<i32>(t_tex_x, row));
+    wk[wi + 1u] = textureLoad(wtex, vec2<i32>(t_tex_x + 1, row));
+    if CH4 > 2u {
+        wk[wi + 2u] = textureLoad(wtex, vec2<i32>(t_tex_x + 2, row));
     }
 }
 

@@ -141,6 +141,18 @@ fn at(base: u32, iy: i32, ix: i32) -> f32 {
     return f32(x[base + u32(iy) * p.w + u32(ix)]);
 }
 
+// Column ix of the 6-row patch from row iy0 of the plane at `base`, through B^T.
+fn patch_column(base: u32, iy0: i32, ix: i32) -> array<f32, 6> {
+    return bt6(array<f32, 6>(
+        at(base, iy0, ix),
+        at(base, iy0 + 1, ix),
+        at(base, iy0 + 2, ix),
+        at(base, iy0 + 3, ix),
+        at(base, iy0 + 4, ix),
+        at(base, iy0 + 5, ix),
+    ));
+}
+
 @compute @workgroup_size(64)
 fn f4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG;
@@ -154,14 +166,7 @@ fn f4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw
     // Columns of the patch through B^T: bd[a][j] = (B^T d)[a][j].
     var bd: array<array<f32, 6>, 6>;
     for (var j = 0; j < 6; j++) {
-        let col = bt6(array<f32, 6>(
-            at(base, iy0, ix0 + j),
-            at(base, iy0 + 1, ix0 + j),
-            at(base, iy0 + 2, ix0 + j),
-            at(base, iy0 + 3, ix0 + j),
-            at(base, iy0 + 4, ix0 + j),
-            at(base, iy0 + 5, ix0 + j),
-        ));
+        let col = patch_column(base, iy0, ix0 + j);
         for (var a = 0; a < 6; a++) {
             bd[a][j] = col[a];
         }
@@ -188,15 +193,7 @@ var<private> wide_cols: array<array<f32, 6>, 18>;
 
 // Column j of the strip (rows iy0 .. iy0 + 6, column ix0 + j) through B^T.
 fn wide_column(j: u32, base: u32, iy0: i32, ix0: i32) {
-    let ix = ix0 + i32(j);
-    wide_cols[j] = bt6(array<f32, 6>(
-        at(base, iy0, ix),
-        at(base, iy0 + 1, ix),
-        at(base, iy0 + 2, ix),
-        at(base, iy0 + 3, ix),
-        at(base, iy0 + 4, ix),
-        at(base, iy0 + 5, ix),
-    ));
+    wide_cols[j] = patch_column(base, iy0, ix0 + i32(j));
 }
 
 // Row a of B^T d through B^T for the 4 tiles (tile k: strip columns 4k .. 4k + 6); position

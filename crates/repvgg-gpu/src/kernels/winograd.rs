@@ -151,19 +151,18 @@ pub(crate) fn input(x: [usize; 4], tile: Tile, max_dim: u32) -> Result<DispatchS
         tw: u(tw),
         ..WinoInputParams::default()
     };
-    if wide_input(tile, tw) {
+    // `f4_wide`: one invocation per 4 tiles.
+    let (k, invocations, wg) = if wide_input(tile, tw) {
         let mut k = key(Shader::WinogradInput);
         k.entry = "f4_wide";
-        return Ok(DispatchSpec::new(
-            k,
-            &p,
-            linear_grid(total / 4, WIDE_WG, max_dim)?,
-        ));
-    }
+        (k, total / 4, WIDE_WG)
+    } else {
+        (transform_key(Shader::WinogradInput, tile), total, WG)
+    };
     Ok(DispatchSpec::new(
-        transform_key(Shader::WinogradInput, tile),
+        k,
         &p,
-        linear_grid(total, WG, max_dim)?,
+        linear_grid(invocations, wg, max_dim)?,
     ))
 }
 
