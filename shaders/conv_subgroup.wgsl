@@ -20,7 +20,9 @@
 // A 1x1 stride-1 conv without padding (the product of a Winograd conv) is dispatched as one
 // row of h * w pixels, so that its tiles fill up whatever the map's shape, and its K loop takes
 // KU input channels per iteration, summing their products before adding them to the
-// accumulators (see pixel_channels).
+// accumulators (see pixel_channels). Where the tile and the plane are multiples of 4 pixels it
+// loads 4 pixels a lane (VLD, through x4, a vec4 view of the input): lavapipe runs each storage
+// load as a loop over the lanes, so a 16-pixel tile's 4 channels take 2 load loops, not 8.
 // Every index into the private arrays is a constant after the helper functions are inlined with
 // their constant arguments, so the arrays live in registers. Scale, bias, residual and ReLU are
 // applied in the store, which writes 4 pixels of a channel at once where the output's rows
@@ -48,8 +50,11 @@ override CH4: u32 = 2u;    // vec4 accumulators per pixel: 2 or 3 (8 or 12 chann
 override VEC: bool = false; // store 4 pixels of a channel at once through y4: where every
                             // row of 4 pixels is whole and 4-aligned (NBW, the output row and
                             // plane multiples of 4) and there is no residual
-override KU: u32 = 1u;     // input channels per K-loop iteration of a flat 1x1 conv (R = 1):
-                           // 1, 2 or 4, dividing cin_g; 1 for every other conv
+override VLD: u32 = 0u;    // flat 1x1 conv: input channels per vec4 load through x4, 0 for
+                           // scalar loads; where NBW and the plane are multiples of 4, each
+                           // lane loads 4 pixels of a channel (NBW / 4 lanes a channel)
+override KU: u32 = 0u;     // input channels per K-loop iteration of a flat 1x1 conv (R = 1):
+                           // 1, 2 or 4, dividing cin_g; 0 for every other conv
 
 struct Params {
     n: u32,
@@ -85,12 +90,16 @@ const FLAG_RELU: u32 = 8u;
 // The same buffer as y, 4 values an element: one store loop over the lanes writes 4 values
 // (lavapipe runs each storage access as a loop over the SIMD lanes).
 @group(0) @binding(7) var<storage, read_write> y4: array<vec4<st>>;
+// The same buffer as x, 4 values an element (VLD > 0).
+@group(0) @binding(8) var<storage, read> x4: array<vec4<st>>;
 
 // Per invocation: accumulators [pixel][CH4], the loaded row segments [row][piece], the weights
 // of one input channel [ky][kx][CH4].
 var<private> acc: array<vec4<f32>, 64>;
 var<private> seg: array<f32, 81>;
 var<private> wk: array<vec4<f32>, 27>;
+// VLD: load l holds pixels 4 (lane % (NBW / 4)) .. + 4 of input channel l * VLD + lane / (NBW / 4).
+var<private> segv: array<vec4<f32>, 4>;
 
 // Tile geometry and the invocation's place in it, set once by main.
 var<private> t_in: u32;      // offset of (image, group's first channel) in x
@@ -131,6 +140,21 @@ fn load_channel(u: u32, plane: u32) {
     }
 }
 
+// VLD: load l of a K step (input channels ci + l * VLD ..), from the plane of channel ci.
+fn load_quads(l: u32, plane: u32) {
+    if l * VLD < KU {
+        let lanes = max(NBW / 4u, 1u);
+        let c = t_lane / lanes;
+        if c < VLD {
+            // Pixels past the row (a last tile running over) load the row's last 4 instead:
+            // their products are never stored.
+            let ix = t_ix0 + i32(4u * (t_lane - c * lanes));
+            let cx = u32(min(ix, i32(p.w) - 4));
+            segv[l] = vec4<f32>(x4[(plane + (l * VLD + c) * p.h * p.w + cx) / 4u]);
+        }
+    }
+}
+
 fn load_row(t: u32, plane: u32) {
     load_piece(t, 0u, plane);
     load_piece(t, 1u, plane);
@@ -165,14 +189,30 @@ fn load_texels(wi: u32, row: i32) {
     }
 }
 
-// Flat 1x1 conv: the products of input channel ci + u with pixel q, added to s.
+// Flat 1x1 conv: the products of input channel ci + u with pixel q, added to s (the first
+// channel's set s: no add of zeros).
 fn product(q: u32, u: u32, s: ptr<function, array<vec4<f32>, 3>>) {
     if u < KU {
-        let v = vec4<f32>(subgroupShuffle(seg[u * ROW_PIECES + q / SG], q % SG));
-        (*s)[0] = fma(wk[3u * u], v, (*s)[0]);
-        (*s)[1] = fma(wk[3u * u + 1u], v, (*s)[1]);
-        if CH4 > 2u {
-            (*s)[2] = fma(wk[3u * u + 2u], v, (*s)[2]);
+        var x_q: f32;
+        if VLD > 0u {
+            let per = max(VLD, 1u); // VLD itself: 0 would fail naga's constant evaluation
+            x_q = subgroupShuffle(segv[u / per][q % 4u], (u % per) * (NBW / 4u) + q / 4u);
+        } else {
+            x_q = subgroupShuffle(seg[u * ROW_PIECES + q / SG], q % SG);
+        }
+        let v = vec4<f32>(x_q);
+        if u == 0u {
+            (*s)[0] = wk[0] * v;
+            (*s)[1] = wk[1] * v;
+            if CH4 > 2u {
+                (*s)[2] = wk[2] * v;
+            }
+        } else {
+            (*s)[0] = fma(wk[3u * u], v, (*s)[0]);
+            (*s)[1] = fma(wk[3u * u + 1u], v, (*s)[1]);
+            if CH4 > 2u {
+                (*s)[2] = fma(wk[3u * u + 2u], v, (*s)[2]);
+            }
         }
     }
 }
@@ -355,13 +395,20 @@ fn main(
     let k_rows = p.cin_g * KS * KS;
 
     // `acc` starts at zero (private variables are zero-initialised).
-    if KU > 1u {
+    if KU > 0u {
         for (var ci = 0u; ci < p.cin_g; ci += KU) {
             let plane = t_in + ci * hw;
-            load_channel(0u, plane);
-            load_channel(1u, plane + hw);
-            load_channel(2u, plane + 2u * hw);
-            load_channel(3u, plane + 3u * hw);
+            if VLD > 0u {
+                load_quads(0u, plane);
+                load_quads(1u, plane);
+                load_quads(2u, plane);
+                load_quads(3u, plane);
+            } else {
+                load_channel(0u, plane);
+                load_channel(1u, plane + hw);
+                load_channel(2u, plane + 2u * hw);
+                load_channel(3u, plane + 3u * hw);
+            }
             let krow = i32(g * k_rows + ci);
             load_weight_channel(0u, krow);
             load_weight_channel(1u, krow);

@@ -139,6 +139,14 @@ impl GpuNetwork {
                         } else {
                             self.dummy_rw.as_entire_binding()
                         });
+                        // x4: the input again, as vec4s, where the shader loads through it.
+                        r.push(
+                            if spec.key.constants.iter().any(|&(k, v)| k == "VLD" && v > 0) {
+                                act(step.x)
+                            } else {
+                                dummy()
+                            },
+                        );
                     }
                     if let Some(second) = spec.then.as_deref() {
                         // `reduce` binds what it uses, at the same numbers as `main`.

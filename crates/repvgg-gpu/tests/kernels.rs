@@ -254,6 +254,44 @@ fn subgroup_one_by_one_convs_step_through_several_input_channels() {
     proptest!(config(8), |(c in flat)| check_conv(&ctx, &c, ConvKernel::Subgroup));
 }
 
+/// Flat 1x1 convs on planes of a multiple of 4 pixels: the subgroup kernel's loads of 4 pixels
+/// a lane (`VLD`: 1, 2 or 4 input channels a load, as the tile width and the channels per K
+/// step allow), including planes whose last tile runs past the row (5x44, 7x36, 1x136).
+#[test]
+fn subgroup_one_by_one_convs_load_four_pixels_at_once() {
+    let Some(ctx) = ctx() else { return };
+    if !ctx.has_subgroups_of_8() {
+        eprintln!("no subgroups of 8 or more: the subgroup kernel cannot run here");
+        return;
+    }
+    let planes = [
+        (1, 4),
+        (2, 4),
+        (1, 12),
+        (4, 4),
+        (1, 20),
+        (2, 24),
+        (5, 44),
+        (7, 36),
+        (1, 136),
+        (7, 40),
+    ];
+    for (h, w) in planes {
+        let channels = prop::sample::select(vec![1usize, 2, 3, 4, 6, 8, 12]);
+        let flat = (cases(), channels, 1usize..=40).prop_map(move |(c, cin_g, cout_g)| Case {
+            ks: 1,
+            stride: 1,
+            pad: 0,
+            h,
+            w,
+            cin_g,
+            cout_g,
+            ..c
+        });
+        proptest!(config(2), |(c in flat)| check_conv(&ctx, &c, ConvKernel::Subgroup));
+    }
+}
+
 /// Outputs 4 to 32 wide, 3x3 and flat 1x1: the subgroup kernel's stores of 4 pixels at once
 /// (`VEC`, where tile rows, output rows and planes are multiples of 4).
 #[test]

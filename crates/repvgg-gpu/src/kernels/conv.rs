@@ -15,7 +15,7 @@ use crate::shader::{PipelineKey, Shader};
 
 pub(crate) use super::tiles::{
     GEMM_TK, GemmCols, GemmRows, TILE_K, TILE_M, TILE_N, k_split, subgroup_ch4,
-    subgroup_channels_per_step, subgroup_stores_fours, subgroup_tile,
+    subgroup_channels_per_step, subgroup_stores_fours, subgroup_tile, subgroup_vec4_load_channels,
 };
 
 /// Which convolution kernel a network uses.
@@ -484,6 +484,16 @@ pub(crate) fn dispatch(
             };
             let z = check_z(m_tiles * spec.groups)?;
             let [gx, gy] = grid(n * blocks_y * blocks_x, max_dim)?;
+            let ku = if flat {
+                subgroup_channels_per_step(cin_g)
+            } else {
+                0
+            };
+            let vld = if flat {
+                subgroup_vec4_load_channels(nbw, h * w, sg, ku)
+            } else {
+                0
+            };
             let key = PipelineKey::new(Shader::ConvSubgroup)
                 .constant("KS", u(ks))
                 .constant("STRIDE", u(spec.stride))
@@ -491,14 +501,8 @@ pub(crate) fn dispatch(
                 .constant("R", u(rows))
                 .constant("SG", u(sg))
                 .constant("CH4", u(ch4))
-                .constant(
-                    "KU",
-                    u(if flat {
-                        subgroup_channels_per_step(cin_g)
-                    } else {
-                        1
-                    }),
-                )
+                .constant("KU", u(ku))
+                .constant("VLD", u(vld))
                 .constant(
                     "VEC",
                     u32::from(subgroup_stores_fours(nbw, ow, oh, ep.residual)),

@@ -131,6 +131,22 @@ pub(crate) fn subgroup_channels_per_step(cin_g: usize) -> usize {
         .unwrap_or(1)
 }
 
+/// Input channels per vec4 load (`VLD`) of `conv_subgroup.wgsl` on a flat 1x1 conv with tiles
+/// `nbw` pixels wide, planes of `plane` pixels, subgroups of `sg` and `ku` channels per K
+/// step; 0 for scalar loads. Each lane loads 4 pixels of one channel, `nbw / 4` lanes a channel,
+/// so the tile and the plane must be multiples of 4; as many channels per load as the lanes hold
+/// (a power of two dividing `ku`).
+pub(crate) fn subgroup_vec4_load_channels(nbw: usize, plane: usize, sg: usize, ku: usize) -> usize {
+    if !nbw.is_multiple_of(4) || !plane.is_multiple_of(4) || nbw / 4 > sg {
+        return 0;
+    }
+    let fit = sg / (nbw / 4);
+    [4, 2, 1]
+        .into_iter()
+        .find(|&c| c <= fit && ku.is_multiple_of(c))
+        .unwrap_or(0)
+}
+
 /// Whether `conv_subgroup.wgsl` stores 4 pixels of a channel at once (`VEC`) for tiles `nbw`
 /// wide on an `ow` x `oh` output: where every 4 pixels of a tile row are whole and 4-aligned in
 /// the output (the tile width, the output row and so the plane multiples of 4), and no residual
@@ -209,6 +225,32 @@ mod tests {
         for cin_g in 1..300 {
             let k = subgroup_channels_per_step(cin_g);
             assert!(cin_g.is_multiple_of(k) && [1, 2, 4].contains(&k));
+        }
+    }
+
+    #[test]
+    fn flat_one_by_one_convs_load_four_pixels_where_tiles_and_planes_allow() {
+        // A0 at batch 1: the 14x14 products (16-pixel tiles and planes, 4 channels a step)
+        // load 2 channels at once, the 56x56 ones (28-pixel tiles of 196) 1, the 28x28 ones
+        // (49-pixel planes) none.
+        assert_eq!(subgroup_vec4_load_channels(16, 16, 8, 4), 2);
+        assert_eq!(subgroup_vec4_load_channels(28, 196, 8, 4), 1);
+        assert_eq!(subgroup_vec4_load_channels(17, 49, 8, 4), 0);
+        assert_eq!(subgroup_vec4_load_channels(4, 4, 8, 2), 2);
+        for nbw in 1..=32 {
+            for plane in 1..=64 {
+                for ku in [1, 2, 4] {
+                    let c = subgroup_vec4_load_channels(nbw, plane, 8, ku);
+                    if c > 0 {
+                        // Whole vec4s, every channel of a load on its own lanes, whole loads
+                        // per K step.
+                        assert!(nbw.is_multiple_of(4) && plane.is_multiple_of(4));
+                        assert!(c * (nbw / 4) <= 8 && ku.is_multiple_of(c), "{nbw} {ku}");
+                    } else {
+                        assert!(!nbw.is_multiple_of(4) || !plane.is_multiple_of(4));
+                    }
+                }
+            }
         }
     }
 
