@@ -141,7 +141,12 @@ impl GpuNetwork {
                         });
                         // x4: the input again, as vec4s, where the shader loads through it.
                         r.push(
-                            if spec.key.constants.iter().any(|&(k, v)| k == "VLD" && v > 0) {
+                            if spec
+                                .key
+                                .constants
+                                .iter()
+                                .any(|&(k, v)| (k == "VLD" || k == "VROW") && v > 0)
+                            {
                                 act(step.x)
                             } else {
                                 dummy()

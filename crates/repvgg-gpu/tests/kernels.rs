@@ -292,6 +292,27 @@ fn subgroup_one_by_one_convs_load_four_pixels_at_once() {
     }
 }
 
+/// Inputs 4 to 64 wide, 3x3 (padding 1) and 1x1 (padding 0), stride 1 and 2: the subgroup
+/// kernel's loads of a tile's input rows as aligned quads (`VROW`, where rows are a multiple of
+/// 4 wide and tiles start 4-aligned), with quads past every edge of the image.
+#[test]
+fn subgroup_convs_load_input_rows_as_quads() {
+    let Some(ctx) = ctx() else { return };
+    if !ctx.has_subgroups_of_8() {
+        eprintln!("no subgroups of 8 or more: the subgroup kernel cannot run here");
+        return;
+    }
+    // A 1x1 conv of stride 1 and no padding is flat (its loads are VLD's, not VROW's).
+    let quads = (cases(), 1usize..=16, 1usize..=2).prop_map(|(c, k, stride)| Case {
+        stride: if c.ks == 1 { 2 } else { stride },
+        pad: c.ks / 2,
+        w: 4 * k,
+        h: c.h.max(c.ks),
+        ..c
+    });
+    proptest!(config(20), |(c in quads)| check_conv(&ctx, &c, ConvKernel::Subgroup));
+}
+
 /// Outputs 4 to 32 wide, 3x3 and flat 1x1: the subgroup kernel's stores of 4 pixels at once
 /// (`VEC`, where tile rows, output rows and planes are multiples of 4).
 #[test]

@@ -147,6 +147,25 @@ pub(crate) fn subgroup_vec4_load_channels(nbw: usize, plane: usize, sg: usize, k
         .unwrap_or(0)
 }
 
+/// Whether `conv_subgroup.wgsl` loads the input rows of a (not flat) conv's tiles as aligned
+/// quads of 4 values (`VROW`): where the input rows are a multiple of 4 wide and every tile
+/// starts at the same place in a quad (`nbw * stride` a multiple of 4), and the quads of a
+/// tile's `(rows - 1) * stride + ks` input rows fit the shader's 20 per lane.
+pub(crate) fn subgroup_loads_row_quads(
+    w: usize,
+    nbw: usize,
+    rows: usize,
+    ks: usize,
+    stride: usize,
+    pad: usize,
+    sg: usize,
+) -> bool {
+    let off = (4 - pad % 4) % 4;
+    let row_quads = (stride * (nbw - 1) + ks - 1 + off) / 4 + 1;
+    let quads = ((rows - 1) * stride + ks) * row_quads;
+    w.is_multiple_of(4) && (nbw * stride).is_multiple_of(4) && quads <= 20 * sg
+}
+
 /// Whether `conv_subgroup.wgsl` stores 4 pixels of a channel at once (`VEC`) for tiles `nbw`
 /// wide on an `ow` x `oh` output: where every 4 pixels of a tile row are whole and 4-aligned in
 /// the output (the tile width, the output row and so the plane multiples of 4), and no residual
@@ -248,6 +267,44 @@ mod tests {
                         assert!(c * (nbw / 4) <= 8 && ku.is_multiple_of(c), "{nbw} {ku}");
                     } else {
                         assert!(!nbw.is_multiple_of(4) || !plane.is_multiple_of(4));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn direct_convs_load_row_quads_where_rows_and_tiles_align() {
+        // A0 at batch 1 (w, nbw, rows, ks, stride, pad): the stem, 112 -> 56 (8x2 tiles),
+        // 56 -> 28 and 28 -> 14 take quads; 14 -> 7 (rows 14 wide) does not.
+        let a0 = [
+            (224, 16, 1, 3, 2, 1),
+            (112, 8, 2, 3, 2, 1),
+            (56, 14, 1, 3, 2, 1),
+            (28, 14, 1, 3, 2, 1),
+            (14, 7, 4, 3, 2, 1),
+        ];
+        assert_eq!(
+            a0.map(|(w, nbw, rows, ks, s, pad)| subgroup_loads_row_quads(
+                w, nbw, rows, ks, s, pad, 8
+            )),
+            [true, true, true, true, false]
+        );
+        for w in 1..=64 {
+            for nbw in 1..=32 {
+                for (ks, pad) in [(1, 0), (3, 1), (3, 2)] {
+                    for stride in [1, 2] {
+                        for rows in 1..=(9 - ks) / stride + 1 {
+                            if subgroup_loads_row_quads(w, nbw, rows, ks, stride, pad, 8) {
+                                assert!(w.is_multiple_of(4) && (nbw * stride).is_multiple_of(4));
+                                // The tile's input columns, from its first (4-aligned, less
+                                // the padding) on, fit the quads it loads per row.
+                                let off = (4 - pad % 4) % 4;
+                                let quads = (stride * (nbw - 1) + ks - 1 + off) / 4 + 1;
+                                assert!(4 * quads >= off + stride * (nbw - 1) + ks);
+                                assert!(((rows - 1) * stride + ks) * quads <= 160);
+                            }
+                        }
                     }
                 }
             }
