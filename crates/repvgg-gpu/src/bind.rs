@@ -212,12 +212,19 @@ impl GpuNetwork {
                     )));
                 }
             };
-            // `f4_wide` writes its output through v4 (binding 3), not v (binding 2).
+            // The input transform's `f4_wide` writes its output through v4 (binding 3), not v
+            // (binding 2); the output transform's reads m4 (6) and writes y4 (7), and has no
+            // residual (4).
             let wide = spec.key.entry == "f4_wide";
-            let numbered = (0..)
-                .filter(|b| !(wide && *b == 2))
-                .zip(resources)
-                .collect();
+            let numbered = match (wide, spec.key.shader) {
+                (true, Shader::WinogradInput) => [0, 1, 3].into_iter().zip(resources).collect(),
+                (true, Shader::WinogradOutput) => [0, 6, 2, 3, 4, 7]
+                    .into_iter()
+                    .zip(resources)
+                    .filter(|(b, _)| *b != 4)
+                    .collect(),
+                _ => (0..).zip(resources).collect(),
+            };
             dispatches.push(Dispatch {
                 bind_group: bind_group(device, &pipeline, &spec, numbered),
                 pipeline,

@@ -2,7 +2,8 @@
 //! ([`Tile`]): the weight transform (at upload, in f64), and the input and output transforms
 //! around a grouped 1x1 convolution over the P = (m + 2)^2 positions (`wino_input.wgsl`,
 //! `wino_output.wgsl`: entry `main` for F(2x2), `f4` for F(4x4), and `f4_wide`, 4 tiles per
-//! invocation, for F(4x4) input transforms of maps whose tile rows split into 4s).
+//! invocation: for F(4x4) input transforms of maps whose tile rows split into 4s, and output
+//! transforms of maps 13 to 16 wide, a tile row each).
 //!
 //! `y = conv3x3(x)` becomes three layers of the network:
 //! `v = input_transform(x)` (`[N, P C, TH, TW]`, channel `p * C + ci` for position `p` of the
@@ -137,6 +138,14 @@ pub(crate) fn wide_input(tile: Tile, tw: usize) -> bool {
     tile == Tile::F4 && tw.is_multiple_of(4)
 }
 
+/// Whether the F(4x4) output transform of a map `tw` tiles wide with planes of `plane` values
+/// runs a tile row of 4 tiles per invocation (`f4_wide` in `wino_output.wgsl`, loading the 4
+/// tiles' products and storing their 4 whole output rows as vec4s): where a row is 4 tiles
+/// (13 to 16 wide), the planes are a multiple of 4 values and there is no residual.
+pub(crate) fn wide_output(tile: Tile, tw: usize, plane: usize, residual: bool) -> bool {
+    tile == Tile::F4 && tw == 4 && plane.is_multiple_of(4) && !residual
+}
+
 /// The input transform of an `x` = `[n, c, h, w]` input.
 pub(crate) fn input(x: [usize; 4], tile: Tile, max_dim: u32) -> Result<DispatchSpec> {
     let [n, c, h, w] = x;
@@ -193,10 +202,18 @@ pub(crate) fn output(
             | flag(relu, FLAG_RELU),
         ..WinoOutputParams::default()
     };
+    // `f4_wide`: one invocation per tile row of 4 tiles.
+    let (k, invocations, wg) = if wide_output(tile, tw, oh * ow, residual) {
+        let mut k = key(Shader::WinogradOutput).constant("W", u(ow));
+        k.entry = "f4_wide";
+        (k, total / 4, WIDE_WG)
+    } else {
+        (transform_key(Shader::WinogradOutput, tile), total, WG)
+    };
     Ok(DispatchSpec::new(
-        transform_key(Shader::WinogradOutput, tile),
+        k,
         &p,
-        linear_grid(total, WG, max_dim)?,
+        linear_grid(invocations, wg, max_dim)?,
     ))
 }
 
@@ -249,6 +266,19 @@ mod tests {
                 assert_eq!(pick(ConvKernel::Gemm, &wide), None);
             }
         }
+    }
+
+    /// A tile row per output-transform invocation only for F(4x4) on maps of 4 tile columns
+    /// whose planes are whole vec4s, without a residual: A0's 14x14 maps.
+    #[test]
+    fn wide_output_transform_on_rows_of_four_tiles() {
+        assert!(wide_output(Tile::F4, 4, 14 * 14, false));
+        assert!(wide_output(Tile::F4, 4, 16 * 13, false));
+        assert!(!wide_output(Tile::F4, 4, 14 * 14, true));
+        assert!(!wide_output(Tile::F4, 4, 13 * 13, false));
+        assert!(!wide_output(Tile::F4, 8, 32 * 32, false));
+        assert!(!wide_output(Tile::F4, 7, 28 * 28, false));
+        assert!(!wide_output(Tile::F2, 4, 8 * 8, false));
     }
 
     /// 4 tiles per input-transform invocation only for F(4x4) on maps of 4, 8, ... tile columns
