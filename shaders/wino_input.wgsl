@@ -39,6 +39,8 @@ const WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read_write> v: array<st>;
 // The same buffer as v, 4 values an element (entry f4_wide only).
 @group(0) @binding(3) var<storage, read_write> v4: array<vec4<st>>;
+// The same buffer as x, 4 values an element (entry f4_wide, W > 0 only).
+@group(0) @binding(4) var<storage, read> x4: array<vec4<st>>;
 
 // Row r (0..4) of the patch whose top-left corner is (iy0, ix0) of the plane at `base`.
 fn patch_row(base: u32, iy: i32, ix0: i32) -> vec4<f32> {
@@ -186,14 +188,56 @@ fn f4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw
 // multiple of 4 tiles (tw % 4 == 0): the same values as `f4`, stored 4 tiles at once through v4.
 // lavapipe runs each storage store as a loop over the lanes with all components inside, so this
 // does 36 store loops for 4 tiles where `f4` does 144; the 6 x 18 strip the 4 patches share is
-// loaded once (108 loads for 4 tiles, not 144).
+// loaded once (108 loads for 4 tiles, not 144), and on maps 13 to 16 wide with planes of whole
+// vec4s, whose strips are 6 whole rows, as 25 aligned quads (W > 0).
 const WIDE_WG: u32 = 16u;
 
 var<private> wide_cols: array<array<f32, 6>, 18>;
 
+// Maps 13 to 16 wide (4 tiles a row) whose planes are whole vec4s: the map's width, and the
+// strip's 6 rows, W values each and contiguous in x, are loaded as aligned quads (25 vec4 loads
+// instead of 108 scalar ones). 0 elsewhere.
+override W: u32 = 0u;
+
+// Where the strip's first value sits in its quad: the strip starts at row 4 ty - 1.
+fn strip_offset() -> u32 {
+    return (4u - W % 4u) % 4u;
+}
+
+// The strip's quads, and whether each of its rows is inside the map.
+var<private> wide_q: array<vec4<f32>, 25>;
+var<private> wide_row_in: array<bool, 6>;
+
+fn wide_quad(k: u32, first: i32, last: i32) {
+    if k < (strip_offset() + 6u * W + 3u) / 4u {
+        wide_q[k] = vec4<f32>(x4[u32(clamp(first + i32(k), 0, last))]);
+    }
+}
+
+// Value (r, c) of the strip, zero outside the map (c = -1 and c >= W are the padding).
+fn strip_value(r: u32, c: i32) -> f32 {
+    if c < 0 || c >= i32(W) {
+        return 0.0;
+    }
+    let f = strip_offset() + r * W + u32(c);
+    return select(0.0, wide_q[f / 4u][f % 4u], wide_row_in[r]);
+}
+
 // Column j of the strip (rows iy0 .. iy0 + 6, column ix0 + j) through B^T.
 fn wide_column(j: u32, base: u32, iy0: i32, ix0: i32) {
-    wide_cols[j] = patch_column(base, iy0, ix0 + i32(j));
+    if W > 0u {
+        let c = i32(j) - 1; // ix0 = -1: one tile row per invocation
+        wide_cols[j] = bt6(array<f32, 6>(
+            strip_value(0u, c),
+            strip_value(1u, c),
+            strip_value(2u, c),
+            strip_value(3u, c),
+            strip_value(4u, c),
+            strip_value(5u, c),
+        ));
+    } else {
+        wide_cols[j] = patch_column(base, iy0, ix0 + i32(j));
+    }
 }
 
 // Row a of B^T d through B^T for the 4 tiles (tile k: strip columns 4k .. 4k + 6); position
@@ -229,6 +273,39 @@ fn f4_wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let iy0 = i32(4u * ty) - 1;
     let ix0 = i32(16u * g) - 1;
     let base = plane * p.h * p.w;
+    if W > 0u {
+        // The strip's first quad: base + iy0 * W - strip_offset() is a multiple of 4.
+        let first = (i32(base) + iy0 * i32(W) - i32(strip_offset())) / 4;
+        let last = i32(arrayLength(&x4)) - 1;
+        wide_quad(0u, first, last);
+        wide_quad(1u, first, last);
+        wide_quad(2u, first, last);
+        wide_quad(3u, first, last);
+        wide_quad(4u, first, last);
+        wide_quad(5u, first, last);
+        wide_quad(6u, first, last);
+        wide_quad(7u, first, last);
+        wide_quad(8u, first, last);
+        wide_quad(9u, first, last);
+        wide_quad(10u, first, last);
+        wide_quad(11u, first, last);
+        wide_quad(12u, first, last);
+        wide_quad(13u, first, last);
+        wide_quad(14u, first, last);
+        wide_quad(15u, first, last);
+        wide_quad(16u, first, last);
+        wide_quad(17u, first, last);
+        wide_quad(18u, first, last);
+        wide_quad(19u, first, last);
+        wide_quad(20u, first, last);
+        wide_quad(21u, first, last);
+        wide_quad(22u, first, last);
+        wide_quad(23u, first, last);
+        wide_quad(24u, first, last);
+        for (var r = 0; r < 6; r++) {
+            wide_row_in[r] = iy0 + r >= 0 && iy0 + r < i32(p.h);
+        }
+    }
     wide_column(0u, base, iy0, ix0);
     wide_column(1u, base, iy0, ix0);
     wide_column(2u, base, iy0, ix0);

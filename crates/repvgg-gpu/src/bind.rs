@@ -213,11 +213,14 @@ impl GpuNetwork {
                 }
             };
             // The input transform's `f4_wide` writes its output through v4 (binding 3), not v
-            // (binding 2); the output transform's reads m4 (6) and writes y4 (7), and has no
+            // (binding 2), and may read its input through x4 (4); the output transform's reads m4 (6) and writes y4 (7), and has no
             // residual (4).
             let wide = spec.key.entry == "f4_wide";
             let numbered = match (wide, spec.key.shader) {
-                (true, Shader::WinogradInput) => [0, 1, 3].into_iter().zip(resources).collect(),
+                (true, Shader::WinogradInput) => [0, 1, 3, 4]
+                    .into_iter()
+                    .zip(resources.into_iter().chain([act(step.x)]))
+                    .collect(),
                 (true, Shader::WinogradOutput) => [0, 6, 2, 3, 4, 7]
                     .into_iter()
                     .zip(resources)

@@ -146,6 +146,17 @@ pub(crate) fn wide_output(tile: Tile, tw: usize, plane: usize, residual: bool) -
     tile == Tile::F4 && tw == 4 && plane.is_multiple_of(4) && !residual
 }
 
+/// `W` of `f4_wide` in `wino_input.wgsl` for an `h` x `w` map `tw` tiles wide: `w` where each
+/// invocation's strip is 6 whole rows (4 tiles a row, 13 to 16 wide) and the planes are whole
+/// vec4s, so that it loads the strip as aligned quads; 0 (scalar loads) elsewhere.
+pub(crate) fn wide_input_rows(tw: usize, h: usize, w: usize) -> usize {
+    if tw == 4 && (h * w).is_multiple_of(4) {
+        w
+    } else {
+        0
+    }
+}
+
 /// The input transform of an `x` = `[n, c, h, w]` input.
 pub(crate) fn input(x: [usize; 4], tile: Tile, max_dim: u32) -> Result<DispatchSpec> {
     let [n, c, h, w] = x;
@@ -162,7 +173,7 @@ pub(crate) fn input(x: [usize; 4], tile: Tile, max_dim: u32) -> Result<DispatchS
     };
     // `f4_wide`: one invocation per 4 tiles.
     let (k, invocations, wg) = if wide_input(tile, tw) {
-        let mut k = key(Shader::WinogradInput);
+        let mut k = key(Shader::WinogradInput).constant("W", u(wide_input_rows(tw, h, w)));
         k.entry = "f4_wide";
         (k, total / 4, WIDE_WG)
     } else {
@@ -266,6 +277,16 @@ mod tests {
                 assert_eq!(pick(ConvKernel::Gemm, &wide), None);
             }
         }
+    }
+
+    /// Strips loaded as quads on A0's 14x14 maps, not on 13x13 (planes of 169) nor where a
+    /// tile row is 8 tiles (an invocation's strip is then not whole rows).
+    #[test]
+    fn wide_input_loads_whole_row_strips_as_quads() {
+        assert_eq!(wide_input_rows(4, 14, 14), 14);
+        assert_eq!(wide_input_rows(4, 13, 16), 16);
+        assert_eq!(wide_input_rows(4, 13, 13), 0);
+        assert_eq!(wide_input_rows(8, 32, 32), 0);
     }
 
     /// A tile row per output-transform invocation only for F(4x4) on maps of 4 tile columns
