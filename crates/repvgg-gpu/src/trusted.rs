@@ -54,7 +54,13 @@ pub(crate) fn bounds_proof(shader: Shader) -> Option<&'static str> {
              j < CH4 (m0 a multiple of 4 * CH4 below m_pad, a multiple of 4 * CH4 * SG) and \
              row < groups * cin_g * KS * KS; y/residual: only where img < n, oy < oh, ox < ow \
              and m < cout_g; scale/bias only for m < cout_g when flagged; a 1x1 stride-1 conv \
-             without padding dispatched as a 1 x (h * w) map addresses the same elements",
+             without padding dispatched as a 1 x (h * w) map addresses the same elements; \
+             x4 (VLD): channel ci + l * VLD + c < ci + KU <= cin_g (KU divides cin_g), column \
+             clamped to at most w - 4 in a plane of a multiple of 4; segv[l], l < 4; x4 (VROW): \
+             row and column clamped into the plane (columns to at most w - 4, w a multiple of \
+             4); segq[i / SG] with i < ((R - 1) * STRIDE + KS) * row_quads <= 20 * SG \
+             (subgroup_loads_row_quads); y4 (VEC): pixel groups of 4 only where the group's first \
+             pixel is inside the output, rows and planes multiples of 4",
         ),
         Shader::Affine => Some(
             "i < total = n * c * hw, the length of x, y and residual; c = (i / hw) % c indexes \
@@ -77,14 +83,20 @@ pub(crate) fn bounds_proof(shader: Shader) -> Option<&'static str> {
             "i < total = n * c * th * tw; x only where 0 <= iy < h and 0 <= ix < w of plane \
              i / tiles < n * c; r[j] with j < 4, bd[a][j] and row[b] with a, b, j < 6; v (P = 16 \
              for main, 36 for f4): (img * P * c + ci) * tiles + t + (P - 1) * c * tiles \
-             < n * P * c * tiles, the [n, P c, th, tw] output the entry's tile sizes",
+             < n * P * c * tiles, the [n, P c, th, tw] output the entry's tile sizes; \
+             f4_wide: 4 i < total, v4 at (that index for the invocation's first tile) / 4, \
+             tiles a multiple of 4; x4 (W > 0) clamped to [0, arrayLength - 1], wide_q[k] with \
+             k < (3 + 6 W + 3) / 4 <= 25 (W <= 16)",
         ),
         Shader::WinogradOutput => Some(
             "i < total = n * c * th * tw; m (P = 16 for main, 36 for f4): \
              (img * P * c + co) * tiles + t + (P - 1) * c * tiles < n * P * c * tiles, the \
              grouped 1x1 conv's output; am[a] with a < 6, col[r] with r < 4; y/residual: \
              plane * oh * ow + oy * ow + ox only where oy < oh and ox < ow (oy = m ty < oh \
-             since th = ceil(oh / m)); scale/bias[co], co < c, when flagged",
+             since th = ceil(oh / m)); scale/bias[co], co < c, when flagged; f4_wide (tw = 4, \
+             planes of whole vec4s): 4 i < total; m4: o4 + 35 * c * th < n * 36 * c * th, the \
+             products in vec4s; y4: (plane * oh * W + 4 ty * W) / 4 + q with q < W, only where \
+             the quad's last row 4 ty + (4 q + 3) / W < oh",
         ),
         // Baselines, kept with every runtime check.
         Shader::ConvTiled | Shader::ConvNaive => None,
