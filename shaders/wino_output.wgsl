@@ -1,5 +1,6 @@
 // Winograd F(m x m, 3x3) output transform. Entry `main` is F(2x2, 3x3) (16 positions), entry
-// `f4` is F(4x4, 3x3) (36 positions). Each invocation reads the P products of one tile of one
+// `f4` is F(4x4, 3x3) (36 positions); `f4_wide` and `f4_chain` (at the end of this file) are
+// F(4x4) on maps of 4 tiles a row, the second chained with the next conv's input transform. Each invocation reads the P products of one tile of one
 // output channel, m[n, p * c + co, ty, tx] (the grouped 1x1 convolution's output,
 // position-major channels), and stores the m x m outputs Y = A^T M A with the conv epilogue
 // (scale, bias, residual, ReLU), skipping the rows / columns past the output's edge.
@@ -265,4 +266,113 @@ fn f4_wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     wide_store(13u, base4, row0);
     wide_store(14u, base4, row0);
     wide_store(15u, base4, row0);
+}
+
+// F(4x4) output transform chained with the next conv's F(4x4) input transform, on maps
+// 13 to 16 wide and tall (4 x 4 tiles) whose planes are a multiple of 4 values, where the map
+// goes nowhere else and there is no residual: one invocation per (image, channel) plane turns
+// the conv's products (m4) into the next conv's transformed input (v4, same [N, 36 C, 4, 4]
+// layout as `wino_input.wgsl`'s), without storing the map. One dispatch instead of two, and
+// 144 + 144 vec4 accesses per plane instead of (36 + W) * 4 + (25 + 36) * 4.
+@group(0) @binding(8) var<storage, read_write> v4: array<vec4<st>>;
+
+// The plane's map (rows 0..16, columns 0..16: chain_y[4 row + k] = columns 4k .. 4k + 4),
+// epilogue applied, zero past the map's edge (the next conv's padding).
+var<private> chain_y: array<vec4<f32>, 64>;
+
+// Output tile row ty: map rows 4 ty .. 4 ty + 4.
+fn chain_out_row(ty: u32, o4: u32, stride4: u32, sb: vec2<f32>) {
+    // wide_am[a][k]: row a of tile k's M through A, for positions 6a .. 6a + 6.
+    wide_row(0u, o4 + ty, stride4);
+    wide_row(1u, o4 + ty, stride4);
+    wide_row(2u, o4 + ty, stride4);
+    wide_row(3u, o4 + ty, stride4);
+    wide_row(4u, o4 + ty, stride4);
+    wide_row(5u, o4 + ty, stride4);
+    for (var k = 0u; k < 4u; k++) {
+        var rows: array<vec4<f32>, 4>;
+        for (var j = 0u; j < 4u; j++) {
+            let col = at6(array<f32, 6>(wide_am[0][k][j], wide_am[1][k][j], wide_am[2][k][j], wide_am[3][k][j], wide_am[4][k][j], wide_am[5][k][j]));
+            for (var r = 0u; r < 4u; r++) {
+                var v = fma(col[r], sb.x, sb.y);
+                if (p.flags & FLAG_RELU) != 0u {
+                    v = max(v, 0.0);
+                }
+                rows[r][j] = select(0.0, v, 4u * k + j < W && 4u * ty + r < p.oh);
+            }
+        }
+        for (var r = 0u; r < 4u; r++) {
+            chain_y[4u * (4u * ty + r) + k] = rows[r];
+        }
+    }
+}
+
+// Map value (row, column), zero outside rows 0..16 and columns 0..16.
+fn chain_at(row: i32, col: i32) -> f32 {
+    if row < 0 || row >= 16 || col < 0 || col >= 16 {
+        return 0.0;
+    }
+    return chain_y[4 * row + col / 4][col % 4];
+}
+
+// B^T applied to 6 values (as in wino_input.wgsl).
+fn chain_bt6(d: array<f32, 6>) -> array<f32, 6> {
+    return array<f32, 6>(
+        4.0 * d[0] - 5.0 * d[2] + d[4],
+        d[3] + d[4] - 4.0 * (d[1] + d[2]),
+        4.0 * (d[1] - d[2]) + d[4] - d[3],
+        2.0 * (d[3] - d[1]) + d[4] - d[2],
+        2.0 * (d[1] - d[3]) + d[4] - d[2],
+        4.0 * d[1] - 5.0 * d[3] + d[5],
+    );
+}
+
+// Input tile row ty of the next conv: the 6 x 18 strip of map rows 4 ty - 1 .. 4 ty + 5 and
+// columns -1 .. 17 through B^T d B, the 4 tiles of a position stored as one vec4.
+fn chain_in_row(ty: u32, vo4: u32, stride4: u32) {
+    // cols[j]: strip column j through B^T.
+    var cols: array<array<f32, 6>, 18>;
+    for (var j = 0; j < 18; j++) {
+        let r0 = 4 * i32(ty) - 1;
+        cols[j] = chain_bt6(array<f32, 6>(
+            chain_at(r0, j - 1),
+            chain_at(r0 + 1, j - 1),
+            chain_at(r0 + 2, j - 1),
+            chain_at(r0 + 3, j - 1),
+            chain_at(r0 + 4, j - 1),
+            chain_at(r0 + 5, j - 1),
+        ));
+    }
+    for (var a = 0u; a < 6u; a++) {
+        var t: array<array<f32, 6>, 4>;
+        for (var k = 0u; k < 4u; k++) {
+            t[k] = chain_bt6(array<f32, 6>(cols[4u * k][a], cols[4u * k + 1u][a], cols[4u * k + 2u][a], cols[4u * k + 3u][a], cols[4u * k + 4u][a], cols[4u * k + 5u][a]));
+        }
+        for (var b = 0u; b < 6u; b++) {
+            v4[vo4 + ty + (6u * a + b) * stride4] = vec4<st>(vec4<f32>(t[0][b], t[1][b], t[2][b], t[3][b]));
+        }
+    }
+}
+
+@compute @workgroup_size(8)
+fn f4_chain(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    // Invocation i: plane i = n * c + ch (total counts tiles: 16 per plane).
+    let plane = gid.x + gid.y * nwg.x * 8u;
+    if 16u * plane >= p.total {
+        return;
+    }
+    let img = plane / p.c;
+    let ch = plane - img * p.c;
+    let stride4 = p.c * 4u; // one position's channels, in vec4s (16 tiles a plane)
+    let o4 = (img * 36u * p.c + ch) * 4u;
+    let sb = scale_bias(ch);
+    // In an order that keeps few map rows live: input tile row ty needs output rows ty + 1.
+    chain_out_row(0u, o4, stride4, sb);
+    chain_out_row(1u, o4, stride4, sb);
+    chain_in_row(0u, o4, stride4);
+    chain_out_row(2u, o4, stride4, sb);
+    chain_in_row(1u, o4, stride4);
+    chain_out_row(3u, o4, stride4, sb);
+    chain_in_row(2u, o4, stride4);
+    chain_in_row(3u, o4, stride4);
 }

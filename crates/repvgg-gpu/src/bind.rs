@@ -75,6 +75,7 @@ impl GpuNetwork {
         let mut dispatches = Vec::with_capacity(self.layers.len());
         for (i, (layer, spec)) in self.layers.iter().zip(specs).enumerate() {
             let step = &self.topo.steps[i];
+            let chained = plan.chained.get(i).copied().unwrap_or(false);
             let pipeline = self.ctx.pipeline(&spec.key)?;
             let act = |t: usize| {
                 wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -171,6 +172,7 @@ impl GpuNetwork {
                             groups: second.groups,
                             then: None,
                             k_slices: 1,
+                            skip: false,
                         }));
                     }
                     r
@@ -197,6 +199,12 @@ impl GpuNetwork {
                     vec![uniform, act(step.x), act(*s), act(step.y)]
                 }
                 (LayerGpu::WinogradInput { .. }, _) => vec![uniform, act(step.x), act(step.y)],
+                (LayerGpu::WinogradOutput { scale, bias, .. }, _) if chained => {
+                    // f4_chain: the next step's output (the next conv's transformed input) is
+                    // written here, through v4.
+                    let next = self.topo.steps[i + 1].y;
+                    vec![uniform, act(step.x), opt(scale), opt(bias), act(next)]
+                }
                 (LayerGpu::WinogradOutput { scale, bias, .. }, _) => vec![
                     uniform,
                     act(step.x),
@@ -217,6 +225,7 @@ impl GpuNetwork {
             // residual (4).
             let wide = spec.key.entry == "f4_wide";
             let numbered = match (wide, spec.key.shader) {
+                _ if chained => [0, 6, 2, 3, 8].into_iter().zip(resources).collect(),
                 (true, Shader::WinogradInput) => [0, 1, 3, 4]
                     .into_iter()
                     .zip(resources.into_iter().chain([act(step.x)]))
@@ -234,6 +243,7 @@ impl GpuNetwork {
                 groups: spec.groups,
                 then,
                 k_slices: spec.k_slices,
+                skip: i > 0 && plan.chained[i - 1],
             });
         }
         Ok(Prepared {

@@ -283,6 +283,8 @@ pub(crate) struct Dispatch {
     pub then: Option<Box<Dispatch>>,
     /// K slices of a split-K conv, 1 otherwise.
     pub k_slices: usize,
+    /// The layer runs inside the previous layer's dispatch ([`Plan::chained`]): not recorded.
+    pub skip: bool,
 }
 
 /// A network on the GPU, ready to run on batches of any size and input shape it can take.
@@ -371,7 +373,21 @@ impl GpuNetwork {
         let step = &self.topo.steps[i];
         let x = plan.shapes[step.x];
         let y = plan.shapes[step.y];
-        let mut spec = self.layer_spec(i, step, x, y)?;
+        let mut spec = match (plan.chained.get(i), &self.layers[i]) {
+            (
+                Some(true),
+                LayerGpu::WinogradOutput {
+                    scale, bias, relu, ..
+                },
+            ) => kernels::winograd::chain(
+                y,
+                scale.is_some(),
+                bias.is_some(),
+                *relu,
+                self.caps.max_workgroups,
+            )?,
+            _ => self.layer_spec(i, step, x, y)?,
+        };
         spec.key.precision = self.topo.precision;
         if let Some(then) = spec.then.as_deref_mut() {
             then.key.precision = self.topo.precision;
@@ -447,6 +463,9 @@ impl GpuNetwork {
     }
 
     pub(crate) fn record(pass: &mut wgpu::ComputePass<'_>, d: &Dispatch) {
+        if d.skip {
+            return;
+        }
         pass.set_pipeline(&d.pipeline);
         pass.set_bind_group(0, &d.bind_group, &[]);
         pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);

@@ -120,6 +120,10 @@ pub(crate) struct Plan {
     pub slot_of: Vec<usize>,
     /// Bytes of each slot.
     pub slot_bytes: Vec<u64>,
+    /// `chained[i]`: step `i` (an F(4x4) output transform) and step `i + 1` (the next conv's
+    /// input transform of its map) run as one dispatch, at step `i`
+    /// ([`crate::kernels::winograd::chains`]); step `i + 1`'s output is written then.
+    pub chained: Vec<bool>,
 }
 
 /// Bytes of a tensor of `shape` stored in `precision` (a multiple of 4, at least 4: a
@@ -212,13 +216,27 @@ impl Topology {
         for (_, t) in &self.outputs {
             last_use[*t] = usize::MAX;
         }
+        let chained = self.chained(&shapes, &last_use);
         let mut slot_of = vec![usize::MAX; self.tensors.len()];
         let mut slot_bytes: Vec<u64> = Vec::new();
         let mut free: Vec<usize> = Vec::new();
         slot_of[self.input] = alloc(self.bytes(&shapes[self.input]), &mut free, &mut slot_bytes);
         let mut frees = Vec::new();
         for (i, step) in self.steps.iter().enumerate() {
-            slot_of[step.y] = alloc(self.bytes(&shapes[step.y]), &mut free, &mut slot_bytes);
+            // A chained pair writes the second step's output at the first: its buffer is
+            // taken before the first step's inputs are freed.
+            let written = std::iter::once(step.y).chain(
+                chained
+                    .get(i)
+                    .copied()
+                    .unwrap_or(false)
+                    .then(|| self.steps[i + 1].y),
+            );
+            for t in written {
+                if slot_of[t] == usize::MAX {
+                    slot_of[t] = alloc(self.bytes(&shapes[t]), &mut free, &mut slot_bytes);
+                }
+            }
             let mut ins = step.inputs();
             ins.dedup();
             for t in ins {
@@ -232,7 +250,32 @@ impl Topology {
             shapes,
             slot_of,
             slot_bytes,
+            chained,
         })
+    }
+
+    /// Which steps run chained with the next ([`Plan::chained`]): an F(4x4) output transform
+    /// without residual whose map only the next step, an F(4x4) input transform, reads, on maps
+    /// [`crate::kernels::winograd::chains`] takes.
+    fn chained(&self, shapes: &[[usize; 4]], last_use: &[usize]) -> Vec<bool> {
+        let mut chained = vec![false; self.steps.len()];
+        for (i, pair) in self.steps.windows(2).enumerate() {
+            let (out, next) = (&pair[0], &pair[1]);
+            let [_, _, oh, ow] = shapes[out.y];
+            chained[i] = matches!(
+                out.op,
+                Op::WinogradOutput {
+                    tile: Tile::F4,
+                    residual: None,
+                    ..
+                }
+            ) && matches!(next.op, Op::WinogradInput { tile: Tile::F4 })
+                && next.x == out.y
+                && last_use[out.y] == i + 1
+                && !(i > 0 && chained[i - 1])
+                && crate::kernels::winograd::chains(Tile::F4, oh, ow);
+        }
+        chained
     }
 
     /// Images per submission: as many as keep every activation within `max_binding` bytes.
@@ -446,6 +489,71 @@ mod tests {
         }
         // Fewer buffers than tensors: something was reused.
         assert!(p.slot_bytes.len() < t.tensors.len());
+    }
+
+    /// Two F(4x4) Winograd convs in a row (8 channels): input transform, product, output
+    /// transform, twice; `map_out` names the first conv's map as an output too.
+    fn winograd_pair(map_out: bool) -> Topology {
+        let gemm = ConvSpec::new(36 * 8, 36 * 8, 1, 1, 0, 36).expect("spec");
+        let conv = |x, y| Step {
+            x,
+            y,
+            op: Op::Conv {
+                spec: gemm,
+                residual: None,
+            },
+        };
+        let input = |x, y| Step {
+            x,
+            y,
+            op: Op::WinogradInput { tile: Tile::F4 },
+        };
+        let output = |x, y, like| Step {
+            x,
+            y,
+            op: Op::WinogradOutput {
+                like,
+                tile: Tile::F4,
+                residual: None,
+            },
+        };
+        let mut outputs = vec![("y".to_string(), 6)];
+        if map_out {
+            outputs.push(("map".to_string(), 3));
+        }
+        Topology {
+            tensors: [8, 288, 288, 8, 288, 288, 8]
+                .map(|c| meta(c, false))
+                .to_vec(),
+            input: 0,
+            steps: vec![
+                input(0, 1),
+                conv(1, 2),
+                output(2, 3, 0),
+                input(3, 4),
+                conv(4, 5),
+                output(5, 6, 3),
+            ],
+            outputs,
+            precision: Precision::F32,
+        }
+    }
+
+    #[test]
+    fn winograd_transforms_chain_where_the_map_goes_only_to_the_next_conv() {
+        let t = winograd_pair(false);
+        let p = t.plan(2, 14, 14).expect("plan");
+        assert_eq!(p.chained, [false, false, true, false, false, false]);
+        // The chained pair writes tensor 4 at step 2, while step 2 reads tensor 2.
+        assert_ne!(p.slot_of[4], p.slot_of[2]);
+        assert_ne!(p.slot_of[4], p.slot_of[3]);
+        // Maps of 4 x 4 tiles with planes of whole vec4s only; not where the map is an output.
+        assert!(t.plan(1, 13, 16).expect("plan").chained[2]);
+        assert!(!t.plan(1, 13, 13).expect("plan").chained[2]);
+        assert!(!t.plan(1, 28, 28).expect("plan").chained[2]);
+        assert!(!t.plan(1, 12, 12).expect("plan").chained[2]);
+        let kept = winograd_pair(true).plan(2, 14, 14).expect("plan");
+        assert!(kept.chained.iter().all(|c| !c));
     }
 
     #[test]

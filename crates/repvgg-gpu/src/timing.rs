@@ -235,6 +235,12 @@ impl GpuNetwork {
             out.push(LayerTiming {
                 index: i,
                 kernel: match prep.dispatches[i].k_slices {
+                    _ if prep.plan.chained.get(i) == Some(&true) => {
+                        format!("{} + next input", self.layers[i].kernel_name())
+                    }
+                    _ if prep.dispatches[i].skip => {
+                        format!("{} (in the layer above)", self.layers[i].kernel_name())
+                    }
                     1 => self.layers[i].kernel_name().to_string(),
                     k => format!("{} split-K x{k}", self.layers[i].kernel_name()),
                 },

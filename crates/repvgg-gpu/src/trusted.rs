@@ -96,7 +96,10 @@ pub(crate) fn bounds_proof(shader: Shader) -> Option<&'static str> {
              since th = ceil(oh / m)); scale/bias[co], co < c, when flagged; f4_wide (tw = 4, \
              planes of whole vec4s): 4 i < total; m4: o4 + 35 * c * th < n * 36 * c * th, the \
              products in vec4s; y4: (plane * oh * W + 4 ty * W) / 4 + q with q < W, only where \
-             the quad's last row 4 ty + (4 q + 3) / W < oh",
+             the quad's last row 4 ty + (4 q + 3) / W < oh; f4_chain (4 x 4 tiles, planes of \
+             whole vec4s): plane < n * c (16 plane < total); m4 and v4: (img * 36 * c + ch) * 4 \
+             + ty + 35 * 4 c < n * 36 * c * 4, both [n, 36 c, 4, 4] in vec4s; chain_y[4 row + \
+             col / 4] only for 0 <= row, col < 16",
         ),
         // Baselines, kept with every runtime check.
         Shader::ConvTiled | Shader::ConvNaive => None,

@@ -778,3 +778,60 @@ fn linear_on_pooled_features_runs_as_a_conv() {
         }
     }
 }
+
+/// Three F(4x4) Winograd convs in a row on maps of 4 x 4 tiles: where a map goes only to the
+/// next conv, its output transform and the next input transform run as one dispatch (the map
+/// never stored). A map that is also an output, or that a later layer adds as a residual, is
+/// stored as usual. Every case against the f64 CPU composition, on edge sizes 13 to 16 (13x13:
+/// planes not whole vec4s, so never chained).
+#[test]
+fn winograd4_convs_in_a_row_chain_their_transforms() {
+    let Some(ctx) = test_context() else { return };
+    let mut rng = Rng::new(11);
+    let c = 8;
+    let convs: Vec<Conv> = (0..3).map(|_| Conv::new(&mut rng, c, c, 3, 1, 1)).collect();
+    let relu = |a: Array4<f64>| cpu::relu(a.view());
+    for (h, w) in [(14, 14), (13, 16), (16, 13), (16, 16), (16, 15), (13, 13)] {
+        let x = rng.array4([2, c, h, w]);
+        let x64 = x.mapv(f64::from);
+        let y1 = relu(convs[0].cpu(&x64));
+        let y2 = relu(convs[1].cpu(&y1));
+        let y3 = convs[2].cpu(&y2);
+        let y3_res = cpu::add(y3.view(), y2.view()).expect("add");
+        // (the map after the first conv is an output, the second map is a residual)
+        for (mid_out, residual) in [(false, false), (true, false), (false, true)] {
+            let mut b = NetworkBuilder::new(&ctx)
+                .kernel(ConvKernel::Winograd4)
+                .nan_fill(true);
+            let xi = b.input(c);
+            let t1 = convs[0].gpu(&mut b, xi, None, true);
+            let t2 = convs[1].gpu(&mut b, t1, None, true);
+            let t3 = convs[2].gpu(&mut b, t2, residual.then_some(t2), false);
+            b.output("y", t3);
+            let mut want = BTreeMap::new();
+            let y = if residual { &y3_res } else { &y3 };
+            want.insert("y".to_string(), y.mapv(|v| v as f32).into_dyn());
+            if mid_out {
+                b.output("mid", t1);
+                want.insert("mid".to_string(), y1.mapv(|v| v as f32).into_dyn());
+            }
+            let net = b.build().expect("build");
+            let case = format!("{h}x{w}, mid output {mid_out}, residual {residual}");
+            compare(&case, &net.run(x.view()).expect("run"), &want);
+            // Which transforms ran chained: between convs 1 and 2 unless the map is an
+            // output, between 2 and 3 unless it is a residual; never on 13x13.
+            let chains = net
+                .profile(2, h, w, 0, 1)
+                .expect("profile")
+                .iter()
+                .filter(|l| l.kernel.contains("+ next input"))
+                .count();
+            let expected = if (h * w) % 4 != 0 {
+                0
+            } else {
+                usize::from(!mid_out) + usize::from(!residual)
+            };
+            assert_eq!(chains, expected, "{case}: chained pairs");
+        }
+    }
+}

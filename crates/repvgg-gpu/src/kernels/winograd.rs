@@ -3,7 +3,8 @@
 //! around a grouped 1x1 convolution over the P = (m + 2)^2 positions (`wino_input.wgsl`,
 //! `wino_output.wgsl`: entry `main` for F(2x2), `f4` for F(4x4), and `f4_wide`, 4 tiles per
 //! invocation: for F(4x4) input transforms of maps whose tile rows split into 4s, and output
-//! transforms of maps 13 to 16 wide, a tile row each).
+//! transforms of maps 13 to 16 wide, a tile row each; `f4_chain`, an output transform and the
+//! next conv's input transform in one dispatch, where the plan chains them: [`chains`]).
 //!
 //! `y = conv3x3(x)` becomes three layers of the network:
 //! `v = input_transform(x)` (`[N, P C, TH, TW]`, channel `p * C + ci` for position `p` of the
@@ -155,6 +156,47 @@ pub(crate) fn wide_input_rows(tw: usize, h: usize, w: usize) -> usize {
     } else {
         0
     }
+}
+
+/// Whether an F(4x4) output transform into an `oh` x `ow` map and the next conv's F(4x4) input
+/// transform of it run as one dispatch (`f4_chain` in `wino_output.wgsl`, one invocation per
+/// plane, the map never stored): maps of 4 x 4 tiles (13 to 16 each way) whose planes are whole
+/// vec4s. The plan also asks that the map go nowhere else and that no residual be added.
+pub(crate) fn chains(tile: Tile, oh: usize, ow: usize) -> bool {
+    tile == Tile::F4 && oh.div_ceil(4) == 4 && ow.div_ceil(4) == 4 && (oh * ow).is_multiple_of(4)
+}
+
+/// Invocations per workgroup of `f4_chain`.
+const CHAIN_WG: usize = 8;
+
+/// The output transform into a `y` = `[n, c, oh, ow]` map chained with the next conv's input
+/// transform of it ([`chains`]).
+pub(crate) fn chain(
+    y: [usize; 4],
+    scale: bool,
+    bias: bool,
+    relu: bool,
+    max_dim: u32,
+) -> Result<DispatchSpec> {
+    let [n, c, oh, ow] = y;
+    let flag = |on: bool, f: u32| if on { f } else { 0 };
+    let p = WinoOutputParams {
+        total: u(n * c * 16),
+        c: u(c),
+        oh: u(oh),
+        ow: u(ow),
+        th: 4,
+        tw: 4,
+        flags: flag(scale, FLAG_SCALE) | flag(bias, FLAG_BIAS) | flag(relu, FLAG_RELU),
+        ..WinoOutputParams::default()
+    };
+    let mut k = key(Shader::WinogradOutput).constant("W", u(ow));
+    k.entry = "f4_chain";
+    Ok(DispatchSpec::new(
+        k,
+        &p,
+        linear_grid(n * c, CHAIN_WG, max_dim)?,
+    ))
 }
 
 /// The input transform of an `x` = `[n, c, h, w]` input.
