@@ -13,7 +13,9 @@
 //     (STRIDE * (NBW - 1) + KS values each) are loaded cooperatively, SG values per load, one
 //     per invocation, or, where the rows are a multiple of 4 wide and the tiles start
 //     4-aligned (VROW), as aligned quads through x4, 4 * SG values per load (lavapipe runs each
-//     storage load as a loop over the lanes: 4 loops instead of 15 for A0's 112 -> 56 tiles);
+//     storage load as a loop over the lanes: 4 loops instead of 15 for A0's 112 -> 56 tiles),
+//     or, where a tile spans whole rows of another width (VBLK), as one contiguous block of
+//     aligned quads (4 loops instead of 18 for A0's 14x14 -> 7x7 conv);
 //     every invocation then reads the values it needs from its neighbours with
 //     subgroupShuffle;
 //   * the KS x KS weights of the invocation's channels come from a read-only storage texture
@@ -61,6 +63,11 @@ override VROW: bool = false; // other convs: load the tile's input rows 4 values
                              // starting 4-aligned: NBW * STRIDE a multiple of 4)
 override OFF: u32 = 0u;      // VROW: where a tile's first input column sits in its quad,
                              // (4 - pad % 4) % 4
+override VBLK: u32 = 0u;     // other convs whose tiles span whole rows (one tile a row band):
+                             // the input width, the tile's input rows then being one
+                             // contiguous block, loaded as aligned quads through x4 (rows of
+                             // a width not a multiple of 4, such as 14); 0 elsewhere
+override PADC: u32 = 0u;     // VBLK: the padding
 override KU: u32 = 0u;     // input channels per K-loop iteration of a flat 1x1 conv (R = 1):
                            // 1, 2 or 4, dividing cin_g; 0 for every other conv
 
@@ -188,6 +195,30 @@ fn load_quad(j: u32, plane: u32) {
     }
 }
 
+// VBLK: where the tile's first input value sits in its quad (the block starts at row
+// by * R * STRIDE - PADC, and R * STRIDE * VBLK is a multiple of 4).
+fn block_offset() -> u32 {
+    return (4u - (PADC * VBLK) % 4u) % 4u;
+}
+
+// VBLK: quads j * SG + lane of the tile's (R - 1) * STRIDE + KS input rows of plane `plane`,
+// zero outside the image.
+fn load_block(j: u32, plane: u32) {
+    let rows = (R - 1u) * STRIDE + KS;
+    let quads = (block_offset() + rows * VBLK + 3u) / 4u;
+    if j * SG < quads {
+        let k = j * SG + t_lane;
+        // plane + t_iy0 * VBLK - block_offset() is a multiple of 4.
+        let first = (i32(plane) + t_iy0 * i32(VBLK) - i32(block_offset())) / 4;
+        let v = vec4<f32>(x4[u32(clamp(first + i32(k), 0, i32(arrayLength(&x4)) - 1))]);
+        // Each value's row (values outside the block, in its first and last quads, are never
+        // read); rows above and below the image are the padding.
+        let f = vec4<i32>(4 * i32(k) - i32(block_offset())) + vec4<i32>(0, 1, 2, 3);
+        let iy = vec4<i32>(t_iy0) + f / i32(max(VBLK, 1u)); // 0 would fail constant evaluation
+        segq[j] = select(vec4<f32>(0.0), v, (iy >= vec4<i32>(0)) & (iy < vec4<i32>(i32(p.h))));
+    }
+}
+
 fn load_row(t: u32, plane: u32) {
     load_piece(t, 0u, plane);
     load_piece(t, 1u, plane);
@@ -279,6 +310,13 @@ fn tap(q: u32, ky: u32, kx: u32) {
         if VROW {
             let i = t * row_quads() + (e + OFF) / 4u;
             x_q = subgroupShuffle(segq[i / SG][(e + OFF) % 4u], i % SG);
+        } else if VBLK > 0u {
+            // Input column e - PADC of row t of the block; the padding columns are zeros.
+            x_q = 0.0;
+            if e >= PADC && e < VBLK + PADC {
+                let f = t * VBLK + e - PADC + block_offset();
+                x_q = subgroupShuffle(segq[f / 4u / SG][f % 4u], (f / 4u) % SG);
+            }
         } else {
             x_q = subgroupShuffle(seg[t * ROW_PIECES + e / SG], e % SG);
         }
@@ -511,6 +549,27 @@ fn main(
                 load_quad(17u, plane);
                 load_quad(18u, plane);
                 load_quad(19u, plane);
+            } else if VBLK > 0u {
+                load_block(0u, plane);
+                load_block(1u, plane);
+                load_block(2u, plane);
+                load_block(3u, plane);
+                load_block(4u, plane);
+                load_block(5u, plane);
+                load_block(6u, plane);
+                load_block(7u, plane);
+                load_block(8u, plane);
+                load_block(9u, plane);
+                load_block(10u, plane);
+                load_block(11u, plane);
+                load_block(12u, plane);
+                load_block(13u, plane);
+                load_block(14u, plane);
+                load_block(15u, plane);
+                load_block(16u, plane);
+                load_block(17u, plane);
+                load_block(18u, plane);
+                load_block(19u, plane);
             } else {
                 load_row(0u, plane);
                 load_row(1u, plane);

@@ -107,119 +107,117 @@ impl GpuNetwork {
                 _ => None,
             };
             let mut then = None;
-            let resources: Vec<wgpu::BindingResource<'_>> = match (layer, &step.op) {
-                (
-                    LayerGpu::Conv {
-                        weight,
-                        scale,
-                        bias,
-                        ..
-                    },
-                    _,
-                ) => {
-                    let mut r = vec![
+            let resources: Vec<wgpu::BindingResource<'_>> =
+                match (layer, &step.op) {
+                    (
+                        LayerGpu::Conv {
+                            weight,
+                            scale,
+                            bias,
+                            ..
+                        },
+                        _,
+                    ) => {
+                        let mut r = vec![
+                            uniform,
+                            act(step.x),
+                            match weight {
+                                ConvWeights::Buffer(b) => b.as_entire_binding(),
+                                ConvWeights::Texture(v) => wgpu::BindingResource::TextureView(v),
+                            },
+                            opt(scale),
+                            opt(bias),
+                            residual.map_or_else(dummy, act),
+                            act(step.y),
+                        ];
+                        if spec.key.shader == Shader::ConvGemm {
+                            r.push(partial());
+                        }
+                        if spec.key.shader == Shader::ConvSubgroup {
+                            // y4: the output again, as vec4s, where the shader stores through it
+                            // (whole vec4s then); a placeholder otherwise (it may be too small).
+                            r.push(if spec.key.constants.contains(&("VEC", 1)) {
+                                act(step.y)
+                            } else {
+                                self.dummy_rw.as_entire_binding()
+                            });
+                            // x4: the input again, as vec4s, where the shader loads through it.
+                            r.push(
+                                if spec.key.constants.iter().any(|&(k, v)| {
+                                    (k == "VLD" || k == "VROW" || k == "VBLK") && v > 0
+                                }) {
+                                    act(step.x)
+                                } else {
+                                    dummy()
+                                },
+                            );
+                        }
+                        if let Some(second) = spec.then.as_deref() {
+                            // `reduce` binds what it uses, at the same numbers as `main`.
+                            let pipeline = self.ctx.pipeline(&second.key)?;
+                            let resources = vec![
+                                (0, uniform_at(slot, second.params.len())),
+                                (3, opt(scale)),
+                                (4, opt(bias)),
+                                (5, residual.map_or_else(dummy, act)),
+                                (6, act(step.y)),
+                                (7, partial()),
+                            ];
+                            slot += 1;
+                            then = Some(Box::new(Dispatch {
+                                bind_group: bind_group(device, &pipeline, second, resources),
+                                pipeline,
+                                groups: second.groups,
+                                then: None,
+                                k_slices: 1,
+                                skip: false,
+                            }));
+                        }
+                        r
+                    }
+                    (LayerGpu::Affine { scale, shift, .. }, _) => vec![
                         uniform,
                         act(step.x),
-                        match weight {
-                            ConvWeights::Buffer(b) => b.as_entire_binding(),
-                            ConvWeights::Texture(v) => wgpu::BindingResource::TextureView(v),
-                        },
+                        scale.as_entire_binding(),
+                        shift.as_entire_binding(),
+                        residual.map_or_else(dummy, act),
+                        act(step.y),
+                    ],
+                    (LayerGpu::Gap, _) => vec![uniform, act(step.x), act(step.y)],
+                    (LayerGpu::Linear { weight, bias, .. }, _) => {
+                        vec![
+                            uniform,
+                            act(step.x),
+                            weight.as_entire_binding(),
+                            opt(bias),
+                            act(step.y),
+                        ]
+                    }
+                    (LayerGpu::ChannelScale { .. }, Op::ChannelScale { s }) => {
+                        vec![uniform, act(step.x), act(*s), act(step.y)]
+                    }
+                    (LayerGpu::WinogradInput { .. }, _) => vec![uniform, act(step.x), act(step.y)],
+                    (LayerGpu::WinogradOutput { scale, bias, .. }, _) if chained => {
+                        // f4_chain: the next step's output (the next conv's transformed input) is
+                        // written here, through v4.
+                        let next = self.topo.steps[i + 1].y;
+                        vec![uniform, act(step.x), opt(scale), opt(bias), act(next)]
+                    }
+                    (LayerGpu::WinogradOutput { scale, bias, .. }, _) => vec![
+                        uniform,
+                        act(step.x),
                         opt(scale),
                         opt(bias),
                         residual.map_or_else(dummy, act),
                         act(step.y),
-                    ];
-                    if spec.key.shader == Shader::ConvGemm {
-                        r.push(partial());
+                    ],
+                    (layer, op) => {
+                        return Err(GpuError::InvalidNetwork(format!(
+                            "layer {i}: {op:?} was uploaded as {}",
+                            layer.kernel_name()
+                        )));
                     }
-                    if spec.key.shader == Shader::ConvSubgroup {
-                        // y4: the output again, as vec4s, where the shader stores through it
-                        // (whole vec4s then); a placeholder otherwise (it may be too small).
-                        r.push(if spec.key.constants.contains(&("VEC", 1)) {
-                            act(step.y)
-                        } else {
-                            self.dummy_rw.as_entire_binding()
-                        });
-                        // x4: the input again, as vec4s, where the shader loads through it.
-                        r.push(
-                            if spec
-                                .key
-                                .constants
-                                .iter()
-                                .any(|&(k, v)| (k == "VLD" || k == "VROW") && v > 0)
-                            {
-                                act(step.x)
-                            } else {
-                                dummy()
-                            },
-                        );
-                    }
-                    if let Some(second) = spec.then.as_deref() {
-                        // `reduce` binds what it uses, at the same numbers as `main`.
-                        let pipeline = self.ctx.pipeline(&second.key)?;
-                        let resources = vec![
-                            (0, uniform_at(slot, second.params.len())),
-                            (3, opt(scale)),
-                            (4, opt(bias)),
-                            (5, residual.map_or_else(dummy, act)),
-                            (6, act(step.y)),
-                            (7, partial()),
-                        ];
-                        slot += 1;
-                        then = Some(Box::new(Dispatch {
-                            bind_group: bind_group(device, &pipeline, second, resources),
-                            pipeline,
-                            groups: second.groups,
-                            then: None,
-                            k_slices: 1,
-                            skip: false,
-                        }));
-                    }
-                    r
-                }
-                (LayerGpu::Affine { scale, shift, .. }, _) => vec![
-                    uniform,
-                    act(step.x),
-                    scale.as_entire_binding(),
-                    shift.as_entire_binding(),
-                    residual.map_or_else(dummy, act),
-                    act(step.y),
-                ],
-                (LayerGpu::Gap, _) => vec![uniform, act(step.x), act(step.y)],
-                (LayerGpu::Linear { weight, bias, .. }, _) => {
-                    vec![
-                        uniform,
-                        act(step.x),
-                        weight.as_entire_binding(),
-                        opt(bias),
-                        act(step.y),
-                    ]
-                }
-                (LayerGpu::ChannelScale { .. }, Op::ChannelScale { s }) => {
-                    vec![uniform, act(step.x), act(*s), act(step.y)]
-                }
-                (LayerGpu::WinogradInput { .. }, _) => vec![uniform, act(step.x), act(step.y)],
-                (LayerGpu::WinogradOutput { scale, bias, .. }, _) if chained => {
-                    // f4_chain: the next step's output (the next conv's transformed input) is
-                    // written here, through v4.
-                    let next = self.topo.steps[i + 1].y;
-                    vec![uniform, act(step.x), opt(scale), opt(bias), act(next)]
-                }
-                (LayerGpu::WinogradOutput { scale, bias, .. }, _) => vec![
-                    uniform,
-                    act(step.x),
-                    opt(scale),
-                    opt(bias),
-                    residual.map_or_else(dummy, act),
-                    act(step.y),
-                ],
-                (layer, op) => {
-                    return Err(GpuError::InvalidNetwork(format!(
-                        "layer {i}: {op:?} was uploaded as {}",
-                        layer.kernel_name()
-                    )));
-                }
-            };
+                };
             // The input transform's `f4_wide` writes its output through v4 (binding 3), not v
             // (binding 2), and may read its input through x4 (4); the output transform's reads m4 (6) and writes y4 (7), and has no
             // residual (4).

@@ -59,7 +59,9 @@ pub(crate) fn bounds_proof(shader: Shader) -> Option<&'static str> {
              clamped to at most w - 4 in a plane of a multiple of 4; segv[l], l < 4; x4 (VROW): \
              row and column clamped into the plane (columns to at most w - 4, w a multiple of \
              4); segq[i / SG] with i < ((R - 1) * STRIDE + KS) * row_quads <= 20 * SG \
-             (subgroup_loads_row_quads); y4 (VEC): pixel groups of 4 only where the group's first \
+             (subgroup_loads_row_quads); x4 (VBLK): clamped to [0, arrayLength - 1], \
+             segq[f / 4 / SG] with f < off + ((R - 1) * STRIDE + KS) * VBLK <= 80 * SG \
+             (subgroup_loads_row_block); y4 (VEC): pixel groups of 4 only where the group's first \
              pixel is inside the output, rows and planes multiples of 4",
         ),
         Shader::Affine => Some(

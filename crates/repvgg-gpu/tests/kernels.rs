@@ -313,6 +313,40 @@ fn subgroup_convs_load_input_rows_as_quads() {
     proptest!(config(20), |(c in quads)| check_conv(&ctx, &c, ConvKernel::Subgroup));
 }
 
+/// Inputs 2 to 30 wide but not a multiple of 4, 3x3 (padding 1) and strided 1x1, stride 1 and
+/// 2: where a tile spans whole rows, the subgroup kernel loads its input rows as one block of
+/// aligned quads (`VBLK`, A0's 14x14 -> 7x7 conv), rows above and below the image zeroed.
+#[test]
+fn subgroup_convs_load_whole_row_blocks() {
+    let Some(ctx) = ctx() else { return };
+    if !ctx.has_subgroups_of_8() {
+        eprintln!("no subgroups of 8 or more: the subgroup kernel cannot run here");
+        return;
+    }
+    // (kernel, stride, width): 14 wide at stride 1 reads both padding columns and the padding
+    // row below through the block.
+    let shapes = [
+        (3, 1, 14),
+        (3, 2, 14),
+        (1, 2, 14),
+        (3, 2, 10),
+        (3, 2, 6),
+        (3, 2, 30),
+        (3, 1, 2),
+    ];
+    for (ks, stride, w) in shapes {
+        let blocks = (cases(), 1usize..=8).prop_map(move |(c, hh)| Case {
+            ks,
+            stride,
+            pad: ks / 2,
+            w,
+            h: (2 * hh).max(ks),
+            ..c
+        });
+        proptest!(config(3), |(c in blocks)| check_conv(&ctx, &c, ConvKernel::Subgroup));
+    }
+}
+
 /// Outputs 4 to 32 wide, 3x3 and flat 1x1: the subgroup kernel's stores of 4 pixels at once
 /// (`VEC`, where tile rows, output rows and planes are multiples of 4).
 #[test]

@@ -15,8 +15,8 @@ use crate::shader::{PipelineKey, Shader};
 
 pub(crate) use super::tiles::{
     GEMM_TK, GemmCols, GemmRows, TILE_K, TILE_M, TILE_N, k_split, subgroup_ch4,
-    subgroup_channels_per_step, subgroup_loads_row_quads, subgroup_stores_fours, subgroup_tile,
-    subgroup_vec4_load_channels,
+    subgroup_channels_per_step, subgroup_loads_row_block, subgroup_loads_row_quads,
+    subgroup_stores_fours, subgroup_tile, subgroup_vec4_load_channels,
 };
 
 /// Which convolution kernel a network uses.
@@ -497,6 +497,10 @@ pub(crate) fn dispatch(
             };
             let vrow =
                 !flat && subgroup_loads_row_quads(w, nbw, rows, ks, spec.stride, spec.padding, sg);
+            let vblk = !flat
+                && !vrow
+                && blocks_x == 1
+                && subgroup_loads_row_block(w, h, rows, ks, spec.stride, spec.padding, sg);
             let key = PipelineKey::new(Shader::ConvSubgroup)
                 .constant("KS", u(ks))
                 .constant("STRIDE", u(spec.stride))
@@ -508,6 +512,8 @@ pub(crate) fn dispatch(
                 .constant("VLD", u(vld))
                 .constant("VROW", u32::from(vrow))
                 .constant("OFF", u((4 - spec.padding % 4) % 4))
+                .constant("VBLK", u(if vblk { w } else { 0 }))
+                .constant("PADC", u(spec.padding))
                 .constant(
                     "VEC",
                     u32::from(subgroup_stores_fours(nbw, ow, oh, ep.residual)),

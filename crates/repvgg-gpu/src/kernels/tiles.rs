@@ -166,6 +166,26 @@ pub(crate) fn subgroup_loads_row_quads(
     w.is_multiple_of(4) && (nbw * stride).is_multiple_of(4) && quads <= 20 * sg
 }
 
+/// Whether `conv_subgroup.wgsl` loads the input rows of a (not flat) conv's tiles that span
+/// whole rows (the caller checks: one tile a row band) as one contiguous block of aligned
+/// quads (`VBLK`): where every row band starts at the same place in a quad (`rows * stride * w`
+/// a multiple of 4), the planes are whole vec4s, and the block's quads fit the shader's 20 per
+/// lane. For rows whose width is not a multiple of 4 (A0's 14x14 -> 7x7 conv), where `VROW`
+/// cannot run.
+pub(crate) fn subgroup_loads_row_block(
+    w: usize,
+    h: usize,
+    rows: usize,
+    ks: usize,
+    stride: usize,
+    pad: usize,
+    sg: usize,
+) -> bool {
+    let off = (4 - (pad * w) % 4) % 4;
+    let quads = (off + ((rows - 1) * stride + ks) * w).div_ceil(4);
+    (rows * stride * w).is_multiple_of(4) && (h * w).is_multiple_of(4) && quads <= 20 * sg
+}
+
 /// Whether `conv_subgroup.wgsl` stores 4 pixels of a channel at once (`VEC`) for tiles `nbw`
 /// wide on an `ow` x `oh` output: where every 4 pixels of a tile row are whole and 4-aligned in
 /// the output (the tile width, the output row and so the plane multiples of 4), and no residual
@@ -305,6 +325,34 @@ mod tests {
                                 assert!(((rows - 1) * stride + ks) * quads <= 160);
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn whole_row_tiles_load_their_input_as_a_block_where_bands_align() {
+        // A0's 14x14 -> 7x7 conv: 7x4 tiles, 9 input rows of 14: 32 quads.
+        assert!(subgroup_loads_row_block(14, 14, 4, 3, 2, 1, 8));
+        // Bands of 14 values (not whole quads), 13x14 planes, more than 20 quads a lane: no.
+        assert!(!subgroup_loads_row_block(14, 14, 1, 3, 1, 1, 8));
+        assert!(!subgroup_loads_row_block(14, 13, 4, 3, 2, 1, 8));
+        assert!(!subgroup_loads_row_block(80, 80, 4, 3, 2, 1, 8));
+        for w in 1..=40 {
+            for rows in 1..=4 {
+                for (ks, stride, pad) in [(3, 1, 1), (3, 2, 1), (1, 2, 0)] {
+                    if subgroup_loads_row_block(w, 8, rows, ks, stride, pad, 8) {
+                        // Every band's block starts `off` into a quad: its first row,
+                        // band * rows * stride - pad, times w, less off, is a multiple of 4.
+                        let off = (4 - (pad * w) % 4) % 4;
+                        for band in 0..4 {
+                            let start = (band * rows * stride * w) as isize
+                                - (pad * w) as isize
+                                - off as isize;
+                            assert_eq!(start.rem_euclid(4), 0, "{w} {rows} {stride}");
+                        }
+                        assert!(off + ((rows - 1) * stride + ks) * w <= 4 * 20 * 8);
                     }
                 }
             }
