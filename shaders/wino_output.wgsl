@@ -200,6 +200,23 @@ fn wide_row(a: u32, o4: u32, stride4: u32) {
     }
 }
 
+// Tile k's 4 x 4 outputs from wide_am, epilogue (scale, bias, ReLU) applied: rows r of 4.
+fn wide_tile(k: u32, sb: vec2<f32>) -> array<vec4<f32>, 4> {
+    var rows: array<vec4<f32>, 4>;
+    for (var j = 0u; j < 4u; j++) {
+        // Column j of tile k's M A through A^T: its outputs (0..4, j).
+        let col = at6(array<f32, 6>(wide_am[0][k][j], wide_am[1][k][j], wide_am[2][k][j], wide_am[3][k][j], wide_am[4][k][j], wide_am[5][k][j]));
+        for (var r = 0u; r < 4u; r++) {
+            var v = fma(col[r], sb.x, sb.y);
+            if (p.flags & FLAG_RELU) != 0u {
+                v = max(v, 0.0);
+            }
+            rows[r][j] = v;
+        }
+    }
+    return rows;
+}
+
 // Quad q of the 4 x W strip (values 4 q .. 4 q + 4 in row-major order), stored where its rows
 // are inside the output.
 fn wide_store(q: u32, base4: u32, row0: u32) {
@@ -236,17 +253,7 @@ fn f4_wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     wide_row(5u, o4, stride4);
     let sb = scale_bias(ch);
     for (var k = 0u; k < 4u; k++) {
-        for (var j = 0u; j < 4u; j++) {
-            // Column j of tile k's M A through A^T: its outputs (0..4, j).
-            let col = at6(array<f32, 6>(wide_am[0][k][j], wide_am[1][k][j], wide_am[2][k][j], wide_am[3][k][j], wide_am[4][k][j], wide_am[5][k][j]));
-            for (var r = 0u; r < 4u; r++) {
-                var v = fma(col[r], sb.x, sb.y);
-                if (p.flags & FLAG_RELU) != 0u {
-                    v = max(v, 0.0);
-                }
-                wide_y[k][r][j] = v;
-            }
-        }
+        wide_y[k] = wide_tile(k, sb);
     }
     let row0 = 4u * ty;
     let base4 = (plane * p.oh * W + row0 * W) / 4u;
@@ -290,19 +297,12 @@ fn chain_out_row(ty: u32, o4: u32, stride4: u32, sb: vec2<f32>) {
     wide_row(4u, o4 + ty, stride4);
     wide_row(5u, o4 + ty, stride4);
     for (var k = 0u; k < 4u; k++) {
-        var rows: array<vec4<f32>, 4>;
-        for (var j = 0u; j < 4u; j++) {
-            let col = at6(array<f32, 6>(wide_am[0][k][j], wide_am[1][k][j], wide_am[2][k][j], wide_am[3][k][j], wide_am[4][k][j], wide_am[5][k][j]));
-            for (var r = 0u; r < 4u; r++) {
-                var v = fma(col[r], sb.x, sb.y);
-                if (p.flags & FLAG_RELU) != 0u {
-                    v = max(v, 0.0);
-                }
-                rows[r][j] = select(0.0, v, 4u * k + j < W && 4u * ty + r < p.oh);
-            }
-        }
+        let rows = wide_tile(k, sb);
         for (var r = 0u; r < 4u; r++) {
-            chain_y[4u * (4u * ty + r) + k] = rows[r];
+            // Columns past the map's width and rows past its height are the next conv's
+            // padding.
+            let inside = vec4<u32>(4u * k) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(W);
+            chain_y[4u * (4u * ty + r) + k] = select(vec4<f32>(0.0), rows[r], inside & vec4<bool>(4u * ty + r < p.oh));
         }
     }
 }

@@ -163,7 +163,12 @@ pub(crate) fn subgroup_loads_row_quads(
     let off = (4 - pad % 4) % 4;
     let row_quads = (stride * (nbw - 1) + ks - 1 + off) / 4 + 1;
     let quads = ((rows - 1) * stride + ks) * row_quads;
-    w.is_multiple_of(4) && (nbw * stride).is_multiple_of(4) && quads <= 20 * sg
+    w.is_multiple_of(4) && (nbw * stride).is_multiple_of(4) && fits_quads(quads, sg)
+}
+
+/// Whether `quads` quads of input fit the subgroup kernel's 20 vec4s a lane (`segq`).
+fn fits_quads(quads: usize, sg: usize) -> bool {
+    quads <= 20 * sg
 }
 
 /// Whether `conv_subgroup.wgsl` loads the input rows of a (not flat) conv's tiles that span
@@ -183,7 +188,7 @@ pub(crate) fn subgroup_loads_row_block(
 ) -> bool {
     let off = (4 - (pad * w) % 4) % 4;
     let quads = (off + ((rows - 1) * stride + ks) * w).div_ceil(4);
-    (rows * stride * w).is_multiple_of(4) && (h * w).is_multiple_of(4) && quads <= 20 * sg
+    (rows * stride * w).is_multiple_of(4) && (h * w).is_multiple_of(4) && fits_quads(quads, sg)
 }
 
 /// Whether `conv_subgroup.wgsl` stores 4 pixels of a channel at once (`VEC`) for tiles `nbw`

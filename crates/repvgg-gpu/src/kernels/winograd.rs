@@ -166,6 +166,19 @@ pub(crate) fn chains(tile: Tile, oh: usize, ow: usize) -> bool {
     tile == Tile::F4 && oh.div_ceil(4) == 4 && ow.div_ceil(4) == 4 && (oh * ow).is_multiple_of(4)
 }
 
+/// The output transform's epilogue flags (`FLAG_*` in `wino_output.wgsl`).
+fn epilogue_flags(scale: bool, bias: bool, residual: bool, relu: bool) -> u32 {
+    [
+        (scale, FLAG_SCALE),
+        (bias, FLAG_BIAS),
+        (residual, FLAG_RESIDUAL),
+        (relu, FLAG_RELU),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .fold(0, |flags, (_, f)| flags | f)
+}
+
 /// Invocations per workgroup of `f4_chain`.
 const CHAIN_WG: usize = 8;
 
@@ -179,7 +192,6 @@ pub(crate) fn chain(
     max_dim: u32,
 ) -> Result<DispatchSpec> {
     let [n, c, oh, ow] = y;
-    let flag = |on: bool, f: u32| if on { f } else { 0 };
     let p = WinoOutputParams {
         total: u(n * c * 16),
         c: u(c),
@@ -187,7 +199,7 @@ pub(crate) fn chain(
         ow: u(ow),
         th: 4,
         tw: 4,
-        flags: flag(scale, FLAG_SCALE) | flag(bias, FLAG_BIAS) | flag(relu, FLAG_RELU),
+        flags: epilogue_flags(scale, bias, false, relu),
         ..WinoOutputParams::default()
     };
     let mut k = key(Shader::WinogradOutput).constant("W", u(ow));
@@ -241,7 +253,6 @@ pub(crate) fn output(
     let [n, c, oh, ow] = y;
     let (th, tw) = (oh.div_ceil(tile.m()), ow.div_ceil(tile.m()));
     let total = n * c * th * tw;
-    let flag = |on: bool, f: u32| if on { f } else { 0 };
     let p = WinoOutputParams {
         total: u(total),
         c: u(c),
@@ -249,10 +260,7 @@ pub(crate) fn output(
         ow: u(ow),
         th: u(th),
         tw: u(tw),
-        flags: flag(scale, FLAG_SCALE)
-            | flag(bias, FLAG_BIAS)
-            | flag(residual, FLAG_RESIDUAL)
-            | flag(relu, FLAG_RELU),
+        flags: epilogue_flags(scale, bias, residual, relu),
         ..WinoOutputParams::default()
     };
     // `f4_wide`: one invocation per tile row of 4 tiles.
