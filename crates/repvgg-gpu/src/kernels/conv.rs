@@ -14,9 +14,8 @@ use crate::precision::Precision;
 use crate::shader::{PipelineKey, Shader};
 
 pub(crate) use super::tiles::{
-    GEMM_TK, GemmCols, GemmRows, TILE_K, TILE_M, TILE_N, k_split, subgroup_ch4,
-    subgroup_channels_per_step, subgroup_loads_row_block, subgroup_loads_row_quads,
-    subgroup_stores_fours, subgroup_tile, subgroup_vec4_load_channels,
+    GEMM_TK, GemmCols, GemmRows, SubgroupShape, TILE_K, TILE_M, TILE_N, k_split, subgroup_ch4,
+    subgroup_key, subgroup_tile,
 };
 
 /// Which convolution kernel a network uses.
@@ -485,39 +484,16 @@ pub(crate) fn dispatch(
             };
             let z = check_z(m_tiles * spec.groups)?;
             let [gx, gy] = grid(n * blocks_y * blocks_x, max_dim)?;
-            let ku = if flat {
-                subgroup_channels_per_step(cin_g)
-            } else {
-                0
+            let shape = SubgroupShape {
+                h,
+                w,
+                oh,
+                ow,
+                nbw,
+                rows,
+                flat,
             };
-            let vld = if flat {
-                subgroup_vec4_load_channels(nbw, h * w, sg, ku)
-            } else {
-                0
-            };
-            let vrow =
-                !flat && subgroup_loads_row_quads(w, nbw, rows, ks, spec.stride, spec.padding, sg);
-            let vblk = !flat
-                && !vrow
-                && blocks_x == 1
-                && subgroup_loads_row_block(w, h, rows, ks, spec.stride, spec.padding, sg);
-            let key = PipelineKey::new(Shader::ConvSubgroup)
-                .constant("KS", u(ks))
-                .constant("STRIDE", u(spec.stride))
-                .constant("NBW", u(nbw))
-                .constant("R", u(rows))
-                .constant("SG", u(sg))
-                .constant("CH4", u(ch4))
-                .constant("KU", u(ku))
-                .constant("VLD", u(vld))
-                .constant("VROW", u32::from(vrow))
-                .constant("OFF", u((4 - spec.padding % 4) % 4))
-                .constant("VBLK", u(if vblk { w } else { 0 }))
-                .constant("PADC", u(spec.padding))
-                .constant(
-                    "VEC",
-                    u32::from(subgroup_stores_fours(nbw, ow, oh, ep.residual)),
-                );
+            let key = subgroup_key(spec, &shape, sg, ch4, cin_g, ep.residual);
             Ok(DispatchSpec::new(key, &p, [gx, gy, z]))
         }
         ConvImpl::Naive => {

@@ -1,6 +1,12 @@
 //! Tile geometry of the conv kernels: the fixed tiles of `conv_tiled.wgsl` and
 //! `conv_subgroup.wgsl`, and the per-layer choices of `conv_gemm.wgsl` (channel and pixel tiles,
-//! split-K slices). Pure arithmetic, tested without a GPU.
+//! split-K slices), and which load and store paths `conv_subgroup.wgsl` takes. Pure arithmetic,
+//! tested without a GPU.
+
+use repvgg_math::ConvSpec;
+
+use super::u;
+use crate::shader::{PipelineKey, Shader};
 
 /// Output-channel tile of `conv_tiled.wgsl` (`TM`).
 pub(crate) const TILE_M: usize = 64;
@@ -189,6 +195,73 @@ pub(crate) fn subgroup_loads_row_block(
     let off = (4 - (pad * w) % 4) % 4;
     let quads = (off + ((rows - 1) * stride + ks) * w).div_ceil(4);
     (rows * stride * w).is_multiple_of(4) && (h * w).is_multiple_of(4) && fits_quads(quads, sg)
+}
+
+/// A conv's map and tile as `conv_subgroup.wgsl` sees them (a flat 1x1 conv's map as one row).
+pub(crate) struct SubgroupShape {
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    /// Tile columns and rows ([`subgroup_tile`]).
+    pub nbw: usize,
+    pub rows: usize,
+    /// A 1x1 stride-1 conv without padding, dispatched as one row.
+    pub flat: bool,
+}
+
+/// The pipeline of `conv_subgroup.wgsl` for `spec` on `shape`: its tile, its subgroup size and
+/// vec4 accumulators, and which of its load and store paths it takes.
+pub(crate) fn subgroup_key(
+    spec: &ConvSpec,
+    shape: &SubgroupShape,
+    sg: usize,
+    ch4: usize,
+    cin_g: usize,
+    residual: bool,
+) -> PipelineKey {
+    let SubgroupShape {
+        h,
+        w,
+        oh,
+        ow,
+        nbw,
+        rows,
+        flat,
+    } = *shape;
+    let (ks, stride, pad) = (spec.kernel_size, spec.stride, spec.padding);
+    let ku = if flat {
+        subgroup_channels_per_step(cin_g)
+    } else {
+        0
+    };
+    let vld = if flat {
+        subgroup_vec4_load_channels(nbw, h * w, sg, ku)
+    } else {
+        0
+    };
+    let vrow = !flat && subgroup_loads_row_quads(w, nbw, rows, ks, stride, pad, sg);
+    let vblk = !flat
+        && !vrow
+        && ow.div_ceil(nbw) == 1
+        && subgroup_loads_row_block(w, h, rows, ks, stride, pad, sg);
+    PipelineKey::new(Shader::ConvSubgroup)
+        .constant("KS", u(ks))
+        .constant("STRIDE", u(stride))
+        .constant("NBW", u(nbw))
+        .constant("R", u(rows))
+        .constant("SG", u(sg))
+        .constant("CH4", u(ch4))
+        .constant("KU", u(ku))
+        .constant("VLD", u(vld))
+        .constant("VROW", u32::from(vrow))
+        .constant("OFF", u((4 - pad % 4) % 4))
+        .constant("VBLK", u(if vblk { w } else { 0 }))
+        .constant("PADC", u(pad))
+        .constant(
+            "VEC",
+            u32::from(subgroup_stores_fours(nbw, ow, oh, residual)),
+        )
 }
 
 /// Whether `conv_subgroup.wgsl` stores 4 pixels of a channel at once (`VEC`) for tiles `nbw`
