@@ -159,7 +159,7 @@ fn load_channel(u: u32, plane: u32) {
 }
 
 // VLD: load l of a K step (input channels ci + l * VLD ..), from the plane of channel ci.
-fn load_quads(l: u32, plane: u32) {
+fn load_channel_quads(l: u32, plane: u32) {
     if l * VLD < KU {
         let lanes = max(NBW / 4u, 1u);
         let c = t_lane / lanes;
@@ -179,7 +179,7 @@ fn row_quads() -> u32 {
 }
 
 // VROW: quads j * SG + lane of the tile's input rows of channel plane `plane`, zero outside.
-fn load_quad(j: u32, plane: u32) {
+fn load_row_quad(j: u32, plane: u32) {
     let qr = row_quads();
     let total = ((R - 1u) * STRIDE + KS) * qr;
     if j * SG < total {
@@ -203,7 +203,7 @@ fn block_offset() -> u32 {
 
 // VBLK: quads j * SG + lane of the tile's (R - 1) * STRIDE + KS input rows of plane `plane`,
 // zero outside the image.
-fn load_block(j: u32, plane: u32) {
+fn load_block_quad(j: u32, plane: u32) {
     let rows = (R - 1u) * STRIDE + KS;
     let quads = (block_offset() + rows * VBLK + 3u) / 4u;
     if j * SG < quads {
@@ -216,6 +216,15 @@ fn load_block(j: u32, plane: u32) {
         let f = vec4<i32>(4 * i32(k) - i32(block_offset())) + vec4<i32>(0, 1, 2, 3);
         let iy = vec4<i32>(t_iy0) + f / i32(max(VBLK, 1u)); // 0 would fail constant evaluation
         segq[j] = select(vec4<f32>(0.0), v, (iy >= vec4<i32>(0)) & (iy < vec4<i32>(i32(p.h))));
+    }
+}
+
+// Quads j * SG + lane of the tile's input rows of plane `plane` (VROW or VBLK).
+fn load_input_quad(j: u32, plane: u32) {
+    if VROW {
+        load_row_quad(j, plane);
+    } else {
+        load_block_quad(j, plane);
     }
 }
 
@@ -477,10 +486,10 @@ fn main(
         for (var ci = 0u; ci < p.cin_g; ci += KU) {
             let plane = t_in + ci * hw;
             if VLD > 0u {
-                load_quads(0u, plane);
-                load_quads(1u, plane);
-                load_quads(2u, plane);
-                load_quads(3u, plane);
+                load_channel_quads(0u, plane);
+                load_channel_quads(1u, plane);
+                load_channel_quads(2u, plane);
+                load_channel_quads(3u, plane);
             } else {
                 load_channel(0u, plane);
                 load_channel(1u, plane + hw);
@@ -528,48 +537,27 @@ fn main(
     } else {
         for (var ci = 0u; ci < p.cin_g; ci++) {
             let plane = t_in + ci * hw;
-            if VROW {
-                load_quad(0u, plane);
-                load_quad(1u, plane);
-                load_quad(2u, plane);
-                load_quad(3u, plane);
-                load_quad(4u, plane);
-                load_quad(5u, plane);
-                load_quad(6u, plane);
-                load_quad(7u, plane);
-                load_quad(8u, plane);
-                load_quad(9u, plane);
-                load_quad(10u, plane);
-                load_quad(11u, plane);
-                load_quad(12u, plane);
-                load_quad(13u, plane);
-                load_quad(14u, plane);
-                load_quad(15u, plane);
-                load_quad(16u, plane);
-                load_quad(17u, plane);
-                load_quad(18u, plane);
-                load_quad(19u, plane);
-            } else if VBLK > 0u {
-                load_block(0u, plane);
-                load_block(1u, plane);
-                load_block(2u, plane);
-                load_block(3u, plane);
-                load_block(4u, plane);
-                load_block(5u, plane);
-                load_block(6u, plane);
-                load_block(7u, plane);
-                load_block(8u, plane);
-                load_block(9u, plane);
-                load_block(10u, plane);
-                load_block(11u, plane);
-                load_block(12u, plane);
-                load_block(13u, plane);
-                load_block(14u, plane);
-                load_block(15u, plane);
-                load_block(16u, plane);
-                load_block(17u, plane);
-                load_block(18u, plane);
-                load_block(19u, plane);
+            if VROW || VBLK > 0u {
+                load_input_quad(0u, plane);
+                load_input_quad(1u, plane);
+                load_input_quad(2u, plane);
+                load_input_quad(3u, plane);
+                load_input_quad(4u, plane);
+                load_input_quad(5u, plane);
+                load_input_quad(6u, plane);
+                load_input_quad(7u, plane);
+                load_input_quad(8u, plane);
+                load_input_quad(9u, plane);
+                load_input_quad(10u, plane);
+                load_input_quad(11u, plane);
+                load_input_quad(12u, plane);
+                load_input_quad(13u, plane);
+                load_input_quad(14u, plane);
+                load_input_quad(15u, plane);
+                load_input_quad(16u, plane);
+                load_input_quad(17u, plane);
+                load_input_quad(18u, plane);
+                load_input_quad(19u, plane);
             } else {
                 load_row(0u, plane);
                 load_row(1u, plane);

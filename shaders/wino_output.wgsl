@@ -1,8 +1,9 @@
 // Winograd F(m x m, 3x3) output transform. Entry `main` is F(2x2, 3x3) (16 positions), entry
 // `f4` is F(4x4, 3x3) (36 positions); `f4_wide` and `f4_chain` (at the end of this file) are
-// F(4x4) on maps of 4 tiles a row, the second chained with the next conv's input transform. Each invocation reads the P products of one tile of one
-// output channel, m[n, p * c + co, ty, tx] (the grouped 1x1 convolution's output,
-// position-major channels), and stores the m x m outputs Y = A^T M A with the conv epilogue
+// F(4x4) on maps of 4 tiles a row, the second chained with the next conv's input transform.
+// Each invocation of `main` and `f4` reads the P products of one tile of one output channel,
+// m[n, p * c + co, ty, tx] (the grouped 1x1 convolution's output, position-major channels),
+// and stores the m x m outputs Y = A^T M A with the conv epilogue
 // (scale, bias, residual, ReLU), skipping the rows / columns past the output's edge.
 //
 //   F(2x2): A^T = | 1  1  1  0 |      F(4x4): A^T = | 1  1  1  1  1  0 |
@@ -332,8 +333,8 @@ fn chain_bt6(d: array<f32, 6>) -> array<f32, 6> {
 fn chain_in_row(ty: u32, vo4: u32, stride4: u32) {
     // cols[j]: strip column j through B^T.
     var cols: array<array<f32, 6>, 18>;
+    let r0 = 4 * i32(ty) - 1;
     for (var j = 0; j < 18; j++) {
-        let r0 = 4 * i32(ty) - 1;
         cols[j] = chain_bt6(array<f32, 6>(
             chain_at(r0, j - 1),
             chain_at(r0 + 1, j - 1),
@@ -366,7 +367,8 @@ fn f4_chain(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let stride4 = p.c * 4u; // one position's channels, in vec4s (16 tiles a plane)
     let o4 = (img * 36u * p.c + ch) * 4u;
     let sb = scale_bias(ch);
-    // In an order that keeps few map rows live: input tile row ty needs output rows ty + 1.
+    // In an order that keeps few map rows live: input tile row ty needs output tile rows up to
+    // ty + 1.
     chain_out_row(0u, o4, stride4, sb);
     chain_out_row(1u, o4, stride4, sb);
     chain_in_row(0u, o4, stride4);

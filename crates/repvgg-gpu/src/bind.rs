@@ -107,133 +107,127 @@ impl GpuNetwork {
                 _ => None,
             };
             let mut then = None;
-            let resources: Vec<wgpu::BindingResource<'_>> =
-                match (layer, &step.op) {
-                    (
-                        LayerGpu::Conv {
-                            weight,
-                            scale,
-                            bias,
-                            ..
+            // (binding, resource) pairs: in order from 0 (`seq`), except the entries below.
+            let wide = spec.key.entry == "f4_wide";
+            let numbered: Vec<(u32, wgpu::BindingResource<'_>)> = match (layer, &step.op) {
+                (
+                    LayerGpu::Conv {
+                        weight,
+                        scale,
+                        bias,
+                        ..
+                    },
+                    _,
+                ) => {
+                    let mut r = vec![
+                        uniform,
+                        act(step.x),
+                        match weight {
+                            ConvWeights::Buffer(b) => b.as_entire_binding(),
+                            ConvWeights::Texture(v) => wgpu::BindingResource::TextureView(v),
                         },
-                        _,
-                    ) => {
-                        let mut r = vec![
-                            uniform,
-                            act(step.x),
-                            match weight {
-                                ConvWeights::Buffer(b) => b.as_entire_binding(),
-                                ConvWeights::Texture(v) => wgpu::BindingResource::TextureView(v),
-                            },
-                            opt(scale),
-                            opt(bias),
-                            residual.map_or_else(dummy, act),
-                            act(step.y),
-                        ];
-                        if spec.key.shader == Shader::ConvGemm {
-                            r.push(partial());
-                        }
-                        if spec.key.shader == Shader::ConvSubgroup {
-                            // y4: the output again, as vec4s, where the shader stores through it
-                            // (whole vec4s then); a placeholder otherwise (it may be too small).
-                            r.push(if spec.key.constants.contains(&("VEC", 1)) {
-                                act(step.y)
-                            } else {
-                                self.dummy_rw.as_entire_binding()
-                            });
-                            // x4: the input again, as vec4s, where the shader loads through it.
-                            r.push(
-                                if spec.key.constants.iter().any(|&(k, v)| {
-                                    (k == "VLD" || k == "VROW" || k == "VBLK") && v > 0
-                                }) {
-                                    act(step.x)
-                                } else {
-                                    dummy()
-                                },
-                            );
-                        }
-                        if let Some(second) = spec.then.as_deref() {
-                            // `reduce` binds what it uses, at the same numbers as `main`.
-                            let pipeline = self.ctx.pipeline(&second.key)?;
-                            let resources = vec![
-                                (0, uniform_at(slot, second.params.len())),
-                                (3, opt(scale)),
-                                (4, opt(bias)),
-                                (5, residual.map_or_else(dummy, act)),
-                                (6, act(step.y)),
-                                (7, partial()),
-                            ];
-                            slot += 1;
-                            then = Some(Box::new(Dispatch {
-                                bind_group: bind_group(device, &pipeline, second, resources),
-                                pipeline,
-                                groups: second.groups,
-                                then: None,
-                                k_slices: 1,
-                                skip: false,
-                            }));
-                        }
-                        r
-                    }
-                    (LayerGpu::Affine { scale, shift, .. }, _) => vec![
-                        uniform,
-                        act(step.x),
-                        scale.as_entire_binding(),
-                        shift.as_entire_binding(),
-                        residual.map_or_else(dummy, act),
-                        act(step.y),
-                    ],
-                    (LayerGpu::Gap, _) => vec![uniform, act(step.x), act(step.y)],
-                    (LayerGpu::Linear { weight, bias, .. }, _) => {
-                        vec![
-                            uniform,
-                            act(step.x),
-                            weight.as_entire_binding(),
-                            opt(bias),
-                            act(step.y),
-                        ]
-                    }
-                    (LayerGpu::ChannelScale { .. }, Op::ChannelScale { s }) => {
-                        vec![uniform, act(step.x), act(*s), act(step.y)]
-                    }
-                    (LayerGpu::WinogradInput { .. }, _) => vec![uniform, act(step.x), act(step.y)],
-                    (LayerGpu::WinogradOutput { scale, bias, .. }, _) if chained => {
-                        // f4_chain: the next step's output (the next conv's transformed input) is
-                        // written here, through v4.
-                        let next = self.topo.steps[i + 1].y;
-                        vec![uniform, act(step.x), opt(scale), opt(bias), act(next)]
-                    }
-                    (LayerGpu::WinogradOutput { scale, bias, .. }, _) => vec![
-                        uniform,
-                        act(step.x),
                         opt(scale),
                         opt(bias),
                         residual.map_or_else(dummy, act),
                         act(step.y),
-                    ],
-                    (layer, op) => {
-                        return Err(GpuError::InvalidNetwork(format!(
-                            "layer {i}: {op:?} was uploaded as {}",
-                            layer.kernel_name()
-                        )));
+                    ];
+                    if spec.key.shader == Shader::ConvGemm {
+                        r.push(partial());
                     }
-                };
-            // The input transform's `f4_wide` writes its output through v4 (binding 3), not v
-            // (binding 2), and may read its input through x4 (4); the output transform's reads m4 (6) and writes y4 (7), and has no
-            // residual (4).
-            let wide = spec.key.entry == "f4_wide";
-            let numbered = match (wide, spec.key.shader) {
-                _ if chained => [0, 6, 2, 3, 8].into_iter().zip(resources).collect(),
-                (true, Shader::WinogradInput) => [0, 1, 3, 4]
-                    .into_iter()
-                    .zip(resources.into_iter().chain([act(step.x)]))
-                    .collect(),
-                (true, Shader::WinogradOutput) => [0, 6, 2, 3, 4, 7]
-                    .into_iter()
-                    .zip(resources)
-                    .filter(|(b, _)| *b != 4)
-                    .collect(),
-                _ => (0..).zip(resources).collect(),
+                    if spec.key.shader == Shader::ConvSubgroup {
+                        let key = &spec.key;
+                        // y4: the output again, as vec4s, where the shader stores through it
+                        // (whole vec4s then); a placeholder otherwise (it may be too small).
+                        r.push(if key.value("VEC") > 0 {
+                            act(step.y)
+                        } else {
+                            self.dummy_rw.as_entire_binding()
+                        });
+                        // x4: the input again, as vec4s, where the shader loads through it.
+                        let quads = ["VLD", "VROW", "VBLK"].iter().any(|k| key.value(k) > 0);
+                        r.push(if quads { act(step.x) } else { dummy() });
+                    }
+                    if let Some(second) = spec.then.as_deref() {
+                        // `reduce` binds what it uses, at the same numbers as `main`.
+                        let pipeline = self.ctx.pipeline(&second.key)?;
+                        let resources = vec![
+                            (0, uniform_at(slot, second.params.len())),
+                            (3, opt(scale)),
+                            (4, opt(bias)),
+                            (5, residual.map_or_else(dummy, act)),
+                            (6, act(step.y)),
+                            (7, partial()),
+                        ];
+                        slot += 1;
+                        then = Some(Box::new(Dispatch {
+                            bind_group: bind_group(device, &pipeline, second, resources),
+                            pipeline,
+                            groups: second.groups,
+                            then: None,
+                            k_slices: 1,
+                            skip: false,
+                        }));
+                    }
+                    seq(r)
+                }
+                (LayerGpu::Affine { scale, shift, .. }, _) => seq(vec![
+                    uniform,
+                    act(step.x),
+                    scale.as_entire_binding(),
+                    shift.as_entire_binding(),
+                    residual.map_or_else(dummy, act),
+                    act(step.y),
+                ]),
+                (LayerGpu::Gap, _) => seq(vec![uniform, act(step.x), act(step.y)]),
+                (LayerGpu::Linear { weight, bias, .. }, _) => seq(vec![
+                    uniform,
+                    act(step.x),
+                    weight.as_entire_binding(),
+                    opt(bias),
+                    act(step.y),
+                ]),
+                (LayerGpu::ChannelScale { .. }, Op::ChannelScale { s }) => {
+                    seq(vec![uniform, act(step.x), act(*s), act(step.y)])
+                }
+                // f4_wide writes through v4 (3), not v (2), and may read through x4 (4).
+                (LayerGpu::WinogradInput { .. }, _) if wide => vec![
+                    (0, uniform),
+                    (1, act(step.x)),
+                    (3, act(step.y)),
+                    (4, act(step.x)),
+                ],
+                (LayerGpu::WinogradInput { .. }, _) => seq(vec![uniform, act(step.x), act(step.y)]),
+                // f4_chain reads the products through m4 (6) and writes the next step's output
+                // (the next conv's transformed input) through v4 (8).
+                (LayerGpu::WinogradOutput { scale, bias, .. }, _) if chained => vec![
+                    (0, uniform),
+                    (6, act(step.x)),
+                    (2, opt(scale)),
+                    (3, opt(bias)),
+                    (8, act(self.topo.steps[i + 1].y)),
+                ],
+                // f4_wide reads through m4 (6), writes through y4 (7), has no residual.
+                (LayerGpu::WinogradOutput { scale, bias, .. }, _) if wide => vec![
+                    (0, uniform),
+                    (6, act(step.x)),
+                    (2, opt(scale)),
+                    (3, opt(bias)),
+                    (7, act(step.y)),
+                ],
+                (LayerGpu::WinogradOutput { scale, bias, .. }, _) => seq(vec![
+                    uniform,
+                    act(step.x),
+                    opt(scale),
+                    opt(bias),
+                    residual.map_or_else(dummy, act),
+                    act(step.y),
+                ]),
+                (layer, op) => {
+                    return Err(GpuError::InvalidNetwork(format!(
+                        "layer {i}: {op:?} was uploaded as {}",
+                        layer.kernel_name()
+                    )));
+                }
             };
             dispatches.push(Dispatch {
                 bind_group: bind_group(device, &pipeline, &spec, numbered),
@@ -252,6 +246,11 @@ impl GpuNetwork {
             dispatches,
         })
     }
+}
+
+/// `resources` at bindings 0, 1, 2, ...
+fn seq(resources: Vec<wgpu::BindingResource<'_>>) -> Vec<(u32, wgpu::BindingResource<'_>)> {
+    (0..).zip(resources).collect()
 }
 
 /// The bind group of `spec`'s pipeline: `(binding, resource)` pairs.

@@ -121,4 +121,12 @@ impl PipelineKey {
         self.constants.push((name, value));
         self
     }
+
+    /// The value of override constant `name`; 0 where the key does not set it.
+    pub fn value(&self, name: &str) -> u32 {
+        self.constants
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map_or(0, |(_, v)| *v)
+    }
 }
