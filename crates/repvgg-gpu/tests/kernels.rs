@@ -14,6 +14,17 @@ fn ctx() -> Option<GpuContext> {
     test_context()
 }
 
+/// The context where the subgroup kernel can run: None (with a message) on adapters without
+/// subgroups of 8 or more, and where there is no adapter and CI does not require one.
+fn subgroup_ctx() -> Option<GpuContext> {
+    let ctx = ctx()?;
+    if !ctx.has_subgroups_of_8() {
+        eprintln!("no subgroups of 8 or more: the subgroup kernel cannot run here");
+        return None;
+    }
+    Some(ctx)
+}
+
 /// The oracle in f64 (so the comparison measures the GPU's error alone), with the epilogue.
 fn reference_conv(
     x: &Array4<f32>,
@@ -217,11 +228,7 @@ fn winograd4_on_maps_whose_tile_columns_split_into_fours() {
 /// directly and as the Winograd products (1x1 convs over flattened maps).
 #[test]
 fn subgroup_conv_with_twelve_channels_per_invocation() {
-    let Some(ctx) = ctx() else { return };
-    if !ctx.has_subgroups_of_8() {
-        eprintln!("no subgroups of 8 or more: the subgroup kernel cannot run here");
-        return;
-    }
+    let Some(ctx) = subgroup_ctx() else { return };
     let wide = (cases(), 65usize..=96).prop_map(|(c, cout_g)| Case {
         cout_g,
         stride: c.stride.min(2),
@@ -238,11 +245,7 @@ fn subgroup_conv_with_twelve_channels_per_invocation() {
 /// channels per group: the subgroup kernel's steps of 4, 2 and 1 input channels (`KU`).
 #[test]
 fn subgroup_one_by_one_convs_step_through_several_input_channels() {
-    let Some(ctx) = ctx() else { return };
-    if !ctx.has_subgroups_of_8() {
-        eprintln!("no subgroups of 8 or more: the subgroup kernel cannot run here");
-        return;
-    }
+    let Some(ctx) = subgroup_ctx() else { return };
     let flat = (cases(), 1usize..=13, 1usize..=40).prop_map(|(c, cin_g, cout_g)| Case {
         ks: 1,
         stride: 1,
@@ -259,11 +262,7 @@ fn subgroup_one_by_one_convs_step_through_several_input_channels() {
 /// step allow), including planes whose last tile runs past the row (5x44, 7x36, 1x136).
 #[test]
 fn subgroup_one_by_one_convs_load_four_pixels_at_once() {
-    let Some(ctx) = ctx() else { return };
-    if !ctx.has_subgroups_of_8() {
-        eprintln!("no subgroups of 8 or more: the subgroup kernel cannot run here");
-        return;
-    }
+    let Some(ctx) = subgroup_ctx() else { return };
     let planes = [
         (1, 4),
         (2, 4),
@@ -297,11 +296,7 @@ fn subgroup_one_by_one_convs_load_four_pixels_at_once() {
 /// 4 wide and tiles start 4-aligned), with quads past every edge of the image.
 #[test]
 fn subgroup_convs_load_input_rows_as_quads() {
-    let Some(ctx) = ctx() else { return };
-    if !ctx.has_subgroups_of_8() {
-        eprintln!("no subgroups of 8 or more: the subgroup kernel cannot run here");
-        return;
-    }
+    let Some(ctx) = subgroup_ctx() else { return };
     // A 1x1 conv of stride 1 and no padding is flat (its loads are VLD's, not VROW's).
     let quads = (cases(), 1usize..=16, 1usize..=2).prop_map(|(c, k, stride)| Case {
         stride: if c.ks == 1 { 2 } else { stride },
@@ -318,11 +313,7 @@ fn subgroup_convs_load_input_rows_as_quads() {
 /// aligned quads (`VBLK`, A0's 14x14 -> 7x7 conv), rows above and below the image zeroed.
 #[test]
 fn subgroup_convs_load_whole_row_blocks() {
-    let Some(ctx) = ctx() else { return };
-    if !ctx.has_subgroups_of_8() {
-        eprintln!("no subgroups of 8 or more: the subgroup kernel cannot run here");
-        return;
-    }
+    let Some(ctx) = subgroup_ctx() else { return };
     // (kernel, stride, width): 14 wide at stride 1 reads both padding columns and the padding
     // row below through the block.
     let shapes = [
@@ -351,11 +342,7 @@ fn subgroup_convs_load_whole_row_blocks() {
 /// (`VEC`, where tile rows, output rows and planes are multiples of 4).
 #[test]
 fn subgroup_convs_store_four_pixels_at_once_on_widths_of_fours() {
-    let Some(ctx) = ctx() else { return };
-    if !ctx.has_subgroups_of_8() {
-        eprintln!("no subgroups of 8 or more: the subgroup kernel cannot run here");
-        return;
-    }
+    let Some(ctx) = subgroup_ctx() else { return };
     let fours = (cases(), 1usize..=8, any::<bool>()).prop_map(|(c, k, flat)| Case {
         ks: if flat { 1 } else { 3 },
         stride: 1,
@@ -368,11 +355,7 @@ fn subgroup_convs_store_four_pixels_at_once_on_widths_of_fours() {
 
 #[test]
 fn subgroup_conv_matches_oracle_on_random_shapes_where_available() {
-    let Some(ctx) = ctx() else { return };
-    if !ctx.has_subgroups_of_8() {
-        eprintln!("no subgroups of 8 or more: the subgroup kernel cannot run here");
-        return;
-    }
+    let Some(ctx) = subgroup_ctx() else { return };
     let fits = |c: &Case| c.stride <= 2;
     proptest!(config(6), |(c in cases())| if fits(&c) { check_conv(&ctx, &c, ConvKernel::Subgroup) });
 }
