@@ -5,25 +5,30 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array4;
-use repvgg_gpu::ConvKernel;
-use repvgg_model::cpu::{ConvAlgo, Tile};
-use repvgg_model::{RepVggConfig, TrainModel, summary};
+use repvgg_model::cpu::ConvAlgo;
+use repvgg_model::gpu::ConvKernel;
+use repvgg_model::{Engine, Form, Model, RepVggConfig, Runner, TrainModel, summary};
 use serde::Serialize;
 
-use crate::engine::{Engine, Form, PrecisionArg, check_cpu_precision, gpu_context};
-use crate::{DeviceArg, parse_size};
+use crate::{DeviceArgs, parse_size};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum BenchForm {
-    Train,
-    Deploy,
-    Both,
+/// `--form`: train, deploy, or both (train first).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Forms(pub Vec<Form>);
+
+pub(crate) fn parse_forms(s: &str) -> Result<Forms, String> {
+    if s.trim().eq_ignore_ascii_case("both") {
+        return Ok(Forms(Form::ALL.to_vec()));
+    }
+    s.parse::<Form>()
+        .map(|f| Forms(vec![f]))
+        .map_err(|e| format!("{e} (or both)"))
 }
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct BenchArgs {
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    pub device: DeviceArg,
+    #[command(flatten)]
+    pub run: DeviceArgs,
     #[arg(long, default_value = "a0")]
     pub arch: String,
     /// Batch sizes, comma-separated.
@@ -31,8 +36,9 @@ pub(crate) struct BenchArgs {
     pub batch: Vec<usize>,
     #[arg(long, default_value = "224", value_parser = parse_size)]
     pub size: (usize, usize),
-    #[arg(long, value_enum, default_value_t = BenchForm::Both)]
-    pub form: BenchForm,
+    /// train, deploy or both.
+    #[arg(long, default_value = "both", value_parser = parse_forms)]
+    pub form: Forms,
     /// Timed iterations per row (after warm-up).
     #[arg(long, default_value_t = 10)]
     pub iters: usize,
@@ -40,74 +46,21 @@ pub(crate) struct BenchArgs {
     pub warmup: usize,
     #[arg(long)]
     pub json: bool,
-    /// CPU convolution algorithm, for A/B runs: auto (Winograd F(4x4) where it pays, GEMM
-    /// elsewhere), f4 / f2 (Winograd with that tile for every 3x3 stride-1 conv) or gemm.
-    #[arg(long, value_enum, default_value_t = CpuAlgoArg::Auto)]
-    pub cpu_algo: CpuAlgoArg,
-    /// GPU convolution kernel: tiled (main path: per layer and adapter; on lavapipe in f32
-    /// Winograd F(4x4) for 3x3 stride-1 convs of 48+ channels), or force gemm, workgroup,
-    /// subgroup, naive (one output per invocation, the baseline), winograd (F(2x2, 3x3) for
-    /// every 3x3 stride-1 conv, the rest as tiled) or winograd4 (F(4x4, 3x3) likewise).
-    #[arg(long, value_enum, default_value_t = KernelArg::Tiled)]
-    pub kernel: KernelArg,
-    /// GPU storage precision: f32, or f16 weights and activations with f32 arithmetic (needs
-    /// the adapter's SHADER_F16; not with --kernel workgroup or naive).
-    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
-    pub precision: PrecisionArg,
+    /// CPU convolution algorithm, for A/B runs: auto (chosen per layer; see docs/benchmarks.md),
+    /// f4 / f2 (Winograd with that tile for every 3x3 stride-1 conv) or gemm.
+    #[arg(long, default_value_t = ConvAlgo::Auto)]
+    pub cpu_algo: ConvAlgo,
+    /// GPU convolution kernel: tiled (chosen per layer and adapter; see docs/gpu.md), or force
+    /// gemm, split-k, workgroup, subgroup, naive (one output per invocation, the baseline),
+    /// winograd (F(2x2, 3x3) for every 3x3 stride-1 conv, the rest as tiled) or winograd4
+    /// (F(4x4, 3x3) likewise).
+    #[arg(long, default_value_t = ConvKernel::Tiled)]
+    pub kernel: ConvKernel,
     /// Also print a per-layer table: time, GFLOP/s, share of the run and the kernel or algorithm
     /// of every layer (GPU: timestamp queries, on stderr with --json; CPU: median wall time of
     /// each op over the timed iterations).
     #[arg(long)]
     pub profile: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum CpuAlgoArg {
-    Auto,
-    F4,
-    F2,
-    Gemm,
-}
-
-impl From<CpuAlgoArg> for ConvAlgo {
-    fn from(a: CpuAlgoArg) -> Self {
-        match a {
-            CpuAlgoArg::Auto => ConvAlgo::Auto,
-            CpuAlgoArg::F4 => ConvAlgo::Winograd(Tile::F4),
-            CpuAlgoArg::F2 => ConvAlgo::Winograd(Tile::F2),
-            CpuAlgoArg::Gemm => ConvAlgo::Gemm,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum KernelArg {
-    Tiled,
-    Gemm,
-    /// The gemm kernel with every conv's sum split over K (A/B runs of split-K).
-    SplitK,
-    Workgroup,
-    Subgroup,
-    Naive,
-    /// Winograd F(2x2, 3x3) on every 3x3 stride-1 conv.
-    Winograd,
-    /// Winograd F(4x4, 3x3) on every 3x3 stride-1 conv.
-    Winograd4,
-}
-
-impl From<KernelArg> for ConvKernel {
-    fn from(k: KernelArg) -> Self {
-        match k {
-            KernelArg::Tiled => ConvKernel::Tiled,
-            KernelArg::Gemm => ConvKernel::Gemm,
-            KernelArg::SplitK => ConvKernel::SplitK,
-            KernelArg::Workgroup => ConvKernel::Workgroup,
-            KernelArg::Subgroup => ConvKernel::Subgroup,
-            KernelArg::Naive => ConvKernel::Naive,
-            KernelArg::Winograd => ConvKernel::Winograd,
-            KernelArg::Winograd4 => ConvKernel::Winograd4,
-        }
-    }
 }
 
 /// One measured configuration.
@@ -137,6 +90,41 @@ pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
+/// A deterministic batch in [-1, 1).
+pub(crate) fn synthetic_batch(batch: usize, c: usize, h: usize, w: usize) -> Array4<f32> {
+    Array4::from_shape_fn((batch, c, h, w), |(n, c, y, xx)| {
+        ((n + 3 * c + 5 * y + 7 * xx) % 17) as f32 / 8.5 - 1.0
+    })
+}
+
+/// One timed row of `runner` on `x`.
+pub(crate) fn row(
+    runner: &Runner,
+    engine: &Engine,
+    x: &Array4<f32>,
+    (warmup, iters): (usize, usize),
+    macs: u64,
+    tick: &mut dyn FnMut(),
+) -> Result<Row> {
+    let (batch, _, h, w) = x.dim();
+    let med = median(runner.time(x.view(), warmup, iters, tick)?).as_secs_f64();
+    Ok(Row {
+        device: engine.kind().into(),
+        adapter: runner.adapter(),
+        arch: runner.config().name.clone(),
+        form: runner.form().to_string(),
+        precision: runner.precision().to_string(),
+        batch,
+        height: h,
+        width: w,
+        median_ms: med * 1e3,
+        images_per_s: batch as f64 / med,
+        gflops: 2.0 * macs as f64 * batch as f64 / med / 1e9,
+        peak_activation_bytes: runner.peak_activation_bytes(batch, h, w)?,
+        executed_macs: runner.executed_macs(batch, h, w)?,
+    })
+}
+
 pub(crate) fn run(a: &BenchArgs) -> Result<()> {
     let config = RepVggConfig::by_name(&a.arch)?;
     let (h, w) = a.size;
@@ -144,130 +132,47 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
         bail!("--batch: batch sizes must be at least 1");
     }
     let macs = summary::summarize(&config, h, w)?.macs;
-    let train = TrainModel::random(&config, 0)?;
-    let deploy = train.fuse()?;
-    let forms: Vec<Form> = match a.form {
-        BenchForm::Train => vec![Form::Train],
-        BenchForm::Deploy => vec![Form::Deploy],
-        BenchForm::Both => vec![Form::Train, Form::Deploy],
-    };
-    let engine = match a.device {
-        DeviceArg::Cpu => {
-            check_cpu_precision(a.precision)?;
-            Engine::cpu_with(
-                forms.contains(&Form::Train).then_some(&train),
-                forms.contains(&Form::Deploy).then_some(&deploy),
-                a.cpu_algo.into(),
-            )?
-        }
-        DeviceArg::Gpu => {
-            let (ctx, adapter) = gpu_context()?;
-            let want = |f: Form| forms.contains(&f);
-            Engine::gpu(
-                &ctx,
-                adapter,
-                want(Form::Train).then_some(&train),
-                want(Form::Deploy).then_some(&deploy),
-                a.kernel.into(),
-                a.precision.into(),
-            )?
-        }
-    };
-    let total = (a.batch.len() * forms.len() * (a.iters + a.warmup)) as u64;
+    let model = Model::from(TrainModel::random(&config, 0)?);
+    let engine = Engine::open(&a.run.device)?;
+    let opts = a.run.options().cpu_algo(a.cpu_algo).gpu_kernel(a.kernel);
+    let runners = a
+        .form
+        .0
+        .iter()
+        .map(|&f| model.runner_on(&engine, opts.clone().form(f)))
+        .collect::<repvgg_model::Result<Vec<_>>>()?;
+    let total = (a.batch.len() * runners.len() * (a.iters + a.warmup)) as u64;
     let pb = ProgressBar::new(total).with_style(
         ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut rows = Vec::new();
     for &batch in &a.batch {
-        let x = Array4::from_shape_fn((batch, config.in_channels, h, w), |(n, c, y, xx)| {
-            ((n + 3 * c + 5 * y + 7 * xx) % 17) as f32 / 8.5 - 1.0
-        });
-        for &form in &forms {
+        let x = synthetic_batch(batch, config.in_channels, h, w);
+        for r in &runners {
             pb.set_message(format!(
                 "{} {} {} b{batch}",
-                engine.device(),
+                engine.kind(),
                 config.name,
-                form.name()
+                r.form()
             ));
-            let med =
-                median(engine.time(form, &x, a.warmup, a.iters, &|| pb.inc(1))?).as_secs_f64();
-            rows.push(Row {
-                device: engine.device().into(),
-                adapter: engine.adapter(),
-                arch: config.name.clone(),
-                form: form.name().into(),
-                precision: engine.precision().to_string(),
-                batch,
-                height: h,
-                width: w,
-                median_ms: med * 1e3,
-                images_per_s: batch as f64 / med,
-                gflops: 2.0 * macs as f64 * batch as f64 / med / 1e9,
-                peak_activation_bytes: engine.peak_activation_bytes(form, batch, h, w)?,
-                executed_macs: engine.executed_macs(form, batch, h, w)?,
-            });
+            let timing = (a.warmup, a.iters);
+            rows.push(row(r, &engine, &x, timing, macs, &mut || pb.inc(1))?);
         }
     }
     pb.finish_and_clear();
     print_rows(&rows, a.json)?;
-    if a.profile && a.device == DeviceArg::Gpu {
-        let shape = (h, w);
-        crate::engine::print_profiles(&engine, &forms, &a.batch, shape, a.warmup, a.iters, a.json)?;
-    } else if a.profile {
+    if a.profile {
         for &batch in &a.batch {
-            let x = Array4::from_shape_fn((batch, config.in_channels, h, w), |(n, c, y, xx)| {
-                ((n + 3 * c + 5 * y + 7 * xx) % 17) as f32 / 8.5 - 1.0
-            });
-            for &form in &forms {
-                let runs = (0..a.iters.max(1))
-                    .map(|_| engine.profile(form, &x))
-                    .collect::<Result<Vec<_>>>()?;
-                print_profile(&config.name, form.name(), batch, &runs);
+            let x = synthetic_batch(batch, config.in_channels, h, w);
+            for r in &runners {
+                let p = r.profile(x.view(), a.warmup, a.iters)?;
+                let form = r.form().to_string();
+                crate::profile::print(&p, &config.name, &form, batch, (h, w), a.json);
             }
         }
     }
     Ok(())
-}
-
-/// The per-layer table: median time of each op over `runs`.
-fn print_profile(arch: &str, form: &str, batch: usize, runs: &[Vec<repvgg_model::cpu::OpTime>]) {
-    let Some(first) = runs.first() else { return };
-    let med: Vec<f64> = (0..first.len())
-        .map(|i| {
-            let mut v: Vec<f64> = runs
-                .iter()
-                .filter_map(|r| r.get(i).map(|t| t.seconds))
-                .collect();
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied().unwrap_or(0.0)
-        })
-        .collect();
-    let total: f64 = med.iter().sum();
-    println!(
-        "\n{arch} {form} batch {batch}: per-layer profile (median of {} runs), {:.2} ms in all",
-        runs.len(),
-        total * 1e3
-    );
-    println!(
-        "{:>3} {:<48} {:>9} {:>9} {:>7}",
-        "#", "op", "ms", "GFLOP/s", "share"
-    );
-    for (i, (t, s)) in first.iter().zip(&med).enumerate() {
-        let gf = if *s > 0.0 && t.flops > 0 {
-            t.flops as f64 / s / 1e9
-        } else {
-            0.0
-        };
-        println!(
-            "{:>3} {:<48} {:>9.3} {:>9.1} {:>6.1}%",
-            i,
-            t.op,
-            s * 1e3,
-            gf,
-            100.0 * s / total.max(1e-12)
-        );
-    }
 }
 
 pub(crate) fn print_rows(rows: &[Row], json: bool) -> Result<()> {

@@ -6,8 +6,6 @@
 //! preprocessing ([`repvgg_model::preprocess::digits_input`]). An image that cannot be read is
 //! reported by name and skipped; the command then fails at the end ("2 of 5 images failed").
 
-use crate::engine::{Engine, Form, PrecisionArg, check_cpu_precision, gpu_context};
-use repvgg_gpu::ConvKernel;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -15,12 +13,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use indicatif::ProgressBar;
-use ndarray::{Array2, Array4, Axis, concatenate};
-use repvgg_model::preprocess::{self, PretrainedConfig};
-use repvgg_model::{DeployModel, ModelError, checkpoint, digits, imagenet};
+use ndarray::{Array4, Axis, concatenate};
+use repvgg_model::preprocess;
+use repvgg_model::{Model, ModelError, Runner};
 use serde::Serialize;
 
-use crate::DeviceArg;
+use crate::DeviceArgs;
 
 /// Images (JPEG, PNG, WebP) per forward call.
 const CHUNK: usize = 8;
@@ -47,12 +45,8 @@ pub(crate) struct ClassifyArgs {
     /// How many classes to print per image.
     #[arg(long, default_value_t = 5, value_parser = parse_top)]
     pub top: usize,
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    pub device: DeviceArg,
-    /// GPU storage precision: f32, or f16 weights and activations with f32 arithmetic (needs
-    /// the adapter's SHADER_F16).
-    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
-    pub precision: PrecisionArg,
+    #[command(flatten)]
+    pub run: DeviceArgs,
     /// One JSON array on stdout: `{path, top: [{index, label, prob}]}` or `{path, error}` per image.
     #[arg(long)]
     pub json: bool,
@@ -82,92 +76,32 @@ enum Outcome {
     Err { path: String, error: String },
 }
 
-/// What the model's classes mean and how images become its input.
-enum Task {
-    /// The embedded digits model: labels "0" ... "9", grayscale 8x8 preprocessing.
-    Digits,
-    /// An ImageNet-style checkpoint with timm's preprocessing of its variant.
-    ImageNet(PretrainedConfig),
+/// The model of `classify`: `--weights`, `--hf`, or the embedded digits model.
+fn load_model(a: &ClassifyArgs) -> Result<Model> {
+    let weights = match (&a.weights, &a.hf) {
+        (Some(w), _) => Some(w.clone()),
+        (None, Some(repo)) => Some(hf_weights(repo, !a.json)?),
+        (None, None) => None,
+    };
+    let Some(path) = weights else {
+        return Ok(Model::digits()?);
+    };
+    let model = Model::load(&path)?;
+    let channels = model.config().in_channels;
+    if channels != 3 {
+        bail!(
+            "{}: the model takes {channels} input channel(s); classify feeds RGB images (3 channels)",
+            path.display(),
+        );
+    }
+    Ok(model)
 }
 
-struct Classifier {
-    model: DeployModel,
-    task: Task,
-}
-
-impl Classifier {
-    fn load(a: &ClassifyArgs) -> Result<Self> {
-        let weights = match (&a.weights, &a.hf) {
-            (Some(w), _) => Some(w.clone()),
-            (None, Some(repo)) => Some(hf_weights(repo, !a.json)?),
-            (None, None) => None,
-        };
-        let Some(path) = weights else {
-            let model = digits::model()?.fuse()?;
-            return Ok(Self {
-                model,
-                task: Task::Digits,
-            });
-        };
-        let model = checkpoint::load(&path)?.model.into_deploy()?;
-        if model.config.in_channels != 3 {
-            bail!(
-                "{}: the model takes {} input channel(s); classify feeds RGB images (3 channels)",
-                path.display(),
-                model.config.in_channels
-            );
-        }
-        let cfg = PretrainedConfig::for_config(&model.config);
-        Ok(Self {
-            model,
-            task: Task::ImageNet(cfg),
-        })
-    }
-
-    fn input(&self, path: &Path) -> repvgg_model::Result<Array4<f32>> {
-        let img = preprocess::load_rgb(path)?;
-        Ok(match &self.task {
-            Task::Digits => preprocess::digits_input(&img),
-            Task::ImageNet(cfg) => cfg.transform(&img)?,
-        })
-    }
-
-    /// Full and short label of a class.
-    fn label(&self, index: usize, short: bool) -> String {
-        let classes = self.model.config.num_classes;
-        match &self.task {
-            Task::Digits => index.to_string(),
-            Task::ImageNet(_) if classes == imagenet::NUM_CLASSES => {
-                let l = if short {
-                    imagenet::short_label(index)
-                } else {
-                    imagenet::label(index)
-                };
-                l.map_or_else(|| format!("class {index}"), str::to_string)
-            }
-            Task::ImageNet(_) => format!("class {index}"),
-        }
-    }
-}
-
-/// Row-wise softmax (max-subtracted).
-fn softmax(logits: &Array2<f32>) -> Array2<f32> {
-    let mut p = logits.clone();
-    for mut row in p.axis_iter_mut(Axis(0)) {
-        let m = row.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        row.mapv_inplace(|v| (v - m).exp());
-        let s = row.sum();
-        row.mapv_inplace(|v| v / s);
-    }
-    p
-}
-
-/// Indices of the `k` largest values, largest first (ties: lower index first).
-fn top_k(probs: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..probs.len()).collect();
-    idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-    idx.truncate(k);
-    idx
+/// An image file as the runner's model input.
+fn input(runner: &Runner, path: &Path) -> repvgg_model::Result<Array4<f32>> {
+    runner
+        .preprocessing()
+        .input(&preprocess::load_rgb(path)?)
 }
 
 fn is_image_file(p: &Path) -> bool {
@@ -261,24 +195,14 @@ fn print_outcome(o: &Outcome, pb: &ProgressBar, json: bool, short: impl Fn(usize
 }
 
 pub(crate) fn run(a: &ClassifyArgs) -> Result<()> {
-    let clf = Classifier::load(a)?;
-    let engine = match a.device {
-        DeviceArg::Cpu => {
-            check_cpu_precision(a.precision)?;
-            Engine::cpu(None, Some(&clf.model))?
-        }
-        DeviceArg::Gpu => {
-            let (ctx, adapter) = gpu_context()?;
-            let (kernel, precision) = (ConvKernel::Tiled, a.precision.into());
-            Engine::gpu(&ctx, adapter, None, Some(&clf.model), kernel, precision)?
-        }
-    };
+    let model = load_model(a)?;
+    let runner = model.runner(a.run.options())?;
     let items = expand(&a.inputs);
     let total = items.len();
-    let k = a.top.min(clf.model.config.num_classes);
+    let k = a.top.min(model.num_classes());
     let pb = crate::demo::spinner("classifying");
     pb.set_length(total as u64);
-    let short = |i: usize| clf.label(i, true);
+    let short = |i: usize| runner.labels(i).1;
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(total);
     for chunk in items.chunks(CHUNK) {
         // Preprocess every image of the chunk; the readable ones go through one forward call.
@@ -293,7 +217,7 @@ pub(crate) fn run(a: &ClassifyArgs) -> Result<()> {
                 Ok(path) => {
                     let shown = path.display().to_string();
                     pb.set_message(shown.clone());
-                    match clf.input(path) {
+                    match input(&runner, path) {
                         Ok(x) => {
                             batch.push((slots.len(), shown, x));
                             slots.push(None);
@@ -310,17 +234,16 @@ pub(crate) fn run(a: &ClassifyArgs) -> Result<()> {
             let views: Vec<_> = batch.iter().map(|(_, _, x)| x.view()).collect();
             let x = concatenate(Axis(0), &views).context("stacking the batch")?;
             // A failed forward call fails this chunk's images, by name; the others go on.
-            match engine.logits(Form::Deploy, &x) {
+            match runner.run(x.view()) {
                 Ok(logits) => {
-                    let probs = softmax(&logits);
-                    for (row, (slot, path, _)) in batch.into_iter().enumerate() {
-                        let p = probs.row(row).to_vec();
-                        let top = top_k(&p, k)
+                    let tops = runner.top_classes(logits.view(), k);
+                    for (top, (slot, path, _)) in tops.into_iter().zip(batch) {
+                        let top = top
                             .into_iter()
-                            .map(|index| Guess {
-                                index,
-                                label: clf.label(index, false),
-                                prob: p[index],
+                            .map(|c| Guess {
+                                index: c.index,
+                                label: c.label,
+                                prob: c.prob,
                             })
                             .collect();
                         slots[slot] = Some(Outcome::Ok { path, top });
@@ -464,15 +387,6 @@ fn probe(url: &str, timeout: Duration) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn softmax_and_top_k() {
-        let p = softmax(&ndarray::arr2(&[[1.0, 3.0, 2.0, 3.0]]));
-        assert!((p.sum() - 1.0).abs() < 1e-6);
-        let row = p.row(0).to_vec();
-        assert_eq!(top_k(&row, 3), vec![1, 3, 2]);
-        assert_eq!(top_k(&row, 10).len(), 4);
-    }
 
     #[test]
     fn urls() {

@@ -5,22 +5,16 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array2, Array4, s};
-use repvgg_model::{DeployModel, TrainModel, digits, max_abs_diff, summary};
+use repvgg_model::{Device, Engine, Form, Model, Precision, digits, max_abs_diff, summary};
 use serde::Serialize;
 
-use crate::bench::{Row, median, print_rows};
-use crate::engine::{Engine, Form};
+use crate::DeviceArgs;
+use crate::bench::{Row, print_rows, row};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct DemoArgs {
-    /// auto: a hardware GPU when there is one, else the CPU (a software adapter such as
-    /// lavapipe only with `gpu`); the report says which and why.
-    #[arg(long, value_enum, default_value_t = crate::engine::DeviceChoice::Auto)]
-    pub device: crate::engine::DeviceChoice,
-    /// GPU storage precision: f32, or f16 weights and activations with f32 arithmetic (needs
-    /// the adapter's SHADER_F16). The CPU computes in f32.
-    #[arg(long, value_enum, default_value_t = crate::engine::PrecisionArg::F32)]
-    pub precision: crate::engine::PrecisionArg,
+    #[command(flatten)]
+    pub run: DeviceArgs,
     /// Batch sizes for the speed table.
     #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
     pub batch: Vec<usize>,
@@ -64,39 +58,29 @@ pub(crate) fn spinner(msg: &str) -> ProgressBar {
     pb
 }
 
-fn time_form(
-    engine: &Engine,
-    form: Form,
-    x: &Array4<f32>,
-    warmup: usize,
-    iters: usize,
-    pb: &ProgressBar,
-) -> Result<Duration> {
-    Ok(median(engine.time(form, x, warmup, iters, &|| pb.inc(1))?))
-}
-
 pub(crate) fn run(a: &DemoArgs) -> Result<()> {
     let pb = spinner("loading the embedded digits model");
-    let train: TrainModel = digits::model()?;
+    let model = Model::digits()?;
     let t0 = Instant::now();
-    let deploy: DeployModel = train.fuse()?;
+    let deploy = model.deploy_model()?;
     let fuse_ms = t0.elapsed().as_secs_f64() * 1e3;
     let test = digits::test_set()?;
     pb.set_message("choosing a device");
-    let (engine, device_reason) = Engine::choose(a.device, &train, &deploy, a.precision)?;
-    let fallback_reason = (a.device == crate::engine::DeviceChoice::Auto
-        && engine.device() == "cpu")
+    let engine = Engine::open(&a.run.device)?;
+    let opts = a.run.options();
+    let train_r = model.runner_on(&engine, opts.clone().form(Form::Train))?;
+    let deploy_r = model.runner_on(&engine, opts.form(Form::Deploy))?;
+    let device_reason = deploy_r.device().to_string();
+    let fallback_reason = (a.run.device == Device::Auto && !engine.is_gpu())
         .then(|| device_reason.trim_start_matches("cpu: ").to_string());
     pb.set_message(format!(
         "classifying {} test digits on {}",
         test.labels.len(),
-        engine.adapter()
+        deploy_r.adapter()
     ));
-    let lt: Array2<f32> = engine.logits(Form::Train, &test.input)?;
-    let ld: Array2<f32> = engine.logits(Form::Deploy, &test.input)?;
-    let cfg = &train.config;
-    let sum = summary::summarize(cfg, digits::INPUT_SIZE, digits::INPUT_SIZE)?;
-    let macs = sum.macs;
+    let lt: Array2<f32> = train_r.run(test.input.view())?;
+    let ld: Array2<f32> = deploy_r.run(test.input.view())?;
+    let sum = summary::summarize(model.config(), digits::INPUT_SIZE, digits::INPUT_SIZE)?;
 
     let warmup = 2;
     pb.set_length((a.batch.len() * 2 * (a.iters + warmup)) as u64);
@@ -110,43 +94,20 @@ pub(crate) fn run(a: &DemoArgs) -> Result<()> {
             (batch, 1, digits::INPUT_SIZE, digits::INPUT_SIZE),
             |(b, c, y, xx)| test.input[[b % n, c, y, xx]],
         );
-        for form in [Form::Train, Form::Deploy] {
-            pb.set_message(format!("timing {} form, batch {batch}", form.name()));
-            let med = time_form(&engine, form, &x, warmup, a.iters, &pb)?.as_secs_f64();
-            let peak = engine.peak_activation_bytes(
-                form,
-                batch,
-                digits::INPUT_SIZE,
-                digits::INPUT_SIZE,
-            )?;
-            speed.push(Row {
-                device: engine.device().into(),
-                adapter: engine.adapter(),
-                arch: "digits".into(),
-                form: form.name().into(),
-                precision: engine.precision().to_string(),
-                batch,
-                height: digits::INPUT_SIZE,
-                width: digits::INPUT_SIZE,
-                median_ms: med * 1e3,
-                images_per_s: batch as f64 / med,
-                gflops: 2.0 * macs as f64 * batch as f64 / med / 1e9,
-                peak_activation_bytes: peak,
-                executed_macs: engine.executed_macs(
-                    form,
-                    batch,
-                    digits::INPUT_SIZE,
-                    digits::INPUT_SIZE,
-                )?,
-            });
+        for r in [&train_r, &deploy_r] {
+            pb.set_message(format!("timing {} form, batch {batch}", r.form()));
+            let timing = (warmup, a.iters);
+            let mut row = row(r, &engine, &x, timing, sum.macs, &mut || pb.inc(1))?;
+            row.arch = "digits".into();
+            speed.push(row);
         }
     }
     pb.finish_and_clear();
 
     let report = Report {
-        device: engine.device().into(),
-        adapter: engine.adapter(),
-        precision: engine.precision().to_string(),
+        device: engine.kind().into(),
+        adapter: deploy_r.adapter(),
+        precision: deploy_r.precision().to_string(),
         fallback_reason,
         device_reason,
         test_images: test.labels.len(),
@@ -169,7 +130,7 @@ pub(crate) fn run(a: &DemoArgs) -> Result<()> {
         deploy.blocks().count()
     );
     println!("device: {}", report.device_reason);
-    if engine.precision() != repvgg_gpu::Precision::F32 {
+    if deploy_r.precision() != Precision::F32 {
         println!(
             "precision: {} weights and activations on the GPU, f32 arithmetic",
             report.precision

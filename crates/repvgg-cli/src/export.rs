@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use repvgg_model::{DeployModel, checkpoint, onnx};
+use repvgg_model::{Model, onnx};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct ExportArgs {
@@ -19,13 +19,12 @@ pub(crate) struct ExportArgs {
 }
 
 pub(crate) fn run(a: &ExportArgs) -> Result<()> {
-    let model = checkpoint::load(&a.weights)?.model.into_deploy()?;
-    write_onnx(&model, &a.weights, &a.output, a.opset)
+    write_onnx(&Model::load(&a.weights)?, &a.weights, &a.output, a.opset)
 }
 
 /// Writes `model` as ONNX to `output`, recording `source` in the metadata.
 pub(crate) fn write_onnx(
-    model: &DeployModel,
+    model: &Model,
     source: &Path,
     output: &Path,
     opset: i64,
@@ -37,14 +36,15 @@ pub(crate) fn write_onnx(
             |n| n.to_string_lossy().into(),
         ),
     };
-    onnx::save(model, output, &opts)
+    model
+        .export_onnx(output, &opts)
         .with_context(|| format!("exporting {} to ONNX", source.display()))?;
     eprintln!(
         "wrote {} ({} deploy-form, ONNX opset {opset}, input `input` [N,{},H,W], output `logits` [N,{}])",
         output.display(),
-        model.config.name,
-        model.config.in_channels,
-        model.config.num_classes
+        model.arch(),
+        model.config().in_channels,
+        model.num_classes()
     );
     Ok(())
 }

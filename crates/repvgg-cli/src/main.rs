@@ -4,20 +4,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use ndarray::ArrayD;
-use repvgg_gpu::ConvKernel;
-use repvgg_model::cpu::{CpuModel, CpuOptions};
-use repvgg_model::gpu::{GpuModel, GpuOptions};
 use repvgg_model::{
-    DeployModel, LoadedModel, Naming, RepVggConfig, TrainModel, checkpoint, summary, tensor_io,
+    Device, Engine, Features, Form, Model, Naming, Precision, RepVggConfig, RunOptions, summary,
+    tensor_io,
 };
 
 mod bench;
 mod classify;
 mod demo;
-mod engine;
 mod export;
+mod profile;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -53,22 +51,26 @@ enum Command {
     Classify(classify::ClassifyArgs),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum FormArg {
-    Train,
-    Deploy,
+/// The options every command that runs a model shares.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct DeviceArgs {
+    /// auto: a hardware GPU when there is one, else the CPU engine (a software adapter such as
+    /// lavapipe only with `gpu`); cpu; gpu; or gpu:NAME, the first adapter whose name contains
+    /// NAME. The output says which device ran and why.
+    #[arg(long, default_value_t = Device::Auto)]
+    pub device: Device,
+    /// Storage precision: f32, or f16 weights and activations with f32 arithmetic (GPUs with
+    /// SHADER_F16). Inputs and outputs are f32 either way.
+    #[arg(long, default_value_t = Precision::F32)]
+    pub precision: Precision,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum DeviceArg {
-    Cpu,
-    Gpu,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum NamingArg {
-    Timm,
-    Official,
+impl DeviceArgs {
+    pub fn options(&self) -> RunOptions {
+        RunOptions::default()
+            .device(self.device.clone())
+            .precision(self.precision)
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -83,14 +85,10 @@ struct InferArgs {
     #[arg(long)]
     output: PathBuf,
     /// deploy (default) fuses a train-form file at load; train runs the multi-branch form.
-    #[arg(long, value_enum, default_value_t = FormArg::Deploy)]
-    form: FormArg,
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    device: DeviceArg,
-    /// GPU storage precision: f32, or f16 weights and activations with f32 arithmetic (needs
-    /// the adapter's SHADER_F16). Outputs are f32 either way.
-    #[arg(long, value_enum, default_value_t = engine::PrecisionArg::F32)]
-    precision: engine::PrecisionArg,
+    #[arg(long, default_value_t = Form::Deploy)]
+    form: Form,
+    #[command(flatten)]
+    run: DeviceArgs,
     /// Also write every stage's output (stage0 = stem).
     #[arg(long)]
     features: bool,
@@ -102,8 +100,9 @@ struct ConvertArgs {
     weights: PathBuf,
     #[arg(long)]
     output: PathBuf,
-    #[arg(long, value_enum, default_value_t = NamingArg::Timm)]
-    naming: NamingArg,
+    /// Key naming of the written file: timm or official.
+    #[arg(long, default_value_t = Naming::Timm)]
+    naming: Naming,
 }
 
 #[derive(clap::Args, Debug)]
@@ -138,68 +137,34 @@ pub(crate) fn parse_size(s: &str) -> Result<(usize, usize), String> {
     }
 }
 
-enum Runnable {
-    Train(TrainModel),
-    Deploy(DeployModel),
-}
-
-fn load_model(path: &PathBuf, form: FormArg) -> Result<Runnable> {
-    let ck = checkpoint::load(path)?;
-    Ok(match (form, ck.model) {
-        (FormArg::Deploy, m) => Runnable::Deploy(m.into_deploy()?),
-        (FormArg::Train, LoadedModel::Train(m)) => Runnable::Train(m),
-        (FormArg::Train, LoadedModel::Deploy(_)) => {
-            return Err(repvgg_model::ModelError::NotTrainForm { path: path.clone() }.into());
-        }
-    })
-}
-
 fn infer(a: &InferArgs) -> Result<()> {
-    let model = load_model(&a.weights, a.form)?;
+    let model = Model::load(&a.weights)?;
     let x = tensor_io::read_input(&a.input)?;
-    let feats = match a.device {
-        DeviceArg::Cpu => {
-            engine::check_cpu_precision(a.precision)?;
-            let opts = CpuOptions::default();
-            match &model {
-                Runnable::Train(m) => {
-                    CpuModel::train(m, opts, a.features)?.forward_features(x.view())
-                }
-                Runnable::Deploy(m) => {
-                    CpuModel::deploy(m, opts, a.features)?.forward_features(x.view())
-                }
-            }
-        }
-        DeviceArg::Gpu => {
-            let (ctx, _) = engine::gpu_context()?;
-            let opts = GpuOptions {
-                kernel: ConvKernel::Tiled,
-                precision: a.precision.into(),
-                features: a.features,
-            };
-            match &model {
-                Runnable::Train(m) => GpuModel::train(&ctx, m, opts)?.forward_features(x.view()),
-                Runnable::Deploy(m) => GpuModel::deploy(&ctx, m, opts)?.forward_features(x.view()),
-            }
-        }
+    let runner = model.runner(a.run.options().form(a.form))?;
+    let feats = if a.features {
+        runner.run_features(x.view())
+    } else {
+        runner.run(x.view()).map(|logits| Features {
+            stages: Vec::new(),
+            logits,
+        })
     }
     .with_context(|| format!("running {} on {}", a.weights.display(), a.input.display()))?;
     let mut out: Vec<(String, ArrayD<f32>)> = vec![("logits".into(), feats.logits.into_dyn())];
-    if a.features {
-        out.extend(
-            feats
-                .stages
-                .into_iter()
-                .enumerate()
-                .map(|(i, s)| (format!("stage{i}"), s.into_dyn())),
-        );
-    }
+    out.extend(
+        feats
+            .stages
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (format!("stage{i}"), s.into_dyn())),
+    );
     tensor_io::write_tensors_guarded(&a.output, &out, &[&a.weights, &a.input])?;
+    eprintln!("device: {}", runner.device());
     Ok(())
 }
 
 fn convert(a: &ConvertArgs) -> Result<()> {
-    let model = checkpoint::load(&a.weights)?.model.into_deploy()?;
+    let model = Model::load(&a.weights)?;
     if export::is_onnx_path(&a.output) {
         return export::write_onnx(
             &model,
@@ -208,16 +173,13 @@ fn convert(a: &ConvertArgs) -> Result<()> {
             repvgg_model::onnx::DEFAULT_OPSET,
         );
     }
-    let naming = match a.naming {
-        NamingArg::Timm => Naming::Timm,
-        NamingArg::Official => Naming::Official,
-    };
-    checkpoint::save_deploy_guarded(&model, &a.output, naming, &[&a.weights])?;
+    let deploy = model.deploy_model()?;
+    repvgg_model::checkpoint::save_deploy_guarded(&deploy, &a.output, a.naming, &[&a.weights])?;
     eprintln!(
         "wrote {} ({} deploy-form, {} naming)",
         a.output.display(),
-        model.config.name,
-        format!("{naming:?}").to_lowercase()
+        model.arch(),
+        a.naming
     );
     Ok(())
 }
@@ -225,7 +187,7 @@ fn convert(a: &ConvertArgs) -> Result<()> {
 fn summary_cmd(a: &SummaryArgs) -> Result<()> {
     let config = match (&a.arch, &a.weights) {
         (Some(arch), _) => RepVggConfig::by_name(arch)?,
-        (None, Some(w)) => checkpoint::load(w)?.model.config().clone(),
+        (None, Some(w)) => Model::load(w)?.config().clone(),
         (None, None) => bail!("give --arch NAME or --weights FILE"),
     };
     let (h, w) = a.size;
@@ -273,16 +235,11 @@ fn info() -> Result<()> {
         "cpu threads:  {}",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    let (ctx, _) = engine::gpu_context()?;
-    print!("{}", ctx.info());
-    println!(
-        "auto device:  {}",
-        if ctx.is_software() {
-            "cpu (this is a software adapter; --device gpu uses it)"
-        } else {
-            "this gpu (a hardware adapter)"
-        }
-    );
+    let gpu = Engine::open(&Device::GPU).context("opening a GPU")?;
+    if let Some(ctx) = gpu.gpu_context() {
+        print!("{}", ctx.info());
+    }
+    println!("auto device:  {}", Engine::open(&Device::Auto)?.reason());
     Ok(())
 }
 

@@ -1042,3 +1042,32 @@ mod tests {
         }
     }
 }
+
+impl std::fmt::Display for ConvAlgo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Winograd(Tile::F4) => "f4",
+            Self::Winograd(Tile::F2) => "f2",
+            Self::Gemm => "gemm",
+        })
+    }
+}
+
+/// A word that names no [`ConvAlgo`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a CPU convolution algorithm: expected auto, f4, f2 or gemm")]
+pub struct ParseConvAlgoError(pub String);
+
+impl std::str::FromStr for ConvAlgo {
+    type Err = ParseConvAlgoError;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "f4" => Ok(Self::Winograd(Tile::F4)),
+            "f2" => Ok(Self::Winograd(Tile::F2)),
+            "gemm" => Ok(Self::Gemm),
+            _ => Err(ParseConvAlgoError(s.into())),
+        }
+    }
+}

@@ -159,8 +159,9 @@ fn backends_from_env() -> Result<wgpu::Backends> {
 async fn select_adapter(
     instance: &wgpu::Instance,
     backends: wgpu::Backends,
+    wanted: Option<&str>,
 ) -> Result<wgpu::Adapter> {
-    if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
+    if let Some(wanted) = wanted {
         let wanted_lc = wanted.to_lowercase();
         let adapters = instance.enumerate_adapters(backends).await;
         let seen: Vec<String> = adapters
@@ -175,7 +176,8 @@ async fn select_adapter(
             .find(|a| a.get_info().name.to_lowercase().contains(&wanted_lc))
             .ok_or_else(|| GpuError::NoAdapter {
                 detail: format!(
-                    ": WGPU_ADAPTER_NAME={wanted:?} matches none of [{}]",
+                    ": the adapter name {wanted:?} (WGPU_ADAPTER_NAME or the device asked \
+                     for) matches none of [{}]",
                     seen.join(", ")
                 ),
             });
@@ -225,7 +227,7 @@ impl GpuContext {
             flags: wgpu::InstanceFlags::from_build_config().with_env(),
             ..wgpu::InstanceDescriptor::new_without_display_handle()
         });
-        let adapter = select_adapter(&instance, backends).await?;
+        let adapter = select_adapter(&instance, backends, options.adapter_name.as_deref()).await?;
         let info = adapter.get_info();
         if !SUPPORTED_BACKENDS.contains(wgpu::Backends::from(info.backend)) {
             return Err(GpuError::NoAdapter {

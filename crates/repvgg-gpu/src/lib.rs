@@ -77,7 +77,7 @@ pub use context::{
 pub use device_policy::{AutoDevice, is_software_adapter};
 pub use error::{GpuError, Result};
 pub use graph::{Activation, Epilogue, TensorId};
-pub use kernels::conv::ConvKernel;
+pub use kernels::conv::{ConvKernel, ParseConvKernelError};
 pub use network::{GpuNetwork, NetworkBuilder};
 pub use options::ContextOptions;
 pub use precision::{ParsePrecisionError, Precision};

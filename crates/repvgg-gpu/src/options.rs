@@ -15,6 +15,9 @@ pub struct ContextOptions {
     pub pipeline_cache_dir: Option<PathBuf>,
     /// Keep wgpu's runtime bounds checks in every shader (for A/B runs and debugging).
     pub runtime_checks: bool,
+    /// Take the first adapter whose name contains this text (case-insensitive); `None`: the
+    /// adapter wgpu prefers. [`ContextOptions::from_env`] reads `WGPU_ADAPTER_NAME`.
+    pub adapter_name: Option<String>,
 }
 
 impl Default for ContextOptions {
@@ -22,19 +25,24 @@ impl Default for ContextOptions {
         Self {
             pipeline_cache_dir: dirs::cache_dir().map(|d| d.join("repvgg")),
             runtime_checks: false,
+            adapter_name: None,
         }
     }
 }
 
 impl ContextOptions {
     /// The defaults, then `REPVGG_PIPELINE_CACHE` (`off`, `0` or `false`: no persisted cache;
-    /// anything else: the directory to keep it in) and `REPVGG_SHADER_CHECKS=1` (keep every
-    /// runtime check).
+    /// anything else: the directory to keep it in), `REPVGG_SHADER_CHECKS=1` (keep every
+    /// runtime check) and `WGPU_ADAPTER_NAME` (the adapter to take).
     pub fn from_env() -> Self {
-        Self::from_vars(
+        let mut o = Self::from_vars(
             std::env::var_os("REPVGG_PIPELINE_CACHE").map(PathBuf::from),
             std::env::var("REPVGG_SHADER_CHECKS").ok(),
-        )
+        );
+        o.adapter_name = std::env::var("WGPU_ADAPTER_NAME")
+            .ok()
+            .filter(|n| !n.trim().is_empty());
+        o
     }
 
     fn from_vars(cache: Option<PathBuf>, checks: Option<String>) -> Self {

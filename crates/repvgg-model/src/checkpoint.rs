@@ -30,11 +30,37 @@ pub enum Naming {
     Official,
 }
 
-/// Which form a checkpoint holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Form {
-    Train,
-    Deploy,
+pub use crate::vocab::Form;
+
+impl Naming {
+    /// `timm` or `official`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Timm => "timm",
+            Self::Official => "official",
+        }
+    }
+}
+
+impl std::fmt::Display for Naming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Naming {
+    type Err = crate::vocab::ParseWordError;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "timm" => Ok(Self::Timm),
+            "official" | "dingxiaoh" => Ok(Self::Official),
+            _ => Err(crate::vocab::ParseWordError {
+                what: "key naming",
+                got: s.into(),
+                expected: "timm or official",
+            }),
+        }
+    }
 }
 
 /// A model as loaded: whichever form the file held.
@@ -98,9 +124,9 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
             path: path.into(),
             error,
         })?;
-        if crate::pth::is_pth(&bytes) {
+        if is_pth(&bytes) {
             // Converted to safetensors bytes first; the file's bytes are dropped before building.
-            let st = crate::pth::to_safetensors(&bytes, path)?;
+            let st = pth_to_safetensors(&bytes, path)?;
             drop(bytes);
             parse(&st, path)?
         } else {
@@ -113,10 +139,35 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
 /// Parses a checkpoint held in memory; `path` only names it in errors.
 /// PyTorch `.pth` files (zip or legacy) are recognised by their content; see [`crate::pth`].
 pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
-    if crate::pth::is_pth(bytes) {
-        return load_bytes(&crate::pth::to_safetensors(bytes, path)?, path);
+    if is_pth(bytes) {
+        return load_bytes(&pth_to_safetensors(bytes, path)?, path);
     }
     finish(parse(bytes, path)?, path)
+}
+
+#[cfg(feature = "pth")]
+fn is_pth(bytes: &[u8]) -> bool {
+    crate::pth::is_pth(bytes)
+}
+
+/// Without `.pth` support, a PyTorch file is still recognised (a zip, or a binary pickle that is
+/// no safetensors header) so that the error says what is missing.
+#[cfg(not(feature = "pth"))]
+fn is_pth(b: &[u8]) -> bool {
+    b.starts_with(b"PK\x03\x04") || (b.len() > 8 && b[0] == 0x80 && b[8] != b'{')
+}
+
+#[cfg(feature = "pth")]
+fn pth_to_safetensors(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
+    crate::pth::to_safetensors(bytes, path)
+}
+
+#[cfg(not(feature = "pth"))]
+fn pth_to_safetensors(_: &[u8], _: &Path) -> Result<Vec<u8>> {
+    Err(ModelError::NotCompiled {
+        feature: "pth",
+        what: "reading PyTorch .pth checkpoints",
+    })
 }
 
 fn parse(bytes: &[u8], path: &Path) -> Result<Parsed> {

@@ -110,10 +110,25 @@ pub enum ModelError {
     UnknownArch(String),
     #[error(transparent)]
     Math(#[from] repvgg_math::MathError),
+    /// An error of the GPU engine.
+    #[cfg(feature = "gpu")]
     #[error(transparent)]
     Gpu(#[from] repvgg_gpu::GpuError),
+    /// An error of the CPU engine.
+    #[cfg(feature = "cpu")]
     #[error(transparent)]
     Cpu(#[from] repvgg_cpu::CpuError),
+    /// Something this build leaves out: the cargo feature that brings it.
+    #[error("{what} needs repvgg-model's `{feature}` feature, which this build leaves out")]
+    NotCompiled {
+        /// The cargo feature.
+        feature: &'static str,
+        /// What was asked for.
+        what: &'static str,
+    },
+    /// A combination the engines do not run, e.g. f16 on the CPU.
+    #[error("{0}")]
+    Unsupported(String),
     #[error("writing {path}: {reason}")]
     Save { path: PathBuf, reason: String },
     /// An image that cannot be decoded: corrupt, truncated, or not JPEG, PNG or WebP.

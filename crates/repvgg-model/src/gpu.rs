@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 use ndarray::{Array2, Array4, ArrayView4, Ix2, Ix4};
-use repvgg_gpu::{
-    Activation, ConvKernel, Epilogue, GpuContext, GpuNetwork, NetworkBuilder, Precision, TensorId,
-};
+use repvgg_gpu::{Activation, Epilogue, GpuNetwork, NetworkBuilder, Precision, TensorId};
+
+pub use repvgg_gpu::{ConvKernel, GpuContext, LayerTiming};
 use repvgg_math::{ConvBn, ConvSpec};
 
 use crate::error::{ModelError, Result};

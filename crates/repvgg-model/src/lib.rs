@@ -9,22 +9,38 @@
 //! * [`summary`]: parameter counts and multiply-adds, per layer.
 
 pub mod checkpoint;
+#[cfg(feature = "images")]
+pub mod classify;
 mod config;
+#[cfg(feature = "cpu")]
 pub mod cpu;
 pub mod digits;
 mod error;
+#[cfg(all(feature = "images", feature = "pth"))]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod imagenet;
+mod load;
 mod model;
+#[cfg(feature = "onnx")]
 pub mod onnx;
+#[cfg(feature = "images")]
 pub mod preprocess;
+#[cfg(feature = "pth")]
 pub mod pth;
+pub mod runner;
 pub mod summary;
 pub mod tensor_io;
+pub mod vocab;
 
-pub use checkpoint::{Checkpoint, Form, LoadedModel, Naming};
+pub use checkpoint::{Checkpoint, LoadedModel, Naming};
+#[cfg(feature = "images")]
+pub use classify::{Class, Preprocessing};
+pub use load::Model;
+pub use runner::{Engine, Profile, RunOptions, Runner};
+pub use vocab::{AdapterFilter, Device, Form, ParseWordError, Precision};
 pub use config::{BlockSpec, NAMES, OFFICIAL_GROUPED_LAYERS, RepVggConfig};
 pub use error::{KeyProblem, KeyProblems, ModelError, Result};
 pub use model::{

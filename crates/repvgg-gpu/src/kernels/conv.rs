@@ -18,6 +18,32 @@ pub(crate) use super::tiles::{
     subgroup_key, subgroup_tile,
 };
 
+/// A word that names no [`ConvKernel`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not a GPU convolution kernel: expected tiled, gemm, split-k, workgroup, subgroup, \
+     naive, winograd or winograd4"
+)]
+pub struct ParseConvKernelError(pub String);
+
+impl std::fmt::Display for ConvKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ConvKernel {
+    type Err = ParseConvKernelError;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        let word = s.trim().to_ascii_lowercase().replace('_', "-");
+        let word = if word == "splitk" { "split-k".into() } else { word };
+        ConvKernel::ALL
+            .into_iter()
+            .find(|k| k.name() == word)
+            .ok_or_else(|| ParseConvKernelError(s.into()))
+    }
+}
+
 /// Which convolution kernel a network uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ConvKernel {
@@ -54,6 +80,20 @@ pub enum ConvKernel {
 }
 
 impl ConvKernel {
+    /// The word for this kernel (`tiled`, `gemm`, `split-k`, ...), as `FromStr` reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvKernel::Tiled => "tiled",
+            ConvKernel::Gemm => "gemm",
+            ConvKernel::SplitK => "split-k",
+            ConvKernel::Workgroup => "workgroup",
+            ConvKernel::Subgroup => "subgroup",
+            ConvKernel::Naive => "naive",
+            ConvKernel::Winograd => "winograd",
+            ConvKernel::Winograd4 => "winograd4",
+        }
+    }
+
     /// Every kernel, in declaration order (for A/B runs and tests that try them all).
     pub const ALL: [ConvKernel; 8] = [
         ConvKernel::Tiled,
