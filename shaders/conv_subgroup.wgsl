@@ -38,8 +38,8 @@
 // buffer or workgroup-memory load is a loop over the SIMD lanes, while texture fetches are
 // vectorised; sharing through the subgroup does one buffer load per 8 input values instead of
 // one per use. The texture is a storage texture, not a sampled one: lavapipe's sampled
-// `textureLoad` looks up the mip level's size and offset per lane (about a quarter of this
-// kernel's time in a profile of the JIT code), its storage-image load does not.
+// `textureLoad` looks up the mip level's size and offset per lane (a large share of this
+// kernel's time in a profile of the JIT code: docs/lavapipe.md), its storage-image load does not.
 
 // Storage element type: f32 here; the f16 build (Precision::F16) makes it f16 and prepends
 // `enable f16;`. Loads convert to f32 (`f32(..)`), stores round (`st(..)`); arithmetic is f32.

@@ -9,7 +9,7 @@
 4. ONNX Runtime (CPU) runs both on the same float32 input; both are compared with timm's float64
    train-form output, and timed interleaved (A/B per repetition, median) at batch 1 and 8.
 
-Prints one JSON object. Needs the venv from shared/tools/torch-cpu (torch, timm, onnxruntime).
+Prints one JSON object. Needs torch, timm and onnxruntime (see scripts/ref/README.md).
 
     cargo build --release -p repvgg-cli
     $HOME/ref-venv/bin/python scripts/ref/onnx_ort_check.py --repvgg target/release/repvgg

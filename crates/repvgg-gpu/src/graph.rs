@@ -399,8 +399,9 @@ impl Graph {
         // On a flat [N, C] tensor, a linear layer without activation or with a ReLU is a 1x1
         // conv of a 1x1 map, and runs on the conv kernels: tiled over outputs and images, with
         // split-K where a GPU would be idle, instead of linear.wgsl's one loop over `in` per
-        // four outputs (A0's head on lavapipe: 4.4 -> 0.5 ms at batch 1). Its output stays
-        // flat. A sigmoid (squeeze-and-excitation) has no conv epilogue and stays linear.
+        // four outputs (several times faster for A0's head on lavapipe; docs/gpu.md). Its
+        // output stays flat. A sigmoid (squeeze-and-excitation) has no conv epilogue and stays
+        // linear.
         if xm.flat && in_f == xm.channels && act != Activation::Sigmoid {
             let spec = ConvSpec::new(in_f, out_f, 1, 1, 0, 1)?;
             let weight = weight

@@ -34,14 +34,15 @@
 //!   stride 1 or 2: one full subgroup per workgroup, 8 or 12 channels (whichever pads the
 //!   layer's channels least) x up to 32 pixels per invocation, the im2col gather shared
 //!   through `subgroupShuffle`, weights in an rgba32float texture (rgba16float with
-//!   [`Precision::F16`]). On lavapipe a storage-buffer or workgroup-memory load costs about as
-//!   much as 100 FMAs while texture fetches and shuffles are cheap.
+//!   [`Precision::F16`]). On lavapipe a storage-buffer or workgroup-memory load is a loop over
+//!   the SIMD lanes, many times an FMA, while texture fetches and shuffles are cheap (figures:
+//!   docs/gpu.md and docs/lavapipe.md).
 //! * Winograd F(4x4, 3x3) on the main path of software adapters in f32, for 3x3 stride-1
 //!   convs of 48 or more input channels per group: `wino_input.wgsl` (entry `f4`), a grouped
 //!   1x1 conv over the 36 positions on the subgroup kernel (its map flattened to one row; the
 //!   weights transformed at upload in f64, 4x the memory of the 3x3 ones) and
-//!   `wino_output.wgsl` with the epilogue. 4x fewer multiplies; on lavapipe 1.1-1.45x faster
-//!   than the direct conv on A0's layers. See [`ConvKernel::winograd_tile`].
+//!   `wino_output.wgsl` with the epilogue. 4x fewer multiplies, faster than the direct conv on
+//!   lavapipe from 48 channels on (figures: docs/gpu.md). See [`ConvKernel::winograd_tile`].
 //! * `conv_tiled.wgsl` ([`ConvKernel::Workgroup`]): 64 x 64 tiles, 4 x 4 outputs per invocation.
 //! * `conv_naive.wgsl` ([`ConvKernel::Naive`]): one output per invocation, the baseline.
 //! * [`ConvKernel::Winograd`] / [`ConvKernel::Winograd4`] (forced): Winograd F(2x2, 3x3) /

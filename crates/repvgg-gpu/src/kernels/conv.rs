@@ -109,7 +109,7 @@ impl ConvKernel {
     /// The Winograd tile a network built with this kernel on `ctx` in `precision` runs `spec`
     /// with, or `None` for a direct conv: F(2x2) or F(4x4) where forced, and on the main path
     /// F(4x4) where it measured faster (software adapters, f32, wide 3x3 stride-1 convs whose
-    /// product fits the subgroup kernel).
+    /// product fits the subgroup kernel; figures in docs/gpu.md).
     pub fn winograd_tile(
         self,
         ctx: &GpuContext,

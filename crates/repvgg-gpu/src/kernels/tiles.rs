@@ -117,9 +117,10 @@ impl GemmCols {
 /// vec4 accumulators per pixel (`CH4`) of `conv_subgroup.wgsl` for `cout_g` channels per group
 /// on subgroups of `sg`: 2 or 3 (8 or 12 channels per invocation), whichever pads the channels
 /// least to whole workgroups (`4 * ch4 * sg` channels each), 3 on a tie. On lavapipe 96
-/// channels take 3 (one workgroup of 96, where 2 pads to 128: measured 1.9x faster), 48 take
-/// 2, 192 take 3 (equal to 2 on a direct conv, 7% faster on a Winograd product's 16-pixel
-/// maps, where 3 also holds all 16 pixels in one tile). 4 (16 channels) never pads less than 2.
+/// channels take 3 (one workgroup of 96, where 2 pads to 128 and wastes a quarter), 48 take 2,
+/// 192 take 3 (no slower on a direct conv, and on a Winograd product's 16-pixel maps 3 holds
+/// all 16 pixels in one tile). 4 (16 channels) never pads less than 2. Figures: docs/gpu.md,
+/// "Measured figures behind the rules".
 pub(crate) fn subgroup_ch4(cout_g: usize, sg: usize) -> usize {
     let padded = |ch4: usize| cout_g.div_ceil(4 * ch4 * sg) * 4 * ch4 * sg;
     if padded(3) <= padded(2) { 3 } else { 2 }
@@ -128,8 +129,8 @@ pub(crate) fn subgroup_ch4(cout_g: usize, sg: usize) -> usize {
 /// Input channels per K-loop iteration (`KU`) of `conv_subgroup.wgsl` on a flat 1x1 conv (a
 /// Winograd product) with `cin_g` input channels per group: 4, else 2, else 1, whichever divides
 /// `cin_g`. lavapipe blends each write of a loop-carried accumulator with the loop's mask, so
-/// summing 4 channels' products before the write measured 12% faster on A0's products; 8 was
-/// slower than 4 (the weights of 8 channels spill).
+/// summing 4 channels' products before the one write saves 3 blends in 4; 8 is slower than 4
+/// (the weights of 8 channels spill). Figures: docs/gpu.md, "Measured figures behind the rules".
 pub(crate) fn subgroup_channels_per_step(cin_g: usize) -> usize {
     [4, 2]
         .into_iter()
@@ -287,10 +288,10 @@ pub(crate) fn subgroup_tile(
     stride: usize,
     ch4: usize,
 ) -> (usize, usize) {
-    // Stride 2 on a wide map: at most 16 pixels. A0's 112 -> 56 conv measured 1.4x faster
-    // on lavapipe with 14x1 tiles than with 28x1 (and 7x2 as fast as 14x1, 14x2 1.8x
-    // slower): the input row segments a stride-2 tile holds add to the accumulators in
-    // registers. Narrow maps (7 and 14 outputs wide) keep their tiles: no faster when cut.
+    // Stride 2 on a wide map: at most 16 pixels, because the input row segments a stride-2
+    // tile holds add to the accumulators in registers, and wider tiles ran out of registers on
+    // lavapipe. Narrow maps (7 and 14 outputs wide) keep their tiles: no faster when cut.
+    // Figures: docs/gpu.md, "Measured figures behind the rules".
     let most = if stride == 2 && ow > 16 {
         (SUBGROUP_ACC / ch4).min(16)
     } else {
@@ -299,7 +300,8 @@ pub(crate) fn subgroup_tile(
     let even = ow.div_ceil(ow.div_ceil(most));
     // Stride 2 on a wide map whose even pieces are not a multiple of 4 wide but whose rows
     // split into 8s: 8-wide tiles (and 2 rows), so that the store takes 4 pixels at once
-    // (`subgroup_stores_fours`). A0's 112 -> 56 conv: 8x2 tiles 10% faster than 14x1.
+    // (`subgroup_stores_fours`): on lavapipe a store of 4 pixels costs about what a store of 1
+    // does. Figures: docs/gpu.md.
     let nbw =
         if stride == 2 && ow > 16 && !even.is_multiple_of(4) && ow.is_multiple_of(8) && most >= 8 {
             8

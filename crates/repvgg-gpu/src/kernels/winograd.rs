@@ -45,8 +45,9 @@ pub(crate) fn applies(spec: &ConvSpec) -> bool {
 }
 
 /// Input channels per group from which the main path takes Winograd F(4x4) on a software
-/// adapter: at 48 (A0's 56x56 stage) it measured 1.1x faster than the direct conv on lavapipe,
-/// at 96 and 192 (28x28, 14x14) 1.3x and 1.45x.
+/// adapter: from 48 (A0's 56x56 stage) on, the 4x fewer multiplies beat the cost of the two
+/// transforms on lavapipe, by more the wider the layer. Figures: docs/gpu.md, "Measured
+/// figures behind the rules".
 const MAIN_PATH_MIN_CHANNELS: usize = 48;
 
 /// Whether a network built for `kernel` runs `spec` through Winograd, and with which tile:
@@ -58,7 +59,7 @@ const MAIN_PATH_MIN_CHANNELS: usize = 48;
 /// transforms amplify rounding: 10 x 10 in the input transform), not on hardware GPUs, where
 /// no measurement was at hand, and only where the product fits the subgroup kernel (its
 /// 36 * cin weight rows within the adapter's texture size: B3's 768-channel layers do not, and
-/// the gemm kernel that would take them runs ~100x slower on lavapipe). The cost: the
+/// the gemm kernel that would take them is far slower on lavapipe; docs/gpu.md). The cost: the
 /// transformed weights take 4x the memory of the 3x3 ones.
 pub(crate) fn chosen(
     kernel: ConvKernel,
