@@ -9,24 +9,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use eframe::egui;
-use ndarray::{Array2, Array4, Axis};
-use repvgg_gpu::{AutoDevice, GpuContext, Precision, is_software_adapter};
-
-/// Which device the demo runs on (`repvgg-demo --device auto|cpu|gpu`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum DeviceRequest {
-    /// A hardware GPU when there is one, else the CPU.
-    #[default]
-    Auto,
-    /// The CPU.
-    Cpu,
-    /// Any GPU adapter, a software one included.
-    Gpu,
-}
+use ndarray::{Array4, Axis};
+use repvgg_gpu::{GpuContext, is_software_adapter};
 use repvgg_model::digits::{self, TestSet};
-use repvgg_model::gpu::{GpuModel, GpuOptions};
-use repvgg_model::preprocess::{PretrainedConfig, digit_8x8, load_rgb};
-use repvgg_model::{DeployModel, TrainModel, checkpoint, imagenet};
+use repvgg_model::preprocess::{digit_8x8, load_rgb};
+use repvgg_model::{Engine, Model, RunOptions, Runner};
+
+pub use repvgg_model::{Device, Form, Precision};
 
 /// Side of the drawing canvas, in pixels (and points).
 pub const CANVAS_SIZE: usize = 280;
@@ -37,29 +26,19 @@ const DIGIT_MARGIN: usize = 20;
 /// How many latencies per form the plot keeps.
 const HISTORY: usize = 200;
 
-/// Which form of the network runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Form {
-    /// The multi-branch training form (3x3 + 1x1 + identity per block).
-    Train,
-    /// The fused, plain 3x3 form.
-    Deploy,
+/// The label the UI gives a form.
+pub fn form_label(form: Form) -> &'static str {
+    match form {
+        Form::Train => "train (3 branches)",
+        Form::Deploy => "deploy (fused)",
+    }
 }
 
-impl Form {
-    fn index(self) -> usize {
-        match self {
-            Form::Train => 0,
-            Form::Deploy => 1,
-        }
-    }
-
-    /// Name shown in the UI.
-    pub fn name(self) -> &'static str {
-        match self {
-            Form::Train => "train (3 branches)",
-            Form::Deploy => "deploy (fused)",
-        }
+/// Where a form's latencies are kept.
+fn form_index(form: Form) -> usize {
+    match form {
+        Form::Train => 0,
+        Form::Deploy => 1,
     }
 }
 
@@ -170,45 +149,35 @@ impl Canvas {
     }
 }
 
-/// Where the networks run.
+/// Both forms of the digits model, prepared on one engine.
 #[derive(Debug)]
-enum Engine {
-    Gpu {
-        ctx: GpuContext,
-        precision: Precision,
-        train: GpuModel,
-        deploy: GpuModel,
-    },
-    Cpu {
-        train: TrainModel,
-        deploy: DeployModel,
-    },
+struct Runners {
+    train: Runner,
+    deploy: Runner,
 }
 
-impl Engine {
-    fn forward(&self, form: Form, x: &Array4<f32>) -> Result<Array2<f32>, String> {
-        let r = match (self, form) {
-            (Engine::Gpu { train, .. }, Form::Train) => train.forward(x.view()),
-            (Engine::Gpu { deploy, .. }, Form::Deploy) => deploy.forward(x.view()),
-            (Engine::Cpu { train, .. }, Form::Train) => train.forward(x.view()),
-            (Engine::Cpu { deploy, .. }, Form::Deploy) => deploy.forward(x.view()),
-        };
-        r.map_err(|e| e.to_string())
+impl Runners {
+    fn new(model: &Model, engine: &Engine, precision: Precision) -> repvgg_model::Result<Self> {
+        let opts = RunOptions::default().precision(precision);
+        Ok(Self {
+            train: model.runner_on(engine, opts.clone().form(Form::Train))?,
+            deploy: model.runner_on(engine, opts.form(Form::Deploy))?,
+        })
+    }
+
+    fn get(&self, form: Form) -> &Runner {
+        match form {
+            Form::Train => &self.train,
+            Form::Deploy => &self.deploy,
+        }
     }
 }
 
-/// The ImageNet model given with `--weights`.
-#[derive(Debug)]
-enum ImageNetModel {
-    Gpu(GpuModel),
-    Cpu(DeployModel),
-}
-
+/// The ImageNet model given with `--weights`, prepared on the digits model's engine.
 #[derive(Debug)]
 struct ImageNet {
     path: PathBuf,
-    transform: PretrainedConfig,
-    model: ImageNetModel,
+    runner: Runner,
 }
 
 /// One of the top-k ImageNet classes.
@@ -227,6 +196,8 @@ pub struct DemoApp {
     canvas: Canvas,
     form: Form,
     engine: Option<Engine>,
+    runners: Option<Runners>,
+    precision: Precision,
     /// "GPU: name (backend)" or "CPU (no GPU adapter: reason)".
     device_text: String,
     /// Set when the model could not be built at all.
@@ -258,17 +229,17 @@ impl std::fmt::Debug for DemoApp {
 }
 
 impl DemoApp {
-    /// Builds the app on `gpu` (or on the CPU, saying why, when it is an error), with optional
-    /// ImageNet weights, in f32. Never panics: failures end up as messages in the UI.
-    pub fn new(gpu: Result<GpuContext, String>, weights: Option<PathBuf>) -> Self {
-        Self::with_precision(gpu, weights, Precision::F32)
+    /// Builds the app on `engine` (or on the CPU engine, saying why, when it is an error), with
+    /// optional ImageNet weights, in f32. Never panics: failures end up as messages in the UI.
+    pub fn new(engine: Result<Engine, String>, weights: Option<PathBuf>) -> Self {
+        Self::with_precision(engine, weights, Precision::F32)
     }
 
-    /// [`DemoApp::new`] with the models stored in `precision` on the GPU ([`Precision::F16`]:
+    /// [`DemoApp::new`] with the models stored in `precision` on a GPU ([`Precision::F16`]:
     /// f16 weights and activations, f32 arithmetic; the device needs `SHADER_F16`, else the CPU
-    /// runs and [`DemoApp::device_text`] says why). The CPU path is f32 whatever is asked.
+    /// engine runs and [`DemoApp::device_text`] says why). The CPU engine computes in f32.
     pub fn with_precision(
-        gpu: Result<GpuContext, String>,
+        engine: Result<Engine, String>,
         weights: Option<PathBuf>,
         precision: Precision,
     ) -> Self {
@@ -276,6 +247,8 @@ impl DemoApp {
             canvas: Canvas::new(CANVAS_SIZE),
             form: Form::Deploy,
             engine: None,
+            runners: None,
+            precision,
             device_text: String::new(),
             model_error: None,
             probs: None,
@@ -297,7 +270,7 @@ impl DemoApp {
             Ok(t) => app.test_set = Some(t),
             Err(e) => app.last_error = Some(format!("test digits unavailable: {e}")),
         }
-        let train = match digits::model() {
+        let model = match Model::digits().and_then(|m| m.deploy_model().map(|_| m)) {
             Ok(m) => m,
             Err(e) => {
                 app.model_error = Some(format!("embedded digits model failed to load: {e}"));
@@ -305,42 +278,34 @@ impl DemoApp {
                 return app;
             }
         };
-        let deploy = match train.fuse() {
-            Ok(m) => m,
-            Err(e) => {
-                app.model_error = Some(format!("fusing the digits model failed: {e}"));
-                app.device_text = "none".into();
-                return app;
+        let on_gpu = engine.and_then(|e| {
+            if !e.is_gpu() {
+                return Err(e.reason().trim_start_matches("cpu: ").to_string());
             }
-        };
-        let gpu = gpu.and_then(|ctx| {
-            let opts = GpuOptions {
-                precision,
-                ..GpuOptions::default()
-            };
-            let t = GpuModel::train(&ctx, &train, opts).map_err(|e| e.to_string())?;
-            let d = GpuModel::deploy(&ctx, &deploy, opts).map_err(|e| e.to_string())?;
-            Ok((ctx, t, d))
+            let r = Runners::new(&model, &e, precision).map_err(|err| err.to_string())?;
+            Ok((e, r))
         });
-        match gpu {
-            Ok((ctx, t, d)) => {
-                let info = ctx.info();
-                app.device_text = format!("GPU: {} ({})", info.name, info.backend);
+        let (engine, runners) = match on_gpu {
+            Ok((engine, runners)) => {
+                app.device_text = format!("GPU: {}", engine.adapter());
                 if precision != Precision::F32 {
                     app.device_text += &format!(", {precision}");
                 }
-                app.engine = Some(Engine::Gpu {
-                    ctx,
-                    precision,
-                    train: t,
-                    deploy: d,
-                });
+                (engine, Ok(runners))
             }
             Err(reason) => {
                 app.device_text = format!("CPU ({reason})");
-                app.engine = Some(Engine::Cpu { train, deploy });
+                // The CPU engine computes in f32 whatever was asked of a GPU.
+                let cpu = Engine::cpu();
+                let r = Runners::new(&model, &cpu, Precision::F32);
+                (cpu, r)
             }
+        };
+        match runners {
+            Ok(r) => app.runners = Some(r),
+            Err(e) => app.model_error = Some(format!("preparing the digits model failed: {e}")),
         }
+        app.engine = Some(engine);
         if let Some(path) = weights {
             app.load_weights(path);
         }
@@ -349,26 +314,26 @@ impl DemoApp {
 
     /// Builds the app on the device `device` asks for, the GPU models stored in `precision`.
     ///
-    /// [`DeviceRequest::Auto`] takes eframe's own wgpu device, else a device of its own, when
-    /// it is a hardware GPU; a software adapter (lavapipe, SwiftShader, WARP) is slower than the
-    /// CPU path and runs only with [`DeviceRequest::Gpu`]. The CPU runs when no GPU is taken,
-    /// and [`DemoApp::device_text`] says why.
+    /// [`Device::Auto`] takes eframe's own wgpu device, else a device of its own, when it is a
+    /// hardware GPU; a software adapter (lavapipe, SwiftShader, WARP) is slower than the CPU
+    /// engine and runs only with [`Device::Gpu`]. The CPU engine runs when no GPU is taken, and
+    /// [`DemoApp::device_text`] says why.
     pub fn from_creation_context(
         cc: &eframe::CreationContext<'_>,
         weights: Option<PathBuf>,
-        device: DeviceRequest,
+        device: Device,
         precision: Precision,
     ) -> Self {
-        let build = |gpu, weights| Self::with_precision(gpu, weights, precision);
-        if device == DeviceRequest::Cpu {
+        let build = |engine, weights| Self::with_precision(engine, weights, precision);
+        if device == Device::Cpu {
             return build(Err("asked for with --device cpu".into()), weights);
         }
         let mut reasons = Vec::new();
         if let Some(rs) = &cc.wgpu_render_state {
             let info = rs.adapter.get_info();
-            if device == DeviceRequest::Auto && is_software_adapter(&info) {
+            if device == Device::Auto && is_software_adapter(&info) {
                 let why = format!(
-                    "{} is a software adapter, slower than the CPU path; --device gpu runs on it",
+                    "{} is a software adapter, slower than the CPU engine; --device gpu runs on it",
                     info.name
                 );
                 return build(Err(why), weights);
@@ -379,63 +344,44 @@ impl DemoApp {
                 info,
                 rs.device.limits(),
             );
-            let app = build(Ok(ctx), weights.clone());
-            if matches!(app.engine, Some(Engine::Gpu { .. })) {
+            let app = build(Ok(Engine::from_gpu_context(ctx)), weights.clone());
+            if app.on_gpu() {
                 return app;
             }
             reasons.push(format!("eframe's device: {}", app.device_text));
         } else {
             reasons.push("eframe has no wgpu device".to_string());
         }
-        let ctx = match device {
-            DeviceRequest::Auto => match AutoDevice::pick() {
-                AutoDevice::Gpu(ctx) => Ok(ctx),
-                AutoDevice::Cpu(why) => Err(why),
-            },
-            _ => GpuContext::new().map_err(|e| format!("no GPU adapter: {e}")),
-        };
-        match ctx {
-            Ok(ctx) => build(Ok(ctx), weights),
+        match Engine::open(&device) {
+            Ok(engine) if engine.is_gpu() => build(Ok(engine), weights),
+            Ok(engine) => {
+                reasons.push(engine.reason().trim_start_matches("cpu: ").to_string());
+                build(Err(reasons.join("; ")), weights)
+            }
             Err(e) => {
-                reasons.push(e);
+                reasons.push(format!("no GPU adapter: {e}"));
                 build(Err(reasons.join("; ")), weights)
             }
         }
     }
 
-    /// Loads ImageNet weights (any RepVGG checkpoint); errors are shown in the UI.
+    /// Loads ImageNet weights (any RepVGG checkpoint) onto the digits model's engine (the CPU
+    /// engine when that fails); errors are shown in the UI.
     pub fn load_weights(&mut self, path: PathBuf) {
         self.imagenet = None;
         self.imagenet_error = None;
-        let loaded = checkpoint::load(&path).and_then(|c| {
-            let transform = PretrainedConfig::for_config(c.model.config());
-            Ok((transform, c.model.into_deploy()?))
+        let gpu = self.engine.as_ref().filter(|e| e.is_gpu());
+        let opts = RunOptions::default().precision(self.precision);
+        let prepared = Model::load(&path).and_then(|model| match gpu {
+            Some(gpu) => model
+                .runner_on(gpu, opts)
+                .or_else(|_| model.runner_on(&Engine::cpu(), RunOptions::default())),
+            None => model.runner_on(&Engine::cpu(), RunOptions::default()),
         });
-        let (transform, deploy) = match loaded {
-            Ok(v) => v,
-            Err(e) => {
-                self.imagenet_error = Some(format!("{}: {e}", path.display()));
-                return;
-            }
-        };
-        let model = match &self.engine {
-            Some(Engine::Gpu { ctx, precision, .. }) => {
-                let opts = GpuOptions {
-                    precision: *precision,
-                    ..GpuOptions::default()
-                };
-                match GpuModel::deploy(ctx, &deploy, opts) {
-                    Ok(m) => ImageNetModel::Gpu(m),
-                    Err(_) => ImageNetModel::Cpu(deploy),
-                }
-            }
-            _ => ImageNetModel::Cpu(deploy),
-        };
-        self.imagenet = Some(ImageNet {
-            path,
-            transform,
-            model,
-        });
+        match prepared {
+            Ok(runner) => self.imagenet = Some(ImageNet { path, runner }),
+            Err(e) => self.imagenet_error = Some(format!("{}: {e}", path.display())),
+        }
     }
 
     /// "GPU: name (backend)" or "CPU (no GPU adapter: reason)".
@@ -445,7 +391,7 @@ impl DemoApp {
 
     /// Whether the digits model runs on a GPU.
     pub fn on_gpu(&self) -> bool {
-        matches!(self.engine, Some(Engine::Gpu { .. }))
+        self.runners.is_some() && self.engine.as_ref().is_some_and(Engine::is_gpu)
     }
 
     /// The form in use.
@@ -492,7 +438,7 @@ impl DemoApp {
 
     /// Recorded latencies (ms) of a form.
     pub fn latencies(&self, form: Form) -> &[f64] {
-        &self.latencies[form.index()]
+        &self.latencies[form_index(form)]
     }
 
     /// The test digits (if they decoded).
@@ -546,15 +492,18 @@ impl DemoApp {
 
     /// Runs the current form on the canvas; returns the predicted digit.
     pub fn classify_canvas(&mut self) -> Result<usize, String> {
-        let engine = self
-            .engine
+        let runners = self
+            .runners
             .as_ref()
             .ok_or_else(|| self.model_error.clone().unwrap_or_default())?;
         let x = self.canvas.model_input();
         let start = Instant::now();
-        let logits = engine.forward(self.form, &x)?;
+        let logits = runners
+            .get(self.form)
+            .run(x.view())
+            .map_err(|e| e.to_string())?;
         let ms = start.elapsed().as_secs_f64() * 1e3;
-        let hist = &mut self.latencies[self.form.index()];
+        let hist = &mut self.latencies[form_index(self.form)];
         hist.push(ms);
         if hist.len() > HISTORY {
             hist.remove(0);
@@ -577,23 +526,17 @@ impl DemoApp {
             .as_ref()
             .ok_or("no ImageNet weights: start with --weights FILE")?;
         let img = load_rgb(path).map_err(|e| e.to_string())?;
-        let x = net.transform.transform(&img).map_err(|e| e.to_string())?;
-        let logits = match &net.model {
-            ImageNetModel::Gpu(m) => m.forward(x.view()),
-            ImageNetModel::Cpu(m) => m.forward(x.view()),
-        }
-        .map_err(|e| e.to_string())?;
-        let probs = softmax(logits.row(0).as_slice().unwrap_or(&[]));
-        let mut idx: Vec<usize> = (0..probs.len()).collect();
-        idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-        Ok(idx
+        let top = net
+            .runner
+            .classify(&[img], 5)
+            .map_err(|e| e.to_string())?;
+        Ok(top
             .into_iter()
-            .take(5)
-            .map(|class| Guess {
-                class,
-                label: imagenet::label(class)
-                    .map_or_else(|| format!("class {class}"), str::to_string),
-                prob: probs[class],
+            .flatten()
+            .map(|c| Guess {
+                class: c.index,
+                label: c.label,
+                prob: c.prob,
             })
             .collect())
     }
@@ -649,7 +592,7 @@ mod tests {
     use super::*;
 
     fn app() -> DemoApp {
-        DemoApp::new(GpuContext::new().map_err(|e| e.to_string()), None)
+        DemoApp::new(Engine::open(&Device::GPU).map_err(|e| e.to_string()), None)
     }
 
     #[test]
@@ -690,8 +633,8 @@ mod tests {
     /// says why.
     #[test]
     fn f16_models_classify_like_f32_and_say_so() {
-        let ctx = match GpuContext::new() {
-            Ok(ctx) => ctx,
+        let engine = match Engine::open(&Device::GPU) {
+            Ok(engine) => engine,
             Err(e) => {
                 assert!(
                     std::env::var_os("REPVGG_REQUIRE_GPU").is_none(),
@@ -701,8 +644,8 @@ mod tests {
                 return;
             }
         };
-        let f16 = ctx.has_f16();
-        let mut half = DemoApp::with_precision(Ok(ctx.clone()), None, Precision::F16);
+        let f16 = engine.gpu_context().is_some_and(GpuContext::has_f16);
+        let mut half = DemoApp::with_precision(Ok(engine.clone()), None, Precision::F16);
         eprintln!("device: {}", half.device_text());
         if !f16 {
             assert!(!half.on_gpu());
@@ -714,7 +657,7 @@ mod tests {
             return;
         }
         assert!(half.on_gpu() && half.device_text().ends_with(", f16"));
-        let mut full = DemoApp::new(Ok(ctx), None);
+        let mut full = DemoApp::new(Ok(engine), None);
         assert!(full.on_gpu() && !full.device_text().contains("f16"));
         for i in 0..40 {
             for form in [Form::Deploy, Form::Train] {

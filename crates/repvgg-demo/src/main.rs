@@ -4,35 +4,26 @@
 use std::path::PathBuf;
 
 use eframe::egui;
-use repvgg_demo::{DemoApp, DeviceRequest};
-use repvgg_gpu::Precision;
+use repvgg_demo::{DemoApp, Device, Precision};
 
-fn parse_device(v: &str) -> Result<DeviceRequest, String> {
-    match v {
-        "auto" => Ok(DeviceRequest::Auto),
-        "cpu" => Ok(DeviceRequest::Cpu),
-        "gpu" => Ok(DeviceRequest::Gpu),
-        other => Err(format!("--device `{other}`: expected auto, cpu or gpu")),
-    }
+fn parse_device(v: &str) -> Result<Device, String> {
+    v.parse().map_err(|e| format!("--device: {e}"))
 }
 
 fn parse_precision(v: &str) -> Result<Precision, String> {
-    Precision::ALL
-        .into_iter()
-        .find(|p| p.name() == v)
-        .ok_or_else(|| format!("--precision `{v}`: expected f32 or f16"))
+    v.parse().map_err(|e| format!("--precision: {e}"))
 }
 
 /// What the command line asks for.
 struct Args {
     weights: Option<PathBuf>,
-    device: DeviceRequest,
+    device: Device,
     precision: Precision,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut weights = None;
-    let mut device = DeviceRequest::Auto;
+    let mut device = Device::Auto;
     let mut precision = Precision::F32;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {

@@ -108,8 +108,8 @@ impl DemoApp {
         ui.horizontal(|ui| {
             ui.label("Form:");
             let mut form = self.form;
-            ui.radio_value(&mut form, Form::Deploy, Form::Deploy.name());
-            ui.radio_value(&mut form, Form::Train, Form::Train.name());
+            ui.radio_value(&mut form, Form::Deploy, form_label(Form::Deploy));
+            ui.radio_value(&mut form, Form::Train, form_label(Form::Train));
             self.set_form(form);
         });
         let text = match self.prediction {
@@ -144,8 +144,8 @@ impl DemoApp {
                 let v = self.latencies(form);
                 let m = median(v).map_or("-".to_string(), |m| format!("{m:.2} ms"));
                 ui.colored_label(
-                    FORM_COLORS[form.index()],
-                    format!("{}: median {m} over {} runs", form.name(), v.len()),
+                    FORM_COLORS[form_index(form)],
+                    format!("{}: median {m} over {} runs", form_label(form), v.len()),
                 );
             }
         });
@@ -174,8 +174,8 @@ impl DemoApp {
             )
         };
         for form in [Form::Deploy, Form::Train] {
-            let v = &self.latencies[form.index()];
-            let c = FORM_COLORS[form.index()];
+            let v = &self.latencies[form_index(form)];
+            let c = FORM_COLORS[form_index(form)];
             let raw: Vec<Pos2> = v
                 .iter()
                 .enumerate()

@@ -4,8 +4,8 @@
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use repvgg_demo::{DemoApp, DeviceRequest, Form};
-use repvgg_gpu::Precision;
+use repvgg_demo::{DemoApp, Device, Form, Precision, form_label};
+
 
 fn harness() -> Harness<'static, DemoApp> {
     let builder = Harness::builder().with_size(egui::Vec2::new(760.0, 1100.0));
@@ -18,7 +18,7 @@ fn harness() -> Harness<'static, DemoApp> {
     };
     // `Gpu`: the software adapters of CI runners are taken too, so the GPU path is what runs.
     builder.build_eframe(|cc| {
-        DemoApp::from_creation_context(cc, None, DeviceRequest::Gpu, Precision::F32)
+        DemoApp::from_creation_context(cc, None, Device::GPU, Precision::F32)
     })
 }
 
@@ -37,7 +37,7 @@ fn load_test_digit_shows_its_label_in_both_forms() {
     h.get_by_label(&format!("Test digit #0 (true label {label})"));
     assert_eq!(h.state().form(), Form::Deploy);
 
-    h.get_by_label(Form::Train.name()).click();
+    h.get_by_label(form_label(Form::Train)).click();
     h.run();
     assert_eq!(h.state().form(), Form::Train);
     h.get_by_label(&expected);
