@@ -18,7 +18,7 @@
 use ndarray::ArrayView4;
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
-use repvgg_math::ConvSpec;
+use repvgg_math::{Activation, ConvSpec, Epilogue};
 
 use crate::aligned::AlignedVec;
 use crate::error::{CpuError, Result};
@@ -37,19 +37,6 @@ pub enum ConvAlgo {
     Winograd(Tile),
     /// GEMM (im2col or direct 1x1) for every conv.
     Gemm,
-}
-
-/// The epilogue of a convolution: `y = conv * scale + shift`, then `y += out` when
-/// accumulating, then ReLU.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Epilogue {
-    /// Per-output-channel scale (a BN's `gamma / std`); `None` = 1.
-    pub scale: Option<Vec<f32>>,
-    /// Per-output-channel shift (a bias, or a BN's `beta - mean * scale`); `None` = 0.
-    pub shift: Option<Vec<f32>>,
-    /// Add the result to what the output tensor holds instead of overwriting it.
-    pub accumulate: bool,
-    pub relu: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -121,11 +108,15 @@ const COL_ELEMS: usize = 256 * 1024;
 
 impl PreparedConv {
     /// Packs `weight` (`[out, in / groups, k, k]`) for `algo`. Fails on a weight that does not
-    /// match `spec`, on non-finite weights, and on epilogue vectors of the wrong length.
-    pub fn new(
+    /// match `spec`, on non-finite weights, on epilogue vectors of the wrong length and on a
+    /// sigmoid activation (a conv ends with nothing or a ReLU).
+    ///
+    /// The epilogue's residual handle is not read: a residual (any value, `()` when calling
+    /// this directly) makes [`PreparedConv::run`] add the result to what `out` holds.
+    pub fn new<R>(
         weight: ArrayView4<'_, f32>,
         spec: ConvSpec,
-        epilogue: Epilogue,
+        epilogue: Epilogue<R>,
         algo: ConvAlgo,
     ) -> Result<Self> {
         spec.validate()?;
@@ -151,7 +142,17 @@ impl PreparedConv {
             }
         };
         let scale = check("scale", &epilogue.scale, 1.0)?;
-        let shift = check("shift", &epilogue.shift, 0.0)?;
+        let shift = check("bias", &epilogue.bias, 0.0)?;
+        let relu = match epilogue.activation {
+            Activation::None => false,
+            Activation::Relu => true,
+            Activation::Sigmoid => {
+                return Err(CpuError::Invalid(
+                    "a convolution's epilogue ends with no activation or a ReLU, not a sigmoid"
+                        .into(),
+                ));
+            }
+        };
         let winograd_ok = spec.kernel_size == 3 && spec.stride == 1 && spec.padding <= 2;
         // F(4x4) does 1.8x fewer multiplications than F(2x2), but its transforms cost more per
         // channel, it rounds a little more and its transformed weights are 2.25x larger: it pays
@@ -177,8 +178,8 @@ impl PreparedConv {
             kernel,
             scale,
             shift,
-            accumulate: epilogue.accumulate,
-            relu: epilogue.relu,
+            accumulate: epilogue.residual.is_some(),
+            relu,
         })
     }
 
@@ -186,7 +187,7 @@ impl PreparedConv {
         &self.spec
     }
 
-    /// Whether the epilogue adds to the output tensor.
+    /// Whether the epilogue adds to the output tensor (it had a residual).
     pub fn accumulates(&self) -> bool {
         self.accumulate
     }

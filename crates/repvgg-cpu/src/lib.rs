@@ -28,7 +28,8 @@ mod gemm;
 mod network;
 pub mod winograd;
 
-pub use conv::{ConvAlgo, Epilogue, F4_MIN_TILES, Geometry, PreparedConv, WIDE};
+pub use conv::{ConvAlgo, F4_MIN_TILES, Geometry, PreparedConv, WIDE};
 pub use error::{CpuError, Result};
-pub use network::{CpuOptions, Network, NetworkBuilder, OpTime, RunOutput, TensorId};
+pub use network::{CpuOptions, Epilogue, Network, NetworkBuilder, OpTime, RunOutput, TensorId};
+pub use repvgg_math::Activation;
 pub use winograd::Tile;

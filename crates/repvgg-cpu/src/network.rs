@@ -14,12 +14,19 @@ use rayon::prelude::*;
 use repvgg_math::ConvSpec;
 
 use crate::aligned::AlignedVec;
-use crate::conv::{ConvAlgo, Epilogue, PreparedConv};
+use crate::conv::{ConvAlgo, PreparedConv};
 use crate::error::{CpuError, Result};
 
 /// A tensor of a network under construction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TensorId(usize);
+
+/// What a convolution does to its result before storing it, in this order:
+/// `y = conv(x) * scale + bias; y += residual; y = activation(y)` (see
+/// [`repvgg_math::Epilogue`]). The activation of a conv is [`repvgg_math::Activation::None`]
+/// or [`repvgg_math::Activation::Relu`]. The CPU engine adds a residual in place: the conv
+/// accumulates into the residual's buffer (see [`NetworkBuilder::conv`]).
+pub type Epilogue = repvgg_math::Epilogue<TensorId>;
 
 /// Squeeze-excite weights: `x * sigmoid(fc2(relu(fc1(mean(x)))))`.
 #[derive(Debug, Clone)]
@@ -156,7 +163,15 @@ impl NetworkBuilder {
         Ok(())
     }
 
-    /// A convolution of `x` into a new tensor (`epilogue.accumulate` must be false).
+    /// A convolution of `x`, then `epilogue`. Without a residual the result is a new tensor.
+    /// With one, the result is added to the residual tensor in place (as
+    /// [`NetworkBuilder::affine_add`] does) and the residual's id is returned: the residual's
+    /// earlier value is no longer available.
+    ///
+    /// # Errors
+    /// [`CpuError::Shape`] when the input or residual channels, the weight or the epilogue
+    /// vectors do not match `spec`; [`CpuError::Invalid`] for an unknown tensor, non-finite
+    /// weights or a sigmoid activation; [`CpuError::Math`] for an invalid spec.
     pub fn conv(
         &mut self,
         x: TensorId,
@@ -165,47 +180,31 @@ impl NetworkBuilder {
         epilogue: Epilogue,
     ) -> Result<TensorId> {
         self.conv_checked(x, &spec)?;
-        if epilogue.accumulate {
-            return Err(CpuError::Invalid(
-                "an accumulating convolution needs a target: use conv_accumulate".into(),
-            ));
-        }
+        let target = match epilogue.residual {
+            None => None,
+            Some(t) => {
+                let ct = self.check(t)?;
+                if ct != spec.out_channels {
+                    return Err(CpuError::Shape {
+                        what: "convolution residual channels".into(),
+                        expected: vec![spec.out_channels],
+                        found: vec![ct],
+                    });
+                }
+                Some(t)
+            }
+        };
         let conv = PreparedConv::new(weight, spec, epilogue, self.opts.algo)?;
-        let y = self.tensor(spec.out_channels);
+        let y = match target {
+            Some(t) => t.0,
+            None => self.tensor(spec.out_channels),
+        };
         self.ops.push(Op::Conv {
             x: x.0,
             y,
             conv: Box::new(conv),
         });
         Ok(TensorId(y))
-    }
-
-    /// A convolution of `x` added to `target` (same shape as the conv's output).
-    pub fn conv_accumulate(
-        &mut self,
-        x: TensorId,
-        weight: ArrayView4<'_, f32>,
-        spec: ConvSpec,
-        mut epilogue: Epilogue,
-        target: TensorId,
-    ) -> Result<TensorId> {
-        self.conv_checked(x, &spec)?;
-        let ct = self.check(target)?;
-        if ct != spec.out_channels {
-            return Err(CpuError::Shape {
-                what: "accumulation target channels".into(),
-                expected: vec![spec.out_channels],
-                found: vec![ct],
-            });
-        }
-        epilogue.accumulate = true;
-        let conv = PreparedConv::new(weight, spec, epilogue, self.opts.algo)?;
-        self.ops.push(Op::Conv {
-            x: x.0,
-            y: target.0,
-            conv: Box::new(conv),
-        });
-        Ok(target)
     }
 
     /// `target += x * scale + shift` per channel (a BN branch added to a sum), then ReLU.
@@ -950,7 +949,7 @@ mod tests {
             .conv(t1, w3.view(), s3, Epilogue::default())
             .expect("conv");
         let t2 = b
-            .conv_accumulate(t1, w1.view(), s1, Epilogue::default(), t2)
+            .conv(t1, w1.view(), s1, Epilogue::new().with_residual(t2))
             .expect("1x1 branch");
         let t2 = b
             .affine_add(t1, vec![1.0; c], vec![0.0; c], t2, true)

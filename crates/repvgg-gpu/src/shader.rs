@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use crate::precision::Precision;
+use crate::precision::{Precision, Storage};
 
 /// One WGSL file of `shaders/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
