@@ -522,8 +522,8 @@ fn builder_errors_name_the_problem() {
     assert!(e.to_string().contains("NaN"), "{e}");
     let e = b
         .conv(x, w.view(), spec, Epilogue::bias(vec![0.0; 3]))
-        .expect_err("short shift");
-    assert!(e.to_string().contains("shift"), "{e}");
+        .expect_err("short bias");
+    assert!(e.to_string().contains("bias"), "{e}");
     let y = b
         .conv(x, w.view(), spec, Epilogue::default())
         .expect("conv");
