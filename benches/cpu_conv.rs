@@ -32,12 +32,7 @@ fn conv_net(spec: ConvSpec, algo: ConvAlgo) -> Network {
     let w = Array4::from_shape_fn(spec.weight_shape(), |(o, i, y, x)| {
         ((o * 31 + i * 7 + y * 3 + x) % 17) as f32 / 17.0 - 0.5
     });
-    let ep = Epilogue {
-        scale: None,
-        shift: Some(vec![0.1; spec.out_channels]),
-        accumulate: false,
-        relu: true,
-    };
+    let ep = Epilogue::bias(vec![0.1; spec.out_channels]).relu();
     let y = b.conv(x, w.view(), spec, ep).unwrap();
     let head = Array2::<f32>::from_elem((1, spec.out_channels), 0.01);
     b.head(y, head.view(), &[0.0]).unwrap();

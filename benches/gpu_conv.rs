@@ -38,7 +38,7 @@ fn conv_net(
         ((o * 31 + i * 7 + y * 3 + x) % 17) as f32 / 17.0 - 0.5
     });
     // The deployed block: conv + bias + ReLU, fused.
-    let epilogue = Epilogue::bias(vec![0.1; spec.out_channels]).with_relu(true);
+    let epilogue = Epilogue::bias(vec![0.1; spec.out_channels]).relu();
     let y = b.conv(x, w.view(), spec, epilogue)?;
     b.output("y", y);
     b.build()

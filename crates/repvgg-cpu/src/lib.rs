@@ -22,15 +22,21 @@
 //!   chunks than threads (batch 1, late layers), the work inside a chunk is split instead.
 
 mod aligned;
+mod builder;
 mod conv;
+mod elementwise;
 mod error;
 mod gemm;
+mod im2col;
 mod network;
+mod plan;
+mod schedule;
 pub mod winograd;
+mod winograd_run;
 
-pub use conv::{
-    ConvAlgo, Epilogue, F4_MIN_TILES, Geometry, ParseConvAlgoError, PreparedConv, WIDE,
-};
+pub use builder::{CpuOptions, Epilogue, NetworkBuilder, TensorId};
+pub use conv::{ConvAlgo, F4_MIN_TILES, Geometry, ParseConvAlgoError, PreparedConv, WIDE};
 pub use error::{CpuError, Result};
-pub use network::{CpuOptions, Network, NetworkBuilder, OpTime, RunOutput, TensorId};
+pub use network::{Network, OpTime, RunOutput};
+pub use repvgg_math::Activation;
 pub use winograd::Tile;

@@ -7,7 +7,7 @@
 
 use ndarray::{Array1, Array2, Array4, Axis};
 use proptest::prelude::*;
-use repvgg_cpu::{ConvAlgo, CpuOptions, Epilogue, NetworkBuilder, PreparedConv, Tile};
+use repvgg_cpu::{Activation, ConvAlgo, CpuOptions, Epilogue, NetworkBuilder, PreparedConv, Tile};
 use repvgg_math::ConvSpec;
 use repvgg_math::ops::conv2d_reference;
 
@@ -102,15 +102,15 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
     let base_spec = ConvSpec::new(s.in_channels, s.out_channels, 1, 1, 0, 1).map_err(fail)?;
     let ep = Epilogue {
         scale: scale.clone(),
-        shift: Some(shift.clone()),
-        accumulate: false,
-        relu: c.relu,
+        bias: Some(shift.clone()),
+        residual: None,
+        activation: Activation::relu_if(c.relu),
     };
     let y = if accumulate {
         let t = b
             .conv(input, base_w.view(), base_spec, Epilogue::default())
             .map_err(fail)?;
-        b.conv_accumulate(input, weight.view(), s, ep, t)
+        b.conv(input, weight.view(), s, ep.with_residual(t))
             .map_err(fail)?
     } else {
         b.conv(input, weight.view(), s, ep).map_err(fail)?
@@ -418,27 +418,13 @@ fn network_ops_match_f64() -> Result<(), TestCaseError> {
     });
     let t0 = b.input(c).map_err(fail)?;
     let t1 = b
-        .conv(
-            t0,
-            w1.view(),
-            spec,
-            Epilogue {
-                relu: true,
-                ..Epilogue::default()
-            },
-        )
+        .conv(t0, w1.view(), spec, Epilogue::new().relu())
         .map_err(fail)?;
     let t2 = b
         .conv(t1, w2.view(), spec, Epilogue::default())
         .map_err(fail)?;
-    let bn1 = Epilogue {
-        scale: Some(sc1.clone()),
-        shift: Some(sh1.clone()),
-        ..Epilogue::default()
-    };
-    let t2 = b
-        .conv_accumulate(t1, w3.view(), spec1, bn1, t2)
-        .map_err(fail)?;
+    let bn1 = Epilogue::affine(sc1.clone(), sh1.clone()).with_residual(t2);
+    let t2 = b.conv(t1, w3.view(), spec1, bn1).map_err(fail)?;
     let t2 = b
         .affine_add(t1, sc.clone(), sh.clone(), t2, false)
         .map_err(fail)?;
@@ -535,17 +521,9 @@ fn builder_errors_name_the_problem() {
         .expect_err("NaN weight");
     assert!(e.to_string().contains("NaN"), "{e}");
     let e = b
-        .conv(
-            x,
-            w.view(),
-            spec,
-            Epilogue {
-                shift: Some(vec![0.0; 3]),
-                ..Epilogue::default()
-            },
-        )
-        .expect_err("short shift");
-    assert!(e.to_string().contains("shift"), "{e}");
+        .conv(x, w.view(), spec, Epilogue::bias(vec![0.0; 3]))
+        .expect_err("short bias");
+    assert!(e.to_string().contains("bias"), "{e}");
     let y = b
         .conv(x, w.view(), spec, Epilogue::default())
         .expect("conv");
@@ -636,7 +614,7 @@ fn executed_macs_count_what_each_algorithm_multiplies() {
     let one = ConvSpec::new(8, 16, 1, 1, 0, 1).expect("spec");
     let w1 = Array4::<f32>::from_elem((16, 8, 1, 1), 0.25);
     let y = b
-        .conv_accumulate(x, w1.view(), one, Epilogue::default(), y)
+        .conv(x, w1.view(), one, Epilogue::new().with_residual(y))
         .expect("1x1 branch");
     let hw = Array2::<f32>::zeros((5, 16));
     b.head(y, hw.view(), &[0.0; 5]).expect("head");

@@ -66,12 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let w = Array4::from_shape_fn(spec.weight_shape(), |(o, i, y, x)| {
                 ((o * 31 + i * 7 + y * 3 + x) % 17) as f32 / 17.0 - 0.5
             });
-            let y = b.conv(
-                x,
-                w.view(),
-                spec,
-                Epilogue::bias(vec![0.1; cout]).with_relu(true),
-            )?;
+            let y = b.conv(x, w.view(), spec, Epilogue::bias(vec![0.1; cout]).relu())?;
             b.output("y", y);
             let net = match b.build() {
                 Ok(net) => net,

@@ -7,8 +7,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
-use repvgg_math::ConvSpec;
 use repvgg_math::winograd::Tile;
+use repvgg_math::{Activation, ConvSpec};
 
 use crate::error::{GpuError, Result};
 use crate::kernels::winograd;
@@ -23,46 +23,10 @@ pub struct TensorId {
 }
 
 /// What a convolution does to its result before storing it, in this order:
-/// `y = conv(x) * scale + bias; y += residual; if relu { y = max(y, 0) }`.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Epilogue {
-    /// Per-output-channel multiplier (a batch norm folded into this conv's epilogue).
-    pub scale: Option<Vec<f32>>,
-    /// Per-output-channel bias.
-    pub bias: Option<Vec<f32>>,
-    /// A tensor of the output's shape, added.
-    pub residual: Option<TensorId>,
-    /// Clamp at zero, last.
-    pub relu: bool,
-}
-
-impl Epilogue {
-    /// Bias only.
-    pub fn bias(bias: Vec<f32>) -> Self {
-        Self {
-            bias: Some(bias),
-            ..Self::default()
-        }
-    }
-
-    /// Sets the ReLU flag.
-    pub fn with_relu(mut self, relu: bool) -> Self {
-        self.relu = relu;
-        self
-    }
-}
-
-/// The activation applied after a fully connected layer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Activation {
-    /// None.
-    #[default]
-    Identity = 0,
-    /// `max(x, 0)`.
-    Relu = 1,
-    /// `1 / (1 + exp(-x))`.
-    Sigmoid = 2,
-}
+/// `y = conv(x) * scale + bias; y += residual; y = activation(y)` (see
+/// [`repvgg_math::Epilogue`]). The activation of a conv is [`Activation::None`] or
+/// [`Activation::Relu`].
+pub type Epilogue = repvgg_math::Epilogue<TensorId>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TensorMeta {
@@ -238,7 +202,7 @@ impl Graph {
         epilogue: Epilogue,
         flat: bool,
     ) -> Result<TensorId> {
-        let (x, residual) = self.check_conv(x, &weight, &spec, &epilogue)?;
+        let (x, residual, relu) = self.check_conv(x, &weight, &spec, &epilogue)?;
         let node = Node::Conv {
             x,
             spec,
@@ -246,7 +210,7 @@ impl Graph {
             scale: epilogue.scale,
             bias: epilogue.bias,
             residual,
-            relu: epilogue.relu,
+            relu,
         };
         Ok(self.push(node, spec.out_channels, flat))
     }
@@ -262,7 +226,7 @@ impl Graph {
         epilogue: Epilogue,
         tile: Tile,
     ) -> Result<TensorId> {
-        let (xi, residual) = self.check_conv(x, &weight, &spec, &epilogue)?;
+        let (xi, residual, relu) = self.check_conv(x, &weight, &spec, &epilogue)?;
         if !winograd::applies(&spec) {
             return Err(GpuError::Unsupported(format!(
                 "Winograd F(m x m, 3x3) needs a 3x3 conv with stride 1 and padding 1, not \
@@ -296,19 +260,20 @@ impl Graph {
             scale: epilogue.scale,
             bias: epilogue.bias,
             residual,
-            relu: epilogue.relu,
+            relu,
         };
         Ok(self.push(node, spec.out_channels, false))
     }
 
-    /// Checks a conv's input, weight, epilogue and residual; returns the input and residual.
+    /// Checks a conv's input, weight, epilogue and residual; returns the input, the residual
+    /// and whether the epilogue ends with a ReLU.
     fn check_conv(
         &self,
         x: TensorId,
         weight: &ArrayView4<'_, f32>,
         spec: &ConvSpec,
         epilogue: &Epilogue,
-    ) -> Result<(usize, Option<usize>)> {
+    ) -> Result<(usize, Option<usize>, bool)> {
         spec.validate()?;
         spec.check_weight(weight)?;
         let (x, xm) = self.resolve(x)?;
@@ -330,7 +295,17 @@ impl Graph {
             "conv residual channels",
             spec.out_channels,
         )?;
-        Ok((x, residual))
+        let relu = match epilogue.activation {
+            Activation::None => false,
+            Activation::Relu => true,
+            Activation::Sigmoid => {
+                return Err(GpuError::Unsupported(
+                    "a convolution's epilogue ends with no activation or a ReLU, not a sigmoid"
+                        .into(),
+                ));
+            }
+        };
+        Ok((x, residual, relu))
     }
 
     pub fn affine(
@@ -410,7 +385,7 @@ impl Graph {
                 .map_err(|e| GpuError::shape("linear weight [out, in]", "contiguous", e))?;
             let epilogue = Epilogue {
                 bias: bias.map(<[f32]>::to_vec),
-                relu: act == Activation::Relu,
+                activation: act,
                 ..Epilogue::default()
             };
             return self.conv_node(x, weight.view(), spec, epilogue, true);

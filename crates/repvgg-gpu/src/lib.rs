@@ -77,11 +77,12 @@ pub use context::{
 };
 pub use device_policy::{AutoDevice, is_software_adapter};
 pub use error::{GpuError, Result};
-pub use graph::{Activation, Epilogue, TensorId};
+pub use graph::{Epilogue, TensorId};
 pub use kernels::conv::{ConvKernel, ParseConvKernelError};
 pub use network::{GpuNetwork, NetworkBuilder};
 pub use options::ContextOptions;
 pub use precision::{ParsePrecisionError, Precision};
+pub use repvgg_math::Activation;
 pub use shader::Shader;
 pub use timing::LayerTiming;
 pub use wgpu;

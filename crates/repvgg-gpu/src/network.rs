@@ -14,12 +14,13 @@ use repvgg_math::ConvSpec;
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::graph::{Activation, Epilogue, Graph, TensorId, TensorMeta};
+use crate::graph::{Epilogue, Graph, TensorId, TensorMeta};
 use crate::kernels::conv::{Caps, ConvKernel};
 use crate::kernels::{self, DispatchSpec};
 use crate::plan::{Op, Plan, Step, Topology};
-use crate::precision::Precision;
+use crate::precision::{Precision, Storage};
 use crate::upload::{self, LayerGpu};
+use repvgg_math::Activation;
 
 /// Bindings never exceed this, whatever the device offers, so that indices fit in `u32`.
 pub(crate) const MAX_BINDING: u64 = 1 << 31;
@@ -39,7 +40,7 @@ const PLAN_CACHE: usize = 4;
 /// let x = b.input(3);
 /// let spec = ConvSpec::conv3x3(3, 8, 2, 1)?;
 /// let w = Array4::from_elem(spec.weight_shape(), 0.1f32);
-/// let y = b.conv(x, w.view(), spec, Epilogue::bias(vec![0.0; 8]).with_relu(true))?;
+/// let y = b.conv(x, w.view(), spec, Epilogue::bias(vec![0.0; 8]).relu())?;
 /// let p = b.global_avg_pool(y)?;
 /// b.output("pooled", p);
 /// let net = b.build()?;
@@ -167,7 +168,7 @@ impl NetworkBuilder {
         weight: ArrayView2<'_, f32>,
         bias: Option<&[f32]>,
     ) -> Result<TensorId> {
-        self.graph.linear(x, weight, bias, Activation::Identity)
+        self.graph.linear(x, weight, bias, Activation::None)
     }
 
     /// [`NetworkBuilder::linear`] followed by an activation.

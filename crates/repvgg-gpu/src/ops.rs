@@ -9,9 +9,10 @@ use repvgg_math::ConvSpec;
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::graph::{Activation, Epilogue, TensorId};
+use crate::graph::{Epilogue, TensorId};
 use crate::kernels::conv::ConvKernel;
 use crate::network::NetworkBuilder;
+use repvgg_math::Activation;
 
 fn run_one(
     ctx: &GpuContext,
@@ -73,7 +74,7 @@ pub fn conv2d_fused(
         scale: scale.map(<[f32]>::to_vec),
         bias: bias.map(<[f32]>::to_vec),
         residual: None,
-        relu,
+        activation: Activation::relu_if(relu),
     };
     dim4(run_one(ctx, x, kernel, |b, t| {
         b.conv(t, weight, *spec, epilogue)

@@ -6,7 +6,7 @@ use repvgg_math::winograd::Tile;
 
 use crate::error::{GpuError, Result};
 use crate::graph::{Node, TensorMeta};
-use crate::precision::Precision;
+use crate::precision::{Precision, Storage};
 
 /// What a layer is, as far as shapes go.
 #[derive(Clone, Debug)]

@@ -12,47 +12,31 @@
 //! aliases into f16 and prepends `enable f16;`. The f32 build is the file as written.
 
 use std::borrow::Cow;
-use std::fmt;
-use std::str::FromStr;
 
-/// How weights and activations are stored on the GPU (arithmetic is always f32).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Precision {
-    /// 32-bit floats everywhere.
-    #[default]
-    F32,
-    /// 16-bit floats in memory, f32 accumulation; needs the adapter's `SHADER_F16` feature.
-    F16,
-}
+pub use repvgg_math::{ParsePrecisionError, Precision};
 
-impl Precision {
-    /// Every precision.
-    pub const ALL: [Precision; 2] = [Precision::F32, Precision::F16];
-
-    /// `"f32"` or `"f16"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::F16 => "f16",
-        }
-    }
-
-    /// Bytes of one stored element.
-    pub fn bytes(self) -> u64 {
-        match self {
-            Precision::F32 => 4,
-            Precision::F16 => 2,
-        }
-    }
-
+/// What the GPU engine does with a [`Precision`]: buffer sizes, encoding, shader forms.
+pub(crate) trait Storage: Copy {
     /// Bytes of a buffer of `len` elements: rounded up to a multiple of 4 (copies and
     /// bindings are in whole words) and at least 4 (a binding is never empty).
-    pub(crate) fn buffer_bytes(self, len: usize) -> u64 {
+    fn buffer_bytes(self, len: usize) -> u64;
+    /// `data` as stored, little-endian, zero-padded to [`Storage::buffer_bytes`].
+    fn encode(self, data: &[f32]) -> Vec<u8>;
+    /// The first `len` elements stored in `bytes`, as f32 (fewer if `bytes` is short).
+    fn decode(self, bytes: &[u8], len: usize) -> Vec<f32>;
+    /// `bytes` of NaN in this precision (`bytes` a multiple of 4).
+    fn nan_fill(self, bytes: usize) -> Vec<u8>;
+    /// The WGSL source `f32_source` (written with `st`/`st4` aliases of f32) for this
+    /// precision.
+    fn specialise(self, f32_source: &'static str) -> Cow<'static, str>;
+}
+
+impl Storage for Precision {
+    fn buffer_bytes(self, len: usize) -> u64 {
         (len as u64 * self.bytes()).next_multiple_of(4).max(4)
     }
 
-    /// `data` as stored, little-endian, zero-padded to [`Precision::buffer_bytes`].
-    pub(crate) fn encode(self, data: &[f32]) -> Vec<u8> {
+    fn encode(self, data: &[f32]) -> Vec<u8> {
         let mut out = match self {
             Precision::F32 => bytemuck::cast_slice(data).to_vec(),
             Precision::F16 => data
@@ -64,8 +48,7 @@ impl Precision {
         out
     }
 
-    /// The first `len` elements stored in `bytes`, as f32 (fewer if `bytes` is short).
-    pub(crate) fn decode(self, bytes: &[u8], len: usize) -> Vec<f32> {
+    fn decode(self, bytes: &[u8], len: usize) -> Vec<f32> {
         match self {
             Precision::F32 => bytes
                 .chunks_exact(4)
@@ -80,8 +63,7 @@ impl Precision {
         }
     }
 
-    /// `bytes` of NaN in this precision (`bytes` a multiple of 4).
-    pub(crate) fn nan_fill(self, bytes: usize) -> Vec<u8> {
+    fn nan_fill(self, bytes: usize) -> Vec<u8> {
         let word = match self {
             Precision::F32 => f32::NAN.to_bits(),
             Precision::F16 => {
@@ -92,9 +74,7 @@ impl Precision {
         word.to_le_bytes().into_iter().cycle().take(bytes).collect()
     }
 
-    /// The WGSL source `f32_source` (written with `st`/`st4` aliases of f32) for this
-    /// precision.
-    pub(crate) fn specialise(self, f32_source: &'static str) -> Cow<'static, str> {
+    fn specialise(self, f32_source: &'static str) -> Cow<'static, str> {
         match self {
             Precision::F32 => Cow::Borrowed(f32_source),
             Precision::F16 => Cow::Owned(format!(
@@ -114,29 +94,6 @@ pub(crate) const ALIAS_ST4_F32: &str = "alias st4 = vec4<f32>;";
 /// A read-only weight texture: rgba32float, and rgba16float in the f16 form (the format the
 /// upload gives its texture for that precision).
 pub(crate) const TEXELS_F32: &str = "texture_storage_2d<rgba32float, read>";
-
-impl fmt::Display for Precision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A precision name that is neither `f32` nor `f16`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown precision {0:?}: expected f32 or f16")]
-pub struct ParsePrecisionError(pub String);
-
-impl FromStr for Precision {
-    type Err = ParsePrecisionError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "f32" | "fp32" | "float32" => Ok(Precision::F32),
-            "f16" | "fp16" | "float16" | "half" => Ok(Precision::F16),
-            _ => Err(ParsePrecisionError(s.to_string())),
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -177,17 +134,6 @@ mod tests {
                 .iter()
                 .all(|v| v.is_nan())
         );
-    }
-
-    #[test]
-    fn names_parse_and_print() {
-        for p in Precision::ALL {
-            assert_eq!(p.name().parse::<Precision>(), Ok(p));
-            assert_eq!(p.to_string(), p.name());
-        }
-        assert_eq!("FP16".parse::<Precision>(), Ok(Precision::F16));
-        assert!("f64".parse::<Precision>().is_err());
-        assert_eq!(Precision::default(), Precision::F32);
     }
 
     #[test]

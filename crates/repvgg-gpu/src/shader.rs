@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use crate::precision::Precision;
+use crate::precision::{Precision, Storage};
 
 /// One WGSL file of `shaders/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -68,16 +68,16 @@ impl Shader {
     /// WGSL source, compiled into the crate.
     pub fn source(self) -> &'static str {
         match self {
-            Shader::ConvGemm => include_str!("../../../shaders/conv_gemm.wgsl"),
-            Shader::ConvTiled => include_str!("../../../shaders/conv_tiled.wgsl"),
-            Shader::ConvSubgroup => include_str!("../../../shaders/conv_subgroup.wgsl"),
-            Shader::ConvNaive => include_str!("../../../shaders/conv_naive.wgsl"),
-            Shader::Affine => include_str!("../../../shaders/affine.wgsl"),
-            Shader::GlobalAvgPool => include_str!("../../../shaders/gap.wgsl"),
-            Shader::Linear => include_str!("../../../shaders/linear.wgsl"),
-            Shader::ChannelScale => include_str!("../../../shaders/channel_scale.wgsl"),
-            Shader::WinogradInput => include_str!("../../../shaders/wino_input.wgsl"),
-            Shader::WinogradOutput => include_str!("../../../shaders/wino_output.wgsl"),
+            Shader::ConvGemm => include_str!("../shaders/conv_gemm.wgsl"),
+            Shader::ConvTiled => include_str!("../shaders/conv_tiled.wgsl"),
+            Shader::ConvSubgroup => include_str!("../shaders/conv_subgroup.wgsl"),
+            Shader::ConvNaive => include_str!("../shaders/conv_naive.wgsl"),
+            Shader::Affine => include_str!("../shaders/affine.wgsl"),
+            Shader::GlobalAvgPool => include_str!("../shaders/gap.wgsl"),
+            Shader::Linear => include_str!("../shaders/linear.wgsl"),
+            Shader::ChannelScale => include_str!("../shaders/channel_scale.wgsl"),
+            Shader::WinogradInput => include_str!("../shaders/wino_input.wgsl"),
+            Shader::WinogradOutput => include_str!("../shaders/wino_output.wgsl"),
         }
     }
 

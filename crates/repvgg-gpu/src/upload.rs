@@ -5,11 +5,12 @@ use wgpu::util::DeviceExt;
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::graph::{Activation, Node};
+use crate::graph::Node;
 use crate::kernels::conv::{self, Caps, ConvEpilogue, ConvImpl, ConvKernel, WeightData};
 use crate::kernels::simple::LINEAR_OUTPUTS;
 use crate::kernels::u;
-use crate::precision::Precision;
+use crate::precision::{Precision, Storage};
+use repvgg_math::Activation;
 
 /// Where a conv's weights live.
 #[derive(Debug)]

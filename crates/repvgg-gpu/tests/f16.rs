@@ -181,7 +181,7 @@ fn conv_oracle(
         y.zip_mut_with(r, |v, &r| *v += f64::from(r));
         m.zip_mut_with(r, |v, &r| *v += f64::from(r).abs());
     }
-    if ep.relu {
+    if ep.activation == Activation::Relu {
         y.mapv_inplace(|v| v.max(0.0));
     }
     (y, m)
@@ -291,7 +291,7 @@ fn check_conv(ctx: &GpuContext, c: &Case, kernel: ConvKernel) -> f64 {
         scale: c.scale.then(|| rng.vec_in(spec.out_channels, 0.5, 2.0)),
         bias: Some(rng.vec(spec.out_channels)),
         residual: None,
-        relu: c.relu,
+        activation: Activation::relu_if(c.relu),
     };
     let (want, magnitude) = conv_oracle(&x, &w, &spec, &ep, c.residual.then_some(&x));
     let got = run_f16(ctx, &x, kernel, |b, t| {
@@ -503,14 +503,14 @@ fn f16_small_kernels_match_oracle() {
     let lin = x2.dot(&w64.t())
         + &ndarray::Array1::from(bias.iter().map(|&v| f64::from(v)).collect::<Vec<_>>());
     let mag = x2.mapv(f64::abs).dot(&w64.mapv(f64::abs).t());
-    for act in [Activation::Identity, Activation::Relu, Activation::Sigmoid] {
+    for act in [Activation::None, Activation::Relu, Activation::Sigmoid] {
         let got = run_f16(&ctx, &x, ConvKernel::Tiled, |b, t| {
             b.linear_act(t, w.view(), Some(&bias), act)
         })
         .into_dimensionality::<Ix2>()
         .expect("2-d");
         let want = match act {
-            Activation::Identity => lin.clone(),
+            Activation::None => lin.clone(),
             Activation::Relu => lin.mapv(|v| v.max(0.0)),
             _ => lin.mapv(|v| 1.0 / (1.0 + (-v).exp())),
         };

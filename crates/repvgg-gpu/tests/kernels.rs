@@ -474,7 +474,7 @@ fn gemm_splits_k_where_a_layer_would_leave_the_device_idle() {
         scale: Some(scale.clone()),
         bias: Some(bias.clone()),
         residual: Some(x),
-        relu: true,
+        activation: repvgg_gpu::Activation::Relu,
     };
     let y = b.conv(x, w.view(), spec, ep).expect("conv");
     b.output("y", y);

@@ -47,7 +47,7 @@ impl Conv {
             scale: Some(self.scale.clone()),
             bias: Some(self.bias.clone()),
             residual,
-            relu,
+            activation: Activation::relu_if(relu),
         };
         b.conv(x, self.w.view(), self.spec, epilogue).expect("conv")
     }

@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags, Validator};
 use repvgg_gpu::{Precision, Shader};
 
+/// The crate's `shaders`: a link to the repository's top-level `shaders/` (a copy in a
+/// packaged crate), the folder `Shader` includes its sources from.
 fn shader_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shaders")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("shaders")
 }
 
 fn wgsl_files() -> Vec<PathBuf> {

@@ -21,12 +21,7 @@ fn run(ctx: &GpuContext) -> ArrayD<f32> {
     let mut b = NetworkBuilder::new(ctx).nan_fill(true);
     let x = b.input(5);
     let y = b
-        .conv(
-            x,
-            w.view(),
-            spec,
-            Epilogue::bias(rng.vec(12)).with_relu(true),
-        )
+        .conv(x, w.view(), spec, Epilogue::bias(rng.vec(12)).relu())
         .expect("conv");
     let p = b.global_avg_pool(y).expect("gap");
     let l = b.linear(p, lin.view(), None).expect("linear");

@@ -7,6 +7,8 @@
 //!   [`ops::conv2d_reference`] (a direct loop), batch-norm inference, ReLU, add, global average
 //!   pool, linear. Generic over `f32` and `f64` through [`Element`].
 //! * [`compare`]: NaN-aware differences (a NaN or infinity anywhere fails), used by every test.
+//! * [`Epilogue`], [`Activation`], [`Precision`]: the vocabulary the engines share (what a conv
+//!   does to its result before storing it; how values are stored).
 //! * [`fuse`]: conv+BN folding, 1x1 → 3x3 padding, identity → 3x3 kernel, and the whole
 //!   RepVGG block → one 3x3 conv with bias. The arithmetic is done in `f64` whatever the
 //!   storage type, then rounded once.
@@ -30,12 +32,16 @@
 //! ```
 
 pub mod compare;
+mod epilogue;
 mod error;
 pub mod fuse;
 pub mod ops;
+mod precision;
 mod types;
 pub mod winograd;
 
+pub use epilogue::{Activation, Epilogue};
 pub use error::{MathError, Result};
 pub use fuse::{ConvBn, RepVggBranches};
+pub use precision::{ParsePrecisionError, Precision};
 pub use types::{BatchNorm, ConvSpec, Element, FusedConv};

@@ -13,13 +13,7 @@ use ndarray::{
 use crate::error::{MathError, Result};
 use crate::types::{BatchNorm, ConvSpec, Element};
 
-/// Activation applied in the convolution's epilogue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Activation {
-    #[default]
-    None,
-    Relu,
-}
+pub use crate::epilogue::Activation;
 
 fn check_conv<T>(
     x: &ArrayView4<'_, T>,
@@ -187,6 +181,7 @@ pub fn conv2d_act<T: Element>(
             match act {
                 Activation::None => row.mapv_inplace(|v| v + bo),
                 Activation::Relu => row.mapv_inplace(|v| (v + bo).max(T::zero())),
+                Activation::Sigmoid => row.mapv_inplace(|v| Activation::Sigmoid.apply(v + bo)),
             }
         }
     };

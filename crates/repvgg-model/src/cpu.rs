@@ -34,16 +34,10 @@ fn conv_bn(
     relu: bool,
 ) -> Result<TensorId> {
     let (scale, shift) = affine_of(&c.bn, c.bias.as_ref())?;
-    let ep = Epilogue {
-        scale: Some(scale),
-        shift: Some(shift),
-        accumulate: false,
-        relu,
-    };
-    Ok(match into {
-        None => b.conv(x, c.weight.view(), spec, ep)?,
-        Some(t) => b.conv_accumulate(x, c.weight.view(), spec, ep, t)?,
-    })
+    let ep = Epilogue::affine(scale, shift)
+        .with_residual_opt(into)
+        .with_relu(relu);
+    Ok(b.conv(x, c.weight.view(), spec, ep)?)
 }
 
 fn se(b: &mut NetworkBuilder, x: TensorId, se: &SqueezeExcite) -> Result<TensorId> {
@@ -87,12 +81,7 @@ impl CpuModel {
         for stage in &m.stages {
             for blk in stage {
                 let c = &blk.conv;
-                let ep = Epilogue {
-                    scale: None,
-                    shift: Some(c.bias.to_vec()),
-                    accumulate: false,
-                    relu: blk.se.is_none(),
-                };
+                let ep = Epilogue::bias(c.bias.to_vec()).with_relu(blk.se.is_none());
                 x = b.conv(x, c.weight.view(), c.spec, ep)?;
                 if let Some(s) = &blk.se {
                     x = se(&mut b, x, s)?;

@@ -13,10 +13,10 @@ use crate::model::TrainModel;
 
 /// The train-form checkpoint (timm naming, f32), 1 input channel, 10 classes, 32x32 input.
 pub const CHECKPOINT: &[u8] =
-    include_bytes!("../../../assets/digits/repvgg_digits.train.safetensors");
+    include_bytes!("../assets/digits/repvgg_digits.train.safetensors");
 /// The test split: `images8` `[N, 8, 8]` (0..16), `input` `[N, 1, 32, 32]`, `labels` `[N]` i64,
 /// `logits` / `logits_deploy` `[N, 10]` from PyTorch.
-pub const TEST_SET: &[u8] = include_bytes!("../../../assets/digits/test.safetensors");
+pub const TEST_SET: &[u8] = include_bytes!("../assets/digits/test.safetensors");
 /// Accuracy of the PyTorch train form on the test split, from `meta.json`.
 pub const PYTORCH_TEST_ACCURACY: f64 = 0.9944444298744202;
 /// Side of the network's input.

@@ -47,12 +47,9 @@ fn conv_bn(
     relu: bool,
 ) -> Result<TensorId> {
     let (scale, shift) = affine_of(&c.bn, c.bias.as_ref())?;
-    let ep = Epilogue {
-        scale: Some(scale),
-        bias: Some(shift),
-        residual,
-        relu,
-    };
+    let ep = Epilogue::affine(scale, shift)
+        .with_residual_opt(residual)
+        .with_relu(relu);
     Ok(b.conv(x, c.weight.view(), spec, ep)?)
 }
 

@@ -5,7 +5,7 @@
 use std::sync::LazyLock;
 
 /// The label file: one class per line, WordNet lemmas separated by ", ".
-pub const LABELS_TXT: &str = include_str!("../../../assets/imagenet/labels.txt");
+pub const LABELS_TXT: &str = include_str!("../assets/imagenet/labels.txt");
 
 /// Number of ImageNet-1k classes.
 pub const NUM_CLASSES: usize = 1000;

@@ -2,8 +2,8 @@
 
 use super::{DispatchSpec, FLAG_BIAS, FLAG_RELU, FLAG_RESIDUAL, key, linear_grid, params, u};
 use crate::error::Result;
-use crate::graph::Activation;
 use crate::shader::Shader;
+use repvgg_math::Activation;
 
 params! {
     /// `affine.wgsl`.
@@ -80,7 +80,12 @@ pub(crate) fn linear(
         in_f: u(in_f),
         out_f: u(out_f),
         flags: if bias { FLAG_BIAS } else { 0 },
-        act: act as u32,
+        // linear.wgsl: 0 none, 1 ReLU, 2 sigmoid.
+        act: match act {
+            Activation::None => 0,
+            Activation::Relu => 1,
+            Activation::Sigmoid => 2,
+        },
         out4: u(out_f.div_ceil(LINEAR_OUTPUTS)),
         ..LinearParams::default()
     };
