@@ -19,7 +19,12 @@ fn main() -> anyhow::Result<()> {
     };
     // Deploy form (fused), device auto (a hardware GPU, else the CPU engine), f32.
     let runner = model.runner(RunOptions::default())?;
-    println!("{} ({} form file) on {}", model.arch(), model.form(), runner.device());
+    println!(
+        "{} ({} form file) on {}",
+        model.arch(),
+        model.form(),
+        runner.device()
+    );
 
     // The input size the model was trained at.
     let size = match model.preprocessing() {

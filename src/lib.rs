@@ -30,9 +30,9 @@ pub use repvgg_gpu as gpu;
 pub use repvgg_math as math;
 pub use repvgg_model as model;
 
-#[cfg(feature = "images")]
-pub use repvgg_model::{Class, Preprocessing};
 pub use repvgg_model::{
     AdapterFilter, Device, Engine, Form, Model, ModelError, Naming, Precision, Profile,
     RepVggConfig, Result, RunOptions, Runner,
 };
+#[cfg(feature = "images")]
+pub use repvgg_model::{Class, Preprocessing};

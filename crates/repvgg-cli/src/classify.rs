@@ -99,9 +99,7 @@ fn load_model(a: &ClassifyArgs) -> Result<Model> {
 
 /// An image file as the runner's model input.
 fn input(runner: &Runner, path: &Path) -> repvgg_model::Result<Array4<f32>> {
-    runner
-        .preprocessing()
-        .input(&preprocess::load_rgb(path)?)
+    runner.preprocessing().input(&preprocess::load_rgb(path)?)
 }
 
 fn is_image_file(p: &Path) -> bool {

@@ -23,12 +23,7 @@ pub(crate) fn run(a: &ExportArgs) -> Result<()> {
 }
 
 /// Writes `model` as ONNX to `output`, recording `source` in the metadata.
-pub(crate) fn write_onnx(
-    model: &Model,
-    source: &Path,
-    output: &Path,
-    opset: i64,
-) -> Result<()> {
+pub(crate) fn write_onnx(model: &Model, source: &Path, output: &Path, opset: i64) -> Result<()> {
     let opts = onnx::ExportOptions {
         opset,
         source: source.file_name().map_or_else(

@@ -526,10 +526,7 @@ impl DemoApp {
             .as_ref()
             .ok_or("no ImageNet weights: start with --weights FILE")?;
         let img = load_rgb(path).map_err(|e| e.to_string())?;
-        let top = net
-            .runner
-            .classify(&[img], 5)
-            .map_err(|e| e.to_string())?;
+        let top = net.runner.classify(&[img], 5).map_err(|e| e.to_string())?;
         Ok(top
             .into_iter()
             .flatten()

@@ -6,7 +6,6 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use repvgg_demo::{DemoApp, Device, Form, Precision, form_label};
 
-
 fn harness() -> Harness<'static, DemoApp> {
     let builder = Harness::builder().with_size(egui::Vec2::new(760.0, 1100.0));
     // The wgpu test renderer needs an adapter; without one the app falls back to the CPU.
@@ -17,9 +16,7 @@ fn harness() -> Harness<'static, DemoApp> {
         builder
     };
     // `Gpu`: the software adapters of CI runners are taken too, so the GPU path is what runs.
-    builder.build_eframe(|cc| {
-        DemoApp::from_creation_context(cc, None, Device::GPU, Precision::F32)
-    })
+    builder.build_eframe(|cc| DemoApp::from_creation_context(cc, None, Device::GPU, Precision::F32))
 }
 
 #[test]

@@ -139,7 +139,10 @@ impl Runner {
             let views: Vec<_> = inputs.iter().map(Array4::view).collect();
             let x = concatenate(Axis(0), &views).map_err(|e| ModelError::Input {
                 expected: format!("images preprocessed to one size ({e})"),
-                found: inputs.first().map(|x| x.shape().to_vec()).unwrap_or_default(),
+                found: inputs
+                    .first()
+                    .map(|x| x.shape().to_vec())
+                    .unwrap_or_default(),
             })?;
             let logits = self.run(x.view())?;
             out.extend(self.top_classes(logits.view(), top));

@@ -1,18 +1,16 @@
-//! A RepVGG network on the CPU engine: composes [`repvgg_cpu::NetworkBuilder`] layers from a
-//! model, the twin of [`crate::gpu`].
+//! A RepVGG network on the CPU engine: [`crate::walk`]'s layers as
+//! [`repvgg_cpu::NetworkBuilder`] ops, the twin of [`crate::gpu`].
 //!
-//! The deployed form runs one fused conv (bias and ReLU in its epilogue) per block. The train
-//! form runs every branch faithfully: the 3x3 conv with its BN applied as a per-channel affine in
-//! its own epilogue, the 1x1 conv likewise, added to the running sum in its epilogue, then the
-//! identity BN as an affine that adds to the sum, then SE and ReLU — the arithmetic of timm's
-//! eval mode, branches never merged.
+//! A conv's residual is added in place into the residual's buffer; the train form's identity
+//! branch adds into the running sum the same way.
 
 use ndarray::{Array2, ArrayView4};
 use repvgg_cpu::{Epilogue, Network, NetworkBuilder, TensorId};
-use repvgg_math::{ConvBn, ConvSpec};
+use repvgg_math::{Activation, ConvSpec};
 
-use crate::error::Result;
-use crate::model::{DeployModel, Features, RepVgg, SqueezeExcite, TrainModel, affine_of};
+use crate::error::{ModelError, Result};
+use crate::model::{DeployModel, Features, Head, SqueezeExcite, TrainModel};
+use crate::walk::{self, Layers, Site};
 
 pub use repvgg_cpu::{ConvAlgo, CpuOptions, OpTime, Tile};
 
@@ -25,100 +23,111 @@ pub struct CpuModel {
     features: bool,
 }
 
-fn conv_bn(
-    b: &mut NetworkBuilder,
-    x: TensorId,
-    c: &ConvBn<f32>,
-    spec: ConvSpec,
-    into: Option<TensorId>,
-    relu: bool,
-) -> Result<TensorId> {
-    let (scale, shift) = affine_of(&c.bn, c.bias.as_ref())?;
-    let ep = Epilogue::affine(scale, shift)
-        .with_residual_opt(into)
-        .with_relu(relu);
-    Ok(b.conv(x, c.weight.view(), spec, ep)?)
-}
-
-fn se(b: &mut NetworkBuilder, x: TensorId, se: &SqueezeExcite) -> Result<TensorId> {
-    Ok(b.squeeze_excite(
-        x,
-        se.fc1_weight.view(),
-        &se.fc1_bias.to_vec(),
-        se.fc2_weight.view(),
-        &se.fc2_bias.to_vec(),
-        true,
-    )?)
-}
-
-fn finish<B>(
-    mut b: NetworkBuilder,
-    m: &RepVgg<B>,
-    x: TensorId,
-    stage_outs: Vec<TensorId>,
+/// The CPU engine's [`Layers`].
+struct Cpu {
+    b: NetworkBuilder,
     features: bool,
-) -> Result<CpuModel> {
-    b.head(x, m.head.weight.view(), &m.head.bias.to_vec())?;
-    if features {
-        for t in stage_outs {
-            b.output(t)?;
-        }
+}
+
+/// The ReLU flag of the CPU ops that take one (affine, squeeze-excite).
+fn relu_flag(act: Activation, what: &str) -> Result<bool> {
+    match act {
+        Activation::None => Ok(false),
+        Activation::Relu => Ok(true),
+        Activation::Sigmoid => Err(ModelError::Unsupported(format!(
+            "the CPU engine's {what} ends with a ReLU or nothing, not a sigmoid"
+        ))),
     }
-    Ok(CpuModel {
-        net: b.build()?,
-        in_channels: m.config.in_channels,
-        features,
-    })
+}
+
+impl Layers for Cpu {
+    type Tensor = TensorId;
+
+    fn input(&mut self, channels: usize) -> Result<TensorId> {
+        Ok(self.b.input(channels)?)
+    }
+
+    fn conv(
+        &mut self,
+        _: Site,
+        x: TensorId,
+        weight: ArrayView4<'_, f32>,
+        spec: ConvSpec,
+        ep: Epilogue,
+    ) -> Result<TensorId> {
+        Ok(self.b.conv(x, weight, spec, ep)?)
+    }
+
+    fn affine_add(
+        &mut self,
+        _: Site,
+        x: TensorId,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+        sum: TensorId,
+        act: Activation,
+    ) -> Result<TensorId> {
+        let relu = relu_flag(act, "affine")?;
+        Ok(self.b.affine_add(x, scale, shift, sum, relu)?)
+    }
+
+    fn squeeze_excite(
+        &mut self,
+        _: Site,
+        x: TensorId,
+        se: &SqueezeExcite,
+        act: Activation,
+    ) -> Result<TensorId> {
+        Ok(self.b.squeeze_excite(
+            x,
+            se.fc1_weight.view(),
+            &se.fc1_bias.to_vec(),
+            se.fc2_weight.view(),
+            &se.fc2_bias.to_vec(),
+            relu_flag(act, "squeeze-excite")?,
+        )?)
+    }
+
+    fn stage_output(&mut self, _: usize, x: TensorId) -> Result<()> {
+        if self.features {
+            self.b.output(x)?;
+        }
+        Ok(())
+    }
+
+    fn head(&mut self, x: TensorId, head: &Head) -> Result<()> {
+        Ok(self.b.head(x, head.weight.view(), &head.bias.to_vec())?)
+    }
 }
 
 impl CpuModel {
+    fn build(
+        opts: CpuOptions,
+        features: bool,
+        in_channels: usize,
+        walk: impl FnOnce(&mut Cpu) -> Result<()>,
+    ) -> Result<Self> {
+        let mut cpu = Cpu {
+            b: NetworkBuilder::new(opts),
+            features,
+        };
+        walk(&mut cpu)?;
+        Ok(Self {
+            net: cpu.b.build()?,
+            in_channels,
+            features,
+        })
+    }
+
     /// Prepares a deployed model: one conv + bias (+ ReLU, or SE then ReLU) per block.
     /// With `features`, every run also returns each stage's output.
     pub fn deploy(m: &DeployModel, opts: CpuOptions, features: bool) -> Result<Self> {
-        let mut b = NetworkBuilder::new(opts);
-        let mut x = b.input(m.config.in_channels)?;
-        let mut outs = Vec::new();
-        for stage in &m.stages {
-            for blk in stage {
-                let c = &blk.conv;
-                let ep = Epilogue::bias(c.bias.to_vec()).with_relu(blk.se.is_none());
-                x = b.conv(x, c.weight.view(), c.spec, ep)?;
-                if let Some(s) = &blk.se {
-                    x = se(&mut b, x, s)?;
-                }
-            }
-            outs.push(x);
-        }
-        finish(b, m, x, outs, features)
+        Self::build(opts, features, m.config.in_channels, |l| walk::deploy(l, m))
     }
 
     /// Prepares a train-form model: every branch its own kernel, summed through epilogues.
     pub fn train(m: &TrainModel, opts: CpuOptions, features: bool) -> Result<Self> {
-        let mut b = NetworkBuilder::new(opts);
-        let mut x = b.input(m.config.in_channels)?;
-        let mut outs = Vec::new();
-        for stage in &m.stages {
-            for blk in stage {
-                let br = &blk.branches;
-                let last_relu = blk.se.is_none();
-                let has_more = br.one_by_one.is_some() || br.identity.is_some();
-                let mut y = conv_bn(&mut b, x, &br.dense, br.spec, None, last_relu && !has_more)?;
-                if let Some(one) = &br.one_by_one {
-                    let relu = last_relu && br.identity.is_none();
-                    y = conv_bn(&mut b, x, one, br.one_by_one_spec()?, Some(y), relu)?;
-                }
-                if let Some(id) = &br.identity {
-                    let (scale, shift) = affine_of(id, None)?;
-                    y = b.affine_add(x, scale, shift, y, last_relu)?;
-                }
-                if let Some(s) = &blk.se {
-                    y = se(&mut b, y, s)?;
-                }
-                x = y;
-            }
-            outs.push(x);
-        }
-        finish(b, m, x, outs, features)
+        Self::build(opts, features, m.config.in_channels, |l| walk::train(l, m))
     }
 
     /// Logits and, when prepared with `features`, every stage's output (stage 0 = stem).

@@ -12,8 +12,7 @@ use crate::error::{ModelError, Result};
 use crate::model::TrainModel;
 
 /// The train-form checkpoint (timm naming, f32), 1 input channel, 10 classes, 32x32 input.
-pub const CHECKPOINT: &[u8] =
-    include_bytes!("../assets/digits/repvgg_digits.train.safetensors");
+pub const CHECKPOINT: &[u8] = include_bytes!("../assets/digits/repvgg_digits.train.safetensors");
 /// The test split: `images8` `[N, 8, 8]` (0..16), `input` `[N, 1, 32, 32]`, `labels` `[N]` i64,
 /// `logits` / `logits_deploy` `[N, 10]` from PyTorch.
 pub const TEST_SET: &[u8] = include_bytes!("../assets/digits/test.safetensors");

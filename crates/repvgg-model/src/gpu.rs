@@ -1,26 +1,23 @@
-//! A RepVGG network on the GPU: composes [`repvgg_gpu::NetworkBuilder`] layers from a model.
-//!
-//! The deployed form runs one fused conv (bias and ReLU in its epilogue) per block. The train
-//! form runs every branch faithfully: the 3x3 conv with its BN folded into its epilogue as a
-//! per-channel affine, the 1x1 conv likewise with the 3x3 result added as a residual, then the
-//! identity BN as an affine that adds the running sum — branches are never merged — then SE and
-//! ReLU.
+//! A RepVGG network on the GPU: [`crate::walk`]'s layers as [`repvgg_gpu::NetworkBuilder`]
+//! layers, the twin of [`crate::cpu`]. Squeeze-excite is composed of the kernel crate's layers:
+//! pool, two linear layers, a channel scale.
 
 use std::time::Duration;
 
 use ndarray::{Array2, Array4, ArrayView4, Ix2, Ix4};
-use repvgg_gpu::{Activation, Epilogue, GpuNetwork, NetworkBuilder, Precision, TensorId};
-
-pub use repvgg_gpu::{ConvKernel, GpuContext, LayerTiming};
-use repvgg_math::{ConvBn, ConvSpec};
+use repvgg_gpu::{Epilogue, GpuNetwork, NetworkBuilder, Precision, TensorId};
+use repvgg_math::{Activation, ConvSpec};
 
 use crate::error::{ModelError, Result};
-use crate::model::affine_of;
-use crate::model::{DeployModel, Features, RepVgg, SqueezeExcite, TrainModel};
+use crate::model::{DeployModel, Features, Head, SqueezeExcite, TrainModel};
+use crate::walk::{self, Layers, Site};
+
+pub use repvgg_gpu::{ConvKernel, GpuContext, LayerTiming};
 
 /// How a model runs on the GPU: kernel, storage precision, which outputs to bring back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GpuOptions {
+    /// The conv kernel: chosen per layer and adapter (`Tiled`), or one forced for every conv.
     pub kernel: ConvKernel,
     /// f32 (default), or f16 weights and activations with f32 arithmetic (needs the adapter's
     /// `SHADER_F16`; inputs and logits stay f32).
@@ -38,113 +35,126 @@ pub struct GpuModel {
     in_channels: usize,
 }
 
-fn conv_bn(
-    b: &mut NetworkBuilder,
-    x: TensorId,
-    c: &ConvBn<f32>,
-    spec: ConvSpec,
-    residual: Option<TensorId>,
-    relu: bool,
-) -> Result<TensorId> {
-    let (scale, shift) = affine_of(&c.bn, c.bias.as_ref())?;
-    let ep = Epilogue::affine(scale, shift)
-        .with_residual_opt(residual)
-        .with_relu(relu);
-    Ok(b.conv(x, c.weight.view(), spec, ep)?)
+/// The GPU engine's [`Layers`].
+struct Gpu {
+    b: NetworkBuilder,
+    features: bool,
+    stages: usize,
 }
 
-/// Squeeze-and-excitation from the kernel crate's layers, then ReLU:
-/// `relu(x * sigmoid(fc2(relu(fc1(gap(x))))))`. Mismatched weights are shape errors from the
-/// layers (fc1's inputs when the network is planned, fc2's outputs at the channel scale).
-fn se(b: &mut NetworkBuilder, x: TensorId, se: &SqueezeExcite) -> Result<TensorId> {
-    let fc1_b = se.fc1_bias.to_vec();
-    let fc2_b = se.fc2_bias.to_vec();
-    let pooled = b.global_avg_pool(x)?;
-    let hidden = b.linear_act(pooled, se.fc1_weight.view(), Some(&fc1_b), Activation::Relu)?;
-    let excite = b.linear_act(
-        hidden,
-        se.fc2_weight.view(),
-        Some(&fc2_b),
-        Activation::Sigmoid,
-    )?;
-    Ok(b.channel_scale(x, excite, true)?)
-}
-
-fn finish<B>(
-    mut b: NetworkBuilder,
-    m: &RepVgg<B>,
-    x: TensorId,
-    stage_outs: Vec<TensorId>,
-    opts: GpuOptions,
-) -> Result<GpuModel> {
-    let pooled = b.global_avg_pool(x)?;
-    let bias = m.head.bias.to_vec();
-    let logits = b.linear(pooled, m.head.weight.view(), Some(&bias))?;
-    b.output("logits", logits);
-    if opts.features {
-        for (i, t) in stage_outs.iter().enumerate() {
-            b.output(&format!("stage{i}"), *t);
-        }
+fn relu_flag(act: Activation, what: &str) -> Result<bool> {
+    match act {
+        Activation::None => Ok(false),
+        Activation::Relu => Ok(true),
+        Activation::Sigmoid => Err(ModelError::Unsupported(format!(
+            "the GPU engine's {what} ends with a ReLU or nothing, not a sigmoid"
+        ))),
     }
-    Ok(GpuModel {
-        net: b.build()?,
-        stages: stage_outs.len(),
-        features: opts.features,
-        in_channels: m.config.in_channels,
-    })
+}
+
+impl Layers for Gpu {
+    type Tensor = TensorId;
+
+    fn input(&mut self, channels: usize) -> Result<TensorId> {
+        Ok(self.b.input(channels))
+    }
+
+    fn conv(
+        &mut self,
+        _: Site,
+        x: TensorId,
+        weight: ArrayView4<'_, f32>,
+        spec: ConvSpec,
+        ep: Epilogue,
+    ) -> Result<TensorId> {
+        Ok(self.b.conv(x, weight, spec, ep)?)
+    }
+
+    fn affine_add(
+        &mut self,
+        _: Site,
+        x: TensorId,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+        sum: TensorId,
+        act: Activation,
+    ) -> Result<TensorId> {
+        let relu = relu_flag(act, "affine")?;
+        Ok(self.b.affine(x, &scale, &shift, Some(sum), relu)?)
+    }
+
+    /// `act(x * sigmoid(fc2(relu(fc1(gap(x))))))`. Mismatched weights are shape errors from the
+    /// layers (fc1's inputs when the network is planned, fc2's outputs at the channel scale).
+    fn squeeze_excite(
+        &mut self,
+        _: Site,
+        x: TensorId,
+        se: &SqueezeExcite,
+        act: Activation,
+    ) -> Result<TensorId> {
+        let relu = relu_flag(act, "squeeze-excite")?;
+        let fc1_b = se.fc1_bias.to_vec();
+        let fc2_b = se.fc2_bias.to_vec();
+        let pooled = self.b.global_avg_pool(x)?;
+        let fc1 = se.fc1_weight.view();
+        let hidden = self
+            .b
+            .linear_act(pooled, fc1, Some(&fc1_b), Activation::Relu)?;
+        let fc2 = se.fc2_weight.view();
+        let excite = self
+            .b
+            .linear_act(hidden, fc2, Some(&fc2_b), Activation::Sigmoid)?;
+        Ok(self.b.channel_scale(x, excite, relu)?)
+    }
+
+    fn stage_output(&mut self, stage: usize, x: TensorId) -> Result<()> {
+        if self.features {
+            self.b.output(&format!("stage{stage}"), x);
+        }
+        self.stages = stage + 1;
+        Ok(())
+    }
+
+    fn head(&mut self, x: TensorId, head: &Head) -> Result<()> {
+        let pooled = self.b.global_avg_pool(x)?;
+        let bias = head.bias.to_vec();
+        let logits = self.b.linear(pooled, head.weight.view(), Some(&bias))?;
+        self.b.output("logits", logits);
+        Ok(())
+    }
 }
 
 impl GpuModel {
+    fn build(
+        ctx: &GpuContext,
+        opts: GpuOptions,
+        in_channels: usize,
+        walk: impl FnOnce(&mut Gpu) -> Result<()>,
+    ) -> Result<Self> {
+        let mut gpu = Gpu {
+            b: NetworkBuilder::new(ctx)
+                .kernel(opts.kernel)
+                .precision(opts.precision),
+            features: opts.features,
+            stages: 0,
+        };
+        walk(&mut gpu)?;
+        Ok(Self {
+            stages: gpu.stages,
+            net: gpu.b.build()?,
+            features: opts.features,
+            in_channels,
+        })
+    }
+
     /// Uploads a deployed model: one conv + bias (+ ReLU, or SE then ReLU) per block.
     pub fn deploy(ctx: &GpuContext, m: &DeployModel, opts: GpuOptions) -> Result<Self> {
-        let mut b = NetworkBuilder::new(ctx)
-            .kernel(opts.kernel)
-            .precision(opts.precision);
-        let mut x = b.input(m.config.in_channels);
-        let mut outs = Vec::new();
-        for stage in &m.stages {
-            for blk in stage {
-                let c = &blk.conv;
-                let ep = Epilogue::bias(c.bias.to_vec()).with_relu(blk.se.is_none());
-                x = b.conv(x, c.weight.view(), c.spec, ep)?;
-                if let Some(s) = &blk.se {
-                    x = se(&mut b, x, s)?;
-                }
-            }
-            outs.push(x);
-        }
-        finish(b, m, x, outs, opts)
+        Self::build(ctx, opts, m.config.in_channels, |l| walk::deploy(l, m))
     }
 
     /// Uploads a train-form model: every branch its own kernel, summed through epilogues.
     pub fn train(ctx: &GpuContext, m: &TrainModel, opts: GpuOptions) -> Result<Self> {
-        let mut b = NetworkBuilder::new(ctx)
-            .kernel(opts.kernel)
-            .precision(opts.precision);
-        let mut x = b.input(m.config.in_channels);
-        let mut outs = Vec::new();
-        for stage in &m.stages {
-            for blk in stage {
-                let br = &blk.branches;
-                let last_relu = blk.se.is_none();
-                let has_more = br.one_by_one.is_some() || br.identity.is_some();
-                let mut y = conv_bn(&mut b, x, &br.dense, br.spec, None, last_relu && !has_more)?;
-                if let Some(one) = &br.one_by_one {
-                    let relu = last_relu && br.identity.is_none();
-                    y = conv_bn(&mut b, x, one, br.one_by_one_spec()?, Some(y), relu)?;
-                }
-                if let Some(id) = &br.identity {
-                    let (scale, shift) = affine_of(id, None)?;
-                    y = b.affine(x, &scale, &shift, Some(y), last_relu)?;
-                }
-                if let Some(s) = &blk.se {
-                    y = se(&mut b, y, s)?;
-                }
-                x = y;
-            }
-            outs.push(x);
-        }
-        finish(b, m, x, outs, opts)
+        Self::build(ctx, opts, m.config.in_channels, |l| walk::train(l, m))
     }
 
     /// Logits and, when built with `features`, every stage's output.

@@ -31,19 +31,21 @@ pub mod preprocess;
 #[cfg(feature = "pth")]
 pub mod pth;
 pub mod runner;
+
 pub mod summary;
 pub mod tensor_io;
 pub mod vocab;
+pub mod walk;
 
 pub use checkpoint::{Checkpoint, LoadedModel, Naming};
 #[cfg(feature = "images")]
 pub use classify::{Class, Preprocessing};
-pub use load::Model;
-pub use runner::{Engine, Profile, RunOptions, Runner};
-pub use vocab::{AdapterFilter, Device, Form, ParseWordError, Precision};
 pub use config::{BlockSpec, NAMES, OFFICIAL_GROUPED_LAYERS, RepVggConfig};
 pub use error::{KeyProblem, KeyProblems, ModelError, Result};
+pub use load::Model;
 pub use model::{
     Block, DeployBlock, DeployModel, Features, Head, RepVgg, SqueezeExcite, TrainBlock, TrainModel,
     argmax_rows, block_spec, max_abs_diff,
 };
+pub use runner::{Engine, Profile, RunOptions, Runner};
+pub use vocab::{AdapterFilter, Device, Form, ParseWordError, Precision};

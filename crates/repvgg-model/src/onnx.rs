@@ -14,9 +14,13 @@ use std::path::Path;
 
 use prost::Message;
 
+use ndarray::ArrayView4;
+use repvgg_math::{Activation, ConvSpec, Epilogue};
+
 use crate::error::{ModelError, Result};
-use crate::model::DeployModel;
+use crate::model::{DeployModel, Head, SqueezeExcite};
 use crate::preprocess::PretrainedConfig;
+use crate::walk::{Layers, Part, Site};
 
 /// Default ONNX opset.
 pub const DEFAULT_OPSET: i64 = 17;
@@ -81,9 +85,12 @@ pub fn save(model: &DeployModel, path: impl AsRef<Path>, opts: &ExportOptions) -
     })
 }
 
+/// The ONNX graph being written: nodes, initializers, and the value names [`Layers`] hands
+/// out as tensors (by index).
 struct Graph {
     nodes: Vec<pb::NodeProto>,
     inits: Vec<pb::TensorProto>,
+    names: Vec<String>,
 }
 
 impl Graph {
@@ -133,6 +140,227 @@ fn int(name: &str, v: i64) -> pb::AttributeProto {
     }
 }
 
+/// A value's handle: its index in [`Graph::names`].
+type Value = usize;
+
+impl Graph {
+    fn value(&mut self, name: String) -> Value {
+        self.names.push(name);
+        self.names.len() - 1
+    }
+
+    fn name(&self, v: Value) -> Result<&str> {
+        self.names
+            .get(v)
+            .map(String::as_str)
+            .ok_or_else(|| ModelError::Config(format!("ONNX export: no value {v}")))
+    }
+
+    /// `op(inputs)` as a node named `name`, its output a new value.
+    fn op(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[Value],
+        attrs: Vec<pb::AttributeProto>,
+    ) -> Result<Value> {
+        let ins: Vec<String> = inputs
+            .iter()
+            .map(|&v| self.name(v).map(str::to_string))
+            .collect::<Result<_>>()?;
+        let refs: Vec<&str> = ins.iter().map(String::as_str).collect();
+        let out = self.node(op, name, &refs, attrs);
+        Ok(self.value(out))
+    }
+
+    /// A per-channel vector as a `[C, 1, 1]` initializer (broadcasts over `[N, C, H, W]`).
+    fn channel_init(&mut self, name: &str, v: &[f32]) -> Value {
+        let n = self.init(name, &[v.len(), 1, 1], v.iter().copied());
+        self.value(n)
+    }
+
+    /// `act(x * scale + bias + residual)` after `x`, nodes named from `p`.
+    fn epilogue(&mut self, p: &str, mut x: Value, ep: &Epilogue<Value>) -> Result<Value> {
+        if let Some(scale) = &ep.scale {
+            let s = self.channel_init(&format!("{p}.scale"), scale);
+            x = self.op("Mul", &format!("{p}.mul"), &[x, s], vec![])?;
+            if let Some(bias) = &ep.bias {
+                let b = self.channel_init(&format!("{p}.shift"), bias);
+                x = self.op("Add", &format!("{p}.add"), &[x, b], vec![])?;
+            }
+        }
+        if let Some(r) = ep.residual {
+            x = self.op("Add", &format!("{p}.sum"), &[x, r], vec![])?;
+        }
+        self.activation(p, x, ep.activation)
+    }
+
+    fn activation(&mut self, p: &str, x: Value, act: Activation) -> Result<Value> {
+        let block = p.rsplit_once('.').map_or(p, |(b, _)| b);
+        match act {
+            Activation::None => Ok(x),
+            // The block's ReLU: one per block, named after the block.
+            Activation::Relu => self.op("Relu", &format!("{block}.relu"), &[x], vec![]),
+            Activation::Sigmoid => self.op("Sigmoid", &format!("{p}.sigmoid"), &[x], vec![]),
+        }
+    }
+}
+
+/// timm's name of a conv of a block part.
+fn part_name(part: Part) -> &'static str {
+    match part {
+        Part::Reparam => "reparam_conv",
+        Part::Dense => "conv_kxk",
+        Part::OneByOne => "conv_1x1",
+        Part::Identity => "identity",
+        Part::Se => "attn",
+    }
+}
+
+impl Layers for Graph {
+    type Tensor = Value;
+
+    fn input(&mut self, _channels: usize) -> Result<Value> {
+        Ok(self.value("input".into()))
+    }
+
+    fn conv(
+        &mut self,
+        at: Site,
+        x: Value,
+        weight: ArrayView4<'_, f32>,
+        spec: ConvSpec,
+        ep: Epilogue<Value>,
+    ) -> Result<Value> {
+        let b = block_prefix(at.stage, at.block);
+        let (p, conv) = match at.part {
+            Part::Reparam => (format!("{b}.reparam_conv"), format!("{b}.conv")),
+            part => {
+                let p = format!("{b}.{}", part_name(part));
+                (format!("{p}.conv"), p)
+            }
+        };
+        let w = self.init(
+            &format!("{p}.weight"),
+            weight.shape(),
+            weight.iter().copied(),
+        );
+        let w = self.value(w);
+        let mut inputs = vec![x, w];
+        // A bias alone goes into the Conv; after a scale it is an Add of the epilogue.
+        let mut ep = ep;
+        if ep.scale.is_none()
+            && let Some(bias) = ep.bias.take()
+        {
+            let bn = self.init(&format!("{p}.bias"), &[bias.len()], bias.iter().copied());
+            inputs.push(self.value(bn));
+        }
+        let (k, pad, s) = (
+            spec.kernel_size as i64,
+            spec.padding as i64,
+            spec.stride as i64,
+        );
+        let y = self.op(
+            "Conv",
+            &conv,
+            &inputs,
+            vec![
+                ints("kernel_shape", &[k, k]),
+                ints("pads", &[pad, pad, pad, pad]),
+                ints("strides", &[s, s]),
+                ints("dilations", &[1, 1]),
+                int("group", spec.groups as i64),
+            ],
+        )?;
+        self.epilogue(&conv, y, &ep)
+    }
+
+    fn affine_add(
+        &mut self,
+        at: Site,
+        x: Value,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+        sum: Value,
+        act: Activation,
+    ) -> Result<Value> {
+        let p = format!(
+            "{}.{}",
+            block_prefix(at.stage, at.block),
+            part_name(at.part)
+        );
+        let ep = Epilogue::affine(scale, shift)
+            .with_residual(sum)
+            .with_activation(act);
+        self.epilogue(&p, x, &ep)
+    }
+
+    fn squeeze_excite(
+        &mut self,
+        at: Site,
+        y: Value,
+        se: &SqueezeExcite,
+        act: Activation,
+    ) -> Result<Value> {
+        let p = block_prefix(at.stage, at.block);
+        let (r, ch) = se.fc1_weight.dim();
+        let pooled = self.op("GlobalAveragePool", &format!("{p}.attn.pool"), &[y], vec![])?;
+        let w1 = self.init(
+            &format!("{p}.attn.fc1.weight"),
+            &[r, ch, 1, 1],
+            se.fc1_weight.iter().copied(),
+        );
+        let b1 = self.init(
+            &format!("{p}.attn.fc1.bias"),
+            &[r],
+            se.fc1_bias.iter().copied(),
+        );
+        let w2 = self.init(
+            &format!("{p}.attn.fc2.weight"),
+            &[ch, r, 1, 1],
+            se.fc2_weight.iter().copied(),
+        );
+        let b2 = self.init(
+            &format!("{p}.attn.fc2.bias"),
+            &[ch],
+            se.fc2_bias.iter().copied(),
+        );
+        let [w1, b1, w2, b2] = [w1, b1, w2, b2].map(|n| self.value(n));
+        let one = || {
+            vec![
+                ints("kernel_shape", &[1, 1]),
+                ints("pads", &[0, 0, 0, 0]),
+                ints("strides", &[1, 1]),
+            ]
+        };
+        let h = self.op("Conv", &format!("{p}.attn.fc1"), &[pooled, w1, b1], one())?;
+        let h = self.op("Relu", &format!("{p}.attn.relu"), &[h], vec![])?;
+        let h = self.op("Conv", &format!("{p}.attn.fc2"), &[h, w2, b2], one())?;
+        let gate = self.op("Sigmoid", &format!("{p}.attn.gate"), &[h], vec![])?;
+        let y = self.op("Mul", &format!("{p}.attn.mul"), &[y, gate], vec![])?;
+        self.activation(&format!("{p}.attn"), y, act)
+    }
+
+    fn stage_output(&mut self, _: usize, _: Value) -> Result<()> {
+        Ok(())
+    }
+
+    fn head(&mut self, x: Value, head: &Head) -> Result<()> {
+        let pooled = self.op("GlobalAveragePool", "head.global_pool", &[x], vec![])?;
+        let flat = self.op("Flatten", "head.flatten", &[pooled], vec![int("axis", 1)])?;
+        let hw = self.init(
+            "head.fc.weight",
+            head.weight.shape(),
+            head.weight.iter().copied(),
+        );
+        let hb = self.init("head.fc.bias", head.bias.shape(), head.bias.iter().copied());
+        let [hw, hb] = [hw, hb].map(|n| self.value(n));
+        // The last node's output is the graph output `logits`.
+        self.op("Gemm", "logits", &[flat, hw, hb], vec![int("transB", 1)])?;
+        Ok(())
+    }
+}
+
 fn block_prefix(stage: usize, block: usize) -> String {
     if stage == 0 {
         "stem".into()
@@ -178,99 +406,10 @@ fn build(model: &DeployModel, opts: &ExportOptions) -> Result<pb::ModelProto> {
     let mut g = Graph {
         nodes: Vec::new(),
         inits: Vec::new(),
+        names: Vec::new(),
     };
-    let mut x = "input".to_string();
-    for (si, stage) in model.stages.iter().enumerate() {
-        for (j, b) in stage.iter().enumerate() {
-            let p = block_prefix(si, j);
-            let c = &b.conv;
-            let w = g.init(
-                &format!("{p}.reparam_conv.weight"),
-                c.weight.shape(),
-                c.weight.iter().copied(),
-            );
-            let bias = g.init(
-                &format!("{p}.reparam_conv.bias"),
-                c.bias.shape(),
-                c.bias.iter().copied(),
-            );
-            let s = c.spec.stride as i64;
-            let mut y = g.node(
-                "Conv",
-                &format!("{p}.conv"),
-                &[&x, &w, &bias],
-                vec![
-                    ints("kernel_shape", &[3, 3]),
-                    ints("pads", &[1, 1, 1, 1]),
-                    ints("strides", &[s, s]),
-                    ints("dilations", &[1, 1]),
-                    int("group", c.spec.groups as i64),
-                ],
-            );
-            if let Some(se) = &b.se {
-                let (r, ch) = se.fc1_weight.dim();
-                let pooled = g.node(
-                    "GlobalAveragePool",
-                    &format!("{p}.attn.pool"),
-                    &[&y],
-                    vec![],
-                );
-                let w1 = g.init(
-                    &format!("{p}.attn.fc1.weight"),
-                    &[r, ch, 1, 1],
-                    se.fc1_weight.iter().copied(),
-                );
-                let b1 = g.init(
-                    &format!("{p}.attn.fc1.bias"),
-                    &[r],
-                    se.fc1_bias.iter().copied(),
-                );
-                let w2 = g.init(
-                    &format!("{p}.attn.fc2.weight"),
-                    &[ch, r, 1, 1],
-                    se.fc2_weight.iter().copied(),
-                );
-                let b2 = g.init(
-                    &format!("{p}.attn.fc2.bias"),
-                    &[ch],
-                    se.fc2_bias.iter().copied(),
-                );
-                let one = || {
-                    vec![
-                        ints("kernel_shape", &[1, 1]),
-                        ints("pads", &[0, 0, 0, 0]),
-                        ints("strides", &[1, 1]),
-                    ]
-                };
-                let h = g.node(
-                    "Conv",
-                    &format!("{p}.attn.fc1"),
-                    &[&pooled, &w1, &b1],
-                    one(),
-                );
-                let h = g.node("Relu", &format!("{p}.attn.relu"), &[&h], vec![]);
-                let h = g.node("Conv", &format!("{p}.attn.fc2"), &[&h, &w2, &b2], one());
-                let gate = g.node("Sigmoid", &format!("{p}.attn.gate"), &[&h], vec![]);
-                y = g.node("Mul", &format!("{p}.attn.mul"), &[&y, &gate], vec![]);
-            }
-            x = g.node("Relu", &format!("{p}.relu"), &[&y], vec![]);
-        }
-    }
-    let pooled = g.node("GlobalAveragePool", "head.global_pool", &[&x], vec![]);
-    let flat = g.node("Flatten", "head.flatten", &[&pooled], vec![int("axis", 1)]);
-    let hw = g.init(
-        "head.fc.weight",
-        model.head.weight.shape(),
-        model.head.weight.iter().copied(),
-    );
-    let hb = g.init(
-        "head.fc.bias",
-        model.head.bias.shape(),
-        model.head.bias.iter().copied(),
-    );
-    // The last node's output is the graph output `logits`.
-    g.node("Gemm", "logits", &[&flat, &hw, &hb], vec![int("transB", 1)]);
-
+    crate::walk::deploy(&mut g, model)?;
+    let Graph { nodes, inits, .. } = g;
     let pre = PretrainedConfig::for_config(cfg);
     let fmt3 = |v: [f32; 3]| format!("[{}, {}, {}]", v[0], v[1], v[2]);
     let meta = [
@@ -302,9 +441,9 @@ fn build(model: &DeployModel, opts: &ExportOptions) -> Result<pb::ModelProto> {
             cfg.name
         )),
         graph: Some(pb::GraphProto {
-            node: g.nodes,
+            node: nodes,
             name: Some(format!("repvgg_{}", cfg.name)),
-            initializer: g.inits,
+            initializer: inits,
             input: vec![value_info(
                 "input",
                 vec![

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-pub use repvgg_gpu::Precision; // TODO(merge): repvgg_math::Precision
+pub use repvgg_math::Precision;
 
 /// A word that names none of a vocabulary's values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -159,6 +159,9 @@ mod tests {
         assert!("gpu:".parse::<Device>().is_err());
         assert!("cpu:x".parse::<Device>().is_err());
         let e = "fuse".parse::<Form>().unwrap_err();
-        assert_eq!(e.to_string(), "`fuse` is not a form: expected train or deploy");
+        assert_eq!(
+            e.to_string(),
+            "`fuse` is not a form: expected train or deploy"
+        );
     }
 }

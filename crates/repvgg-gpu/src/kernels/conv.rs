@@ -36,7 +36,11 @@ impl std::str::FromStr for ConvKernel {
     type Err = ParseConvKernelError;
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         let word = s.trim().to_ascii_lowercase().replace('_', "-");
-        let word = if word == "splitk" { "split-k".into() } else { word };
+        let word = if word == "splitk" {
+            "split-k".into()
+        } else {
+            word
+        };
         ConvKernel::ALL
             .into_iter()
             .find(|k| k.name() == word)
