@@ -591,14 +591,17 @@ fn cases() -> Vec<Case> {
         ),
         pth(
             "pth-tensor-rank",
-            repvgg_model::fuzzing::torch_zip(&tensor_of_rank(100_000), &[("0", &[0; 16])]),
+            repvgg_model::fuzzing::torch_zip(
+                &tensor_of_rank(100_000),
+                &[("0", &vec![0u8; 16][..])],
+            ),
             &infer_with(WP),
         ),
         pth(
             "pth-aliased-storage",
             repvgg_model::fuzzing::torch_zip(
                 &repvgg_model::fuzzing::aliased_tensors_pickle(100_000, 16384),
-                &[("0", &[0; 4 * 16384])],
+                &[("0", &vec![0u8; 4 * 16384][..])],
             ),
             &infer_with(WP),
         ),

@@ -215,10 +215,10 @@ fn tensor_of_rank(rank: usize) -> Vec<u8> {
 #[test]
 fn a_tensor_of_too_many_dimensions_is_refused_at_the_rank_limit() {
     let four = vec![0u8; 16];
-    let ok = torch_zip(&tensor_of_rank(MAX_TENSOR_RANK), &[("0", &four)]);
+    let ok = torch_zip(&tensor_of_rank(MAX_TENSOR_RANK), &[("0", four.as_slice())]);
     let t = pth::read_state_dict(&ok, Path::new("ok.pth")).unwrap();
     assert_eq!(t["w"].shape, vec![1; MAX_TENSOR_RANK]);
-    let bad = torch_zip(&tensor_of_rank(100_000), &[("0", &four)]);
+    let bad = torch_zip(&tensor_of_rank(100_000), &[("0", four.as_slice())]);
     let e = small_stack(move || pth::read_state_dict(&bad, Path::new("rank.pth"))).unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -267,12 +267,18 @@ fn many_names_for_one_storage_are_refused_at_the_size_budget() {
     use repvgg_model::fuzzing::aliased_tensors_pickle;
     use repvgg_model::pth::MAX_TENSOR_BYTES_PER_FILE_BYTE;
     let storage = vec![0u8; 4 * 16384];
-    let two = torch_zip(&aliased_tensors_pickle(2, 16384), &[("0", &storage)]);
+    let two = torch_zip(
+        &aliased_tensors_pickle(2, 16384),
+        &[("0", storage.as_slice())],
+    );
     let t = pth::read_state_dict(&two, Path::new("two.pth")).unwrap();
     assert_eq!(t.len(), 2);
     assert_eq!(t["w1"].data.len(), storage.len());
 
-    let file = torch_zip(&aliased_tensors_pickle(100_000, 16384), &[("0", &storage)]);
+    let file = torch_zip(
+        &aliased_tensors_pickle(100_000, 16384),
+        &[("0", storage.as_slice())],
+    );
     let len = file.len() as u64;
     let e = small_stack(move || pth::read_state_dict(&file, Path::new("alias.pth"))).unwrap_err();
     assert_eq!(
