@@ -7,7 +7,7 @@ use std::path::Path;
 use ndarray::{Array1, Array2, Array4};
 use repvgg_math::fuse::{ConvBn, RepVggBranches};
 use repvgg_math::{BatchNorm, FusedConv};
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::{Dtype, SafeTensors};
 
 use crate::config::{BlockSpec, RepVggConfig};
 use crate::error::{KeyProblem, KeyProblems, ModelError, Result};

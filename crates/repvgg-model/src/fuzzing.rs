@@ -336,10 +336,9 @@ pub fn render_pickle(ops: &[PickleOp]) -> Vec<u8> {
                 if n > 0 {
                     let from = starts[starts.len() - n];
                     let chunk = out[from..].to_vec();
-                    for _ in 0..*times {
-                        if out.len() + chunk.len() > MAX_RENDERED_PICKLE {
-                            break;
-                        }
+                    let room = MAX_RENDERED_PICKLE.saturating_sub(out.len());
+                    let reps = (*times as usize).min(room.checked_div(chunk.len()).unwrap_or(0));
+                    for _ in 0..reps {
                         out.extend(&chunk);
                     }
                 }

@@ -260,7 +260,7 @@ fn a_deeply_nested_safetensors_header_hits_the_json_recursion_limit() {
     );
 }
 
-/// A 1.2 MB `.pth` naming one 64 KiB storage 100000 times would be 6.5 GB of tensors: refused
+/// A 1.1 MB `.pth` naming one 64 KiB storage 100000 times would be 6.5 GB of tensors: refused
 /// at the size budget, before the first copy past it is made.
 #[test]
 fn many_names_for_one_storage_are_refused_at_the_size_budget() {
