@@ -210,6 +210,99 @@ fn infer_input(input: &'static str) -> Vec<&'static str> {
     ]
 }
 
+/// The hostile `.pth` rows' file.
+const WP: &str = "$DIR/w.pth";
+
+/// How deep the hostile `.pth` files nest: about two million opcodes, a ~2 MB file.
+const DEEP: usize = 2_000_000;
+
+fn pth(id: &'static str, bytes: Vec<u8>, args: &[&'static str]) -> Case {
+    Case {
+        id,
+        files: vec![("w.pth", bytes)],
+        args: args.to_vec(),
+        env: vec![],
+        gpu: false,
+    }
+}
+
+fn summary_of(weights: &'static str) -> Vec<&'static str> {
+    vec!["summary", "--weights", weights]
+}
+
+/// A pickle in torch's zip layout, no storages.
+fn zip(pickle: Vec<u8>) -> Vec<u8> {
+    repvgg_model::fuzzing::torch_zip(&pickle, &[])
+}
+
+/// Protocol 2, `body`, STOP.
+fn pickle(body: impl IntoIterator<Item = u8>) -> Vec<u8> {
+    let mut p = vec![0x80, 0x02];
+    p.extend(body);
+    p.push(b'.');
+    p
+}
+
+/// `()` then TUPLE1 `n` times.
+fn nested_tuples(n: usize) -> Vec<u8> {
+    pickle(std::iter::once(b')').chain(std::iter::repeat_n(0x85, n)))
+}
+
+/// MARK `n` times.
+fn open_marks(n: usize) -> Vec<u8> {
+    pickle(std::iter::repeat_n(b'(', n).chain([b'N']))
+}
+
+/// `n + 1` empty lists, then APPEND `n` times.
+fn nested_lists(n: usize) -> Vec<u8> {
+    pickle(std::iter::repeat_n(b']', n + 1).chain(std::iter::repeat_n(b'a', n)))
+}
+
+/// `{}, 0` `n` times and `{}`, then SETITEM `n` times.
+fn nested_dicts(n: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    for _ in 0..n {
+        body.extend([b'}', b'K', 0]);
+    }
+    body.push(b'}');
+    body.extend(std::iter::repeat_n(b's', n));
+    pickle(body)
+}
+
+/// A list memoized, then appended to itself `n` times.
+fn self_appending_list(n: usize) -> Vec<u8> {
+    let mut body = vec![b']', b'q', 0];
+    for _ in 0..n {
+        body.extend([b'h', 0, b'a']);
+    }
+    pickle(body)
+}
+
+/// `{'w': _rebuild_tensor_v2(storage '0' of 4 floats, 0, size, stride)}`, `rank` dimensions.
+fn tensor_of_rank(rank: usize) -> Vec<u8> {
+    let mut b = vec![b'}', 0x8c, 1, b'w'];
+    b.extend(b"ctorch._utils\n_rebuild_tensor_v2\n(");
+    b.extend([b'(', 0x8c, 7]);
+    b.extend(b"storage");
+    b.extend(b"ctorch\nFloatStorage\n");
+    b.extend([0x8c, 1, b'0', 0x8c, 3]);
+    b.extend(b"cpu");
+    b.extend([b'K', 4, b't', b'Q', b'K', 0]);
+    for _ in 0..2 {
+        b.push(b'(');
+        b.extend(std::iter::repeat_n([b'K', 1], rank).flatten());
+        b.push(b't');
+    }
+    b.extend([b't', b'R', b's']);
+    pickle(b)
+}
+
+/// A safetensors file whose JSON header nests `depth` arrays.
+fn deep_json_safetensors(depth: usize) -> Vec<u8> {
+    let header = format!("{{\"a\":{}{}}}", "[".repeat(depth), "]".repeat(depth));
+    raw_safetensors(&header, &[])
+}
+
 fn cases() -> Vec<Case> {
     use safetensors::Dtype;
     let w = "$DIR/w.safetensors";
@@ -468,6 +561,57 @@ fn cases() -> Vec<Case> {
             &["summary", "--arch", "a0", "--size", "big"],
         ),
         case("unknown-arch", vec![], &["summary", "--arch", "z9"]),
+        // Hostile `.pth` files (~2 MB of legal pickle nesting a million levels deep) used to
+        // overflow the stack (exit 134); each now stops at its limit (docs/errors.md).
+        pth(
+            "pth-nested-tuples",
+            zip(nested_tuples(DEEP)),
+            &infer_with(WP),
+        ),
+        pth("pth-open-marks", zip(open_marks(DEEP)), &summary_of(WP)),
+        pth(
+            "pth-nested-lists",
+            zip(nested_lists(DEEP / 2)),
+            &infer_with(WP),
+        ),
+        pth(
+            "pth-nested-dicts",
+            zip(nested_dicts(DEEP / 4)),
+            &summary_of(WP),
+        ),
+        pth(
+            "pth-list-holding-itself",
+            zip(self_appending_list(DEEP / 3)),
+            &infer_with(WP),
+        ),
+        pth(
+            "pth-legacy-nested-tuples",
+            repvgg_model::fuzzing::legacy_pth(&nested_tuples(DEEP), &[]),
+            &summary_of(WP),
+        ),
+        pth(
+            "pth-tensor-rank",
+            repvgg_model::fuzzing::torch_zip(
+                &tensor_of_rank(100_000),
+                &[("0", &vec![0u8; 16][..])],
+            ),
+            &infer_with(WP),
+        ),
+        pth(
+            "pth-aliased-storage",
+            repvgg_model::fuzzing::torch_zip(
+                &repvgg_model::fuzzing::aliased_tensors_pickle(100_000, 16384),
+                &[("0", &vec![0u8; 4 * 16384][..])],
+            ),
+            &infer_with(WP),
+        ),
+        Case {
+            id: "safetensors-nested-json-header",
+            files: vec![("w.safetensors", deep_json_safetensors(1_000_000))],
+            args: summary_of(w),
+            env: vec![],
+            gpu: false,
+        },
         Case {
             id: "gpu-no-adapter",
             files: vec![],

@@ -7,7 +7,7 @@ use std::path::Path;
 use ndarray::{Array1, Array2, Array4};
 use repvgg_math::fuse::{ConvBn, RepVggBranches};
 use repvgg_math::{BatchNorm, FusedConv};
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::{Dtype, SafeTensors};
 
 use crate::config::{BlockSpec, RepVggConfig};
 use crate::error::{KeyProblem, KeyProblems, ModelError, Result};
@@ -107,6 +107,7 @@ struct Tensor {
 }
 
 /// What the first pass over the file's bytes found: every float tensor widened to f32.
+#[derive(Default)]
 struct Parsed {
     raw: BTreeMap<String, Tensor>,
     problems: Vec<KeyProblem>,
@@ -125,10 +126,10 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
             error,
         })?;
         if is_pth(&bytes) {
-            // Converted to safetensors bytes first; the file's bytes are dropped before building.
-            let st = pth_to_safetensors(&bytes, path)?;
+            // The state dict is read into memory; the file's bytes are dropped before building.
+            let parsed = read_pth(&bytes, path)?;
             drop(bytes);
-            parse(&st, path)?
+            parsed
         } else {
             parse(&bytes, path)?
         }
@@ -139,10 +140,31 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
 /// Parses a checkpoint held in memory; `path` only names it in errors.
 /// PyTorch `.pth` files (zip or legacy) are recognised by their content; see [`crate::pth`].
 pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
-    if is_pth(bytes) {
-        return load_bytes(&pth_to_safetensors(bytes, path)?, path);
+    let parsed = if is_pth(bytes) {
+        read_pth(bytes, path)?
+    } else {
+        parse(bytes, path)?
+    };
+    finish(parsed, path)
+}
+
+/// The tensors of a `.pth` state dict, as [`parse`] reads a safetensors file's; each is dropped
+/// once widened to f32.
+#[cfg(feature = "pth")]
+fn read_pth(bytes: &[u8], path: &Path) -> Result<Parsed> {
+    let mut parsed = Parsed::default();
+    for (name, t) in crate::pth::read_state_dict(bytes, path)? {
+        parsed.add(&name, t.dtype, &t.shape, &t.data);
     }
-    finish(parse(bytes, path)?, path)
+    Ok(parsed)
+}
+
+#[cfg(not(feature = "pth"))]
+fn read_pth(_: &[u8], _: &Path) -> Result<Parsed> {
+    Err(ModelError::NotCompiled {
+        feature: "pth",
+        what: "reading PyTorch .pth checkpoints",
+    })
 }
 
 #[cfg(feature = "pth")]
@@ -157,19 +179,6 @@ fn is_pth(b: &[u8]) -> bool {
     b.starts_with(b"PK\x03\x04") || (b.len() > 8 && b[0] == 0x80 && b[8] != b'{')
 }
 
-#[cfg(feature = "pth")]
-fn pth_to_safetensors(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
-    crate::pth::to_safetensors(bytes, path)
-}
-
-#[cfg(not(feature = "pth"))]
-fn pth_to_safetensors(_: &[u8], _: &Path) -> Result<Vec<u8>> {
-    Err(ModelError::NotCompiled {
-        feature: "pth",
-        what: "reading PyTorch .pth checkpoints",
-    })
-}
-
 fn parse(bytes: &[u8], path: &Path) -> Result<Parsed> {
     // `deserialize` checks that every tensor's byte range lies inside the file, that the
     // ranges tile the data section without overlap, and that each range holds exactly
@@ -177,48 +186,48 @@ fn parse(bytes: &[u8], path: &Path) -> Result<Parsed> {
     // bounded by the file's length.
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| crate::tensor_io::format_error(&e, bytes, path))?;
-    let mut problems = Vec::new();
-    let mut raw: BTreeMap<String, Tensor> = BTreeMap::new();
-    let mut dtypes = BTreeSet::new();
-    let mut naming = Naming::Timm;
+    let mut parsed = Parsed::default();
     for (name, view) in st.tensors() {
-        let name = name.strip_prefix("module.").unwrap_or(&name).to_string();
+        parsed.add(&name, view.dtype(), view.shape(), view.data());
+    }
+    Ok(parsed)
+}
+
+impl Parsed {
+    /// One tensor of the file: `data` holds exactly `shape.product() * dtype size` bytes
+    /// (checked by the file's reader).
+    fn add(&mut self, name: &str, dtype: Dtype, shape: &[usize], data: &[u8]) {
+        let name = name.strip_prefix("module.").unwrap_or(name).to_string();
         if name.ends_with("num_batches_tracked") {
-            continue;
+            return;
         }
         if name.starts_with("stage0.") || name.starts_with("linear.") || name.contains(".rbr_") {
-            naming = Naming::Official;
+            self.naming = Naming::Official;
         }
-        match to_f32(&view) {
+        match to_f32(dtype, data) {
             Some(data) => {
-                dtypes.insert(format!("{:?}", view.dtype()));
+                self.dtypes.insert(format!("{dtype:?}"));
                 let bad = data.iter().filter(|v| !v.is_finite()).count();
                 if bad > 0 {
-                    problems.push(KeyProblem::NonFinite {
+                    self.problems.push(KeyProblem::NonFinite {
                         key: name.clone(),
                         count: bad,
                     });
                 }
-                raw.insert(
+                self.raw.insert(
                     name,
                     Tensor {
-                        shape: view.shape().to_vec(),
+                        shape: shape.to_vec(),
                         data,
                     },
                 );
             }
-            None => problems.push(KeyProblem::Dtype {
+            None => self.problems.push(KeyProblem::Dtype {
                 key: name,
-                dtype: format!("{:?}", view.dtype()),
+                dtype: format!("{dtype:?}"),
             }),
         }
     }
-    Ok(Parsed {
-        raw,
-        problems,
-        dtypes,
-        naming,
-    })
 }
 
 fn finish(parsed: Parsed, path: &Path) -> Result<Checkpoint> {
@@ -318,10 +327,9 @@ fn finish(parsed: Parsed, path: &Path) -> Result<Checkpoint> {
     })
 }
 
-fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
-    let d = view.data();
+fn to_f32(dtype: Dtype, d: &[u8]) -> Option<Vec<f32>> {
     let words = |n: usize| d.chunks_exact(n);
-    Some(match view.dtype() {
+    Some(match dtype {
         Dtype::F32 => words(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),

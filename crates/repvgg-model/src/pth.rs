@@ -12,11 +12,15 @@
 //! size and stride is checked against the bytes actually present before it is used, so a crafted
 //! file gives an error, never a panic or a huge allocation.
 //!
-//! The result is converted to safetensors bytes (same names, dtypes and bits), which
-//! [`crate::checkpoint::load_bytes`] reads like any other checkpoint: the architecture inference and
-//! strict key checks are the safetensors ones.
+//! Nothing here recurses over the file's data: the interpreter is a loop, containers live in a
+//! flat heap and refer to each other by index (so dropping a deep or cyclic structure is a
+//! loop too), and the nesting a file may build is capped ([`MAX_PICKLE_NESTING`]), as is a
+//! tensor's rank ([`MAX_TENSOR_RANK`]). A crafted file therefore gets an error naming the file
+//! and the limit, not a stack overflow, whatever the size of the stack it is read on.
+//!
+//! [`read_state_dict`] gives the tensors in memory; [`crate::checkpoint`] builds the model from
+//! them with the same architecture inference and strict key checks as for safetensors.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Cursor, Read};
 use std::path::Path;
@@ -36,7 +40,7 @@ pub fn is_legacy_pickle(bytes: &[u8]) -> bool {
     bytes.len() > 8 && bytes[0] == 0x80 && (2..=5).contains(&bytes[1]) && bytes[8] != b'{'
 }
 
-/// True if [`to_safetensors`] should be used for these bytes.
+/// True if these bytes are a `.pth` file ([`read_state_dict`] reads them).
 pub fn is_pth(bytes: &[u8]) -> bool {
     is_torch_zip(bytes) || is_legacy_pickle(bytes)
 }
@@ -57,18 +61,22 @@ pub fn read_state_dict(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, Pth
         path: path.into(),
         reason,
     };
+    let mut heap = Heap::default();
     let (root, mut storages) = if is_torch_zip(bytes) {
-        read_zip(bytes).map_err(err)?
+        read_zip(bytes, &mut heap).map_err(err)?
     } else if is_legacy_pickle(bytes) {
-        read_legacy(bytes).map_err(err)?
+        read_legacy(bytes, &mut heap).map_err(err)?
     } else {
         return Err(err(
             "neither a torch zip archive nor a legacy torch pickle".into()
         ));
     };
-    let dict = find_state_dict(&root).map_err(err)?;
+    let dict = find_state_dict(&heap, &root).map_err(err)?;
     let mut out = BTreeMap::new();
-    for (k, v) in dict.borrow().iter() {
+    // Tensors may view one storage many times (each name is a copy): bounded by the file's size.
+    let budget = (bytes.len() as u64).saturating_mul(MAX_TENSOR_BYTES_PER_FILE_BYTE);
+    let mut total = 0u64;
+    for (k, v) in heap.dict(&dict) {
         let Value::Str(name) = k else {
             return Err(err(format!("state_dict key {} is not a string", k.kind())));
         };
@@ -78,11 +86,21 @@ pub fn read_state_dict(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, Pth
                 v.kind()
             )));
         };
+        total = total
+            .saturating_add((t.numel as u64).saturating_mul(dtype_size(t.storage.dtype) as u64));
+        if total > budget {
+            return Err(err(format!(
+                "the state dict's tensors total more than {budget} bytes, \
+                 {MAX_TENSOR_BYTES_PER_FILE_BYTE} times the file's {} bytes (the limit; each \
+                 tensor counts in full, even when several view one storage)",
+                bytes.len()
+            )));
+        }
         let data = storages
             .materialize(t)
             .map_err(|e| err(format!("tensor `{name}`: {e}")))?;
         out.insert(
-            name.clone(),
+            name.to_string(),
             PthTensor {
                 dtype: t.storage.dtype,
                 shape: t.shape.clone(),
@@ -94,6 +112,8 @@ pub fn read_state_dict(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, Pth
 }
 
 /// Converts a `.pth` file to safetensors bytes: same tensor names, dtypes and values.
+/// (Loading does not go through this: [`crate::checkpoint`] reads [`read_state_dict`]'s tensors
+/// directly.)
 pub fn to_safetensors(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
     let tensors = read_state_dict(bytes, path)?;
     let views = tensors
@@ -116,7 +136,7 @@ type Res<T> = std::result::Result<T, String>;
 // ------------------------------------------------------------------------------------------
 // Containers: zip archive and legacy stream.
 
-fn read_zip(bytes: &[u8]) -> Res<(Value, Storages<'_>)> {
+fn read_zip<'a>(bytes: &'a [u8], heap: &mut Heap) -> Res<(Value, Storages<'a>)> {
     let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
         .map_err(|e| format!("not a readable zip archive ({e}); truncated or corrupt?"))?;
     let pkl: Vec<String> = zip
@@ -140,7 +160,7 @@ fn read_zip(bytes: &[u8]) -> Res<(Value, Storages<'_>)> {
     }
     // The pickle itself is bounded by the archive size.
     let data = read_entry(&mut zip, &pkl, bytes.len() as u64)?;
-    let root = Unpickler::new(&data).run()?;
+    let root = Unpickler::new(&data, heap).run()?;
     Ok((
         root,
         Storages {
@@ -169,13 +189,14 @@ fn read_entry(zip: &mut zip::ZipArchive<Cursor<&[u8]>>, name: &str, limit: u64) 
 }
 
 /// The legacy format: magic number, protocol version, sys info, the object, the storage keys
-/// (five pickles), then per storage key an 8-byte element count and the raw elements.
-fn read_legacy(bytes: &[u8]) -> Res<(Value, Storages<'_>)> {
+/// (five pickles, their containers in one heap), then per storage key an 8-byte element count
+/// and the raw elements.
+fn read_legacy<'a>(bytes: &'a [u8], heap: &mut Heap) -> Res<(Value, Storages<'a>)> {
     const MAGIC: u128 = 0x1950_a86a_20f9_469c_fc6c;
     let mut pos = 0;
     let mut dtypes = HashMap::new();
-    let mut next = |what: &str| -> Res<Value> {
-        let mut u = Unpickler::new(bytes.get(pos..).unwrap_or_default());
+    let mut next = |heap: &mut Heap, what: &str| -> Res<Value> {
+        let mut u = Unpickler::new(bytes.get(pos..).unwrap_or_default(), heap);
         let v = u
             .run()
             .map_err(|e| format!("legacy torch file, {what} pickle: {e}"))?;
@@ -183,11 +204,11 @@ fn read_legacy(bytes: &[u8]) -> Res<(Value, Storages<'_>)> {
         dtypes.extend(u.seen);
         Ok(v)
     };
-    match next("magic number")? {
+    match next(heap, "magic number")? {
         Value::BigInt(b) if b == MAGIC => {}
         _ => return Err("not a torch file (the legacy magic number is missing)".into()),
     }
-    match next("protocol version")? {
+    match next(heap, "protocol version")? {
         Value::Int(1001) => {}
         other => {
             return Err(format!(
@@ -196,10 +217,10 @@ fn read_legacy(bytes: &[u8]) -> Res<(Value, Storages<'_>)> {
             ));
         }
     }
-    next("sys info")?;
-    let root = next("object")?;
-    let keys = match next("storage keys")? {
-        Value::List(l) => l.borrow().clone(),
+    next(heap, "sys info")?;
+    let root = next(heap, "object")?;
+    let keys = match next(heap, "storage keys")? {
+        l @ Value::List(_) => heap.seq(&l).to_vec(),
         other => return Err(format!("storage keys are {}, not a list", other.kind())),
     };
     let mut table = HashMap::new();
@@ -215,7 +236,7 @@ fn read_legacy(bytes: &[u8]) -> Res<(Value, Storages<'_>)> {
         let n = u64::from_le_bytes(head);
         cursor += 8;
         let width = dtypes
-            .get(&key)
+            .get(&*key)
             .map(|d| dtype_size(*d) as u64)
             .ok_or_else(|| format!("storage `{key}` is used by no tensor"))?;
         let len = n
@@ -224,7 +245,7 @@ fn read_legacy(bytes: &[u8]) -> Res<(Value, Storages<'_>)> {
             .ok_or_else(|| {
                 format!("storage `{key}` declares {n} elements, more than the file holds")
             })?;
-        table.insert(key, (cursor, n));
+        table.insert(key.to_string(), (cursor, n));
         cursor += len as usize;
     }
     Ok((
@@ -371,47 +392,49 @@ fn dtype_size(d: Dtype) -> usize {
     }
 }
 
-/// A pickled dict's items, shared like the unpickler's memo values.
-type SharedPairs = Rc<RefCell<Vec<(Value, Value)>>>;
-
-/// The state dict inside the loaded object.
-fn find_state_dict(root: &Value) -> Res<SharedPairs> {
+/// The state dict inside the loaded object: a walk of at most four dicts down, never deeper.
+fn find_state_dict(heap: &Heap, root: &Value) -> Res<Value> {
     let mut cur = root.clone();
     for _ in 0..4 {
-        let Value::Dict(d) = &cur else {
+        let Value::Dict(_) = &cur else {
             return Err(format!(
                 "the file holds {}, not a dict of tensors",
                 cur.kind()
             ));
         };
-        let entries = d.borrow();
+        let entries = heap.dict(&cur);
         if entries.is_empty() || entries.iter().any(|(_, v)| matches!(v, Value::Tensor(_))) {
-            drop(entries);
-            return Ok(d.clone());
+            return Ok(cur);
         }
-        let keys: Vec<String> = entries
-            .iter()
-            .filter_map(|(k, _)| match k {
-                Value::Str(s) => Some(s.clone()),
-                _ => None,
-            })
-            .collect();
         let next = ["state_dict", "model", "model_state_dict"]
             .iter()
             .find_map(|want| {
                 entries
                     .iter()
                     .find(|(k, v)| {
-                        matches!(k, Value::Str(s) if s == want) && matches!(v, Value::Dict(_))
+                        matches!(k, Value::Str(s) if &**s == *want) && matches!(v, Value::Dict(_))
                     })
                     .map(|(_, v)| v.clone())
             });
-        drop(entries);
         match next {
             Some(v) => cur = v,
             None => {
+                // At most 20 keys are named: a crafted dict may have millions.
+                let keys: Vec<&str> = entries
+                    .iter()
+                    .filter_map(|(k, _)| match k {
+                        Value::Str(s) => Some(&**s),
+                        _ => None,
+                    })
+                    .take(20)
+                    .collect();
+                let more = if entries.len() > keys.len() {
+                    " ..."
+                } else {
+                    ""
+                };
                 return Err(format!(
-                    "no tensors and no `state_dict` / `model` entry among the keys {keys:?}"
+                    "no tensors and no `state_dict` / `model` entry among the keys {keys:?}{more}"
                 ));
             }
         }
@@ -421,6 +444,19 @@ fn find_state_dict(root: &Value) -> Res<SharedPairs> {
 
 // ------------------------------------------------------------------------------------------
 // The restricted unpickler.
+
+/// The deepest a pickle's containers (tuples, lists, dicts) may nest, and the most MARKs that
+/// may be open at once. A state dict nests a few levels (dict → tensor arguments → size tuple);
+/// the limit only stops a crafted file from building a tree millions of levels deep.
+pub const MAX_PICKLE_NESTING: usize = 64;
+
+/// The most dimensions a tensor may have (RepVGG's have at most 4). Each tensor built keeps its
+/// size and stride, so this also bounds what one 5-byte REDUCE can allocate.
+pub const MAX_TENSOR_RANK: usize = 16;
+
+/// How many bytes of tensors a file may give per byte of its own: a tensor is a copy of (part
+/// of) a storage the file holds, but many names may view the same storage, each a copy.
+pub const MAX_TENSOR_BYTES_PER_FILE_BYTE: u64 = 2;
 
 /// The only globals a pickle may name.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -465,17 +501,18 @@ struct StorageRef {
 
 #[derive(Debug, Clone, PartialEq)]
 struct TensorRef {
-    storage: StorageRef,
+    storage: Rc<StorageRef>,
     offset: usize,
     shape: Vec<usize>,
     stride: Vec<usize>,
     numel: usize,
 }
 
-type Shared<T> = Rc<RefCell<T>>;
-
-/// A pickled value. Lists and dicts are shared (the memo refers to one object, as in Python), so
-/// repeated memo gets cost nothing and cannot blow up memory.
+/// A pickled value. Containers live in a [`Heap`] and a value only names one by its index, so
+/// no value owns another: dropping, cloning or comparing a value never recurses, however deep
+/// the file nests its containers, and a container holding itself (the memo allows it, as in
+/// Python) is just an index pointing back. Strings and bytes are shared, so the memo and DUP
+/// copy a pointer, never the text.
 #[derive(Debug, Clone)]
 #[allow(dead_code)] // scalar payloads are only kept for `Debug`
 enum Value {
@@ -484,11 +521,11 @@ enum Value {
     Int(i64),
     BigInt(u128),
     Float(f64),
-    Str(String),
-    Bytes(Vec<u8>),
-    Tuple(Rc<Vec<Value>>),
-    List(Shared<Vec<Value>>),
-    Dict(Shared<Vec<(Value, Value)>>),
+    Str(Rc<str>),
+    Bytes(Rc<[u8]>),
+    Tuple(usize),
+    List(usize),
+    Dict(usize),
     Global(Global),
     Storage(Rc<StorageRef>),
     Tensor(Rc<TensorRef>),
@@ -513,24 +550,120 @@ impl Value {
     }
 }
 
-struct Unpickler<'a> {
+/// A tuple's or list's items, or a dict's pairs, and how deep the container nests (1: it holds
+/// no container), as recorded when items were added.
+struct Obj<T> {
+    depth: usize,
+    items: Vec<T>,
+}
+
+/// Every container of a file's pickles (the legacy format's five share one). Flat vectors of
+/// flat items: their drop is a loop, never a recursion.
+#[derive(Default)]
+struct Heap {
+    seqs: Vec<Obj<Value>>,
+    dicts: Vec<Obj<(Value, Value)>>,
+}
+
+impl Heap {
+    /// How deep `v` nests (0 for a scalar).
+    fn depth(&self, v: &Value) -> usize {
+        match v {
+            Value::Tuple(i) | Value::List(i) => self.seqs.get(*i).map_or(0, |o| o.depth),
+            Value::Dict(i) => self.dicts.get(*i).map_or(0, |o| o.depth),
+            _ => 0,
+        }
+    }
+
+    /// The depth of a container holding `items` (and already `depth` deep), checked against
+    /// [`MAX_PICKLE_NESTING`].
+    fn nest<'v>(
+        &self,
+        depth: usize,
+        items: impl Iterator<Item = &'v Value>,
+        at: usize,
+    ) -> Res<usize> {
+        let d = items
+            .map(|v| self.depth(v) + 1)
+            .fold(depth.max(1), usize::max);
+        if d > MAX_PICKLE_NESTING {
+            return Err(format!(
+                "pickle: containers nest more than {MAX_PICKLE_NESTING} levels deep (at pickle \
+                 byte {at}); the limit is {MAX_PICKLE_NESTING}"
+            ));
+        }
+        Ok(d)
+    }
+
+    fn new_seq(&mut self, items: Vec<Value>, at: usize) -> Res<usize> {
+        let depth = self.nest(1, items.iter(), at)?;
+        self.seqs.push(Obj { depth, items });
+        Ok(self.seqs.len() - 1)
+    }
+
+    fn new_dict(&mut self, items: Vec<(Value, Value)>, at: usize) -> Res<usize> {
+        let depth = self.nest(1, items.iter().flat_map(|(k, v)| [k, v]), at)?;
+        self.dicts.push(Obj { depth, items });
+        Ok(self.dicts.len() - 1)
+    }
+
+    fn extend_seq(&mut self, id: usize, items: Vec<Value>, at: usize) -> Res<()> {
+        let old = self.seqs.get(id).map_or(1, |o| o.depth);
+        let depth = self.nest(old, items.iter(), at)?;
+        let o = self.seqs.get_mut(id).ok_or("pickle: no such list")?;
+        o.depth = depth;
+        o.items.extend(items);
+        Ok(())
+    }
+
+    fn extend_dict(&mut self, id: usize, items: Vec<(Value, Value)>, at: usize) -> Res<()> {
+        let old = self.dicts.get(id).map_or(1, |o| o.depth);
+        let depth = self.nest(old, items.iter().flat_map(|(k, v)| [k, v]), at)?;
+        let o = self.dicts.get_mut(id).ok_or("pickle: no such dict")?;
+        o.depth = depth;
+        o.items.extend(items);
+        Ok(())
+    }
+
+    /// A tuple's or list's items (empty for anything else).
+    fn seq(&self, v: &Value) -> &[Value] {
+        match v {
+            Value::Tuple(i) | Value::List(i) => {
+                self.seqs.get(*i).map_or(&[], |o| o.items.as_slice())
+            }
+            _ => &[],
+        }
+    }
+
+    /// A dict's pairs (empty for anything else).
+    fn dict(&self, v: &Value) -> &[(Value, Value)] {
+        match v {
+            Value::Dict(i) => self.dicts.get(*i).map_or(&[], |o| o.items.as_slice()),
+            _ => &[],
+        }
+    }
+}
+
+struct Unpickler<'a, 'h> {
     data: &'a [u8],
     pos: usize,
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: HashMap<u32, Value>,
+    heap: &'h mut Heap,
     /// The dtype of every storage key met, for the legacy format's raw data.
     seen: HashMap<String, Dtype>,
 }
 
-impl<'a> Unpickler<'a> {
-    fn new(data: &'a [u8]) -> Self {
+impl<'a, 'h> Unpickler<'a, 'h> {
+    fn new(data: &'a [u8], heap: &'h mut Heap) -> Self {
         Self {
             data,
             pos: 0,
             stack: Vec::new(),
             marks: Vec::new(),
             memo: HashMap::new(),
+            heap,
             seen: HashMap::new(),
         }
     }
@@ -578,7 +711,7 @@ impl<'a> Unpickler<'a> {
         Ok(Value::Str(
             std::str::from_utf8(b)
                 .map_err(|_| format!("pickle: invalid UTF-8 string at byte {}", self.pos))?
-                .to_string(),
+                .into(),
         ))
     }
     fn pop(&mut self) -> Res<Value> {
@@ -596,11 +729,10 @@ impl<'a> Unpickler<'a> {
         }
         Ok(self.stack.split_off(m))
     }
-    fn top(&mut self) -> Res<&mut Value> {
-        let pos = self.pos;
+    fn top(&self) -> Res<&Value> {
         self.stack
-            .last_mut()
-            .ok_or_else(|| format!("pickle stack underflow at byte {pos}"))
+            .last()
+            .ok_or_else(|| format!("pickle stack underflow at byte {}", self.pos))
     }
     fn memo_get(&self, i: u32) -> Res<Value> {
         self.memo
@@ -609,16 +741,43 @@ impl<'a> Unpickler<'a> {
             .ok_or_else(|| format!("pickle: memo {i} read before it was written"))
     }
     fn memo_put(&mut self, i: u32) -> Res<()> {
-        let v = self
-            .stack
-            .last()
-            .cloned()
-            .ok_or_else(|| format!("pickle stack underflow at byte {}", self.pos))?;
+        let v = self.top()?.clone();
         self.memo.insert(i, v);
         Ok(())
     }
+    fn push_seq(&mut self, items: Vec<Value>, at: usize, list: bool) -> Res<()> {
+        let id = self.heap.new_seq(items, at)?;
+        self.stack.push(if list {
+            Value::List(id)
+        } else {
+            Value::Tuple(id)
+        });
+        Ok(())
+    }
+    fn push_dict(&mut self, items: Vec<(Value, Value)>, at: usize) -> Res<()> {
+        let id = self.heap.new_dict(items, at)?;
+        self.stack.push(Value::Dict(id));
+        Ok(())
+    }
+    /// Adds items to the list on top of the stack.
+    fn append(&mut self, items: Vec<Value>, at: usize, what: &str) -> Res<()> {
+        let top = self.top()?;
+        let Value::List(id) = *top else {
+            return Err(format!("pickle: {what} to {}", top.kind()));
+        };
+        self.heap.extend_seq(id, items, at)
+    }
+    /// Adds pairs to the dict on top of the stack.
+    fn set_items(&mut self, items: Vec<(Value, Value)>, at: usize, what: &str) -> Res<()> {
+        let top = self.top()?;
+        let Value::Dict(id) = *top else {
+            return Err(format!("pickle: {what} on {}", top.kind()));
+        };
+        self.heap.extend_dict(id, items, at)
+    }
 
     /// Runs to STOP and returns the value; `self.pos` is then the number of bytes used.
+    /// A loop over opcodes with the pickle's stack and marks on the heap: nothing here recurses.
     fn run(&mut self) -> Res<Value> {
         loop {
             let at = self.pos;
@@ -636,7 +795,15 @@ impl<'a> Unpickler<'a> {
                 b'.' => {
                     return self.pop();
                 }
-                b'(' => self.marks.push(self.stack.len()),
+                b'(' => {
+                    if self.marks.len() >= MAX_PICKLE_NESTING {
+                        return Err(format!(
+                            "pickle: more than {MAX_PICKLE_NESTING} MARKs open (at pickle byte \
+                             {at}); the limit is {MAX_PICKLE_NESTING}"
+                        ));
+                    }
+                    self.marks.push(self.stack.len());
+                }
                 b'0' => {
                     self.pop()?;
                 }
@@ -688,23 +855,23 @@ impl<'a> Unpickler<'a> {
                 }
                 b'B' | b'T' => {
                     let n = self.len_u32()?;
-                    let b = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(b));
+                    let b = self.take(n)?;
+                    self.stack.push(Value::Bytes(b.into()));
                 }
                 b'C' | b'U' => {
                     let n = self.u8()? as usize;
-                    let b = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(b));
+                    let b = self.take(n)?;
+                    self.stack.push(Value::Bytes(b.into()));
                 }
                 0x8e => {
                     let n = self.len_u64()?;
-                    let b = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(b));
+                    let b = self.take(n)?;
+                    self.stack.push(Value::Bytes(b.into()));
                 }
-                b')' => self.stack.push(Value::Tuple(Rc::new(Vec::new()))),
+                b')' => self.push_seq(Vec::new(), at, false)?,
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(Rc::new(items)));
+                    self.push_seq(items, at, false)?;
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
@@ -712,51 +879,34 @@ impl<'a> Unpickler<'a> {
                         return Err(format!("pickle stack underflow at byte {at}"));
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.stack.push(Value::Tuple(Rc::new(items)));
+                    self.push_seq(items, at, false)?;
                 }
-                b']' => self
-                    .stack
-                    .push(Value::List(Rc::new(RefCell::new(Vec::new())))),
+                b']' => self.push_seq(Vec::new(), at, true)?,
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::List(Rc::new(RefCell::new(items))));
+                    self.push_seq(items, at, true)?;
                 }
                 b'a' => {
                     let v = self.pop()?;
-                    match self.top()? {
-                        Value::List(l) => l.borrow_mut().push(v),
-                        other => return Err(format!("pickle: APPEND to {}", other.kind())),
-                    }
+                    self.append(vec![v], at, "APPEND")?;
                 }
                 b'e' => {
                     let items = self.pop_mark()?;
-                    match self.top()? {
-                        Value::List(l) => l.borrow_mut().extend(items),
-                        other => return Err(format!("pickle: APPENDS to {}", other.kind())),
-                    }
+                    self.append(items, at, "APPENDS")?;
                 }
-                b'}' => self
-                    .stack
-                    .push(Value::Dict(Rc::new(RefCell::new(Vec::new())))),
+                b'}' => self.push_dict(Vec::new(), at)?,
                 b'd' => {
-                    let items = self.pop_mark()?;
-                    let d = pairs(items)?;
-                    self.stack.push(Value::Dict(Rc::new(RefCell::new(d))));
+                    let items = pairs(self.pop_mark()?)?;
+                    self.push_dict(items, at)?;
                 }
                 b's' => {
                     let v = self.pop()?;
                     let k = self.pop()?;
-                    match self.top()? {
-                        Value::Dict(d) => d.borrow_mut().push((k, v)),
-                        other => return Err(format!("pickle: SETITEM on {}", other.kind())),
-                    }
+                    self.set_items(vec![(k, v)], at, "SETITEM")?;
                 }
                 b'u' => {
                     let items = pairs(self.pop_mark()?)?;
-                    match self.top()? {
-                        Value::Dict(d) => d.borrow_mut().extend(items),
-                        other => return Err(format!("pickle: SETITEMS on {}", other.kind())),
-                    }
+                    self.set_items(items, at, "SETITEMS")?;
                 }
                 b'c' => {
                     let module = self.line()?;
@@ -778,7 +928,7 @@ impl<'a> Unpickler<'a> {
                 b'R' | 0x81 => {
                     let args = self.pop()?;
                     let f = self.pop()?;
-                    let v = reduce(f, args)?;
+                    let v = self.reduce(f, args, at)?;
                     self.stack.push(v);
                 }
                 b'b' => {
@@ -798,7 +948,7 @@ impl<'a> Unpickler<'a> {
                 }
                 b'Q' => {
                     let pid = self.pop()?;
-                    let s = persistent_load(&pid)?;
+                    let s = persistent_load(&*self.heap, &pid)?;
                     if let Value::Storage(s) = &s {
                         self.seen.insert(s.key.clone(), s.dtype);
                     }
@@ -832,6 +982,47 @@ impl<'a> Unpickler<'a> {
                          binary opcodes torch.save writes are)"
                     ));
                 }
+            }
+        }
+    }
+
+    fn reduce(&mut self, f: Value, args: Value, at: usize) -> Res<Value> {
+        let Value::Global(g) = f else {
+            return Err(format!(
+                "pickle: call of {}, not an allowed global",
+                f.kind()
+            ));
+        };
+        let Value::Tuple(_) = args else {
+            return Err(format!(
+                "pickle: call arguments are {}, not a tuple",
+                args.kind()
+            ));
+        };
+        match g {
+            Global::OrderedDict => {
+                if !self.heap.seq(&args).is_empty() {
+                    return Err("pickle: OrderedDict(...) with arguments is not supported".into());
+                }
+                let id = self.heap.new_dict(Vec::new(), at)?;
+                Ok(Value::Dict(id))
+            }
+            Global::RebuildParameter => match self.heap.seq(&args) {
+                [t @ Value::Tensor(_), ..] => Ok(t.clone()),
+                _ => Err("pickle: _rebuild_parameter without a tensor".into()),
+            },
+            Global::RebuildTensorV2 => {
+                let heap = &*self.heap;
+                let [Value::Storage(s), offset, size, stride, ..] = heap.seq(&args) else {
+                    return Err(
+                        "pickle: _rebuild_tensor_v2 needs (storage, offset, size, stride, ...)"
+                            .into(),
+                    );
+                };
+                rebuild_tensor(heap, s, offset, size, stride).map(Value::Tensor)
+            }
+            Global::Storage(_) => {
+                Err("pickle: a storage class called directly is not supported".into())
             }
         }
     }
@@ -876,23 +1067,30 @@ fn as_usize(v: &Value, what: &str) -> Res<usize> {
     }
 }
 
-fn usize_tuple(v: &Value, what: &str) -> Res<Vec<usize>> {
-    match v {
-        Value::Tuple(t) => t.iter().map(|x| as_usize(x, what)).collect(),
-        Value::List(l) => l.borrow().iter().map(|x| as_usize(x, what)).collect(),
-        other => Err(format!("{what} is {}, not a tuple", other.kind())),
+/// A tensor's size or stride: a tuple (or list) of at most [`MAX_TENSOR_RANK`] ints.
+fn usize_tuple(heap: &Heap, v: &Value, what: &str) -> Res<Vec<usize>> {
+    let items = match v {
+        Value::Tuple(_) | Value::List(_) => heap.seq(v),
+        other => return Err(format!("{what} is {}, not a tuple", other.kind())),
+    };
+    if items.len() > MAX_TENSOR_RANK {
+        return Err(format!(
+            "{what} has {} dimensions; the limit is {MAX_TENSOR_RANK}",
+            items.len()
+        ));
     }
+    items.iter().map(|x| as_usize(x, what)).collect()
 }
 
 /// `('storage', torch.FloatStorage, key, location, numel[, view_metadata])`.
-fn persistent_load(pid: &Value) -> Res<Value> {
-    let Value::Tuple(t) = pid else {
+fn persistent_load(heap: &Heap, pid: &Value) -> Res<Value> {
+    let Value::Tuple(_) = pid else {
         return Err(format!(
             "pickle: persistent id is {}, expected a storage tuple",
             pid.kind()
         ));
     };
-    match t.as_slice() {
+    match heap.seq(pid) {
         [
             Value::Str(tag),
             Value::Global(Global::Storage(dtype)),
@@ -900,7 +1098,7 @@ fn persistent_load(pid: &Value) -> Res<Value> {
             _location,
             numel,
             rest @ ..,
-        ] if tag == "storage" && rest.len() <= 1 => {
+        ] if &**tag == "storage" && rest.len() <= 1 => {
             let numel = as_usize(numel, "storage size")? as u64;
             if let Some(v) = rest.first()
                 && !matches!(v, Value::None)
@@ -909,7 +1107,7 @@ fn persistent_load(pid: &Value) -> Res<Value> {
             }
             Ok(Value::Storage(Rc::new(StorageRef {
                 dtype: *dtype,
-                key: key.clone(),
+                key: key.to_string(),
                 numel,
             })))
         }
@@ -920,78 +1118,53 @@ fn persistent_load(pid: &Value) -> Res<Value> {
     }
 }
 
-fn reduce(f: Value, args: Value) -> Res<Value> {
-    let Value::Global(g) = f else {
+/// `_rebuild_tensor_v2(storage, offset, size, stride, ...)`, the view checked against the storage.
+fn rebuild_tensor(
+    heap: &Heap,
+    s: &Rc<StorageRef>,
+    offset: &Value,
+    size: &Value,
+    stride: &Value,
+) -> Res<Rc<TensorRef>> {
+    let offset = as_usize(offset, "storage offset")?;
+    let shape = usize_tuple(heap, size, "tensor size")?;
+    let stride = usize_tuple(heap, stride, "tensor stride")?;
+    if shape.len() != stride.len() {
         return Err(format!(
-            "pickle: call of {}, not an allowed global",
-            f.kind()
+            "tensor size {shape:?} and stride {stride:?} differ in rank"
         ));
-    };
-    let Value::Tuple(args) = args else {
+    }
+    let numel = shape
+        .iter()
+        .try_fold(1usize, |a, &n| a.checked_mul(n))
+        .ok_or_else(|| format!("tensor size {shape:?} overflows"))?;
+    if numel as u64 > s.numel {
         return Err(format!(
-            "pickle: call arguments are {}, not a tuple",
-            args.kind()
+            "a tensor of size {shape:?} ({numel} elements) views storage `{}` of only {} elements",
+            s.key, s.numel
         ));
-    };
-    match g {
-        Global::OrderedDict => match args.as_slice() {
-            [] => Ok(Value::Dict(Rc::new(RefCell::new(Vec::new())))),
-            _ => Err("pickle: OrderedDict(...) with arguments is not supported".into()),
-        },
-        Global::RebuildParameter => match args.as_slice() {
-            [t @ Value::Tensor(_), ..] => Ok(t.clone()),
-            _ => Err("pickle: _rebuild_parameter without a tensor".into()),
-        },
-        Global::RebuildTensorV2 => {
-            let [Value::Storage(s), offset, size, stride, ..] = args.as_slice() else {
-                return Err(
-                    "pickle: _rebuild_tensor_v2 needs (storage, offset, size, stride, ...)".into(),
-                );
-            };
-            let offset = as_usize(offset, "storage offset")?;
-            let shape = usize_tuple(size, "tensor size")?;
-            let stride = usize_tuple(stride, "tensor stride")?;
-            if shape.len() != stride.len() {
-                return Err(format!(
-                    "tensor size {shape:?} and stride {stride:?} differ in rank"
-                ));
-            }
-            let numel = shape
-                .iter()
-                .try_fold(1usize, |a, &n| a.checked_mul(n))
-                .ok_or_else(|| format!("tensor size {shape:?} overflows"))?;
-            if numel as u64 > s.numel {
-                return Err(format!(
-                    "a tensor of size {shape:?} ({numel} elements) views storage `{}` of only {} elements",
-                    s.key, s.numel
-                ));
-            }
-            if numel > 0 {
-                let last = shape
-                    .iter()
-                    .zip(&stride)
-                    .try_fold(offset, |a, (&n, &st)| {
-                        a.checked_add((n - 1).checked_mul(st)?)
-                    })
-                    .ok_or("tensor view overflows")?;
-                if last as u64 >= s.numel {
-                    return Err(format!(
-                        "storage offset {offset} with size {shape:?} and stride {stride:?} reaches \
-                         element {last}, past the end of storage `{}` ({} elements)",
-                        s.key, s.numel
-                    ));
-                }
-            }
-            Ok(Value::Tensor(Rc::new(TensorRef {
-                storage: (**s).clone(),
-                offset,
-                shape,
-                stride,
-                numel,
-            })))
-        }
-        Global::Storage(_) => {
-            Err("pickle: a storage class called directly is not supported".into())
+    }
+    if numel > 0 {
+        let last = shape
+            .iter()
+            .zip(&stride)
+            .try_fold(offset, |a, (&n, &st)| {
+                a.checked_add((n - 1).checked_mul(st)?)
+            })
+            .ok_or("tensor view overflows")?;
+        if last as u64 >= s.numel {
+            return Err(format!(
+                "storage offset {offset} with size {shape:?} and stride {stride:?} reaches \
+                 element {last}, past the end of storage `{}` ({} elements)",
+                s.key, s.numel
+            ));
         }
     }
+    Ok(Rc::new(TensorRef {
+        storage: s.clone(),
+        offset,
+        shape,
+        stride,
+        numel,
+    }))
 }

@@ -50,3 +50,18 @@ fn image_corpus_replays() {
 fn input_corpus_replays() {
     replay("input", fuzzing::input_bytes);
 }
+
+/// The structure-aware target's inputs, decoded as libFuzzer's `fuzz_target!` does
+/// (`arbitrary_take_rest`); bytes that decode to nothing are skipped, as there.
+fn pickle_input(data: &[u8]) {
+    use arbitrary::Arbitrary;
+    let u = arbitrary::Unstructured::new(data);
+    if let Ok(p) = fuzzing::PickleProgram::arbitrary_take_rest(u) {
+        fuzzing::pickle_program(&p);
+    }
+}
+
+#[test]
+fn pickle_corpus_replays() {
+    replay("pickle", pickle_input);
+}
