@@ -23,6 +23,8 @@
 //! [`math`] (fusion and the reference operators, the tests' oracle), [`cpu`] (the CPU engine),
 //! [`gpu`] (the wgpu engine) and [`model`] (variants, checkpoints, ONNX, the runner).
 
+#![warn(missing_docs)]
+
 #[cfg(feature = "cpu")]
 pub use repvgg_cpu as cpu;
 #[cfg(feature = "gpu")]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use eframe::egui;
-use ndarray::{Array4, Axis};
+use ndarray::{Array2, Array4, Axis};
 use repvgg_gpu::{GpuContext, is_software_adapter};
 use repvgg_model::digits::{self, TestSet};
 use repvgg_model::preprocess::{digit_8x8, load_rgb};

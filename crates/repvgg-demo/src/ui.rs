@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use eframe::egui::{self, Color32, Pos2, Rect, Sense, Stroke, Vec2};
 
-use crate::{BRUSH_RADIUS, DemoApp, Form, median};
+use crate::{BRUSH_RADIUS, DemoApp, Form, form_index, form_label, median};
 
 const FORM_COLORS: [Color32; 2] = [
     Color32::from_rgb(230, 120, 40),

@@ -176,8 +176,8 @@ async fn select_adapter(
             .find(|a| a.get_info().name.to_lowercase().contains(&wanted_lc))
             .ok_or_else(|| GpuError::NoAdapter {
                 detail: format!(
-                    ": the adapter name {wanted:?} (WGPU_ADAPTER_NAME or the device asked \
-                     for) matches none of [{}]",
+                    ": the adapter name {wanted:?} (from WGPU_ADAPTER_NAME or the requested \
+                     device) matches none of [{}]",
                     seen.join(", ")
                 ),
             });

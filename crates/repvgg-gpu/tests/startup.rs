@@ -38,6 +38,7 @@ fn with_cache(dir: &Path) -> GpuContext {
     GpuContext::with_options(&ContextOptions {
         pipeline_cache_dir: Some(dir.to_path_buf()),
         runtime_checks: false,
+        ..ContextOptions::from_env()
     })
     .expect("context")
 }
@@ -111,6 +112,7 @@ fn shaders_without_bounds_checks_match_the_checked_ones() {
     let checked = GpuContext::with_options(&ContextOptions {
         pipeline_cache_dir: None,
         runtime_checks: true,
+        ..ContextOptions::from_env()
     })
     .expect("context");
     assert_eq!(checked.pipeline_cache_path(), None);

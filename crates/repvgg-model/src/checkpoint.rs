@@ -66,17 +66,21 @@ impl std::str::FromStr for Naming {
 /// A model as loaded: whichever form the file held.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LoadedModel {
+    /// The file held the multi-branch train form.
     Train(TrainModel),
+    /// The file held the fused deploy form.
     Deploy(DeployModel),
 }
 
 impl LoadedModel {
+    /// The architecture, whichever the form.
     pub fn config(&self) -> &RepVggConfig {
         match self {
             Self::Train(m) => &m.config,
             Self::Deploy(m) => &m.config,
         }
     }
+    /// Which form the file held.
     pub fn form(&self) -> Form {
         match self {
             Self::Train(_) => Form::Train,
@@ -95,7 +99,9 @@ impl LoadedModel {
 /// A loaded checkpoint and what the loader found out about the file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checkpoint {
+    /// The model, in the form the file held.
     pub model: LoadedModel,
+    /// The key naming the file used.
     pub naming: Naming,
     /// The stored dtype(s), e.g. `F32` or `BF16`.
     pub dtypes: Vec<String>,

@@ -13,9 +13,13 @@ pub const OFFICIAL_GROUPED_LAYERS: [usize; 13] = [2, 4, 6, 8, 10, 12, 14, 16, 18
 pub struct BlockSpec {
     /// Global layer index (stem = 0).
     pub layer: usize,
+    /// Input channels.
     pub in_channels: usize,
+    /// Output channels.
     pub out_channels: usize,
+    /// Stride of the 3x3 and 1x1 convolutions (2 for the stem and each stage's first block).
     pub stride: usize,
+    /// Convolution groups; both channel counts are divisible by it.
     pub groups: usize,
     /// Whether the block has the BN-only identity branch (in = out, stride 1).
     pub identity: bool,
@@ -28,8 +32,11 @@ pub struct BlockSpec {
 pub struct RepVggConfig {
     /// A short name (`a0`, ..., or `custom`).
     pub name: String,
+    /// Channels of the input image (3 for RGB).
     pub in_channels: usize,
+    /// Outputs of the classifier head.
     pub num_classes: usize,
+    /// Output width of the stem (layer 0).
     pub stem_channels: usize,
     /// Output width of each stage (the paper has four).
     pub stage_channels: Vec<usize>,
@@ -113,18 +120,21 @@ impl RepVggConfig {
         Ok(self)
     }
 
+    /// Sets the number of classes of the head.
     pub fn with_classes(mut self, classes: usize) -> Result<Self> {
         self.num_classes = classes;
         self.validate()?;
         Ok(self)
     }
 
+    /// Sets the number of input channels.
     pub fn with_in_channels(mut self, channels: usize) -> Result<Self> {
         self.in_channels = channels;
         self.validate()?;
         Ok(self)
     }
 
+    /// Sets the name (no validation).
     pub fn named(mut self, name: &str) -> Self {
         self.name = name.into();
         self
@@ -147,42 +157,55 @@ impl RepVggConfig {
     const A: [usize; 4] = [2, 4, 14, 1];
     const B: [usize; 4] = [4, 6, 16, 1];
 
+    /// RepVGG-A0: blocks (2, 4, 14, 1), width multipliers a=0.75, b=2.5.
     pub fn a0() -> Self {
         Self::paper("a0", Self::A, 0.75, 2.5, 1)
     }
+    /// RepVGG-A1: blocks (2, 4, 14, 1), width multipliers a=1, b=2.5.
     pub fn a1() -> Self {
         Self::paper("a1", Self::A, 1.0, 2.5, 1)
     }
+    /// RepVGG-A2: blocks (2, 4, 14, 1), width multipliers a=1.5, b=2.75.
     pub fn a2() -> Self {
         Self::paper("a2", Self::A, 1.5, 2.75, 1)
     }
+    /// RepVGG-B0: blocks (4, 6, 16, 1), width multipliers a=1, b=2.5.
     pub fn b0() -> Self {
         Self::paper("b0", Self::B, 1.0, 2.5, 1)
     }
+    /// RepVGG-B1: blocks (4, 6, 16, 1), width multipliers a=2, b=4.
     pub fn b1() -> Self {
         Self::paper("b1", Self::B, 2.0, 4.0, 1)
     }
+    /// RepVGG-B1g2: B1 (a=2, b=4) with groups 2 on the official layers.
     pub fn b1g2() -> Self {
         Self::paper("b1g2", Self::B, 2.0, 4.0, 2)
     }
+    /// RepVGG-B1g4: B1 (a=2, b=4) with groups 4 on the official layers.
     pub fn b1g4() -> Self {
         Self::paper("b1g4", Self::B, 2.0, 4.0, 4)
     }
+    /// RepVGG-B2: blocks (4, 6, 16, 1), width multipliers a=2.5, b=5.
     pub fn b2() -> Self {
         Self::paper("b2", Self::B, 2.5, 5.0, 1)
     }
+    /// RepVGG-B2g2: B2 (a=2.5, b=5) with groups 2 on the official layers.
     pub fn b2g2() -> Self {
         Self::paper("b2g2", Self::B, 2.5, 5.0, 2)
     }
+    /// RepVGG-B2g4: B2 (a=2.5, b=5) with groups 4 on the official layers.
     pub fn b2g4() -> Self {
         Self::paper("b2g4", Self::B, 2.5, 5.0, 4)
     }
+    /// RepVGG-B3: blocks (4, 6, 16, 1), width multipliers a=3, b=5.
     pub fn b3() -> Self {
         Self::paper("b3", Self::B, 3.0, 5.0, 1)
     }
+    /// RepVGG-B3g2: B3 (a=3, b=5) with groups 2 on the official layers.
     pub fn b3g2() -> Self {
         Self::paper("b3g2", Self::B, 3.0, 5.0, 2)
     }
+    /// RepVGG-B3g4: B3 (a=3, b=5) with groups 4 on the official layers.
     pub fn b3g4() -> Self {
         Self::paper("b3g4", Self::B, 3.0, 5.0, 4)
     }

@@ -40,6 +40,7 @@ pub struct TestSet {
     pub images8: Array3<f32>,
     /// Preprocessed by PyTorch: `[N, 1, 32, 32]`.
     pub input: Array4<f32>,
+    /// The true digit (0..=9) of every image, `N` entries.
     pub labels: Vec<usize>,
     /// PyTorch's logits of the train form, `[N, 10]`.
     pub torch_logits: ndarray::Array2<f32>,

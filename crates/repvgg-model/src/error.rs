@@ -11,19 +11,42 @@ pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum KeyProblem {
     /// The architecture needs this tensor and the file lacks it.
-    Missing { key: String, expected: Vec<usize> },
+    Missing {
+        /// The tensor's name in the checkpoint.
+        key: String,
+        /// The shape the architecture needs.
+        expected: Vec<usize>,
+    },
     /// The file has a tensor the architecture does not use.
-    Unexpected { key: String, found: Vec<usize> },
+    Unexpected {
+        /// The tensor's name in the checkpoint.
+        key: String,
+        /// The tensor's shape in the file.
+        found: Vec<usize>,
+    },
     /// The tensor exists with another shape.
     Shape {
+        /// The tensor's name in the checkpoint.
         key: String,
+        /// The shape the architecture needs.
         expected: Vec<usize>,
+        /// The shape in the file.
         found: Vec<usize>,
     },
     /// The tensor holds NaN or infinite values.
-    NonFinite { key: String, count: usize },
+    NonFinite {
+        /// The tensor's name in the checkpoint.
+        key: String,
+        /// How many of its values are NaN or infinite.
+        count: usize,
+    },
     /// The tensor's dtype cannot be read as a float.
-    Dtype { key: String, dtype: String },
+    Dtype {
+        /// The tensor's name in the checkpoint.
+        key: String,
+        /// The dtype the file gives it (F32, F16 and BF16 are accepted).
+        dtype: String,
+    },
 }
 
 impl fmt::Display for KeyProblem {
@@ -74,23 +97,42 @@ pub enum ModelError {
     /// that an error chain (`anyhow`'s `{:#}`) does not print it twice.
     #[error("cannot read {path}: {error}")]
     Io {
+        /// The file that could not be read.
         path: PathBuf,
+        /// The OS error.
         error: std::io::Error,
     },
     /// Not a safetensors file, or a truncated one.
     #[error("{path} is not a valid safetensors file: {reason}")]
-    Format { path: PathBuf, reason: String },
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// Why the file is not valid safetensors.
+        reason: String,
+    },
     /// A PyTorch `.pth` file that cannot be read safely: a truncated zip, a pickle global outside
     /// the tensor allow-list, an offset or size past the data.
     #[error("{path}: cannot load as a PyTorch checkpoint: {reason}")]
-    Pth { path: PathBuf, reason: String },
+    Pth {
+        /// The `.pth` file.
+        path: PathBuf,
+        /// Why it cannot be loaded.
+        reason: String,
+    },
     /// The tensors do not form a RepVGG the loader can recognise.
     #[error("{path}: not a RepVGG checkpoint: {reason}")]
-    Architecture { path: PathBuf, reason: String },
+    Architecture {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// Why its tensors do not match a RepVGG.
+        reason: String,
+    },
     /// Every key that is missing, unexpected, misshapen or non-finite.
     #[error("{path}: {} problem(s) with the checkpoint's tensors: {problems}", problems.0.len())]
     Keys {
+        /// The checkpoint file.
         path: PathBuf,
+        /// Every problem found, not just the first.
         problems: KeyProblems,
     },
     /// An impossible configuration.
@@ -100,14 +142,24 @@ pub enum ModelError {
     #[error(
         "{path} holds a deployed (fused) model; the train-time form cannot be recovered from it"
     )]
-    NotTrainForm { path: PathBuf },
+    NotTrainForm {
+        /// The deploy-form checkpoint.
+        path: PathBuf,
+    },
     /// An input the network cannot take.
     #[error("input: expected {expected}, found shape {found:?}")]
-    Input { expected: String, found: Vec<usize> },
+    Input {
+        /// A description of the input the network takes.
+        expected: String,
+        /// The shape that was given.
+        found: Vec<usize>,
+    },
+    /// An architecture name that is not one of the paper's variants; holds the name given.
     #[error(
         "unknown architecture `{0}` (known: a0, a1, a2, b0, b1, b1g2, b1g4, b2, b2g2, b2g4, b3, b3g2, b3g4, d2se)"
     )]
     UnknownArch(String),
+    /// An error from `repvgg_math`: a bad shape, group count or batch-norm statistic.
     #[error(transparent)]
     Math(#[from] repvgg_math::MathError),
     /// An error of the GPU engine.
@@ -129,9 +181,20 @@ pub enum ModelError {
     /// A combination the engines do not run, e.g. f16 on the CPU.
     #[error("{0}")]
     Unsupported(String),
+    /// An output file that cannot be written.
     #[error("writing {path}: {reason}")]
-    Save { path: PathBuf, reason: String },
+    Save {
+        /// The file being written.
+        path: PathBuf,
+        /// Why writing failed.
+        reason: String,
+    },
     /// An image that cannot be decoded: corrupt, truncated, or not JPEG, PNG or WebP.
     #[error("{path}: not a readable JPEG, PNG or WebP image ({reason})")]
-    Image { path: PathBuf, reason: String },
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// Why it cannot be decoded.
+        reason: String,
+    },
 }

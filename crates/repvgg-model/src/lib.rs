@@ -1,12 +1,35 @@
 //! RepVGG networks: every variant of the paper (Ding et al., CVPR 2021, arXiv:2101.03697), the
-//! official repository (DingXiaoH/RepVGG) and timm, in train-time and deployed form.
+//! official repository (DingXiaoH/RepVGG) and timm, in train-time and deployed form, and the one
+//! way to run them.
 //!
+//! Load a [`Model`] (any checkpoint format, naming, form and variant), prepare a [`Runner`] with
+//! [`RunOptions`] (device, form, precision, threads), run NCHW batches:
+//!
+//! ```
+//! use repvgg_model::{Device, Model, RunOptions};
+//!
+//! let model = Model::digits()?; // the embedded demo model; `Model::load(path)` for a file
+//! let runner = model.runner(RunOptions::default().device(Device::Cpu))?;
+//! let x = ndarray::Array4::<f32>::zeros((2, 1, 32, 32));
+//! assert_eq!(runner.run(x.view())?.shape(), &[2, 10]);
+//! # Ok::<(), repvgg_model::ModelError>(())
+//! ```
+//!
+//! * [`Model`], [`Runner`], [`Engine`]: the entry point; [`Device`], [`Form`], [`Precision`]:
+//!   the vocabulary every layer and the CLI share.
 //! * [`RepVggConfig`]: `a0()` ... `b3g4()`, `d2se()` and custom configs.
 //! * [`TrainModel`] (multi-branch) and [`DeployModel`] (plain 3x3 convs); [`TrainModel::fuse`].
-//! * [`checkpoint`]: safetensors in timm or official naming, architecture inferred from the file.
-//! * [`onnx`]: the deployed network as an ONNX model.
-//! * [`pth`]: PyTorch `.pth` checkpoints, read without Python by a restricted unpickler.
-//! * [`summary`]: parameter counts and multiply-adds, per layer.
+//!   Their `forward` is the reference operators' (the tests' oracle), never a runner's fallback.
+//! * [`walk`]: the network as layers, written once for every backend.
+//! * [`checkpoint`]: safetensors in timm or official naming, architecture inferred from the file;
+//!   `pth`: PyTorch `.pth` checkpoints, read without Python by a bounded, restricted unpickler.
+//! * `onnx`: the deployed network as an ONNX model; [`summary`]: parameters and multiply-adds.
+//!
+//! Cargo features (all on by default): `cpu` and `gpu` (the engines), `images` (decoding and
+//! timm's preprocessing, `Runner::classify`), `pth`, `onnx`. Without an engine a runner
+//! reports [`ModelError::NotCompiled`].
+
+#![warn(missing_docs)]
 
 pub mod checkpoint;
 #[cfg(feature = "images")]

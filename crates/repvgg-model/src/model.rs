@@ -13,13 +13,16 @@ use crate::error::{ModelError, Result};
 pub struct SqueezeExcite {
     /// `[hidden, C]`.
     pub fc1_weight: Array2<f32>,
+    /// `[hidden]`.
     pub fc1_bias: Array1<f32>,
     /// `[C, hidden]`.
     pub fc2_weight: Array2<f32>,
+    /// `[C]`.
     pub fc2_bias: Array1<f32>,
 }
 
 impl SqueezeExcite {
+    /// Scales every channel of `x` (`[N, C, H, W]`) in place by its gate.
     pub fn forward(&self, x: &mut Array4<f32>) -> Result<()> {
         let pooled = ops::global_avg_pool(x.view())?;
         let mut h = ops::linear(
@@ -38,6 +41,7 @@ impl SqueezeExcite {
         Ok(())
     }
 
+    /// Number of weights and biases of both linear layers.
     pub fn num_params(&self) -> usize {
         self.fc1_weight.len() + self.fc1_bias.len() + self.fc2_weight.len() + self.fc2_bias.len()
     }
@@ -48,27 +52,35 @@ impl SqueezeExcite {
 pub struct Head {
     /// `[classes, C]`.
     pub weight: Array2<f32>,
+    /// `[classes]`.
     pub bias: Array1<f32>,
 }
 
 /// A training-time block: three branches (as many as exist), optional SE, ReLU.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainBlock {
+    /// The 3x3 conv+BN, the 1x1 conv+BN and the identity BN, with the block's conv spec.
     pub branches: RepVggBranches<f32>,
+    /// The squeeze-excite module, applied after the branches are summed.
     pub se: Option<SqueezeExcite>,
 }
 
 /// A deployed block: one 3x3 conv with bias, optional SE, ReLU.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeployBlock {
+    /// The fused 3x3 conv: weight `[out, in/groups, 3, 3]`, bias `[out]`.
     pub conv: FusedConv<f32>,
+    /// The squeeze-excite module, applied after the conv.
     pub se: Option<SqueezeExcite>,
 }
 
 /// What both block forms share: a forward pass (ReLU included) and a spec.
 pub trait Block {
+    /// The block's 3x3 convolution spec (channels, stride, groups).
     fn spec(&self) -> &ConvSpec;
+    /// The squeeze-excite module, if the block has one.
     fn se(&self) -> Option<&SqueezeExcite>;
+    /// Runs the block on `[N, C_in, H, W]`, giving `[N, C_out, H', W']` after ReLU.
     fn forward(&self, x: ArrayView4<'_, f32>) -> Result<Array4<f32>>;
     /// Learnable parameters as PyTorch counts them (conv weights, BN gamma/beta, biases).
     fn num_params(&self) -> usize;
@@ -136,8 +148,11 @@ impl Block for DeployBlock {
 /// A RepVGG network in either form. `stages[0]` is the stem (one block).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RepVgg<B> {
+    /// The architecture.
     pub config: RepVggConfig,
+    /// Blocks by stage, stem first, as `RepVggConfig::blocks` lists them.
     pub stages: Vec<Vec<B>>,
+    /// The classifier.
     pub head: Head,
 }
 
@@ -149,7 +164,9 @@ pub type DeployModel = RepVgg<DeployBlock>;
 /// Logits and the output of every stage (stage 0 = stem).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Features {
+    /// The output of the last block of every stage, `[N, C, H, W]`.
     pub stages: Vec<Array4<f32>>,
+    /// `[N, classes]`.
     pub logits: Array2<f32>,
 }
 

@@ -94,6 +94,7 @@ pub struct PretrainedConfig {
     pub input_size: usize,
     /// Fraction of the resized image kept by the centre crop.
     pub crop_pct: f64,
+    /// Resampling filter of the resize.
     pub interpolation: Interpolation,
     /// Per-channel mean (RGB) subtracted after scaling to `0..1`.
     pub mean: [f32; 3],

@@ -48,8 +48,11 @@ pub fn is_pth(bytes: &[u8]) -> bool {
 /// One tensor of a state_dict: its dtype, shape and contiguous little-endian bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PthTensor {
+    /// The element type, as safetensors names it.
     pub dtype: Dtype,
+    /// The tensor's shape, outermost dimension first.
     pub shape: Vec<usize>,
+    /// The elements in row-major order, little-endian, `shape` product times the dtype's size.
     pub data: Vec<u8>,
 }
 

@@ -8,28 +8,44 @@ use crate::error::{ModelError, Result};
 /// One row of the per-layer table (deployed form).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LayerRow {
+    /// `stem`, `stage{i}.{j}` or `head.fc`.
     pub name: String,
+    /// Input channels (for the head: feature width).
     pub in_channels: usize,
+    /// Output channels (for the head: classes).
     pub out_channels: usize,
+    /// Convolution stride (1 for the head).
     pub stride: usize,
+    /// Convolution groups (1 for the head).
     pub groups: usize,
+    /// Output size `(height, width)` of the layer (`(1, 1)` for the head).
     pub output: (usize, usize),
+    /// Whether the train form has the BN-only identity branch.
     pub identity: bool,
+    /// Hidden width of the squeeze-excite module, if any.
     pub se_hidden: Option<usize>,
+    /// Parameters of the train form: 3x3 and 1x1 convs, their BN gamma/beta, identity BN, SE.
     pub params_train: u64,
+    /// Parameters of the deployed form: fused 3x3 weight and bias, SE.
     pub params_deploy: u64,
+    /// Multiply-adds per image of the deployed layer.
     pub macs: u64,
 }
 
 /// Whole-network figures.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
+    /// The configuration's name.
     pub arch: String,
+    /// Input size `(height, width)` the counts are for.
     pub input: (usize, usize),
+    /// Parameters of the train form, head included.
     pub params_train: u64,
+    /// Parameters of the deployed form, head included.
     pub params_deploy: u64,
     /// Multiply-adds of the deployed network per image (convs, SE 1x1 convs, linear head).
     pub macs: u64,
+    /// One row per layer, stem first, head last.
     pub layers: Vec<LayerRow>,
 }
 
