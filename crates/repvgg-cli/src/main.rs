@@ -159,7 +159,6 @@ fn infer(a: &InferArgs) -> Result<()> {
             .map(|(i, s)| (format!("stage{i}"), s.into_dyn())),
     );
     tensor_io::write_tensors_guarded(&a.output, &out, &[&a.weights, &a.input])?;
-    eprintln!("device: {}", runner.device());
     Ok(())
 }
 

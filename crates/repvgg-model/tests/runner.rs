@@ -44,7 +44,10 @@ fn assert_close(a: &ndarray::Array2<f32>, b: &ndarray::Array2<f32>, what: &str) 
     assert_eq!(a.shape(), b.shape(), "{what}");
     let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
     let d = max_abs_diff(a, b);
-    assert!(d <= 1e-4 * scale, "{what}: max diff {d:.3e} (scale {scale})");
+    assert!(
+        d <= 1e-4 * scale,
+        "{what}: max diff {d:.3e} (scale {scale})"
+    );
 }
 
 fn gpu_engine() -> Option<Engine> {
@@ -85,7 +88,10 @@ fn gpu_runner_matches_the_reference_in_both_forms() {
     let x = input(2, 17, 3);
     for form in Form::ALL {
         let r = model
-            .runner_on(&engine, RunOptions::default().device(Device::GPU).form(form))
+            .runner_on(
+                &engine,
+                RunOptions::default().device(Device::GPU).form(form),
+            )
             .unwrap();
         assert!(r.device().starts_with("gpu: "), "{}", r.device());
         assert_close(
@@ -101,7 +107,11 @@ fn gpu_runner_matches_the_reference_in_both_forms() {
 fn features_are_the_reference_stages() {
     let model = small(11, false);
     let x = input(1, 16, 5);
-    let want = model.deploy_model().unwrap().forward_features(x.view()).unwrap();
+    let want = model
+        .deploy_model()
+        .unwrap()
+        .forward_features(x.view())
+        .unwrap();
     let mut engines = vec![Engine::cpu()];
     engines.extend(gpu_engine());
     for engine in &engines {
@@ -116,7 +126,11 @@ fn features_are_the_reference_stages() {
         }
         assert_close(&got.logits, &want.logits, "features' logits");
         // The plain run is unchanged by the features twin.
-        assert_close(&r.run(x.view()).unwrap(), &want.logits, "run after run_features");
+        assert_close(
+            &r.run(x.view()).unwrap(),
+            &want.logits,
+            "run after run_features",
+        );
     }
 }
 
@@ -127,9 +141,16 @@ fn one_runner_many_threads() {
     send_sync::<Runner>();
     send_sync::<Model>();
     let model = small(3, true);
-    let runner = Arc::new(model.runner(RunOptions::default().device(Device::Cpu)).unwrap());
+    let runner = Arc::new(
+        model
+            .runner(RunOptions::default().device(Device::Cpu))
+            .unwrap(),
+    );
     let inputs: Vec<Array4<f32>> = (0..8).map(|i| input(1 + i % 3, 12 + i, i as u64)).collect();
-    let want: Vec<_> = inputs.iter().map(|x| runner.run(x.view()).unwrap()).collect();
+    let want: Vec<_> = inputs
+        .iter()
+        .map(|x| runner.run(x.view()).unwrap())
+        .collect();
     let handles: Vec<_> = inputs
         .into_iter()
         .zip(want)
@@ -155,7 +176,10 @@ fn auto_applies_the_device_policy_and_says_why() {
         .runner_on(&engine, RunOptions::default())
         .unwrap();
     let why = r.device();
-    assert!(why.starts_with("cpu: ") || why.starts_with("gpu: "), "{why}");
+    assert!(
+        why.starts_with("cpu: ") || why.starts_with("gpu: "),
+        "{why}"
+    );
     if let Some(gpu) = gpu_engine()
         && let Some(ctx) = gpu.gpu_context()
         && ctx.is_software()
@@ -175,7 +199,11 @@ fn asking_for_what_cannot_run_is_a_clear_error() {
     assert!(matches!(e, ModelError::NotTrainForm { .. }), "{e}");
 
     let e = small(2, false)
-        .runner(RunOptions::default().device(Device::Cpu).precision(Precision::F16))
+        .runner(
+            RunOptions::default()
+                .device(Device::Cpu)
+                .precision(Precision::F16),
+        )
         .unwrap_err();
     assert!(e.to_string().contains("f16 runs on a GPU only"), "{e}");
 
@@ -187,7 +215,9 @@ fn asking_for_what_cannot_run_is_a_clear_error() {
     assert_eq!(r.precision(), Precision::F32);
     assert!(r.device().contains("f16 applies to GPUs"), "{}", r.device());
 
-    let r = small(2, false).runner(RunOptions::default().device(Device::Cpu)).unwrap();
+    let r = small(2, false)
+        .runner(RunOptions::default().device(Device::Cpu))
+        .unwrap();
     let e = r.run(Array4::zeros((1, 4, 8, 8)).view()).unwrap_err();
     assert!(matches!(e, ModelError::Input { .. }), "{e}");
     let e = r.run(Array4::zeros((0, 3, 8, 8)).view()).unwrap_err();
@@ -200,7 +230,9 @@ fn asking_for_what_cannot_run_is_a_clear_error() {
 fn digits_classify_through_the_runner() {
     use repvgg_model::digits;
     let model = Model::digits().unwrap();
-    let r = model.runner(RunOptions::default().device(Device::Cpu)).unwrap();
+    let r = model
+        .runner(RunOptions::default().device(Device::Cpu))
+        .unwrap();
     let test = digits::test_set().unwrap();
     let logits = r.run(test.input.view()).unwrap();
     let acc = digits::accuracy(&logits, &test.labels);
