@@ -112,6 +112,7 @@ pub struct NetworkBuilder {
 }
 
 impl NetworkBuilder {
+    /// An empty network with these options.
     pub fn new(opts: CpuOptions) -> Self {
         Self {
             opts,

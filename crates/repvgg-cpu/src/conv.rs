@@ -78,10 +78,15 @@ impl Wino {
 /// Sizes of one run of a convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
+    /// Images in the batch.
     pub n: usize,
+    /// Input height.
     pub h: usize,
+    /// Input width.
     pub w: usize,
+    /// Output height.
     pub oh: usize,
+    /// Output width.
     pub ow: usize,
 }
 
@@ -183,6 +188,7 @@ impl PreparedConv {
         })
     }
 
+    /// The conv's channels, kernel, stride, padding and groups.
     pub fn spec(&self) -> &ConvSpec {
         &self.spec
     }

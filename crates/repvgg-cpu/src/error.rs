@@ -7,8 +7,11 @@ pub enum CpuError {
     /// A tensor or weight does not have the shape the operation needs.
     #[error("{what}: expected shape {expected:?}, found {found:?}")]
     Shape {
+        /// The argument, buffer or tensor.
         what: String,
+        /// The shape it should have had.
         expected: Vec<usize>,
+        /// The shape it had.
         found: Vec<usize>,
     },
     /// A convolution or network that the engine cannot run.
@@ -22,4 +25,5 @@ pub enum CpuError {
     ThreadPool(String),
 }
 
+/// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, CpuError>;

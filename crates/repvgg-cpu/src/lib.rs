@@ -20,6 +20,33 @@
 //!   once per run at batch 1. No `unsafe` in this crate.
 //! * Threads: rayon. Work is split into chunks of whole output rows; when a layer has fewer
 //!   chunks than threads (batch 1, late layers), the work inside a chunk is split instead.
+//!
+//! # Example
+//!
+//! One 3x3 conv with bias and ReLU, then the classifier head (global average pool and a linear
+//! layer):
+//!
+//! ```
+//! # fn main() -> Result<(), repvgg_cpu::CpuError> {
+//! use ndarray::{Array2, Array4};
+//! use repvgg_cpu::{CpuOptions, Epilogue, NetworkBuilder};
+//! use repvgg_math::ConvSpec;
+//!
+//! let mut b = NetworkBuilder::new(CpuOptions::default());
+//! let x = b.input(3)?;
+//! let spec = ConvSpec::conv3x3(3, 8, 1, 1)?;
+//! let w = Array4::from_elem(spec.weight_shape(), 0.1f32);
+//! let y = b.conv(x, w.view(), spec, Epilogue::bias(vec![0.5; 8]).relu())?;
+//! b.head(y, Array2::from_elem((10, 8), 0.01f32).view(), &[0.0; 10])?;
+//! let net = b.build()?;
+//!
+//! let out = net.run(Array4::from_elem((2, 3, 16, 16), 1.0f32).view())?;
+//! assert_eq!(out.logits.dim(), (2, 10));
+//! assert!(out.logits.iter().all(|v| v.is_finite()));
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
 
 mod aligned;
 mod builder;

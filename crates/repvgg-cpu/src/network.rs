@@ -25,6 +25,7 @@ use crate::plan::Shapes;
 pub struct OpTime {
     /// What ran, e.g. `conv 3x3/1 48->48 g1 56x56 winograd-f4`.
     pub op: String,
+    /// Wall time, in seconds.
     pub seconds: f64,
     /// Floating-point operations of the op as a direct computation (2 per multiply-add).
     pub flops: u64,
@@ -33,7 +34,9 @@ pub struct OpTime {
 /// What a run returns: logits `[N, classes]` and the marked outputs, NCHW.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunOutput {
+    /// The head's output, `[N, classes]`.
     pub logits: Array2<f32>,
+    /// The tensors marked with [`crate::NetworkBuilder::output`], in order, `[N, C, H, W]`.
     pub outputs: Vec<Array4<f32>>,
 }
 
@@ -84,7 +87,7 @@ impl Network {
     }
 
     /// Multiply-adds a run of `n x H x W` performs in its convolutions and head, counted as
-    /// each conv's algorithm executes them ([`PreparedConv::executed_macs`]: Winograd convs
+    /// each conv's algorithm executes them ([`crate::PreparedConv::executed_macs`]: Winograd convs
     /// count their transformed-domain GEMMs). Squeeze-and-excitation, affine branches and
     /// pooling are not counted (they are a few operations per element).
     ///

@@ -524,6 +524,19 @@ fn builder_errors_name_the_problem() {
         .conv(x, w.view(), spec, Epilogue::bias(vec![0.0; 3]))
         .expect_err("short bias");
     assert!(e.to_string().contains("bias"), "{e}");
+    let e = b
+        .conv(
+            x,
+            w.view(),
+            spec,
+            Epilogue::new().with_activation(Activation::Sigmoid),
+        )
+        .expect_err("sigmoid epilogue");
+    assert!(e.to_string().contains("sigmoid"), "{e}");
+    let e = b
+        .conv(x, w.view(), spec, Epilogue::new().with_residual(x))
+        .expect_err("residual of the input's channels");
+    assert!(e.to_string().contains("residual channels"), "{e}");
     let y = b
         .conv(x, w.view(), spec, Epilogue::default())
         .expect("conv");

@@ -24,24 +24,47 @@ pub enum GpuError {
     },
     /// The adapter refused to create a device with the features and limits asked for.
     #[error("could not create a device on adapter {adapter:?}: {message}")]
-    RequestDevice { adapter: String, message: String },
+    RequestDevice {
+        /// The adapter's name.
+        adapter: String,
+        /// wgpu's reason.
+        message: String,
+    },
     /// wgpu reported a validation error (a bug here, or a request beyond the device's limits).
     #[error("GPU validation error while {context}: {message}")]
-    Validation { context: String, message: String },
+    Validation {
+        /// What was being done.
+        context: String,
+        /// wgpu's description.
+        message: String,
+    },
     /// The device ran out of memory.
     #[error("GPU out of memory while {context}: {message}")]
-    OutOfMemory { context: String, message: String },
+    OutOfMemory {
+        /// What was being done.
+        context: String,
+        /// wgpu's description.
+        message: String,
+    },
     /// An internal error of the driver or of wgpu.
     #[error("GPU internal error while {context}: {message}")]
-    Internal { context: String, message: String },
+    Internal {
+        /// What was being done.
+        context: String,
+        /// wgpu's description.
+        message: String,
+    },
     /// The device was lost (driver reset, hang, or `destroy`).
     #[error("GPU device lost: {0}")]
     DeviceLost(String),
     /// An input (or argument) the network or kernel cannot take: wrong channels, too small, ...
     #[error("{what}: expected {expected}, found {found}")]
     Shape {
+        /// The argument or tensor.
         what: String,
+        /// What it should have been.
         expected: String,
+        /// What it was.
         found: String,
     },
     /// One image alone needs an activation bigger than one storage binding can hold, so no
@@ -51,9 +74,13 @@ pub enum GpuError {
          the {limit}-byte storage binding limit; use a smaller input"
     )]
     BatchTooLarge {
+        /// The input's height.
         height: usize,
+        /// The input's width.
         width: usize,
+        /// Bytes of the largest activation of one image.
         image_bytes: u64,
+        /// The device's storage binding limit, in bytes.
         limit: u64,
     },
     /// A `TensorId` that this builder did not hand out.

@@ -497,6 +497,16 @@ mod tests {
             ),
             Err(GpuError::Shape { .. })
         ));
+        // A conv's epilogue ends with nothing or a ReLU.
+        assert!(matches!(
+            g.conv(
+                x,
+                w.view(),
+                spec,
+                Epilogue::new().with_activation(Activation::Sigmoid)
+            ),
+            Err(GpuError::Unsupported(_))
+        ));
         let pooled5 = g.global_avg_pool(wrong).expect("gap");
         assert!(matches!(
             g.channel_scale(y, pooled5, false),

@@ -17,6 +17,38 @@
 //! * [`ops`]: every kernel alone (upload, dispatch, read back), for tests and benchmarks.
 //! * [`Shader`]: the WGSL files of `shaders/`, one concern each.
 //!
+//! # Example
+//!
+//! A 3x3 conv with bias and ReLU, then a global average pool, on the first adapter wgpu finds
+//! (the example returns early on a machine without one):
+//!
+//! ```
+//! # fn main() -> Result<(), repvgg_gpu::GpuError> {
+//! use ndarray::Array4;
+//! use repvgg_gpu::{Epilogue, GpuContext, NetworkBuilder, Precision};
+//! use repvgg_math::ConvSpec;
+//!
+//! let ctx = match GpuContext::new() {
+//!     Ok(ctx) => ctx,
+//!     Err(e) => {
+//!         eprintln!("no GPU: {e}");
+//!         return Ok(());
+//!     }
+//! };
+//! let mut b = NetworkBuilder::new(&ctx).precision(Precision::F32);
+//! let x = b.input(3);
+//! let spec = ConvSpec::conv3x3(3, 8, 1, 1)?;
+//! let w = Array4::from_elem(spec.weight_shape(), 0.1f32);
+//! let y = b.conv(x, w.view(), spec, Epilogue::bias(vec![0.5; 8]).relu())?;
+//! let pooled = b.global_avg_pool(y)?;
+//! b.output("pooled", pooled);
+//! let net = b.build()?;
+//!
+//! let out = net.run(Array4::from_elem((2, 3, 16, 16), 1.0f32).view())?;
+//! assert_eq!(out["pooled"].shape(), &[2, 8]);
+//! # Ok(()) }
+//! ```
+//!
 //! # Convolution kernels
 //!
 //! Every convolution is an implicit GEMM `Y[m, q] = sum_k W[m, k] X[k, q]` over output channels
@@ -55,6 +87,8 @@
 //! with f32 arithmetic inside the kernels, on adapters with `SHADER_F16`; every kernel of the
 //! main path has an f16 form generated from the same WGSL file (see [`Precision`]). The
 //! baselines `conv_tiled.wgsl` and `conv_naive.wgsl` are f32 only.
+
+#![warn(missing_docs)]
 
 mod bind;
 mod context;

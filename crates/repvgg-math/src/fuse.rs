@@ -121,10 +121,12 @@ pub struct ConvBn<T> {
     pub weight: Array4<T>,
     /// Optional conv bias (`[out]`); RepVGG's convs have none, but some exports carry one.
     pub bias: Option<Array1<T>>,
+    /// The batch norm after the conv.
     pub bn: BatchNorm<T>,
 }
 
 impl<T: Element> ConvBn<T> {
+    /// A branch from its conv weight, optional conv bias and batch norm (checked when used).
     pub fn new(weight: Array4<T>, bias: Option<Array1<T>>, bn: BatchNorm<T>) -> Self {
         Self { weight, bias, bn }
     }
@@ -156,7 +158,9 @@ pub struct RepVggBranches<T> {
     /// Spec of the dense branch (kernel `k`, padding `p`); the 1x1 branch uses the same
     /// channels, stride and groups with kernel 1 and padding `p - k / 2`.
     pub spec: ConvSpec,
+    /// The dense (`k x k`) conv with its BN.
     pub dense: ConvBn<T>,
+    /// The 1x1 conv with its BN, when the block has one.
     pub one_by_one: Option<ConvBn<T>>,
     /// The BN-only identity branch; valid only when in = out channels and stride 1.
     pub identity: Option<BatchNorm<T>>,

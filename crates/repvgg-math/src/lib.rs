@@ -31,6 +31,8 @@
 //! assert!(a.iter().zip(&b).all(|(a, b)| (a - b).abs() < 1e-5));
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod compare;
 mod epilogue;
 mod error;

@@ -51,11 +51,17 @@ impl Element for f64 {
 /// The weight of such a convolution has shape `[out_channels, in_channels / groups, k, k]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConvSpec {
+    /// Input channels.
     pub in_channels: usize,
+    /// Output channels.
     pub out_channels: usize,
+    /// Side `k` of the square kernel.
     pub kernel_size: usize,
+    /// Step between output pixels, in input pixels.
     pub stride: usize,
+    /// Zeros added on each side of the input.
     pub padding: usize,
+    /// Channel groups: each output channel sees `in_channels / groups` inputs.
     pub groups: usize,
 }
 
@@ -173,10 +179,15 @@ impl ConvSpec {
 /// Batch-norm statistics in inference mode: `y = (x - mean) / sqrt(var + eps) * gamma + beta`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchNorm<T> {
+    /// Per-channel scale (`weight` in PyTorch).
     pub gamma: Array1<T>,
+    /// Per-channel shift (`bias` in PyTorch).
     pub beta: Array1<T>,
+    /// Per-channel mean seen in training.
     pub running_mean: Array1<T>,
+    /// Per-channel variance seen in training.
     pub running_var: Array1<T>,
+    /// Added to the variance before the square root.
     pub eps: f64,
 }
 
@@ -265,6 +276,7 @@ pub struct FusedConv<T> {
     pub weight: Array4<T>,
     /// `[out]`.
     pub bias: Array1<T>,
+    /// Channels, kernel, stride, padding and groups.
     pub spec: ConvSpec,
 }
 

@@ -236,7 +236,9 @@ fn digits_classify_through_the_runner() {
     let test = digits::test_set().unwrap();
     let logits = r.run(test.input.view()).unwrap();
     let acc = digits::accuracy(&logits, &test.labels);
-    assert!((acc - digits::PYTORCH_TEST_ACCURACY).abs() < 1e-9, "{acc}");
+    // The same count of right answers as PyTorch (its accuracy is stored rounded).
+    let n = test.labels.len() as f64;
+    assert!((acc - digits::PYTORCH_TEST_ACCURACY).abs() < 0.5 / n, "{acc}");
     let tops = r.top_classes(logits.view(), 3);
     assert_eq!(tops.len(), test.labels.len());
     let best = repvgg_model::argmax_rows(&logits);
