@@ -238,7 +238,10 @@ fn digits_classify_through_the_runner() {
     let acc = digits::accuracy(&logits, &test.labels);
     // The same count of right answers as PyTorch (its accuracy is stored rounded).
     let n = test.labels.len() as f64;
-    assert!((acc - digits::PYTORCH_TEST_ACCURACY).abs() < 0.5 / n, "{acc}");
+    assert!(
+        (acc - digits::PYTORCH_TEST_ACCURACY).abs() < 0.5 / n,
+        "{acc}"
+    );
     let tops = r.top_classes(logits.view(), 3);
     assert_eq!(tops.len(), test.labels.len());
     let best = repvgg_model::argmax_rows(&logits);
