@@ -8,9 +8,9 @@ use ndarray::{Array2, ArrayView4};
 use repvgg_cpu::{Epilogue, Network, NetworkBuilder, TensorId};
 use repvgg_math::{Activation, ConvSpec};
 
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::model::{DeployModel, Features, Head, SqueezeExcite, TrainModel};
-use crate::walk::{self, Layers, Site};
+use crate::walk::{self, Layers, Site, relu_flag};
 
 pub use repvgg_cpu::{ConvAlgo, CpuOptions, OpTime, Tile};
 
@@ -27,17 +27,6 @@ pub struct CpuModel {
 struct Cpu {
     b: NetworkBuilder,
     features: bool,
-}
-
-/// The ReLU flag of the CPU ops that take one (affine, squeeze-excite).
-fn relu_flag(act: Activation, what: &str) -> Result<bool> {
-    match act {
-        Activation::None => Ok(false),
-        Activation::Relu => Ok(true),
-        Activation::Sigmoid => Err(ModelError::Unsupported(format!(
-            "the CPU engine's {what} ends with a ReLU or nothing, not a sigmoid"
-        ))),
-    }
 }
 
 impl Layers for Cpu {
@@ -67,7 +56,7 @@ impl Layers for Cpu {
         sum: TensorId,
         act: Activation,
     ) -> Result<TensorId> {
-        let relu = relu_flag(act, "affine")?;
+        let relu = relu_flag(act, "CPU engine's affine")?;
         Ok(self.b.affine_add(x, scale, shift, sum, relu)?)
     }
 
@@ -84,7 +73,7 @@ impl Layers for Cpu {
             &se.fc1_bias.to_vec(),
             se.fc2_weight.view(),
             &se.fc2_bias.to_vec(),
-            relu_flag(act, "squeeze-excite")?,
+            relu_flag(act, "CPU engine's squeeze-excite")?,
         )?)
     }
 

@@ -10,7 +10,7 @@ use repvgg_math::{Activation, ConvSpec};
 
 use crate::error::{ModelError, Result};
 use crate::model::{DeployModel, Features, Head, SqueezeExcite, TrainModel};
-use crate::walk::{self, Layers, Site};
+use crate::walk::{self, Layers, Site, relu_flag};
 
 pub use repvgg_gpu::{ConvKernel, GpuContext, LayerTiming};
 
@@ -42,16 +42,6 @@ struct Gpu {
     stages: usize,
 }
 
-fn relu_flag(act: Activation, what: &str) -> Result<bool> {
-    match act {
-        Activation::None => Ok(false),
-        Activation::Relu => Ok(true),
-        Activation::Sigmoid => Err(ModelError::Unsupported(format!(
-            "the GPU engine's {what} ends with a ReLU or nothing, not a sigmoid"
-        ))),
-    }
-}
-
 impl Layers for Gpu {
     type Tensor = TensorId;
 
@@ -79,7 +69,7 @@ impl Layers for Gpu {
         sum: TensorId,
         act: Activation,
     ) -> Result<TensorId> {
-        let relu = relu_flag(act, "affine")?;
+        let relu = relu_flag(act, "GPU engine's affine")?;
         Ok(self.b.affine(x, &scale, &shift, Some(sum), relu)?)
     }
 
@@ -92,7 +82,7 @@ impl Layers for Gpu {
         se: &SqueezeExcite,
         act: Activation,
     ) -> Result<TensorId> {
-        let relu = relu_flag(act, "squeeze-excite")?;
+        let relu = relu_flag(act, "GPU engine's squeeze-excite")?;
         let fc1_b = se.fc1_bias.to_vec();
         let fc2_b = se.fc2_bias.to_vec();
         let pooled = self.b.global_avg_pool(x)?;

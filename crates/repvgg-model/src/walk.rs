@@ -12,7 +12,7 @@
 use ndarray::ArrayView4;
 use repvgg_math::{Activation, ConvSpec, Epilogue};
 
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::model::{DeployModel, Head, SqueezeExcite, TrainModel, affine_of};
 
 /// Which part of a block a layer is.
@@ -92,6 +92,18 @@ pub trait Layers {
 
     /// The classifier: global average pool, then linear; the network's logits.
     fn head(&mut self, x: Self::Tensor, head: &Head) -> Result<()>;
+}
+
+/// The ReLU flag of an engine op that ends with a ReLU or nothing (affine, squeeze-excite);
+/// `what` names the op in the error for any other activation.
+pub(crate) fn relu_flag(act: Activation, what: &str) -> Result<bool> {
+    match act {
+        Activation::None => Ok(false),
+        Activation::Relu => Ok(true),
+        Activation::Sigmoid => Err(ModelError::Unsupported(format!(
+            "the {what} ends with a ReLU or nothing, not a sigmoid"
+        ))),
+    }
 }
 
 /// Builds the deployed form of `m` with `l`.
