@@ -11,6 +11,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use repvgg_model::fuzzing::{
+    nested_dicts, nested_lists, nested_tuples, open_marks, pickle, self_appending_list,
+};
+
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
@@ -233,49 +237,6 @@ fn summary_of(weights: &'static str) -> Vec<&'static str> {
 /// A pickle in torch's zip layout, no storages.
 fn zip(pickle: Vec<u8>) -> Vec<u8> {
     repvgg_model::fuzzing::torch_zip(&pickle, &[])
-}
-
-/// Protocol 2, `body`, STOP.
-fn pickle(body: impl IntoIterator<Item = u8>) -> Vec<u8> {
-    let mut p = vec![0x80, 0x02];
-    p.extend(body);
-    p.push(b'.');
-    p
-}
-
-/// `()` then TUPLE1 `n` times.
-fn nested_tuples(n: usize) -> Vec<u8> {
-    pickle(std::iter::once(b')').chain(std::iter::repeat_n(0x85, n)))
-}
-
-/// MARK `n` times.
-fn open_marks(n: usize) -> Vec<u8> {
-    pickle(std::iter::repeat_n(b'(', n).chain([b'N']))
-}
-
-/// `n + 1` empty lists, then APPEND `n` times.
-fn nested_lists(n: usize) -> Vec<u8> {
-    pickle(std::iter::repeat_n(b']', n + 1).chain(std::iter::repeat_n(b'a', n)))
-}
-
-/// `{}, 0` `n` times and `{}`, then SETITEM `n` times.
-fn nested_dicts(n: usize) -> Vec<u8> {
-    let mut body = Vec::new();
-    for _ in 0..n {
-        body.extend([b'}', b'K', 0]);
-    }
-    body.push(b'}');
-    body.extend(std::iter::repeat_n(b's', n));
-    pickle(body)
-}
-
-/// A list memoized, then appended to itself `n` times.
-fn self_appending_list(n: usize) -> Vec<u8> {
-    let mut body = vec![b']', b'q', 0];
-    for _ in 0..n {
-        body.extend([b'h', 0, b'a']);
-    }
-    pickle(body)
 }
 
 /// `{'w': _rebuild_tensor_v2(storage '0' of 4 floats, 0, size, stride)}`, `rank` dimensions.

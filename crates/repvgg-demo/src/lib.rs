@@ -11,6 +11,7 @@ use std::time::Instant;
 use eframe::egui;
 use ndarray::{Array2, Array4, Axis};
 use repvgg_gpu::{GpuContext, is_software_adapter};
+use repvgg_model::classify::softmax;
 use repvgg_model::digits::{self, TestSet};
 use repvgg_model::preprocess::{digit_8x8, load_rgb};
 use repvgg_model::{Engine, Model, RunOptions, Runner};
@@ -508,7 +509,7 @@ impl DemoApp {
         if hist.len() > HISTORY {
             hist.remove(0);
         }
-        let probs = softmax(logits.row(0).as_slice().unwrap_or(&[]));
+        let probs = softmax(logits.view()).row(0).to_vec();
         let best = argmax(&probs).ok_or("the model returned no logits")?;
         self.probs = Some(probs);
         Ok(best)
@@ -548,14 +549,6 @@ impl DemoApp {
     pub fn image_result(&self) -> Option<&(String, Result<Vec<Guess>, String>)> {
         self.image_result.as_ref()
     }
-}
-
-/// Numerically stable softmax.
-pub fn softmax(logits: &[f32]) -> Vec<f32> {
-    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = logits.iter().map(|&v| (v - m).exp()).collect();
-    let s: f32 = e.iter().sum();
-    e.into_iter().map(|v| v / s).collect()
 }
 
 fn argmax(v: &[f32]) -> Option<usize> {
@@ -701,7 +694,7 @@ mod tests {
     fn helpers() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[]), None);
-        let p = softmax(&[1.0, 1.0]);
-        assert!((p[0] - 0.5).abs() < 1e-6);
+        let p = softmax(ndarray::arr2(&[[1.0, 1.0]]).view());
+        assert!((p[[0, 0]] - 0.5).abs() < 1e-6);
     }
 }

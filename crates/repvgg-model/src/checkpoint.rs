@@ -131,7 +131,7 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
             path: path.into(),
             error,
         })?;
-        if is_pth(&bytes) {
+        if crate::sniff::is_pth(&bytes) {
             // The state dict is read into memory; the file's bytes are dropped before building.
             let parsed = read_pth(&bytes, path)?;
             drop(bytes);
@@ -146,7 +146,7 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
 /// Parses a checkpoint held in memory; `path` only names it in errors.
 /// PyTorch `.pth` files (zip or legacy) are recognised by their content; see [`crate::pth`].
 pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
-    let parsed = if is_pth(bytes) {
+    let parsed = if crate::sniff::is_pth(bytes) {
         read_pth(bytes, path)?
     } else {
         parse(bytes, path)?
@@ -171,18 +171,6 @@ fn read_pth(_: &[u8], _: &Path) -> Result<Parsed> {
         feature: "pth",
         what: "reading PyTorch .pth checkpoints",
     })
-}
-
-#[cfg(feature = "pth")]
-fn is_pth(bytes: &[u8]) -> bool {
-    crate::pth::is_pth(bytes)
-}
-
-/// Without `.pth` support, a PyTorch file is still recognised (a zip, or a binary pickle that is
-/// no safetensors header) so that the error says what is missing.
-#[cfg(not(feature = "pth"))]
-fn is_pth(b: &[u8]) -> bool {
-    b.starts_with(b"PK\x03\x04") || (b.len() > 8 && b[0] == 0x80 && b[8] != b'{')
 }
 
 fn parse(bytes: &[u8], path: &Path) -> Result<Parsed> {

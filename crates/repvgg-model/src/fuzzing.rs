@@ -380,3 +380,48 @@ pub fn pickle_program(p: &PickleProgram) {
     let _ = crate::pth::read_state_dict(&file, Path::new("fuzz.pth"));
     checkpoint_bytes(&file);
 }
+
+// Hostile pickles for the nesting limits (tests of the library and of the CLI).
+
+/// Protocol 2, `body`, STOP.
+pub fn pickle(body: impl IntoIterator<Item = u8>) -> Vec<u8> {
+    let mut p = vec![0x80, 0x02];
+    p.extend(body);
+    p.push(b'.');
+    p
+}
+
+/// `()` then TUPLE1 `n` times: `((((),),),)...`.
+pub fn nested_tuples(n: usize) -> Vec<u8> {
+    pickle(std::iter::once(b')').chain(std::iter::repeat_n(0x85, n)))
+}
+
+/// MARK `n` times (then None).
+pub fn open_marks(n: usize) -> Vec<u8> {
+    pickle(std::iter::repeat_n(b'(', n).chain([b'N']))
+}
+
+/// `n + 1` empty lists, then APPEND `n` times: each list appended into the one below it.
+pub fn nested_lists(n: usize) -> Vec<u8> {
+    pickle(std::iter::repeat_n(b']', n + 1).chain(std::iter::repeat_n(b'a', n)))
+}
+
+/// `{}, 0` `n` times and `{}`, then SETITEM `n` times: `{0: {0: {0: ...}}}`.
+pub fn nested_dicts(n: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    for _ in 0..n {
+        body.extend([b'}', b'K', 0]);
+    }
+    body.push(b'}');
+    body.extend(std::iter::repeat_n(b's', n));
+    pickle(body)
+}
+
+/// A list memoized then appended to itself `n` times (a cycle, as Python's memo allows).
+pub fn self_appending_list(n: usize) -> Vec<u8> {
+    let mut body = vec![b']', b'q', 0];
+    for _ in 0..n {
+        body.extend([b'h', 0, b'a']);
+    }
+    pickle(body)
+}

@@ -54,6 +54,7 @@ pub mod preprocess;
 #[cfg(feature = "pth")]
 pub mod pth;
 pub mod runner;
+mod sniff;
 
 pub mod summary;
 pub mod tensor_io;

@@ -30,20 +30,7 @@ use safetensors::{Dtype, tensor::TensorView};
 
 use crate::error::{ModelError, Result};
 
-/// True for a `torch.save` zip archive (PyTorch ≥ 1.6).
-pub fn is_torch_zip(bytes: &[u8]) -> bool {
-    bytes.starts_with(b"PK\x03\x04")
-}
-
-/// True for a legacy (non-zip) `torch.save` file: a binary pickle, not a safetensors header.
-pub fn is_legacy_pickle(bytes: &[u8]) -> bool {
-    bytes.len() > 8 && bytes[0] == 0x80 && (2..=5).contains(&bytes[1]) && bytes[8] != b'{'
-}
-
-/// True if these bytes are a `.pth` file ([`read_state_dict`] reads them).
-pub fn is_pth(bytes: &[u8]) -> bool {
-    is_torch_zip(bytes) || is_legacy_pickle(bytes)
-}
+pub use crate::sniff::{is_legacy_pickle, is_pth, is_torch_zip};
 
 /// One tensor of a state_dict: its dtype, shape and contiguous little-endian bytes.
 #[derive(Debug, Clone, PartialEq)]

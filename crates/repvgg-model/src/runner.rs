@@ -276,7 +276,6 @@ pub enum Profile {
 #[derive(Debug)]
 pub struct Runner {
     engine: Engine,
-    form: Form,
     precision: Precision,
     opts: RunOptions,
     source: Source,
@@ -313,7 +312,6 @@ impl Runner {
         let net = build(engine, &source, &opts, precision, false)?;
         Ok(Self {
             engine: engine.clone(),
-            form: opts.form,
             precision,
             opts,
             source,
@@ -342,7 +340,7 @@ impl Runner {
 
     /// The form that runs.
     pub fn form(&self) -> Form {
-        self.form
+        self.opts.form
     }
 
     /// The storage precision that runs (f32 on the CPU whatever was asked of `Auto`).

@@ -12,7 +12,7 @@
 use ndarray::ArrayView4;
 use repvgg_math::{Activation, ConvSpec, Epilogue};
 
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::model::{DeployModel, Head, SqueezeExcite, TrainModel, affine_of};
 
 /// Which part of a block a layer is.
@@ -96,11 +96,12 @@ pub trait Layers {
 
 /// The ReLU flag of an engine op that ends with a ReLU or nothing (affine, squeeze-excite);
 /// `what` names the op in the error for any other activation.
+#[cfg(any(feature = "cpu", feature = "gpu"))]
 pub(crate) fn relu_flag(act: Activation, what: &str) -> Result<bool> {
     match act {
         Activation::None => Ok(false),
         Activation::Relu => Ok(true),
-        Activation::Sigmoid => Err(ModelError::Unsupported(format!(
+        Activation::Sigmoid => Err(crate::ModelError::Unsupported(format!(
             "the {what} ends with a ReLU or nothing, not a sigmoid"
         ))),
     }

@@ -10,6 +10,9 @@
 use std::path::Path;
 
 use repvgg_model::fuzzing::{legacy_pth, torch_zip};
+use repvgg_model::fuzzing::{
+    nested_dicts, nested_lists, nested_tuples, open_marks, pickle, self_appending_list,
+};
 use repvgg_model::pth::{MAX_PICKLE_NESTING, MAX_TENSOR_RANK};
 use repvgg_model::{ModelError, checkpoint, pth, tensor_io};
 
@@ -25,49 +28,6 @@ fn small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
         .expect("spawn")
         .join()
         .expect("the reader panicked")
-}
-
-/// Protocol 2, `body`, STOP.
-fn pickle(body: impl IntoIterator<Item = u8>) -> Vec<u8> {
-    let mut p = vec![0x80, 0x02];
-    p.extend(body);
-    p.push(b'.');
-    p
-}
-
-/// `()` then TUPLE1 `n` times: `((((),),),)...`.
-fn nested_tuples(n: usize) -> Vec<u8> {
-    pickle(std::iter::once(b')').chain(std::iter::repeat_n(0x85, n)))
-}
-
-/// MARK `n` times (then None).
-fn open_marks(n: usize) -> Vec<u8> {
-    pickle(std::iter::repeat_n(b'(', n).chain([b'N']))
-}
-
-/// `n + 1` empty lists, then APPEND `n` times: each list appended into the one below it.
-fn nested_lists(n: usize) -> Vec<u8> {
-    pickle(std::iter::repeat_n(b']', n + 1).chain(std::iter::repeat_n(b'a', n)))
-}
-
-/// `{}, 0` `n` times and `{}`, then SETITEM `n` times: `{0: {0: {0: ...}}}`.
-fn nested_dicts(n: usize) -> Vec<u8> {
-    let mut body = Vec::new();
-    for _ in 0..n {
-        body.extend([b'}', b'K', 0]);
-    }
-    body.push(b'}');
-    body.extend(std::iter::repeat_n(b's', n));
-    pickle(body)
-}
-
-/// A list memoized then appended to itself `n` times (a cycle, as Python's memo allows).
-fn self_appending_list(n: usize) -> Vec<u8> {
-    let mut body = vec![b']', b'q', 0];
-    for _ in 0..n {
-        body.extend([b'h', 0, b'a']);
-    }
-    pickle(body)
 }
 
 /// `pickle` as a `torch.save` zip archive, read through `checkpoint::load` from a file, and

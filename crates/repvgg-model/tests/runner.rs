@@ -50,18 +50,9 @@ fn assert_close(a: &ndarray::Array2<f32>, b: &ndarray::Array2<f32>, what: &str) 
     );
 }
 
+/// The test adapter (`repvgg_gpu::test_context`: none is a failure under REPVGG_REQUIRE_GPU=1).
 fn gpu_engine() -> Option<Engine> {
-    match Engine::open(&Device::GPU) {
-        Ok(e) => Some(e),
-        Err(e) => {
-            assert!(
-                std::env::var_os("REPVGG_REQUIRE_GPU").is_none(),
-                "REPVGG_REQUIRE_GPU is set but no GPU opened: {e}"
-            );
-            eprintln!("no GPU: {e}");
-            None
-        }
-    }
+    repvgg_gpu::test_context().map(Engine::from_gpu_context)
 }
 
 proptest! {
