@@ -146,9 +146,13 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
         ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    let inputs: Vec<Array4<f32>> = a
+        .batch
+        .iter()
+        .map(|&batch| synthetic_batch(batch, config.in_channels, h, w))
+        .collect();
     let mut rows = Vec::new();
-    for &batch in &a.batch {
-        let x = synthetic_batch(batch, config.in_channels, h, w);
+    for (&batch, x) in a.batch.iter().zip(&inputs) {
         for r in &runners {
             pb.set_message(format!(
                 "{} {} {} b{batch}",
@@ -157,14 +161,13 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
                 r.form()
             ));
             let timing = (a.warmup, a.iters);
-            rows.push(row(r, &engine, &x, timing, macs, &mut || pb.inc(1))?);
+            rows.push(row(r, &engine, x, timing, macs, &mut || pb.inc(1))?);
         }
     }
     pb.finish_and_clear();
     print_rows(&rows, a.json)?;
     if a.profile {
-        for &batch in &a.batch {
-            let x = synthetic_batch(batch, config.in_channels, h, w);
+        for (&batch, x) in a.batch.iter().zip(&inputs) {
             for r in &runners {
                 let p = r.profile(x.view(), a.warmup, a.iters)?;
                 let form = r.form().to_string();
