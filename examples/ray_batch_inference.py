@@ -90,8 +90,10 @@ class TimmClassifier:
 
 
 def pipeline(images_uri, weights=None, concurrency=2, batch_size=64, top=5, threads=None,
-             use_torch=False, arch="repvgg_a0", max_restarts=0, crash_marker=None):
-    """The lazy Ray Data pipeline: read, classify, ready to write or collect."""
+             use_torch=False, arch="repvgg_a0", max_restarts=0, crash_marker=None,
+             actor_cpus=None):
+    """The lazy Ray Data pipeline: read, classify, ready to write or collect. Each actor
+    reserves `actor_cpus` CPUs (default: its engine threads, or 1); leave some for the reads."""
     import ray
 
     ds = ray.data.read_images(images_uri, mode="RGB", include_paths=True)
@@ -105,7 +107,7 @@ def pipeline(images_uri, weights=None, concurrency=2, batch_size=64, top=5, thre
         fn_constructor_kwargs=kwargs,
         batch_size=batch_size,
         concurrency=concurrency,
-        num_cpus=1,
+        num_cpus=actor_cpus if actor_cpus is not None else (threads or 1),
         # A crashed actor is restarted and its batch retried, so no image is lost; Ray Data
         # writes each batch's output once, so none is duplicated.
         max_restarts=max_restarts,
@@ -122,6 +124,9 @@ def main():
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--top", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="engine threads per actor")
+    ap.add_argument("--actor-cpus", type=float, default=None,
+                    help="CPUs each actor reserves (default: --threads); below the cluster's "
+                         "CPUs divided by --concurrency, so the image reads get CPUs too")
     ap.add_argument("--torch", action="store_true", help="run timm in PyTorch instead")
     ap.add_argument("--arch", default="repvgg_a0", help="timm model name for --torch")
     ap.add_argument("--max-restarts", type=int, default=2, help="restarts of a crashed actor")
@@ -133,7 +138,7 @@ def main():
     ray.init(address=a.address)
     start = time.perf_counter()
     ds = pipeline(a.images, a.weights, a.concurrency, a.batch_size, a.top, a.threads, a.torch,
-                  a.arch, a.max_restarts)
+                  a.arch, a.max_restarts, actor_cpus=a.actor_cpus)
     ds.write_parquet(a.output)
     seconds = time.perf_counter() - start
     n = ray.data.read_parquet(a.output).count()

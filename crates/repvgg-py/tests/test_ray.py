@@ -48,7 +48,10 @@ def images(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    # The workers import the example's classes as the test process does.
+    examples = str(ROOT / "examples")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+             runtime_env={"env_vars": {"PYTHONPATH": examples}})
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     yield
@@ -78,13 +81,13 @@ def check_exactly_once(rows, want):
 
 def test_every_image_exactly_once_and_as_in_one_process(cluster, images):
     want = single_process(images)
-    ds = rbi.pipeline(str(images), concurrency=2, batch_size=32, top=3, threads=1)
+    ds = rbi.pipeline(str(images), concurrency=2, batch_size=32, top=3, threads=1, actor_cpus=0.5)
     check_exactly_once(collect(ds), want)
 
 
 def test_parquet_output(cluster, images, tmp_path):
     out = tmp_path / "out"
-    rbi.pipeline(str(images), concurrency=2, batch_size=64, top=3, threads=1).write_parquet(str(out))
+    rbi.pipeline(str(images), concurrency=2, batch_size=64, top=3, threads=1, actor_cpus=0.5).write_parquet(str(out))
     import pyarrow.parquet as pq
 
     table = pq.read_table(out)
@@ -95,7 +98,7 @@ def test_parquet_output(cluster, images, tmp_path):
 def test_a_killed_actor_loses_and_duplicates_nothing(cluster, images, tmp_path):
     want = single_process(images)
     marker = tmp_path / "crashed"
-    ds = rbi.pipeline(str(images), concurrency=2, batch_size=32, top=3, threads=1,
+    ds = rbi.pipeline(str(images), concurrency=2, batch_size=32, top=3, threads=1, actor_cpus=0.5,
                       max_restarts=2, crash_marker=str(marker))
     rows = collect(ds)
     assert marker.exists(), "no actor crashed: the fault was not injected"
