@@ -21,6 +21,13 @@ import time
 import numpy as np
 
 
+def _lists(rows):
+    """A column of lists (Arrow list<string>), not a 2-D object array, which Arrow refuses."""
+    out = np.empty(len(rows), dtype=object)
+    out[:] = rows
+    return out
+
+
 class RepvggClassifier:
     """A `map_batches` callable class: the model is loaded once per actor."""
 
@@ -51,7 +58,7 @@ class RepvggClassifier:
             "path": np.asarray(batch["path"]),
             "top_index": np.array([[c.index for c in row] for row in classes], dtype=np.int64),
             "top_prob": np.array([[c.prob for c in row] for row in classes], dtype=np.float32),
-            "top_label": np.array([[c.short_label for c in row] for row in classes], dtype=object),
+            "top_label": _lists([[c.short_label for c in row] for row in classes]),
         }
 
 
