@@ -9,7 +9,9 @@ use repvgg_math::ConvSpec;
 
 use crate::error::{CpuError, Result};
 use crate::int8::ActQuant;
-use crate::int8::gemm::{self, Int8Kernel, PanelJob, Requant, padded_k, padded_n};
+use crate::int8::gemm::{
+    self, Int8Kernel, KG, MR, PanelJob, Requant, packed_rows_len, padded_k, padded_n,
+};
 
 /// Bytes of im2col rows one chunk gathers (they stay in L2 while every panel reads them).
 const COL_BYTES: usize = 48 * 1024;
@@ -167,15 +169,15 @@ impl QuantConv {
             return Ok(());
         }
         let geo = Geo { h, w, oh, ow };
-        let chunk = (COL_BYTES / self.kp).clamp(8, 512) / 8 * 8;
+        let chunk = self.chunk_rows();
         let chunks = m.div_ceil(chunk);
         let cout = s.out_channels;
         let kp = self.kp;
         let groups = s.groups;
-        if chunks >= 4 * threads.max(1) || threads <= 1 {
+        if Self::by_rows(chunks, threads) {
             // Many chunks: each thread gathers its chunk and runs every panel on it.
             y.par_chunks_mut(chunk * cout).enumerate().for_each_init(
-                || vec![0u8; chunk * kp],
+                || vec![0u8; packed_rows_len(chunk, kp)],
                 |col, (ci, yc)| {
                     let p0 = ci * chunk;
                     let rows = yc.len() / cout;
@@ -188,14 +190,18 @@ impl QuantConv {
         } else {
             // Few rows (late layers at small batches): gather them all once, then split the
             // panels over the threads, so that each weight byte is read once per run.
-            let mut col = vec![0u8; groups * m * kp];
-            col.par_chunks_mut(m * kp).enumerate().for_each(|(g, c)| {
-                c.par_chunks_mut(chunk * kp)
-                    .enumerate()
-                    .for_each(|(ci, cc)| {
-                        self.im2col(x, &geo, g, ci * chunk, cc.len() / kp, cc);
-                    });
-            });
+            let per_group = packed_rows_len(m, kp);
+            let mut col = vec![0u8; groups * per_group];
+            col.par_chunks_mut(per_group)
+                .enumerate()
+                .for_each(|(g, c)| {
+                    c.par_chunks_mut(chunk * kp)
+                        .enumerate()
+                        .for_each(|(ci, cc)| {
+                            let rows = chunk.min(m - ci * chunk);
+                            self.im2col(x, &geo, g, ci * chunk, rows, cc);
+                        });
+                });
             let cout_g = cout / groups;
             let np = gemm::panels(cout_g);
             let parts: Vec<(usize, usize, Vec<u8>)> = (0..groups * np)
@@ -212,8 +218,7 @@ impl QuantConv {
                         PanelJob {
                             m,
                             kp,
-                            a: &col[g * m * kp..(g + 1) * m * kp],
-                            a_rs: kp,
+                            a: &col[g * per_group..(g + 1) * per_group],
                             w: wd,
                             b: &wg[c0 * kp..(c0 + wd) * kp],
                             cols,
@@ -236,6 +241,26 @@ impl QuantConv {
             }
         }
         Ok(())
+    }
+
+    /// Output pixels per im2col chunk.
+    fn chunk_rows(&self) -> usize {
+        (COL_BYTES / self.kp).clamp(8, 512) / 8 * 8
+    }
+
+    /// Whether a run of `chunks` chunks splits its rows (else its panels) over `threads`.
+    fn by_rows(chunks: usize, threads: usize) -> bool {
+        chunks >= 4 * threads.max(1) || threads <= 1
+    }
+
+    /// Bytes of im2col rows a run of `m` output pixels holds on `threads`.
+    pub(crate) fn scratch_bytes(&self, m: usize, threads: usize) -> usize {
+        let chunk = self.chunk_rows();
+        if Self::by_rows(m.div_ceil(chunk), threads) {
+            threads.max(1) * packed_rows_len(chunk, self.kp)
+        } else {
+            self.spec.groups * packed_rows_len(m, self.kp)
+        }
     }
 
     /// Group `g`'s packed weights and requantization.
@@ -263,11 +288,12 @@ impl QuantConv {
     ) {
         let cout_g = self.spec.out_channels / self.spec.groups;
         let (wg, rq) = self.group(g);
-        gemm::gemm_u8i8(kernel, rows, self.kp, cout_g, col, self.kp, wg, y, c_rs, rq);
+        gemm::gemm_u8i8(kernel, rows, self.kp, cout_g, col, wg, y, c_rs, rq);
     }
 
-    /// Rows `p0..p0 + rows` (output pixels over the batch) of group `g`'s im2col matrix, each
-    /// `kp` bytes: taps outside the image hold the input's zero point, steps past the taps 0.
+    /// Rows `p0..p0 + rows` (output pixels over the batch) of group `g`'s im2col matrix, packed
+    /// for the GEMM (blocks of [`MR`] rows, four steps per row together; `p0` a multiple of
+    /// [`MR`]): taps outside the image hold the input's zero point, steps past the taps 0.
     fn im2col(&self, x: &[u8], geo: &Geo, g: usize, p0: usize, rows: usize, col: &mut [u8]) {
         let s = &self.spec;
         let (k, stride, pad) = (s.kernel_size, s.stride, s.padding);
@@ -275,22 +301,29 @@ impl QuantConv {
         let cin_g = cin / s.groups;
         let kp = self.kp;
         let z = self.input.zero_point;
-        for (r, dst) in col[..rows * kp].chunks_exact_mut(kp).enumerate() {
-            let p = p0 + r;
-            let (img, rest) = (p / (geo.oh * geo.ow), p % (geo.oh * geo.ow));
-            let (oy, ox) = (rest / geo.ow, rest % geo.ow);
-            let (taps, tail) = dst.split_at_mut(k * k * cin_g);
-            tail.fill(0);
-            for (t, run) in taps.chunks_exact_mut(cin_g).enumerate() {
-                let (iy, ix) = (
-                    (oy * stride + t / k).wrapping_sub(pad),
-                    (ox * stride + t % k).wrapping_sub(pad),
-                );
-                if iy < geo.h && ix < geo.w {
-                    let at = ((img * geo.h + iy) * geo.w + ix) * cin + g * cin_g;
-                    run.copy_from_slice(&x[at..at + cin_g]);
-                } else {
-                    run.fill(z);
+        let mut line = vec![0u8; kp];
+        let blocks = col[..packed_rows_len(rows, kp)].chunks_exact_mut(MR * kp);
+        for (bi, blk) in blocks.enumerate() {
+            for r in 0..MR.min(rows - bi * MR) {
+                let p = p0 + bi * MR + r;
+                let (img, rest) = (p / (geo.oh * geo.ow), p % (geo.oh * geo.ow));
+                let (oy, ox) = (rest / geo.ow, rest % geo.ow);
+                let (taps, tail) = line.split_at_mut(k * k * cin_g);
+                tail.fill(0);
+                for (t, run) in taps.chunks_exact_mut(cin_g).enumerate() {
+                    let (iy, ix) = (
+                        (oy * stride + t / k).wrapping_sub(pad),
+                        (ox * stride + t % k).wrapping_sub(pad),
+                    );
+                    if iy < geo.h && ix < geo.w {
+                        let at = ((img * geo.h + iy) * geo.w + ix) * cin + g * cin_g;
+                        run.copy_from_slice(&x[at..at + cin_g]);
+                    } else {
+                        run.fill(z);
+                    }
+                }
+                for (d, src) in blk.chunks_exact_mut(MR * KG).zip(line.chunks_exact(KG)) {
+                    d[r * KG..(r + 1) * KG].copy_from_slice(src);
                 }
             }
         }

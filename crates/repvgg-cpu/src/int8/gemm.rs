@@ -1,6 +1,8 @@
 //! The integer GEMM of the int8 convs: `c[m x n] = requant(a[m x k] · b[k x n])` with `a` u8
-//! (activations, row-major, any row stride), `b` s8 (weights, packed once into column panels of
-//! [`NR`] columns, four steps of the sum per column together, the layout `vpdpbusd` reads),
+//! (activations, packed in blocks of [`MR`] rows, four steps of the sum per row together: the
+//! im2col gather writes this layout, [`pack_rows`] makes it from a plain matrix), `b` s8
+//! (weights, packed once into column panels of [`NR`] columns, four steps of the sum per column
+//! together: the layout `vpdpbusd` reads),
 //! s32 accumulation and the requantization fused into the store: per column `j`,
 //!
 //! ```text
@@ -25,6 +27,33 @@ pub const NR: usize = 32;
 
 /// Steps of the sum packed together for one column (`vpdpbusd` sums four u8 x s8 products).
 pub const KG: usize = 4;
+
+/// Rows per packed block of `a`.
+pub const MR: usize = 8;
+
+/// Bytes of `m` rows of `kp` steps packed by [`pack_rows`] (whole blocks of [`MR`] rows).
+pub fn packed_rows_len(m: usize, kp: usize) -> usize {
+    m.div_ceil(MR) * MR * kp
+}
+
+/// Where step `kk` of row `i` sits in rows packed with `kp` steps: `[i / MR][kk / 4][i % MR][kk % 4]`.
+#[inline(always)]
+pub fn packed_row_index(i: usize, kk: usize, kp: usize) -> usize {
+    (i / MR) * MR * kp + (kk / KG) * (MR * KG) + (i % MR) * KG + kk % KG
+}
+
+/// Packs the `m x k` matrix `f(row, step)` as rows for [`gemm_u8i8`] with
+/// `kp = padded_k(k)`: zero in the padding steps and rows.
+pub fn pack_rows(m: usize, k: usize, f: impl Fn(usize, usize) -> u8) -> Vec<u8> {
+    let kp = padded_k(k);
+    let mut out = vec![0u8; packed_rows_len(m, kp)];
+    for i in 0..m {
+        for kk in 0..k {
+            out[packed_row_index(i, kk, kp)] = f(i, kk);
+        }
+    }
+    out
+}
 
 /// The steps of an `k`-long sum rounded up to whole groups of [`KG`] (padded with zeros).
 pub fn padded_k(k: usize) -> usize {
@@ -171,14 +200,13 @@ impl FromStr for Int8Kernel {
     }
 }
 
-/// One panel's work: rows `a` (each `kp` bytes at stride `a_rs`) times the panel `b`
+/// One panel's work: `m` rows `a` (packed by blocks, see [`pack_rows`]) times the panel `b`
 /// (`[kp / 4][w][4]`), `cols` (at most `w`) columns stored at stride `c_rs`.
 #[derive(Debug)]
 pub(crate) struct PanelJob<'a> {
     pub m: usize,
     pub kp: usize,
     pub a: &'a [u8],
-    pub a_rs: usize,
     pub w: usize,
     pub b: &'a [i8],
     pub cols: usize,
@@ -191,7 +219,10 @@ pub(crate) struct PanelJob<'a> {
 impl PanelJob<'_> {
     /// Checks every length the kernels rely on (the `simd` module's safety arguments cite it).
     pub(crate) fn check(&self) {
-        assert!(self.kp.is_multiple_of(KG), "sum length not a multiple of {KG}");
+        assert!(
+            self.kp.is_multiple_of(KG),
+            "sum length not a multiple of {KG}"
+        );
         assert!(self.w == NR || self.w == NR / 2, "panel width {}", self.w);
         assert!(
             self.cols <= self.w && self.cols > 0,
@@ -201,13 +232,10 @@ impl PanelJob<'_> {
             self.b.len() == self.kp * self.w,
             "panel of the wrong length"
         );
-        assert!(
-            self.a_rs >= self.kp && self.c_rs >= self.cols,
-            "row strides too short"
-        );
+        assert!(self.c_rs >= self.cols, "row stride too short");
         if self.m > 0 {
             assert!(
-                self.a.len() >= (self.m - 1) * self.a_rs + self.kp,
+                self.a.len() >= packed_rows_len(self.m, self.kp),
                 "a too short"
             );
             assert!(
@@ -224,7 +252,7 @@ impl PanelJob<'_> {
     }
 }
 
-/// `c = requant(a · b)` for a whole packed matrix: `a` `m x kp` (row stride `a_rs`), `b` from
+/// `c = requant(a · b)` for a whole packed matrix: `a` `m x kp` packed by [`pack_rows`], `b` from
 /// [`pack`] (`k x n`, `kp = padded_k(k)`), `c` `m x n` (row stride `c_rs`), `rq` with
 /// [`padded_n`]`(n)` values per slice, on `kernel` (which must be available: see
 /// [`Int8Kernel::is_available`]; an unavailable one runs the scalar loops).
@@ -235,7 +263,6 @@ pub fn gemm_u8i8(
     kp: usize,
     n: usize,
     a: &[u8],
-    a_rs: usize,
     b: &[i8],
     c: &mut [u8],
     c_rs: usize,
@@ -255,7 +282,6 @@ pub fn gemm_u8i8(
                 m,
                 kp,
                 a,
-                a_rs,
                 w,
                 b: &b[col0 * kp..(col0 + w) * kp],
                 cols,
@@ -293,8 +319,13 @@ fn scalar_panel(job: &mut PanelJob<'_>) {
     let mut acc = [0i32; NR];
     for i in 0..job.m {
         acc.fill(0);
-        let row = &job.a[i * job.a_rs..i * job.a_rs + job.kp];
-        for (a4, step) in row.chunks_exact(KG).zip(job.b.chunks_exact(KG * job.w)) {
+        let blk = &job.a[(i / MR) * MR * job.kp..(i / MR + 1) * MR * job.kp];
+        let r = i % MR;
+        for (a_step, step) in blk
+            .chunks_exact(MR * KG)
+            .zip(job.b.chunks_exact(KG * job.w))
+        {
+            let a4 = &a_step[r * KG..(r + 1) * KG];
             for (acc_c, b4) in acc.iter_mut().zip(step.chunks_exact(KG)) {
                 for (&a, &b) in a4.iter().zip(b4) {
                     *acc_c += i32::from(a) * i32::from(b);
@@ -394,9 +425,16 @@ mod tests {
             add: &add,
         };
         let want = oracle(m, k, n, &a, a_rs, &b, &comp, &mult, &add);
+        // Padding rows hold junk: the kernels must neither use nor store them.
+        let mut ap = pack_rows(m, k, |i, kk| a[i * a_rs + kk]);
+        for i in m..m.div_ceil(MR) * MR {
+            for kk in 0..kp {
+                ap[packed_row_index(i, kk, kp)] = 0xCD;
+            }
+        }
         for kernel in Int8Kernel::available() {
             let mut c = vec![0xA5u8; m * c_rs];
-            gemm_u8i8(kernel, m, kp, n, &a, a_rs, &packed, &mut c, c_rs, rq);
+            gemm_u8i8(kernel, m, kp, n, &ap, &packed, &mut c, c_rs, rq);
             for i in 0..m {
                 for j in 0..c_rs {
                     let got = c[i * c_rs + j];

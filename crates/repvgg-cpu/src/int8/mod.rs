@@ -17,8 +17,8 @@ mod simd;
 
 pub use conv::QuantConv;
 pub use gemm::{
-    Int8Kernel, KG, NR, Requant, gemm_u8i8, pack, packed_len, padded_k, padded_n, panel_width,
-    panels, requantize,
+    Int8Kernel, KG, MR, NR, Requant, gemm_u8i8, pack, pack_rows, packed_len, packed_row_index,
+    packed_rows_len, padded_k, padded_n, panel_width, panels, requantize,
 };
 pub use network::{Int8Network, Int8Options};
 

@@ -163,6 +163,22 @@ impl Int8Network {
         Ok(total + (n * last * self.classes) as u64)
     }
 
+    /// Bytes of u8 activations and im2col scratch alive at the peak of a run of `n x h x w`
+    /// (the input and output of the widest conv and its gathered rows).
+    pub fn activation_bytes(&self, n: usize, mut h: usize, mut w: usize) -> Result<u64> {
+        let threads = self.threads();
+        let mut peak = 0;
+        for c in &self.convs {
+            let s = c.spec();
+            let (oh, ow) = s.output_size(h, w)?;
+            let bytes = n * (h * w * s.in_channels + oh * ow * s.out_channels)
+                + c.scratch_bytes(n * oh * ow, threads);
+            peak = peak.max(bytes);
+            (h, w) = (oh, ow);
+        }
+        Ok(peak as u64)
+    }
+
     /// Logits `[N, classes]` of an NCHW f32 batch.
     ///
     /// # Errors

@@ -65,12 +65,10 @@ pub(crate) fn avx2_panel(job: &mut PanelJob<'_>) -> bool {
 mod x86 {
     use core::arch::x86_64::*;
 
-    use crate::int8::gemm::{KG, PanelJob};
+    use crate::int8::gemm::{KG, MR, PanelJob};
 
-    /// Rows per register block: 8 rows x 2 vectors of 16 columns = 16 accumulators.
-    const MR: usize = 8;
-    /// Rows per block on AVX2: 4 rows x 2 half-sums of 8 columns = 8 accumulators.
-    const MR2: usize = 4;
+    /// Bytes of one step of a packed row block: [`MR`] rows x four steps.
+    const A_STEP: usize = MR * KG;
 
     fn load512(bytes: &[u8]) -> __m512i {
         bytemuck::pod_read_unaligned(&bytes[..64])
@@ -80,58 +78,42 @@ mod x86 {
         bytemuck::pod_read_unaligned(&bytes[..16])
     }
 
-    /// Row `i`'s `kp` bytes as groups of four.
-    fn row<'a>(job: &'a PanelJob<'_>, i: usize) -> &'a [[u8; KG]] {
-        let s = i * job.a_rs;
-        bytemuck::cast_slice(&job.a[s..s + job.kp])
+    /// Row block `blk` of `a`: `kp / 4` steps of `[MR][4]` bytes.
+    fn block<'a>(job: &'a PanelJob<'_>, blk: usize) -> &'a [[u8; A_STEP]] {
+        let len = MR * job.kp;
+        bytemuck::cast_slice(&job.a[blk * len..(blk + 1) * len])
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) fn vnni_panel(job: &mut PanelJob<'_>) {
-        if job.w == 2 * 16 {
-            vnni_rows::<2>(job);
-        } else {
-            vnni_rows::<1>(job);
-        }
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    fn vnni_rows<const V: usize>(job: &mut PanelJob<'_>) {
-        let mut i0 = 0;
-        while i0 < job.m {
-            let r = (job.m - i0).min(MR);
-            match r {
-                8 => vnni_micro::<8, V>(job, i0),
-                7 => vnni_micro::<7, V>(job, i0),
-                6 => vnni_micro::<6, V>(job, i0),
-                5 => vnni_micro::<5, V>(job, i0),
-                4 => vnni_micro::<4, V>(job, i0),
-                3 => vnni_micro::<3, V>(job, i0),
-                2 => vnni_micro::<2, V>(job, i0),
-                _ => vnni_micro::<1, V>(job, i0),
+        for blk in 0..job.m.div_ceil(MR) {
+            if job.w == 2 * 16 {
+                vnni_block::<2>(job, blk);
+            } else {
+                vnni_block::<1>(job, blk);
             }
-            i0 += r;
         }
     }
 
-    /// Rows `i0..i0 + R`, `V` vectors of 16 columns: `R x V` accumulators over the whole sum,
-    /// then the requantization on vectors.
+    /// Rows `MR blk..` (all [`MR`] computed, those below `m` stored), `V` vectors of 16
+    /// columns: `MR x V` accumulators over the whole sum, then the requantization on vectors.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    fn vnni_micro<const R: usize, const V: usize>(job: &mut PanelJob<'_>, i0: usize) {
-        let rows: [&[[u8; KG]]; R] = core::array::from_fn(|r| row(job, i0 + r));
+    fn vnni_block<const V: usize>(job: &mut PanelJob<'_>, blk: usize) {
+        let a = block(job, blk);
         let b: &[u8] = bytemuck::cast_slice(job.b);
-        let step_bytes = job.w * KG;
-        let mut acc = [[_mm512_setzero_si512(); V]; R];
-        for (s, step) in b.chunks_exact(step_bytes).enumerate() {
+        let mut acc = [[_mm512_setzero_si512(); V]; MR];
+        // Chunks of a compile-time size: no bounds checks inside the loop.
+        for (a8, step) in a.iter().zip(b.chunks_exact(V * 64)) {
             let mut bv = [_mm512_setzero_si512(); V];
             for (v, bv) in bv.iter_mut().enumerate() {
                 *bv = load512(&step[v * 64..]);
             }
-            for (acc_r, row) in acc.iter_mut().zip(&rows) {
-                let av = _mm512_set1_epi32(i32::from_le_bytes(row[s]));
-                for (a, &bv) in acc_r.iter_mut().zip(&bv) {
-                    *a = _mm512_dpbusd_epi32(*a, av, bv);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let a4 = [a8[r * 4], a8[r * 4 + 1], a8[r * 4 + 2], a8[r * 4 + 3]];
+                let av = _mm512_set1_epi32(i32::from_le_bytes(a4));
+                for (acc, &bv) in acc_r.iter_mut().zip(&bv) {
+                    *acc = _mm512_dpbusd_epi32(*acc, av, bv);
                 }
             }
         }
@@ -141,19 +123,17 @@ mod x86 {
         let mut mult = [zero; V];
         let mut add = [zero; V];
         for v in 0..V {
-            comp[v] = bytemuck::pod_read_unaligned(bytemuck::cast_slice(
-                &job.rq.comp[v * 16..v * 16 + 16],
-            ));
-            mult[v] = bytemuck::pod_read_unaligned(bytemuck::cast_slice(
-                &job.rq.mult[v * 16..v * 16 + 16],
-            ));
-            add[v] = bytemuck::pod_read_unaligned(bytemuck::cast_slice(
-                &job.rq.add[v * 16..v * 16 + 16],
-            ));
+            let cols = v * 16..v * 16 + 16;
+            comp[v] =
+                bytemuck::pod_read_unaligned(bytemuck::cast_slice(&job.rq.comp[cols.clone()]));
+            mult[v] =
+                bytemuck::pod_read_unaligned(bytemuck::cast_slice(&job.rq.mult[cols.clone()]));
+            add[v] = bytemuck::pod_read_unaligned(bytemuck::cast_slice(&job.rq.add[cols]));
         }
         let cols = job.cols;
-        for (r, acc_r) in acc.iter().enumerate() {
-            let at = (i0 + r) * job.c_rs;
+        let rows = (job.m - blk * MR).min(MR);
+        for (r, acc_r) in acc.iter().enumerate().take(rows) {
+            let at = (blk * MR + r) * job.c_rs;
             for v in 0..V {
                 let c0 = v * 16;
                 if c0 >= cols {
@@ -171,62 +151,59 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn avx2_panel(job: &mut PanelJob<'_>) {
-        for cb in 0..job.cols.div_ceil(8) {
-            let mut i0 = 0;
-            while i0 < job.m {
-                let r = (job.m - i0).min(MR2);
-                match r {
-                    4 => avx2_micro::<4>(job, i0, cb),
-                    3 => avx2_micro::<3>(job, i0, cb),
-                    2 => avx2_micro::<2>(job, i0, cb),
-                    _ => avx2_micro::<1>(job, i0, cb),
+        for blk in 0..job.m.div_ceil(MR) {
+            for cb in 0..job.cols.div_ceil(8) {
+                // Two halves of the block, 4 rows each (8 accumulators).
+                avx2_micro(job, blk, 0, cb);
+                if blk * MR + 4 < job.m {
+                    avx2_micro(job, blk, 4, cb);
                 }
-                i0 += r;
             }
         }
     }
 
-    /// Rows `i0..i0 + R`, columns `8 cb..8 cb + 8`. Each step's four weights of a column are
-    /// widened to i16 and multiplied with the row's four u8 (widened) by `vpmaddwd`, which sums
-    /// them in pairs into i32: two accumulators per row hold the two half-sums of columns 0-3
-    /// and 4-7, added together at the end.
+    /// Rows `MR blk + r0..+4`, columns `8 cb..8 cb + 8`. Each step's four weights of a column
+    /// are widened to i16 and multiplied with the row's four u8 (widened) by `vpmaddwd`, which
+    /// sums them in pairs into i32: two accumulators per row hold the two half-sums of columns
+    /// 0-3 and 4-7, added together at the end.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    fn avx2_micro<const R: usize>(job: &mut PanelJob<'_>, i0: usize, cb: usize) {
-        let rows: [&[[u8; KG]]; R] = core::array::from_fn(|r| row(job, i0 + r));
+    fn avx2_micro(job: &mut PanelJob<'_>, blk: usize, r0: usize, cb: usize) {
+        const R: usize = 4;
+        let a = block(job, blk);
         let b: &[u8] = bytemuck::cast_slice(job.b);
         let step_bytes = job.w * KG;
         let mut lo = [_mm256_setzero_si256(); R];
         let mut hi = [_mm256_setzero_si256(); R];
-        for (s, step) in b.chunks_exact(step_bytes).enumerate() {
+        for (a8, step) in a.iter().zip(b.chunks_exact(step_bytes)) {
             let blk = &step[cb * 32..cb * 32 + 32];
             let b_lo = _mm256_cvtepi8_epi16(load128(blk));
             let b_hi = _mm256_cvtepi8_epi16(load128(&blk[16..]));
             for r in 0..R {
-                let [a0, a1, a2, a3] = rows[r][s].map(u64::from);
+                let at = (r0 + r) * 4;
+                let [a0, a1, a2, a3] = [a8[at], a8[at + 1], a8[at + 2], a8[at + 3]].map(u64::from);
                 let av = _mm256_set1_epi64x((a0 | a1 << 16 | a2 << 32 | a3 << 48) as i64);
                 lo[r] = _mm256_add_epi32(lo[r], _mm256_madd_epi16(av, b_lo));
                 hi[r] = _mm256_add_epi32(hi[r], _mm256_madd_epi16(av, b_hi));
             }
         }
         let c0 = cb * 8;
-        let part = |s: &[i32]| -> __m256i {
-            bytemuck::pod_read_unaligned(bytemuck::cast_slice(&s[c0..c0 + 8]))
-        };
-        let comp = part(job.rq.comp);
+        let comp: __m256i =
+            bytemuck::pod_read_unaligned(bytemuck::cast_slice(&job.rq.comp[c0..c0 + 8]));
         let mult: __m256 =
             bytemuck::pod_read_unaligned(bytemuck::cast_slice(&job.rq.mult[c0..c0 + 8]));
         let add: __m256 =
             bytemuck::pod_read_unaligned(bytemuck::cast_slice(&job.rq.add[c0..c0 + 8]));
         let n = (job.cols - c0).min(8);
-        for r in 0..R {
+        let rows = (job.m - blk * MR - r0).min(R);
+        for r in 0..rows {
             // Lanes of hadd: [c0 c1 c4 c5 | c2 c3 c6 c7]; the permute puts them in order.
             let sum = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(lo[r], hi[r]));
             let z = _mm256_cvtepi32_ps(_mm256_add_epi32(sum, comp));
             let z = _mm256_fmadd_ps(z, mult, add);
             let z = _mm256_min_ps(_mm256_max_ps(z, _mm256_setzero_ps()), _mm256_set1_ps(255.0));
             let q: [i32; 8] = bytemuck::cast(_mm256_cvtps_epi32(z));
-            let at = (i0 + r) * job.c_rs + c0;
+            let at = (blk * MR + r0 + r) * job.c_rs + c0;
             for (d, &v) in job.c[at..at + n].iter_mut().zip(&q) {
                 *d = v as u8;
             }
