@@ -301,29 +301,53 @@ impl QuantConv {
         let cin_g = cin / s.groups;
         let kp = self.kp;
         let z = self.input.zero_point;
-        let mut line = vec![0u8; kp];
+        // Channel runs of whole groups of four go straight to their packed places; others
+        // (the stem's 3 channels) through one gathered row.
+        let direct = cin_g % KG == 0;
+        let mut line = vec![0u8; if direct { 0 } else { kp }];
         let blocks = col[..packed_rows_len(rows, kp)].chunks_exact_mut(MR * kp);
         for (bi, blk) in blocks.enumerate() {
+            let dst: &mut [[[u8; KG]; MR]] = bytemuck::cast_slice_mut(blk);
             for r in 0..MR.min(rows - bi * MR) {
                 let p = p0 + bi * MR + r;
                 let (img, rest) = (p / (geo.oh * geo.ow), p % (geo.oh * geo.ow));
                 let (oy, ox) = (rest / geo.ow, rest % geo.ow);
-                let (taps, tail) = line.split_at_mut(k * k * cin_g);
-                tail.fill(0);
-                for (t, run) in taps.chunks_exact_mut(cin_g).enumerate() {
+                let tap = |t: usize| {
                     let (iy, ix) = (
                         (oy * stride + t / k).wrapping_sub(pad),
                         (ox * stride + t % k).wrapping_sub(pad),
                     );
-                    if iy < geo.h && ix < geo.w {
-                        let at = ((img * geo.h + iy) * geo.w + ix) * cin + g * cin_g;
-                        run.copy_from_slice(&x[at..at + cin_g]);
-                    } else {
-                        run.fill(z);
+                    (iy < geo.h && ix < geo.w)
+                        .then(|| ((img * geo.h + iy) * geo.w + ix) * cin + g * cin_g)
+                };
+                if direct {
+                    let per = cin_g / KG;
+                    for t in 0..k * k {
+                        let d = &mut dst[t * per..(t + 1) * per];
+                        match tap(t) {
+                            Some(at) => {
+                                let src: &[[u8; KG]] = bytemuck::cast_slice(&x[at..at + cin_g]);
+                                for (d, s) in d.iter_mut().zip(src) {
+                                    d[r] = *s;
+                                }
+                            }
+                            None => d.iter_mut().for_each(|d| d[r] = [z; KG]),
+                        }
                     }
-                }
-                for (d, src) in blk.chunks_exact_mut(MR * KG).zip(line.chunks_exact(KG)) {
-                    d[r * KG..(r + 1) * KG].copy_from_slice(src);
+                    dst[k * k * per..].iter_mut().for_each(|d| d[r] = [0; KG]);
+                } else {
+                    let (taps, tail) = line.split_at_mut(k * k * cin_g);
+                    tail.fill(0);
+                    for (t, run) in taps.chunks_exact_mut(cin_g).enumerate() {
+                        match tap(t) {
+                            Some(at) => run.copy_from_slice(&x[at..at + cin_g]),
+                            None => run.fill(z),
+                        }
+                    }
+                    let src: &[[u8; KG]] = bytemuck::cast_slice(&line);
+                    for (d, s) in dst.iter_mut().zip(src) {
+                        d[r] = *s;
+                    }
                 }
             }
         }

@@ -299,8 +299,12 @@ fn quantize_nhwc(x: ArrayView4<'_, f32>, q: ActQuant, out: &mut [u8]) {
     out.par_chunks_mut((c * h * w).max(1))
         .zip(x.axis_iter(Axis(0)).into_par_iter())
         .for_each(|(o, img)| {
-            for ((ch, y, xx), &v) in img.indexed_iter() {
-                o[(y * w + xx) * c + ch] = q.quantize(v);
+            for (ch, plane) in img.outer_iter().enumerate() {
+                let dst = o[ch..].iter_mut().step_by(c);
+                for (d, &v) in dst.zip(plane.iter()) {
+                    *d = q.quantize(v);
+                }
             }
+            let _ = (h, w);
         });
 }
