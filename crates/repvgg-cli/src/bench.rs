@@ -6,8 +6,12 @@ use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array4;
 use repvgg_model::cpu::ConvAlgo;
+use repvgg_model::cpu::Int8Kernel;
 use repvgg_model::gpu::ConvKernel;
-use repvgg_model::{Engine, Form, Model, RepVggConfig, Runner, TrainModel, summary};
+use repvgg_model::quant::QuantOptions;
+use repvgg_model::{
+    Device, Engine, Form, Model, Precision, RepVggConfig, Runner, TrainModel, summary,
+};
 use serde::Serialize;
 
 use crate::{DeviceArgs, parse_size};
@@ -61,6 +65,25 @@ pub(crate) struct BenchArgs {
     /// each op over the timed iterations).
     #[arg(long)]
     pub profile: bool,
+    /// The int8 GEMM's instruction set with --precision int8, for A/B runs: vnni, avx2 or
+    /// scalar (default: the fastest this CPU has).
+    #[arg(long)]
+    pub int8_kernel: Option<Int8Kernel>,
+}
+
+/// Standard normal values (Box-Muller over a fixed LCG), `seed` choosing the stream.
+pub(crate) fn random_normal(shape: (usize, usize, usize, usize), seed: u64) -> Array4<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut uniform = move || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    Array4::from_shape_simple_fn(shape, || {
+        let (u, v) = (uniform(), uniform());
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    })
 }
 
 /// One measured configuration.
@@ -132,9 +155,28 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
         bail!("--batch: batch sizes must be at least 1");
     }
     let macs = summary::summarize(&config, h, w)?.macs;
-    let model = Model::from(TrainModel::random(&config, 0)?);
-    let engine = Engine::open(&a.run.device)?;
-    let opts = a.run.options().cpu_algo(a.cpu_algo).gpu_kernel(a.kernel);
+    let mut model = Model::from(TrainModel::random(&config, 0)?);
+    if a.run.precision == Precision::Int8 {
+        // Random weights calibrated on random inputs, as the peers' int8 benchmark does.
+        let batches: Vec<Array4<f32>> = (0..2)
+            .map(|i| random_normal((8, config.in_channels, h, w), i))
+            .collect();
+        let opts = QuantOptions {
+            method: a.run.method,
+            ..QuantOptions::default()
+        };
+        model = model.quantize(&batches, &opts)?.0;
+    }
+    let engine = match (&a.run.device, a.run.precision) {
+        (Device::Auto, Precision::Int8 | Precision::Bf16) => Engine::cpu(),
+        (d, _) => Engine::open(d)?,
+    };
+    let opts = a
+        .run
+        .options()
+        .cpu_algo(a.cpu_algo)
+        .gpu_kernel(a.kernel)
+        .int8_kernel(a.int8_kernel);
     let runners = a
         .form
         .0

@@ -124,7 +124,7 @@ fn folder_images(dir: &Path) -> Result<Vec<PathBuf>, String> {
 
 /// Expands the command line into image paths, or per-input errors (empty folder, glob with no
 /// match). A path that does not exist and is no pattern stays, to fail by name when read.
-fn expand(inputs: &[PathBuf]) -> Vec<Result<PathBuf, (String, String)>> {
+pub(crate) fn expand(inputs: &[PathBuf]) -> Vec<Result<PathBuf, (String, String)>> {
     let mut out = Vec::new();
     for input in inputs {
         let shown = input.display().to_string();
@@ -193,7 +193,7 @@ fn print_outcome(o: &Outcome, pb: &ProgressBar, json: bool, short: impl Fn(usize
 }
 
 pub(crate) fn run(a: &ClassifyArgs) -> Result<()> {
-    let model = load_model(a)?;
+    let model = crate::quantize::prepare(load_model(a)?, &a.run)?;
     let runner = model.runner(a.run.options())?;
     let items = expand(&a.inputs);
     let total = items.len();

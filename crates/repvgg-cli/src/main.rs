@@ -16,6 +16,7 @@ mod classify;
 mod demo;
 mod export;
 mod profile;
+mod quantize;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -49,6 +50,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Top-k classes of images, folders or globs: the embedded digits model, or ImageNet weights.
     Classify(classify::ClassifyArgs),
+    /// Calibrate a checkpoint on images and write its int8 model (safetensors), with a
+    /// per-layer report of the quantization's error.
+    Quantize(quantize::QuantizeArgs),
 }
 
 /// The options every command that runs a model shares.
@@ -59,10 +63,21 @@ pub(crate) struct DeviceArgs {
     /// NAME. The output says which device ran and why.
     #[arg(long, default_value_t = Device::Auto)]
     pub device: Device,
-    /// Storage precision: f32, or f16 weights and activations with f32 arithmetic (GPUs with
-    /// SHADER_F16). Inputs and outputs are f32 either way.
+    /// Precision: f32; f16 weights and activations with f32 arithmetic (GPUs with
+    /// SHADER_F16); int8 (CPU: an int8 file from `repvgg quantize`, or --calib images); bf16
+    /// (CPUs with AVX512-BF16: not in this version, the error says what the CPU has). Inputs
+    /// and outputs are f32 either way.
     #[arg(long, default_value_t = Precision::F32)]
     pub precision: Precision,
+    /// With --precision int8 and an f32 model: calibration images (files, folders, globs).
+    #[arg(long, num_args = 1..)]
+    pub calib: Vec<PathBuf>,
+    /// How many --calib images to use.
+    #[arg(long, default_value_t = 64)]
+    pub calib_images: usize,
+    /// How --calib chooses activation clips: minmax, percentile or mse.
+    #[arg(long, default_value_t = repvgg_model::CalibMethod::MinMax)]
+    pub method: repvgg_model::CalibMethod,
 }
 
 impl DeviceArgs {
@@ -138,7 +153,7 @@ pub(crate) fn parse_size(s: &str) -> Result<(usize, usize), String> {
 }
 
 fn infer(a: &InferArgs) -> Result<()> {
-    let model = Model::load(&a.weights)?;
+    let model = quantize::prepare(Model::load(&a.weights)?, &a.run)?;
     let x = tensor_io::read_input(&a.input)?;
     let runner = model.runner(a.run.options().form(a.form))?;
     let feats = if a.features {
@@ -287,6 +302,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Classify(a) => classify::run(a),
+        Command::Quantize(a) => quantize::run(a),
     });
     match r {
         Ok(()) => ExitCode::SUCCESS,

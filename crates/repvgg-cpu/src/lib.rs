@@ -55,6 +55,7 @@ mod elementwise;
 mod error;
 mod gemm;
 mod im2col;
+pub mod int8;
 mod network;
 mod plan;
 mod schedule;

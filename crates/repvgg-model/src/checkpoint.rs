@@ -338,7 +338,7 @@ fn to_f32(dtype: Dtype, d: &[u8]) -> Option<Vec<f32>> {
 }
 
 /// Block key prefixes in timm naming: `stem`, `stages.i.j`.
-fn block_prefix(stage: usize, block: usize) -> String {
+pub(crate) fn block_prefix(stage: usize, block: usize) -> String {
     if stage == 0 {
         "stem".into()
     } else {

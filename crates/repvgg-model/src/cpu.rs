@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::model::{DeployModel, Features, Head, SqueezeExcite, TrainModel};
 use crate::walk::{self, Layers, Site, relu_flag};
 
+pub use repvgg_cpu::int8::{Int8Kernel, Int8Network, Int8Options};
 pub use repvgg_cpu::{ConvAlgo, CpuOptions, OpTime, Tile};
 
 /// A model prepared for the CPU engine: weights packed, buffers reused between runs.
@@ -27,6 +28,8 @@ pub struct CpuModel {
 struct Cpu {
     b: NetworkBuilder,
     features: bool,
+    /// Keep every conv's output instead of the stages' (calibration).
+    every_conv: bool,
 }
 
 impl Layers for Cpu {
@@ -44,7 +47,11 @@ impl Layers for Cpu {
         spec: ConvSpec,
         ep: Epilogue,
     ) -> Result<TensorId> {
-        Ok(self.b.conv(x, weight, spec, ep)?)
+        let y = self.b.conv(x, weight, spec, ep)?;
+        if self.every_conv {
+            self.b.output(y)?;
+        }
+        Ok(y)
     }
 
     fn affine_add(
@@ -78,7 +85,7 @@ impl Layers for Cpu {
     }
 
     fn stage_output(&mut self, _: usize, x: TensorId) -> Result<()> {
-        if self.features {
+        if self.features && !self.every_conv {
             self.b.output(x)?;
         }
         Ok(())
@@ -99,6 +106,7 @@ impl CpuModel {
         let mut cpu = Cpu {
             b: NetworkBuilder::new(opts),
             features,
+            every_conv: false,
         };
         walk(&mut cpu)?;
         Ok(Self {
@@ -112,6 +120,23 @@ impl CpuModel {
     /// With `features`, every run also returns each stage's output.
     pub fn deploy(m: &DeployModel, opts: CpuOptions, features: bool) -> Result<Self> {
         Self::build(opts, features, m.config.in_channels, |l| walk::deploy(l, m))
+    }
+
+    /// Prepares a deployed model whose [`CpuModel::forward_features`] returns the output of every
+    /// conv (after its ReLU, or before SE), in order, in place of the stages' (int8
+    /// calibration).
+    pub fn deploy_layers(m: &DeployModel, opts: CpuOptions) -> Result<Self> {
+        let mut cpu = Cpu {
+            b: NetworkBuilder::new(opts),
+            features: true,
+            every_conv: true,
+        };
+        walk::deploy(&mut cpu, m)?;
+        Ok(Self {
+            net: cpu.b.build()?,
+            in_channels: m.config.in_channels,
+            features: true,
+        })
     }
 
     /// Prepares a train-form model: every branch its own kernel, summed through epilogues.

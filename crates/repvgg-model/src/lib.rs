@@ -53,6 +53,7 @@ pub mod onnx;
 pub mod preprocess;
 #[cfg(feature = "pth")]
 pub mod pth;
+pub mod quant;
 pub mod runner;
 mod sniff;
 
@@ -71,5 +72,6 @@ pub use model::{
     Block, DeployBlock, DeployModel, Features, Head, RepVgg, SqueezeExcite, TrainBlock, TrainModel,
     argmax_rows, block_spec, max_abs_diff,
 };
+pub use quant::{CalibMethod, QuantOptions, QuantReport, QuantizedModel};
 pub use runner::{Engine, Profile, RunOptions, Runner};
 pub use vocab::{AdapterFilter, Device, Form, ParseWordError, Precision};

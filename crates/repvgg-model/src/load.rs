@@ -8,8 +8,9 @@ use crate::checkpoint::{self, Checkpoint, LoadedModel, Naming};
 use crate::config::RepVggConfig;
 use crate::error::Result;
 use crate::model::{DeployModel, TrainModel};
+use crate::quant::QuantizedModel;
 use crate::runner::{Engine, RunOptions, Runner, Source};
-use crate::vocab::Form;
+use crate::vocab::{Device, Form, Precision};
 
 /// What a model's classes are and how its inputs are made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +51,8 @@ pub struct Model {
     dtypes: Vec<String>,
     path: Option<PathBuf>,
     task: Task,
+    /// The int8 form, when the model was quantized or loaded from an int8 file.
+    quantized: Option<Arc<QuantizedModel>>,
 }
 
 impl Model {
@@ -67,6 +70,20 @@ impl Model {
             dtypes,
             path,
             task: Task::ImageNet,
+            quantized: None,
+        }
+    }
+
+    /// A model of a quantized one: its deployed form holds the dequantized weights.
+    fn from_quantized(q: QuantizedModel, path: Option<PathBuf>, task: Task) -> Self {
+        let q = Arc::new(q);
+        Self {
+            held: Held::Deploy(Arc::clone(&q.deploy)),
+            naming: Naming::Timm,
+            dtypes: vec!["I8".into(), "F32".into()],
+            path,
+            task,
+            quantized: Some(q),
         }
     }
 
@@ -82,6 +99,13 @@ impl Model {
     /// A [`crate::ModelError`] that names the file and what is wrong with it.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        if crate::quant::sniff_int8_file(path) {
+            return Ok(Self::from_quantized(
+                QuantizedModel::load(path)?,
+                Some(path.to_path_buf()),
+                Task::ImageNet,
+            ));
+        }
         Ok(Self::from_checkpoint(
             checkpoint::load(path)?,
             Some(path.to_path_buf()),
@@ -90,6 +114,13 @@ impl Model {
 
     /// [`Model::load`] of bytes in memory; `name` only names them in errors.
     pub fn from_bytes(bytes: &[u8], name: &Path) -> Result<Self> {
+        if crate::quant::is_int8_file(bytes) {
+            return Ok(Self::from_quantized(
+                QuantizedModel::from_bytes(bytes, name)?,
+                None,
+                Task::ImageNet,
+            ));
+        }
         Ok(Self::from_checkpoint(
             checkpoint::load_bytes(bytes, name)?,
             None,
@@ -176,7 +207,32 @@ impl Model {
             dtypes: self.dtypes.clone(),
             path: self.path.clone(),
             task: self.task,
+            quantized: self.quantized.clone(),
         })
+    }
+
+    /// The int8 form, when this model was quantized ([`Model::quantize`]) or loaded from an
+    /// int8 file.
+    pub fn quantized(&self) -> Option<&QuantizedModel> {
+        self.quantized.as_deref()
+    }
+
+    /// Calibrates the deployed form on `batches` (NCHW, preprocessed as this model's inputs)
+    /// and returns the quantized model (which runs with [`Precision::Int8`], and saves with
+    /// [`QuantizedModel::save`]) and the per-layer report.
+    ///
+    /// # Errors
+    /// See [`crate::quant::quantize`].
+    #[cfg(feature = "cpu")]
+    pub fn quantize(
+        &self,
+        batches: &[ndarray::Array4<f32>],
+        opts: &crate::quant::QuantOptions,
+    ) -> Result<(Model, crate::quant::QuantReport)> {
+        let (q, report) = crate::quant::quantize(&*self.deploy_model()?, batches, opts)?;
+        let mut m = Self::from_quantized(q, self.path.clone(), self.task);
+        m.naming = self.naming;
+        Ok((m, report))
     }
 
     /// Saves the deployed form (fused first if needed) as safetensors in `naming`.
@@ -212,16 +268,26 @@ impl Model {
     /// The device cannot be opened, the form is missing ([`crate::ModelError::NotTrainForm`]
     /// for the train form of a fused model), or the engine refuses the model.
     pub fn runner(&self, opts: RunOptions) -> Result<Runner> {
-        let engine = Engine::open(&opts.device)?;
+        // The reduced CPU precisions pick the CPU engine under the device policy.
+        let engine = match (&opts.device, opts.precision) {
+            (Device::Auto, Precision::Int8 | Precision::Bf16) => Engine::cpu(),
+            (d, _) => Engine::open(d)?,
+        };
         self.runner_on(&engine, opts)
     }
 
     /// [`Model::runner`] on an engine already open (several runners, one device);
     /// `opts.device` only decides how an `Auto` fallback is worded.
     pub fn runner_on(&self, engine: &Engine, opts: RunOptions) -> Result<Runner> {
-        let source = match opts.form {
-            Form::Deploy => Source::Deploy(self.deploy_model()?),
-            Form::Train => match &self.held {
+        let source = match (opts.form, &self.quantized) {
+            (Form::Deploy, Some(q)) => Source::Int8(Arc::clone(q)),
+            (Form::Train, _) if opts.precision == Precision::Int8 => {
+                return Err(crate::ModelError::Unsupported(
+                    "precision int8 runs the deployed form only (--form deploy)".into(),
+                ));
+            }
+            (Form::Deploy, None) => Source::Deploy(self.deploy_model()?),
+            (Form::Train, _) => match &self.held {
                 Held::Train { model, .. } => Source::Train(Arc::clone(model)),
                 Held::Deploy(_) => {
                     return Err(crate::ModelError::NotTrainForm {

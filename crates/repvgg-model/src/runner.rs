@@ -30,6 +30,9 @@ use crate::vocab::{AdapterFilter, Device, Form, Precision};
 use crate::cpu::{ConvAlgo, CpuModel, CpuOptions, OpTime};
 #[cfg(feature = "gpu")]
 use crate::gpu::{GpuModel, GpuOptions};
+use crate::quant::QuantizedModel;
+#[cfg(feature = "cpu")]
+use repvgg_cpu::int8::{Int8Kernel, Int8Network, Int8Options};
 #[cfg(feature = "gpu")]
 use repvgg_gpu::{ConvKernel, GpuContext, LayerTiming};
 
@@ -43,14 +46,19 @@ pub struct RunOptions {
     /// Which form runs: [`Form::Deploy`] (fused, the fast one) or [`Form::Train`] (every
     /// branch separately, for checking the fusion).
     pub form: Form,
-    /// Storage precision: f32, or f16 on GPUs that have `SHADER_F16` (f32 arithmetic). On the
-    /// CPU only f32 runs; [`Device::Auto`] falling back to the CPU runs f32 and says so.
+    /// Precision: f32; f16 on GPUs that have `SHADER_F16` (f32 arithmetic; [`Device::Auto`]
+    /// falling back to the CPU runs f32 and says so); int8 on the CPU engine, from a quantized
+    /// model ([`crate::Model::quantize`], [`crate::QuantizedModel`]); bf16 is refused with what
+    /// the CPU lacks.
     pub precision: Precision,
     /// CPU worker threads; `None`: `RAYON_NUM_THREADS`, else every core.
     pub threads: Option<usize>,
     /// CPU convolution algorithm (A/B runs); `Auto` picks per layer.
     #[cfg(feature = "cpu")]
     pub cpu_algo: ConvAlgo,
+    /// The int8 GEMM's instruction set (A/B runs and tests); `None`: the fastest the CPU has.
+    #[cfg(feature = "cpu")]
+    pub int8_kernel: Option<Int8Kernel>,
     /// GPU convolution kernel (A/B runs); `Tiled` picks per layer and adapter.
     #[cfg(feature = "gpu")]
     pub gpu_kernel: ConvKernel,
@@ -81,6 +89,12 @@ impl RunOptions {
     #[cfg(feature = "cpu")]
     pub fn cpu_algo(mut self, algo: ConvAlgo) -> Self {
         self.cpu_algo = algo;
+        self
+    }
+    /// Sets [`RunOptions::int8_kernel`].
+    #[cfg(feature = "cpu")]
+    pub fn int8_kernel(mut self, kernel: Option<Int8Kernel>) -> Self {
+        self.int8_kernel = kernel;
         self
     }
     /// Sets [`RunOptions::gpu_kernel`].
@@ -238,6 +252,7 @@ impl Engine {
 pub(crate) enum Source {
     Train(Arc<TrainModel>),
     Deploy(Arc<DeployModel>),
+    Int8(Arc<QuantizedModel>),
 }
 
 impl Source {
@@ -245,6 +260,7 @@ impl Source {
         match self {
             Self::Train(m) => &m.config,
             Self::Deploy(m) => &m.config,
+            Self::Int8(q) => &q.deploy.config,
         }
     }
     fn in_channels(&self) -> usize {
@@ -256,6 +272,8 @@ impl Source {
 enum Net {
     #[cfg(feature = "cpu")]
     Cpu(CpuModel),
+    #[cfg(feature = "cpu")]
+    Int8(Int8Network),
     #[cfg(feature = "gpu")]
     Gpu(GpuModel),
 }
@@ -296,6 +314,23 @@ impl Runner {
     ) -> Result<Self> {
         let mut reason = engine.reason.clone();
         let precision = match (&engine.target, opts.precision) {
+            (_, Precision::Bf16) => return Err(bf16_unsupported()),
+            (Target::Cpu, Precision::Int8) => match source {
+                Source::Int8(_) => Precision::Int8,
+                _ => {
+                    return Err(ModelError::Unsupported(
+                        "precision int8 needs a quantized model: `repvgg quantize` writes one \
+                         (or pass calibration images, `Model::quantize`)"
+                            .into(),
+                    ));
+                }
+            },
+            #[cfg(feature = "gpu")]
+            (Target::Gpu(_), Precision::Int8) => {
+                return Err(ModelError::Unsupported(
+                    "precision int8 runs on the CPU engine only (--device cpu)".into(),
+                ));
+            }
             (Target::Cpu, Precision::F32) => Precision::F32,
             (Target::Cpu, p) if opts.device == Device::Auto => {
                 reason += &format!(" ({p} applies to GPUs: the CPU engine computes in f32)");
@@ -343,7 +378,7 @@ impl Runner {
         self.opts.form
     }
 
-    /// The storage precision that runs (f32 on the CPU whatever was asked of `Auto`).
+    /// The precision that runs (f32 on the CPU whatever float precision was asked of `Auto`).
     pub fn precision(&self) -> Precision {
         self.precision
     }
@@ -353,6 +388,8 @@ impl Runner {
         match self.net {
             #[cfg(feature = "cpu")]
             Net::Cpu(ref m) => format!("cpu ({} threads)", m.network().threads()),
+            #[cfg(feature = "cpu")]
+            Net::Int8(ref m) => format!("cpu ({} threads, int8 {})", m.threads(), m.kernel()),
             #[cfg(feature = "gpu")]
             Net::Gpu(_) => self.engine.adapter(),
         }
@@ -368,6 +405,8 @@ impl Runner {
         match self.net {
             #[cfg(feature = "cpu")]
             Net::Cpu(ref m) => m.forward(x),
+            #[cfg(feature = "cpu")]
+            Net::Int8(ref m) => Ok(m.run(x)?),
             #[cfg(feature = "gpu")]
             Net::Gpu(ref m) => m.forward(x),
         }
@@ -381,6 +420,10 @@ impl Runner {
         match *net {
             #[cfg(feature = "cpu")]
             Net::Cpu(ref m) => m.forward_features(x),
+            #[cfg(feature = "cpu")]
+            Net::Int8(_) => Err(ModelError::Unsupported(
+                "stage features of the int8 network: run it in f32".into(),
+            )),
             #[cfg(feature = "gpu")]
             Net::Gpu(ref m) => m.forward_features(x),
         }
@@ -448,6 +491,13 @@ impl Runner {
                     .collect::<Result<Vec<_>>>()?;
                 Ok(Profile::Cpu(runs))
             }
+            #[cfg(feature = "cpu")]
+            Net::Int8(_) => {
+                let _ = warmup;
+                Err(ModelError::Unsupported(
+                    "per-layer profiles of the int8 network are not implemented".into(),
+                ))
+            }
             #[cfg(feature = "gpu")]
             Net::Gpu(ref m) => {
                 let (n, _, h, w) = x.dim();
@@ -462,6 +512,8 @@ impl Runner {
         match self.net {
             #[cfg(feature = "cpu")]
             Net::Cpu(ref m) => Ok(Some(m.executed_macs(batch, h, w)?)),
+            #[cfg(feature = "cpu")]
+            Net::Int8(ref m) => Ok(Some(m.macs(batch, h, w)?)),
             #[cfg(feature = "gpu")]
             Net::Gpu(_) => {
                 let _ = (batch, h, w);
@@ -475,6 +527,8 @@ impl Runner {
         match self.net {
             #[cfg(feature = "cpu")]
             Net::Cpu(ref m) => m.activation_bytes(batch, h, w),
+            #[cfg(feature = "cpu")]
+            Net::Int8(ref m) => Ok(m.activation_bytes(batch, h, w)?),
             #[cfg(feature = "gpu")]
             Net::Gpu(ref m) => m.peak_activation_bytes(batch, h, w),
         }
@@ -496,10 +550,17 @@ fn build(
                 threads: opts.threads,
                 algo: opts.cpu_algo,
             };
-            Ok(Net::Cpu(match source {
-                Source::Train(m) => CpuModel::train(m, cpu, features)?,
-                Source::Deploy(m) => CpuModel::deploy(m, cpu, features)?,
-            }))
+            Ok(match source {
+                Source::Train(m) => Net::Cpu(CpuModel::train(m, cpu, features)?),
+                Source::Deploy(m) => Net::Cpu(CpuModel::deploy(m, cpu, features)?),
+                Source::Int8(q) if precision == Precision::Int8 => {
+                    Net::Int8(q.network(Int8Options {
+                        threads: opts.threads,
+                        kernel: opts.int8_kernel,
+                    })?)
+                }
+                Source::Int8(q) => Net::Cpu(CpuModel::deploy(&q.deploy, cpu, features)?),
+            })
         }
         #[cfg(not(feature = "cpu"))]
         Target::Cpu => {
@@ -511,15 +572,38 @@ fn build(
         }
         #[cfg(feature = "gpu")]
         Target::Gpu(ctx) => {
+            let Some(storage) = precision.storage() else {
+                return Err(ModelError::Unsupported(format!(
+                    "precision {precision} runs on the CPU engine only"
+                )));
+            };
             let g = GpuOptions {
                 kernel: opts.gpu_kernel,
-                precision,
+                precision: storage,
                 features,
             };
             Ok(Net::Gpu(match source {
                 Source::Train(m) => GpuModel::train(ctx, m, g)?,
                 Source::Deploy(m) => GpuModel::deploy(ctx, m, g)?,
+                Source::Int8(q) => GpuModel::deploy(ctx, &q.deploy, g)?,
             }))
         }
     }
+}
+
+/// Why `--precision bf16` does not run here: the CPU feature it needs, when missing, named.
+fn bf16_unsupported() -> ModelError {
+    #[cfg(target_arch = "x86_64")]
+    let has = std::arch::is_x86_feature_detected!("avx512bf16");
+    #[cfg(not(target_arch = "x86_64"))]
+    let has = false;
+    ModelError::Unsupported(if has {
+        "precision bf16: this CPU has AVX512-BF16, but the bf16 kernels are not part of this \
+         version"
+            .into()
+    } else {
+        "precision bf16 needs a CPU with AVX512-BF16 (`avx512_bf16` in /proc/cpuinfo) or \
+         AMX-BF16; this CPU has neither"
+            .into()
+    })
 }

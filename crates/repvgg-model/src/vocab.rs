@@ -5,8 +5,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-pub use repvgg_math::Precision;
-
 /// A word that names none of a vocabulary's values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{got}` is not a {what}: expected {expected}")]
@@ -17,6 +15,75 @@ pub struct ParseWordError {
     pub got: String,
     /// The words accepted.
     pub expected: &'static str,
+}
+
+/// The precision a model runs in.
+///
+/// * [`Precision::F32`]: everywhere.
+/// * [`Precision::F16`]: f16 storage, f32 arithmetic, on GPUs that have `SHADER_F16`.
+/// * [`Precision::Bf16`]: bf16 weights and activations with f32 accumulation, on CPUs with
+///   AVX512-BF16 or AMX-BF16 (the kernels are not part of this version: asking for it reports
+///   what the CPU has).
+/// * [`Precision::Int8`]: the CPU engine's int8 network (u8 activations, s8 weights), from a
+///   quantized model ([`crate::QuantizedModel`], `repvgg quantize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// 32-bit floats.
+    #[default]
+    F32,
+    /// 16-bit float storage (GPU).
+    F16,
+    /// bfloat16 (CPU, AVX512-BF16).
+    Bf16,
+    /// Calibrated int8 (CPU).
+    Int8,
+}
+
+impl Precision {
+    /// Every precision.
+    pub const ALL: [Precision; 4] = [Self::F32, Self::F16, Self::Bf16, Self::Int8];
+
+    /// `f32`, `f16`, `bf16` or `int8`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Bf16 => "bf16",
+            Self::Int8 => "int8",
+        }
+    }
+
+    /// The GPU engine's storage precision for this one, when the GPU runs it.
+    pub fn storage(self) -> Option<repvgg_math::Precision> {
+        match self {
+            Self::F32 => Some(repvgg_math::Precision::F32),
+            Self::F16 => Some(repvgg_math::Precision::F16),
+            Self::Bf16 | Self::Int8 => None,
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = ParseWordError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Self::F32),
+            "f16" | "fp16" | "float16" | "half" => Ok(Self::F16),
+            "bf16" | "bfloat16" => Ok(Self::Bf16),
+            "int8" | "i8" | "u8s8" => Ok(Self::Int8),
+            _ => Err(ParseWordError {
+                what: "precision",
+                got: s.into(),
+                expected: "f32, f16, bf16 or int8",
+            }),
+        }
+    }
 }
 
 /// Which form of a model runs or is stored.
@@ -146,6 +213,14 @@ mod tests {
         }
         assert_eq!("GPU".parse::<Device>(), Ok(Device::GPU));
         assert_eq!(" Deploy ".parse::<Form>(), Ok(Form::Deploy));
+        for p in Precision::ALL {
+            assert_eq!(p.to_string().parse::<Precision>(), Ok(p));
+        }
+        assert_eq!("BFloat16".parse::<Precision>(), Ok(Precision::Bf16));
+        assert_eq!(
+            "int4".parse::<Precision>().unwrap_err().to_string(),
+            "`int4` is not a precision: expected f32, f16, bf16 or int8"
+        );
     }
 
     #[test]

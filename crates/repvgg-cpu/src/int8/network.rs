@@ -1,0 +1,310 @@
+//! A chain of int8 convs with its input quantization and f32 head.
+
+use std::sync::{Mutex, PoisonError};
+
+use ndarray::{Array2, Array4, ArrayView2, ArrayView4, Axis};
+use rayon::prelude::*;
+
+use crate::aligned::AlignedVec;
+use crate::error::{CpuError, Result};
+use crate::gemm::{self, ColEpilogue};
+use crate::int8::{ActQuant, Int8Kernel, QuantConv};
+
+/// Options of an [`Int8Network`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Int8Options {
+    /// Worker threads; `None` uses rayon's global pool.
+    pub threads: Option<usize>,
+    /// The GEMM's instruction set; `None` takes the fastest this CPU has.
+    pub kernel: Option<Int8Kernel>,
+}
+
+/// Convs in a chain, each reading the previous one's u8 output, then global average pooling and
+/// a linear layer in f32. `Send + Sync`.
+#[derive(Debug)]
+pub struct Int8Network {
+    in_channels: usize,
+    input: ActQuant,
+    convs: Vec<QuantConv>,
+    classes: usize,
+    /// `[C, classes]` packed in f32 GEMM panels.
+    head_wt: AlignedVec,
+    head_bias: Vec<f32>,
+    unit: Vec<f32>,
+    kernel: Int8Kernel,
+    pool: Option<rayon::ThreadPool>,
+    /// Two activation buffers per concurrent run, kept between runs.
+    buffers: Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl Int8Network {
+    /// A network of `convs` in order on an input of `in_channels` quantized as the first conv's
+    /// input says, then the head `weight [classes, C]`, `bias`.
+    ///
+    /// # Errors
+    /// [`CpuError::Invalid`] for no convs, a kernel this CPU lacks (naming the missing features),
+    /// convs whose input quantization is not the previous output's, or a non-finite head;
+    /// [`CpuError::Shape`] for channels that do not chain.
+    pub fn new(
+        in_channels: usize,
+        convs: Vec<QuantConv>,
+        head_weight: ArrayView2<'_, f32>,
+        head_bias: &[f32],
+        opts: Int8Options,
+    ) -> Result<Self> {
+        let kernel = match opts.kernel {
+            None => Int8Kernel::detect(),
+            Some(k) if k.is_available() => k,
+            Some(k) => {
+                return Err(CpuError::Invalid(format!(
+                    "the {k} int8 kernel needs the CPU features {}, which this CPU lacks",
+                    k.features()
+                )));
+            }
+        };
+        let Some(first) = convs.first() else {
+            return Err(CpuError::Invalid(
+                "an int8 network needs at least one conv".into(),
+            ));
+        };
+        let input = first.input();
+        let mut c = in_channels;
+        let mut scale = None;
+        for (i, conv) in convs.iter().enumerate() {
+            if conv.spec().in_channels != c {
+                return Err(CpuError::Shape {
+                    what: format!("int8 conv {i} input channels"),
+                    expected: vec![c],
+                    found: vec![conv.spec().in_channels],
+                });
+            }
+            if let Some(s) = scale
+                && conv.input() != ActQuant::relu(s)
+            {
+                return Err(CpuError::Invalid(format!(
+                    "int8 conv {i} reads its input as {:?}, but conv {} wrote it with scale {s} \
+                     and zero point 0",
+                    conv.input(),
+                    i - 1
+                )));
+            }
+            c = conv.spec().out_channels;
+            scale = Some(conv.output_scale());
+        }
+        let classes = head_weight.shape()[0];
+        if head_weight.shape()[1] != c || head_bias.len() != classes {
+            return Err(CpuError::Shape {
+                what: "classifier weight and bias".into(),
+                expected: vec![classes, c, classes],
+                found: vec![
+                    head_weight.shape()[0],
+                    head_weight.shape()[1],
+                    head_bias.len(),
+                ],
+            });
+        }
+        if head_weight.iter().chain(head_bias).any(|v| !v.is_finite()) {
+            return Err(CpuError::Invalid("classifier holds NaN or inf".into()));
+        }
+        let mut head_wt = AlignedVec::filled(gemm::packed_len(c, classes), 0.0);
+        gemm::pack_into(&mut head_wt, c, classes, |ci, k| head_weight[[k, ci]]);
+        let pool = match opts.threads {
+            None => None,
+            Some(n) => Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n.max(1))
+                    .build()
+                    .map_err(|e| CpuError::ThreadPool(e.to_string()))?,
+            ),
+        };
+        Ok(Self {
+            in_channels,
+            input,
+            convs,
+            classes,
+            head_wt,
+            head_bias: head_bias.to_vec(),
+            unit: vec![1.0; classes],
+            kernel,
+            pool,
+            buffers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The GEMM's instruction set.
+    pub fn kernel(&self) -> Int8Kernel {
+        self.kernel
+    }
+
+    /// Threads a run uses.
+    pub fn threads(&self) -> usize {
+        self.pool.as_ref().map_or_else(
+            rayon::current_num_threads,
+            rayon::ThreadPool::current_num_threads,
+        )
+    }
+
+    /// The convs, in order.
+    pub fn convs(&self) -> &[QuantConv] {
+        &self.convs
+    }
+
+    /// Multiply-adds of a run of `n x h x w` (convs and head).
+    pub fn macs(&self, n: usize, mut h: usize, mut w: usize) -> Result<u64> {
+        let mut total = 0;
+        for c in &self.convs {
+            total += c.macs(n, h, w)?;
+            (h, w) = c.spec().output_size(h, w)?;
+        }
+        let last = self
+            .convs
+            .last()
+            .map_or(self.in_channels, |c| c.spec().out_channels);
+        Ok(total + (n * last * self.classes) as u64)
+    }
+
+    /// Bytes of u8 activations and im2col scratch alive at the peak of a run of `n x h x w`
+    /// (the input and output of the widest conv and its gathered rows).
+    pub fn activation_bytes(&self, n: usize, mut h: usize, mut w: usize) -> Result<u64> {
+        let threads = self.threads();
+        let mut peak = 0;
+        for c in &self.convs {
+            let s = c.spec();
+            let (oh, ow) = s.output_size(h, w)?;
+            let bytes = n * (h * w * s.in_channels + oh * ow * s.out_channels)
+                + c.scratch_bytes(n * oh * ow, threads);
+            peak = peak.max(bytes);
+            (h, w) = (oh, ow);
+        }
+        Ok(peak as u64)
+    }
+
+    /// Logits `[N, classes]` of an NCHW f32 batch.
+    ///
+    /// # Errors
+    /// [`CpuError::Shape`] for a batch of another channel count or an image too small for the
+    /// convs.
+    pub fn run(&self, x: ArrayView4<'_, f32>) -> Result<Array2<f32>> {
+        Ok(self.run_inner(x, false)?.0)
+    }
+
+    /// Logits and every conv's output, dequantized to f32 NCHW (for calibration reports).
+    ///
+    /// # Errors
+    /// As [`Int8Network::run`].
+    pub fn run_layers(&self, x: ArrayView4<'_, f32>) -> Result<(Array2<f32>, Vec<Array4<f32>>)> {
+        self.run_inner(x, true)
+    }
+
+    fn run_inner(
+        &self,
+        x: ArrayView4<'_, f32>,
+        keep: bool,
+    ) -> Result<(Array2<f32>, Vec<Array4<f32>>)> {
+        match &self.pool {
+            Some(p) => p.install(|| self.run_here(x, keep)),
+            None => self.run_here(x, keep),
+        }
+    }
+
+    fn run_here(
+        &self,
+        x: ArrayView4<'_, f32>,
+        keep: bool,
+    ) -> Result<(Array2<f32>, Vec<Array4<f32>>)> {
+        let (n, c, mut h, mut w) = x.dim();
+        if c != self.in_channels {
+            return Err(CpuError::Shape {
+                what: "int8 network input".into(),
+                expected: vec![n, self.in_channels, h, w],
+                found: vec![n, c, h, w],
+            });
+        }
+        let threads = rayon::current_num_threads();
+        let (mut a, mut b) = self
+            .buffers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default();
+        a.resize(n * h * w * c, 0);
+        quantize_nhwc(x, self.input, &mut a);
+        let mut layers = Vec::new();
+        let mut cur = c;
+        for conv in &self.convs {
+            let (oh, ow) = conv.spec().output_size(h, w)?;
+            let co = conv.spec().out_channels;
+            b.resize(n * oh * ow * co, 0);
+            conv.run(self.kernel, &a, n, h, w, &mut b, threads)?;
+            std::mem::swap(&mut a, &mut b);
+            (h, w, cur) = (oh, ow, co);
+            if keep {
+                let q = ActQuant::relu(conv.output_scale());
+                let t = Array4::from_shape_fn((n, co, h, w), |(i, ch, y, xx)| {
+                    q.dequantize(a[((i * h + y) * w + xx) * co + ch])
+                });
+                layers.push(t);
+            }
+        }
+        // Global average pool of the dequantized codes, then the linear layer.
+        let scale = self.convs.last().map_or(1.0, QuantConv::output_scale);
+        let hw = h * w;
+        let mut pooled = vec![0.0f32; n * cur];
+        pooled
+            .par_chunks_mut(cur.max(1))
+            .enumerate()
+            .for_each(|(i, p)| {
+                let mut sums = vec![0u32; cur];
+                for px in a[i * hw * cur..(i + 1) * hw * cur].chunks_exact(cur) {
+                    for (s, &v) in sums.iter_mut().zip(px) {
+                        *s += u32::from(v);
+                    }
+                }
+                for (d, s) in p.iter_mut().zip(sums) {
+                    *d = s as f32 * scale / hw as f32;
+                }
+            });
+        let mut logits = Array2::<f32>::zeros((n, self.classes));
+        let Some(out) = logits.as_slice_mut() else {
+            unreachable!("a new array is contiguous")
+        };
+        gemm::gemm(
+            n,
+            cur,
+            self.classes,
+            &pooled,
+            cur,
+            &self.head_wt,
+            out,
+            self.classes,
+            Some(ColEpilogue {
+                scale: &self.unit,
+                shift: &self.head_bias,
+                accumulate: false,
+                relu: false,
+            }),
+            true,
+        );
+        self.buffers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((a, b));
+        Ok((logits, layers))
+    }
+}
+
+/// `x` (NCHW f32) quantized into `out` (NHWC u8).
+fn quantize_nhwc(x: ArrayView4<'_, f32>, q: ActQuant, out: &mut [u8]) {
+    let (_, c, h, w) = x.dim();
+    out.par_chunks_mut((c * h * w).max(1))
+        .zip(x.axis_iter(Axis(0)).into_par_iter())
+        .for_each(|(o, img)| {
+            for (ch, plane) in img.outer_iter().enumerate() {
+                let dst = o[ch..].iter_mut().step_by(c);
+                for (d, &v) in dst.zip(plane.iter()) {
+                    *d = q.quantize(v);
+                }
+            }
+            let _ = (h, w);
+        });
+}

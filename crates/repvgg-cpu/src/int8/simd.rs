@@ -1,0 +1,212 @@
+//! The crate's only `unsafe` code: entering the int8 GEMM's two SIMD kernels, functions
+//! compiled with `#[target_feature]` for instruction sets that the build target does not
+//! guarantee. Calling such a function is `unsafe` because running it on a CPU without those
+//! features is undefined; each call below is preceded by a run-time check of exactly the
+//! features the function enables.
+//!
+//! Inside the kernels nothing else is `unsafe`: the intrinsics they call take and return values
+//! (no pointers), loads and stores go through bounds-checked slices and `bytemuck`, and the
+//! lengths they index by are asserted by `PanelJob::check` before either is entered. The tests
+//! (`int8::gemm`, `int8::conv`) run each kernel this machine has against an integer oracle.
+#![allow(unsafe_code)]
+
+use crate::int8::gemm::PanelJob;
+
+/// Whether this CPU has what [`vnni_panel`] needs: AVX-512 F and BW, and VNNI.
+pub(crate) fn has_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Whether this CPU has what [`avx2_panel`] needs: AVX2 and FMA.
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Runs `job` with AVX-512 VNNI; `false` (nothing done) on a CPU without it.
+pub(crate) fn vnni_panel(job: &mut PanelJob<'_>) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if has_vnni() {
+        // SAFETY: `x86::vnni_panel` enables exactly avx512f, avx512bw and avx512vnni, which
+        // `has_vnni` has detected on this CPU just above. The function touches memory only
+        // through `job`'s slices (bounds-checked; lengths asserted by `PanelJob::check`).
+        unsafe { x86::vnni_panel(job) };
+        return true;
+    }
+    let _ = job;
+    false
+}
+
+/// Runs `job` with AVX2; `false` (nothing done) on a CPU without it.
+pub(crate) fn avx2_panel(job: &mut PanelJob<'_>) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: `x86::avx2_panel` enables exactly avx2 and fma, which `has_avx2` has detected
+        // on this CPU just above; memory is touched only through `job`'s checked slices.
+        unsafe { x86::avx2_panel(job) };
+        return true;
+    }
+    let _ = job;
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use core::arch::x86_64::*;
+
+    use crate::int8::gemm::{KG, MR, PanelJob};
+
+    /// Bytes of one step of a packed row block: [`MR`] rows x four steps.
+    const A_STEP: usize = MR * KG;
+
+    fn load512(bytes: &[u8]) -> __m512i {
+        bytemuck::pod_read_unaligned(&bytes[..64])
+    }
+
+    fn load128(bytes: &[u8]) -> __m128i {
+        bytemuck::pod_read_unaligned(&bytes[..16])
+    }
+
+    /// Row block `blk` of `a`: `kp / 4` steps of `[MR][4]` bytes.
+    fn block<'a>(job: &'a PanelJob<'_>, blk: usize) -> &'a [[u8; A_STEP]] {
+        let len = MR * job.kp;
+        bytemuck::cast_slice(&job.a[blk * len..(blk + 1) * len])
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) fn vnni_panel(job: &mut PanelJob<'_>) {
+        for blk in 0..job.m.div_ceil(MR) {
+            if job.w == 2 * 16 {
+                vnni_block::<2>(job, blk);
+            } else {
+                vnni_block::<1>(job, blk);
+            }
+        }
+    }
+
+    /// Rows `MR blk..` (all [`MR`] computed, those below `m` stored), `V` vectors of 16
+    /// columns: `MR x V` accumulators over the whole sum, then the requantization on vectors.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    fn vnni_block<const V: usize>(job: &mut PanelJob<'_>, blk: usize) {
+        let a = block(job, blk);
+        let b: &[u8] = bytemuck::cast_slice(job.b);
+        let mut acc = [[_mm512_setzero_si512(); V]; MR];
+        // Chunks of a compile-time size: no bounds checks inside the loop.
+        for (a8, step) in a.iter().zip(b.chunks_exact(V * 64)) {
+            let mut bv = [_mm512_setzero_si512(); V];
+            for (v, bv) in bv.iter_mut().enumerate() {
+                *bv = load512(&step[v * 64..]);
+            }
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let a4 = [a8[r * 4], a8[r * 4 + 1], a8[r * 4 + 2], a8[r * 4 + 3]];
+                let av = _mm512_set1_epi32(i32::from_le_bytes(a4));
+                for (acc, &bv) in acc_r.iter_mut().zip(&bv) {
+                    *acc = _mm512_dpbusd_epi32(*acc, av, bv);
+                }
+            }
+        }
+        let zero = _mm512_setzero_ps();
+        let top = _mm512_set1_ps(255.0);
+        let mut comp = [_mm512_setzero_si512(); V];
+        let mut mult = [zero; V];
+        let mut add = [zero; V];
+        for v in 0..V {
+            let cols = v * 16..v * 16 + 16;
+            comp[v] =
+                bytemuck::pod_read_unaligned(bytemuck::cast_slice(&job.rq.comp[cols.clone()]));
+            mult[v] =
+                bytemuck::pod_read_unaligned(bytemuck::cast_slice(&job.rq.mult[cols.clone()]));
+            add[v] = bytemuck::pod_read_unaligned(bytemuck::cast_slice(&job.rq.add[cols]));
+        }
+        let cols = job.cols;
+        let rows = (job.m - blk * MR).min(MR);
+        for (r, acc_r) in acc.iter().enumerate().take(rows) {
+            let at = (blk * MR + r) * job.c_rs;
+            for v in 0..V {
+                let c0 = v * 16;
+                if c0 >= cols {
+                    break;
+                }
+                let z = _mm512_cvtepi32_ps(_mm512_add_epi32(acc_r[v], comp[v]));
+                let z = _mm512_fmadd_ps(z, mult[v], add[v]);
+                let z = _mm512_min_ps(_mm512_max_ps(z, zero), top);
+                let q: [u8; 16] = bytemuck::cast(_mm512_cvtepi32_epi8(_mm512_cvtps_epi32(z)));
+                let n = (cols - c0).min(16);
+                job.c[at + c0..at + c0 + n].copy_from_slice(&q[..n]);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn avx2_panel(job: &mut PanelJob<'_>) {
+        for blk in 0..job.m.div_ceil(MR) {
+            for cb in 0..job.cols.div_ceil(8) {
+                // Two halves of the block, 4 rows each (8 accumulators).
+                avx2_micro(job, blk, 0, cb);
+                if blk * MR + 4 < job.m {
+                    avx2_micro(job, blk, 4, cb);
+                }
+            }
+        }
+    }
+
+    /// Rows `MR blk + r0..+4`, columns `8 cb..8 cb + 8`. Each step's four weights of a column
+    /// are widened to i16 and multiplied with the row's four u8 (widened) by `vpmaddwd`, which
+    /// sums them in pairs into i32: two accumulators per row hold the two half-sums of columns
+    /// 0-3 and 4-7, added together at the end.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn avx2_micro(job: &mut PanelJob<'_>, blk: usize, r0: usize, cb: usize) {
+        const R: usize = 4;
+        let a = block(job, blk);
+        let b: &[u8] = bytemuck::cast_slice(job.b);
+        let step_bytes = job.w * KG;
+        let mut lo = [_mm256_setzero_si256(); R];
+        let mut hi = [_mm256_setzero_si256(); R];
+        for (a8, step) in a.iter().zip(b.chunks_exact(step_bytes)) {
+            let blk = &step[cb * 32..cb * 32 + 32];
+            let b_lo = _mm256_cvtepi8_epi16(load128(blk));
+            let b_hi = _mm256_cvtepi8_epi16(load128(&blk[16..]));
+            for r in 0..R {
+                let at = (r0 + r) * 4;
+                let [a0, a1, a2, a3] = [a8[at], a8[at + 1], a8[at + 2], a8[at + 3]].map(u64::from);
+                let av = _mm256_set1_epi64x((a0 | a1 << 16 | a2 << 32 | a3 << 48) as i64);
+                lo[r] = _mm256_add_epi32(lo[r], _mm256_madd_epi16(av, b_lo));
+                hi[r] = _mm256_add_epi32(hi[r], _mm256_madd_epi16(av, b_hi));
+            }
+        }
+        let c0 = cb * 8;
+        let comp: __m256i =
+            bytemuck::pod_read_unaligned(bytemuck::cast_slice(&job.rq.comp[c0..c0 + 8]));
+        let mult: __m256 =
+            bytemuck::pod_read_unaligned(bytemuck::cast_slice(&job.rq.mult[c0..c0 + 8]));
+        let add: __m256 =
+            bytemuck::pod_read_unaligned(bytemuck::cast_slice(&job.rq.add[c0..c0 + 8]));
+        let n = (job.cols - c0).min(8);
+        let rows = (job.m - blk * MR - r0).min(R);
+        for r in 0..rows {
+            // Lanes of hadd: [c0 c1 c4 c5 | c2 c3 c6 c7]; the permute puts them in order.
+            let sum = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(lo[r], hi[r]));
+            let z = _mm256_cvtepi32_ps(_mm256_add_epi32(sum, comp));
+            let z = _mm256_fmadd_ps(z, mult, add);
+            let z = _mm256_min_ps(_mm256_max_ps(z, _mm256_setzero_ps()), _mm256_set1_ps(255.0));
+            let q: [i32; 8] = bytemuck::cast(_mm256_cvtps_epi32(z));
+            let at = (blk * MR + r0 + r) * job.c_rs + c0;
+            for (d, &v) in job.c[at..at + n].iter_mut().zip(&q) {
+                *d = v as u8;
+            }
+        }
+    }
+}
