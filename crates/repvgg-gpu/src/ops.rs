@@ -10,8 +10,8 @@ use repvgg_math::ConvSpec;
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::graph::{Epilogue, TensorId};
-use crate::kernels::conv::ConvKernel;
-use crate::network::NetworkBuilder;
+use crate::builder::NetworkBuilder;
+use crate::select::ConvKernel;
 use repvgg_math::Activation;
 
 fn run_one(

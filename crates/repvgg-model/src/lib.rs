@@ -71,5 +71,7 @@ pub use model::{
     Block, DeployBlock, DeployModel, Features, Head, RepVgg, SqueezeExcite, TrainBlock, TrainModel,
     argmax_rows, block_spec, max_abs_diff,
 };
+#[cfg(feature = "gpu")]
+pub use runner::TUNE_SIZE;
 pub use runner::{Engine, Profile, RunOptions, Runner};
 pub use vocab::{AdapterFilter, Device, Form, ParseWordError, Precision};
