@@ -85,7 +85,12 @@ fn gpu_table(form: &str, batch: usize, (h, w): (usize, usize), layers: &[LayerTi
         .max(6);
     // The conv's candidate and where it came from: "f4+subgroup12 (cache)".
     let choice = |l: &LayerTiming| l.choice.map_or("-".to_string(), |c| c.to_string());
-    let cw = layers.iter().map(|l| choice(l).len()).max().unwrap_or(0).max(6);
+    let cw = layers
+        .iter()
+        .map(|l| choice(l).len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
     out += &format!(
         "{:>5} {:<kw$} {:<cw$} {:<22} {:>10} {:>9} {:>7}\n",
         "layer", "kernel", "choice", "output", "time_ms", "GFLOP/s", "share"

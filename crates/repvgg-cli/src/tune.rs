@@ -80,7 +80,11 @@ pub(crate) fn run(a: &TuneArgs) -> Result<()> {
                         (false, true) => "  (the rules' choice)",
                         (false, false) => "",
                     };
-                    println!("    {:<20} {:>10.3} ms{mark}", c.to_string(), t.as_secs_f64() * 1e3);
+                    println!(
+                        "    {:<20} {:>10.3} ms{mark}",
+                        c.to_string(),
+                        t.as_secs_f64() * 1e3
+                    );
                 }
             }
             report_tuning(&r);

@@ -186,13 +186,11 @@ pub(crate) fn prepare<'a>(
         let uniform = uniform_at(slot, spec.params.len());
         slot += 1;
         let partial = || match (&scratch, spec.scratch_bytes) {
-            (Some(b), bytes) if bytes > 0 => {
-                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: b,
-                    offset: 0,
-                    size: NonZeroU64::new(bytes),
-                })
-            }
+            (Some(b), bytes) if bytes > 0 => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: b,
+                offset: 0,
+                size: NonZeroU64::new(bytes),
+            }),
             _ => net.dummy_rw.as_entire_binding(),
         };
         let residual = match &step.op {

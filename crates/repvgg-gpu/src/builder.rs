@@ -268,7 +268,9 @@ impl NetworkBuilder {
                 let (choices, report) = tune::choose(&ctx, &caps, &g, job)?;
                 (choices, Some(report))
             }
-            (None, ConvKernel::Auto, None) => (convs.iter().map(|s| rules(&s.spec)).collect(), None),
+            (None, ConvKernel::Auto, None) => {
+                (convs.iter().map(|s| rules(&s.spec)).collect(), None)
+            }
             (None, kernel, _) => (
                 convs
                     .iter()

@@ -4,7 +4,7 @@ use crate::context::GpuContext;
 
 /// The device `--device auto` runs on: a hardware GPU, or the reason it takes the CPU.
 ///
-/// A software adapter (see [`is_software_adapter`]) is never taken here: the CPU path is faster
+/// A software adapter (see [`crate::is_software_adapter`]) is never taken here: the CPU path is faster
 /// than a rasterizer emulating a GPU on the same cores. Callers that want it anyway use
 /// [`GpuContext::new`].
 #[derive(Debug)]

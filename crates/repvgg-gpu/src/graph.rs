@@ -611,17 +611,31 @@ mod tests {
         assert_eq!(f.convs().len(), 2);
         let lowered = f.lower_winograd(&[None, Some(Tile::F4)]).expect("lowered");
         assert_eq!(lowered.nodes.len(), 4);
-        assert!(matches!(lowered.nodes[1].0, Node::WinogradInput { x: 1, tile: Tile::F4 }));
-        assert!(matches!(lowered.nodes[3].0, Node::WinogradOutput { like: 1, .. }));
+        assert!(matches!(
+            lowered.nodes[1].0,
+            Node::WinogradInput {
+                x: 1,
+                tile: Tile::F4
+            }
+        ));
+        assert!(matches!(
+            lowered.nodes[3].0,
+            Node::WinogradOutput { like: 1, .. }
+        ));
         assert_eq!(lowered.nodes[3].1, 2);
         let convs = lowered.convs();
         assert_eq!(convs.len(), 2);
-        assert_eq!((convs[1].spec.in_channels, convs[1].spec.groups), (36 * 4, 36));
+        assert_eq!(
+            (convs[1].spec.in_channels, convs[1].spec.groups),
+            (36 * 4, 36)
+        );
         let mut g = Graph::new();
         let x = g.input(3);
         let spec = ConvSpec::conv3x3(3, 4, 2, 1).expect("spec");
         let w = Array4::zeros(spec.weight_shape());
-        let y = g.conv(x, w.view(), spec, Epilogue::default()).expect("conv");
+        let y = g
+            .conv(x, w.view(), spec, Epilogue::default())
+            .expect("conv");
         g.output("y", y);
         let f = g.finish().expect("finish");
         assert!(matches!(

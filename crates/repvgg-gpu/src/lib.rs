@@ -96,27 +96,27 @@
 #![warn(missing_docs)]
 
 // The modules, from the ground up: each imports only modules above it in this list.
-mod error;
-mod precision;
-mod options;
-mod shader;
+mod bind;
+mod builder;
+mod caps;
 mod checked_file;
-mod trusted;
 mod context;
 mod device_policy;
-mod caps;
+mod error;
 mod graph;
-mod plan;
 mod kernels;
+mod network;
+pub mod ops;
+mod options;
+mod plan;
+mod precision;
 mod select;
+mod shader;
+mod timing;
+mod trusted;
+mod tune;
 mod tuning;
 mod upload;
-mod bind;
-mod timing;
-mod network;
-mod tune;
-mod builder;
-pub mod ops;
 
 pub use builder::NetworkBuilder;
 pub use context::{

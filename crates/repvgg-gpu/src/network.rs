@@ -14,11 +14,11 @@ use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::graph::{FinishedGraph, Node};
 use crate::kernels::{u, wino_output};
-use crate::tuning::TuningReport;
 use crate::plan::{Step, Topology, step_macs};
 use crate::precision::{Precision, Storage};
 use crate::select::ConvChoice;
 use crate::timing::{self, LayerTiming, Queries, synthetic};
+use crate::tuning::TuningReport;
 use crate::upload::Uploaded;
 
 /// Prepared (shape-specific) resources kept per network.
@@ -26,12 +26,7 @@ const PLAN_CACHE: usize = 4;
 
 /// The submissions of a timed batch: `(first image, images)` each, their prepared resources,
 /// synthetic input for the largest, and the values per image.
-type BenchSetup = (
-    Vec<(usize, usize)>,
-    Vec<Arc<Prepared>>,
-    Vec<f32>,
-    usize,
-);
+type BenchSetup = (Vec<(usize, usize)>, Vec<Arc<Prepared>>, Vec<f32>, usize);
 
 /// A network on the GPU, ready to run on batches of any size and input shape it can take.
 #[derive(Debug)]
@@ -44,7 +39,7 @@ pub struct GpuNetwork {
     nan_fill: bool,
     /// Per layer: the choice of the conv it belongs to (a Winograd conv has three layers).
     choices: Vec<Option<ConvChoice>>,
-    tuning: Option<TuningReport>,
+    tuning: Option<Box<TuningReport>>,
     cache: Mutex<Vec<Arc<Prepared>>>,
     /// Runs share activation buffers: one at a time.
     busy: Mutex<()>,
@@ -135,7 +130,7 @@ impl GpuNetwork {
             convs: choices.to_vec(),
             nan_fill: how.nan_fill,
             choices: layer_choice,
-            tuning,
+            tuning: tuning.map(Box::new),
             cache: Mutex::new(Vec::new()),
             busy: Mutex::new(()),
         })
@@ -150,7 +145,7 @@ impl GpuNetwork {
     /// What tuning did while this network was built: `None` where it did not run (tuning
     /// off, forced kernels, no timestamp queries).
     pub fn tuning_report(&self) -> Option<&TuningReport> {
-        self.tuning.as_ref()
+        self.tuning.as_deref()
     }
 
     /// The context this network runs on.
@@ -165,7 +160,12 @@ impl GpuNetwork {
 
     /// Output names, in the order they were declared.
     pub fn output_names(&self) -> Vec<String> {
-        self.net.topo.outputs.iter().map(|(n, _)| n.clone()).collect()
+        self.net
+            .topo
+            .outputs
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// How weights and activations are stored.
@@ -340,7 +340,10 @@ impl GpuNetwork {
         self.net
             .topo
             .check_input(&[batch, self.input_channels(), height, width])?;
-        let chunk = self.net.topo.chunk(batch, height, width, self.max_binding)?;
+        let chunk = self
+            .net
+            .topo
+            .chunk(batch, height, width, self.max_binding)?;
         Ok(self
             .net
             .topo
@@ -358,9 +361,9 @@ impl GpuNetwork {
         self.net.topo.macs(height, width)
     }
 
-
     fn bench_setup(&self, batch: usize, height: usize, width: usize) -> Result<BenchSetup> {
-        self.net.topo
+        self.net
+            .topo
             .check_input(&[batch, self.input_channels(), height, width])?;
         let batches = self.batches(batch, height, width)?;
         let preps = batches

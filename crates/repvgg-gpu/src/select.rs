@@ -319,7 +319,11 @@ impl Candidate {
     }
 
     /// Every candidate the tuner may time for `spec` on `ctx`'s adapter in `precision`, the
-    /// rules' choice first (see [`Candidate::set`]).
+    /// rules' choice first: the subgroup kernel with 8 and 12 channels per invocation where it
+    /// fits, the gemm kernel (forced split-K too on hardware adapters, where the split pays),
+    /// the workgroup kernel on hardware adapters in f32, and Winograd F(2x2) (and F(4x4) in
+    /// f32: its transforms amplify f16 rounding too much) with the product on the rules'
+    /// kernel.
     pub fn tuning_set(
         ctx: &crate::context::GpuContext,
         spec: &ConvSpec,
@@ -328,11 +332,7 @@ impl Candidate {
         Self::set(&Caps::of(ctx), spec, precision)
     }
 
-    /// Every candidate of the tuner's set for `spec` on `caps` in `precision`, the rules'
-    /// choice first: the subgroup kernel with 8 and 12 channels per invocation where it fits,
-    /// the gemm kernel (forced split-K too on hardware adapters, where the split pays), the
-    /// workgroup kernel on hardware adapters in f32, and Winograd F(2x2) (and F(4x4) in f32:
-    /// its transforms amplify f16 rounding too much) with the product on the rules' kernel.
+    /// [`Candidate::tuning_set`] for an adapter described by `caps`.
     pub(crate) fn set(caps: &Caps, spec: &ConvSpec, precision: Precision) -> Vec<Candidate> {
         let mut set = vec![rule(caps, spec, precision)];
         let mut add = |c: Candidate| {
@@ -539,9 +539,8 @@ mod tests {
                 .ok()
                 .and_then(Candidate::winograd_tile)
         };
-        let auto = |spec: &ConvSpec, caps: &Caps, precision| {
-            tile(ConvKernel::Auto, spec, caps, precision)
-        };
+        let auto =
+            |spec: &ConvSpec, caps: &Caps, precision| tile(ConvKernel::Auto, spec, caps, precision);
         assert_eq!(auto(&wide, &lavapipe, f32_), Some(Tile::F4));
         assert_eq!(auto(&wide, &hardware, f32_), None);
         assert_eq!(auto(&wide, &lavapipe, f16_), None);
@@ -587,8 +586,13 @@ mod tests {
         let f32_ = Precision::F32;
         let imp = |k: ConvKernel, caps: &Caps, spec: &ConvSpec| {
             let c = k.candidate(caps, spec, f32_)?;
-            prepare(c.direct(), caps, spec, ndarray::Array4::zeros(spec.weight_shape()).view())
-                .map(|(i, _)| i)
+            prepare(
+                c.direct(),
+                caps,
+                spec,
+                ndarray::Array4::zeros(spec.weight_shape()).view(),
+            )
+            .map(|(i, _)| i)
         };
         assert!(matches!(
             imp(ConvKernel::Auto, &with, &spec),

@@ -6,7 +6,7 @@
 //! * a [`wgpu::PipelineCache`] persisted in the user's cache directory
 //!   ([`wgpu::Device::create_pipeline_cache`]), fed only bytes that a previous
 //!   [`wgpu::PipelineCache::get_data`] returned for the same adapter, as checked by a header
-//!   and a CRC-32 of our own; anything else (missing, truncated, corrupt, another adapter's) is
+//!   and a CRC-32 of our own (`checked_file`); anything else (missing, truncated, corrupt, another adapter's) is
 //!   ignored and the cache starts empty.
 #![allow(unsafe_code)]
 
@@ -160,9 +160,8 @@ impl DiskCache {
         let data = file.as_deref();
         let saved = data.map(crc32fast::hash);
         // SAFETY: `data` is either `None` or bytes that passed `checked_file::decode`: our
-        // header, the exact
-        // length and the CRC-32 of what `save` wrote, and `save` writes only what
-        // `PipelineCache::get_data` returned; the file name is wgpu's `pipeline_cache_key` of
+        // header, the exact length and the CRC-32 of what `save` wrote, and `save` writes only
+        // what `PipelineCache::get_data` returned; the file name is wgpu's `pipeline_cache_key` of
         // this adapter, and wgpu checks its own header (adapter key, version) again, falling
         // back to an empty cache (`fallback: true`) when the data is not for this device.
         let cache = unsafe {

@@ -67,8 +67,12 @@ impl TuningCache {
     /// The cache of `identity` in `dir` (`None`: kept in memory only), read from its file when
     /// that file is intact and this adapter's.
     pub fn open(identity: String, dir: Option<&Path>) -> Self {
-        let path =
-            dir.map(|d| d.join(format!("tuning-{:08x}.bin", crc32fast::hash(identity.as_bytes()))));
+        let path = dir.map(|d| {
+            d.join(format!(
+                "tuning-{:08x}.bin",
+                crc32fast::hash(identity.as_bytes())
+            ))
+        });
         let entries = path
             .as_deref()
             .and_then(|p| checked_file::read(MAGIC, p, MAX_FILE))
@@ -322,10 +326,13 @@ mod tests {
 
     fn filled(dir: &Path, identity: &str) -> TuningCache {
         let mut c = TuningCache::open(identity.into(), Some(dir));
-        c.insert("f32 48>48 k3 s1 p1 g1 1x56x56".into(), Candidate::Winograd {
-            tile: Tile::F4,
-            inner: select::DirectConv::Subgroup { ch4: 3 },
-        });
+        c.insert(
+            "f32 48>48 k3 s1 p1 g1 1x56x56".into(),
+            Candidate::Winograd {
+                tile: Tile::F4,
+                inner: select::DirectConv::Subgroup { ch4: 3 },
+            },
+        );
         c.insert(
             "f16 3>48 k3 s2 p1 g1 8x224x224".into(),
             Candidate::Direct(select::DirectConv::Gemm { split_k: false }),
@@ -365,7 +372,10 @@ mod tests {
             b"not a cache at all".to_vec(),
             checked_file::encode(b"RVGGPLC1", &good[20..]),
             // Intact, but another adapter's identity.
-            checked_file::encode(MAGIC, b"SwiftShader\tx\ty\tvulkan\nf32 1>1 k1 s1 p0 g1 1x1x1\tgemm"),
+            checked_file::encode(
+                MAGIC,
+                b"SwiftShader\tx\ty\tvulkan\nf32 1>1 k1 s1 p0 g1 1x1x1\tgemm",
+            ),
             // Intact and ours, with an unknown candidate: that entry alone is dropped.
             checked_file::encode(
                 MAGIC,

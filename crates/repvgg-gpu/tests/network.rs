@@ -241,7 +241,12 @@ fn every_candidate_forced_matches_the_oracle() {
     }
     // What the tuner may time for this network's convs is among them.
     let specs = [
-        &net.stem3, &net.stem1, &net.b1, &net.b3, &net.grouped, &net.down,
+        &net.stem3,
+        &net.stem1,
+        &net.b1,
+        &net.b3,
+        &net.grouped,
+        &net.down,
     ];
     for conv in specs {
         for precision in Precision::ALL {
@@ -251,7 +256,9 @@ fn every_candidate_forced_matches_the_oracle() {
         }
     }
     for candidate in all {
-        let mut b = NetworkBuilder::new(&ctx).candidate(candidate).nan_fill(true);
+        let mut b = NetworkBuilder::new(&ctx)
+            .candidate(candidate)
+            .nan_fill(true);
         net.build(&mut b);
         let gpu = b.build().expect("build");
         let forced = gpu
@@ -933,7 +940,11 @@ fn tuning_times_once_then_reuses_the_cache() {
         assert!(shape.times.iter().any(|(c, _)| *c == shape.chosen));
     }
     let file = report.cache_file.clone().expect("a cache file");
-    assert!(file.starts_with(dir.path()) && file.exists(), "{}", file.display());
+    assert!(
+        file.starts_with(dir.path()) && file.exists(),
+        "{}",
+        file.display()
+    );
     assert!(
         first
             .conv_choices()
@@ -944,7 +955,12 @@ fn tuning_times_once_then_reuses_the_cache() {
     let second = build(repvgg_gpu::Tuning::Cached, long);
     let again = second.tuning_report().expect("a report");
     assert_eq!((again.cached, again.tuned.len()), (7, 0), "{again}");
-    let chosen = |n: &GpuNetwork| n.conv_choices().iter().map(|c| c.candidate).collect::<Vec<_>>();
+    let chosen = |n: &GpuNetwork| {
+        n.conv_choices()
+            .iter()
+            .map(|c| c.candidate)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(chosen(&second), chosen(&first));
     assert!(
         second
@@ -956,9 +972,17 @@ fn tuning_times_once_then_reuses_the_cache() {
     let none = build(repvgg_gpu::Tuning::Force, std::time::Duration::ZERO);
     let r = none.tuning_report().expect("a report");
     assert_eq!((r.tuned.len(), r.untuned), (0, 7), "{r}");
-    assert!(none.conv_choices().iter().all(|c| c.source == ChoiceSource::Rules));
+    assert!(
+        none.conv_choices()
+            .iter()
+            .all(|c| c.source == ChoiceSource::Rules)
+    );
     let off = build(repvgg_gpu::Tuning::Off, long);
-    assert!(off.conv_choices().iter().all(|c| c.source == ChoiceSource::Rules));
+    assert!(
+        off.conv_choices()
+            .iter()
+            .all(|c| c.source == ChoiceSource::Rules)
+    );
     let mut b = NetworkBuilder::new(&ctx);
     net.build(&mut b);
     assert!(b.build().expect("build").tuning_report().is_none());

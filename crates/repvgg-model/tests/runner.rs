@@ -85,10 +85,7 @@ fn gpu_runner_matches_the_reference_in_both_forms() {
     let x = input(2, 17, 3);
     for form in Form::ALL {
         let r = model
-            .runner_on(
-                &engine,
-                opts().device(Device::GPU).form(form),
-            )
+            .runner_on(&engine, opts().device(Device::GPU).form(form))
             .unwrap();
         assert!(r.device().starts_with("gpu: "), "{}", r.device());
         assert_close(
@@ -138,11 +135,7 @@ fn one_runner_many_threads() {
     send_sync::<Runner>();
     send_sync::<Model>();
     let model = small(3, true);
-    let runner = Arc::new(
-        model
-            .runner(opts().device(Device::Cpu))
-            .unwrap(),
-    );
+    let runner = Arc::new(model.runner(opts().device(Device::Cpu)).unwrap());
     let inputs: Vec<Array4<f32>> = (0..8).map(|i| input(1 + i % 3, 12 + i, i as u64)).collect();
     let want: Vec<_> = inputs
         .iter()
@@ -169,9 +162,7 @@ fn one_runner_many_threads() {
 #[test]
 fn auto_applies_the_device_policy_and_says_why() {
     let engine = Engine::open(&Device::Auto).unwrap();
-    let r = small(1, false)
-        .runner_on(&engine, opts())
-        .unwrap();
+    let r = small(1, false).runner_on(&engine, opts()).unwrap();
     let why = r.device();
     assert!(
         why.starts_with("cpu: ") || why.starts_with("gpu: "),
@@ -196,11 +187,7 @@ fn asking_for_what_cannot_run_is_a_clear_error() {
     assert!(matches!(e, ModelError::NotTrainForm { .. }), "{e}");
 
     let e = small(2, false)
-        .runner(
-            opts()
-                .device(Device::Cpu)
-                .precision(Precision::F16),
-        )
+        .runner(opts().device(Device::Cpu).precision(Precision::F16))
         .unwrap_err();
     assert!(e.to_string().contains("f16 runs on a GPU only"), "{e}");
 
@@ -212,9 +199,7 @@ fn asking_for_what_cannot_run_is_a_clear_error() {
     assert_eq!(r.precision(), Precision::F32);
     assert!(r.device().contains("f16 applies to GPUs"), "{}", r.device());
 
-    let r = small(2, false)
-        .runner(opts().device(Device::Cpu))
-        .unwrap();
+    let r = small(2, false).runner(opts().device(Device::Cpu)).unwrap();
     let e = r.run(Array4::zeros((1, 4, 8, 8)).view()).unwrap_err();
     assert!(matches!(e, ModelError::Input { .. }), "{e}");
     let e = r.run(Array4::zeros((0, 3, 8, 8)).view()).unwrap_err();
@@ -227,9 +212,7 @@ fn asking_for_what_cannot_run_is_a_clear_error() {
 fn digits_classify_through_the_runner() {
     use repvgg_model::digits;
     let model = Model::digits().unwrap();
-    let r = model
-        .runner(opts().device(Device::Cpu))
-        .unwrap();
+    let r = model.runner(opts().device(Device::Cpu)).unwrap();
     let test = digits::test_set().unwrap();
     let logits = r.run(test.input.view()).unwrap();
     let acc = digits::accuracy(&logits, &test.labels);
