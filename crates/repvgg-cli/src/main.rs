@@ -74,7 +74,7 @@ pub(crate) struct DeviceArgs {
     /// off (the hand rules). See `repvgg tune`.
     #[arg(long, default_value_t = Tuning::Cached)]
     pub tuning: Tuning,
-    /// Seconds tuning may spend timing per network (a conv shape started is finished).
+    /// Seconds tuning may spend timing per network (a candidate started is timed to its end).
     #[arg(long, default_value_t = repvgg_model::gpu::DEFAULT_TUNING_BUDGET.as_secs_f64())]
     pub tuning_budget: f64,
 }

@@ -99,9 +99,11 @@ impl NetworkBuilder {
         self
     }
 
-    /// Time tuning may spend measuring, per network ([`DEFAULT_BUDGET`] unless set): it stops
-    /// starting new conv shapes once this is spent (a shape started is finished), and the
-    /// shapes left take the rules until a later build tunes them.
+    /// Time tuning may spend measuring, per network ([`DEFAULT_BUDGET`] unless set). The first
+    /// shape a build times is timed whole, so that every build makes progress; after it, tuning
+    /// starts no candidate once the budget is spent (one started is timed to its end: a
+    /// pipeline build and four runs), a shape cut short is not cached, and the shapes left take
+    /// the rules until a later build tunes them.
     pub fn tuning_budget(mut self, budget: Duration) -> Self {
         self.budget = budget;
         self

@@ -221,6 +221,7 @@ pub(crate) fn choose(
     });
     let mut decided: BTreeMap<&str, ConvChoice> = BTreeMap::new();
     let start = Instant::now();
+    let mut timed_one = false;
     for i in order {
         let (c, k) = (&convs[i], keys[i].as_str());
         if decided.contains_key(k) {
@@ -237,24 +238,37 @@ pub(crate) fn choose(
                     source: ChoiceSource::Cache,
                 }
             }
-            _ if start.elapsed() < job.budget => {
-                let x = shapes[c.x];
-                let tuned = measure(ctx, caps, c, x, job)?;
-                let candidate = tuned.chosen;
-                cache.insert(k.to_string(), candidate);
-                report.tuned.push(TunedShape {
-                    key: k.to_string(),
-                    ..tuned
-                });
-                ConvChoice {
-                    candidate,
-                    source: ChoiceSource::Tuned,
-                }
-            }
-            _ => {
+            // The first shape timed by a build is timed whole, whatever the budget, so that
+            // every build makes progress; the others stop at the budget.
+            _ if start.elapsed() >= job.budget => {
                 report.untuned += 1;
                 rules(c)
             }
+            _ => match measure(
+                ctx,
+                caps,
+                c,
+                shapes[c.x],
+                job,
+                std::mem::replace(&mut timed_one, true).then_some(start + job.budget),
+            )? {
+                Some(tuned) => {
+                    let candidate = tuned.chosen;
+                    cache.insert(k.to_string(), candidate);
+                    report.tuned.push(TunedShape {
+                        key: k.to_string(),
+                        ..tuned
+                    });
+                    ConvChoice {
+                        candidate,
+                        source: ChoiceSource::Tuned,
+                    }
+                }
+                None => {
+                    report.untuned += 1;
+                    rules(c)
+                }
+            },
         };
         decided.insert(k, choice);
     }
@@ -266,14 +280,16 @@ pub(crate) fn choose(
 }
 
 /// Times every candidate of `c`'s tuning set on an input of shape `x`, each as a network of
-/// the one conv (with the conv's bias and ReLU), and picks one.
+/// the one conv (with the conv's bias and ReLU), and picks one; `None` when `deadline` passes
+/// before every candidate was timed (the shape is then left to the rules, and not cached).
 fn measure(
     ctx: &GpuContext,
     caps: &Caps,
     c: &ConvSite,
     x: [usize; 4],
     job: Job,
-) -> Result<TunedShape> {
+    deadline: Option<Instant>,
+) -> Result<Option<TunedShape>> {
     let set = Candidate::set(caps, &c.spec, job.precision);
     let weight = Array4::from_shape_fn(c.spec.weight_shape(), |(o, i, ky, kx)| {
         ((o * 31 + i * 17 + ky * 5 + kx) % 13) as f32 / 13.0 - 0.5
@@ -281,6 +297,9 @@ fn measure(
     let bias = vec![0.01f32; c.spec.out_channels];
     let mut times = Vec::new();
     for &candidate in &set {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
+        }
         let mut g = Graph::new();
         let input = g.input(c.spec.in_channels);
         let ep = Epilogue::bias(bias.clone()).relu();
@@ -312,11 +331,11 @@ fn measure(
         (Some((c, _)), None) => c,
         _ => rule,
     };
-    Ok(TunedShape {
+    Ok(Some(TunedShape {
         key: String::new(),
         times,
         chosen,
-    })
+    }))
 }
 
 #[cfg(test)]

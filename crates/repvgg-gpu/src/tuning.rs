@@ -16,7 +16,7 @@ pub enum Tuning {
     /// The hand rules only.
     Off,
     /// Reuse the cached choices; time the shapes the cache lacks, as the time budget allows
-    /// (the rest take the rules until a later build), and add them to the cache.
+    /// (the rest take the rules until a later build goes on), and add them to the cache.
     #[default]
     Cached,
     /// Time every shape again (as the budget allows), replacing cached choices.
