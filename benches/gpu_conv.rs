@@ -1,7 +1,7 @@
 //! GFLOP/s of the GPU conv kernels on every distinct 3x3 conv shape of RepVGG-A0 at 224x224,
-//! main (tiled) kernel against the naive one-output-per-invocation baseline, on one adapter.
+//! main (auto) kernel against the naive one-output-per-invocation baseline, on one adapter.
 //!
-//! `cargo bench --bench gpu_conv` (append `-- Naive` or `-- Tiled` to filter). Criterion's
+//! `cargo bench --bench gpu_conv` (append `-- Naive` or `-- Auto` to filter). Criterion's
 //! throughput is in FLOP (2 x MACs), so its `Gelem/s` reads as GFLOP/s. Every sample is GPU time
 //! measured by `GpuNetwork::bench`: timestamp queries where the adapter has them, otherwise wall
 //! time around the submission and an explicit wait for the queue. Without an adapter the bench
@@ -57,7 +57,7 @@ fn gpu_conv(c: &mut Criterion) {
             continue;
         };
         let label = format!("{cin}to{cout}_s{stride}_{size}");
-        for kernel in [ConvKernel::Tiled, ConvKernel::Naive] {
+        for kernel in [ConvKernel::Auto, ConvKernel::Naive] {
             let net = match conv_net(&ctx, kernel, spec) {
                 Ok(net) => net,
                 Err(e) => {

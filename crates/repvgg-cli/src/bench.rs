@@ -54,11 +54,12 @@ pub(crate) struct BenchArgs {
     /// f4 / f2 (Winograd with that tile for every 3x3 stride-1 conv) or gemm.
     #[arg(long, default_value_t = ConvAlgo::Auto)]
     pub cpu_algo: ConvAlgo,
-    /// GPU convolution kernel: tiled (chosen per layer and adapter; see docs/gpu.md), or force
+    /// GPU convolution kernel: auto (chosen per layer and adapter: tuned, or the rules; see
+    /// docs/gpu.md), or force
     /// gemm, split-k, workgroup, subgroup, naive (one output per invocation, the baseline),
-    /// winograd (F(2x2, 3x3) for every 3x3 stride-1 conv, the rest as tiled) or winograd4
+    /// winograd (F(2x2, 3x3) for every 3x3 stride-1 conv, the rest as auto) or winograd4
     /// (F(4x4, 3x3) likewise).
-    #[arg(long, default_value_t = ConvKernel::Tiled)]
+    #[arg(long, default_value_t = ConvKernel::Auto)]
     pub kernel: ConvKernel,
     /// Also print a per-layer table: time, GFLOP/s, share of the run and the kernel or algorithm
     /// of every layer (GPU: timestamp queries, on stderr with --json; CPU: median wall time of
@@ -177,13 +178,23 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
         .cpu_algo(a.cpu_algo)
         .gpu_kernel(a.kernel)
         .int8_kernel(a.int8_kernel);
+    // One runner per batch and form: the GPU engine tunes its kernels for that batch.
     let runners = a
-        .form
-        .0
+        .batch
         .iter()
-        .map(|&f| model.runner_on(&engine, opts.clone().form(f)))
+        .map(|&batch| {
+            a.form
+                .0
+                .iter()
+                .map(|&f| {
+                    let r = model.runner_on(&engine, opts.clone().form(f).tune_for(batch, h, w))?;
+                    crate::report_tuning(&r);
+                    Ok(r)
+                })
+                .collect::<repvgg_model::Result<Vec<_>>>()
+        })
         .collect::<repvgg_model::Result<Vec<_>>>()?;
-    let total = (a.batch.len() * runners.len() * (a.iters + a.warmup)) as u64;
+    let total = (a.batch.len() * a.form.0.len() * (a.iters + a.warmup)) as u64;
     let pb = ProgressBar::new(total).with_style(
         ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -194,8 +205,8 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
         .map(|&batch| synthetic_batch(batch, config.in_channels, h, w))
         .collect();
     let mut rows = Vec::new();
-    for (&batch, x) in a.batch.iter().zip(&inputs) {
-        for r in &runners {
+    for ((&batch, x), runners) in a.batch.iter().zip(&inputs).zip(&runners) {
+        for r in runners {
             pb.set_message(format!(
                 "{} {} {} b{batch}",
                 engine.kind(),
@@ -209,8 +220,8 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
     pb.finish_and_clear();
     print_rows(&rows, a.json)?;
     if a.profile {
-        for (&batch, x) in a.batch.iter().zip(&inputs) {
-            for r in &runners {
+        for ((&batch, x), runners) in a.batch.iter().zip(&inputs).zip(&runners) {
+            for r in runners {
                 let p = r.profile(x.view(), a.warmup, a.iters)?;
                 let form = r.form().to_string();
                 crate::profile::print(&p, &config.name, &form, batch, (h, w), a.json);

@@ -67,9 +67,13 @@ pub(crate) fn run(a: &DemoArgs) -> Result<()> {
     let test = digits::test_set()?;
     pb.set_message("choosing a device");
     let engine = Engine::open(&a.run.device)?;
-    let opts = a.run.options();
+    let size = digits::INPUT_SIZE;
+    let opts = a.run.options().tune_for(1, size, size);
     let train_r = model.runner_on(&engine, opts.clone().form(Form::Train))?;
     let deploy_r = model.runner_on(&engine, opts.form(Form::Deploy))?;
+    for r in [&train_r, &deploy_r] {
+        crate::report_tuning(r);
+    }
     let device_reason = deploy_r.device().to_string();
     let fallback_reason = (a.run.device == Device::Auto && !engine.is_gpu())
         .then(|| device_reason.trim_start_matches("cpu: ").to_string());

@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use ndarray::ArrayD;
+use repvgg_model::gpu::Tuning;
 use repvgg_model::{
     Device, Engine, Features, Form, Model, Naming, Precision, RepVggConfig, RunOptions, summary,
     tensor_io,
@@ -17,6 +19,7 @@ mod demo;
 mod export;
 mod profile;
 mod quantize;
+mod tune;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,6 +49,9 @@ enum Command {
     Info,
     /// Time train vs deploy form on the CPU or GPU.
     Bench(bench::BenchArgs),
+    /// Time every GPU conv candidate of a variant's layers on this adapter ahead of time, keep
+    /// the fastest in the tuning cache, and print each shape's candidates and times.
+    Tune(tune::TuneArgs),
     /// The embedded digits model: fuse, classify on the GPU (or CPU), compare forms, time them.
     Demo(demo::DemoArgs),
     /// Top-k classes of images, folders or globs: the embedded digits model, or ImageNet weights.
@@ -78,6 +84,14 @@ pub(crate) struct DeviceArgs {
     /// How --calib chooses activation clips: minmax, percentile or mse.
     #[arg(long, default_value_t = repvgg_model::CalibMethod::MinMax)]
     pub method: repvgg_model::CalibMethod,
+    /// GPU kernel tuning: cached (time each conv shape once per adapter, within
+    /// --tuning-budget, and reuse the choice from the cache directory), force (time again) or
+    /// off (the hand rules). See `repvgg tune`.
+    #[arg(long, default_value_t = Tuning::Cached)]
+    pub tuning: Tuning,
+    /// Seconds tuning may spend timing per network (a candidate started is timed to its end).
+    #[arg(long, default_value_t = repvgg_model::gpu::DEFAULT_TUNING_BUDGET.as_secs_f64())]
+    pub tuning_budget: f64,
 }
 
 impl DeviceArgs {
@@ -85,6 +99,17 @@ impl DeviceArgs {
         RunOptions::default()
             .device(self.device.clone())
             .precision(self.precision)
+            .tuning(self.tuning)
+            .tuning_budget(Duration::from_secs_f64(self.tuning_budget.clamp(0.0, 1e6)))
+    }
+}
+
+/// One line on stderr saying what tuning did for `runner`, where it timed or skipped shapes.
+pub(crate) fn report_tuning(runner: &repvgg_model::Runner) {
+    if let Some(r) = runner.tuning_report()
+        && (!r.tuned.is_empty() || r.untuned > 0)
+    {
+        eprintln!("{} form: {r}", runner.form());
     }
 }
 
@@ -300,6 +325,7 @@ fn main() -> ExitCode {
         Command::Summary(a) => summary_cmd(a),
         Command::Info => info(),
         Command::Bench(a) => bench::run(a),
+        Command::Tune(a) => tune::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Classify(a) => classify::run(a),
         Command::Quantize(a) => quantize::run(a),

@@ -83,9 +83,17 @@ fn gpu_table(form: &str, batch: usize, (h, w): (usize, usize), layers: &[LayerTi
         .max()
         .unwrap_or(0)
         .max(6);
+    // The conv's candidate and where it came from: "f4+subgroup12 (cache)".
+    let choice = |l: &LayerTiming| l.choice.map_or("-".to_string(), |c| c.to_string());
+    let cw = layers
+        .iter()
+        .map(|l| choice(l).len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
     out += &format!(
-        "{:>5} {:<kw$} {:<22} {:>10} {:>9} {:>7}\n",
-        "layer", "kernel", "output", "time_ms", "GFLOP/s", "share"
+        "{:>5} {:<kw$} {:<cw$} {:<22} {:>10} {:>9} {:>7}\n",
+        "layer", "kernel", "choice", "output", "time_ms", "GFLOP/s", "share"
     );
     for l in layers {
         let t = l.time.as_secs_f64();
@@ -95,9 +103,10 @@ fn gpu_table(form: &str, batch: usize, (h, w): (usize, usize), layers: &[LayerTi
             0.0
         };
         out += &format!(
-            "{:>5} {:<kw$} {:<22} {:>10.3} {:>9.1} {:>6.1}%\n",
+            "{:>5} {:<kw$} {:<cw$} {:<22} {:>10.3} {:>9.1} {:>6.1}%\n",
             l.index,
             l.kernel,
+            choice(l),
             format!("{:?}", l.output),
             t * 1e3,
             gflops,

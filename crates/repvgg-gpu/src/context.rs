@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use crate::device_policy::is_software_adapter;
 use crate::error::{GpuError, Result};
 use crate::options::ContextOptions;
 use crate::precision::Precision;
@@ -39,6 +38,8 @@ struct Inner {
     /// Runtime bounds checks in every shader (else dropped where proven unneeded).
     runtime_checks: bool,
     disk_cache: Option<DiskCache>,
+    /// Where this crate's caches live (`ContextOptions::pipeline_cache_dir`).
+    cache_dir: Option<std::path::PathBuf>,
     /// A pipeline was built since the disk cache was last saved.
     unsaved: AtomicBool,
 }
@@ -314,6 +315,7 @@ impl GpuContext {
                 pipelines: Mutex::new(HashMap::new()),
                 runtime_checks: options.runtime_checks,
                 disk_cache,
+                cache_dir: options.pipeline_cache_dir.clone(),
                 unsaved: AtomicBool::new(false),
             }),
         }
@@ -404,6 +406,12 @@ impl GpuContext {
     /// The file of the persisted pipeline cache, when there is one (see [`ContextOptions`]).
     pub fn pipeline_cache_path(&self) -> Option<&Path> {
         self.inner.disk_cache.as_ref().map(DiskCache::path)
+    }
+
+    /// The directory of this crate's caches, the pipeline cache and the tuning cache
+    /// ([`ContextOptions::pipeline_cache_dir`]), when they are persisted.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.inner.cache_dir.as_deref()
     }
 
     /// Writes the pipeline cache to its file when pipelines were built since the last save
@@ -530,4 +538,21 @@ impl GpuContext {
             .unwrap_or_else(PoisonError::into_inner);
         Ok(cache.entry((shader, precision)).or_insert(module).clone())
     }
+}
+
+/// Whether an adapter is a software implementation running on the CPU (lavapipe/llvmpipe,
+/// SwiftShader, WARP): wgpu reports [`wgpu::DeviceType::Cpu`] for them, and the names are checked
+/// too for drivers that report another type.
+pub fn is_software_adapter(info: &wgpu::AdapterInfo) -> bool {
+    let name = info.name.to_lowercase();
+    let driver = info.driver.to_lowercase();
+    info.device_type == wgpu::DeviceType::Cpu
+        || [
+            "llvmpipe",
+            "lavapipe",
+            "swiftshader",
+            "microsoft basic render driver",
+        ]
+        .iter()
+        .any(|s| name.contains(s) || driver.contains(s))
 }

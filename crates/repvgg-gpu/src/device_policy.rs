@@ -2,26 +2,9 @@
 
 use crate::context::GpuContext;
 
-/// Whether an adapter is a software implementation running on the CPU (lavapipe/llvmpipe,
-/// SwiftShader, WARP): wgpu reports [`wgpu::DeviceType::Cpu`] for them, and the names are checked
-/// too for drivers that report another type.
-pub fn is_software_adapter(info: &wgpu::AdapterInfo) -> bool {
-    let name = info.name.to_lowercase();
-    let driver = info.driver.to_lowercase();
-    info.device_type == wgpu::DeviceType::Cpu
-        || [
-            "llvmpipe",
-            "lavapipe",
-            "swiftshader",
-            "microsoft basic render driver",
-        ]
-        .iter()
-        .any(|s| name.contains(s) || driver.contains(s))
-}
-
 /// The device `--device auto` runs on: a hardware GPU, or the reason it takes the CPU.
 ///
-/// A software adapter (see [`is_software_adapter`]) is never taken here: the CPU path is faster
+/// A software adapter (see [`crate::is_software_adapter`]) is never taken here: the CPU path is faster
 /// than a rasterizer emulating a GPU on the same cores. Callers that want it anyway use
 /// [`GpuContext::new`].
 #[derive(Debug)]
@@ -53,7 +36,7 @@ impl AutoDevice {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::context::is_software_adapter;
 
     fn info(name: &str, driver: &str, device_type: wgpu::DeviceType) -> wgpu::AdapterInfo {
         let mut i = wgpu::AdapterInfo::new(device_type, wgpu::Backend::Vulkan);

@@ -2,16 +2,18 @@
 //! weights, outputs, and every check that needs no device.
 //!
 //! [`crate::NetworkBuilder`] wraps a [`Graph`] with a device; [`Graph::finish`] validates the
-//! whole network and keeps only the layers some output depends on.
+//! whole network and keeps only the layers some output depends on. Lowering passes rewrite
+//! layers into others the kernels run: a linear layer on a flat tensor becomes a 1x1 conv
+//! ([`Graph::linear`]), and [`FinishedGraph::lower_winograd`] turns the convs it is told to into
+//! Winograd transforms around a grouped 1x1 product.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
-use repvgg_math::winograd::Tile;
+use repvgg_math::winograd::{self, Tile};
 use repvgg_math::{Activation, ConvSpec};
 
 use crate::error::{GpuError, Result};
-use crate::kernels::winograd;
 
 static NEXT_GRAPH: AtomicU32 = AtomicU32::new(1);
 
@@ -108,6 +110,121 @@ pub(crate) struct FinishedGraph {
     pub input: usize,
     pub nodes: Vec<(Node, usize)>,
     pub outputs: Vec<(String, usize)>,
+}
+
+/// A conv of a [`FinishedGraph`], as its kernel choice sees it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConvSite {
+    pub spec: ConvSpec,
+    /// The tensor it reads.
+    pub x: usize,
+    /// Whether its epilogue adds a residual.
+    pub residual: bool,
+}
+
+impl FinishedGraph {
+    /// The conv layers, in order.
+    pub fn convs(&self) -> Vec<ConvSite> {
+        self.nodes
+            .iter()
+            .filter_map(|(node, _)| match node {
+                Node::Conv {
+                    x, spec, residual, ..
+                } => Some(ConvSite {
+                    spec: *spec,
+                    x: *x,
+                    residual: residual.is_some(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Runs conv `i` (in the order of [`FinishedGraph::convs`]) as Winograd F(m x m, 3x3) with
+    /// `tiles[i]` where that is `Some`: input transform, grouped 1x1 conv over the (m + 2)^2
+    /// positions with the transformed weights (`repvgg_math::winograd`), output transform
+    /// with the epilogue. The product takes the conv's place in the order of convs.
+    ///
+    /// # Errors
+    /// [`GpuError::Unsupported`] for a tile on a conv Winograd does not compute.
+    pub fn lower_winograd(mut self, tiles: &[Option<Tile>]) -> Result<Self> {
+        let nodes = std::mem::take(&mut self.nodes);
+        let mut out = Vec::with_capacity(nodes.len());
+        let mut convs = 0;
+        for (node, y) in nodes {
+            let Node::Conv {
+                x,
+                spec,
+                weight,
+                scale,
+                bias,
+                residual,
+                relu,
+            } = node
+            else {
+                out.push((node, y));
+                continue;
+            };
+            let tile = tiles.get(convs).copied().flatten();
+            convs += 1;
+            let Some(tile) = tile else {
+                let node = Node::Conv {
+                    x,
+                    spec,
+                    weight,
+                    scale,
+                    bias,
+                    residual,
+                    relu,
+                };
+                out.push((node, y));
+                continue;
+            };
+            if !winograd::applies(&spec) {
+                return Err(GpuError::Unsupported(format!(
+                    "Winograd F(m x m, 3x3) needs a 3x3 conv with stride 1 and padding 1, not \
+                     {k}x{k} with stride {} and padding {}",
+                    spec.stride,
+                    spec.padding,
+                    k = spec.kernel_size
+                )));
+            }
+            let product = winograd::product_spec(&spec, tile)?;
+            let v = self.add_tensor(product.in_channels);
+            let m = self.add_tensor(product.out_channels);
+            out.push((Node::WinogradInput { x, tile }, v));
+            let node = Node::Conv {
+                x: v,
+                spec: product,
+                weight: winograd::transform_weights(weight.view(), tile),
+                scale: None,
+                bias: None,
+                residual: None,
+                relu: false,
+            };
+            out.push((node, m));
+            let node = Node::WinogradOutput {
+                x: m,
+                like: x,
+                tile,
+                scale,
+                bias,
+                residual,
+                relu,
+            };
+            out.push((node, y));
+        }
+        self.nodes = out;
+        Ok(self)
+    }
+
+    fn add_tensor(&mut self, channels: usize) -> usize {
+        self.tensors.push(TensorMeta {
+            channels,
+            flat: false,
+        });
+        self.tensors.len() - 1
+    }
 }
 
 /// Tensors, layers and outputs of a network under construction.
@@ -213,56 +330,6 @@ impl Graph {
             relu,
         };
         Ok(self.push(node, spec.out_channels, flat))
-    }
-
-    /// The conv as Winograd F(m x m, 3x3) with `tile`: input transform, grouped 1x1 conv over
-    /// the (m + 2)^2 positions with the transformed weights, output transform with the
-    /// epilogue.
-    pub fn winograd(
-        &mut self,
-        x: TensorId,
-        weight: ArrayView4<'_, f32>,
-        spec: ConvSpec,
-        epilogue: Epilogue,
-        tile: Tile,
-    ) -> Result<TensorId> {
-        let (xi, residual, relu) = self.check_conv(x, &weight, &spec, &epilogue)?;
-        if !winograd::applies(&spec) {
-            return Err(GpuError::Unsupported(format!(
-                "Winograd F(m x m, 3x3) needs a 3x3 conv with stride 1 and padding 1, not \
-                 {k}x{k} with stride {} and padding {}",
-                spec.stride,
-                spec.padding,
-                k = spec.kernel_size
-            )));
-        }
-        let positions = tile.positions();
-        let v = self.push(
-            Node::WinogradInput { x: xi, tile },
-            positions * spec.in_channels,
-            false,
-        );
-        let gemm = winograd::gemm_spec(&spec, tile)?;
-        let node = Node::Conv {
-            x: v.index as usize,
-            spec: gemm,
-            weight: winograd::transform_weights(weight, tile),
-            scale: None,
-            bias: None,
-            residual: None,
-            relu: false,
-        };
-        let m = self.push(node, gemm.out_channels, false);
-        let node = Node::WinogradOutput {
-            x: m.index as usize,
-            like: xi,
-            tile,
-            scale: epilogue.scale,
-            bias: epilogue.bias,
-            residual,
-            relu,
-        };
-        Ok(self.push(node, spec.out_channels, false))
     }
 
     /// Checks a conv's input, weight, epilogue and residual; returns the input, the residual
@@ -528,6 +595,52 @@ mod tests {
         assert!(matches!(
             Graph::new().finish(),
             Err(GpuError::InvalidNetwork(_))
+        ));
+    }
+
+    /// A Winograd conv becomes input transform, product and output transform, in that order,
+    /// the product among the convs where the conv was; a tile on a stride-2 conv is an error.
+    #[test]
+    fn winograd_lowering_replaces_the_conv_by_three_layers() {
+        let mut g = Graph::new();
+        let x = g.input(3);
+        let a = conv(&mut g, x, 3, 4);
+        let b = conv(&mut g, a, 4, 4);
+        g.output("b", b);
+        let f = g.finish().expect("finish");
+        assert_eq!(f.convs().len(), 2);
+        let lowered = f.lower_winograd(&[None, Some(Tile::F4)]).expect("lowered");
+        assert_eq!(lowered.nodes.len(), 4);
+        assert!(matches!(
+            lowered.nodes[1].0,
+            Node::WinogradInput {
+                x: 1,
+                tile: Tile::F4
+            }
+        ));
+        assert!(matches!(
+            lowered.nodes[3].0,
+            Node::WinogradOutput { like: 1, .. }
+        ));
+        assert_eq!(lowered.nodes[3].1, 2);
+        let convs = lowered.convs();
+        assert_eq!(convs.len(), 2);
+        assert_eq!(
+            (convs[1].spec.in_channels, convs[1].spec.groups),
+            (36 * 4, 36)
+        );
+        let mut g = Graph::new();
+        let x = g.input(3);
+        let spec = ConvSpec::conv3x3(3, 4, 2, 1).expect("spec");
+        let w = Array4::zeros(spec.weight_shape());
+        let y = g
+            .conv(x, w.view(), spec, Epilogue::default())
+            .expect("conv");
+        g.output("y", y);
+        let f = g.finish().expect("finish");
+        assert!(matches!(
+            f.lower_winograd(&[Some(Tile::F2)]),
+            Err(GpuError::Unsupported(_))
         ));
     }
 }

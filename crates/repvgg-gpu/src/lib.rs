@@ -10,10 +10,13 @@
 //!   only `unsafe` code).
 //! * [`NetworkBuilder`] / [`GpuNetwork`]: weights uploaded once in the layout the kernel wants;
 //!   each batch runs as one submission with activations in reused buffers; a batch too big for
-//!   one storage binding is split automatically. Inside: `graph` (building, validation),
-//!   `plan` (shapes, liveness, batch splitting; no GPU), `upload` (weights), `kernels` (one
-//!   `#[repr(C)]` parameter struct per WGSL file, workgroup counts), `network` (bind groups,
-//!   execution), `timing` (benchmarks, per-layer profiles).
+//!   one storage binding is split automatically. Inside, from the ground up: `graph`
+//!   (building, validation, lowering passes), `plan` (shapes, liveness, batch splitting), both
+//!   device-free; `kernels` (one file per WGSL file: its `#[repr(C)]` parameter struct, where it
+//!   applies, its tiles and weight layout, its dispatch), `select` (which kernel a conv runs:
+//!   [`ConvKernel`], [`Candidate`], the rules), `upload` and `bind` (weights; buffers and bind
+//!   groups per input shape), `timing` (timestamp queries, read-back), `network` (running and
+//!   timing a network), `tune` (per-adapter autotuning, [`Tuning`]) and `builder`.
 //! * [`ops`]: every kernel alone (upload, dispatch, read back), for tests and benchmarks.
 //! * [`Shader`]: the WGSL files of `shaders/`, one concern each.
 //!
@@ -53,7 +56,9 @@
 //!
 //! Every convolution is an implicit GEMM `Y[m, q] = sum_k W[m, k] X[k, q]` over output channels
 //! `m`, output pixels `q` and taps `k = (ci, ky, kx)`, with scale, bias, residual and ReLU fused
-//! into the store ([`Epilogue`]). [`ConvKernel::Tiled`] picks per layer and adapter:
+//! into the store ([`Epilogue`]). [`ConvKernel::Auto`] picks per layer and adapter: the
+//! fastest [`Candidate`] timed on the adapter where tuning runs ([`Tuning`],
+//! [`NetworkBuilder::tune_for`]), else these rules:
 //!
 //! * `conv_gemm.wgsl` on GPUs: a tile configured per layer (channels at upload so that padding
 //!   is least, pixels per input shape so that the dispatch fills the device), 64-256
@@ -90,7 +95,11 @@
 
 #![warn(missing_docs)]
 
+// The modules, from the ground up: each imports only modules above it in this list.
 mod bind;
+mod builder;
+mod caps;
+mod checked_file;
 mod context;
 mod device_policy;
 mod error;
@@ -101,22 +110,32 @@ pub mod ops;
 mod options;
 mod plan;
 mod precision;
+mod select;
 mod shader;
 mod timing;
 mod trusted;
+mod tune;
+mod tuning;
 mod upload;
 
+pub use builder::NetworkBuilder;
 pub use context::{
-    AdapterSummary, GpuContext, SUPPORTED_BACKENDS, require_gpu_from_env, test_context,
+    AdapterSummary, GpuContext, SUPPORTED_BACKENDS, is_software_adapter, require_gpu_from_env,
+    test_context,
 };
-pub use device_policy::{AutoDevice, is_software_adapter};
+pub use device_policy::AutoDevice;
 pub use error::{GpuError, Result};
 pub use graph::{Epilogue, TensorId};
-pub use kernels::conv::{ConvKernel, ParseConvKernelError};
-pub use network::{GpuNetwork, NetworkBuilder};
+pub use network::GpuNetwork;
 pub use options::ContextOptions;
 pub use precision::{ParsePrecisionError, Precision};
 pub use repvgg_math::Activation;
+pub use repvgg_math::winograd::Tile;
+pub use select::{
+    Candidate, ChoiceSource, ConvChoice, ConvKernel, DirectConv, ParseConvKernelError,
+};
 pub use shader::Shader;
 pub use timing::LayerTiming;
+pub use tune::DEFAULT_BUDGET as DEFAULT_TUNING_BUDGET;
+pub use tuning::{ParseTuningError, TunedShape, Tuning, TuningReport};
 pub use wgpu;

@@ -1,315 +1,153 @@
-//! Networks: a graph of layers built once (weights uploaded, layouts chosen), then run on
-//! batches with one submission per batch, activations in reused buffers.
-//!
-//! The parts: [`crate::graph`] (building and validation), [`crate::plan`] (shapes, liveness,
-//! batch splitting: no GPU), [`crate::upload`] (weights), [`crate::kernels`] (parameters and
-//! workgroup counts per kernel), this module (bind groups, execution, read-back) and
-//! [`crate::timing`] (benchmarks).
+//! Networks on the GPU: a graph of layers built once (weights uploaded, layouts chosen), then
+//! run on batches with one submission per batch, activations in reused buffers; timed whole
+//! ([`GpuNetwork::bench`]) or layer by layer ([`GpuNetwork::profile`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use ndarray::{ArrayD, ArrayView2, ArrayView4, IxDyn};
-use repvgg_math::ConvSpec;
+use ndarray::{ArrayD, ArrayView4, IxDyn};
 
+use crate::bind::{self, Prepared};
+use crate::caps::Caps;
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::graph::{Epilogue, Graph, TensorId, TensorMeta};
-use crate::kernels::conv::{Caps, ConvKernel};
-use crate::kernels::{self, DispatchSpec};
-use crate::plan::{Op, Plan, Step, Topology};
+use crate::graph::{FinishedGraph, Node};
+use crate::kernels::{u, wino_output};
+use crate::plan::{Step, Topology, step_macs};
 use crate::precision::{Precision, Storage};
-use crate::upload::{self, LayerGpu};
-use repvgg_math::Activation;
+use crate::select::ConvChoice;
+use crate::timing::{self, LayerTiming, Queries, synthetic};
+use crate::tuning::TuningReport;
+use crate::upload::Uploaded;
 
-/// Bindings never exceed this, whatever the device offers, so that indices fit in `u32`.
-pub(crate) const MAX_BINDING: u64 = 1 << 31;
 /// Prepared (shape-specific) resources kept per network.
 const PLAN_CACHE: usize = 4;
 
-/// Builds a [`GpuNetwork`]: one input, layers, named outputs.
-///
-/// ```no_run
-/// # fn main() -> Result<(), repvgg_gpu::GpuError> {
-/// use ndarray::Array4;
-/// use repvgg_gpu::{Epilogue, GpuContext, NetworkBuilder};
-/// use repvgg_math::ConvSpec;
-///
-/// let ctx = GpuContext::new()?;
-/// let mut b = NetworkBuilder::new(&ctx);
-/// let x = b.input(3);
-/// let spec = ConvSpec::conv3x3(3, 8, 2, 1)?;
-/// let w = Array4::from_elem(spec.weight_shape(), 0.1f32);
-/// let y = b.conv(x, w.view(), spec, Epilogue::bias(vec![0.0; 8]).relu())?;
-/// let p = b.global_avg_pool(y)?;
-/// b.output("pooled", p);
-/// let net = b.build()?;
-/// let out = net.run(Array4::from_elem((2, 3, 16, 16), 1.0f32).view())?;
-/// assert_eq!(out["pooled"].shape(), &[2, 8]);
-/// # Ok(()) }
-/// ```
+/// The submissions of a timed batch: `(first image, images)` each, their prepared resources,
+/// synthetic input for the largest, and the values per image.
+type BenchSetup = (Vec<(usize, usize)>, Vec<Arc<Prepared>>, Vec<f32>, usize);
+
+/// A network on the GPU, ready to run on batches of any size and input shape it can take.
 #[derive(Debug)]
-pub struct NetworkBuilder {
+pub struct GpuNetwork {
     ctx: GpuContext,
-    kernel: ConvKernel,
-    precision: Precision,
-    max_binding: Option<u64>,
+    net: Uploaded,
+    max_binding: u64,
+    /// Per conv, in the order they were added.
+    convs: Vec<ConvChoice>,
     nan_fill: bool,
-    graph: Graph,
+    /// Per layer: the choice of the conv it belongs to (a Winograd conv has three layers).
+    choices: Vec<Option<ConvChoice>>,
+    tuning: Option<Box<TuningReport>>,
+    cache: Mutex<Vec<Arc<Prepared>>>,
+    /// Runs share activation buffers: one at a time.
+    busy: Mutex<()>,
 }
 
-impl NetworkBuilder {
-    /// An empty network on `ctx`, using [`ConvKernel::Tiled`].
-    pub fn new(ctx: &GpuContext) -> Self {
-        Self {
-            ctx: ctx.clone(),
-            kernel: ConvKernel::default(),
-            precision: Precision::default(),
-            max_binding: None,
-            nan_fill: false,
-            graph: Graph::new(),
-        }
-    }
+/// How [`GpuNetwork::assemble`] builds a network.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Assembly {
+    pub precision: Precision,
+    /// The builder's cap on one activation binding.
+    pub max_binding: Option<u64>,
+    pub nan_fill: bool,
+}
 
-    /// The convolution kernel for every conv of this network.
-    pub fn kernel(mut self, kernel: ConvKernel) -> Self {
-        self.kernel = kernel;
-        self
-    }
-
-    /// How weights and activations are stored ([`Precision::F32`] by default). With
-    /// [`Precision::F16`] the kernels still compute in f32; the input is rounded to f16 when
-    /// uploaded and the outputs widened back to f32 when read.
-    pub fn precision(mut self, precision: Precision) -> Self {
-        self.precision = precision;
-        self
-    }
-
-    /// Caps the bytes of one activation binding below the device's
-    /// `max_storage_buffer_binding_size`, so that batch splitting can be exercised.
-    pub fn max_binding_bytes(mut self, bytes: u64) -> Self {
-        self.max_binding = Some(bytes);
-        self
-    }
-
-    /// Fills every activation buffer with NaN before each run, so that an element a kernel
-    /// fails to write shows up (for tests; costs an upload per buffer).
-    #[doc(hidden)]
-    pub fn nan_fill(mut self, on: bool) -> Self {
-        self.nan_fill = on;
-        self
-    }
-
-    /// The network's input, `[N, channels, H, W]`. A network has exactly one.
-    pub fn input(&mut self, channels: usize) -> TensorId {
-        self.graph.input(channels)
-    }
-
-    /// A convolution of `x` with `weight` (`spec.weight_shape()`), then `epilogue`.
+impl GpuNetwork {
+    /// Lowers `graph` with the candidate of each conv (in the order of
+    /// [`FinishedGraph::convs`]) and uploads it.
     ///
     /// # Errors
-    /// [`GpuError::Shape`] when the weight, channels, scale, bias or residual do not match
-    /// `spec`; [`GpuError::Math`] for an invalid spec; [`GpuError::UnknownTensor`].
-    pub fn conv(
-        &mut self,
-        x: TensorId,
-        weight: ArrayView4<'_, f32>,
-        spec: ConvSpec,
-        epilogue: Epilogue,
-    ) -> Result<TensorId> {
-        if let Some(tile) = self.kernel.winograd_tile(&self.ctx, &spec, self.precision) {
-            self.graph.winograd(x, weight, spec, epilogue, tile)
-        } else {
-            self.graph.conv(x, weight, spec, epilogue)
-        }
-    }
-
-    /// Per-channel `y = x * scale + shift`, then `+ residual`, then ReLU: a batch norm on a
-    /// branch of its own (RepVGG's identity branch).
-    ///
-    /// # Errors
-    /// [`GpuError::Shape`] when `scale`, `shift` or the residual do not match `x`'s channels.
-    pub fn affine(
-        &mut self,
-        x: TensorId,
-        scale: &[f32],
-        shift: &[f32],
-        residual: Option<TensorId>,
-        relu: bool,
-    ) -> Result<TensorId> {
-        self.graph.affine(x, scale, shift, residual, relu)
-    }
-
-    /// `y[n, c, ..] = x[n, c, ..] * s[n, c]`, then optional ReLU; `s` is a `[N, C]` tensor (a
-    /// pooled or linear output), as in squeeze-and-excitation.
-    ///
-    /// # Errors
-    /// [`GpuError::Shape`] when `s` is not `[N, C]` with `x`'s channels.
-    pub fn channel_scale(&mut self, x: TensorId, s: TensorId, relu: bool) -> Result<TensorId> {
-        self.graph.channel_scale(x, s, relu)
-    }
-
-    /// Global average pool, `[N, C, H, W] -> [N, C]`.
-    ///
-    /// # Errors
-    /// [`GpuError::UnknownTensor`].
-    pub fn global_avg_pool(&mut self, x: TensorId) -> Result<TensorId> {
-        self.graph.global_avg_pool(x)
-    }
-
-    /// Fully connected layer, `weight` is `[out, in]`; `x` is flattened per image (`in` must
-    /// equal `C * H * W` when the network runs).
-    ///
-    /// # Errors
-    /// [`GpuError::Shape`] when the bias length is not `out`.
-    pub fn linear(
-        &mut self,
-        x: TensorId,
-        weight: ArrayView2<'_, f32>,
-        bias: Option<&[f32]>,
-    ) -> Result<TensorId> {
-        self.graph.linear(x, weight, bias, Activation::None)
-    }
-
-    /// [`NetworkBuilder::linear`] followed by an activation.
-    ///
-    /// # Errors
-    /// As [`NetworkBuilder::linear`].
-    pub fn linear_act(
-        &mut self,
-        x: TensorId,
-        weight: ArrayView2<'_, f32>,
-        bias: Option<&[f32]>,
-        act: Activation,
-    ) -> Result<TensorId> {
-        self.graph.linear(x, weight, bias, act)
-    }
-
-    /// Names `x` as an output of [`GpuNetwork::run`]. A second call with one name replaces it.
-    /// A `TensorId` from another builder makes [`NetworkBuilder::build`] fail.
-    pub fn output(&mut self, name: &str, x: TensorId) {
-        self.graph.output(name, x);
-    }
-
-    /// Uploads every weight once, in the layout the chosen kernel wants.
-    ///
-    /// # Errors
-    /// [`GpuError::InvalidNetwork`] without exactly one input or without outputs,
-    /// [`GpuError::UnknownTensor`] for an output from another builder,
-    /// [`GpuError::Unsupported`] for a forced kernel that cannot run a layer,
-    /// [`GpuError::F16Unavailable`] for f16 on a device without `SHADER_F16`,
-    /// [`GpuError::F16Kernel`] for f16 with a forced f32-only kernel, GPU errors from the
-    /// uploads.
-    pub fn build(self) -> Result<GpuNetwork> {
-        let g = self.graph.finish()?;
-        let ctx = self.ctx;
-        let precision = self.precision;
+    /// [`GpuError::F16Unavailable`], [`GpuError::F16Kernel`], [`GpuError::Unsupported`] for a
+    /// candidate that cannot run its conv, GPU errors from the uploads.
+    pub(crate) fn assemble(
+        ctx: &GpuContext,
+        caps: Caps,
+        graph: FinishedGraph,
+        choices: &[ConvChoice],
+        how: Assembly,
+        tuning: Option<TuningReport>,
+    ) -> Result<Self> {
+        let precision = how.precision;
         if precision == Precision::F16 && !ctx.has_f16() {
             return Err(GpuError::F16Unavailable {
                 adapter: ctx.describe(),
             });
         }
-        let caps = upload::caps(&ctx);
-        let max_binding_device = ctx.limits().max_storage_buffer_binding_size;
-        let layers = ctx.scoped("uploading network weights", || {
-            g.nodes
-                .iter()
-                .map(|(node, _)| {
-                    upload::layer(
-                        &ctx,
-                        &caps,
-                        node,
-                        self.kernel,
-                        precision,
-                        max_binding_device,
-                    )
-                })
-                .collect::<Result<Vec<_>>>()
-        })?;
+        let tiles: Vec<_> = choices
+            .iter()
+            .map(|c| c.candidate.winograd_tile())
+            .collect();
+        let directs: Vec<_> = choices.iter().map(|c| c.candidate.direct()).collect();
+        // Which conv each layer belongs to: a conv's layers end at the layer writing its
+        // output (a Winograd conv: input transform, product, output transform).
+        let convs = graph.convs().len();
+        let g = graph.lower_winograd(&tiles)?;
+        let mut layer_choice = Vec::with_capacity(g.nodes.len());
+        let mut conv = 0;
+        let mut open = 0;
+        for (node, _) in &g.nodes {
+            let choice = choices.get(conv).copied();
+            match node {
+                Node::WinogradInput { .. } => {
+                    open = 2;
+                    layer_choice.push(choice);
+                }
+                Node::Conv { .. } if open == 2 => {
+                    open = 1;
+                    layer_choice.push(choice);
+                }
+                Node::WinogradOutput { .. } if open == 1 => {
+                    open = 0;
+                    conv += 1;
+                    layer_choice.push(choice);
+                }
+                Node::Conv { .. } => {
+                    conv += 1;
+                    layer_choice.push(choice);
+                }
+                _ => layer_choice.push(None),
+            }
+        }
+        debug_assert_eq!(conv, convs);
         let steps = g.nodes.iter().map(|(n, y)| Step::of(n, *y)).collect();
-        let unused = |label| {
-            ctx.device().create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: 16,
-                usage: wgpu::BufferUsages::STORAGE,
-                mapped_at_creation: false,
-            })
+        let topo = Topology {
+            tensors: g.tensors,
+            input: g.input,
+            steps,
+            outputs: g.outputs,
+            precision,
+            chains: wino_output::chains,
         };
-        // Two: one buffer may not be bound read-only and read-write in one dispatch.
-        let (dummy, dummy_rw) = (
-            unused("unused binding"),
-            unused("unused read-write binding"),
-        );
-        let limit = self.max_binding.unwrap_or(u64::MAX).min(caps.max_binding);
-        Ok(GpuNetwork {
-            ctx,
-            topo: Topology {
-                tensors: g.tensors,
-                input: g.input,
-                steps,
-                outputs: g.outputs,
-                precision,
-            },
-            layers,
-            caps,
-            max_binding: limit,
-            nan_fill: self.nan_fill,
-            dummy,
-            dummy_rw,
+        let nodes: Vec<Node> = g.nodes.into_iter().map(|(n, _)| n).collect();
+        let net = Uploaded::new(ctx, caps, topo, &nodes, &directs)?;
+        let max_binding = how.max_binding.unwrap_or(u64::MAX).min(caps.max_binding);
+        Ok(Self {
+            ctx: ctx.clone(),
+            net,
+            max_binding,
+            convs: choices.to_vec(),
+            nan_fill: how.nan_fill,
+            choices: layer_choice,
+            tuning: tuning.map(Box::new),
             cache: Mutex::new(Vec::new()),
             busy: Mutex::new(()),
         })
     }
-}
 
-/// GPU resources for one input shape: activation buffers, parameters, bind groups.
-#[derive(Debug)]
-pub(crate) struct Prepared {
-    pub key: (usize, usize, usize),
-    pub plan: Plan,
-    pub slots: Vec<wgpu::Buffer>,
-    /// Split-K partial sums, when a layer splits at these shapes (held by the bind groups).
-    #[allow(dead_code)]
-    pub scratch: Option<wgpu::Buffer>,
-    /// One per layer.
-    pub dispatches: Vec<Dispatch>,
-}
+    /// The candidate each conv of the network runs and where that choice came from, in the
+    /// order the convs were added (a linear layer run as a 1x1 conv among them).
+    pub fn conv_choices(&self) -> &[ConvChoice] {
+        &self.convs
+    }
 
-/// A layer's recorded work: one dispatch, and a second right after it for a split-K conv.
-#[derive(Debug)]
-pub(crate) struct Dispatch {
-    pub pipeline: wgpu::ComputePipeline,
-    pub bind_group: wgpu::BindGroup,
-    pub groups: [u32; 3],
-    pub then: Option<Box<Dispatch>>,
-    /// K slices of a split-K conv, 1 otherwise.
-    pub k_slices: usize,
-    /// The layer runs inside the previous layer's dispatch ([`Plan::chained`]): not recorded.
-    pub skip: bool,
-}
+    /// What tuning did while this network was built: `None` where it did not run (tuning
+    /// off, forced kernels, no timestamp queries).
+    pub fn tuning_report(&self) -> Option<&TuningReport> {
+        self.tuning.as_deref()
+    }
 
-/// A network on the GPU, ready to run on batches of any size and input shape it can take.
-#[derive(Debug)]
-pub struct GpuNetwork {
-    pub(crate) ctx: GpuContext,
-    pub(crate) topo: Topology,
-    pub(crate) layers: Vec<LayerGpu>,
-    caps: Caps,
-    max_binding: u64,
-    nan_fill: bool,
-    pub(crate) dummy: wgpu::Buffer,
-    /// Bound where a kernel's read-write buffer is unused (split-K's partial sums, unsplit).
-    pub(crate) dummy_rw: wgpu::Buffer,
-    cache: Mutex<Vec<Arc<Prepared>>>,
-    /// Runs share activation buffers: one at a time.
-    pub(crate) busy: Mutex<()>,
-}
-
-fn flat_meta(tensors: &[TensorMeta], t: usize) -> bool {
-    tensors[t].flat
-}
-
-impl GpuNetwork {
     /// The context this network runs on.
     pub fn context(&self) -> &GpuContext {
         &self.ctx
@@ -317,17 +155,22 @@ impl GpuNetwork {
 
     /// Channels the input must have.
     pub fn input_channels(&self) -> usize {
-        self.topo.input_channels()
+        self.net.topo.input_channels()
     }
 
     /// Output names, in the order they were declared.
     pub fn output_names(&self) -> Vec<String> {
-        self.topo.outputs.iter().map(|(n, _)| n.clone()).collect()
+        self.net
+            .topo
+            .outputs
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// How weights and activations are stored.
     pub fn precision(&self) -> Precision {
-        self.topo.precision
+        self.net.topo.precision
     }
 
     /// Bytes one activation binding may take (device limit, or the builder's cap).
@@ -336,7 +179,7 @@ impl GpuNetwork {
     }
 
     pub(crate) fn batches(&self, n: usize, h: usize, w: usize) -> Result<Vec<(usize, usize)>> {
-        self.topo.batches(n, h, w, self.max_binding)
+        self.net.topo.batches(n, h, w, self.max_binding)
     }
 
     pub(crate) fn prepared(
@@ -354,11 +197,10 @@ impl GpuNetwork {
                 return Ok(p);
             }
         }
-        let plan = self.topo.plan(batch, height, width)?;
-        let prepared = Arc::new(
-            self.ctx
-                .scoped("allocating activations", || self.prepare(key, plan))?,
-        );
+        let plan = self.net.topo.plan(batch, height, width)?;
+        let prepared = Arc::new(self.ctx.scoped("allocating activations", || {
+            bind::prepare(&self.ctx, &self.net, key, plan)
+        })?);
         // New pipelines may have been built: persist them (best effort, see `GpuContext`).
         let _ = self.ctx.save_pipeline_cache();
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
@@ -367,79 +209,6 @@ impl GpuNetwork {
         }
         cache.push(Arc::clone(&prepared));
         Ok(prepared)
-    }
-
-    /// Pipeline, parameters and workgroups of step `i` for the shapes of `plan`.
-    pub(crate) fn dispatch_spec(&self, i: usize, plan: &Plan) -> Result<DispatchSpec> {
-        let step = &self.topo.steps[i];
-        let x = plan.shapes[step.x];
-        let y = plan.shapes[step.y];
-        let mut spec = match (plan.chained.get(i), &self.layers[i]) {
-            (
-                Some(true),
-                LayerGpu::WinogradOutput {
-                    scale, bias, relu, ..
-                },
-            ) => kernels::winograd::chain(
-                y,
-                scale.is_some(),
-                bias.is_some(),
-                *relu,
-                self.caps.max_workgroups,
-            )?,
-            _ => self.layer_spec(i, step, x, y)?,
-        };
-        spec.key.precision = self.topo.precision;
-        if let Some(then) = spec.then.as_deref_mut() {
-            then.key.precision = self.topo.precision;
-        }
-        Ok(spec)
-    }
-
-    fn layer_spec(
-        &self,
-        i: usize,
-        step: &Step,
-        x: [usize; 4],
-        y: [usize; 4],
-    ) -> Result<DispatchSpec> {
-        let max_dim = self.caps.max_workgroups;
-        match (&step.op, &self.layers[i]) {
-            (Op::Conv { spec, .. }, LayerGpu::Conv { imp, ep, .. }) => {
-                kernels::conv::dispatch(*imp, spec, *ep, x, y, &self.caps)
-            }
-            (Op::Affine { residual }, LayerGpu::Affine { relu, .. }) => {
-                kernels::simple::affine(x, residual.is_some(), *relu, max_dim)
-            }
-            (Op::Gap, LayerGpu::Gap) => kernels::simple::gap(x, max_dim),
-            (Op::Linear { in_f, out_f }, LayerGpu::Linear { bias, act, .. }) => {
-                kernels::simple::linear(x[0], *in_f, *out_f, bias.is_some(), *act, max_dim)
-            }
-            (Op::ChannelScale { .. }, LayerGpu::ChannelScale { relu }) => {
-                kernels::simple::channel_scale(x, *relu, max_dim)
-            }
-            (Op::WinogradInput { tile }, LayerGpu::WinogradInput { .. }) => {
-                kernels::winograd::input(x, *tile, max_dim)
-            }
-            (
-                Op::WinogradOutput { residual, tile, .. },
-                LayerGpu::WinogradOutput {
-                    scale, bias, relu, ..
-                },
-            ) => kernels::winograd::output(
-                y,
-                *tile,
-                scale.is_some(),
-                bias.is_some(),
-                residual.is_some(),
-                *relu,
-                max_dim,
-            ),
-            (op, layer) => Err(GpuError::InvalidNetwork(format!(
-                "layer {i}: {op:?} was uploaded as {}",
-                layer.kernel_name()
-            ))),
-        }
     }
 
     /// Records every layer of `prep` into one compute pass, with timestamps at its ends.
@@ -459,31 +228,19 @@ impl GpuNetwork {
             timestamp_writes,
         });
         for d in &prep.dispatches {
-            Self::record(&mut pass, d);
-        }
-    }
-
-    pub(crate) fn record(pass: &mut wgpu::ComputePass<'_>, d: &Dispatch) {
-        if d.skip {
-            return;
-        }
-        pass.set_pipeline(&d.pipeline);
-        pass.set_bind_group(0, &d.bind_group, &[]);
-        pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
-        if let Some(then) = &d.then {
-            Self::record(pass, then);
+            d.record(&mut pass);
         }
     }
 
     pub(crate) fn upload_input(&self, prep: &Prepared, data: &[f32]) {
         let queue = self.ctx.queue();
-        let precision = self.topo.precision;
+        let precision = self.net.topo.precision;
         if self.nan_fill {
             for slot in &prep.slots {
                 queue.write_buffer(slot, 0, &precision.nan_fill(slot.size() as usize));
             }
         }
-        let slot = &prep.slots[prep.plan.slot_of[self.topo.input]];
+        let slot = &prep.slots[prep.plan.slot_of[self.net.topo.input]];
         match precision {
             Precision::F32 => queue.write_buffer(slot, 0, bytemuck::cast_slice(data)),
             // Rounded to f16 here, padded to a whole word (the slot holds at least as much).
@@ -501,7 +258,7 @@ impl GpuNetwork {
     /// [`GpuError::Shape`] for an input the network cannot take (wrong channels, too small),
     /// [`GpuError::BatchTooLarge`] when one image alone exceeds the binding limit, GPU errors.
     pub fn run(&self, input: ArrayView4<'_, f32>) -> Result<BTreeMap<String, ArrayD<f32>>> {
-        self.topo.check_input(input.shape())?;
+        self.net.topo.check_input(input.shape())?;
         let (n, c, h, w) = input.dim();
         let batches = self.batches(n, h, w)?;
         let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
@@ -515,7 +272,7 @@ impl GpuNetwork {
             .map(|&(_, len)| self.prepared(len, h, w))
             .collect::<Result<Vec<_>>>()?;
         let device = self.ctx.device();
-        let outputs = &self.topo.outputs;
+        let outputs = &self.net.topo.outputs;
         let readbacks = self.ctx.scoped("running the network", || {
             let mut readbacks = Vec::with_capacity(batches.len());
             for (&(start, len), prep) in batches.iter().zip(&preps) {
@@ -524,7 +281,7 @@ impl GpuNetwork {
                 self.encode_pass(prep, &mut encoder, None);
                 let total: u64 = outputs
                     .iter()
-                    .map(|(_, t)| self.topo.bytes(&prep.plan.shapes[*t]))
+                    .map(|(_, t)| self.net.topo.bytes(&prep.plan.shapes[*t]))
                     .sum();
                 let readback = device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("readback"),
@@ -534,7 +291,7 @@ impl GpuNetwork {
                 });
                 let mut offset = 0;
                 for (_, t) in outputs {
-                    let bytes = self.topo.bytes(&prep.plan.shapes[*t]);
+                    let bytes = self.net.topo.bytes(&prep.plan.shapes[*t]);
                     let src = &prep.slots[prep.plan.slot_of[*t]];
                     encoder.copy_buffer_to_buffer(src, 0, &readback, offset, bytes);
                     offset += bytes;
@@ -544,8 +301,8 @@ impl GpuNetwork {
             }
             Ok(readbacks)
         })?;
-        let chunks: Vec<Vec<u8>> = crate::timing::read_back(&self.ctx, &readbacks)?;
-        let precision = self.topo.precision;
+        let chunks: Vec<Vec<u8>> = timing::read_back(&self.ctx, &readbacks)?;
+        let precision = self.net.topo.precision;
         // Concatenate the chunks along the batch axis, output by output.
         let mut result = BTreeMap::new();
         let mut offsets = vec![0usize; chunks.len()];
@@ -554,14 +311,14 @@ impl GpuNetwork {
             let mut all = Vec::with_capacity(n * oc * oh * ow);
             for (ci, (chunk, prep)) in chunks.iter().zip(&preps).enumerate() {
                 let len = prep.plan.shapes[*t].iter().product::<usize>();
-                let bytes = self.topo.bytes(&prep.plan.shapes[*t]) as usize;
+                let bytes = self.net.topo.bytes(&prep.plan.shapes[*t]) as usize;
                 let stored = chunk.get(offsets[ci]..offsets[ci] + bytes).ok_or_else(|| {
                     GpuError::Readback(format!("output {name}: read-back buffer too short"))
                 })?;
                 all.extend(precision.decode(stored, len));
                 offsets[ci] += bytes;
             }
-            let shape: Vec<usize> = if flat_meta(&self.topo.tensors, *t) {
+            let shape: Vec<usize> = if self.net.topo.tensors[*t].flat {
                 vec![n, oc * oh * ow]
             } else {
                 vec![n, oc, oh, ow]
@@ -580,10 +337,15 @@ impl GpuNetwork {
     /// # Errors
     /// As [`GpuNetwork::run`], for the shape alone.
     pub fn peak_activation_bytes(&self, batch: usize, height: usize, width: usize) -> Result<u64> {
-        self.topo
+        self.net
+            .topo
             .check_input(&[batch, self.input_channels(), height, width])?;
-        let chunk = self.topo.chunk(batch, height, width, self.max_binding)?;
+        let chunk = self
+            .net
+            .topo
+            .chunk(batch, height, width, self.max_binding)?;
         Ok(self
+            .net
             .topo
             .plan(chunk, height, width)?
             .slot_bytes
@@ -596,6 +358,157 @@ impl GpuNetwork {
     /// # Errors
     /// [`GpuError::Shape`] when the network cannot take a `height` x `width` input.
     pub fn macs(&self, height: usize, width: usize) -> Result<u64> {
-        self.topo.macs(height, width)
+        self.net.topo.macs(height, width)
+    }
+
+    fn bench_setup(&self, batch: usize, height: usize, width: usize) -> Result<BenchSetup> {
+        self.net
+            .topo
+            .check_input(&[batch, self.input_channels(), height, width])?;
+        let batches = self.batches(batch, height, width)?;
+        let preps = batches
+            .iter()
+            .map(|&(_, len)| self.prepared(len, height, width))
+            .collect::<Result<Vec<_>>>()?;
+        let image = self.input_channels() * height * width;
+        let data = synthetic(batches[0].1 * image);
+        Ok((batches, preps, data, image))
+    }
+
+    /// Times the network on a batch of `batch` images of `height` x `width` (synthetic data):
+    /// `warmup` untimed runs, then one duration per run of `iters`.
+    ///
+    /// Durations are GPU time from timestamp queries at the pass boundaries when the device has
+    /// `TIMESTAMP_QUERY` (summed over the chunks of a split batch); otherwise wall time around
+    /// the submissions and an explicit wait for the queue.
+    ///
+    /// # Errors
+    /// As [`GpuNetwork::run`].
+    pub fn bench(
+        &self,
+        batch: usize,
+        height: usize,
+        width: usize,
+        warmup: usize,
+        iters: usize,
+    ) -> Result<Vec<Duration>> {
+        let (batches, preps, data, image) = self.bench_setup(batch, height, width)?;
+        let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        let device = self.ctx.device();
+        let queries = if self.ctx.has_timestamps() {
+            Some(Queries::new(&self.ctx, u(2 * batches.len()))?)
+        } else {
+            None
+        };
+        let mut times = Vec::with_capacity(iters);
+        for it in 0..warmup + iters {
+            let start = Instant::now();
+            self.ctx.scoped("benchmarking the network", || {
+                for (ci, ((_, len), prep)) in batches.iter().zip(&preps).enumerate() {
+                    self.upload_input(prep, &data[..len * image]);
+                    let mut encoder = device.create_command_encoder(&Default::default());
+                    let ts = queries.as_ref().map(|q| (&q.set, 2 * u(ci)));
+                    self.encode_pass(prep, &mut encoder, ts);
+                    if ci + 1 == batches.len()
+                        && let Some(q) = &queries
+                    {
+                        q.resolve_into(&mut encoder);
+                    }
+                    self.ctx.queue().submit([encoder.finish()]);
+                }
+                Ok(())
+            })?;
+            self.ctx.wait()?;
+            let wall = start.elapsed();
+            let gpu = match &queries {
+                Some(q) => {
+                    let ns: f64 = q.pairs_ns(&self.ctx)?.iter().sum();
+                    (ns > 0.0).then(|| Duration::from_nanos(ns as u64))
+                }
+                None => None,
+            };
+            if it >= warmup {
+                times.push(gpu.unwrap_or(wall));
+            }
+        }
+        Ok(times)
+    }
+
+    /// Per-layer GPU time of a batch (synthetic data): each layer in a compute pass of its
+    /// own with timestamps at its ends, `warmup` untimed runs, then the median of `iters`.
+    /// A batch split into chunks is profiled on its first chunk.
+    ///
+    /// # Errors
+    /// [`GpuError::Unsupported`] without `TIMESTAMP_QUERY`; otherwise as [`GpuNetwork::run`].
+    pub fn profile(
+        &self,
+        batch: usize,
+        height: usize,
+        width: usize,
+        warmup: usize,
+        iters: usize,
+    ) -> Result<Vec<LayerTiming>> {
+        if !self.ctx.has_timestamps() {
+            return Err(GpuError::Unsupported(
+                "per-layer profiling needs timestamp queries, which this adapter lacks".into(),
+            ));
+        }
+        let (batches, preps, data, image) = self.bench_setup(batch, height, width)?;
+        let (prep, len) = (&preps[0], batches[0].1);
+        let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        let layers = prep.dispatches.len();
+        let queries = Queries::new(&self.ctx, u(2 * layers.max(1)))?;
+        let device = self.ctx.device();
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); layers];
+        for it in 0..warmup + iters.max(1) {
+            self.ctx.scoped("profiling the network", || {
+                self.upload_input(prep, &data[..len * image]);
+                let mut encoder = device.create_command_encoder(&Default::default());
+                for (i, d) in prep.dispatches.iter().enumerate() {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("layer"),
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: &queries.set,
+                            beginning_of_pass_write_index: Some(2 * u(i)),
+                            end_of_pass_write_index: Some(2 * u(i) + 1),
+                        }),
+                    });
+                    d.record(&mut pass);
+                }
+                queries.resolve_into(&mut encoder);
+                self.ctx.queue().submit([encoder.finish()]);
+                Ok(())
+            })?;
+            self.ctx.wait()?;
+            let ns = queries.pairs_ns(&self.ctx)?;
+            if it >= warmup {
+                for (s, v) in samples.iter_mut().zip(ns) {
+                    s.push(v);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(layers);
+        for (i, mut s) in samples.into_iter().enumerate() {
+            s.sort_by(f64::total_cmp);
+            let step = &self.net.topo.steps[i];
+            out.push(LayerTiming {
+                index: i,
+                kernel: match prep.dispatches[i].k_slices {
+                    _ if prep.plan.chained.get(i) == Some(&true) => {
+                        format!("{} + next input", self.net.layers[i].kernel_name())
+                    }
+                    _ if prep.dispatches[i].skip => {
+                        format!("{} (in the layer above)", self.net.layers[i].kernel_name())
+                    }
+                    1 => self.net.layers[i].kernel_name().to_string(),
+                    k => format!("{} split-K x{k}", self.net.layers[i].kernel_name()),
+                },
+                output: prep.plan.shapes[step.y],
+                macs: step_macs(step, &prep.plan.shapes)?,
+                time: Duration::from_nanos(s.get(s.len() / 2).copied().unwrap_or(0.0) as u64),
+                choice: self.choices.get(i).copied().flatten(),
+            });
+        }
+        Ok(out)
     }
 }

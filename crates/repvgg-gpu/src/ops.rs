@@ -7,11 +7,11 @@
 use ndarray::{Array2, Array4, ArrayD, ArrayView2, ArrayView4, Ix2, Ix4};
 use repvgg_math::ConvSpec;
 
+use crate::builder::NetworkBuilder;
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::graph::{Epilogue, TensorId};
-use crate::kernels::conv::ConvKernel;
-use crate::network::NetworkBuilder;
+use crate::select::ConvKernel;
 use repvgg_math::Activation;
 
 fn run_one(

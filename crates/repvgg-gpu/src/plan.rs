@@ -100,6 +100,10 @@ impl Step {
     }
 }
 
+/// Whether an output transform of `tile` into an `oh` x `ow` map and the next conv's input
+/// transform of it can run as one dispatch (the kernel's rule, given by the network).
+pub(crate) type ChainRule = fn(Tile, usize, usize) -> bool;
+
 /// The network's structure: tensors, steps in execution order, the input and named outputs.
 #[derive(Debug)]
 pub(crate) struct Topology {
@@ -109,6 +113,8 @@ pub(crate) struct Topology {
     pub outputs: Vec<(String, usize)>,
     /// How activations are stored.
     pub precision: Precision,
+    /// Which maps a chained pair of transforms takes ([`Plan::chained`]).
+    pub chains: ChainRule,
 }
 
 /// Shapes and buffer assignment of a network for one input shape.
@@ -121,8 +127,8 @@ pub(crate) struct Plan {
     /// Bytes of each slot.
     pub slot_bytes: Vec<u64>,
     /// `chained[i]`: step `i` (an F(4x4) output transform) and step `i + 1` (the next conv's
-    /// input transform of its map) run as one dispatch, at step `i`
-    /// ([`crate::kernels::winograd::chains`]); step `i + 1`'s output is written then.
+    /// input transform of its map) run as one dispatch, at step `i` ([`Topology::chains`]);
+    /// step `i + 1`'s output is written then.
     pub chained: Vec<bool>,
 }
 
@@ -256,7 +262,7 @@ impl Topology {
 
     /// Which steps run chained with the next ([`Plan::chained`]): an F(4x4) output transform
     /// without residual whose map only the next step, an F(4x4) input transform, reads, on maps
-    /// [`crate::kernels::winograd::chains`] takes.
+    /// [`Topology::chains`] takes.
     fn chained(&self, shapes: &[[usize; 4]], last_use: &[usize]) -> Vec<bool> {
         let mut chained = vec![false; self.steps.len()];
         for (i, pair) in self.steps.windows(2).enumerate() {
@@ -273,7 +279,7 @@ impl Topology {
                 && next.x == out.y
                 && last_use[out.y] == i + 1
                 && !(i > 0 && chained[i - 1])
-                && crate::kernels::winograd::chains(Tile::F4, oh, ow);
+                && (self.chains)(Tile::F4, oh, ow);
         }
         chained
     }
@@ -457,6 +463,7 @@ mod tests {
             ],
             outputs: vec![("logits".into(), 4)],
             precision: Precision::F32,
+            chains: |_, _, _| false,
         }
     }
 
@@ -536,6 +543,13 @@ mod tests {
             ],
             outputs,
             precision: Precision::F32,
+            // The rule of `wino_output.wgsl`'s `f4_chain`.
+            chains: |tile, oh, ow| {
+                tile == Tile::F4
+                    && oh.div_ceil(4) == 4
+                    && ow.div_ceil(4) == 4
+                    && (oh * ow).is_multiple_of(4)
+            },
         }
     }
 

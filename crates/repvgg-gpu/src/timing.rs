@@ -1,15 +1,13 @@
-//! Timing networks on the GPU: whole runs ([`GpuNetwork::bench`]) and layer by layer
-//! ([`GpuNetwork::profile`]), from timestamp queries where the device has them; read-back.
+//! What timing on the GPU is made of: timestamp queries at pass boundaries, mapping buffers
+//! back, synthetic input, and the per-layer rows of a profile. [`crate::GpuNetwork::bench`]
+//! and [`crate::GpuNetwork::profile`] time whole networks with them.
 
-use std::sync::PoisonError;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::kernels::u;
-use crate::network::{GpuNetwork, Prepared};
-use crate::plan::step_macs;
+use crate::select::ConvChoice;
 
 /// One layer's share of a profiled run.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,17 +22,21 @@ pub struct LayerTiming {
     pub macs: u64,
     /// Median GPU time over the profiled runs.
     pub time: Duration,
+    /// For the layers of a conv (a Winograd conv has three): the candidate it runs and where
+    /// that choice came from.
+    pub choice: Option<ConvChoice>,
 }
 
-struct Queries {
-    set: wgpu::QuerySet,
+/// A set of timestamp queries with the buffers to resolve and read them.
+pub(crate) struct Queries {
+    pub set: wgpu::QuerySet,
     resolve: wgpu::Buffer,
     readback: wgpu::Buffer,
     count: u32,
 }
 
 impl Queries {
-    fn new(ctx: &GpuContext, count: u32) -> Result<Self> {
+    pub fn new(ctx: &GpuContext, count: u32) -> Result<Self> {
         let device = ctx.device();
         ctx.scoped("creating timestamp queries", || {
             Ok(Self {
@@ -60,7 +62,7 @@ impl Queries {
         })
     }
 
-    fn resolve_into(&self, encoder: &mut wgpu::CommandEncoder) {
+    pub fn resolve_into(&self, encoder: &mut wgpu::CommandEncoder) {
         encoder.resolve_query_set(&self.set, 0..self.count, &self.resolve, 0);
         encoder.copy_buffer_to_buffer(
             &self.resolve,
@@ -72,7 +74,7 @@ impl Queries {
     }
 
     /// Nanoseconds between each pair of timestamps `(2i, 2i + 1)`.
-    fn pairs_ns(&self, ctx: &GpuContext) -> Result<Vec<f64>> {
+    pub fn pairs_ns(&self, ctx: &GpuContext) -> Result<Vec<f64>> {
         let period = f64::from(ctx.queue().get_timestamp_period());
         let bytes = read_back(ctx, std::slice::from_ref(&self.readback))?;
         let ticks: Vec<u64> = bytes[0]
@@ -87,170 +89,10 @@ impl Queries {
 }
 
 /// Synthetic input values in [-1, 1).
-fn synthetic(len: usize) -> Vec<f32> {
+pub(crate) fn synthetic(len: usize) -> Vec<f32> {
     (0..len)
         .map(|i| ((i * 7919 % 2003) as f32 / 1001.5) - 1.0)
         .collect()
-}
-
-/// The submissions of a timed batch: `(first image, images)` each, their prepared resources,
-/// synthetic input for the largest, and the values per image.
-type BenchSetup = (
-    Vec<(usize, usize)>,
-    Vec<std::sync::Arc<Prepared>>,
-    Vec<f32>,
-    usize,
-);
-
-impl GpuNetwork {
-    fn bench_setup(&self, batch: usize, height: usize, width: usize) -> Result<BenchSetup> {
-        self.topo
-            .check_input(&[batch, self.input_channels(), height, width])?;
-        let batches = self.batches(batch, height, width)?;
-        let preps = batches
-            .iter()
-            .map(|&(_, len)| self.prepared(len, height, width))
-            .collect::<Result<Vec<_>>>()?;
-        let image = self.input_channels() * height * width;
-        let data = synthetic(batches[0].1 * image);
-        Ok((batches, preps, data, image))
-    }
-
-    /// Times the network on a batch of `batch` images of `height` x `width` (synthetic data):
-    /// `warmup` untimed runs, then one duration per run of `iters`.
-    ///
-    /// Durations are GPU time from timestamp queries at the pass boundaries when the device has
-    /// `TIMESTAMP_QUERY` (summed over the chunks of a split batch); otherwise wall time around
-    /// the submissions and an explicit wait for the queue.
-    ///
-    /// # Errors
-    /// As [`GpuNetwork::run`].
-    pub fn bench(
-        &self,
-        batch: usize,
-        height: usize,
-        width: usize,
-        warmup: usize,
-        iters: usize,
-    ) -> Result<Vec<Duration>> {
-        let (batches, preps, data, image) = self.bench_setup(batch, height, width)?;
-        let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
-        let device = self.ctx.device();
-        let queries = if self.ctx.has_timestamps() {
-            Some(Queries::new(&self.ctx, u(2 * batches.len()))?)
-        } else {
-            None
-        };
-        let mut times = Vec::with_capacity(iters);
-        for it in 0..warmup + iters {
-            let start = Instant::now();
-            self.ctx.scoped("benchmarking the network", || {
-                for (ci, ((_, len), prep)) in batches.iter().zip(&preps).enumerate() {
-                    self.upload_input(prep, &data[..len * image]);
-                    let mut encoder = device.create_command_encoder(&Default::default());
-                    let ts = queries.as_ref().map(|q| (&q.set, 2 * u(ci)));
-                    self.encode_pass(prep, &mut encoder, ts);
-                    if ci + 1 == batches.len()
-                        && let Some(q) = &queries
-                    {
-                        q.resolve_into(&mut encoder);
-                    }
-                    self.ctx.queue().submit([encoder.finish()]);
-                }
-                Ok(())
-            })?;
-            self.ctx.wait()?;
-            let wall = start.elapsed();
-            let gpu = match &queries {
-                Some(q) => {
-                    let ns: f64 = q.pairs_ns(&self.ctx)?.iter().sum();
-                    (ns > 0.0).then(|| Duration::from_nanos(ns as u64))
-                }
-                None => None,
-            };
-            if it >= warmup {
-                times.push(gpu.unwrap_or(wall));
-            }
-        }
-        Ok(times)
-    }
-
-    /// Per-layer GPU time of a batch (synthetic data): each layer in a compute pass of its
-    /// own with timestamps at its ends, `warmup` untimed runs, then the median of `iters`.
-    /// A batch split into chunks is profiled on its first chunk.
-    ///
-    /// # Errors
-    /// [`GpuError::Unsupported`] without `TIMESTAMP_QUERY`; otherwise as [`GpuNetwork::run`].
-    pub fn profile(
-        &self,
-        batch: usize,
-        height: usize,
-        width: usize,
-        warmup: usize,
-        iters: usize,
-    ) -> Result<Vec<LayerTiming>> {
-        if !self.ctx.has_timestamps() {
-            return Err(GpuError::Unsupported(
-                "per-layer profiling needs timestamp queries, which this adapter lacks".into(),
-            ));
-        }
-        let (batches, preps, data, image) = self.bench_setup(batch, height, width)?;
-        let (prep, len) = (&preps[0], batches[0].1);
-        let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
-        let layers = prep.dispatches.len();
-        let queries = Queries::new(&self.ctx, u(2 * layers.max(1)))?;
-        let device = self.ctx.device();
-        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); layers];
-        for it in 0..warmup + iters.max(1) {
-            self.ctx.scoped("profiling the network", || {
-                self.upload_input(prep, &data[..len * image]);
-                let mut encoder = device.create_command_encoder(&Default::default());
-                for (i, d) in prep.dispatches.iter().enumerate() {
-                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: Some("layer"),
-                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                            query_set: &queries.set,
-                            beginning_of_pass_write_index: Some(2 * u(i)),
-                            end_of_pass_write_index: Some(2 * u(i) + 1),
-                        }),
-                    });
-                    Self::record(&mut pass, d);
-                }
-                queries.resolve_into(&mut encoder);
-                self.ctx.queue().submit([encoder.finish()]);
-                Ok(())
-            })?;
-            self.ctx.wait()?;
-            let ns = queries.pairs_ns(&self.ctx)?;
-            if it >= warmup {
-                for (s, v) in samples.iter_mut().zip(ns) {
-                    s.push(v);
-                }
-            }
-        }
-        let mut out = Vec::with_capacity(layers);
-        for (i, mut s) in samples.into_iter().enumerate() {
-            s.sort_by(f64::total_cmp);
-            let step = &self.topo.steps[i];
-            out.push(LayerTiming {
-                index: i,
-                kernel: match prep.dispatches[i].k_slices {
-                    _ if prep.plan.chained.get(i) == Some(&true) => {
-                        format!("{} + next input", self.layers[i].kernel_name())
-                    }
-                    _ if prep.dispatches[i].skip => {
-                        format!("{} (in the layer above)", self.layers[i].kernel_name())
-                    }
-                    1 => self.layers[i].kernel_name().to_string(),
-                    k => format!("{} split-K x{k}", self.layers[i].kernel_name()),
-                },
-                output: prep.plan.shapes[step.y],
-                macs: step_macs(step, &prep.plan.shapes)?,
-                time: Duration::from_nanos(s.get(s.len() / 2).copied().unwrap_or(0.0) as u64),
-            });
-        }
-        Ok(out)
-    }
 }
 
 /// How long [`read_back`] waits for its mapping callbacks once the queue is idle.

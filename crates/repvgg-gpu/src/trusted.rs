@@ -6,14 +6,14 @@
 //! * a [`wgpu::PipelineCache`] persisted in the user's cache directory
 //!   ([`wgpu::Device::create_pipeline_cache`]), fed only bytes that a previous
 //!   [`wgpu::PipelineCache::get_data`] returned for the same adapter, as checked by a header
-//!   and a CRC-32 of our own; anything else (missing, truncated, corrupt, another adapter's) is
+//!   and a CRC-32 of our own (`checked_file`); anything else (missing, truncated, corrupt, another adapter's) is
 //!   ignored and the cache starts empty.
 #![allow(unsafe_code)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
+use crate::checked_file;
 use crate::precision::Precision;
 use crate::shader::Shader;
 
@@ -132,30 +132,10 @@ pub(crate) fn shader_module(
     unsafe { device.create_shader_module_trusted(desc, checks) }
 }
 
-/// File header: magic, format version, CRC-32 of the payload, payload length.
+/// The pipeline cache file's magic and format version.
 const MAGIC: &[u8; 8] = b"RVGGPLC1";
-const HEADER: usize = 8 + 4 + 8;
-
-/// `data` with our header.
-pub(crate) fn encode(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + data.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
-    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
-    out.extend_from_slice(data);
-    out
-}
-
-/// The payload of a file written by [`encode`], or `None` when the header, length or CRC does
-/// not match (a truncated, corrupt or foreign file).
-pub(crate) fn decode(file: &[u8]) -> Option<&[u8]> {
-    let (header, data) = file.split_at_checked(HEADER)?;
-    let (magic, rest) = header.split_at(8);
-    let (crc, len) = rest.split_at(4);
-    let crc = u32::from_le_bytes(crc.try_into().ok()?);
-    let len = u64::from_le_bytes(len.try_into().ok()?);
-    (magic == MAGIC && len == data.len() as u64 && crc32fast::hash(data) == crc).then_some(data)
-}
+/// Largest pipeline cache file read back.
+const MAX_FILE: u64 = 1 << 30;
 
 /// A pipeline cache backed by one file.
 #[derive(Debug)]
@@ -176,12 +156,12 @@ impl DiskCache {
         }
         let key = wgpu::util::pipeline_cache_key(info)?;
         let path = dir.join(format!("{key}.bin"));
-        let file = std::fs::read(&path).ok();
-        let data = file.as_deref().and_then(decode);
+        let file = checked_file::read(MAGIC, &path, MAX_FILE);
+        let data = file.as_deref();
         let saved = data.map(crc32fast::hash);
-        // SAFETY: `data` is either `None` or bytes that passed `decode`: our header, the exact
-        // length and the CRC-32 of what `save` wrote, and `save` writes only what
-        // `PipelineCache::get_data` returned; the file name is wgpu's `pipeline_cache_key` of
+        // SAFETY: `data` is either `None` or bytes that passed `checked_file::decode`: our
+        // header, the exact length and the CRC-32 of what `save` wrote, and `save` writes only
+        // what `PipelineCache::get_data` returned; the file name is wgpu's `pipeline_cache_key` of
         // this adapter, and wgpu checks its own header (adapter key, version) again, falling
         // back to an empty cache (`fallback: true`) when the data is not for this device.
         let cache = unsafe {
@@ -214,47 +194,8 @@ impl DiskCache {
         if *saved == Some(crc) {
             return Ok(false);
         }
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let tmp = self
-            .path
-            .with_extension(format!("tmp{}", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&encode(&data))?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+        checked_file::write(MAGIC, &self.path, &data)?;
         *saved = Some(crc);
         Ok(true)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cache_files_round_trip_and_damage_is_rejected() {
-        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let file = encode(&data);
-        assert_eq!(decode(&file), Some(&data[..]));
-        assert_eq!(decode(&encode(&[])), Some(&[][..]));
-        // Truncated anywhere, a flipped bit anywhere, trailing bytes, another magic.
-        for cut in [0, 5, HEADER - 1, HEADER, file.len() - 1] {
-            assert_eq!(decode(&file[..cut]), None, "cut at {cut}");
-        }
-        for i in (0..file.len()).step_by(37) {
-            let mut bad = file.clone();
-            bad[i] ^= 0x10;
-            assert_eq!(decode(&bad), None, "bit flipped at {i}");
-        }
-        let mut longer = file.clone();
-        longer.push(0);
-        assert_eq!(decode(&longer), None);
     }
 }

@@ -3,14 +3,73 @@
 use repvgg_math::winograd::Tile;
 use wgpu::util::DeviceExt;
 
+use crate::caps::Caps;
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::graph::Node;
-use crate::kernels::conv::{self, Caps, ConvEpilogue, ConvImpl, ConvKernel, WeightData};
-use crate::kernels::simple::LINEAR_OUTPUTS;
-use crate::kernels::u;
+use crate::kernels::{ConvEpilogue, WeightData, linear, u};
+use crate::plan::Topology;
 use crate::precision::{Precision, Storage};
+use crate::select::{self, ConvImpl, DirectConv};
 use repvgg_math::Activation;
+
+/// A network's uploaded side: its structure, every layer's weights and kernel choice, and the
+/// placeholders bound where a kernel's optional binding is unused.
+#[derive(Debug)]
+pub(crate) struct Uploaded {
+    pub topo: Topology,
+    pub layers: Vec<LayerGpu>,
+    pub caps: Caps,
+    pub dummy: wgpu::Buffer,
+    /// Bound where a kernel's read-write buffer is unused (split-K's partial sums, unsplit).
+    pub dummy_rw: wgpu::Buffer,
+}
+
+impl Uploaded {
+    /// Uploads every layer of `nodes` (a conv with the kernel `directs` gives it, in order of
+    /// the convs) in `precision`, as the steps of `topo`.
+    pub fn new(
+        ctx: &GpuContext,
+        caps: Caps,
+        topo: Topology,
+        nodes: &[Node],
+        directs: &[DirectConv],
+    ) -> Result<Self> {
+        let max_binding_device = ctx.limits().max_storage_buffer_binding_size;
+        let precision = topo.precision;
+        let mut directs = directs.iter();
+        let layers = ctx.scoped("uploading network weights", || {
+            nodes
+                .iter()
+                .map(|node| {
+                    let direct = match node {
+                        Node::Conv { .. } => *directs.next().ok_or_else(|| {
+                            GpuError::InvalidNetwork("a conv without a kernel".into())
+                        })?,
+                        _ => DirectConv::Naive,
+                    };
+                    layer(ctx, &caps, node, direct, precision, max_binding_device)
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        let unused = |label| {
+            ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        // Two: one buffer may not be bound read-only and read-write in one dispatch.
+        Ok(Self {
+            topo,
+            layers,
+            caps,
+            dummy: unused("unused binding"),
+            dummy_rw: unused("unused read-write binding"),
+        })
+    }
+}
 
 /// Where a conv's weights live.
 #[derive(Debug)]
@@ -49,9 +108,9 @@ pub(crate) enum LayerGpu {
     },
     WinogradOutput {
         tile: Tile,
+        ep: ConvEpilogue,
         scale: Option<wgpu::Buffer>,
         bias: Option<wgpu::Buffer>,
-        relu: bool,
     },
 }
 
@@ -60,9 +119,9 @@ impl LayerGpu {
     pub fn kernel_name(&self) -> &'static str {
         match self {
             LayerGpu::Conv { imp, .. } => match imp {
-                ConvImpl::Gemm { .. } => "conv gemm",
-                ConvImpl::Workgroup { .. } => "conv workgroup",
-                ConvImpl::Subgroup { .. } => "conv subgroup",
+                ConvImpl::Gemm(_) => "conv gemm",
+                ConvImpl::Workgroup(_) => "conv workgroup",
+                ConvImpl::Subgroup(_) => "conv subgroup",
                 ConvImpl::Naive => "conv naive",
             },
             LayerGpu::Affine { .. } => "affine",
@@ -138,34 +197,13 @@ fn texture(
     texture.create_view(&wgpu::TextureViewDescriptor::default())
 }
 
-/// What kernel choice needs to know of `ctx`.
-pub(crate) fn caps(ctx: &GpuContext) -> Caps {
-    let subgroups = ctx.device().features().contains(wgpu::Features::SUBGROUP);
-    let software = ctx.is_software();
-    Caps {
-        subgroup_min: subgroups.then_some(ctx.adapter_info().subgroup_min_size),
-        max_texture_dim: ctx.limits().max_texture_dimension_2d,
-        max_workgroups: ctx.limits().max_compute_workgroups_per_dimension,
-        software,
-        // A CPU runs a few workgroups at a time; a GPU wants several per compute unit (wgpu
-        // does not say how many units there are: 128 covers most discrete GPUs).
-        min_workgroups: if software { 8 } else { 128 },
-        // The device's binding and buffer limits, and never past `MAX_BINDING`.
-        max_binding: ctx
-            .limits()
-            .max_storage_buffer_binding_size
-            .min(ctx.limits().max_buffer_size)
-            .min(crate::network::MAX_BINDING),
-    }
-}
-
-/// Uploads one layer's weights, stored in `precision`; `max_binding` is the device's
-/// storage-binding limit.
+/// Uploads one layer's weights, stored in `precision`, a conv's in the layout of `direct`, its
+/// kernel; `max_binding` is the device's storage-binding limit.
 pub(crate) fn layer(
     ctx: &GpuContext,
     caps: &Caps,
     node: &Node,
-    kernel: ConvKernel,
+    direct: DirectConv,
     precision: Precision,
     max_binding: u64,
 ) -> Result<LayerGpu> {
@@ -192,10 +230,12 @@ pub(crate) fn layer(
             relu,
             ..
         } => {
-            let (imp, data) = conv::choose(kernel, caps, spec, weight.view())?;
-            if precision == Precision::F16 && !imp.shader().has_f16() {
-                return Err(GpuError::F16Kernel { kernel: imp.name() });
+            if precision == Precision::F16 && !direct.shader().has_f16() {
+                return Err(GpuError::F16Kernel {
+                    kernel: direct.kernel_name(),
+                });
             }
+            let (imp, data) = select::prepare(direct, caps, spec, weight.view())?;
             let weight = match data {
                 WeightData::Buffer(d) => {
                     check_size("conv weight", d.len())?;
@@ -231,14 +271,8 @@ pub(crate) fn layer(
         Node::Linear {
             weight, bias, act, ..
         } => {
-            let (out_f, in_f) = weight.dim();
-            // Transposed, each row padded to whole vec4s: `[in][ceil(out / 4) * 4]`.
-            let out_pad = out_f.div_ceil(LINEAR_OUTPUTS) * LINEAR_OUTPUTS;
-            check_size("linear weight", out_pad * in_f)?;
-            let mut data = vec![0.0f32; in_f * out_pad];
-            for ((o, i), &v) in weight.indexed_iter() {
-                data[i * out_pad + o] = v;
-            }
+            let data = linear::weight_layout(weight);
+            check_size("linear weight", data.len())?;
             LayerGpu::Linear {
                 weight: stored(ctx, "linear weight", &data, precision),
                 bias: opt("linear bias", bias),
@@ -252,12 +286,18 @@ pub(crate) fn layer(
             bias,
             relu,
             tile,
+            residual,
             ..
         } => LayerGpu::WinogradOutput {
             tile: *tile,
+            ep: ConvEpilogue {
+                scale: scale.is_some(),
+                bias: bias.is_some(),
+                residual: residual.is_some(),
+                relu: *relu,
+            },
             scale: opt("winograd scale", scale),
             bias: opt("winograd bias", bias),
-            relu: *relu,
         },
     })
 }

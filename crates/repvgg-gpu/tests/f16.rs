@@ -325,7 +325,7 @@ fn config(default_cases: u32) -> ProptestConfig {
 #[test]
 fn f16_tiled_conv_matches_oracle_on_random_shapes() {
     let Some(ctx) = f16_ctx() else { return };
-    proptest!(config(8), |(c in cases())| { check_conv(&ctx, &c, ConvKernel::Tiled); });
+    proptest!(config(8), |(c in cases())| { check_conv(&ctx, &c, ConvKernel::Auto); });
 }
 
 #[test]
@@ -390,7 +390,7 @@ fn f16_a0_layer_shapes() {
     ];
     let mut worst = 0.0f64;
     for c in &shapes {
-        for k in [ConvKernel::Tiled, ConvKernel::Gemm] {
+        for k in [ConvKernel::Auto, ConvKernel::Gemm] {
             worst = worst.max(check_conv(&ctx, c, k));
         }
         if c.ks == 3 && c.stride == 1 {
@@ -406,7 +406,7 @@ fn f16_a0_layer_shapes() {
         scale: true,
         ..case(96, 96, 3, 1, 28, 4)
     };
-    worst = worst.max(check_conv(&ctx, &with_residual, ConvKernel::Tiled));
+    worst = worst.max(check_conv(&ctx, &with_residual, ConvKernel::Auto));
     // Split-K (f32 partial sums, f16 output) with a residual, at the 14x14 stage.
     let split = Case {
         residual: true,
@@ -438,7 +438,7 @@ fn f16_small_kernels_match_oracle() {
         let scale = rng.vec_in(c, 0.5, 2.0);
         let shift = rng.vec(c);
         // Affine with the input as residual, then ReLU.
-        let got = run_f16(&ctx, &x, ConvKernel::Tiled, |b, t| {
+        let got = run_f16(&ctx, &x, ConvKernel::Auto, |b, t| {
             b.affine(t, &scale, &shift, Some(t), true)
         })
         .into_dimensionality::<Ix4>()
@@ -454,7 +454,7 @@ fn f16_small_kernels_match_oracle() {
         assert_f16_close("f16 affine", got.view(), want.view(), mag.view(), 1.0);
 
         // Global average pool: mean of values each rounded once.
-        let got = run_f16(&ctx, &x, ConvKernel::Tiled, |b, t| b.global_avg_pool(t))
+        let got = run_f16(&ctx, &x, ConvKernel::Auto, |b, t| b.global_avg_pool(t))
             .into_dimensionality::<Ix2>()
             .expect("2-d");
         let want = cpu::global_avg_pool(to_f64(&x).view()).expect("gap");
@@ -468,7 +468,7 @@ fn f16_small_kernels_match_oracle() {
         );
 
         // Channel scale by the pooled values, with ReLU.
-        let got = run_f16(&ctx, &x, ConvKernel::Tiled, |b, t| {
+        let got = run_f16(&ctx, &x, ConvKernel::Auto, |b, t| {
             let s = b.global_avg_pool(t)?;
             b.channel_scale(t, s, true)
         })
@@ -504,7 +504,7 @@ fn f16_small_kernels_match_oracle() {
         + &ndarray::Array1::from(bias.iter().map(|&v| f64::from(v)).collect::<Vec<_>>());
     let mag = x2.mapv(f64::abs).dot(&w64.mapv(f64::abs).t());
     for act in [Activation::None, Activation::Relu, Activation::Sigmoid] {
-        let got = run_f16(&ctx, &x, ConvKernel::Tiled, |b, t| {
+        let got = run_f16(&ctx, &x, ConvKernel::Auto, |b, t| {
             b.linear_act(t, w.view(), Some(&bias), act)
         })
         .into_dimensionality::<Ix2>()

@@ -167,7 +167,7 @@ fn config(default_cases: u32) -> ProptestConfig {
 #[test]
 fn tiled_conv_matches_oracle_on_random_shapes() {
     let Some(ctx) = ctx() else { return };
-    proptest!(config(16), |(c in cases())| check_conv(&ctx, &c, ConvKernel::Tiled));
+    proptest!(config(16), |(c in cases())| check_conv(&ctx, &c, ConvKernel::Auto));
 }
 
 #[test]
@@ -389,7 +389,7 @@ fn a0_layer_shapes_with_every_kernel() {
         case(192, 1280, 1, 2, 14, 1),
     ];
     // (The workgroup kernel is slow on CPU adapters; random shapes cover it.)
-    let mut kernels = vec![ConvKernel::Tiled, ConvKernel::Gemm];
+    let mut kernels = vec![ConvKernel::Auto, ConvKernel::Gemm];
     if ctx.has_subgroups_of_8() {
         kernels.push(ConvKernel::Subgroup);
     }
@@ -445,7 +445,7 @@ fn tiled_conv_spans_several_tiles_in_every_dimension() {
             scale: true,
             seed: 7,
         };
-        check_conv(&ctx, &c, ConvKernel::Tiled);
+        check_conv(&ctx, &c, ConvKernel::Auto);
         check_conv(&ctx, &c, ConvKernel::Gemm);
         check_conv(&ctx, &c, ConvKernel::SplitK);
         check_conv(&ctx, &c, ConvKernel::Workgroup);
@@ -535,7 +535,7 @@ fn depthwise_and_one_by_one_convs() {
         seed: 3,
     };
     for kernel in [
-        ConvKernel::Tiled,
+        ConvKernel::Auto,
         ConvKernel::Gemm,
         ConvKernel::Workgroup,
         ConvKernel::Naive,

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use common::{Rng, assert_close};
 use ndarray::{Array1, Array2, Array4, ArrayD, Axis, Ix2, Ix4};
 use repvgg_gpu::{
-    Activation, ConvKernel, Epilogue, GpuContext, GpuError, GpuNetwork, NetworkBuilder, TensorId,
-    test_context,
+    Activation, Candidate, ChoiceSource, ConvKernel, DirectConv, Epilogue, GpuContext, GpuError,
+    GpuNetwork, NetworkBuilder, Precision, TensorId, Tile, test_context,
 };
 use repvgg_math::{ConvSpec, ops as cpu};
 
@@ -200,7 +200,7 @@ fn multi_layer_network_matches_cpu_composition_with_every_kernel() {
     let x = Rng::new(2).array4([2, 3, 13, 11]);
     let want = net.cpu(&x);
     for kernel in [
-        ConvKernel::Tiled,
+        ConvKernel::Auto,
         ConvKernel::Gemm,
         ConvKernel::SplitK,
         ConvKernel::Workgroup,
@@ -213,6 +213,72 @@ fn multi_layer_network_matches_cpu_composition_with_every_kernel() {
         assert_eq!(got["logits"].shape(), &[2, 5]);
         assert_eq!(got["block"].shape(), &[2, 8, 7, 6]);
         compare(&format!("{kernel:?}"), &got, &want);
+    }
+}
+
+/// Every candidate the tuner may choose, and more (every kernel under each Winograd tile),
+/// forced on every conv of the network it can run (the rules take the others), each against
+/// the f64 oracle with NaN-filled activations.
+#[test]
+fn every_candidate_forced_matches_the_oracle() {
+    let Some(ctx) = test_context() else { return };
+    let net = Net::new(5);
+    let x = Rng::new(6).array4([2, 3, 13, 11]);
+    let want = net.cpu(&x);
+    let directs = [
+        DirectConv::Subgroup { ch4: 2 },
+        DirectConv::Subgroup { ch4: 3 },
+        DirectConv::Gemm { split_k: false },
+        DirectConv::Gemm { split_k: true },
+        DirectConv::Workgroup,
+        DirectConv::Naive,
+    ];
+    let mut all: Vec<Candidate> = directs.iter().map(|&d| Candidate::Direct(d)).collect();
+    for tile in [Tile::F2, Tile::F4] {
+        for &inner in &directs[..4] {
+            all.push(Candidate::Winograd { tile, inner });
+        }
+    }
+    // What the tuner may time for this network's convs is among them.
+    let specs = [
+        &net.stem3,
+        &net.stem1,
+        &net.b1,
+        &net.b3,
+        &net.grouped,
+        &net.down,
+    ];
+    for conv in specs {
+        for precision in Precision::ALL {
+            for c in Candidate::tuning_set(&ctx, &conv.spec, precision) {
+                assert!(all.contains(&c), "{c} is not tested");
+            }
+        }
+    }
+    for candidate in all {
+        let mut b = NetworkBuilder::new(&ctx)
+            .candidate(candidate)
+            .nan_fill(true);
+        net.build(&mut b);
+        let gpu = b.build().expect("build");
+        let forced = gpu
+            .conv_choices()
+            .iter()
+            .filter(|c| c.source == ChoiceSource::Forced)
+            .inspect(|c| assert_eq!(c.candidate, candidate))
+            .count();
+        let runs_somewhere = match candidate {
+            Candidate::Direct(DirectConv::Subgroup { .. })
+            | Candidate::Winograd {
+                inner: DirectConv::Subgroup { .. },
+                ..
+            } => ctx.has_subgroups_of_8(),
+            _ => true,
+        };
+        assert_eq!(forced > 0, runs_somewhere, "{candidate}: {forced} convs");
+        assert_eq!(gpu.conv_choices().len(), 7, "six convs and the head");
+        let got = gpu.run(x.view()).expect("run");
+        compare(&format!("{candidate}"), &got, &want);
     }
 }
 
@@ -247,7 +313,7 @@ fn a_batch_over_the_binding_limit_is_split_and_gives_the_unsplit_result() {
     let Some(ctx) = test_context() else { return };
     let net = Net::new(5);
     let x = Rng::new(6).array4([5, 3, 12, 12]);
-    let whole = net.gpu(&ctx, ConvKernel::Tiled);
+    let whole = net.gpu(&ctx, ConvKernel::Auto);
     // The biggest activation of one image: 8 channels x 6 x 6 floats (stem output).
     let image_bytes = 8 * 6 * 6 * 4;
     let mut b = NetworkBuilder::new(&ctx)
@@ -285,7 +351,7 @@ fn a_batch_over_the_binding_limit_is_split_and_gives_the_unsplit_result() {
 fn runs_reuse_buffers_across_shapes_and_threads() {
     let Some(ctx) = test_context() else { return };
     let net = Net::new(7);
-    let gpu = net.gpu(&ctx, ConvKernel::Tiled);
+    let gpu = net.gpu(&ctx, ConvKernel::Auto);
     let mut rng = Rng::new(8);
     let small = rng.array4([1, 3, 9, 9]);
     let big = rng.array4([3, 3, 14, 10]);
@@ -308,7 +374,7 @@ fn runs_reuse_buffers_across_shapes_and_threads() {
 fn accounting_macs_peak_bytes_and_bench() {
     let Some(ctx) = test_context() else { return };
     let net = Net::new(9);
-    let gpu = net.gpu(&ctx, ConvKernel::Tiled);
+    let gpu = net.gpu(&ctx, ConvKernel::Auto);
     let (h, w) = (12, 10);
     let (oh, ow) = net.stem3.spec.output_size(h, w).expect("size");
     let (dh, dw) = net.down.spec.output_size(oh, ow).expect("size");
@@ -359,7 +425,7 @@ fn the_timer_sees_a_slow_kernel_as_slower() {
         t.sort();
         t[1]
     };
-    let (fast, slow) = (time(ConvKernel::Tiled), time(ConvKernel::Naive));
+    let (fast, slow) = (time(ConvKernel::Auto), time(ConvKernel::Naive));
     assert!(slow > fast, "naive {slow:?} vs tiled {fast:?}");
 }
 
@@ -834,4 +900,90 @@ fn winograd4_convs_in_a_row_chain_their_transforms() {
             assert_eq!(chains, expected, "{case}: chained pairs");
         }
     }
+}
+
+/// Tuning times the candidates of each distinct conv shape, keeps the choices in the cache
+/// directory of the context, and a second build takes them from there; the tuned network
+/// still matches the oracle. Without a budget nothing is timed and the rules choose; without
+/// a workload, or with tuning off, the rules choose and no report is made.
+#[test]
+fn tuning_times_once_then_reuses_the_cache() {
+    let Some(shared) = test_context() else { return };
+    if !shared.has_timestamps() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = repvgg_gpu::ContextOptions {
+        pipeline_cache_dir: Some(dir.path().to_path_buf()),
+        ..repvgg_gpu::ContextOptions::default()
+    };
+    let ctx = GpuContext::with_options(&options).expect("context");
+    let net = Net::new(7);
+    let x = Rng::new(8).array4([2, 3, 13, 11]);
+    let build = |tuning, budget| {
+        let mut b = NetworkBuilder::new(&ctx)
+            .tuning(tuning)
+            .tuning_budget(budget)
+            .tune_for(2, 13, 11)
+            .nan_fill(true);
+        net.build(&mut b);
+        b.build().expect("build")
+    };
+    let long = std::time::Duration::from_secs(600);
+    let first = build(repvgg_gpu::Tuning::Force, long);
+    let report = first.tuning_report().expect("a report").clone();
+    assert_eq!((report.cached, report.untuned), (0, 0), "{report}");
+    // Seven convs, all of distinct shapes.
+    assert_eq!(report.tuned.len(), 7, "{report}");
+    for shape in &report.tuned {
+        assert!(!shape.times.is_empty(), "{}", shape.key);
+        assert!(shape.times.iter().any(|(c, _)| *c == shape.chosen));
+    }
+    let file = report.cache_file.clone().expect("a cache file");
+    assert!(
+        file.starts_with(dir.path()) && file.exists(),
+        "{}",
+        file.display()
+    );
+    assert!(
+        first
+            .conv_choices()
+            .iter()
+            .all(|c| c.source == ChoiceSource::Tuned)
+    );
+    compare("tuned", &first.run(x.view()).expect("run"), &net.cpu(&x));
+    let second = build(repvgg_gpu::Tuning::Cached, long);
+    let again = second.tuning_report().expect("a report");
+    assert_eq!((again.cached, again.tuned.len()), (7, 0), "{again}");
+    let chosen = |n: &GpuNetwork| {
+        n.conv_choices()
+            .iter()
+            .map(|c| c.candidate)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(chosen(&second), chosen(&first));
+    assert!(
+        second
+            .conv_choices()
+            .iter()
+            .all(|c| c.source == ChoiceSource::Cache)
+    );
+    // No budget: nothing timed, the rules choose.
+    let none = build(repvgg_gpu::Tuning::Force, std::time::Duration::ZERO);
+    let r = none.tuning_report().expect("a report");
+    assert_eq!((r.tuned.len(), r.untuned), (0, 7), "{r}");
+    assert!(
+        none.conv_choices()
+            .iter()
+            .all(|c| c.source == ChoiceSource::Rules)
+    );
+    let off = build(repvgg_gpu::Tuning::Off, long);
+    assert!(
+        off.conv_choices()
+            .iter()
+            .all(|c| c.source == ChoiceSource::Rules)
+    );
+    let mut b = NetworkBuilder::new(&ctx);
+    net.build(&mut b);
+    assert!(b.build().expect("build").tuning_report().is_none());
 }

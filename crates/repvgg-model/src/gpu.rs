@@ -12,13 +12,24 @@ use crate::error::{ModelError, Result};
 use crate::model::{DeployModel, Features, Head, SqueezeExcite, TrainModel};
 use crate::walk::{self, Layers, Site, relu_flag};
 
-pub use repvgg_gpu::{ConvKernel, GpuContext, LayerTiming};
+pub use repvgg_gpu::{
+    Candidate, ChoiceSource, ConvChoice, ConvKernel, DEFAULT_TUNING_BUDGET, GpuContext,
+    LayerTiming, TunedShape, Tuning, TuningReport,
+};
 
-/// How a model runs on the GPU: kernel, storage precision, which outputs to bring back.
+/// How a model runs on the GPU: kernel, tuning, storage precision, which outputs to bring back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GpuOptions {
-    /// The conv kernel: chosen per layer and adapter (`Tiled`), or one forced for every conv.
+    /// The conv kernel: chosen per layer and adapter (`Auto`), or one forced for every conv.
     pub kernel: ConvKernel,
+    /// Whether `Auto` times candidates on the adapter ([`Tuning`]); only with
+    /// [`GpuOptions::tune_for`].
+    pub tuning: Tuning,
+    /// The workload tuning times candidates for: batch, height, width. `None`: no tuning, the
+    /// rules choose.
+    pub tune_for: Option<(usize, usize, usize)>,
+    /// Time tuning may spend per network; `None`: [`repvgg_gpu::DEFAULT_TUNING_BUDGET`].
+    pub tuning_budget: Option<Duration>,
     /// f32 (default), or f16 weights and activations with f32 arithmetic (needs the adapter's
     /// `SHADER_F16`; inputs and logits stay f32).
     pub precision: Precision,
@@ -121,10 +132,18 @@ impl GpuModel {
         in_channels: usize,
         walk: impl FnOnce(&mut Gpu) -> Result<()>,
     ) -> Result<Self> {
+        let mut b = NetworkBuilder::new(ctx)
+            .kernel(opts.kernel)
+            .precision(opts.precision)
+            .tuning(opts.tuning);
+        if let Some((batch, h, w)) = opts.tune_for {
+            b = b.tune_for(batch, h, w);
+        }
+        if let Some(budget) = opts.tuning_budget {
+            b = b.tuning_budget(budget);
+        }
         let mut gpu = Gpu {
-            b: NetworkBuilder::new(ctx)
-                .kernel(opts.kernel)
-                .precision(opts.precision),
+            b,
             features: opts.features,
             stages: 0,
         };
@@ -145,6 +164,16 @@ impl GpuModel {
     /// Uploads a train-form model: every branch its own kernel, summed through epilogues.
     pub fn train(ctx: &GpuContext, m: &TrainModel, opts: GpuOptions) -> Result<Self> {
         Self::build(ctx, opts, m.config.in_channels, |l| walk::train(l, m))
+    }
+
+    /// What tuning did while this model was uploaded (`None` without a workload to tune for).
+    pub fn tuning_report(&self) -> Option<&TuningReport> {
+        self.net.tuning_report()
+    }
+
+    /// The candidate each conv runs and where that choice came from.
+    pub fn conv_choices(&self) -> &[ConvChoice] {
+        self.net.conv_choices()
     }
 
     /// Logits and, when built with `features`, every stage's output.

@@ -73,5 +73,7 @@ pub use model::{
     argmax_rows, block_spec, max_abs_diff,
 };
 pub use quant::{CalibMethod, QuantOptions, QuantReport, QuantizedModel};
+#[cfg(feature = "gpu")]
+pub use runner::TUNE_SIZE;
 pub use runner::{Engine, Profile, RunOptions, Runner};
 pub use vocab::{AdapterFilter, Device, Form, ParseWordError, Precision};

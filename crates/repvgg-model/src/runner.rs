@@ -34,7 +34,7 @@ use crate::quant::QuantizedModel;
 #[cfg(feature = "cpu")]
 use repvgg_cpu::int8::{Int8Kernel, Int8Network, Int8Options};
 #[cfg(feature = "gpu")]
-use repvgg_gpu::{ConvKernel, GpuContext, LayerTiming};
+use repvgg_gpu::{ConvKernel, GpuContext, LayerTiming, Tuning, TuningReport};
 
 /// How [`crate::Model::runner`] prepares a model. Build it from [`RunOptions::default`] (deploy
 /// form, [`Device::Auto`], f32, every core) and the setters.
@@ -59,10 +59,27 @@ pub struct RunOptions {
     /// The int8 GEMM's instruction set (A/B runs and tests); `None`: the fastest the CPU has.
     #[cfg(feature = "cpu")]
     pub int8_kernel: Option<Int8Kernel>,
-    /// GPU convolution kernel (A/B runs); `Tiled` picks per layer and adapter.
+    /// GPU convolution kernel (A/B runs); `Auto` picks per layer and adapter.
     #[cfg(feature = "gpu")]
     pub gpu_kernel: ConvKernel,
+    /// Whether the GPU engine times its convs' candidates on the adapter and keeps the fastest
+    /// (with [`ConvKernel::Auto`]): [`Tuning::Cached`] by default, which tunes each conv shape
+    /// once per adapter within a time budget and reuses the choice from the cache directory
+    /// afterwards. Tuned for [`RunOptions::tune_for`].
+    #[cfg(feature = "gpu")]
+    pub tuning: Tuning,
+    /// The workload tuning is for: batch, height, width; `None`: one image of
+    /// [`TUNE_SIZE`] x [`TUNE_SIZE`]. Any batch and size still run.
+    #[cfg(feature = "gpu")]
+    pub tune_for: Option<(usize, usize, usize)>,
+    /// Time tuning may spend per network; `None`: [`repvgg_gpu::DEFAULT_TUNING_BUDGET`].
+    #[cfg(feature = "gpu")]
+    pub tuning_budget: Option<Duration>,
 }
+
+/// The input size tuning is for unless [`RunOptions::tune_for`] says otherwise: ImageNet's.
+#[cfg(feature = "gpu")]
+pub const TUNE_SIZE: usize = 224;
 
 impl RunOptions {
     /// Sets [`RunOptions::device`].
@@ -101,6 +118,24 @@ impl RunOptions {
     #[cfg(feature = "gpu")]
     pub fn gpu_kernel(mut self, kernel: ConvKernel) -> Self {
         self.gpu_kernel = kernel;
+        self
+    }
+    /// Sets [`RunOptions::tuning`].
+    #[cfg(feature = "gpu")]
+    pub fn tuning(mut self, tuning: Tuning) -> Self {
+        self.tuning = tuning;
+        self
+    }
+    /// Sets [`RunOptions::tune_for`].
+    #[cfg(feature = "gpu")]
+    pub fn tune_for(mut self, batch: usize, height: usize, width: usize) -> Self {
+        self.tune_for = Some((batch, height, width));
+        self
+    }
+    /// Sets [`RunOptions::tuning_budget`].
+    #[cfg(feature = "gpu")]
+    pub fn tuning_budget(mut self, budget: Duration) -> Self {
+        self.tuning_budget = Some(budget);
         self
     }
 }
@@ -395,6 +430,16 @@ impl Runner {
         }
     }
 
+    /// What tuning did while the GPU engine uploaded this model; `None` on the CPU engine.
+    #[cfg(feature = "gpu")]
+    pub fn tuning_report(&self) -> Option<TuningReport> {
+        match &self.net {
+            Net::Gpu(m) => m.tuning_report().cloned(),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
     /// Logits `[N, classes]` of an NCHW f32 batch `[N, in_channels, H, W]`.
     ///
     /// # Errors
@@ -579,6 +624,9 @@ fn build(
             };
             let g = GpuOptions {
                 kernel: opts.gpu_kernel,
+                tuning: opts.tuning,
+                tune_for: Some(opts.tune_for.unwrap_or((1, TUNE_SIZE, TUNE_SIZE))),
+                tuning_budget: opts.tuning_budget,
                 precision: storage,
                 features,
             };

@@ -90,7 +90,7 @@ fn gpu_model_shared_by_8_threads_matches_sequential_bit_for_bit() {
         &ctx,
         &deploy_model(),
         GpuOptions {
-            kernel: ConvKernel::Tiled,
+            kernel: ConvKernel::Auto,
             features: false,
             ..GpuOptions::default()
         },

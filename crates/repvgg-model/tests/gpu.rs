@@ -15,7 +15,11 @@ use repvgg_model::{
 };
 
 const FEATS: GpuOptions = GpuOptions {
-    kernel: ConvKernel::Tiled,
+    kernel: ConvKernel::Auto,
+    // The rules choose: no workload to tune for.
+    tuning: repvgg_model::gpu::Tuning::Off,
+    tune_for: None,
+    tuning_budget: None,
     precision: Precision::F32,
     features: true,
 };
@@ -60,7 +64,7 @@ fn timm_fixtures_match_on_the_gpu_in_both_forms() {
     let Some(ctx) = test_context() else { return };
     let mut compared = 0;
     for kernel in [
-        ConvKernel::Tiled,
+        ConvKernel::Auto,
         ConvKernel::Winograd,
         ConvKernel::Winograd4,
     ] {
@@ -118,7 +122,7 @@ fn random_variants_match_the_cpu_forward() {
         let x = Array4::from_shape_fn((3, cfg.in_channels, 19, 26), |(n, c, y, xx)| {
             (((n * 13 + c * 7 + y * 3 + xx * 5) % 17) as f32 - 8.0) / 8.0
         });
-        for kernel in [ConvKernel::Tiled, ConvKernel::Workgroup, ConvKernel::Naive] {
+        for kernel in [ConvKernel::Auto, ConvKernel::Workgroup, ConvKernel::Naive] {
             let opts = GpuOptions {
                 kernel,
                 features: false,

@@ -50,6 +50,12 @@ fn assert_close(a: &ndarray::Array2<f32>, b: &ndarray::Array2<f32>, what: &str) 
     );
 }
 
+/// The defaults with the GPU's conv kernels chosen by the rules (tuning is tested in the GPU
+/// crate), so that the suite times nothing.
+fn opts() -> RunOptions {
+    RunOptions::default().tuning(repvgg_model::gpu::Tuning::Off)
+}
+
 /// The test adapter (`repvgg_gpu::test_context`: none is a failure under REPVGG_REQUIRE_GPU=1).
 fn gpu_engine() -> Option<Engine> {
     repvgg_gpu::test_context().map(Engine::from_gpu_context)
@@ -65,7 +71,7 @@ proptest! {
         let model = small(seed, se);
         let x = input(n, hw, seed);
         for form in Form::ALL {
-            let r = model.runner(RunOptions::default().device(Device::Cpu).form(form)).unwrap();
+            let r = model.runner(opts().device(Device::Cpu).form(form)).unwrap();
             prop_assert_eq!(r.form(), form);
             assert_close(&r.run(x.view()).unwrap(), &oracle(&model, form, x.view()), &format!("{form}"));
         }
@@ -79,10 +85,7 @@ fn gpu_runner_matches_the_reference_in_both_forms() {
     let x = input(2, 17, 3);
     for form in Form::ALL {
         let r = model
-            .runner_on(
-                &engine,
-                RunOptions::default().device(Device::GPU).form(form),
-            )
+            .runner_on(&engine, opts().device(Device::GPU).form(form))
             .unwrap();
         assert!(r.device().starts_with("gpu: "), "{}", r.device());
         assert_close(
@@ -106,7 +109,7 @@ fn features_are_the_reference_stages() {
     let mut engines = vec![Engine::cpu()];
     engines.extend(gpu_engine());
     for engine in &engines {
-        let r = model.runner_on(engine, RunOptions::default()).unwrap();
+        let r = model.runner_on(engine, opts()).unwrap();
         let got = r.run_features(x.view()).unwrap();
         assert_eq!(got.stages.len(), want.stages.len(), "{}", engine.kind());
         for (i, (g, w)) in got.stages.iter().zip(&want.stages).enumerate() {
@@ -132,11 +135,7 @@ fn one_runner_many_threads() {
     send_sync::<Runner>();
     send_sync::<Model>();
     let model = small(3, true);
-    let runner = Arc::new(
-        model
-            .runner(RunOptions::default().device(Device::Cpu))
-            .unwrap(),
-    );
+    let runner = Arc::new(model.runner(opts().device(Device::Cpu)).unwrap());
     let inputs: Vec<Array4<f32>> = (0..8).map(|i| input(1 + i % 3, 12 + i, i as u64)).collect();
     let want: Vec<_> = inputs
         .iter()
@@ -163,9 +162,7 @@ fn one_runner_many_threads() {
 #[test]
 fn auto_applies_the_device_policy_and_says_why() {
     let engine = Engine::open(&Device::Auto).unwrap();
-    let r = small(1, false)
-        .runner_on(&engine, RunOptions::default())
-        .unwrap();
+    let r = small(1, false).runner_on(&engine, opts()).unwrap();
     let why = r.device();
     assert!(
         why.starts_with("cpu: ") || why.starts_with("gpu: "),
@@ -185,30 +182,24 @@ fn asking_for_what_cannot_run_is_a_clear_error() {
     let fused = small(2, false).fuse().unwrap();
     assert_eq!(fused.form(), Form::Deploy);
     let e = fused
-        .runner(RunOptions::default().device(Device::Cpu).form(Form::Train))
+        .runner(opts().device(Device::Cpu).form(Form::Train))
         .unwrap_err();
     assert!(matches!(e, ModelError::NotTrainForm { .. }), "{e}");
 
     let e = small(2, false)
-        .runner(
-            RunOptions::default()
-                .device(Device::Cpu)
-                .precision(Precision::F16),
-        )
+        .runner(opts().device(Device::Cpu).precision(Precision::F16))
         .unwrap_err();
     assert!(e.to_string().contains("f16 runs on a GPU only"), "{e}");
 
     // Auto falling back to the CPU runs f32 and says so.
     let engine = Engine::cpu();
     let r = small(2, false)
-        .runner_on(&engine, RunOptions::default().precision(Precision::F16))
+        .runner_on(&engine, opts().precision(Precision::F16))
         .unwrap();
     assert_eq!(r.precision(), Precision::F32);
     assert!(r.device().contains("f16 applies to GPUs"), "{}", r.device());
 
-    let r = small(2, false)
-        .runner(RunOptions::default().device(Device::Cpu))
-        .unwrap();
+    let r = small(2, false).runner(opts().device(Device::Cpu)).unwrap();
     let e = r.run(Array4::zeros((1, 4, 8, 8)).view()).unwrap_err();
     assert!(matches!(e, ModelError::Input { .. }), "{e}");
     let e = r.run(Array4::zeros((0, 3, 8, 8)).view()).unwrap_err();
@@ -221,9 +212,7 @@ fn asking_for_what_cannot_run_is_a_clear_error() {
 fn digits_classify_through_the_runner() {
     use repvgg_model::digits;
     let model = Model::digits().unwrap();
-    let r = model
-        .runner(RunOptions::default().device(Device::Cpu))
-        .unwrap();
+    let r = model.runner(opts().device(Device::Cpu)).unwrap();
     let test = digits::test_set().unwrap();
     let logits = r.run(test.input.view()).unwrap();
     let acc = digits::accuracy(&logits, &test.labels);

@@ -119,7 +119,8 @@ impl PyModel {
     }
 
     /// Prepares the model to run: `device` is `"auto"`, `"cpu"`, `"gpu"` or `"gpu:NAME"`,
-    /// `precision` `"f32"` or `"f16"` (GPUs), `threads` the CPU worker threads (default: every
+    /// `precision` `"f32"`, `"f16"` (GPUs) or `"int8"` (CPU; a file from `repvgg quantize`),
+    /// `threads` the CPU worker threads (default: every
     /// core), `form` `"deploy"` (fused, the fast one) or `"train"` (every branch).
     #[pyo3(signature = (device = "auto", precision = "f32", threads = None, form = "deploy"))]
     fn runner(

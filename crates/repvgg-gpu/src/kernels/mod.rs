@@ -1,16 +1,27 @@
-//! Kernels: for each WGSL file, the `#[repr(C)]` parameter struct its `var<uniform> p` holds
-//! (checked against the WGSL layout naga reflects, in this module's tests), and how a layer's
-//! parameters and workgroup counts are computed.
+//! Kernels: one file per WGSL file of `shaders/`, each owning the `#[repr(C)]` parameter struct
+//! its `var<uniform> p` holds (checked against the WGSL layout naga reflects, in its tests), the
+//! rules of where it applies and how it tiles, the weight layout it wants and its dispatch
+//! (parameters and workgroup counts). Which kernel a conv runs is chosen above them, in
+//! `select`. Pure arithmetic: nothing here touches a device.
 
-pub(crate) mod conv;
-pub(crate) mod simple;
-pub(crate) mod tiles;
-pub(crate) mod winograd;
+pub(crate) mod affine;
+pub(crate) mod channel_scale;
+pub(crate) mod conv_gemm;
+pub(crate) mod conv_naive;
+pub(crate) mod conv_subgroup;
+pub(crate) mod conv_tiled;
+pub(crate) mod gap;
+pub(crate) mod linear;
+pub(crate) mod wino_input;
+pub(crate) mod wino_output;
+
+use ndarray::ArrayView4;
+use repvgg_math::ConvSpec;
 
 use crate::error::{GpuError, Result};
-use crate::shader::{PipelineKey, Shader};
+use crate::shader::PipelineKey;
 
-/// Epilogue flags shared by the WGSL files (`FLAG_*` there).
+/// Epilogue flags shared by the WGSL files (`FLAG_*` in the prelude, [`crate::shader`]).
 pub(crate) const FLAG_SCALE: u32 = 1;
 pub(crate) const FLAG_BIAS: u32 = 2;
 pub(crate) const FLAG_RESIDUAL: u32 = 4;
@@ -23,7 +34,7 @@ pub(crate) const MAX_PARAMS_BYTES: usize = 80;
 
 /// Declares a parameter struct of `u32` fields, laid out as WGSL lays out the struct of the
 /// same field names (all `u32`: offsets 0, 4, 8, ...; the size a multiple of 16 through
-/// explicit padding fields).
+/// explicit padding fields), with a test that checks it against the shader's `Params`.
 macro_rules! params {
     ($(#[$m:meta])* $name:ident for $shader:expr => { $($(#[$fm:meta])* $f:ident),* $(,)? }) => {
         $(#[$m])*
@@ -36,11 +47,19 @@ macro_rules! params {
         impl $name {
             /// The shader whose `Params` struct this mirrors.
             #[allow(dead_code)]
-            pub(crate) const SHADER: Shader = $shader;
-            /// `(field, byte offset)`, in declaration order, for the layout test.
-            #[cfg(test)]
-            pub(crate) const FIELDS: &'static [(&'static str, usize)] =
+            pub(crate) const SHADER: crate::shader::Shader = $shader;
+        }
+
+        #[cfg(test)]
+        #[test]
+        fn params_struct_matches_its_wgsl_layout() {
+            let fields: &[(&str, usize)] =
                 &[$((stringify!($f), std::mem::offset_of!($name, $f)),)*];
+            crate::kernels::check_params_layout(
+                fields,
+                std::mem::size_of::<$name>(),
+                $name::SHADER,
+            );
         }
     };
 }
@@ -104,15 +123,127 @@ pub(crate) fn linear_grid(total: usize, wg: usize, max_dim: u32) -> Result<[u32;
     Ok([x, y, 1])
 }
 
-/// The pipeline of `shader` with its default entry point and no override constants.
-pub(crate) fn key(shader: Shader) -> PipelineKey {
-    PipelineKey::new(shader)
+/// `z` workgroups (output-channel tiles x groups) within the device's `max_dim`.
+pub(crate) fn check_z(z: usize, max_dim: u32) -> Result<u32> {
+    if z > max_dim as usize {
+        Err(GpuError::shape(
+            "output-channel tiles x groups of a conv",
+            format!("at most {max_dim}"),
+            z,
+        ))
+    } else {
+        Ok(u(z))
+    }
+}
+
+/// The epilogue of a conv or output transform, as the flags its kernel reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ConvEpilogue {
+    pub scale: bool,
+    pub bias: bool,
+    pub residual: bool,
+    pub relu: bool,
+}
+
+impl ConvEpilogue {
+    pub fn flags(self) -> u32 {
+        let flag = |on: bool, f: u32| if on { f } else { 0 };
+        flag(self.scale, FLAG_SCALE)
+            | flag(self.bias, FLAG_BIAS)
+            | flag(self.residual, FLAG_RESIDUAL)
+            | flag(self.relu, FLAG_RELU)
+    }
+}
+
+/// A conv from input shape `x` to output shape `y`, as its kernel's dispatch sees it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConvShape<'a> {
+    pub spec: &'a ConvSpec,
+    pub x: [usize; 4],
+    pub y: [usize; 4],
+    pub ep: ConvEpilogue,
+}
+
+/// The weights of a conv as the kernel wants them.
+#[derive(Debug)]
+pub(crate) enum WeightData {
+    Buffer(Vec<f32>),
+    /// `height` rows of `width` rgba32float texels.
+    Texture {
+        data: Vec<f32>,
+        width: usize,
+        height: usize,
+    },
+}
+
+/// The GEMM weight layout of the tiled kernels: `[group][k][m]` with
+/// `k = (ci * ks + ky) * ks + kx`, `k` zero-padded to a multiple of `k_multiple` and `m` to a
+/// multiple of `m_multiple`. Returns the data, padded `m` and padded `k`.
+pub(crate) fn gemm_weight_layout(
+    weight: &ArrayView4<'_, f32>,
+    spec: &ConvSpec,
+    m_multiple: usize,
+    k_multiple: usize,
+) -> (Vec<f32>, usize, usize) {
+    let [_, cin_g, ks, _] = spec.weight_shape();
+    let cout_g = spec.out_channels / spec.groups;
+    let k_total = cin_g * ks * ks;
+    let k_pad = k_total.div_ceil(k_multiple) * k_multiple;
+    let m_pad = cout_g.div_ceil(m_multiple) * m_multiple;
+    let mut data = vec![0.0f32; spec.groups * k_pad * m_pad];
+    for ((o, ci, ky, kx), &v) in weight.indexed_iter() {
+        let (g, m) = (o / cout_g, o % cout_g);
+        let k = (ci * ks + ky) * ks + kx;
+        data[(g * k_pad + k) * m_pad + m] = v;
+    }
+    (data, m_pad, k_pad)
+}
+
+/// Checks a parameter struct (`fields`: name and byte offset, `size`) against the WGSL
+/// `Params` of every form of `shader` (f32, and f16 where it has one).
+#[cfg(test)]
+pub(crate) fn check_params_layout(
+    fields: &[(&str, usize)],
+    size: usize,
+    shader: crate::shader::Shader,
+) {
+    use crate::precision::Precision;
+    let rust: Vec<(String, usize)> = fields.iter().map(|(n, o)| (n.to_string(), *o)).collect();
+    let forms: &[Precision] = if shader.has_f16() {
+        &Precision::ALL
+    } else {
+        &[Precision::F32]
+    };
+    for &precision in forms {
+        let name = shader.file_name();
+        let module = naga::front::wgsl::parse_str(&shader.source_for(precision))
+            .unwrap_or_else(|e| panic!("{name} ({precision}): {e}"));
+        let (_, var) = module
+            .global_variables
+            .iter()
+            .find(|(_, v)| v.name.as_deref() == Some("p"))
+            .unwrap_or_else(|| panic!("{name} has no `p`"));
+        assert_eq!(var.space, naga::AddressSpace::Uniform, "{name}");
+        let (wgsl, span) = match &module.types[var.ty].inner {
+            naga::TypeInner::Struct { members, span } => (
+                members
+                    .iter()
+                    .map(|m| (m.name.clone().unwrap_or_default(), m.offset as usize))
+                    .collect::<Vec<_>>(),
+                *span as usize,
+            ),
+            other => panic!("{name}: `p` is {other:?}"),
+        };
+        assert_eq!(rust, wgsl, "{name} ({precision}) Params vs its Rust struct");
+        assert_eq!(size, span, "{name} ({precision}) Params size");
+        assert!(span <= MAX_PARAMS_BYTES && span.is_multiple_of(16));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::precision::Precision;
+    use ndarray::Array4;
 
     #[test]
     fn grid_spreads_workgroups_over_two_dimensions() {
@@ -122,115 +253,19 @@ mod tests {
         assert!(grid(65535 * 65535 + 1, 65535).is_err());
     }
 
-    /// `(name, offset)` of each member of the struct type of the uniform `p`, and its size.
-    fn wgsl_params(shader: Shader, precision: Precision) -> (Vec<(String, usize)>, usize) {
-        let module = naga::front::wgsl::parse_str(&shader.source_for(precision))
-            .unwrap_or_else(|e| panic!("{} ({precision}): {e}", shader.file_name()));
-        let (_, var) = module
-            .global_variables
-            .iter()
-            .find(|(_, v)| v.name.as_deref() == Some("p"))
-            .unwrap_or_else(|| panic!("{} has no `p`", shader.file_name()));
-        assert_eq!(
-            var.space,
-            naga::AddressSpace::Uniform,
-            "{}",
-            shader.file_name()
-        );
-        match &module.types[var.ty].inner {
-            naga::TypeInner::Struct { members, span } => (
-                members
-                    .iter()
-                    .map(|m| (m.name.clone().unwrap_or_default(), m.offset as usize))
-                    .collect(),
-                *span as usize,
-            ),
-            other => panic!("{}: `p` is {other:?}", shader.file_name()),
-        }
-    }
-
-    /// The struct matches the WGSL `Params` of every form of the shader (f32, and f16 where
-    /// it has one).
-    fn check<P>(fields: &[(&str, usize)], shader: Shader) {
-        let rust: Vec<(String, usize)> = fields.iter().map(|(n, o)| (n.to_string(), *o)).collect();
-        let forms: &[Precision] = if shader.has_f16() {
-            &Precision::ALL
-        } else {
-            &[Precision::F32]
-        };
-        for &precision in forms {
-            let (wgsl, span) = wgsl_params(shader, precision);
-            assert_eq!(
-                rust,
-                wgsl,
-                "{} ({precision}) Params vs its Rust struct",
-                shader.file_name()
-            );
-            assert_eq!(
-                std::mem::size_of::<P>(),
-                span,
-                "{} ({precision}) Params size",
-                shader.file_name()
-            );
-            assert!(span <= MAX_PARAMS_BYTES && span.is_multiple_of(16));
-        }
-    }
-
-    /// A shader with an f16 form declares its storage alias (else its "f16" build would still
-    /// store f32), and the f16 build really stores f16; the f32 build is the file as written.
     #[test]
-    fn f16_forms_swap_the_storage_alias() {
-        use crate::precision::ALIAS_ST_F32;
-        for shader in Shader::ALL {
-            assert_eq!(shader.source_for(Precision::F32), shader.source());
-            if shader.has_f16() {
-                assert_eq!(
-                    shader.source().matches(ALIAS_ST_F32).count(),
-                    1,
-                    "{}",
-                    shader.file_name()
-                );
-                let h = shader.source_for(Precision::F16);
-                assert!(h.starts_with("enable f16;"), "{}", shader.file_name());
-                assert!(h.contains("alias st = f16;"), "{}", shader.file_name());
-            } else {
-                assert_eq!(shader.source_for(Precision::F16), shader.source());
-            }
-        }
-    }
-
-    #[test]
-    fn every_params_struct_matches_its_wgsl_layout() {
-        use conv::{ConvGemmParams, ConvNaiveParams, ConvSubgroupParams, ConvTiledParams};
-        use simple::{AffineParams, GapParams, LinearParams, ScaleParams};
-        use winograd::{WinoInputParams, WinoOutputParams};
-        check::<ConvGemmParams>(ConvGemmParams::FIELDS, ConvGemmParams::SHADER);
-        check::<ConvTiledParams>(ConvTiledParams::FIELDS, ConvTiledParams::SHADER);
-        check::<ConvSubgroupParams>(ConvSubgroupParams::FIELDS, ConvSubgroupParams::SHADER);
-        check::<ConvNaiveParams>(ConvNaiveParams::FIELDS, ConvNaiveParams::SHADER);
-        check::<AffineParams>(AffineParams::FIELDS, AffineParams::SHADER);
-        check::<GapParams>(GapParams::FIELDS, GapParams::SHADER);
-        check::<LinearParams>(LinearParams::FIELDS, LinearParams::SHADER);
-        check::<ScaleParams>(ScaleParams::FIELDS, ScaleParams::SHADER);
-        check::<WinoInputParams>(WinoInputParams::FIELDS, WinoInputParams::SHADER);
-        check::<WinoOutputParams>(WinoOutputParams::FIELDS, WinoOutputParams::SHADER);
-        let mut checked = vec![
-            ConvGemmParams::SHADER,
-            ConvTiledParams::SHADER,
-            ConvSubgroupParams::SHADER,
-            ConvNaiveParams::SHADER,
-            AffineParams::SHADER,
-            GapParams::SHADER,
-            LinearParams::SHADER,
-            ScaleParams::SHADER,
-            WinoInputParams::SHADER,
-            WinoOutputParams::SHADER,
-        ];
-        checked.sort_by_key(|s| s.file_name());
-        assert_eq!(
-            checked,
-            Shader::ALL,
-            "a shader without a checked Params struct"
-        );
+    fn gemm_layout_puts_output_channels_fastest_and_zero_pads() {
+        let spec = ConvSpec::new(4, 6, 3, 1, 1, 2).expect("spec");
+        let w = Array4::from_shape_fn(spec.weight_shape(), |(o, i, y, x)| {
+            (o * 1000 + i * 100 + y * 10 + x) as f32
+        });
+        let (data, m_pad, k_pad) = gemm_weight_layout(&w.view(), &spec, 4, 16);
+        assert_eq!((m_pad, k_pad), (4, 32));
+        assert_eq!(data.len(), 2 * 32 * 4);
+        // Group 1, m = 2 (channel 5), ci = 1, ky = 2, kx = 0: k = (1 * 3 + 2) * 3 = 15.
+        assert_eq!(data[(32 + 15) * 4 + 2], 5120.0);
+        // Padding: m = 3 does not exist in a group of 3, k = 18.. does not exist.
+        assert_eq!(data[(32 + 15) * 4 + 3], 0.0);
+        assert!(data[(32 + 18) * 4..(32 + 32) * 4].iter().all(|&v| v == 0.0));
     }
 }

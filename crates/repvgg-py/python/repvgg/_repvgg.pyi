@@ -34,7 +34,7 @@ class Runner:
     @property
     def form(self) -> Literal["deploy", "train"]: ...
     @property
-    def precision(self) -> Literal["f32", "f16"]: ...
+    def precision(self) -> Literal["f32", "f16", "int8", "bf16"]: ...
     @property
     def num_classes(self) -> int: ...
     def __call__(self, x: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
@@ -73,7 +73,7 @@ class Model:
     def runner(
         self,
         device: str = "auto",
-        precision: Literal["f32", "f16"] = "f32",
+        precision: Literal["f32", "f16", "int8", "bf16"] = "f32",
         threads: Union[int, None] = None,
         form: Literal["deploy", "train"] = "deploy",
     ) -> Runner:

@@ -1,117 +1,129 @@
-//! Tile geometry of the conv kernels: the fixed tiles of `conv_tiled.wgsl` and
-//! `conv_subgroup.wgsl`, and the per-layer choices of `conv_gemm.wgsl` (channel and pixel tiles,
-//! split-K slices), and which load and store paths `conv_subgroup.wgsl` takes. Pure arithmetic,
-//! tested without a GPU.
+//! `conv_subgroup.wgsl`: implicit-GEMM convolution sharing the im2col tile through subgroup
+//! shuffles, weights in a read-only storage texture (rgba32float, rgba16float in f16). Needs
+//! subgroups of at least 8 invocations, kernel size 1 or 3, stride 1 or 2. One full subgroup
+//! a workgroup, 8 or 12 channels x up to 32 pixels an invocation. A 1x1 stride-1 conv without
+//! padding (a Winograd product) runs flat: its map as one row, `KU` input channels a K step.
+//! Which load and store paths a layer takes (the override constants) is decided here; the
+//! rules and the measurements behind them: docs/gpu.md, "Measured figures behind the rules".
 
+use ndarray::ArrayView4;
 use repvgg_math::ConvSpec;
 
-use super::u;
+use super::{ConvShape, DispatchSpec, WeightData, check_z, gemm_weight_layout, grid, params, u};
+use crate::caps::Caps;
+use crate::error::Result;
 use crate::shader::{PipelineKey, Shader};
 
-/// Output-channel tile of `conv_tiled.wgsl` (`TM`).
-pub(crate) const TILE_M: usize = 64;
-/// Pixel tile of `conv_tiled.wgsl` (`TN`).
-pub(crate) const TILE_N: usize = 64;
-/// Reduction tile of `conv_tiled.wgsl` (`TK`).
-pub(crate) const TILE_K: usize = 16;
-/// vec4 accumulators per invocation of `conv_subgroup.wgsl` (pixels x `CH4`).
+params! {
+    /// `conv_subgroup.wgsl`.
+    ConvSubgroupParams for Shader::ConvSubgroup => {
+        n, cin, h, w, cout, oh, ow, pad, cin_g, cout_g, flags, blocks_x, blocks_y, m_tiles,
+        _pad0, _pad1,
+    }
+}
+
+/// vec4 accumulators per invocation (pixels x `CH4`).
 const SUBGROUP_ACC: usize = 64;
 
-/// K tile of `conv_gemm.wgsl` (`TK`).
-pub(crate) const GEMM_TK: usize = 16;
-/// Most K slices of a split-K conv.
-const MAX_K_SLICES: usize = 16;
-/// K tiles a slice has at least when split-K is chosen rather than forced: 8 tiles (128 steps)
-/// keep the partial sums' traffic (one write and one read per output and slice) small next to
-/// the slice's arithmetic (128 multiply-adds per output).
-const MIN_SLICE_TILES: usize = 8;
+/// How one conv runs on this kernel, fixed at upload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Config {
+    pub m_tiles: usize,
+    pub sg: usize,
+    /// vec4 accumulators per pixel (`CH4`, 2 or 3): 4 * ch4 channels per invocation.
+    pub ch4: usize,
+}
 
-/// How a `conv_gemm.wgsl` dispatch of `workgroups` workgroups over `k_tiles` K tiles splits
-/// its sum: `(slices, tiles per slice)`, `(1, k_tiles)` for no split. Chosen when the dispatch
-/// has fewer workgroups than `min_workgroups` (as many slices as fill the device, each of at
-/// least [`MIN_SLICE_TILES`]) or `forced` (one tile per slice); at most [`MAX_K_SLICES`], and
-/// no more than `max_slices` (what the scratch binding holds). Slices are equal but the last.
-pub(crate) fn k_split(
-    k_tiles: usize,
-    workgroups: usize,
-    min_workgroups: usize,
-    forced: bool,
-    max_slices: usize,
-) -> (usize, usize) {
-    let k_tiles = k_tiles.max(1);
-    let (wanted, most) = if forced {
-        (MAX_K_SLICES, k_tiles)
-    } else if workgroups >= min_workgroups {
-        (1, 1)
-    } else {
-        (
-            min_workgroups.div_ceil(workgroups.max(1)),
-            k_tiles / MIN_SLICE_TILES,
-        )
+/// Whether the kernel can run `spec` on `caps`' adapter with `ch4` accumulators per pixel (the
+/// rule, [`subgroup_ch4`], where `None`): subgroups of at least 8, kernel size 1 or 3, stride 1
+/// or 2, and the weight texture within the adapter's texture size.
+pub(crate) fn fits(caps: &Caps, spec: &ConvSpec, ch4: Option<usize>) -> bool {
+    let cout_g = spec.out_channels / spec.groups;
+    let k_rows = spec.in_channels * spec.kernel_size * spec.kernel_size;
+    let sg = caps.subgroup_min.unwrap_or(8) as usize;
+    let ch4 = ch4.unwrap_or_else(|| subgroup_ch4(cout_g, sg));
+    let m = 4 * ch4 * sg;
+    let width = cout_g.div_ceil(m) * m / 4;
+    let max_dim = caps.max_texture_dim as usize;
+    caps.subgroup_min.is_some_and(|s| s >= 8)
+        && matches!(spec.kernel_size, 1 | 3)
+        && matches!(spec.stride, 1 | 2)
+        && width <= max_dim
+        && k_rows <= max_dim
+}
+
+/// The configuration for `spec` on subgroups of `caps` with `ch4` accumulators per pixel (the
+/// rule, [`subgroup_ch4`], where `None`) and its weights in the texture layout it reads.
+pub(crate) fn prepare(
+    spec: &ConvSpec,
+    weight: ArrayView4<'_, f32>,
+    caps: &Caps,
+    ch4: Option<usize>,
+) -> (Config, WeightData) {
+    let sg = caps.subgroup_min.unwrap_or(8) as usize;
+    let ch4 = ch4.unwrap_or_else(|| subgroup_ch4(spec.out_channels / spec.groups, sg));
+    let (data, m_pad, _) = gemm_weight_layout(&weight, spec, 4 * ch4 * sg, 1);
+    let height = data.len() / m_pad;
+    let config = Config {
+        m_tiles: m_pad / (4 * ch4 * sg),
+        sg,
+        ch4,
     };
-    let slices = wanted.min(most).min(MAX_K_SLICES).min(max_slices).max(1);
-    let per_slice = k_tiles.div_ceil(slices);
-    (k_tiles.div_ceil(per_slice), per_slice)
+    let texture = WeightData::Texture {
+        data,
+        width: m_pad / 4,
+        height,
+    };
+    (config, texture)
 }
 
-/// The channel side of a `conv_gemm.wgsl` tile, fixed at upload (it sets the weight padding):
-/// `wy` invocations along channels, each with `tmv` blocks of 4 channels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct GemmRows {
-    pub wy: usize,
-    pub tmv: usize,
-}
-
-impl GemmRows {
-    /// Channels per workgroup.
-    pub fn bm(self) -> usize {
-        4 * self.tmv * self.wy
-    }
-
-    /// The tile that pads `cout_g` channels least (ties: the bigger tile, more reuse).
-    pub fn for_channels(cout_g: usize) -> Self {
-        let mut best = Self { wy: 8, tmv: 1 };
-        let padded = |r: Self| cout_g.div_ceil(r.bm()) * r.bm();
-        for tmv in [1, 2] {
-            for wy in [8, 12, 16] {
-                let r = Self { wy, tmv };
-                let (a, b) = (padded(r), padded(best));
-                if a < b || (a == b && r.bm() > best.bm()) {
-                    best = r;
-                }
-            }
-        }
-        best
-    }
-}
-
-/// The pixel side of a `conv_gemm.wgsl` tile, chosen per input shape: `wx` invocations along
-/// pixels, each with `tnv` blocks of 4 pixels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct GemmCols {
-    pub wx: usize,
-    pub tnv: usize,
-}
-
-impl GemmCols {
-    /// Pixels per workgroup.
-    pub fn bn(self) -> usize {
-        4 * self.tnv * self.wx
-    }
-
-    /// The widest tile that still gives `min_workgroups` workgroups (with `other` workgroups
-    /// from channel tiles and groups), else the narrowest.
-    pub fn for_pixels(pixels: usize, other: usize, min_workgroups: usize) -> Self {
-        let options = [
-            Self { wx: 16, tnv: 2 },
-            Self { wx: 16, tnv: 1 },
-            Self { wx: 8, tnv: 1 },
-        ];
-        options
-            .into_iter()
-            .find(|c| pixels.div_ceil(c.bn()) * other >= min_workgroups)
-            .unwrap_or(Self { wx: 8, tnv: 1 })
-    }
+/// Pipeline, parameters and workgroups of a conv.
+pub(crate) fn dispatch(c: Config, s: ConvShape<'_>, max_dim: u32) -> Result<DispatchSpec> {
+    let Config { m_tiles, sg, ch4 } = c;
+    let spec = s.spec;
+    let [n, cin, h, w] = s.x;
+    let [_, cout, oh, ow] = s.y;
+    let (cin_g, cout_g, ks) = (cin / spec.groups, cout / spec.groups, spec.kernel_size);
+    // A 1x1 stride-1 conv without padding reads each pixel once: its map as one row (the same
+    // memory) fills the tiles whatever the map's shape.
+    let flat = ks == 1 && spec.stride == 1 && spec.padding == 0;
+    let (h, w, oh, ow) = if flat {
+        (1, h * w, 1, oh * ow)
+    } else {
+        (h, w, oh, ow)
+    };
+    let (nbw, rows) = subgroup_tile(ow, oh, ks, spec.stride, ch4);
+    let (blocks_x, blocks_y) = (ow.div_ceil(nbw), oh.div_ceil(rows));
+    let p = ConvSubgroupParams {
+        n: u(n),
+        cin: u(cin),
+        h: u(h),
+        w: u(w),
+        cout: u(cout),
+        oh: u(oh),
+        ow: u(ow),
+        pad: u(spec.padding),
+        cin_g: u(cin_g),
+        cout_g: u(cout_g),
+        flags: s.ep.flags(),
+        blocks_x: u(blocks_x),
+        blocks_y: u(blocks_y),
+        m_tiles: u(m_tiles),
+        ..ConvSubgroupParams::default()
+    };
+    let z = check_z(m_tiles * spec.groups, max_dim)?;
+    let [gx, gy] = grid(n * blocks_y * blocks_x, max_dim)?;
+    let shape = SubgroupShape {
+        h,
+        w,
+        oh,
+        ow,
+        nbw,
+        rows,
+        flat,
+    };
+    let key = subgroup_key(spec, &shape, sg, ch4, cin_g, s.ep.residual);
+    Ok(DispatchSpec::new(key, &p, [gx, gy, z]))
 }
 
 /// vec4 accumulators per pixel (`CH4`) of `conv_subgroup.wgsl` for `cout_g` channels per group
@@ -433,52 +445,6 @@ mod tests {
                             assert_eq!(start.rem_euclid(4), 0, "{w} {rows} {stride}");
                         }
                         assert!(off + ((rows - 1) * stride + ks) * w <= 4 * 20 * 8);
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn gemm_tiles_pad_channels_least_and_fill_the_device() {
-        let bm = |c| GemmRows::for_channels(c).bm();
-        assert_eq!(
-            [bm(8), bm(48), bm(96), bm(192), bm(1280)],
-            [32, 48, 96, 96, 128]
-        );
-        for c in 1..300 {
-            let r = GemmRows::for_channels(c);
-            let invocations = 16 * r.wy;
-            assert!((64..=256).contains(&invocations) && r.bm().is_multiple_of(4));
-        }
-        // 56 x 56 pixels in 128-pixel tiles: 25 workgroups per channel tile.
-        assert_eq!(GemmCols::for_pixels(3136, 1, 16).bn(), 128);
-        assert_eq!(GemmCols::for_pixels(3136, 1, 40).bn(), 64);
-        assert_eq!(GemmCols::for_pixels(49, 10, 1000).bn(), 32);
-    }
-
-    #[test]
-    fn k_splits_fill_the_device_with_slices_of_eight_tiles_or_more() {
-        // Enough workgroups: no split, forced or not past what the scratch holds.
-        assert_eq!(k_split(108, 200, 128, false, 100), (1, 108));
-        assert_eq!(k_split(108, 20, 128, true, 1), (1, 108));
-        // A0's 192->1280 stride-2 conv at batch 1: 20 workgroups, 108 K tiles -> 7 slices.
-        assert_eq!(k_split(108, 20, 128, false, 100), (7, 16));
-        // The scratch binding holds 3 slices.
-        assert_eq!(k_split(108, 20, 128, false, 3), (3, 36));
-        // Short sums are not split unless forced; forced: one tile per slice, up to 16.
-        assert_eq!(k_split(15, 4, 128, false, 100), (1, 15));
-        assert_eq!(k_split(3, 4, 128, true, 100), (3, 1));
-        assert_eq!(k_split(40, 4, 128, true, 100), (14, 3));
-        for k_tiles in 1..200 {
-            for workgroups in [1, 5, 20, 127, 128, 1000] {
-                for forced in [false, true] {
-                    let (slices, per) = k_split(k_tiles, workgroups, 128, forced, 100);
-                    // Every tile in exactly one slice, none empty, within the limits.
-                    assert!(slices * per >= k_tiles && (slices - 1) * per < k_tiles);
-                    assert!((1..=MAX_K_SLICES).contains(&slices));
-                    if !forced && slices > 1 {
-                        assert!(per >= MIN_SLICE_TILES && workgroups < 128);
                     }
                 }
             }

@@ -1,0 +1,36 @@
+//! `affine.wgsl`: per-channel `x * scale + shift`, optional residual and ReLU.
+
+use super::{DispatchSpec, FLAG_RELU, FLAG_RESIDUAL, linear_grid, params, u};
+use crate::error::Result;
+use crate::shader::{PipelineKey, Shader};
+
+params! {
+    /// `affine.wgsl`.
+    AffineParams for Shader::Affine => { total, c, hw, flags }
+}
+
+/// Invocations per workgroup (`WG` in the WGSL).
+const WG: usize = 256;
+
+/// The dispatch over an `x` = `[n, c, h, w]` input.
+pub(crate) fn dispatch(
+    x: [usize; 4],
+    residual: bool,
+    relu: bool,
+    max_dim: u32,
+) -> Result<DispatchSpec> {
+    let [n, c, h, w] = x;
+    let total = n * c * h * w;
+    let p = AffineParams {
+        total: u(total),
+        c: u(c),
+        hw: u(h * w),
+        flags: if residual { FLAG_RESIDUAL } else { 0 } | if relu { FLAG_RELU } else { 0 },
+    };
+    let groups = linear_grid(total, WG, max_dim)?;
+    Ok(DispatchSpec::new(
+        PipelineKey::new(Shader::Affine),
+        &p,
+        groups,
+    ))
+}

@@ -1,0 +1,119 @@
+//! What a network may do to choose its convs' kernels by measuring them ([`Tuning`]), and what
+//! it did ([`TuningReport`]). The tuner itself is `tune`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::select::Candidate;
+
+/// Whether a network times its convs' candidates on the adapter, for each distinct conv shape
+/// of the workload it is built for ([`crate::NetworkBuilder::tune_for`]), and keeps the
+/// fastest. Choices persist in the tuning cache beside the pipeline cache
+/// ([`crate::ContextOptions::pipeline_cache_dir`]), keyed by adapter, driver, backend,
+/// precision and shape. Tuning needs timestamp queries: without them the rules choose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Tuning {
+    /// The hand rules only.
+    Off,
+    /// Reuse the cached choices; time the shapes the cache lacks, as the time budget allows
+    /// (the rest take the rules until a later build goes on), and add them to the cache.
+    #[default]
+    Cached,
+    /// Time every shape again (as the budget allows), replacing cached choices.
+    Force,
+}
+
+/// A word that names no [`Tuning`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a tuning mode: expected off, cached or force")]
+pub struct ParseTuningError(pub String);
+
+impl Tuning {
+    /// `off`, `cached` or `force`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tuning::Off => "off",
+            Tuning::Cached => "cached",
+            Tuning::Force => "force",
+        }
+    }
+}
+
+impl std::fmt::Display for Tuning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Tuning {
+    type Err = ParseTuningError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" | "rules" => Ok(Tuning::Off),
+            "cached" | "on" => Ok(Tuning::Cached),
+            "force" => Ok(Tuning::Force),
+            _ => Err(ParseTuningError(s.into())),
+        }
+    }
+}
+
+/// One conv shape the tuner timed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TunedShape {
+    /// The shape as the cache keys it: precision, channels, kernel, stride, padding, groups,
+    /// input `[N, C, H, W]`, residual.
+    pub key: String,
+    /// Each candidate's best GPU time, in the order timed (the rules' choice first); a
+    /// candidate that failed to build or run is absent.
+    pub times: Vec<(Candidate, Duration)>,
+    /// The choice: the fastest, unless it beat the rules' choice by less than the tuner's
+    /// margin (noise), then the rules' choice.
+    pub chosen: Candidate,
+}
+
+/// What tuning did while a network was built.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TuningReport {
+    /// The mode.
+    pub mode: Tuning,
+    /// The time budget for measuring.
+    pub budget: Duration,
+    /// Time spent measuring.
+    pub spent: Duration,
+    /// Distinct conv shapes whose choice came from the cache.
+    pub cached: usize,
+    /// The shapes timed by this build.
+    pub tuned: Vec<TunedShape>,
+    /// Distinct conv shapes left to the rules (the budget ran out, or the adapter has no
+    /// timestamp queries).
+    pub untuned: usize,
+    /// The tuning cache file, where there is one.
+    pub cache_file: Option<PathBuf>,
+    /// Why tuning did not run, where it did not.
+    pub skipped: Option<String>,
+}
+
+impl std::fmt::Display for TuningReport {
+    /// One line: `tuning (cached): 3 shapes from the cache, 4 timed in 1.52 s of a 2.00 s
+    /// budget, 2 left to the rules; cache FILE`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(why) = &self.skipped {
+            return write!(f, "tuning ({}): off, {why}", self.mode);
+        }
+        write!(
+            f,
+            "tuning ({}): {} conv shapes from the cache, {} timed in {:.2} s of a {:.2} s \
+             budget, {} left to the rules",
+            self.mode,
+            self.cached,
+            self.tuned.len(),
+            self.spent.as_secs_f64(),
+            self.budget.as_secs_f64(),
+            self.untuned
+        )?;
+        match &self.cache_file {
+            Some(p) => write!(f, "; cache {}", p.display()),
+            None => write!(f, "; not persisted"),
+        }
+    }
+}
