@@ -30,7 +30,8 @@ pub(crate) struct QuantizeArgs {
     /// Where to write the int8 model (safetensors).
     #[arg(long)]
     pub output: PathBuf,
-    /// Print the per-layer report as JSON-free text to stdout (default: stderr).
+    /// Print only the report's summary line (logits SQNR, top-1 agreement), not its per-layer
+    /// table.
     #[arg(long)]
     pub quiet: bool,
 }

@@ -674,7 +674,7 @@ impl QuantizedModel {
         // The deploy-form tensors with every I8 weight dequantized, through the checkpoint
         // loader (architecture inference, key and shape checks).
         let mut f32_tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
-        let mut int8: BTreeMap<String, (Vec<usize>, Vec<i8>, Vec<f32>)> = BTreeMap::new();
+        let mut int8: BTreeMap<String, Int8Tensor> = BTreeMap::new();
         for (name, v) in st.tensors() {
             if name.starts_with("input.")
                 || name.ends_with(".weight_scale")
@@ -765,6 +765,9 @@ impl QuantizedModel {
         })
     }
 }
+
+/// An I8 weight of an int8 file: shape, codes, per-output-channel scales.
+type Int8Tensor = (Vec<usize>, Vec<i8>, Vec<f32>);
 
 /// The metadata of a safetensors file (empty when it has none or is not one).
 fn st_metadata(bytes: &[u8]) -> HashMap<String, String> {

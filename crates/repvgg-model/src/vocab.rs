@@ -19,13 +19,13 @@ pub struct ParseWordError {
 
 /// The precision a model runs in.
 ///
-/// * [`Precision::F32`]: everywhere.
-/// * [`Precision::F16`]: f16 storage, f32 arithmetic, on GPUs that have `SHADER_F16`.
-/// * [`Precision::Bf16`]: bf16 weights and activations with f32 accumulation, on CPUs with
-///   AVX512-BF16 or AMX-BF16 (the kernels are not part of this version: asking for it reports
-///   what the CPU has).
-/// * [`Precision::Int8`]: the CPU engine's int8 network (u8 activations, s8 weights), from a
-///   quantized model ([`crate::QuantizedModel`], `repvgg quantize`).
+/// * `f32`: everywhere.
+/// * `f16`: f16 storage, f32 arithmetic, on GPUs that have `SHADER_F16`.
+/// * `bf16`: bf16 weights and activations with f32 accumulation, on CPUs with AVX512-BF16 or
+///   AMX-BF16 (the kernels are not part of this version: asking for it reports what the CPU
+///   has).
+/// * `int8`: the CPU engine's int8 network (u8 activations, s8 weights), from a quantized
+///   model ([`crate::QuantizedModel`], `repvgg quantize`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Precision {
     /// 32-bit floats.

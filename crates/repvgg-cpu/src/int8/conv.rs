@@ -303,7 +303,7 @@ impl QuantConv {
         let z = self.input.zero_point;
         // Channel runs of whole groups of four go straight to their packed places; others
         // (the stem's 3 channels) through one gathered row.
-        let direct = cin_g % KG == 0;
+        let direct = cin_g.is_multiple_of(KG);
         let mut line = vec![0u8; if direct { 0 } else { kp }];
         let blocks = col[..packed_rows_len(rows, kp)].chunks_exact_mut(MR * kp);
         for (bi, blk) in blocks.enumerate() {
