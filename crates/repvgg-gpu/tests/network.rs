@@ -276,7 +276,11 @@ fn every_candidate_forced_matches_the_oracle() {
             _ => true,
         };
         assert_eq!(forced > 0, runs_somewhere, "{candidate}: {forced} convs");
-        assert_eq!(gpu.conv_choices().len(), 7, "six convs and the head");
+        assert_eq!(
+            gpu.conv_choices().len(),
+            8,
+            "six convs, the SE block's first linear layer and the head"
+        );
         let got = gpu.run(x.view()).expect("run");
         compare(&format!("{candidate}"), &got, &want);
     }
@@ -918,23 +922,38 @@ fn tuning_times_once_then_reuses_the_cache() {
         ..repvgg_gpu::ContextOptions::default()
     };
     let ctx = GpuContext::with_options(&options).expect("context");
-    let net = Net::new(7);
+    // Two convs of distinct shapes: a stride-2 stem and a 3x3 stride-1 conv Winograd applies to.
+    let mut rng = Rng::new(7);
+    let (stem, conv) = (
+        Conv::new(&mut rng, 3, 8, 3, 2, 1),
+        Conv::new(&mut rng, 8, 8, 3, 1, 1),
+    );
     let x = Rng::new(8).array4([2, 3, 13, 11]);
+    let want = {
+        let relu = |a: Array4<f64>| cpu::relu(a.view());
+        let y = relu(conv.cpu(&relu(stem.cpu(&x.mapv(f64::from)))));
+        BTreeMap::from([("y".to_string(), y.mapv(|v| v as f32).into_dyn())])
+    };
+    let graph = |b: &mut NetworkBuilder| {
+        let input = b.input(3);
+        let s = stem.gpu(b, input, None, true);
+        let y = conv.gpu(b, s, None, true);
+        b.output("y", y);
+    };
     let build = |tuning, budget| {
         let mut b = NetworkBuilder::new(&ctx)
             .tuning(tuning)
             .tuning_budget(budget)
             .tune_for(2, 13, 11)
             .nan_fill(true);
-        net.build(&mut b);
+        graph(&mut b);
         b.build().expect("build")
     };
     let long = std::time::Duration::from_secs(600);
     let first = build(repvgg_gpu::Tuning::Force, long);
     let report = first.tuning_report().expect("a report").clone();
     assert_eq!((report.cached, report.untuned), (0, 0), "{report}");
-    // Seven convs, all of distinct shapes.
-    assert_eq!(report.tuned.len(), 7, "{report}");
+    assert_eq!(report.tuned.len(), 2, "{report}");
     for shape in &report.tuned {
         assert!(!shape.times.is_empty(), "{}", shape.key);
         assert!(shape.times.iter().any(|(c, _)| *c == shape.chosen));
@@ -951,10 +970,10 @@ fn tuning_times_once_then_reuses_the_cache() {
             .iter()
             .all(|c| c.source == ChoiceSource::Tuned)
     );
-    compare("tuned", &first.run(x.view()).expect("run"), &net.cpu(&x));
+    compare("tuned", &first.run(x.view()).expect("run"), &want);
     let second = build(repvgg_gpu::Tuning::Cached, long);
     let again = second.tuning_report().expect("a report");
-    assert_eq!((again.cached, again.tuned.len()), (7, 0), "{again}");
+    assert_eq!((again.cached, again.tuned.len()), (2, 0), "{again}");
     let chosen = |n: &GpuNetwork| {
         n.conv_choices()
             .iter()
@@ -971,7 +990,7 @@ fn tuning_times_once_then_reuses_the_cache() {
     // No budget: nothing timed, the rules choose.
     let none = build(repvgg_gpu::Tuning::Force, std::time::Duration::ZERO);
     let r = none.tuning_report().expect("a report");
-    assert_eq!((r.tuned.len(), r.untuned), (0, 7), "{r}");
+    assert_eq!((r.tuned.len(), r.untuned), (0, 2), "{r}");
     assert!(
         none.conv_choices()
             .iter()
@@ -984,6 +1003,6 @@ fn tuning_times_once_then_reuses_the_cache() {
             .all(|c| c.source == ChoiceSource::Rules)
     );
     let mut b = NetworkBuilder::new(&ctx);
-    net.build(&mut b);
+    graph(&mut b);
     assert!(b.build().expect("build").tuning_report().is_none());
 }
