@@ -11,7 +11,6 @@ mod input;
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 
-use numpy::PyArrayDyn;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use repvgg_model::onnx::ExportOptions;
@@ -223,15 +222,8 @@ impl PyRunner {
     }
 
     /// `runner(x)` is `runner.run(x)`: logits `[N, classes]`.
-    fn __call__<'py>(
-        &self,
-        py: Python<'py>,
-        x: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
-        let batch = input::batch(x, "x")?;
-        let view = batch.view()?;
-        let logits = py.detach(|| guarded("running the model", || self.inner.run(view)))?;
-        input::to_numpy(py, logits)
+    fn __call__<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        self.run(py, x, false)
     }
 
     /// The `top` classes of each image, preprocessed as timm does for the variant (or as the

@@ -2,6 +2,7 @@
 namings, safetensors and .pth, CPU and GPU; and within 1e-5 of timm's float64 reference."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -79,7 +80,8 @@ def gpu_runner(model, form, precision):
     try:
         return model.runner(device="gpu", form=form, precision=precision)
     except repvgg.DeviceError as e:
-        if precision == "f16" and "f16" in str(e).lower():
+        # Off CI a GPU without f16 is a skip; CI (REPVGG_REQUIRE_GPU=1, lavapipe has f16) fails.
+        if precision == "f16" and "f16" in str(e).lower() and os.environ.get("REPVGG_REQUIRE_GPU") != "1":
             pytest.skip(f"this adapter has no f16: {e}")
         raise
 
