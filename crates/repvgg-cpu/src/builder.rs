@@ -350,15 +350,7 @@ impl NetworkBuilder {
             return Err(CpuError::Invalid("the network has no head".into()));
         };
         let (slot_of, slots) = assign_slots(&self.channels, &self.ops, &self.outputs, head.input)?;
-        let pool = match self.opts.threads {
-            None => None,
-            Some(n) => Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n.max(1))
-                    .build()
-                    .map_err(|e| CpuError::ThreadPool(e.to_string()))?,
-            ),
-        };
+        let pool = thread_pool(self.opts.threads)?;
         Ok(Network {
             channels: self.channels,
             ops: self.ops,
@@ -378,4 +370,16 @@ fn finite(what: &str, v: &[f32]) -> Result<()> {
     } else {
         Err(CpuError::Invalid(format!("{what} holds NaN or inf")))
     }
+}
+
+/// The engine's own pool of `threads` workers (at least one), or `None` for rayon's global pool.
+pub(crate) fn thread_pool(threads: Option<usize>) -> Result<Option<rayon::ThreadPool>> {
+    threads
+        .map(|n| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n.max(1))
+                .build()
+                .map_err(|e| CpuError::ThreadPool(e.to_string()))
+        })
+        .transpose()
 }

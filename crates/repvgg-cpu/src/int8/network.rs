@@ -108,15 +108,7 @@ impl Int8Network {
         }
         let mut head_wt = AlignedVec::filled(gemm::packed_len(c, classes), 0.0);
         gemm::pack_into(&mut head_wt, c, classes, |ci, k| head_weight[[k, ci]]);
-        let pool = match opts.threads {
-            None => None,
-            Some(n) => Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n.max(1))
-                    .build()
-                    .map_err(|e| CpuError::ThreadPool(e.to_string()))?,
-            ),
-        };
+        let pool = crate::builder::thread_pool(opts.threads)?;
         Ok(Self {
             in_channels,
             input,
