@@ -1,10 +1,6 @@
 // Per-image channel scaling: y[n, c, h, w] = x[n, c, h, w] * s[n, c], then optional ReLU.
 // In squeeze-and-excitation `s` is the excitation (sigmoid output of the block's second FC).
 
-// Storage element type: f32 here; the f16 build (Precision::F16) makes it f16 and prepends
-// `enable f16;`. Loads convert to f32 (`f32(..)`), stores round (`st(..)`); arithmetic is f32.
-alias st = f32;
-
 struct Params {
     total: u32, // n * c * hw
     hw: u32,
@@ -12,7 +8,6 @@ struct Params {
     _pad0: u32,
 }
 
-const FLAG_RELU: u32 = 8u;
 const WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;

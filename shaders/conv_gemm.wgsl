@@ -24,11 +24,6 @@
 // order before the epilogue. Without the flag, k_len = k_pad: one slice, stored through the
 // epilogue into y.
 
-// Storage element type: f32 here; the f16 build (Precision::F16) makes it f16 and prepends
-// `enable f16;`. Loads convert to f32 (`f32(..)`), stores round (`st(..)`); arithmetic is f32.
-alias st = f32;
-alias st4 = vec4<f32>;
-
 override KS: u32 = 3u;  // kernel size (square)
 override WX: u32 = 16u; // invocations along pixels
 override WY: u32 = 16u; // invocations along channels
@@ -58,10 +53,6 @@ struct Params {
     _pad0: u32,
 }
 
-const FLAG_SCALE: u32 = 1u;
-const FLAG_BIAS: u32 = 2u;
-const FLAG_RESIDUAL: u32 = 4u;
-const FLAG_RELU: u32 = 8u;
 const FLAG_PARTIAL: u32 = 16u;
 
 const TK: u32 = 16u;
@@ -248,26 +239,12 @@ fn store(
         if live.w { partial[at.w] = value.w; }
         return;
     }
-    var v = value;
-    if (p.flags & FLAG_SCALE) != 0u {
-        v *= scale[oc];
-    }
-    if (p.flags & FLAG_BIAS) != 0u {
-        v += vec4<f32>(bias[oc]);
-    }
-    if (p.flags & FLAG_RESIDUAL) != 0u {
-        if live.x { v.x += f32(residual[idx.x]); }
-        if live.y { v.y += f32(residual[idx.y]); }
-        if live.z { v.z += f32(residual[idx.z]); }
-        if live.w { v.w += f32(residual[idx.w]); }
-    }
-    if (p.flags & FLAG_RELU) != 0u {
-        v = max(v, vec4<f32>(0.0));
-    }
-    if live.x { y[idx.x] = st(v.x); }
-    if live.y { y[idx.y] = st(v.y); }
-    if live.z { y[idx.z] = st(v.z); }
-    if live.w { y[idx.w] = st(v.w); }
+    let sb = ep_scale_bias(oc);
+    let v = fma(value, vec4<f32>(sb.x), vec4<f32>(sb.y));
+    if live.x { y[idx.x] = st(ep_finish(v.x, idx.x)); }
+    if live.y { y[idx.y] = st(ep_finish(v.y, idx.y)); }
+    if live.z { y[idx.z] = st(ep_finish(v.z, idx.z)); }
+    if live.w { y[idx.w] = st(ep_finish(v.w, idx.w)); }
 }
 
 // Split-K, second pass: one invocation per output element (NCHW order) adds the slices' raw sums
@@ -284,18 +261,6 @@ fn reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     for (var s = 0u; s < p.splits; s++) {
         v += partial[s * total + i];
     }
-    let oc = (i / ohw) % p.cout;
-    if (p.flags & FLAG_SCALE) != 0u {
-        v *= scale[oc];
-    }
-    if (p.flags & FLAG_BIAS) != 0u {
-        v += bias[oc];
-    }
-    if (p.flags & FLAG_RESIDUAL) != 0u {
-        v += f32(residual[i]);
-    }
-    if (p.flags & FLAG_RELU) != 0u {
-        v = max(v, 0.0);
-    }
-    y[i] = st(v);
+    let sb = ep_scale_bias((i / ohw) % p.cout);
+    y[i] = st(ep_finish(fma(v, sb.x, sb.y), i));
 }

@@ -20,10 +20,6 @@ struct Params {
     _pad2: u32,
 }
 
-const FLAG_SCALE: u32 = 1u;
-const FLAG_BIAS: u32 = 2u;
-const FLAG_RESIDUAL: u32 = 4u;
-const FLAG_RELU: u32 = 8u;
 const WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -64,17 +60,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
     }
-    if (p.flags & FLAG_SCALE) != 0u {
-        acc *= scale[oc];
-    }
-    if (p.flags & FLAG_BIAS) != 0u {
-        acc += bias[oc];
-    }
-    if (p.flags & FLAG_RESIDUAL) != 0u {
-        acc += residual[i];
-    }
-    if (p.flags & FLAG_RELU) != 0u {
-        acc = max(acc, 0.0);
-    }
-    y[i] = acc;
+    let sb = ep_scale_bias(oc);
+    y[i] = ep_finish(fma(acc, sb.x, sb.y), i);
 }

@@ -32,10 +32,6 @@ struct Params {
     m_tiles: u32, // m_pad / TM
 }
 
-const FLAG_SCALE: u32 = 1u;
-const FLAG_BIAS: u32 = 2u;
-const FLAG_RESIDUAL: u32 = 4u;
-const FLAG_RELU: u32 = 8u;
 
 const TM: u32 = 64u;
 const TN: u32 = 64u;
@@ -135,26 +131,12 @@ fn store_row(m: u32, g: u32, acc: vec4<f32>, q: vec4<u32>, out_base: vec4<u32>, 
         return;
     }
     let oc = g * p.cout_g + m;
-    var v = acc;
-    if (p.flags & FLAG_SCALE) != 0u {
-        v *= scale[oc];
-    }
-    if (p.flags & FLAG_BIAS) != 0u {
-        v += vec4<f32>(bias[oc]);
-    }
+    let sb = ep_scale_bias(oc);
+    let v = fma(acc, vec4<f32>(sb.x), vec4<f32>(sb.y));
     let idx = out_base + vec4<u32>(oc * ohw);
     let live = q < vec4<u32>(npix);
-    if (p.flags & FLAG_RESIDUAL) != 0u {
-        if live.x { v.x += residual[idx.x]; }
-        if live.y { v.y += residual[idx.y]; }
-        if live.z { v.z += residual[idx.z]; }
-        if live.w { v.w += residual[idx.w]; }
-    }
-    if (p.flags & FLAG_RELU) != 0u {
-        v = max(v, vec4<f32>(0.0));
-    }
-    if live.x { y[idx.x] = v.x; }
-    if live.y { y[idx.y] = v.y; }
-    if live.z { y[idx.z] = v.z; }
-    if live.w { y[idx.w] = v.w; }
+    if live.x { y[idx.x] = ep_finish(v.x, idx.x); }
+    if live.y { y[idx.y] = ep_finish(v.y, idx.y); }
+    if live.z { y[idx.z] = ep_finish(v.z, idx.z); }
+    if live.w { y[idx.w] = ep_finish(v.w, idx.w); }
 }

@@ -6,10 +6,6 @@
 // * longer rows: one workgroup per row, a strided sum per invocation, then a tree reduction in
 //   workgroup memory.
 
-// Storage element type: f32 here; the f16 build (Precision::F16) makes it f16 and prepends
-// `enable f16;`. Loads convert to f32 (`f32(..)`), stores round (`st(..)`); arithmetic is f32.
-alias st = f32;
-
 struct Params {
     rows: u32, // n * c
     hw: u32,

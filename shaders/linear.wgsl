@@ -7,11 +7,6 @@
 // (coalesced), and on CPU adapters (lavapipe), where every buffer load is a loop over the SIMD
 // lanes, there are a quarter as many loads as with one output per invocation.
 
-// Storage element types: f32 here; the f16 build (Precision::F16) makes them f16 and prepends
-// `enable f16;`. Loads convert to f32, stores round (`st(..)`); arithmetic is f32.
-alias st = f32;
-alias st4 = vec4<f32>;
-
 struct Params {
     batch: u32,
     in_f: u32,
@@ -23,7 +18,6 @@ struct Params {
     _pad1: u32,
 }
 
-const FLAG_BIAS: u32 = 2u;
 const WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;

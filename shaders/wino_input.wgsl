@@ -17,10 +17,6 @@
 //                                                   | 0  2 -1 -2  1  0 |
 //                                                   | 0  4  0 -5  0  1 |
 
-// Storage element type: f32 here; the f16 build (Precision::F16) makes it f16 and prepends
-// `enable f16;`. Loads convert to f32 (`f32(..)`), stores round (`st(..)`); arithmetic is f32.
-alias st = f32;
-
 struct Params {
     total: u32, // n * c * th * tw
     c: u32,

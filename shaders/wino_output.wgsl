@@ -11,10 +11,6 @@
 //                                                   | 0  1  1  4  4  0 |
 //                                                   | 0  1 -1  8 -8  1 |
 
-// Storage element type: f32 here; the f16 build (Precision::F16) makes it f16 and prepends
-// `enable f16;`. Loads convert to f32 (`f32(..)`), stores round (`st(..)`); arithmetic is f32.
-alias st = f32;
-
 struct Params {
     total: u32, // n * c * th * tw
     c: u32,     // output channels
@@ -26,10 +22,6 @@ struct Params {
     _pad0: u32,
 }
 
-const FLAG_SCALE: u32 = 1u;
-const FLAG_BIAS: u32 = 2u;
-const FLAG_RESIDUAL: u32 = 4u;
-const FLAG_RELU: u32 = 8u;
 const WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -46,26 +38,7 @@ fn m_row(o: u32, stride: u32, a: u32) -> vec4<f32> {
 }
 
 fn store(idx: u32, value: f32, s: f32, b: f32) {
-    var v = fma(value, s, b);
-    if (p.flags & FLAG_RESIDUAL) != 0u {
-        v += f32(residual[idx]);
-    }
-    if (p.flags & FLAG_RELU) != 0u {
-        v = max(v, 0.0);
-    }
-    y[idx] = st(v);
-}
-
-// (scale, bias) of output channel co: (1, 0) where not flagged.
-fn scale_bias(co: u32) -> vec2<f32> {
-    var sb = vec2<f32>(1.0, 0.0);
-    if (p.flags & FLAG_SCALE) != 0u {
-        sb.x = scale[co];
-    }
-    if (p.flags & FLAG_BIAS) != 0u {
-        sb.y = bias[co];
-    }
-    return sb;
+    y[idx] = st(ep_finish(fma(value, s, b), idx));
 }
 
 // Where invocation i works: tile t = (ty, tx) of plane n * c + ch (image img, channel ch).
@@ -103,7 +76,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let m3 = m_row(o, stride, 3u);
     let s0 = m0 + m1 + m2;
     let s1 = m1 - m2 - m3;
-    let sb = scale_bias(loc.ch);
+    let sb = ep_scale_bias(loc.ch);
     let sc = sb.x;
     let bi = sb.y;
     let oy = 2u * loc.ty;
@@ -155,7 +128,7 @@ fn f4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nw
             f32(m[b + 5u * stride]),
         ));
     }
-    let sb = scale_bias(loc.ch);
+    let sb = ep_scale_bias(loc.ch);
     let sc = sb.x;
     let bi = sb.y;
     let oy = 4u * loc.ty;
@@ -252,7 +225,7 @@ fn f4_wide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     wide_row(3u, o4, stride4);
     wide_row(4u, o4, stride4);
     wide_row(5u, o4, stride4);
-    let sb = scale_bias(ch);
+    let sb = ep_scale_bias(ch);
     for (var k = 0u; k < 4u; k++) {
         wide_y[k] = wide_tile(k, sb);
     }
@@ -366,7 +339,7 @@ fn f4_chain(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let ch = plane - img * p.c;
     let stride4 = p.c * 4u; // one position's channels, in vec4s (16 tiles a plane)
     let o4 = (img * 36u * p.c + ch) * 4u;
-    let sb = scale_bias(ch);
+    let sb = ep_scale_bias(ch);
     // In an order that keeps few map rows live: input tile row ty needs output tile rows up to
     // ty + 1.
     chain_out_row(0u, o4, stride4, sb);

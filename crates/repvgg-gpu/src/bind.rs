@@ -227,7 +227,10 @@ pub(crate) fn prepare<'a>(
                 if spec.key.shader == Shader::ConvGemm {
                     r.push(partial());
                 }
-                if spec.key.shader == Shader::ConvSubgroup {
+                if matches!(
+                    spec.key.shader,
+                    Shader::ConvSubgroupDirect | Shader::ConvSubgroupFlat
+                ) {
                     let key = &spec.key;
                     // y4: the output again, as vec4s, where the shader stores through it
                     // (whole vec4s then); a placeholder otherwise (it may be too small).
@@ -236,7 +239,8 @@ pub(crate) fn prepare<'a>(
                     } else {
                         net.dummy_rw.as_entire_binding()
                     });
-                    // x4: the input again, as vec4s, where the shader loads through it.
+                    // x4: the input again, as vec4s, where the shader loads through it (flat:
+                    // VLD; direct: VROW or VBLK).
                     let quads = ["VLD", "VROW", "VBLK"].iter().any(|k| key.value(k) > 0);
                     r.push(if quads { act(step.x) } else { dummy() });
                 }

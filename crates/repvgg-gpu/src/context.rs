@@ -385,8 +385,9 @@ impl GpuContext {
             .contains(wgpu::Features::SHADER_F16)
     }
 
-    /// Whether the subgroup convolution (`conv_subgroup.wgsl`) can run: the device has
-    /// subgroup operations and every subgroup has at least 8 invocations.
+    /// Whether the subgroup convolutions (`conv_subgroup_direct.wgsl`, `conv_subgroup_flat.wgsl`)
+    /// can run: the device has subgroup operations and every subgroup has at least 8
+    /// invocations.
     pub fn has_subgroups_of_8(&self) -> bool {
         self.inner
             .device

@@ -18,7 +18,9 @@
 //!   groups per input shape), `timing` (timestamp queries, read-back), `network` (running and
 //!   timing a network), `tune` (per-adapter autotuning, [`Tuning`]) and `builder`.
 //! * [`ops`]: every kernel alone (upload, dispatch, read back), for tests and benchmarks.
-//! * [`Shader`]: the WGSL files of `shaders/`, one concern each.
+//! * [`Shader`]: the WGSL files of `shaders/`, one kernel each, after the [`ShaderPart`]s of
+//!   `shaders/common/` they share (the prelude: storage types and flags; the fused epilogue;
+//!   the subgroup convolutions' tile), prepended when the module is created.
 //!
 //! # Example
 //!
@@ -67,8 +69,9 @@
 //!   A dispatch with fewer workgroups than the device wants (late layers at batch 1) splits
 //!   its sum over K into slices and adds their f32 partial sums in a second pass (entry point
 //!   `reduce`), which applies the epilogue ([`ConvKernel::SplitK`] forces the split everywhere).
-//! * `conv_subgroup.wgsl` on software adapters (lavapipe) when the conv is 1x1 or 3x3 with
-//!   stride 1 or 2: one full subgroup per workgroup, 8 or 12 channels (whichever pads the
+//! * `conv_subgroup_direct.wgsl` and `conv_subgroup_flat.wgsl` (a 1x1 stride-1 conv without
+//!   padding, its map as one row) on software adapters (lavapipe) when the conv is 1x1 or 3x3
+//!   with stride 1 or 2, over the tile they share: one full subgroup per workgroup, 8 or 12 channels (whichever pads the
 //!   layer's channels least) x up to 32 pixels per invocation, the im2col gather shared
 //!   through `subgroupShuffle`, weights in an rgba32float texture (rgba16float with
 //!   [`Precision::F16`]). On lavapipe a storage-buffer or workgroup-memory load is a loop over
@@ -134,7 +137,7 @@ pub use repvgg_math::winograd::Tile;
 pub use select::{
     Candidate, ChoiceSource, ConvChoice, ConvKernel, DirectConv, ParseConvKernelError,
 };
-pub use shader::Shader;
+pub use shader::{Shader, ShaderPart};
 pub use timing::LayerTiming;
 pub use tune::DEFAULT_BUDGET as DEFAULT_TUNING_BUDGET;
 pub use tuning::{ParseTuningError, TunedShape, Tuning, TuningReport};

@@ -6,12 +6,11 @@
 //! input is rounded to f16 at upload and its outputs widened back to f32 at read-back, so the
 //! caller always gives and gets f32.
 //!
-//! Each WGSL file that has an f16 form declares its storage element type as
-//! `alias st = f32;` (and `alias st4 = vec4<f32>;` for vec4 storage), converts explicitly on
-//! every load (`f32(x[i])`) and store (`st(v)`); [`crate::Shader::source_for`] turns those
-//! aliases into f16 and prepends `enable f16;`. The f32 build is the file as written.
-
-use std::borrow::Cow;
+//! Every shader stores through the element types `st` and `st4` that the shared prelude
+//! (`shaders/common/prelude.wgsl`) declares as `alias st = f32;` and `alias st4 = vec4<f32>;`,
+//! and converts explicitly on every load (`f32(x[i])`) and store (`st(v)`); for a shader with
+//! an f16 form, [`crate::Shader::source_for`] turns those aliases into f16 and prepends
+//! `enable f16;`. The f32 build is the files as written.
 
 pub use repvgg_math::{ParsePrecisionError, Precision};
 
@@ -28,7 +27,7 @@ pub(crate) trait Storage: Copy {
     fn nan_fill(self, bytes: usize) -> Vec<u8>;
     /// The WGSL source `f32_source` (written with `st`/`st4` aliases of f32) for this
     /// precision.
-    fn specialise(self, f32_source: &'static str) -> Cow<'static, str>;
+    fn specialise(self, f32_source: String) -> String;
 }
 
 impl Storage for Precision {
@@ -74,16 +73,16 @@ impl Storage for Precision {
         word.to_le_bytes().into_iter().cycle().take(bytes).collect()
     }
 
-    fn specialise(self, f32_source: &'static str) -> Cow<'static, str> {
+    fn specialise(self, f32_source: String) -> String {
         match self {
-            Precision::F32 => Cow::Borrowed(f32_source),
-            Precision::F16 => Cow::Owned(format!(
+            Precision::F32 => f32_source,
+            Precision::F16 => format!(
                 "enable f16;\n{}",
                 f32_source
                     .replace(ALIAS_ST_F32, "alias st = f16;")
                     .replace(ALIAS_ST4_F32, "alias st4 = vec4<f16>;")
                     .replace(TEXELS_F32, "texture_storage_2d<rgba16float, read>")
-            )),
+            ),
         }
     }
 }
@@ -140,8 +139,8 @@ mod tests {
     fn the_f16_source_enables_f16_and_swaps_only_the_aliases() {
         let src = "// c\nalias st = f32;\nalias st4 = vec4<f32>;\nvar<private> a: f32;\n\
                    var t: texture_storage_2d<rgba32float, read>;\n";
-        assert_eq!(Precision::F32.specialise(src), src);
-        let h = Precision::F16.specialise(src);
+        assert_eq!(Precision::F32.specialise(src.to_owned()), src);
+        let h = Precision::F16.specialise(src.to_owned());
         assert!(h.starts_with("enable f16;\n"));
         assert!(h.contains("alias st = f16;") && h.contains("alias st4 = vec4<f16>;"));
         assert!(h.contains("var t: texture_storage_2d<rgba16float, read>;"));

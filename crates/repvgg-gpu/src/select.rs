@@ -47,8 +47,8 @@ pub enum ConvKernel {
     /// runs on every adapter.
     Workgroup,
     /// Implicit GEMM sharing the im2col tile through subgroup shuffles, weights in a texture
-    /// (`conv_subgroup.wgsl`): needs subgroups of at least 8 invocations, kernel size 1 or 3,
-    /// stride 1 or 2.
+    /// (`conv_subgroup_direct.wgsl`, `conv_subgroup_flat.wgsl`): needs subgroups of at least
+    /// 8 invocations, kernel size 1 or 3, stride 1 or 2.
     Subgroup,
     /// One output per invocation (`conv_naive.wgsl`): the baseline.
     Naive,
@@ -175,7 +175,7 @@ impl std::str::FromStr for ConvKernel {
 /// One conv kernel with its configuration, for a direct conv or a Winograd product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DirectConv {
-    /// `conv_subgroup.wgsl` with `4 * ch4` channels per invocation (`ch4`: 2 or 3).
+    /// The subgroup convolutions with `4 * ch4` channels per invocation (`ch4`: 2 or 3).
     Subgroup {
         /// vec4 accumulators per pixel: 2 or 3.
         ch4: u8,
@@ -253,10 +253,11 @@ impl DirectConv {
         }
     }
 
-    /// The WGSL file this kernel runs.
+    /// The WGSL file this kernel runs (the subgroup kernel: its direct form; its flat form,
+    /// for 1x1 convs without padding, has the same precisions).
     pub(crate) fn shader(self) -> Shader {
         match self {
-            DirectConv::Subgroup { .. } => Shader::ConvSubgroup,
+            DirectConv::Subgroup { .. } => Shader::ConvSubgroupDirect,
             DirectConv::Gemm { .. } => Shader::ConvGemm,
             DirectConv::Workgroup => Shader::ConvTiled,
             DirectConv::Naive => Shader::ConvNaive,
@@ -686,18 +687,19 @@ mod tests {
     #[test]
     fn every_shader_has_a_params_struct() {
         use crate::kernels::*;
-        let mut checked = vec![
-            conv_gemm::ConvGemmParams::SHADER,
-            conv_tiled::ConvTiledParams::SHADER,
-            conv_subgroup::ConvSubgroupParams::SHADER,
-            conv_naive::ConvNaiveParams::SHADER,
-            affine::AffineParams::SHADER,
-            gap::GapParams::SHADER,
-            linear::LinearParams::SHADER,
-            channel_scale::ScaleParams::SHADER,
-            wino_input::WinoInputParams::SHADER,
-            wino_output::WinoOutputParams::SHADER,
-        ];
+        let mut checked: Vec<Shader> = [
+            conv_gemm::ConvGemmParams::SHADERS,
+            conv_tiled::ConvTiledParams::SHADERS,
+            conv_subgroup::ConvSubgroupParams::SHADERS,
+            conv_naive::ConvNaiveParams::SHADERS,
+            affine::AffineParams::SHADERS,
+            gap::GapParams::SHADERS,
+            linear::LinearParams::SHADERS,
+            channel_scale::ScaleParams::SHADERS,
+            wino_input::WinoInputParams::SHADERS,
+            wino_output::WinoOutputParams::SHADERS,
+        ]
+        .concat();
         checked.sort_by_key(|s| s.file_name());
         assert_eq!(checked, Shader::ALL);
     }

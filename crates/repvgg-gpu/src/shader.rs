@@ -4,7 +4,8 @@ use std::borrow::Cow;
 
 use crate::precision::{Precision, Storage};
 
-/// One WGSL file of `shaders/`.
+/// One WGSL file of `shaders/`: a kernel, with its entry points. Its module is the file after
+/// the [`ShaderPart`]s it names ([`Shader::parts`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
     /// Implicit-GEMM convolution with a per-layer tile (64-256 invocations, up to 8x8 outputs
@@ -14,9 +15,13 @@ pub enum Shader {
     /// Implicit-GEMM convolution: shared-memory tiles, 4x4 outputs per invocation, fused
     /// epilogue (scale, bias, residual, ReLU).
     ConvTiled,
-    /// Implicit-GEMM convolution sharing the im2col tile through subgroup shuffles, weights in a
-    /// texture: the fast path where subgroups of at least 8 invocations exist.
-    ConvSubgroup,
+    /// 1x1 or 3x3 convolution, stride 1 or 2, on the subgroup tile
+    /// ([`ShaderPart::SubgroupTile`]): the im2col rows shared through subgroup shuffles,
+    /// weights in a texture. The fast path where subgroups of at least 8 invocations exist.
+    ConvSubgroupDirect,
+    /// 1x1 stride-1 convolution without padding (a Winograd product) on the subgroup tile: the
+    /// map as one row, several input channels per K step.
+    ConvSubgroupFlat,
     /// One output per invocation: the baseline the tiled kernel is measured against.
     ConvNaive,
     /// Per-channel `x * scale + shift`, optional residual and ReLU (a BN on its own branch).
@@ -34,14 +39,57 @@ pub enum Shader {
     WinogradOutput,
 }
 
+/// WGSL that several shaders share, in `shaders/common/`, prepended to a shader's own file when
+/// its module is created ([`Shader::source_for`]), the way the f16 form rewrites the source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ShaderPart {
+    /// Every shader's: the storage element types (`st`, `st4`) and the epilogue flags.
+    Prelude,
+    /// The fused epilogue (scale, bias, residual, ReLU) of every kernel that ends a conv.
+    Epilogue,
+    /// The tile of the two subgroup convolutions: parameters, bindings, the weight texture
+    /// loads and the stores.
+    SubgroupTile,
+}
+
+impl ShaderPart {
+    /// Every part, in the order a shader's module takes them.
+    pub const ALL: [ShaderPart; 3] = [
+        ShaderPart::Prelude,
+        ShaderPart::Epilogue,
+        ShaderPart::SubgroupTile,
+    ];
+
+    /// File name inside `shaders/`.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            ShaderPart::Prelude => "common/prelude.wgsl",
+            ShaderPart::Epilogue => "common/epilogue.wgsl",
+            ShaderPart::SubgroupTile => "common/conv_subgroup_tile.wgsl",
+        }
+    }
+
+    /// WGSL source, compiled into the crate.
+    pub fn source(self) -> &'static str {
+        match self {
+            ShaderPart::Prelude => include_str!("../shaders/common/prelude.wgsl"),
+            ShaderPart::Epilogue => include_str!("../shaders/common/epilogue.wgsl"),
+            ShaderPart::SubgroupTile => {
+                include_str!("../shaders/common/conv_subgroup_tile.wgsl")
+            }
+        }
+    }
+}
+
 impl Shader {
     /// Every shader, in file-name order.
-    pub const ALL: [Shader; 10] = [
+    pub const ALL: [Shader; 11] = [
         Shader::Affine,
         Shader::ChannelScale,
         Shader::ConvGemm,
         Shader::ConvNaive,
-        Shader::ConvSubgroup,
+        Shader::ConvSubgroupDirect,
+        Shader::ConvSubgroupFlat,
         Shader::ConvTiled,
         Shader::GlobalAvgPool,
         Shader::Linear,
@@ -54,7 +102,8 @@ impl Shader {
         match self {
             Shader::ConvGemm => "conv_gemm.wgsl",
             Shader::ConvTiled => "conv_tiled.wgsl",
-            Shader::ConvSubgroup => "conv_subgroup.wgsl",
+            Shader::ConvSubgroupDirect => "conv_subgroup_direct.wgsl",
+            Shader::ConvSubgroupFlat => "conv_subgroup_flat.wgsl",
             Shader::ConvNaive => "conv_naive.wgsl",
             Shader::Affine => "affine.wgsl",
             Shader::GlobalAvgPool => "gap.wgsl",
@@ -65,12 +114,13 @@ impl Shader {
         }
     }
 
-    /// WGSL source, compiled into the crate.
+    /// The shader's own WGSL file, compiled into the crate (without its parts).
     pub fn source(self) -> &'static str {
         match self {
             Shader::ConvGemm => include_str!("../shaders/conv_gemm.wgsl"),
             Shader::ConvTiled => include_str!("../shaders/conv_tiled.wgsl"),
-            Shader::ConvSubgroup => include_str!("../shaders/conv_subgroup.wgsl"),
+            Shader::ConvSubgroupDirect => include_str!("../shaders/conv_subgroup_direct.wgsl"),
+            Shader::ConvSubgroupFlat => include_str!("../shaders/conv_subgroup_flat.wgsl"),
             Shader::ConvNaive => include_str!("../shaders/conv_naive.wgsl"),
             Shader::Affine => include_str!("../shaders/affine.wgsl"),
             Shader::GlobalAvgPool => include_str!("../shaders/gap.wgsl"),
@@ -81,20 +131,47 @@ impl Shader {
         }
     }
 
+    /// The shared parts its module starts with, in order: the prelude always, the epilogue
+    /// for the kernels that end a conv (and the affine map, the same arithmetic), the
+    /// subgroup tile for the two subgroup convolutions.
+    pub fn parts(self) -> &'static [ShaderPart] {
+        use ShaderPart::{Epilogue, Prelude, SubgroupTile};
+        match self {
+            Shader::ConvSubgroupDirect | Shader::ConvSubgroupFlat => {
+                &[Prelude, Epilogue, SubgroupTile]
+            }
+            Shader::ConvGemm
+            | Shader::ConvTiled
+            | Shader::ConvNaive
+            | Shader::Affine
+            | Shader::WinogradOutput => &[Prelude, Epilogue],
+            Shader::GlobalAvgPool
+            | Shader::Linear
+            | Shader::ChannelScale
+            | Shader::WinogradInput => &[Prelude],
+        }
+    }
+
     /// Whether the shader has an f16 form (stores through the `st` alias): every kernel of the
     /// main path; the baselines `conv_tiled.wgsl` and `conv_naive.wgsl` are f32 only.
     pub fn has_f16(self) -> bool {
         !matches!(self, Shader::ConvTiled | Shader::ConvNaive)
     }
 
-    /// WGSL source for `precision`: [`Shader::source`] for f32; for f16 (when
-    /// [`Shader::has_f16`]) the same file with `enable f16;` and its storage aliases made f16.
+    /// The module's WGSL for `precision`: its [`Shader::parts`], then its own file; for f16
+    /// (when [`Shader::has_f16`]) with `enable f16;` and the storage aliases made f16.
     pub fn source_for(self, precision: Precision) -> Cow<'static, str> {
-        if self.has_f16() {
-            precision.specialise(self.source())
-        } else {
-            Cow::Borrowed(self.source())
+        let mut text = String::new();
+        for part in self.parts() {
+            text.push_str(part.source());
+            text.push('\n');
         }
+        text.push_str(self.source());
+        Cow::Owned(if self.has_f16() {
+            precision.specialise(text)
+        } else {
+            text
+        })
     }
 }
 

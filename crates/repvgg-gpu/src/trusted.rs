@@ -17,6 +17,20 @@ use crate::checked_file;
 use crate::precision::Precision;
 use crate::shader::Shader;
 
+/// The part of both subgroup convolutions' arguments that is about their shared tile.
+macro_rules! subgroup_tile_proof {
+    () => {
+        "acc: CH4 * q + j with j < CH4 <= 3 and q < R * NBW, R * NBW * CH4 <= 64 \
+         (subgroup_tile); wk: 3 * (ky * 3 + kx) + j <= 26 and 3 * u + j <= 11; ep_s/ep_b[j], \
+         j < CH4 <= 3; x: coordinates clamped into the image, img clamped to n - 1, \
+         ci < cin_g; texture: m0/4 + j < m_pad/4 for j < CH4 (m0 a multiple of 4 * CH4 below \
+         m_pad, a multiple of 4 * CH4 * SG) and row < groups * cin_g * KS * KS; y/residual: \
+         only where img < n, oy < oh, ox < ow and m < cout_g; scale/bias only for m < cout_g \
+         when flagged; y4 (VEC): pixel groups of 4 only where the group's first pixel is \
+         inside the output, rows and planes multiples of 4; "
+    };
+}
+
 /// Why every index `shader` computes is in range for the buffers, textures and arrays it is
 /// bound to by this crate, or `None` where the shader keeps wgpu's runtime checks.
 ///
@@ -45,28 +59,28 @@ pub(crate) fn bounds_proof(shader: Shader) -> Option<&'static str> {
              (y, residual), partial[s * total + i] with s < splits (the scratch holds splits * \
              total), scale/bias[oc] with oc = (i / ohw) % cout < cout, only when flagged",
         ),
-        Shader::ConvSubgroup => Some(
-            "seg: t * 9 + j with t < (R - 1) * STRIDE + KS <= 9 (subgroup_tile) and j <= 8, and \
-             e / SG <= ((NBW - 1) * STRIDE + KS - 1) / SG <= 64 / 8; acc: CH4 * q + j with \
-             j < CH4 <= 3 and q < R * NBW, R * NBW * CH4 <= 64 (subgroup_tile); wk: \
-             3 * (ky * 3 + kx) + j <= 26; ep_s/ep_b[j], j < CH4 <= 3; x: coordinates clamped \
-             into the image, img clamped to n - 1, ci < cin_g; texture: m0/4 + j < m_pad/4 for \
-             j < CH4 (m0 a multiple of 4 * CH4 below m_pad, a multiple of 4 * CH4 * SG) and \
-             row < groups * cin_g * KS * KS; y/residual: only where img < n, oy < oh, ox < ow \
-             and m < cout_g; scale/bias only for m < cout_g when flagged; a 1x1 stride-1 conv \
-             without padding dispatched as a 1 x (h * w) map addresses the same elements; \
-             x4 (VLD): channel ci + l * VLD + c < ci + KU <= cin_g (KU divides cin_g), column \
-             clamped to at most w - 4 in a plane of a multiple of 4; segv[l], l < 4; x4 (VROW): \
-             row and column clamped into the plane (columns to at most w - 4, w a multiple of \
-             4); segq[i / SG] with i < ((R - 1) * STRIDE + KS) * row_quads <= 20 * SG \
+        // The tile (common/conv_subgroup_tile.wgsl) is the same in both; each adds its loads.
+        Shader::ConvSubgroupDirect => Some(concat!(
+            subgroup_tile_proof!(),
+            "seg: t * 9 + j with t < (R - 1) * STRIDE + KS <= 9 (subgroup_tile) and j <= 8, \
+             and e / SG <= ((NBW - 1) * STRIDE + KS - 1) / SG <= 64 / 8; x4 (VROW): row and \
+             column clamped into the plane (columns to at most w - 4, w a multiple of 4); \
+             segq[i / SG] with i < ((R - 1) * STRIDE + KS) * row_quads <= 20 * SG \
              (subgroup_loads_row_quads); x4 (VBLK): clamped to [0, arrayLength - 1], \
              segq[f / 4 / SG] with f < off + ((R - 1) * STRIDE + KS) * VBLK <= 80 * SG \
-             (subgroup_loads_row_block); y4 (VEC): pixel groups of 4 only where the group's first \
-             pixel is inside the output, rows and planes multiples of 4",
-        ),
+             (subgroup_loads_row_block)",
+        )),
+        Shader::ConvSubgroupFlat => Some(concat!(
+            subgroup_tile_proof!(),
+            "the map dispatched as a 1 x (h * w) row (R = KS = STRIDE = 1, no padding) \
+             addresses the same elements as the 2-D map; seg: u * 9 + j with u < KU <= 4 and \
+             j <= 3; x4 (VLD): channel ci + l * VLD + c < ci + KU <= cin_g (KU divides \
+             cin_g), column clamped to at most w - 4 in a plane of a multiple of 4; segv[l], \
+             l < 4",
+        )),
         Shader::Affine => Some(
             "i < total = n * c * hw, the length of x, y and residual; c = (i / hw) % c indexes \
-             the c-long scale and shift",
+             the c-long scale and shift (bound as the epilogue's bias)",
         ),
         Shader::ChannelScale => {
             Some("i < total = n * c * hw, the length of x and y; i / hw < n * c, the length of s")

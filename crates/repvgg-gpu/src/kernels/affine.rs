@@ -1,6 +1,9 @@
-//! `affine.wgsl`: per-channel `x * scale + shift`, optional residual and ReLU.
+//! `affine.wgsl`: per-channel `x * scale + shift`, optional residual and ReLU: the shared
+//! epilogue on its own (scale and shift always flagged, the shift bound as its bias).
 
-use super::{DispatchSpec, FLAG_RELU, FLAG_RESIDUAL, linear_grid, params, u};
+use super::{
+    DispatchSpec, FLAG_BIAS, FLAG_RELU, FLAG_RESIDUAL, FLAG_SCALE, linear_grid, params, u,
+};
 use crate::error::Result;
 use crate::shader::{PipelineKey, Shader};
 
@@ -25,7 +28,10 @@ pub(crate) fn dispatch(
         total: u(total),
         c: u(c),
         hw: u(h * w),
-        flags: if residual { FLAG_RESIDUAL } else { 0 } | if relu { FLAG_RELU } else { 0 },
+        flags: FLAG_SCALE
+            | FLAG_BIAS
+            | if residual { FLAG_RESIDUAL } else { 0 }
+            | if relu { FLAG_RELU } else { 0 },
     };
     let groups = linear_grid(total, WG, max_dim)?;
     Ok(DispatchSpec::new(

@@ -7,8 +7,8 @@
 use ndarray::ArrayView4;
 
 use super::{
-    ConvShape, DispatchSpec, FLAG_PARTIAL, WeightData, check_z, gemm_weight_layout, grid,
-    linear_grid, params, u,
+    ConvShape, DispatchSpec, FLAG_PARTIAL, WeightData, check_z, conv_params, gemm_weight_layout,
+    grid, linear_grid, params, u,
 };
 use crate::caps::Caps;
 use crate::error::Result;
@@ -158,9 +158,9 @@ pub(crate) fn dispatch(c: Config, s: ConvShape<'_>, caps: &Caps) -> Result<Dispa
     } = c;
     let spec = s.spec;
     let max_dim = caps.max_workgroups;
-    let [n, cin, h, w] = s.x;
+    let [n, cin, _, _] = s.x;
     let [_, cout, oh, ow] = s.y;
-    let (cin_g, cout_g, ks) = (cin / spec.groups, cout / spec.groups, spec.kernel_size);
+    let (cin_g, ks) = (cin / spec.groups, spec.kernel_size);
     let flags = s.ep.flags();
     let m_tiles = m_pad / rows.bm();
     let tiles = m_tiles * spec.groups;
@@ -182,28 +182,19 @@ pub(crate) fn dispatch(c: Config, s: ConvShape<'_>, caps: &Caps) -> Result<Dispa
         max_slices,
     );
     let z = check_z(tiles * slices, max_dim)?;
-    let p = ConvGemmParams {
-        n: u(n),
-        cin: u(cin),
-        h: u(h),
-        w: u(w),
-        cout: u(cout),
-        oh: u(oh),
-        ow: u(ow),
-        stride: u(spec.stride),
-        pad: u(spec.padding),
-        cin_g: u(cin_g),
-        cout_g: u(cout_g),
+    let mut p = conv_params!(ConvGemmParams from s, {
         k_total: u(cin_g * ks * ks),
         m_pad: u(m_pad),
         k_pad: u(k_pad),
-        flags: if slices > 1 { FLAG_PARTIAL } else { flags },
         m_tiles: u(m_tiles),
         groups: u(spec.groups),
         k_len: u(per_slice * TK),
         splits: u(slices),
-        ..ConvGemmParams::default()
-    };
+        _pad0: 0,
+    });
+    if slices > 1 {
+        p.flags = FLAG_PARTIAL;
+    }
     let [gx, gy] = grid(pixel_tiles, max_dim)?;
     let key = PipelineKey::new(Shader::ConvGemm)
         .constant("KS", u(ks))

@@ -2,7 +2,7 @@
 
 use ndarray::ArrayView4;
 
-use super::{ConvShape, DispatchSpec, WeightData, grid, params, u};
+use super::{ConvShape, DispatchSpec, WeightData, conv_params, grid, params, u};
 use crate::error::Result;
 use crate::shader::{PipelineKey, Shader};
 
@@ -23,25 +23,14 @@ pub(crate) fn prepare(weight: ArrayView4<'_, f32>) -> WeightData {
 
 /// Pipeline, parameters and workgroups of a conv.
 pub(crate) fn dispatch(s: ConvShape<'_>, max_dim: u32) -> Result<DispatchSpec> {
-    let spec = s.spec;
-    let [n, cin, h, w] = s.x;
+    let p = conv_params!(ConvNaiveParams from s, {
+        ks: u(s.spec.kernel_size),
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
+    });
+    let [n, _, _, _] = s.x;
     let [_, cout, oh, ow] = s.y;
-    let p = ConvNaiveParams {
-        n: u(n),
-        cin: u(cin),
-        h: u(h),
-        w: u(w),
-        cout: u(cout),
-        oh: u(oh),
-        ow: u(ow),
-        stride: u(spec.stride),
-        pad: u(spec.padding),
-        cin_g: u(cin / spec.groups),
-        cout_g: u(cout / spec.groups),
-        ks: u(spec.kernel_size),
-        flags: s.ep.flags(),
-        ..ConvNaiveParams::default()
-    };
     let [gx, gy] = grid((n * cout * oh * ow).div_ceil(WG), max_dim)?;
     Ok(DispatchSpec::new(
         PipelineKey::new(Shader::ConvNaive),

@@ -3,7 +3,9 @@
 
 use ndarray::ArrayView4;
 
-use super::{ConvShape, DispatchSpec, WeightData, check_z, gemm_weight_layout, grid, params, u};
+use super::{
+    ConvShape, DispatchSpec, WeightData, check_z, conv_params, gemm_weight_layout, grid, params, u,
+};
 use crate::error::Result;
 use crate::shader::{PipelineKey, Shader};
 
@@ -41,28 +43,16 @@ pub(crate) fn prepare(
 /// Pipeline, parameters and workgroups of a conv.
 pub(crate) fn dispatch(c: Config, s: ConvShape<'_>, max_dim: u32) -> Result<DispatchSpec> {
     let spec = s.spec;
-    let [n, cin, h, w] = s.x;
-    let [_, cout, oh, ow] = s.y;
-    let (cin_g, cout_g, ks) = (cin / spec.groups, cout / spec.groups, spec.kernel_size);
+    let [n, cin, _, _] = s.x;
+    let [_, _, oh, ow] = s.y;
+    let ks = spec.kernel_size;
     let m_tiles = c.m_pad / TILE_M;
-    let p = ConvTiledParams {
-        n: u(n),
-        cin: u(cin),
-        h: u(h),
-        w: u(w),
-        cout: u(cout),
-        oh: u(oh),
-        ow: u(ow),
-        stride: u(spec.stride),
-        pad: u(spec.padding),
-        cin_g: u(cin_g),
-        cout_g: u(cout_g),
-        k_total: u(cin_g * ks * ks),
+    let p = conv_params!(ConvTiledParams from s, {
+        k_total: u(cin / spec.groups * ks * ks),
         m_pad: u(c.m_pad),
         k_pad: u(c.k_pad),
-        flags: s.ep.flags(),
         m_tiles: u(m_tiles),
-    };
+    });
     let z = check_z(m_tiles * spec.groups, max_dim)?;
     let [gx, gy] = grid((n * oh * ow).div_ceil(TILE_N), max_dim)?;
     let key = PipelineKey::new(Shader::ConvTiled).constant("KS", u(ks));

@@ -36,7 +36,7 @@ pub(crate) const MAX_PARAMS_BYTES: usize = 80;
 /// same field names (all `u32`: offsets 0, 4, 8, ...; the size a multiple of 16 through
 /// explicit padding fields), with a test that checks it against the shader's `Params`.
 macro_rules! params {
-    ($(#[$m:meta])* $name:ident for $shader:expr => { $($(#[$fm:meta])* $f:ident),* $(,)? }) => {
+    ($(#[$m:meta])* $name:ident for $($shader:expr),+ => { $($(#[$fm:meta])* $f:ident),* $(,)? }) => {
         $(#[$m])*
         #[repr(C)]
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
@@ -45,9 +45,9 @@ macro_rules! params {
         }
 
         impl $name {
-            /// The shader whose `Params` struct this mirrors.
+            /// The shaders whose `Params` struct this mirrors.
             #[allow(dead_code)]
-            pub(crate) const SHADER: crate::shader::Shader = $shader;
+            pub(crate) const SHADERS: &[crate::shader::Shader] = &[$($shader),+];
         }
 
         #[cfg(test)]
@@ -55,15 +55,41 @@ macro_rules! params {
         fn params_struct_matches_its_wgsl_layout() {
             let fields: &[(&str, usize)] =
                 &[$((stringify!($f), std::mem::offset_of!($name, $f)),)*];
-            crate::kernels::check_params_layout(
-                fields,
-                std::mem::size_of::<$name>(),
-                $name::SHADER,
-            );
+            for &shader in $name::SHADERS {
+                crate::kernels::check_params_layout(fields, std::mem::size_of::<$name>(), shader);
+            }
         }
     };
 }
 pub(crate) use params;
+
+/// A conv kernel's parameter struct `$params`: the fields the conv kernels' `Params` share
+/// (`n, cin, h, w, cout, oh, ow, stride, pad, cin_g, cout_g` and the epilogue's `flags`) from
+/// `$shape` (a [`ConvShape`]), then the kernel's own fields as given (all of them).
+macro_rules! conv_params {
+    ($params:ident from $shape:expr, { $($f:ident: $v:expr),* $(,)? }) => {{
+        let s: &crate::kernels::ConvShape<'_> = &$shape;
+        let [n, cin, h, w] = s.x;
+        let [_, cout, oh, ow] = s.y;
+        let u = crate::kernels::u;
+        $params {
+            n: u(n),
+            cin: u(cin),
+            h: u(h),
+            w: u(w),
+            cout: u(cout),
+            oh: u(oh),
+            ow: u(ow),
+            stride: u(s.spec.stride),
+            pad: u(s.spec.padding),
+            cin_g: u(cin / s.spec.groups),
+            cout_g: u(cout / s.spec.groups),
+            flags: s.ep.flags(),
+            $($f: $v,)*
+        }
+    }};
+}
+pub(crate) use conv_params;
 
 /// A layer ready to dispatch: its pipeline, its parameters (bytes of a params struct) and its
 /// workgroup counts; a split-K conv has a second pass that reads a scratch buffer the first
