@@ -1,5 +1,6 @@
 //! Resources of one input shape: activation buffers, the layers' parameters in one uniform
-//! buffer, and a bind group per layer.
+//! buffer, and a bind group per layer, from the bindings each layer kind lists
+//! ([`crate::kernels::layer::Layer::bindings`]).
 
 use std::num::NonZeroU64;
 
@@ -7,14 +8,10 @@ use wgpu::util::DeviceExt;
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::kernels::{
-    ConvShape, DispatchSpec, MAX_PARAMS_BYTES, affine, channel_scale, gap, linear, wino_input,
-    wino_output,
-};
-use crate::plan::{Op, Plan};
-use crate::select;
-use crate::shader::Shader;
-use crate::upload::{ConvWeights, LayerGpu, Uploaded};
+use crate::kernels::layer::{Bind, Run};
+use crate::kernels::{DispatchSpec, MAX_PARAMS_BYTES};
+use crate::plan::Plan;
+use crate::upload::{LayerWeights, Uploaded};
 
 /// GPU resources for one input shape: activation buffers, parameters, bind groups.
 #[derive(Debug)]
@@ -60,51 +57,27 @@ impl Dispatch {
 /// Pipeline, parameters and workgroups of layer `i` of `net` for the shapes of `plan`.
 pub(crate) fn dispatch_spec(net: &Uploaded, i: usize, plan: &Plan) -> Result<DispatchSpec> {
     let step = &net.topo.steps[i];
-    let x = plan.shapes[step.x];
-    let y = plan.shapes[step.y];
-    let max_dim = net.caps.max_workgroups;
-    let chained = plan.chained.get(i).copied().unwrap_or(false);
-    let mut spec = match (&step.op, &net.layers[i]) {
-        (Op::WinogradOutput { .. }, LayerGpu::WinogradOutput { ep, .. }) if chained => {
-            wino_output::chain(y, *ep, max_dim)?
-        }
-        (Op::Conv { spec, .. }, LayerGpu::Conv { imp, ep, .. }) => {
-            let shape = ConvShape {
-                spec,
-                x,
-                y,
-                ep: *ep,
-            };
-            select::dispatch(*imp, shape, &net.caps)?
-        }
-        (Op::Affine { residual }, LayerGpu::Affine { relu, .. }) => {
-            affine::dispatch(x, residual.is_some(), *relu, max_dim)?
-        }
-        (Op::Gap, LayerGpu::Gap) => gap::dispatch(x, max_dim)?,
-        (Op::Linear { in_f, out_f }, LayerGpu::Linear { bias, act, .. }) => {
-            linear::dispatch(x[0], *in_f, *out_f, bias.is_some(), *act, max_dim)?
-        }
-        (Op::ChannelScale { .. }, LayerGpu::ChannelScale { relu }) => {
-            channel_scale::dispatch(x, *relu, max_dim)?
-        }
-        (Op::WinogradInput { tile }, LayerGpu::WinogradInput { .. }) => {
-            wino_input::dispatch(x, *tile, max_dim)?
-        }
-        (Op::WinogradOutput { tile, .. }, LayerGpu::WinogradOutput { ep, .. }) => {
-            wino_output::dispatch(y, *tile, *ep, max_dim)?
-        }
-        (op, layer) => {
-            return Err(GpuError::InvalidNetwork(format!(
-                "layer {i}: {op:?} was uploaded as {}",
-                layer.kernel_name()
-            )));
-        }
+    let (h, w) = input_hw(net, plan);
+    let run = Run {
+        caps: &net.caps,
+        chained: plan.chained.get(i).copied().unwrap_or(false),
+        conv: net.layers[i].conv.as_ref(),
     };
+    let mut spec = step
+        .op
+        .layer()
+        .dispatch(&step.at(i, &plan.shapes, h, w), &run)?;
     spec.key.precision = net.topo.precision;
     if let Some(then) = spec.then.as_deref_mut() {
         then.key.precision = net.topo.precision;
     }
     Ok(spec)
+}
+
+/// The network input's height and width in `plan`, for messages.
+fn input_hw(net: &Uploaded, plan: &Plan) -> (usize, usize) {
+    let [_, _, h, w] = plan.shapes[net.topo.input];
+    (h, w)
 }
 
 /// Buffers, parameters and bind groups of every layer of `net` for the shapes of `plan`.
@@ -166,6 +139,7 @@ pub(crate) fn prepare<'a>(
             size: NonZeroU64::new(len as u64),
         })
     };
+    let (in_h, in_w) = input_hw(net, &plan);
     let mut slot = 0;
     let mut dispatches = Vec::with_capacity(net.layers.len());
     for (i, (layer, spec)) in net.layers.iter().zip(specs).enumerate() {
@@ -193,139 +167,53 @@ pub(crate) fn prepare<'a>(
             }),
             _ => net.dummy_rw.as_entire_binding(),
         };
-        let residual = match &step.op {
-            Op::Conv { residual, .. }
-            | Op::Affine { residual }
-            | Op::WinogradOutput { residual, .. } => *residual,
-            _ => None,
-        };
-        let mut then = None;
-        // (binding, resource) pairs: in order from 0 (`seq`), except the entries below.
-        let wide = spec.key.entry == "f4_wide";
-        let numbered: Vec<(u32, wgpu::BindingResource<'_>)> = match (layer, &step.op) {
-            (
-                LayerGpu::Conv {
-                    weight,
-                    scale,
-                    bias,
-                    ..
+        let at = step.at(i, &plan.shapes, in_h, in_w);
+        let next_y = chained
+            .then(|| net.topo.steps.get(i + 1).map(|s| s.y))
+            .flatten();
+        // `params`: the parameters of the pass the bindings are for.
+        let resource = |b: Bind, params| {
+            Ok(match b {
+                Bind::Params => params,
+                Bind::Tensor(t) => act(t),
+                Bind::Weight => match &layer.weight {
+                    Some(LayerWeights::Buffer(b)) => b.as_entire_binding(),
+                    Some(LayerWeights::Texture(v)) => wgpu::BindingResource::TextureView(v),
+                    None => {
+                        return Err(GpuError::InvalidNetwork(format!(
+                            "layer {i} ({}) binds weights it was not uploaded with",
+                            net.kernel_name(i)
+                        )));
+                    }
                 },
-                _,
-            ) => {
-                let mut r = vec![
-                    uniform,
-                    act(step.x),
-                    match weight {
-                        ConvWeights::Buffer(b) => b.as_entire_binding(),
-                        ConvWeights::Texture(v) => wgpu::BindingResource::TextureView(v),
-                    },
-                    opt(scale),
-                    opt(bias),
-                    residual.map_or_else(dummy, act),
-                    act(step.y),
-                ];
-                if spec.key.shader == Shader::ConvGemm {
-                    r.push(partial());
-                }
-                if matches!(
-                    spec.key.shader,
-                    Shader::ConvSubgroupDirect | Shader::ConvSubgroupFlat
-                ) {
-                    let key = &spec.key;
-                    // y4: the output again, as vec4s, where the shader stores through it
-                    // (whole vec4s then); a placeholder otherwise (it may be too small).
-                    r.push(if key.value("VEC") > 0 {
-                        act(step.y)
-                    } else {
-                        net.dummy_rw.as_entire_binding()
-                    });
-                    // x4: the input again, as vec4s, where the shader loads through it (flat:
-                    // VLD; direct: VROW or VBLK).
-                    let quads = ["VLD", "VROW", "VBLK"].iter().any(|k| key.value(k) > 0);
-                    r.push(if quads { act(step.x) } else { dummy() });
-                }
-                if let Some(second) = spec.then.as_deref() {
-                    // `reduce` binds what it uses, at the same numbers as `main`.
-                    let pipeline = ctx.pipeline(&second.key)?;
-                    let resources = vec![
-                        (0, uniform_at(slot, second.params.len())),
-                        (3, opt(scale)),
-                        (4, opt(bias)),
-                        (5, residual.map_or_else(dummy, act)),
-                        (6, act(step.y)),
-                        (7, partial()),
-                    ];
-                    slot += 1;
-                    then = Some(Box::new(Dispatch {
-                        bind_group: bind_group(device, &pipeline, second, resources),
-                        pipeline,
-                        groups: second.groups,
-                        then: None,
-                        k_slices: 1,
-                        skip: false,
-                    }));
-                }
-                seq(r)
-            }
-            (LayerGpu::Affine { scale, shift, .. }, _) => seq(vec![
-                uniform,
-                act(step.x),
-                scale.as_entire_binding(),
-                shift.as_entire_binding(),
-                residual.map_or_else(dummy, act),
-                act(step.y),
-            ]),
-            (LayerGpu::Gap, _) => seq(vec![uniform, act(step.x), act(step.y)]),
-            (LayerGpu::Linear { weight, bias, .. }, _) => seq(vec![
-                uniform,
-                act(step.x),
-                weight.as_entire_binding(),
-                opt(bias),
-                act(step.y),
-            ]),
-            (LayerGpu::ChannelScale { .. }, Op::ChannelScale { s }) => {
-                seq(vec![uniform, act(step.x), act(*s), act(step.y)])
-            }
-            // f4_wide writes through v4 (3), not v (2), and may read through x4 (4).
-            (LayerGpu::WinogradInput { .. }, _) if wide => vec![
-                (0, uniform),
-                (1, act(step.x)),
-                (3, act(step.y)),
-                (4, act(step.x)),
-            ],
-            (LayerGpu::WinogradInput { .. }, _) => seq(vec![uniform, act(step.x), act(step.y)]),
-            // f4_chain reads the products through m4 (6) and writes the next step's output
-            // (the next conv's transformed input) through v4 (8).
-            (LayerGpu::WinogradOutput { scale, bias, .. }, _) if chained => vec![
-                (0, uniform),
-                (6, act(step.x)),
-                (2, opt(scale)),
-                (3, opt(bias)),
-                (8, act(net.topo.steps[i + 1].y)),
-            ],
-            // f4_wide reads through m4 (6), writes through y4 (7), has no residual.
-            (LayerGpu::WinogradOutput { scale, bias, .. }, _) if wide => vec![
-                (0, uniform),
-                (6, act(step.x)),
-                (2, opt(scale)),
-                (3, opt(bias)),
-                (7, act(step.y)),
-            ],
-            (LayerGpu::WinogradOutput { scale, bias, .. }, _) => seq(vec![
-                uniform,
-                act(step.x),
-                opt(scale),
-                opt(bias),
-                residual.map_or_else(dummy, act),
-                act(step.y),
-            ]),
-            (layer, op) => {
-                return Err(GpuError::InvalidNetwork(format!(
-                    "layer {i}: {op:?} was uploaded as {}",
-                    layer.kernel_name()
-                )));
-            }
+                Bind::Scale => opt(&layer.scale),
+                Bind::Bias => opt(&layer.bias),
+                Bind::Partial => partial(),
+                Bind::Unused => dummy(),
+                Bind::UnusedRw => net.dummy_rw.as_entire_binding(),
+            })
         };
+        let numbered = (step.op.layer().bindings(&at, &spec.key, next_y).into_iter())
+            .map(|(n, b)| Ok((n, resource(b, uniform.clone())?)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut then = None;
+        if let Some(second) = spec.then.as_deref() {
+            // The second pass has parameters of its own, in the next slot.
+            let pipeline = ctx.pipeline(&second.key)?;
+            let params = uniform_at(slot, second.params.len());
+            slot += 1;
+            let resources = (step.op.layer().second_bindings(&at).into_iter())
+                .map(|(n, b)| Ok((n, resource(b, params.clone())?)))
+                .collect::<Result<Vec<_>>>()?;
+            then = Some(Box::new(Dispatch {
+                bind_group: bind_group(device, &pipeline, second, resources),
+                pipeline,
+                groups: second.groups,
+                then: None,
+                k_slices: 1,
+                skip: false,
+            }));
+        }
         dispatches.push(Dispatch {
             bind_group: bind_group(device, &pipeline, &spec, numbered),
             pipeline,
@@ -342,11 +230,6 @@ pub(crate) fn prepare<'a>(
         scratch,
         dispatches,
     })
-}
-
-/// `resources` at bindings 0, 1, 2, ...
-fn seq(resources: Vec<wgpu::BindingResource<'_>>) -> Vec<(u32, wgpu::BindingResource<'_>)> {
-    (0..).zip(resources).collect()
 }
 
 /// The bind group of `spec`'s pipeline: `(binding, resource)` pairs.

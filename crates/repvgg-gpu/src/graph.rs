@@ -14,6 +14,15 @@ use repvgg_math::winograd::{self, Tile};
 use repvgg_math::{Activation, ConvSpec};
 
 use crate::error::{GpuError, Result};
+use crate::kernels::ConvEpilogue;
+use crate::kernels::affine::Affine;
+use crate::kernels::channel_scale::ChannelScale;
+use crate::kernels::conv::Conv;
+use crate::kernels::gap::Gap;
+use crate::kernels::linear::Linear;
+use crate::kernels::op::Op;
+use crate::kernels::wino_input::WinoInput;
+use crate::kernels::wino_output::WinoOutput;
 
 static NEXT_GRAPH: AtomicU32 = AtomicU32::new(1);
 
@@ -37,69 +46,54 @@ pub(crate) struct TensorMeta {
     pub flat: bool,
 }
 
-/// One layer with its weights, as given to the builder.
+/// One layer: its input, what it is ([`Op`]: the kind, with everything about it but its
+/// weights) and its weights.
 #[derive(Debug)]
-pub(crate) enum Node {
-    Conv {
-        x: usize,
-        spec: ConvSpec,
-        weight: Array4<f32>,
-        scale: Option<Vec<f32>>,
-        bias: Option<Vec<f32>>,
-        residual: Option<usize>,
-        relu: bool,
-    },
-    Affine {
-        x: usize,
-        scale: Vec<f32>,
-        shift: Vec<f32>,
-        residual: Option<usize>,
-        relu: bool,
-    },
-    Gap {
-        x: usize,
-    },
-    Linear {
-        x: usize,
-        weight: Array2<f32>,
-        bias: Option<Vec<f32>>,
-        act: Activation,
-    },
-    ChannelScale {
-        x: usize,
-        s: usize,
-        relu: bool,
-    },
-    /// Winograd F(m x m, 3x3) input transform of `x`.
-    WinogradInput {
-        x: usize,
-        tile: Tile,
-    },
-    /// Winograd output transform of the products `x` into the shape of the conv input `like`
-    /// (stride 1, padding 1: same height and width), then the epilogue.
-    WinogradOutput {
-        x: usize,
-        like: usize,
-        tile: Tile,
-        scale: Option<Vec<f32>>,
-        bias: Option<Vec<f32>>,
-        residual: Option<usize>,
-        relu: bool,
-    },
+pub(crate) struct Node {
+    pub x: usize,
+    pub op: Op,
+    pub data: LayerData,
+    /// The conv this layer belongs to, by its index in [`FinishedGraph::convs`] (set by
+    /// [`Graph::finish`]; a Winograd conv's three layers share their conv's).
+    pub conv: Option<usize>,
+}
+
+/// A layer's weights, as given to the builder.
+#[derive(Debug, Default)]
+pub(crate) struct LayerData {
+    pub weight: Weight,
+    /// Per output channel: the epilogue's scale (the affine map's scale).
+    pub scale: Option<Vec<f32>>,
+    /// Per output channel: the epilogue's bias (the affine map's shift).
+    pub bias: Option<Vec<f32>>,
+}
+
+/// A layer's weight array.
+#[derive(Debug, Default)]
+pub(crate) enum Weight {
+    #[default]
+    None,
+    /// A conv's `[cout, cin / groups, k, k]`.
+    Conv(Array4<f32>),
+    /// A linear layer's `[out, in]`.
+    Matrix(Array2<f32>),
 }
 
 impl Node {
+    fn new(x: usize, op: Op, data: LayerData) -> Self {
+        Self {
+            x,
+            op,
+            data,
+            conv: None,
+        }
+    }
+
     /// The tensors this layer reads.
     pub fn inputs(&self) -> Vec<usize> {
-        match self {
-            Node::Conv { x, residual, .. }
-            | Node::Affine { x, residual, .. }
-            | Node::WinogradOutput { x, residual, .. } => {
-                std::iter::once(*x).chain(*residual).collect()
-            }
-            Node::Gap { x } | Node::Linear { x, .. } | Node::WinogradInput { x, .. } => vec![*x],
-            Node::ChannelScale { x, s, .. } => vec![*x, *s],
-        }
+        std::iter::once(self.x)
+            .chain(self.op.layer().reads())
+            .collect()
     }
 }
 
@@ -127,13 +121,11 @@ impl FinishedGraph {
     pub fn convs(&self) -> Vec<ConvSite> {
         self.nodes
             .iter()
-            .filter_map(|(node, _)| match node {
-                Node::Conv {
-                    x, spec, residual, ..
-                } => Some(ConvSite {
-                    spec: *spec,
-                    x: *x,
-                    residual: residual.is_some(),
+            .filter_map(|(node, _)| match &node.op {
+                Op::Conv(c) => Some(ConvSite {
+                    spec: c.spec,
+                    x: node.x,
+                    residual: c.residual.is_some(),
                 }),
                 _ => None,
             })
@@ -152,34 +144,39 @@ impl FinishedGraph {
         let mut out = Vec::with_capacity(nodes.len());
         let mut convs = 0;
         for (node, y) in nodes {
-            let Node::Conv {
-                x,
-                spec,
-                weight,
-                scale,
-                bias,
-                residual,
-                relu,
-            } = node
-            else {
-                out.push((node, y));
-                continue;
+            let (x, conv, weight, scale, bias, index) = match node {
+                Node {
+                    x,
+                    op: Op::Conv(conv),
+                    data:
+                        LayerData {
+                            weight: Weight::Conv(weight),
+                            scale,
+                            bias,
+                        },
+                    conv: index,
+                } => (x, conv, weight, scale, bias, index),
+                other => {
+                    out.push((other, y));
+                    continue;
+                }
             };
             let tile = tiles.get(convs).copied().flatten();
             convs += 1;
             let Some(tile) = tile else {
-                let node = Node::Conv {
-                    x,
-                    spec,
-                    weight,
+                let data = LayerData {
+                    weight: Weight::Conv(weight),
                     scale,
                     bias,
-                    residual,
-                    relu,
+                };
+                let node = Node {
+                    conv: index,
+                    ..Node::new(x, Op::Conv(conv), data)
                 };
                 out.push((node, y));
                 continue;
             };
+            let Conv { spec, ep, residual } = conv;
             if !winograd::applies(&spec) {
                 return Err(GpuError::Unsupported(format!(
                     "Winograd F(m x m, 3x3) needs a 3x3 conv with stride 1 and padding 1, not \
@@ -192,27 +189,40 @@ impl FinishedGraph {
             let product = winograd::product_spec(&spec, tile)?;
             let v = self.add_tensor(product.in_channels);
             let m = self.add_tensor(product.out_channels);
-            out.push((Node::WinogradInput { x, tile }, v));
-            let node = Node::Conv {
-                x: v,
-                spec: product,
-                weight: winograd::transform_weights(weight.view(), tile),
-                scale: None,
-                bias: None,
-                residual: None,
-                relu: false,
+            let layer = |x, op, data| Node {
+                conv: index,
+                ..Node::new(x, op, data)
             };
-            out.push((node, m));
-            let node = Node::WinogradOutput {
-                x: m,
+            out.push((
+                layer(
+                    x,
+                    Op::WinogradInput(WinoInput { tile }),
+                    LayerData::default(),
+                ),
+                v,
+            ));
+            let op = Op::Conv(Conv {
+                spec: product,
+                ep: ConvEpilogue::default(),
+                residual: None,
+            });
+            let data = LayerData {
+                weight: Weight::Conv(winograd::transform_weights(weight.view(), tile)),
+                ..LayerData::default()
+            };
+            out.push((layer(v, op, data), m));
+            let op = Op::WinogradOutput(WinoOutput {
                 like: x,
                 tile,
+                ep,
+                residual,
+            });
+            let data = LayerData {
+                weight: Weight::None,
                 scale,
                 bias,
-                residual,
-                relu,
             };
-            out.push((node, y));
+            out.push((layer(m, op, data), y));
         }
         self.nodes = out;
         Ok(self)
@@ -320,16 +330,22 @@ impl Graph {
         flat: bool,
     ) -> Result<TensorId> {
         let (x, residual, relu) = self.check_conv(x, &weight, &spec, &epilogue)?;
-        let node = Node::Conv {
-            x,
+        let op = Op::Conv(Conv {
             spec,
-            weight: weight.to_owned(),
+            ep: ConvEpilogue {
+                scale: epilogue.scale.is_some(),
+                bias: epilogue.bias.is_some(),
+                residual: residual.is_some(),
+                relu,
+            },
+            residual,
+        });
+        let data = LayerData {
+            weight: Weight::Conv(weight.to_owned()),
             scale: epilogue.scale,
             bias: epilogue.bias,
-            residual,
-            relu,
         };
-        Ok(self.push(node, spec.out_channels, flat))
+        Ok(self.push(Node::new(x, op, data), spec.out_channels, flat))
     }
 
     /// Checks a conv's input, weight, epilogue and residual; returns the input, the residual
@@ -387,13 +403,12 @@ impl Graph {
         check_len("affine scale", scale, xm.channels)?;
         check_len("affine shift", shift, xm.channels)?;
         let residual = self.residual(residual, "affine residual channels", xm.channels)?;
-        let node = Node::Affine {
-            x,
-            scale: scale.to_vec(),
-            shift: shift.to_vec(),
-            residual,
-            relu,
+        let data = LayerData {
+            weight: Weight::None,
+            scale: Some(scale.to_vec()),
+            bias: Some(shift.to_vec()),
         };
+        let node = Node::new(x, Op::Affine(Affine { residual, relu }), data);
         Ok(self.push(node, xm.channels, xm.flat))
     }
 
@@ -411,12 +426,15 @@ impl Graph {
                 ),
             ));
         }
-        Ok(self.push(Node::ChannelScale { x, s, relu }, xm.channels, xm.flat))
+        let op = Op::ChannelScale(ChannelScale { s, relu });
+        let node = Node::new(x, op, LayerData::default());
+        Ok(self.push(node, xm.channels, xm.flat))
     }
 
     pub fn global_avg_pool(&mut self, x: TensorId) -> Result<TensorId> {
         let (x, xm) = self.resolve(x)?;
-        Ok(self.push(Node::Gap { x }, xm.channels, true))
+        let node = Node::new(x, Op::Gap(Gap), LayerData::default());
+        Ok(self.push(node, xm.channels, true))
     }
 
     pub fn linear(
@@ -457,13 +475,18 @@ impl Graph {
             };
             return self.conv_node(x, weight.view(), spec, epilogue, true);
         }
-        let node = Node::Linear {
-            x: xi,
-            weight: weight.to_owned(),
-            bias: bias.map(<[f32]>::to_vec),
+        let op = Op::Linear(Linear {
+            in_f,
+            out_f,
+            bias: bias.is_some(),
             act,
+        });
+        let data = LayerData {
+            weight: Weight::Matrix(weight.to_owned()),
+            scale: None,
+            bias: bias.map(<[f32]>::to_vec),
         };
-        Ok(self.push(node, out_f, true))
+        Ok(self.push(Node::new(xi, op, data), out_f, true))
     }
 
     pub fn output(&mut self, name: &str, x: TensorId) {
@@ -501,10 +524,22 @@ impl Graph {
                 }
             }
         }
+        let mut convs = 0..;
+        let nodes = self
+            .nodes
+            .into_iter()
+            .filter(|(_, y)| needed[*y])
+            .map(|(mut node, y)| {
+                if matches!(node.op, Op::Conv(_)) {
+                    node.conv = convs.next();
+                }
+                (node, y)
+            })
+            .collect();
         Ok(FinishedGraph {
             tensors: self.tensors,
             input,
-            nodes: self.nodes.into_iter().filter(|(_, y)| needed[*y]).collect(),
+            nodes,
             outputs: self.outputs,
         })
     }
@@ -531,7 +566,16 @@ mod tests {
         g.output("b", b);
         let f = g.finish().expect("finish");
         assert_eq!(f.nodes.len(), 2);
-        assert!(matches!(f.nodes[1].0, Node::Gap { x: 1 }));
+        assert!(matches!(
+            f.nodes[1].0,
+            Node {
+                x: 1,
+                op: Op::Gap(_),
+                conv: None,
+                ..
+            }
+        ));
+        assert_eq!(f.nodes[0].0.conv, Some(0));
         assert_eq!(f.outputs, vec![("b".to_string(), 3)]);
     }
 
@@ -613,15 +657,19 @@ mod tests {
         assert_eq!(lowered.nodes.len(), 4);
         assert!(matches!(
             lowered.nodes[1].0,
-            Node::WinogradInput {
+            Node {
                 x: 1,
-                tile: Tile::F4
+                op: Op::WinogradInput(WinoInput { tile: Tile::F4 }),
+                ..
             }
         ));
         assert!(matches!(
-            lowered.nodes[3].0,
-            Node::WinogradOutput { like: 1, .. }
+            lowered.nodes[3].0.op,
+            Op::WinogradOutput(WinoOutput { like: 1, .. })
         ));
+        // All three layers belong to the second conv.
+        let owners: Vec<_> = lowered.nodes.iter().map(|(n, _)| n.conv).collect();
+        assert_eq!(owners, [Some(0), Some(1), Some(1), Some(1)]);
         assert_eq!(lowered.nodes[3].1, 2);
         let convs = lowered.convs();
         assert_eq!(convs.len(), 2);

@@ -10,13 +10,16 @@
 //!   only `unsafe` code).
 //! * [`NetworkBuilder`] / [`GpuNetwork`]: weights uploaded once in the layout the kernel wants;
 //!   each batch runs as one submission with activations in reused buffers; a batch too big for
-//!   one storage binding is split automatically. Inside, from the ground up: `graph`
-//!   (building, validation, lowering passes), `plan` (shapes, liveness, batch splitting), both
-//!   device-free; `kernels` (one file per WGSL file: its `#[repr(C)]` parameter struct, where it
-//!   applies, its tiles and weight layout, its dispatch), `select` (which kernel a conv runs:
-//!   [`ConvKernel`], [`Candidate`], the rules), `upload` and `bind` (weights; buffers and bind
-//!   groups per input shape), `timing` (timestamp queries, read-back), `network` (running and
-//!   timing a network), `tune` (per-adapter autotuning, [`Tuning`]) and `builder`.
+//!   one storage binding is split automatically. Inside, from the ground up, device-free:
+//!   `kernels` (one file per WGSL file: its `#[repr(C)]` parameter struct, where it applies,
+//!   its tiles and weight layout, its dispatch; and the layer kinds, one struct each in the
+//!   file of the kernel that runs it, listed by one enum, `Op`, and asked through one trait,
+//!   `Layer`, for their shapes, work, dispatch and bindings), `graph` (building, validation,
+//!   lowering passes), `plan` (shapes, liveness, batch splitting), `select` (which kernel a
+//!   conv runs: [`ConvKernel`], [`Candidate`], the rules); then `upload` and `bind` (weights;
+//!   buffers and bind groups per input shape, from the bindings each layer lists), `timing`
+//!   (timestamp queries, read-back), `network` (running and timing a network), `tune`
+//!   (per-adapter autotuning, [`Tuning`]) and `builder`.
 //! * [`ops`]: every kernel alone (upload, dispatch, read back), for tests and benchmarks.
 //! * [`Shader`]: the WGSL files of `shaders/`, one kernel each, after the [`ShaderPart`]s of
 //!   `shaders/common/` they share (the prelude: storage types and flags; the fused epilogue;
@@ -98,7 +101,6 @@
 
 #![warn(missing_docs)]
 
-// The modules, from the ground up: each imports only modules above it in this list.
 mod bind;
 mod builder;
 mod caps;

@@ -14,7 +14,7 @@ use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::graph::{FinishedGraph, Node};
 use crate::kernels::{u, wino_output};
-use crate::plan::{Step, Topology, step_macs};
+use crate::plan::{Step, Topology};
 use crate::precision::{Precision, Storage};
 use crate::select::ConvChoice;
 use crate::timing::{self, LayerTiming, Queries, synthetic};
@@ -80,37 +80,13 @@ impl GpuNetwork {
             .map(|c| c.candidate.winograd_tile())
             .collect();
         let directs: Vec<_> = choices.iter().map(|c| c.candidate.direct()).collect();
-        // Which conv each layer belongs to: a conv's layers end at the layer writing its
-        // output (a Winograd conv: input transform, product, output transform).
-        let convs = graph.convs().len();
         let g = graph.lower_winograd(&tiles)?;
-        let mut layer_choice = Vec::with_capacity(g.nodes.len());
-        let mut conv = 0;
-        let mut open = 0;
-        for (node, _) in &g.nodes {
-            let choice = choices.get(conv).copied();
-            match node {
-                Node::WinogradInput { .. } => {
-                    open = 2;
-                    layer_choice.push(choice);
-                }
-                Node::Conv { .. } if open == 2 => {
-                    open = 1;
-                    layer_choice.push(choice);
-                }
-                Node::WinogradOutput { .. } if open == 1 => {
-                    open = 0;
-                    conv += 1;
-                    layer_choice.push(choice);
-                }
-                Node::Conv { .. } => {
-                    conv += 1;
-                    layer_choice.push(choice);
-                }
-                _ => layer_choice.push(None),
-            }
-        }
-        debug_assert_eq!(conv, convs);
+        // Each layer's conv's choice (a Winograd conv's three layers share theirs).
+        let layer_choice = g
+            .nodes
+            .iter()
+            .map(|(node, _)| node.conv.and_then(|c| choices.get(c).copied()))
+            .collect();
         let steps = g.nodes.iter().map(|(n, y)| Step::of(n, *y)).collect();
         let topo = Topology {
             tensors: g.tensors,
@@ -488,23 +464,24 @@ impl GpuNetwork {
             }
         }
         let mut out = Vec::with_capacity(layers);
+        let [_, _, in_h, in_w] = prep.plan.shapes[self.net.topo.input];
         for (i, mut s) in samples.into_iter().enumerate() {
             s.sort_by(f64::total_cmp);
             let step = &self.net.topo.steps[i];
+            let name = self.net.kernel_name(i);
             out.push(LayerTiming {
                 index: i,
                 kernel: match prep.dispatches[i].k_slices {
-                    _ if prep.plan.chained.get(i) == Some(&true) => {
-                        format!("{} + next input", self.net.layers[i].kernel_name())
-                    }
-                    _ if prep.dispatches[i].skip => {
-                        format!("{} (in the layer above)", self.net.layers[i].kernel_name())
-                    }
-                    1 => self.net.layers[i].kernel_name().to_string(),
-                    k => format!("{} split-K x{k}", self.net.layers[i].kernel_name()),
+                    _ if prep.plan.chained.get(i) == Some(&true) => format!("{name} + next input"),
+                    _ if prep.dispatches[i].skip => format!("{name} (in the layer above)"),
+                    1 => name.to_string(),
+                    k => format!("{name} split-K x{k}"),
                 },
                 output: prep.plan.shapes[step.y],
-                macs: step_macs(step, &prep.plan.shapes)?,
+                macs: step
+                    .op
+                    .layer()
+                    .macs(&step.at(i, &prep.plan.shapes, in_h, in_w))?,
                 time: Duration::from_nanos(s.get(s.len() / 2).copied().unwrap_or(0.0) as u64),
                 choice: self.choices.get(i).copied().flatten(),
             });

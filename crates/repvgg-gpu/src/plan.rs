@@ -1,43 +1,17 @@
 //! Planning a run without a GPU: shapes of every tensor for an input shape, liveness and buffer
 //! assignment, batch splitting, multiply-accumulate counts.
 
-use repvgg_math::ConvSpec;
 use repvgg_math::winograd::Tile;
 
 use crate::error::{GpuError, Result};
 use crate::graph::{Node, TensorMeta};
+use crate::kernels::layer::At;
+use crate::kernels::op::Op;
+use crate::kernels::wino_input::WinoInput;
+use crate::kernels::wino_output::WinoOutput;
 use crate::precision::{Precision, Storage};
 
-/// What a layer is, as far as shapes go.
-#[derive(Clone, Debug)]
-pub(crate) enum Op {
-    Conv {
-        spec: ConvSpec,
-        residual: Option<usize>,
-    },
-    Affine {
-        residual: Option<usize>,
-    },
-    Gap,
-    Linear {
-        in_f: usize,
-        out_f: usize,
-    },
-    ChannelScale {
-        s: usize,
-    },
-    WinogradInput {
-        tile: Tile,
-    },
-    /// `like`: the conv's input, whose height and width the output has.
-    WinogradOutput {
-        like: usize,
-        tile: Tile,
-        residual: Option<usize>,
-    },
-}
-
-/// One layer: input `x`, output `y`.
+/// One layer: input `x`, output `y`, and what it is.
 #[derive(Clone, Debug)]
 pub(crate) struct Step {
     pub x: usize,
@@ -47,56 +21,36 @@ pub(crate) struct Step {
 
 impl Step {
     pub fn of(node: &Node, y: usize) -> Self {
-        let (x, op) = match node {
-            Node::Conv {
-                x, spec, residual, ..
-            } => (
-                *x,
-                Op::Conv {
-                    spec: *spec,
-                    residual: *residual,
-                },
-            ),
-            Node::Affine { x, residual, .. } => (
-                *x,
-                Op::Affine {
-                    residual: *residual,
-                },
-            ),
-            Node::Gap { x } => (*x, Op::Gap),
-            Node::Linear { x, weight, .. } => {
-                let (out_f, in_f) = weight.dim();
-                (*x, Op::Linear { in_f, out_f })
-            }
-            Node::ChannelScale { x, s, .. } => (*x, Op::ChannelScale { s: *s }),
-            Node::WinogradInput { x, tile } => (*x, Op::WinogradInput { tile: *tile }),
-            Node::WinogradOutput {
-                x,
-                like,
-                tile,
-                residual,
-                ..
-            } => (
-                *x,
-                Op::WinogradOutput {
-                    like: *like,
-                    tile: *tile,
-                    residual: *residual,
-                },
-            ),
-        };
-        Self { x, y, op }
+        Self {
+            x: node.x,
+            y,
+            op: node.op.clone(),
+        }
     }
 
+    /// The tensors it reads.
     pub fn inputs(&self) -> Vec<usize> {
-        let extra = match &self.op {
-            Op::Conv { residual, .. }
-            | Op::Affine { residual }
-            | Op::WinogradOutput { residual, .. } => *residual,
-            Op::ChannelScale { s } => Some(*s),
-            Op::Gap | Op::Linear { .. } | Op::WinogradInput { .. } => None,
-        };
-        std::iter::once(self.x).chain(extra).collect()
+        std::iter::once(self.x)
+            .chain(self.op.layer().reads())
+            .collect()
+    }
+
+    /// Where it runs, in the shapes `shapes` of a plan for a `height` x `width` input; `i`: its
+    /// index.
+    pub fn at<'a>(
+        &self,
+        i: usize,
+        shapes: &'a [[usize; 4]],
+        height: usize,
+        width: usize,
+    ) -> At<'a> {
+        At {
+            layer: i,
+            x: self.x,
+            y: self.y,
+            shapes,
+            input_hw: (height, width),
+        }
     }
 }
 
@@ -204,7 +158,10 @@ impl Topology {
         let mut shapes = vec![[0usize; 4]; self.tensors.len()];
         shapes[self.input] = [batch, self.input_channels(), height, width];
         for (i, step) in self.steps.iter().enumerate() {
-            shapes[step.y] = step_shape(i, step, &shapes, height, width)?;
+            shapes[step.y] = step
+                .op
+                .layer()
+                .out_shape(&step.at(i, &shapes, height, width))?;
         }
         Ok(shapes)
     }
@@ -270,12 +227,12 @@ impl Topology {
             let [_, _, oh, ow] = shapes[out.y];
             chained[i] = matches!(
                 out.op,
-                Op::WinogradOutput {
+                Op::WinogradOutput(WinoOutput {
                     tile: Tile::F4,
                     residual: None,
                     ..
-                }
-            ) && matches!(next.op, Op::WinogradInput { tile: Tile::F4 })
+                })
+            ) && matches!(next.op, Op::WinogradInput(WinoInput { tile: Tile::F4 }))
                 && next.x == out.y
                 && last_use[out.y] == i + 1
                 && !(i > 0 && chained[i - 1])
@@ -324,97 +281,32 @@ impl Topology {
     pub fn macs(&self, height: usize, width: usize) -> Result<u64> {
         let shapes = self.shapes(1, height, width)?;
         let mut total = 0u64;
-        for step in &self.steps {
-            total += step_macs(step, &shapes)?;
+        for (i, step) in self.steps.iter().enumerate() {
+            total += step.op.layer().macs(&step.at(i, &shapes, height, width))?;
         }
         Ok(total)
-    }
-}
-
-/// Multiply-accumulates of one step, given the shapes of a plan.
-pub(crate) fn step_macs(step: &Step, shapes: &[[usize; 4]]) -> Result<u64> {
-    Ok(match &step.op {
-        Op::Conv { spec, .. } => {
-            let [n, _, h, w] = shapes[step.x];
-            spec.macs(h, w)? * n as u64
-        }
-        Op::Linear { in_f, out_f } => (in_f * out_f * shapes[step.x][0]) as u64,
-        _ => 0,
-    })
-}
-
-fn step_shape(
-    i: usize,
-    step: &Step,
-    shapes: &[[usize; 4]],
-    height: usize,
-    width: usize,
-) -> Result<[usize; 4]> {
-    let check_residual = |r: &Option<usize>, out: [usize; 4]| -> Result<[usize; 4]> {
-        match r {
-            Some(r) if shapes[*r] != out => Err(GpuError::shape(
-                format!("residual of layer {i} for a {height}x{width} input"),
-                format!("{out:?}"),
-                format!("{:?}", shapes[*r]),
-            )),
-            _ => Ok(out),
-        }
-    };
-    let x = shapes[step.x];
-    match &step.op {
-        Op::Conv { spec, residual } => {
-            let [n, _, h, w] = x;
-            let (oh, ow) = spec.output_size(h, w).map_err(|_| {
-                GpuError::shape(
-                    format!(
-                        "input height x width (layer {i}, a {k}x{k} conv with padding {p} \
-                         and stride {s}, would see {h}x{w})",
-                        k = spec.kernel_size,
-                        p = spec.padding,
-                        s = spec.stride
-                    ),
-                    "a larger input",
-                    format!("{height}x{width}"),
-                )
-            })?;
-            check_residual(residual, [n, spec.out_channels, oh, ow])
-        }
-        Op::Affine { residual } => check_residual(residual, x),
-        Op::Gap => Ok([x[0], x[1], 1, 1]),
-        Op::Linear { in_f, out_f } => {
-            let [n, c, h, w] = x;
-            if c * h * w != *in_f {
-                return Err(GpuError::shape(
-                    format!(
-                        "features into linear layer {i} (C*H*W of its input, for a \
-                         {height}x{width} input)"
-                    ),
-                    in_f,
-                    c * h * w,
-                ));
-            }
-            Ok([n, *out_f, 1, 1])
-        }
-        Op::ChannelScale { .. } => Ok(x),
-        Op::WinogradInput { tile } => {
-            let [n, c, h, w] = x;
-            let m = tile.m();
-            Ok([n, tile.positions() * c, h.div_ceil(m), w.div_ceil(m)])
-        }
-        Op::WinogradOutput {
-            like,
-            residual,
-            tile,
-        } => {
-            let [n, _, h, w] = shapes[*like];
-            check_residual(residual, [n, x[1] / tile.positions(), h, w])
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::ConvEpilogue;
+    use crate::kernels::conv::Conv;
+    use crate::kernels::gap::Gap;
+    use crate::kernels::linear::Linear;
+    use repvgg_math::{Activation, ConvSpec};
+
+    fn conv(spec: ConvSpec, residual: Option<usize>) -> Op {
+        Op::Conv(Conv {
+            spec,
+            ep: ConvEpilogue {
+                residual: residual.is_some(),
+                ..ConvEpilogue::default()
+            },
+            residual,
+        })
+    }
 
     fn meta(channels: usize, flat: bool) -> TensorMeta {
         TensorMeta { channels, flat }
@@ -437,28 +329,27 @@ mod tests {
                 Step {
                     x: 0,
                     y: 1,
-                    op: Op::Conv {
-                        spec: c1,
-                        residual: None,
-                    },
+                    op: conv(c1, None),
                 },
                 Step {
                     x: 1,
                     y: 2,
-                    op: Op::Conv {
-                        spec: c2,
-                        residual: Some(1),
-                    },
+                    op: conv(c2, Some(1)),
                 },
                 Step {
                     x: 2,
                     y: 3,
-                    op: Op::Gap,
+                    op: Op::Gap(Gap),
                 },
                 Step {
                     x: 3,
                     y: 4,
-                    op: Op::Linear { in_f: 8, out_f: 5 },
+                    op: Op::Linear(Linear {
+                        in_f: 8,
+                        out_f: 5,
+                        bias: false,
+                        act: Activation::None,
+                    }),
                 },
             ],
             outputs: vec![("logits".into(), 4)],
@@ -502,27 +393,25 @@ mod tests {
     /// transform, twice; `map_out` names the first conv's map as an output too.
     fn winograd_pair(map_out: bool) -> Topology {
         let gemm = ConvSpec::new(36 * 8, 36 * 8, 1, 1, 0, 36).expect("spec");
-        let conv = |x, y| Step {
+        let product = |x, y| Step {
             x,
             y,
-            op: Op::Conv {
-                spec: gemm,
-                residual: None,
-            },
+            op: conv(gemm, None),
         };
         let input = |x, y| Step {
             x,
             y,
-            op: Op::WinogradInput { tile: Tile::F4 },
+            op: Op::WinogradInput(WinoInput { tile: Tile::F4 }),
         };
         let output = |x, y, like| Step {
             x,
             y,
-            op: Op::WinogradOutput {
+            op: Op::WinogradOutput(WinoOutput {
                 like,
                 tile: Tile::F4,
+                ep: ConvEpilogue::default(),
                 residual: None,
-            },
+            }),
         };
         let mut outputs = vec![("y".to_string(), 6)];
         if map_out {
@@ -535,10 +424,10 @@ mod tests {
             input: 0,
             steps: vec![
                 input(0, 1),
-                conv(1, 2),
+                product(1, 2),
                 output(2, 3, 0),
                 input(3, 4),
-                conv(4, 5),
+                product(4, 5),
                 output(5, 6, 3),
             ],
             outputs,

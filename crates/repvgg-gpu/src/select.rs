@@ -10,9 +10,8 @@ use repvgg_math::winograd::{self, Tile};
 
 use crate::caps::Caps;
 use crate::error::{GpuError, Result};
-use crate::kernels::{
-    ConvShape, DispatchSpec, WeightData, conv_gemm, conv_naive, conv_subgroup, conv_tiled,
-};
+use crate::kernels::conv_kernel::ConvImpl;
+use crate::kernels::{WeightData, conv_gemm, conv_naive, conv_subgroup, conv_tiled};
 use crate::precision::Precision;
 use crate::shader::Shader;
 
@@ -458,15 +457,6 @@ fn rule_ch4(caps: &Caps, spec: &ConvSpec) -> u8 {
     conv_subgroup::subgroup_ch4(spec.out_channels / spec.groups, sg) as u8
 }
 
-/// How one conv layer runs, decided when its weights are uploaded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ConvImpl {
-    Gemm(conv_gemm::Config),
-    Workgroup(conv_tiled::Config),
-    Subgroup(conv_subgroup::Config),
-    Naive,
-}
-
 /// The implementation of `direct` for `spec` on `caps`, with its weights laid out.
 ///
 /// # Errors
@@ -503,17 +493,6 @@ pub(crate) fn prepare(
         }
         DirectConv::Naive => (ConvImpl::Naive, conv_naive::prepare(weight)),
     })
-}
-
-/// Pipeline, parameters and workgroups of a conv.
-pub(crate) fn dispatch(imp: ConvImpl, s: ConvShape<'_>, caps: &Caps) -> Result<DispatchSpec> {
-    let max_dim = caps.max_workgroups;
-    match imp {
-        ConvImpl::Gemm(c) => conv_gemm::dispatch(c, s, caps),
-        ConvImpl::Workgroup(c) => conv_tiled::dispatch(c, s, max_dim),
-        ConvImpl::Subgroup(c) => conv_subgroup::dispatch(c, s, max_dim),
-        ConvImpl::Naive => conv_naive::dispatch(s, max_dim),
-    }
 }
 
 #[cfg(test)]

@@ -1,17 +1,17 @@
 //! Weights onto the GPU, once per network, in the layout each layer's kernel wants.
 
-use repvgg_math::winograd::Tile;
 use wgpu::util::DeviceExt;
 
 use crate::caps::Caps;
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::graph::Node;
-use crate::kernels::{ConvEpilogue, WeightData, linear, u};
+use crate::graph::{Node, Weight};
+use crate::kernels::conv_kernel::ConvImpl;
+use crate::kernels::op::Op;
+use crate::kernels::{WeightData, linear, u};
 use crate::plan::Topology;
 use crate::precision::{Precision, Storage};
-use crate::select::{self, ConvImpl, DirectConv};
-use repvgg_math::Activation;
+use crate::select::{self, DirectConv};
 
 /// A network's uploaded side: its structure, every layer's weights and kernel choice, and the
 /// placeholders bound where a kernel's optional binding is unused.
@@ -42,8 +42,8 @@ impl Uploaded {
             nodes
                 .iter()
                 .map(|node| {
-                    let direct = match node {
-                        Node::Conv { .. } => *directs.next().ok_or_else(|| {
+                    let direct = match node.op {
+                        Op::Conv(_) => *directs.next().ok_or_else(|| {
                             GpuError::InvalidNetwork("a conv without a kernel".into())
                         })?,
                         _ => DirectConv::Naive,
@@ -71,69 +71,33 @@ impl Uploaded {
     }
 }
 
-/// Where a conv's weights live.
+impl Uploaded {
+    /// Layer `i`'s kernel, for reports (`--profile`) and errors.
+    pub fn kernel_name(&self, i: usize) -> &'static str {
+        match (self.topo.steps.get(i), self.layers.get(i)) {
+            (Some(step), Some(layer)) => layer
+                .conv
+                .map_or_else(|| step.op.layer().name(), ConvImpl::name),
+            _ => "no layer",
+        }
+    }
+}
+
+/// Where a layer's weights live (a texture: the subgroup convs').
 #[derive(Debug)]
-pub(crate) enum ConvWeights {
+pub(crate) enum LayerWeights {
     Buffer(wgpu::Buffer),
     Texture(wgpu::TextureView),
 }
 
-/// A layer's GPU side: its kernel choice, flags and uploaded parameters (the shapes live in the
-/// matching [`crate::plan::Step`]).
+/// A layer's GPU side: the conv kernel chosen for it (convs only) and its uploaded weights
+/// (what it is and its shapes live in the matching [`crate::plan::Step`]).
 #[derive(Debug)]
-pub(crate) enum LayerGpu {
-    Conv {
-        imp: ConvImpl,
-        ep: ConvEpilogue,
-        weight: ConvWeights,
-        scale: Option<wgpu::Buffer>,
-        bias: Option<wgpu::Buffer>,
-    },
-    Affine {
-        scale: wgpu::Buffer,
-        shift: wgpu::Buffer,
-        relu: bool,
-    },
-    Gap,
-    Linear {
-        weight: wgpu::Buffer,
-        bias: Option<wgpu::Buffer>,
-        act: Activation,
-    },
-    ChannelScale {
-        relu: bool,
-    },
-    WinogradInput {
-        tile: Tile,
-    },
-    WinogradOutput {
-        tile: Tile,
-        ep: ConvEpilogue,
-        scale: Option<wgpu::Buffer>,
-        bias: Option<wgpu::Buffer>,
-    },
-}
-
-impl LayerGpu {
-    /// The kernel, for reports (`--profile`).
-    pub fn kernel_name(&self) -> &'static str {
-        match self {
-            LayerGpu::Conv { imp, .. } => match imp {
-                ConvImpl::Gemm(_) => "conv gemm",
-                ConvImpl::Workgroup(_) => "conv workgroup",
-                ConvImpl::Subgroup(_) => "conv subgroup",
-                ConvImpl::Naive => "conv naive",
-            },
-            LayerGpu::Affine { .. } => "affine",
-            LayerGpu::Gap => "global avg pool",
-            LayerGpu::Linear { .. } => "linear",
-            LayerGpu::ChannelScale { .. } => "channel scale",
-            LayerGpu::WinogradInput { tile: Tile::F2 } => "winograd f2 input",
-            LayerGpu::WinogradInput { tile: Tile::F4 } => "winograd f4 input",
-            LayerGpu::WinogradOutput { tile: Tile::F2, .. } => "winograd f2 output",
-            LayerGpu::WinogradOutput { tile: Tile::F4, .. } => "winograd f4 output",
-        }
-    }
+pub(crate) struct LayerGpu {
+    pub conv: Option<ConvImpl>,
+    pub weight: Option<LayerWeights>,
+    pub scale: Option<wgpu::Buffer>,
+    pub bias: Option<wgpu::Buffer>,
 }
 
 /// An f32 storage buffer holding `data` (padded to at least 16 bytes: a binding is never
@@ -219,85 +183,46 @@ pub(crate) fn layer(
             Ok(())
         }
     };
-    let opt = |label: &str, v: &Option<Vec<f32>>| v.as_deref().map(|v| buffer(ctx, label, v));
-    Ok(match node {
-        Node::Conv {
-            spec,
-            weight,
-            scale,
-            bias,
-            residual,
-            relu,
-            ..
-        } => {
+    let (conv, weight) = match (&node.op, &node.data.weight) {
+        (Op::Conv(c), Weight::Conv(weight)) => {
             if precision == Precision::F16 && !direct.shader().has_f16() {
                 return Err(GpuError::F16Kernel {
                     kernel: direct.kernel_name(),
                 });
             }
-            let (imp, data) = select::prepare(direct, caps, spec, weight.view())?;
+            let (imp, data) = select::prepare(direct, caps, &c.spec, weight.view())?;
             let weight = match data {
                 WeightData::Buffer(d) => {
                     check_size("conv weight", d.len())?;
-                    ConvWeights::Buffer(stored(ctx, "conv weight", &d, precision))
+                    LayerWeights::Buffer(stored(ctx, "conv weight", &d, precision))
                 }
                 WeightData::Texture {
                     data,
                     width,
                     height,
-                } => ConvWeights::Texture(texture(ctx, &data, width, height, precision)),
+                } => LayerWeights::Texture(texture(ctx, &data, width, height, precision)),
             };
-            LayerGpu::Conv {
-                imp,
-                ep: ConvEpilogue {
-                    scale: scale.is_some(),
-                    bias: bias.is_some(),
-                    residual: residual.is_some(),
-                    relu: *relu,
-                },
-                weight,
-                scale: opt("conv scale", scale),
-                bias: opt("conv bias", bias),
-            }
+            (Some(imp), Some(weight))
         }
-        Node::Affine {
-            scale, shift, relu, ..
-        } => LayerGpu::Affine {
-            scale: buffer(ctx, "affine scale", scale),
-            shift: buffer(ctx, "affine shift", shift),
-            relu: *relu,
-        },
-        Node::Gap { .. } => LayerGpu::Gap,
-        Node::Linear {
-            weight, bias, act, ..
-        } => {
+        (Op::Conv(_), _) | (_, Weight::Conv(_)) => {
+            return Err(GpuError::InvalidNetwork(format!(
+                "a {} layer given the weights of another kind",
+                node.op.layer().name()
+            )));
+        }
+        (_, Weight::Matrix(weight)) => {
             let data = linear::weight_layout(weight);
             check_size("linear weight", data.len())?;
-            LayerGpu::Linear {
-                weight: stored(ctx, "linear weight", &data, precision),
-                bias: opt("linear bias", bias),
-                act: *act,
-            }
+            let buffer = stored(ctx, "linear weight", &data, precision);
+            (None, Some(LayerWeights::Buffer(buffer)))
         }
-        Node::ChannelScale { relu, .. } => LayerGpu::ChannelScale { relu: *relu },
-        Node::WinogradInput { tile, .. } => LayerGpu::WinogradInput { tile: *tile },
-        Node::WinogradOutput {
-            scale,
-            bias,
-            relu,
-            tile,
-            residual,
-            ..
-        } => LayerGpu::WinogradOutput {
-            tile: *tile,
-            ep: ConvEpilogue {
-                scale: scale.is_some(),
-                bias: bias.is_some(),
-                residual: residual.is_some(),
-                relu: *relu,
-            },
-            scale: opt("winograd scale", scale),
-            bias: opt("winograd bias", bias),
-        },
+        (_, Weight::None) => (None, None),
+    };
+    let opt = |label: &str, v: &Option<Vec<f32>>| v.as_deref().map(|v| buffer(ctx, label, v));
+    Ok(LayerGpu {
+        conv,
+        weight,
+        scale: opt("layer scale", &node.data.scale),
+        bias: opt("layer bias", &node.data.bias),
     })
 }

@@ -1,6 +1,7 @@
 //! `affine.wgsl`: per-channel `x * scale + shift`, optional residual and ReLU: the shared
 //! epilogue on its own (scale and shift always flagged, the shift bound as its bias).
 
+use super::layer::{At, Bind, Layer, Run, optional, seq};
 use super::{
     DispatchSpec, FLAG_BIAS, FLAG_RELU, FLAG_RESIDUAL, FLAG_SCALE, linear_grid, params, u,
 };
@@ -39,4 +40,46 @@ pub(crate) fn dispatch(
         &p,
         groups,
     ))
+}
+
+/// A per-channel affine map (scale and shift uploaded as the epilogue's scale and bias), then
+/// the residual and ReLU.
+#[derive(Clone, Debug)]
+pub(crate) struct Affine {
+    pub residual: Option<usize>,
+    pub relu: bool,
+}
+
+impl Layer for Affine {
+    fn name(&self) -> &'static str {
+        "affine"
+    }
+
+    fn reads(&self) -> Option<usize> {
+        self.residual
+    }
+
+    fn out_shape(&self, at: &At<'_>) -> Result<[usize; 4]> {
+        at.check_residual(self.residual, at.x_shape())
+    }
+
+    fn dispatch(&self, at: &At<'_>, run: &Run<'_>) -> Result<DispatchSpec> {
+        dispatch(
+            at.x_shape(),
+            self.residual.is_some(),
+            self.relu,
+            run.caps.max_workgroups,
+        )
+    }
+
+    fn bindings(&self, at: &At<'_>, _: &PipelineKey, _: Option<usize>) -> Vec<(u32, Bind)> {
+        seq(&[
+            Bind::Params,
+            Bind::Tensor(at.x),
+            Bind::Scale,
+            Bind::Bias,
+            optional(self.residual),
+            Bind::Tensor(at.y),
+        ])
+    }
 }

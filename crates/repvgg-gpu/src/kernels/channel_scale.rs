@@ -1,5 +1,6 @@
 //! `channel_scale.wgsl`: `x[n, c, ..] * s[n, c]`, optional ReLU.
 
+use super::layer::{At, Bind, Layer, Run, seq};
 use super::{DispatchSpec, FLAG_RELU, linear_grid, params, u};
 use crate::error::Result;
 use crate::shader::{PipelineKey, Shader};
@@ -28,4 +29,39 @@ pub(crate) fn dispatch(x: [usize; 4], relu: bool, max_dim: u32) -> Result<Dispat
         &p,
         groups,
     ))
+}
+
+/// `x[n, c, ..] * s[n, c]`, then ReLU (squeeze-and-excitation's last step: `s` is the
+/// excitation, a flat `[N, C]` tensor).
+#[derive(Clone, Debug)]
+pub(crate) struct ChannelScale {
+    pub s: usize,
+    pub relu: bool,
+}
+
+impl Layer for ChannelScale {
+    fn name(&self) -> &'static str {
+        "channel scale"
+    }
+
+    fn reads(&self) -> Option<usize> {
+        Some(self.s)
+    }
+
+    fn out_shape(&self, at: &At<'_>) -> Result<[usize; 4]> {
+        Ok(at.x_shape())
+    }
+
+    fn dispatch(&self, at: &At<'_>, run: &Run<'_>) -> Result<DispatchSpec> {
+        dispatch(at.x_shape(), self.relu, run.caps.max_workgroups)
+    }
+
+    fn bindings(&self, at: &At<'_>, _: &PipelineKey, _: Option<usize>) -> Vec<(u32, Bind)> {
+        seq(&[
+            Bind::Params,
+            Bind::Tensor(at.x),
+            Bind::Tensor(self.s),
+            Bind::Tensor(at.y),
+        ])
+    }
 }

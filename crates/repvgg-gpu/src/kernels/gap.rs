@@ -1,5 +1,6 @@
 //! `gap.wgsl`: global average pool, `[N, C, H, W] -> [N, C]`.
 
+use super::layer::{At, Bind, Layer, Run, seq};
 use super::{DispatchSpec, linear_grid, params, u};
 use crate::error::Result;
 use crate::shader::{PipelineKey, Shader};
@@ -29,4 +30,27 @@ pub(crate) fn dispatch(x: [usize; 4], max_dim: u32) -> Result<DispatchSpec> {
         &p,
         groups,
     ))
+}
+
+/// Global average pool `[N, C, H, W] -> [N, C]`.
+#[derive(Clone, Debug)]
+pub(crate) struct Gap;
+
+impl Layer for Gap {
+    fn name(&self) -> &'static str {
+        "global avg pool"
+    }
+
+    fn out_shape(&self, at: &At<'_>) -> Result<[usize; 4]> {
+        let [n, c, _, _] = at.x_shape();
+        Ok([n, c, 1, 1])
+    }
+
+    fn dispatch(&self, at: &At<'_>, run: &Run<'_>) -> Result<DispatchSpec> {
+        dispatch(at.x_shape(), run.caps.max_workgroups)
+    }
+
+    fn bindings(&self, at: &At<'_>, _: &PipelineKey, _: Option<usize>) -> Vec<(u32, Bind)> {
+        seq(&[Bind::Params, Bind::Tensor(at.x), Bind::Tensor(at.y)])
+    }
 }

@@ -3,8 +3,9 @@
 
 use repvgg_math::Activation;
 
+use super::layer::{At, Bind, Layer, Run, seq};
 use super::{DispatchSpec, FLAG_BIAS, linear_grid, params, u};
-use crate::error::Result;
+use crate::error::{GpuError, Result};
 use crate::shader::{PipelineKey, Shader};
 
 params! {
@@ -59,4 +60,60 @@ pub(crate) fn dispatch(
         &p,
         groups,
     ))
+}
+
+/// A fully connected layer on `[N, C, H, W]` (`C * H * W = in_f`) with its activation (the
+/// ones the conv kernels do not run: a sigmoid, or an input with spatial axes).
+#[derive(Clone, Debug)]
+pub(crate) struct Linear {
+    pub in_f: usize,
+    pub out_f: usize,
+    pub bias: bool,
+    pub act: Activation,
+}
+
+impl Layer for Linear {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn out_shape(&self, at: &At<'_>) -> Result<[usize; 4]> {
+        let [n, c, h, w] = at.x_shape();
+        if c * h * w != self.in_f {
+            return Err(GpuError::shape(
+                format!(
+                    "features into linear layer {} (C*H*W of its input, for a {}x{} input)",
+                    at.layer, at.input_hw.0, at.input_hw.1
+                ),
+                self.in_f,
+                c * h * w,
+            ));
+        }
+        Ok([n, self.out_f, 1, 1])
+    }
+
+    fn macs(&self, at: &At<'_>) -> Result<u64> {
+        Ok((self.in_f * self.out_f * at.x_shape()[0]) as u64)
+    }
+
+    fn dispatch(&self, at: &At<'_>, run: &Run<'_>) -> Result<DispatchSpec> {
+        dispatch(
+            at.x_shape()[0],
+            self.in_f,
+            self.out_f,
+            self.bias,
+            self.act,
+            run.caps.max_workgroups,
+        )
+    }
+
+    fn bindings(&self, at: &At<'_>, _: &PipelineKey, _: Option<usize>) -> Vec<(u32, Bind)> {
+        seq(&[
+            Bind::Params,
+            Bind::Tensor(at.x),
+            Bind::Weight,
+            Bind::Bias,
+            Bind::Tensor(at.y),
+        ])
+    }
 }

@@ -1,17 +1,23 @@
-//! Kernels: one file per WGSL file of `shaders/`, each owning the `#[repr(C)]` parameter struct
-//! its `var<uniform> p` holds (checked against the WGSL layout naga reflects, in its tests), the
-//! rules of where it applies and how it tiles, the weight layout it wants and its dispatch
-//! (parameters and workgroup counts). Which kernel a conv runs is chosen above them, in
-//! `select`. Pure arithmetic: nothing here touches a device.
+//! Kernels and the layer kinds they run. One file per WGSL file of `shaders/`, each owning the
+//! `#[repr(C)]` parameter struct its `var<uniform> p` holds (checked against the WGSL layout
+//! naga reflects, in its tests), the rules of where it applies and how it tiles, the weight
+//! layout it wants and its dispatch (parameters and workgroup counts); the file of a layer kind
+//! also holds its struct, implementing [`layer::Layer`] (shapes, work, bindings), which
+//! [`op::Op`] lists. The conv layer ([`conv`]) runs on one of the conv kernels; which one is
+//! chosen above them, in `select`. Pure arithmetic: nothing here touches a device.
 
 pub(crate) mod affine;
 pub(crate) mod channel_scale;
+pub(crate) mod conv;
 pub(crate) mod conv_gemm;
+pub(crate) mod conv_kernel;
 pub(crate) mod conv_naive;
 pub(crate) mod conv_subgroup;
 pub(crate) mod conv_tiled;
 pub(crate) mod gap;
+pub(crate) mod layer;
 pub(crate) mod linear;
+pub(crate) mod op;
 pub(crate) mod wino_input;
 pub(crate) mod wino_output;
 

@@ -4,6 +4,7 @@
 
 use repvgg_math::winograd::Tile;
 
+use super::layer::{At, Bind, Layer, Run, seq};
 use super::{DispatchSpec, linear_grid, params, u};
 use crate::error::Result;
 use crate::shader::{PipelineKey, Shader};
@@ -70,6 +71,46 @@ pub(crate) fn entry(tile: Tile) -> &'static str {
     match tile {
         Tile::F2 => "main",
         Tile::F4 => "f4",
+    }
+}
+
+/// The Winograd input transform of a 3x3 stride-1 conv's input (the lowering pass puts it
+/// before the conv's product).
+#[derive(Clone, Debug)]
+pub(crate) struct WinoInput {
+    pub tile: Tile,
+}
+
+impl Layer for WinoInput {
+    fn name(&self) -> &'static str {
+        match self.tile {
+            Tile::F2 => "winograd f2 input",
+            Tile::F4 => "winograd f4 input",
+        }
+    }
+
+    fn out_shape(&self, at: &At<'_>) -> Result<[usize; 4]> {
+        let [n, c, h, w] = at.x_shape();
+        let m = self.tile.m();
+        Ok([n, self.tile.positions() * c, h.div_ceil(m), w.div_ceil(m)])
+    }
+
+    fn dispatch(&self, at: &At<'_>, run: &Run<'_>) -> Result<DispatchSpec> {
+        dispatch(at.x_shape(), self.tile, run.caps.max_workgroups)
+    }
+
+    fn bindings(&self, at: &At<'_>, key: &PipelineKey, _: Option<usize>) -> Vec<(u32, Bind)> {
+        if key.entry == "f4_wide" {
+            // f4_wide writes through v4 (3), not v (2), and may read through x4 (4).
+            vec![
+                (0, Bind::Params),
+                (1, Bind::Tensor(at.x)),
+                (3, Bind::Tensor(at.y)),
+                (4, Bind::Tensor(at.x)),
+            ]
+        } else {
+            seq(&[Bind::Params, Bind::Tensor(at.x), Bind::Tensor(at.y)])
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 use repvgg_math::winograd::Tile;
 
+use super::layer::{At, Bind, Layer, Run, optional, seq};
 use super::{ConvEpilogue, DispatchSpec, linear_grid, params, u, wino_input};
 use crate::error::Result;
 use crate::shader::{PipelineKey, Shader};
@@ -98,6 +99,74 @@ pub(crate) fn dispatch(
         &p,
         linear_grid(invocations, wg, max_dim)?,
     ))
+}
+
+/// The Winograd output transform of a conv's products into the shape of the conv's input
+/// `like` (stride 1, padding 1: the same height and width), then the conv's epilogue.
+#[derive(Clone, Debug)]
+pub(crate) struct WinoOutput {
+    pub like: usize,
+    pub tile: Tile,
+    pub ep: ConvEpilogue,
+    pub residual: Option<usize>,
+}
+
+impl Layer for WinoOutput {
+    fn name(&self) -> &'static str {
+        match self.tile {
+            Tile::F2 => "winograd f2 output",
+            Tile::F4 => "winograd f4 output",
+        }
+    }
+
+    fn reads(&self) -> Option<usize> {
+        self.residual
+    }
+
+    fn out_shape(&self, at: &At<'_>) -> Result<[usize; 4]> {
+        let [n, _, h, w] = at.shapes[self.like];
+        let c = at.x_shape()[1] / self.tile.positions();
+        at.check_residual(self.residual, [n, c, h, w])
+    }
+
+    fn dispatch(&self, at: &At<'_>, run: &Run<'_>) -> Result<DispatchSpec> {
+        let max_dim = run.caps.max_workgroups;
+        if run.chained {
+            chain(at.y_shape(), self.ep, max_dim)
+        } else {
+            dispatch(at.y_shape(), self.tile, self.ep, max_dim)
+        }
+    }
+
+    fn bindings(&self, at: &At<'_>, key: &PipelineKey, next_y: Option<usize>) -> Vec<(u32, Bind)> {
+        match (key.entry, next_y) {
+            // f4_chain reads the products through m4 (6) and writes the next step's output
+            // (the next conv's transformed input) through v4 (8).
+            ("f4_chain", Some(next)) => vec![
+                (0, Bind::Params),
+                (6, Bind::Tensor(at.x)),
+                (2, Bind::Scale),
+                (3, Bind::Bias),
+                (8, Bind::Tensor(next)),
+            ],
+            // f4_wide reads through m4 (6), writes through y4 (7), has no residual.
+            ("f4_wide", _) => vec![
+                (0, Bind::Params),
+                (6, Bind::Tensor(at.x)),
+                (2, Bind::Scale),
+                (3, Bind::Bias),
+                (7, Bind::Tensor(at.y)),
+            ],
+            _ => seq(&[
+                Bind::Params,
+                Bind::Tensor(at.x),
+                Bind::Scale,
+                Bind::Bias,
+                optional(self.residual),
+                Bind::Tensor(at.y),
+            ]),
+        }
+    }
 }
 
 #[cfg(test)]

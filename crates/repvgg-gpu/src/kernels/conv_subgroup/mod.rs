@@ -18,7 +18,7 @@ use repvgg_math::ConvSpec;
 use super::{ConvShape, DispatchSpec, WeightData, check_z, gemm_weight_layout, grid, params, u};
 use crate::caps::Caps;
 use crate::error::Result;
-use crate::shader::{PipelineKey, Shader};
+use crate::shader::Shader;
 
 params! {
     /// `common/conv_subgroup_tile.wgsl`, the `Params` of both subgroup shaders.
@@ -122,11 +122,9 @@ pub(crate) fn dispatch(c: Config, s: ConvShape<'_>, max_dim: u32) -> Result<Disp
     let shape = SubgroupShape {
         h,
         w,
-        oh,
         ow,
         nbw,
         rows,
-        flat,
     };
     let vec = subgroup_stores_fours(nbw, ow, oh, s.ep.residual);
     let key = if flat {
@@ -153,13 +151,10 @@ pub(crate) fn subgroup_ch4(cout_g: usize, sg: usize) -> usize {
 pub(crate) struct SubgroupShape {
     pub h: usize,
     pub w: usize,
-    pub oh: usize,
     pub ow: usize,
     /// Tile columns and rows ([`subgroup_tile`]).
     pub nbw: usize,
     pub rows: usize,
-    /// A 1x1 stride-1 conv without padding, dispatched as one row.
-    pub flat: bool,
 }
 
 /// Whether the subgroup tile stores 4 pixels of a channel at once (`VEC`) for tiles `nbw`
