@@ -33,9 +33,12 @@ const MAGIC: &[u8; 8] = b"RVGGTUN1";
 const MAX_FILE: u64 = 4 << 20;
 /// A candidate replaces the rules' choice only when this much faster (timing noise).
 const MARGIN: f64 = 0.97;
-/// Untimed runs, then timed runs, of each candidate: the best timed run counts.
-const WARMUP: usize = 1;
-const RUNS: usize = 3;
+/// Untimed runs of each candidate, after every candidate of a shape is built.
+const WARMUP: usize = 2;
+/// Rounds over a shape's candidates, one timed run of each per round: the best counts.
+/// Interleaved, so that a slow moment of the adapter (a software one shares the CPU with
+/// everything else) does not fall on one candidate's runs only.
+const ROUNDS: usize = 5;
 
 /// The time budget of [`Tuning::Cached`] and [`Tuning::Force`] per network unless the builder
 /// sets one ([`crate::NetworkBuilder::tuning_budget`]).
@@ -280,8 +283,10 @@ pub(crate) fn choose(
 }
 
 /// Times every candidate of `c`'s tuning set on an input of shape `x`, each as a network of
-/// the one conv (with the conv's bias and ReLU), and picks one; `None` when `deadline` passes
-/// before every candidate was timed (the shape is then left to the rules, and not cached).
+/// the one conv (with the conv's bias and ReLU): all built and warmed up first, then timed in
+/// [`ROUNDS`] interleaved rounds, the best run of each counting; picks one. `None` when
+/// `deadline` passes before every candidate was timed (the shape is then left to the rules,
+/// and not cached).
 fn measure(
     ctx: &GpuContext,
     caps: &Caps,
@@ -295,7 +300,9 @@ fn measure(
         ((o * 31 + i * 17 + ky * 5 + kx) % 13) as f32 / 13.0 - 0.5
     });
     let bias = vec![0.01f32; c.spec.out_channels];
-    let mut times = Vec::new();
+    // Build every candidate first (pipelines compile here, on a software adapter on the
+    // CPU that times them), then warm each up, then time them in rounds.
+    let mut nets = Vec::with_capacity(set.len());
     for &candidate in &set {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(None);
@@ -315,14 +322,30 @@ fn measure(
             nan_fill: false,
         };
         // A candidate that fails here (a device limit the rules never meet) is left out.
-        let timed = GpuNetwork::assemble(ctx, *caps, g.finish()?, &[choice], how, None)
-            .and_then(|net| net.bench(x[0], x[2], x[3], WARMUP, RUNS));
-        if let Ok(t) = timed
-            && let Some(best) = t.into_iter().min()
+        let net = GpuNetwork::assemble(ctx, *caps, g.finish()?, &[choice], how, None);
+        if let Ok(net) = net
+            && net.bench(x[0], x[2], x[3], WARMUP, 0).is_ok()
         {
-            times.push((candidate, best));
+            nets.push((candidate, net, Duration::MAX));
         }
     }
+    for _ in 0..ROUNDS {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
+        }
+        for (_, net, best) in &mut nets {
+            if let Ok(runs) = net.bench(x[0], x[2], x[3], 0, 1)
+                && let Some(t) = runs.into_iter().min()
+            {
+                *best = (*best).min(t);
+            }
+        }
+    }
+    let times: Vec<(Candidate, Duration)> = nets
+        .into_iter()
+        .filter(|(_, _, t)| *t < Duration::MAX)
+        .map(|(c, _, t)| (c, t))
+        .collect();
     let rule = set[0];
     let rule_time = times.iter().find(|(c, _)| *c == rule).map(|(_, t)| *t);
     let fastest = times.iter().min_by_key(|(_, t)| *t).copied();
