@@ -67,7 +67,8 @@ pub(crate) fn calib_batches(
             let c = model.config().in_channels;
             if t.shape()[1] != c {
                 bail!(
-                    "--calib {}: expected inputs of {c} channels [N, {c}, H, W], found {:?}",
+                    "--calib {}: expected preprocessed inputs [N, {c}, H, W] for this model, \
+                     found shape {:?}",
                     path.display(),
                     t.shape()
                 );
