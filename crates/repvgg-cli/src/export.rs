@@ -1,4 +1,4 @@
-//! `repvgg export`: the deployed (fused) network as an ONNX model.
+//! `repvgg export`: the deployed (fused) network as an ONNX model; an int8 file as ONNX QDQ.
 
 use std::path::{Path, PathBuf};
 
@@ -7,7 +7,8 @@ use repvgg_model::{Model, onnx};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct ExportArgs {
-    /// Checkpoint (.safetensors or PyTorch .pth/.pt), timm or official naming, train or deploy form.
+    /// Checkpoint (.safetensors or PyTorch .pth/.pt), timm or official naming, train or deploy
+    /// form; an int8 file (`repvgg quantize`) is written as ONNX QDQ.
     #[arg(long)]
     pub weights: PathBuf,
     /// Where to write the ONNX model (written atomically: a temporary file, then a rename).
@@ -34,8 +35,13 @@ pub(crate) fn write_onnx(model: &Model, source: &Path, output: &Path, opset: i64
     model
         .export_onnx(output, &opts)
         .with_context(|| format!("exporting {} to ONNX", source.display()))?;
+    let form = if model.quantized().is_some() {
+        "int8 QDQ"
+    } else {
+        "deploy-form"
+    };
     eprintln!(
-        "wrote {} ({} deploy-form, ONNX opset {opset}, input `input` [N,{},H,W], output `logits` [N,{}])",
+        "wrote {} ({} {form}, ONNX opset {opset}, input `input` [N,{},H,W], output `logits` [N,{}])",
         output.display(),
         model.arch(),
         model.config().in_channels,

@@ -41,7 +41,8 @@ enum Command {
     Infer(InferArgs),
     /// Fuse a checkpoint and save the deployed form (safetensors, or ONNX for `--output X.onnx`).
     Convert(ConvertArgs),
-    /// Fuse a checkpoint and write it as an ONNX model (dynamic batch, input `input`, output `logits`).
+    /// Fuse a checkpoint and write it as an ONNX model (dynamic batch, input `input`, output
+    /// `logits`); an int8 file as ONNX QDQ.
     Export(export::ExportArgs),
     /// Parameters, multiply-adds and a per-layer table of a variant or a checkpoint.
     Summary(SummaryArgs),
@@ -75,7 +76,8 @@ pub(crate) struct DeviceArgs {
     /// and outputs are f32 either way.
     #[arg(long, default_value_t = Precision::F32)]
     pub precision: Precision,
-    /// With --precision int8 and an f32 model: calibration images (files, folders, globs).
+    /// With --precision int8 and an f32 model: calibration images (files, folders, globs), or
+    /// `.safetensors` files of preprocessed inputs.
     #[arg(long, num_args = 1..)]
     pub calib: Vec<PathBuf>,
     /// How many --calib images to use.

@@ -1,12 +1,12 @@
 //! `repvgg quantize`: calibrate a checkpoint on images and write its int8 file; and the
 //! calibration behind `--precision int8 --calib` of the other commands.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ndarray::{Array4, Axis, concatenate};
 use repvgg_model::quant::{CalibMethod, QuantOptions};
-use repvgg_model::{Model, Precision, preprocess};
+use repvgg_model::{Model, Precision, preprocess, tensor_io};
 
 use crate::DeviceArgs;
 
@@ -18,7 +18,9 @@ pub(crate) struct QuantizeArgs {
     /// Checkpoint (.safetensors or .pth; timm or official naming, train or deploy form).
     #[arg(long)]
     pub weights: PathBuf,
-    /// Calibration images: files, folders or glob patterns, preprocessed as `classify` does.
+    /// Calibration images: files, folders or glob patterns, preprocessed as `classify` does;
+    /// or `.safetensors` tensor files of inputs already preprocessed (`input` [N, C, H, W] f32,
+    /// as `infer` reads).
     #[arg(long, required = true, num_args = 1..)]
     pub calib: Vec<PathBuf>,
     /// How many calibration images to use (the first ones, in order).
@@ -36,7 +38,14 @@ pub(crate) struct QuantizeArgs {
     pub quiet: bool,
 }
 
-/// The first `images` images of `calib` as batches of the model's input.
+/// Whether `--calib` names a tensor file of preprocessed inputs rather than an image.
+fn is_tensor_file(p: &Path) -> bool {
+    p.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+}
+
+/// The first `images` images of `calib` (image files, or tensor files of preprocessed inputs)
+/// as batches of the model's input.
 pub(crate) fn calib_batches(
     model: &Model,
     calib: &[PathBuf],
@@ -52,6 +61,26 @@ pub(crate) fn calib_batches(
             break;
         }
         let path = item.map_err(|(p, e)| anyhow::anyhow!("--calib {p}: {e}"))?;
+        if is_tensor_file(&path) {
+            let t = tensor_io::read_input(&path)
+                .with_context(|| format!("--calib {}", path.display()))?;
+            let c = model.config().in_channels;
+            if t.shape()[1] != c {
+                bail!(
+                    "--calib {}: expected preprocessed inputs [N, {c}, H, W] for this model, \
+                     found shape {:?}",
+                    path.display(),
+                    t.shape()
+                );
+            }
+            for x in t.axis_chunks_iter(Axis(0), 1) {
+                if xs.len() == images {
+                    break;
+                }
+                xs.push(x.to_owned());
+            }
+            continue;
+        }
         let img = preprocess::load_rgb(&path)?;
         xs.push(
             prep.input(&img)

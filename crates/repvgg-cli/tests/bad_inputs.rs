@@ -402,6 +402,30 @@ fn cases() -> Vec<Case> {
             input_file(Dtype::F32, &[1, 1, 16, 16]),
         ),
         input("input-wrong-dtype", input_file(Dtype::F16, &[1, 3, 16, 16])),
+        Case {
+            args: [
+                &infer_input(x)[..],
+                &["--device", "cpu", "--precision", "int8"],
+            ]
+            .concat(),
+            ..input(
+                "int8-without-calibration",
+                input_file(Dtype::F32, &[1, 3, 16, 16]),
+            )
+        },
+        case(
+            "calib-tensor-wrong-channels",
+            vec![("x.safetensors", input_file(Dtype::F32, &[2, 3, 8, 8]))],
+            &[
+                "demo",
+                "--device",
+                "cpu",
+                "--precision",
+                "int8",
+                "--calib",
+                x,
+            ],
+        ),
         input("input-batch-0", input_file(Dtype::F32, &[0, 3, 16, 16])),
         input(
             "input-nan",

@@ -415,3 +415,94 @@ fn precision_f16_on_the_gpu_and_its_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn demo_int8_calibrates_on_its_own_digits_and_compares_with_f32() {
+    let args = [
+        "demo",
+        "--device",
+        "cpu",
+        "--precision",
+        "int8",
+        "--batch",
+        "1,4",
+        "--iters",
+        "1",
+    ];
+    let (ok, out, err) = run(&[&args[..], &["--json"]].concat());
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let q = &v["int8"];
+    let total = v["test_images"].as_u64().unwrap();
+    assert_eq!(q["held_out_images"].as_u64(), Some(total - 64), "{q}");
+    assert_eq!(q["calibration"], "the first 64 test digits", "{q}");
+    assert_eq!(q["method"], "minmax", "{q}");
+    let (f, i) = (
+        q["accuracy_f32"].as_f64().unwrap(),
+        q["accuracy_int8"].as_f64().unwrap(),
+    );
+    assert!(f > 0.9 && f - i <= 0.005, "f32 {f}, int8 {i}");
+    assert!(q["top1_agreement"].as_f64().unwrap() >= 0.98, "{q}");
+    // Train and deploy forms in f32, then the int8 network, per batch size.
+    let precisions: Vec<&str> = v["speed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["precision"].as_str().unwrap())
+        .collect();
+    assert_eq!(precisions, ["f32", "f32", "int8", "f32", "f32", "int8"]);
+    // The text report says the same in a line of its own; plain f32 has no int8 part.
+    let (ok, out, err) = run(&args);
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("int8 (minmax calibration on the first 64 test digits)")),
+        "{out}"
+    );
+    let (ok, out, err) = run(&[
+        "demo", "--device", "cpu", "--batch", "1", "--iters", "1", "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v.get("int8").is_none(), "{v}");
+}
+
+#[test]
+fn demo_int8_calibrates_on_given_images_and_names_a_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // Eight test digits as a tensor file of preprocessed inputs.
+    let t = repvgg_model::digits::test_set().unwrap();
+    let x = t.input.slice(ndarray::s![..8, .., .., ..]).to_owned();
+    let calib = dir.path().join("calib.safetensors");
+    repvgg_model::tensor_io::write_tensors(&calib, &[("input".into(), x.into_dyn())]).unwrap();
+    let (ok, out, err) = run(&[
+        "demo",
+        "--device",
+        "cpu",
+        "--precision",
+        "int8",
+        "--calib",
+        calib.to_str().unwrap(),
+        "--batch",
+        "1",
+        "--iters",
+        "1",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["int8"]["calibration"], "8 --calib images", "{v}");
+    assert_eq!(v["int8"]["held_out_images"], v["test_images"], "{v}");
+    let missing = dir.path().join("missing.png");
+    let (ok, _, err) = run(&[
+        "demo",
+        "--device",
+        "cpu",
+        "--precision",
+        "int8",
+        "--calib",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("missing.png"), "{err}");
+}

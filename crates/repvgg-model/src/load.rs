@@ -241,14 +241,18 @@ impl Model {
     }
 
     /// Writes the deployed form as an ONNX model (input `input` `[N, C, H, W]`, output
-    /// `logits`).
+    /// `logits`); a quantized model ([`Model::quantized`]) as ONNX QDQ of its int8 form
+    /// (see [`crate::onnx`]).
     #[cfg(feature = "onnx")]
     pub fn export_onnx(
         &self,
         path: impl AsRef<Path>,
         opts: &crate::onnx::ExportOptions,
     ) -> Result<()> {
-        crate::onnx::save(&*self.deploy_model()?, path, opts)
+        match &self.quantized {
+            Some(q) => crate::onnx::save_quantized(q, path, opts),
+            None => crate::onnx::save(&*self.deploy_model()?, path, opts),
+        }
     }
 
     /// How images become this model's input (timm's config of the variant, or the digits

@@ -6,6 +6,14 @@
 //! output `logits` `[N, classes]`. Initializers are the fused f32 weights, named like timm's keys.
 //! Model metadata records the architecture, the source checkpoint and timm's preprocessing.
 //!
+//! A quantized model ([`export_quantized`], [`crate::QuantizedModel`]) is written as ONNX QDQ,
+//! the graph the int8 engine computes: `QuantizeLinear → DequantizeLinear` (uint8, the calibrated
+//! scale and zero point) on the input; per conv `DequantizeLinear` of the INT8 weight
+//! (per output channel, `axis = 0`) and of the INT32 bias (scale `input scale * weight scale`,
+//! `axis = 0`), `Conv → Relu`, then `QuantizeLinear → DequantizeLinear` of the output (uint8,
+//! zero point 0); the head (pool, flatten, `Gemm`) in f32 as the engine runs it. ONNX Runtime
+//! folds these groups into its integer convs (`QLinearConv`).
+//!
 //! The protobuf messages are the subset of ONNX's published `onnx.proto` (onnx/onnx, `onnx.proto`,
 //! proto2) that this export writes, declared with `prost` derives with the `.proto`'s field
 //! numbers, so no `protoc` is needed at build time.
@@ -20,6 +28,7 @@ use repvgg_math::{Activation, ConvSpec, Epilogue};
 use crate::error::{ModelError, Result};
 use crate::model::{DeployModel, Head, SqueezeExcite};
 use crate::preprocess::PretrainedConfig;
+use crate::quant::{QuantLayer, QuantizedModel};
 use crate::walk::{Layers, Part, Site};
 
 /// Default ONNX opset.
@@ -60,10 +69,29 @@ pub fn export(model: &DeployModel, opts: &ExportOptions) -> Result<Vec<u8>> {
     Ok(build(model, opts)?.encode_to_vec())
 }
 
+/// The serialized ONNX QDQ model of a quantized model (see the module docs).
+///
+/// # Errors
+/// An opset outside [`OPSETS`], or a bias too large for INT32 at its scale (naming the layer).
+pub fn export_quantized(model: &QuantizedModel, opts: &ExportOptions) -> Result<Vec<u8>> {
+    Ok(build_graph(&model.deploy, Some(model), opts)?.encode_to_vec())
+}
+
 /// Exports and writes atomically: a temporary file in the same folder, renamed over `path`.
 pub fn save(model: &DeployModel, path: impl AsRef<Path>, opts: &ExportOptions) -> Result<()> {
-    let path = path.as_ref();
-    let bytes = export(model, opts)?;
+    write_atomically(path.as_ref(), &export(model, opts)?)
+}
+
+/// [`export_quantized`], written atomically like [`save`].
+pub fn save_quantized(
+    model: &QuantizedModel,
+    path: impl AsRef<Path>,
+    opts: &ExportOptions,
+) -> Result<()> {
+    write_atomically(path.as_ref(), &export_quantized(model, opts)?)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let save_err = |reason: String| ModelError::Save {
         path: path.into(),
         reason,
@@ -75,7 +103,7 @@ pub fn save(model: &DeployModel, path: impl AsRef<Path>, opts: &ExportOptions) -
     tmp_name.push(name);
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
-    if let Err(e) = std::fs::write(&tmp, &bytes) {
+    if let Err(e) = std::fs::write(&tmp, bytes) {
         let _ = std::fs::remove_file(&tmp);
         return Err(save_err(e.to_string()));
     }
@@ -87,19 +115,33 @@ pub fn save(model: &DeployModel, path: impl AsRef<Path>, opts: &ExportOptions) -
 
 /// The ONNX graph being written: nodes, initializers, and the value names [`Layers`] hands
 /// out as tensors (by index).
-struct Graph {
+struct Graph<'q> {
     nodes: Vec<pb::NodeProto>,
     inits: Vec<pb::TensorProto>,
     names: Vec<String>,
+    /// The int8 form, for a QDQ graph.
+    quant: Option<&'q QuantizedModel>,
+    /// QDQ: the scale of the activation the next conv reads.
+    act_scale: f32,
 }
 
-impl Graph {
+impl Graph<'_> {
     fn init(&mut self, name: &str, dims: &[usize], data: impl Iterator<Item = f32>) -> String {
+        self.init_raw(
+            name,
+            dims,
+            pb::FLOAT,
+            data.flat_map(f32::to_le_bytes).collect(),
+        )
+    }
+
+    /// An initializer of `data_type` from its little-endian bytes.
+    fn init_raw(&mut self, name: &str, dims: &[usize], data_type: i32, bytes: Vec<u8>) -> String {
         self.inits.push(pb::TensorProto {
             dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: Some(pb::FLOAT),
+            data_type: Some(data_type),
             name: Some(name.into()),
-            raw_data: Some(data.flat_map(f32::to_le_bytes).collect()),
+            raw_data: Some(bytes),
         });
         name.into()
     }
@@ -143,7 +185,7 @@ fn int(name: &str, v: i64) -> pb::AttributeProto {
 /// A value's handle: its index in [`Graph::names`].
 type Value = usize;
 
-impl Graph {
+impl Graph<'_> {
     fn value(&mut self, name: String) -> Value {
         self.names.push(name);
         self.names.len() - 1
@@ -206,6 +248,118 @@ impl Graph {
     }
 }
 
+impl Graph<'_> {
+    /// `DequantizeLinear(QuantizeLinear(x))` to uint8 of `scale` and `zero_point` (per tensor),
+    /// nodes named `{p}.quantize` and `{p}.dequantize`.
+    fn qdq_u8(&mut self, p: &str, x: Value, scale: f32, zero_point: u8) -> Result<Value> {
+        let s = self.init_raw(
+            &format!("{p}.scale"),
+            &[],
+            pb::FLOAT,
+            scale.to_le_bytes().to_vec(),
+        );
+        let z = self.init_raw(&format!("{p}.zero_point"), &[], pb::UINT8, vec![zero_point]);
+        let [s, z] = [s, z].map(|n| self.value(n));
+        let q = self.op(
+            "QuantizeLinear",
+            &format!("{p}.quantize"),
+            &[x, s, z],
+            vec![],
+        )?;
+        self.op(
+            "DequantizeLinear",
+            &format!("{p}.dequantize"),
+            &[q, s, z],
+            vec![],
+        )
+    }
+
+    /// A per-output-channel `DequantizeLinear` (`axis = 0`) of an initializer `codes` of
+    /// `data_type` with `scales`, zero points 0; the node (and its value) is named `name`.
+    fn dequantized_init(
+        &mut self,
+        name: &str,
+        dims: &[usize],
+        data_type: i32,
+        codes: Vec<u8>,
+        scales: &[f32],
+    ) -> Result<Value> {
+        let zeros = vec![0u8; scales.len() * if data_type == pb::INT32 { 4 } else { 1 }];
+        let q = self.init_raw(&format!("{name}_quantized"), dims, data_type, codes);
+        let s = self.init(
+            &format!("{name}_scale"),
+            &[scales.len()],
+            scales.iter().copied(),
+        );
+        let z = self.init_raw(
+            &format!("{name}_zero_point"),
+            &[scales.len()],
+            data_type,
+            zeros,
+        );
+        let [q, s, z] = [q, s, z].map(|n| self.value(n));
+        self.op("DequantizeLinear", name, &[q, s, z], vec![int("axis", 0)])
+    }
+
+    /// The QDQ form of a deployed conv (`p`: its tensors' prefix, `conv`: the node's name): the
+    /// int8 weight and int32 bias dequantized per channel, `Conv → Relu`, the output quantized
+    /// to the layer's scale.
+    fn quant_conv(
+        &mut self,
+        l: &QuantLayer,
+        p: &str,
+        conv: &str,
+        x: Value,
+        ep: Epilogue<Value>,
+        attrs: Vec<pb::AttributeProto>,
+    ) -> Result<Value> {
+        let name = l.name();
+        let (Some(bias), None, None) = (ep.bias.as_ref(), &ep.scale, ep.residual) else {
+            return Err(ModelError::Config(format!(
+                "ONNX QDQ export: {name} is not a deployed conv with a bias"
+            )));
+        };
+        if ep.activation != Activation::Relu || l.weight.shape()[0] != bias.len() {
+            return Err(ModelError::Config(format!(
+                "ONNX QDQ export: {name} is not a deployed conv with a ReLU and one bias per \
+                 output channel"
+            )));
+        }
+        let w = self.dequantized_init(
+            &format!("{p}.weight"),
+            l.weight.shape(),
+            pb::INT8,
+            l.weight.iter().map(|&v| v as u8).collect(),
+            &l.weight_scale,
+        )?;
+        // The bias in steps of input scale x weight scale, as ONNX Runtime's quantizer stores it.
+        let bias_scale: Vec<f32> = l.weight_scale.iter().map(|&s| self.act_scale * s).collect();
+        let mut codes = Vec::with_capacity(4 * bias.len());
+        for (o, (&b, &s)) in bias.iter().zip(&bias_scale).enumerate() {
+            let q = (f64::from(b) / f64::from(s)).round_ties_even();
+            if !(q.abs() <= f64::from(i32::MAX)) {
+                return Err(ModelError::Unsupported(format!(
+                    "ONNX QDQ export: the bias {b} of {name} channel {o} does not fit INT32 at \
+                     its scale {s} (input scale x weight scale)"
+                )));
+            }
+            codes.extend((q as i32).to_le_bytes());
+        }
+        let b = self.dequantized_init(
+            &format!("{p}.bias"),
+            &[bias.len()],
+            pb::INT32,
+            codes,
+            &bias_scale,
+        )?;
+        let y = self.op("Conv", conv, &[x, w, b], attrs)?;
+        let y = self.activation(conv, y, Activation::Relu)?;
+        let block = conv.rsplit_once('.').map_or(conv, |(b, _)| b);
+        self.act_scale = l.output_scale;
+        self.qdq_u8(&format!("{block}.output"), y, l.output_scale, 0)
+    }
+}
+
 /// timm's name of a conv of a block part.
 fn part_name(part: Part) -> &'static str {
     match part {
@@ -217,11 +371,18 @@ fn part_name(part: Part) -> &'static str {
     }
 }
 
-impl Layers for Graph {
+impl Layers for Graph<'_> {
     type Tensor = Value;
 
     fn input(&mut self, _channels: usize) -> Result<Value> {
-        Ok(self.value("input".into()))
+        let x = self.value("input".into());
+        match self.quant {
+            Some(q) => {
+                self.act_scale = q.input_scale;
+                self.qdq_u8("input", x, q.input_scale, q.input_zero_point)
+            }
+            None => Ok(x),
+        }
     }
 
     fn conv(
@@ -240,6 +401,30 @@ impl Layers for Graph {
                 (format!("{p}.conv"), p)
             }
         };
+        let (k, pad, s) = (
+            spec.kernel_size as i64,
+            spec.padding as i64,
+            spec.stride as i64,
+        );
+        let attrs = vec![
+            ints("kernel_shape", &[k, k]),
+            ints("pads", &[pad, pad, pad, pad]),
+            ints("strides", &[s, s]),
+            ints("dilations", &[1, 1]),
+            int("group", spec.groups as i64),
+        ];
+        if let Some(q) = self.quant {
+            let l = q
+                .layers
+                .iter()
+                .find(|l| (l.stage, l.block) == (at.stage, at.block) && at.part == Part::Reparam)
+                .ok_or_else(|| {
+                    ModelError::Config(format!(
+                        "ONNX QDQ export: the conv {conv} has no int8 layer"
+                    ))
+                })?;
+            return self.quant_conv(l, &p, &conv, x, ep, attrs);
+        }
         let w = self.init(
             &format!("{p}.weight"),
             weight.shape(),
@@ -255,23 +440,7 @@ impl Layers for Graph {
             let bn = self.init(&format!("{p}.bias"), &[bias.len()], bias.iter().copied());
             inputs.push(self.value(bn));
         }
-        let (k, pad, s) = (
-            spec.kernel_size as i64,
-            spec.padding as i64,
-            spec.stride as i64,
-        );
-        let y = self.op(
-            "Conv",
-            &conv,
-            &inputs,
-            vec![
-                ints("kernel_shape", &[k, k]),
-                ints("pads", &[pad, pad, pad, pad]),
-                ints("strides", &[s, s]),
-                ints("dilations", &[1, 1]),
-                int("group", spec.groups as i64),
-            ],
-        )?;
+        let y = self.op("Conv", &conv, &inputs, attrs)?;
         self.epilogue(&conv, y, &ep)
     }
 
@@ -394,6 +563,16 @@ fn value_info(name: &str, dims: Vec<pb::Dimension>) -> pb::ValueInfoProto {
 }
 
 fn build(model: &DeployModel, opts: &ExportOptions) -> Result<pb::ModelProto> {
+    build_graph(model, None, opts)
+}
+
+/// The model of `model`, QDQ with the int8 parameters of `quant` when given (whose `deploy` is
+/// `model`).
+fn build_graph(
+    model: &DeployModel,
+    quant: Option<&QuantizedModel>,
+    opts: &ExportOptions,
+) -> Result<pb::ModelProto> {
     if !OPSETS.contains(&opts.opset) {
         return Err(ModelError::Config(format!(
             "ONNX opset {} is not supported (use {}..={})",
@@ -403,10 +582,15 @@ fn build(model: &DeployModel, opts: &ExportOptions) -> Result<pb::ModelProto> {
         )));
     }
     let cfg = &model.config;
+    if let Some(q) = quant {
+        crate::quant::check_quantizable(&q.deploy)?;
+    }
     let mut g = Graph {
         nodes: Vec::new(),
         inits: Vec::new(),
         names: Vec::new(),
+        quant,
+        act_scale: 1.0,
     };
     crate::walk::deploy(&mut g, model)?;
     let Graph { nodes, inits, .. } = g;
@@ -415,7 +599,17 @@ fn build(model: &DeployModel, opts: &ExportOptions) -> Result<pb::ModelProto> {
     let meta = [
         ("arch", cfg.name.clone()),
         ("source", opts.source.clone()),
-        ("form", "deploy (fused 3x3 conv per block)".into()),
+        (
+            "form",
+            match quant {
+                Some(q) => format!(
+                    "deploy (fused 3x3 conv per block), int8 QDQ: uint8 activations per tensor, \
+                     int8 weights per output channel, calibration {}",
+                    q.method
+                ),
+                None => "deploy (fused 3x3 conv per block)".into(),
+            },
+        ),
         ("num_classes", cfg.num_classes.to_string()),
         (
             "input",
@@ -437,8 +631,9 @@ fn build(model: &DeployModel, opts: &ExportOptions) -> Result<pb::ModelProto> {
         producer_name: Some("repvgg".into()),
         producer_version: Some(env!("CARGO_PKG_VERSION").into()),
         doc_string: Some(format!(
-            "RepVGG {} (deployed form), exported by repvgg",
-            cfg.name
+            "RepVGG {} (deployed form{}), exported by repvgg",
+            cfg.name,
+            if quant.is_some() { ", int8 QDQ" } else { "" }
         )),
         graph: Some(pb::GraphProto {
             node: nodes,
@@ -472,6 +667,9 @@ fn build(model: &DeployModel, opts: &ExportOptions) -> Result<pb::ModelProto> {
 #[allow(missing_docs)]
 pub mod pb {
     pub const FLOAT: i32 = 1;
+    pub const UINT8: i32 = 2;
+    pub const INT8: i32 = 3;
+    pub const INT32: i32 = 6;
     pub const ATTR_INT: i32 = 2;
     pub const ATTR_INTS: i32 = 7;
 
