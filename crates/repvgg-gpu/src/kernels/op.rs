@@ -95,20 +95,21 @@ mod tests {
         };
         let spec = layer.dispatch(&at(&shapes), &run).expect("dispatch");
         let next_y = chained.then_some(3);
-        let passes = std::iter::once((
-            &spec.key,
-            layer.bindings(&at(&shapes), &spec.key, next_y),
-        ))
-        .chain(
-            spec.then
-                .as_deref()
-                .map(|s| (&s.key, layer.second_bindings(&at(&shapes)))),
-        );
+        let passes = std::iter::once((&spec.key, layer.bindings(&at(&shapes), &spec.key, next_y)))
+            .chain(
+                spec.then
+                    .as_deref()
+                    .map(|s| (&s.key, layer.second_bindings(&at(&shapes)))),
+            );
         for (key, binds) in passes {
             let what = format!("{op:?} as {key:?}");
             let numbers: BTreeSet<u32> = binds.iter().map(|(n, _)| *n).collect();
             assert_eq!(numbers.len(), binds.len(), "{what}: a binding twice");
-            assert_eq!(numbers, used_bindings(key), "{what}: bindings vs the shader");
+            assert_eq!(
+                numbers,
+                used_bindings(key),
+                "{what}: bindings vs the shader"
+            );
             assert!(binds.contains(&(0, Bind::Params)), "{what}");
             let allowed: Vec<usize> = [0, 1]
                 .into_iter()
@@ -195,7 +196,13 @@ mod tests {
         // The transforms: F(2x2), F(4x4), wide rows of 4 tiles (14 and 16 wide), chained.
         for tile in [Tile::F2, Tile::F4] {
             for map in [[1, 8, 14, 14], [2, 8, 13, 16], [1, 8, 28, 28], [1, 8, 9, 7]] {
-                check(&Op::WinogradInput(wino_input::WinoInput { tile }), map, map, None, false);
+                check(
+                    &Op::WinogradInput(wino_input::WinoInput { tile }),
+                    map,
+                    map,
+                    None,
+                    false,
+                );
                 let [n, c, h, w] = map;
                 let m = tile.m();
                 let products = [n, tile.positions() * c, h.div_ceil(m), w.div_ceil(m)];
