@@ -1,7 +1,7 @@
 //! `affine.wgsl`: per-channel `x * scale + shift`, optional residual and ReLU: the shared
 //! epilogue on its own (scale and shift always flagged, the shift bound as its bias).
 
-use super::layer::{At, Bind, Layer, Run, optional, seq};
+use super::layer::{At, Bind, Layer, Run, epilogue_only};
 use super::{
     DispatchSpec, FLAG_BIAS, FLAG_RELU, FLAG_RESIDUAL, FLAG_SCALE, linear_grid, params, u,
 };
@@ -73,13 +73,6 @@ impl Layer for Affine {
     }
 
     fn bindings(&self, at: &At<'_>, _: &PipelineKey, _: Option<usize>) -> Vec<(u32, Bind)> {
-        seq(&[
-            Bind::Params,
-            Bind::Tensor(at.x),
-            Bind::Scale,
-            Bind::Bias,
-            optional(self.residual),
-            Bind::Tensor(at.y),
-        ])
+        epilogue_only(at, self.residual)
     }
 }

@@ -87,6 +87,19 @@ pub(crate) fn seq(binds: &[Bind]) -> Vec<(u32, Bind)> {
     (0..).zip(binds.iter().copied()).collect()
 }
 
+/// The bind group of a kernel that reads `x` and applies the epilogue (scale, bias, residual
+/// `r`) into `y`, without weights: `p`, `x`, `scale`, `bias`, `residual`, `y`.
+pub(crate) fn epilogue_only(at: &At<'_>, r: Option<usize>) -> Vec<(u32, Bind)> {
+    seq(&[
+        Bind::Params,
+        Bind::Tensor(at.x),
+        Bind::Scale,
+        Bind::Bias,
+        optional(r),
+        Bind::Tensor(at.y),
+    ])
+}
+
 /// `r` as a binding: the tensor, or a placeholder.
 pub(crate) fn optional(r: Option<usize>) -> Bind {
     r.map_or(Bind::Unused, Bind::Tensor)

@@ -5,7 +5,7 @@
 
 use repvgg_math::winograd::Tile;
 
-use super::layer::{At, Bind, Layer, Run, optional, seq};
+use super::layer::{At, Bind, Layer, Run, epilogue_only};
 use super::{ConvEpilogue, DispatchSpec, linear_grid, params, u, wino_input};
 use crate::error::Result;
 use crate::shader::{PipelineKey, Shader};
@@ -157,14 +157,7 @@ impl Layer for WinoOutput {
                 (3, Bind::Bias),
                 (7, Bind::Tensor(at.y)),
             ],
-            _ => seq(&[
-                Bind::Params,
-                Bind::Tensor(at.x),
-                Bind::Scale,
-                Bind::Bias,
-                optional(self.residual),
-                Bind::Tensor(at.y),
-            ]),
+            _ => epilogue_only(at, self.residual),
         }
     }
 }
