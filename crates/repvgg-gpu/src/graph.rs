@@ -14,7 +14,7 @@ use repvgg_math::winograd::{self, Tile};
 use repvgg_math::{Activation, ConvSpec};
 
 use crate::error::{GpuError, Result};
-use crate::kernels::ConvEpilogue;
+use crate::kernels::EpilogueTerms;
 use crate::kernels::affine::Affine;
 use crate::kernels::channel_scale::ChannelScale;
 use crate::kernels::conv::Conv;
@@ -176,7 +176,11 @@ impl FinishedGraph {
                 out.push((node, y));
                 continue;
             };
-            let Conv { spec, ep, residual } = conv;
+            let Conv {
+                spec,
+                terms,
+                residual,
+            } = conv;
             if !winograd::applies(&spec) {
                 return Err(GpuError::Unsupported(format!(
                     "Winograd F(m x m, 3x3) needs a 3x3 conv with stride 1 and padding 1, not \
@@ -203,7 +207,7 @@ impl FinishedGraph {
             ));
             let op = Op::Conv(Conv {
                 spec: product,
-                ep: ConvEpilogue::default(),
+                terms: EpilogueTerms::default(),
                 residual: None,
             });
             let data = LayerData {
@@ -214,7 +218,7 @@ impl FinishedGraph {
             let op = Op::WinogradOutput(WinoOutput {
                 like: x,
                 tile,
-                ep,
+                terms,
                 residual,
             });
             let data = LayerData {
@@ -332,10 +336,9 @@ impl Graph {
         let (x, residual, relu) = self.check_conv(x, &weight, &spec, &epilogue)?;
         let op = Op::Conv(Conv {
             spec,
-            ep: ConvEpilogue {
+            terms: EpilogueTerms {
                 scale: epilogue.scale.is_some(),
                 bias: epilogue.bias.is_some(),
-                residual: residual.is_some(),
                 relu,
             },
             residual,

@@ -291,7 +291,7 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::ConvEpilogue;
+    use crate::kernels::EpilogueTerms;
     use crate::kernels::conv::Conv;
     use crate::kernels::gap::Gap;
     use crate::kernels::linear::Linear;
@@ -300,10 +300,7 @@ mod tests {
     fn conv(spec: ConvSpec, residual: Option<usize>) -> Op {
         Op::Conv(Conv {
             spec,
-            ep: ConvEpilogue {
-                residual: residual.is_some(),
-                ..ConvEpilogue::default()
-            },
+            terms: EpilogueTerms::default(),
             residual,
         })
     }
@@ -409,7 +406,7 @@ mod tests {
             op: Op::WinogradOutput(WinoOutput {
                 like,
                 tile: Tile::F4,
-                ep: ConvEpilogue::default(),
+                terms: EpilogueTerms::default(),
                 residual: None,
             }),
         };

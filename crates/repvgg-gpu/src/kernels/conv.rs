@@ -5,7 +5,7 @@
 use repvgg_math::ConvSpec;
 
 use super::layer::{At, Bind, Layer, Run, optional, seq};
-use super::{ConvEpilogue, ConvShape, DispatchSpec};
+use super::{ConvShape, DispatchSpec, EpilogueTerms};
 use crate::error::{GpuError, Result};
 use crate::shader::{PipelineKey, Shader};
 
@@ -13,8 +13,8 @@ use crate::shader::{PipelineKey, Shader};
 #[derive(Clone, Debug)]
 pub(crate) struct Conv {
     pub spec: ConvSpec,
-    pub ep: ConvEpilogue,
-    /// The tensor its epilogue adds (`ep.residual` says whether there is one).
+    pub terms: EpilogueTerms,
+    /// The tensor its epilogue adds.
     pub residual: Option<usize>,
 }
 
@@ -61,7 +61,7 @@ impl Layer for Conv {
             spec: &self.spec,
             x: at.x_shape(),
             y: at.y_shape(),
-            ep: self.ep,
+            ep: self.terms.with(self.residual),
         };
         imp.dispatch(shape, run.caps)
     }

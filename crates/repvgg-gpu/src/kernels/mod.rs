@@ -168,6 +168,27 @@ pub(crate) fn check_z(z: usize, max_dim: u32) -> Result<u32> {
     }
 }
 
+/// The terms of a layer's epilogue besides the residual, which the layer holds as the tensor it
+/// adds: [`EpilogueTerms::with`] makes the flags its kernel reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct EpilogueTerms {
+    pub scale: bool,
+    pub bias: bool,
+    pub relu: bool,
+}
+
+impl EpilogueTerms {
+    /// The epilogue with the residual `residual` (added where `Some`).
+    pub fn with(self, residual: Option<usize>) -> ConvEpilogue {
+        ConvEpilogue {
+            scale: self.scale,
+            bias: self.bias,
+            residual: residual.is_some(),
+            relu: self.relu,
+        }
+    }
+}
+
 /// The epilogue of a conv or output transform, as the flags its kernel reads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ConvEpilogue {

@@ -42,7 +42,7 @@ mod tests {
 
     use super::*;
     use crate::caps::Caps;
-    use crate::kernels::ConvEpilogue;
+    use crate::kernels::EpilogueTerms;
     use crate::kernels::conv_kernel::ConvImpl;
     use crate::kernels::layer::{At, Bind, Run};
     use crate::kernels::{conv_gemm, conv_subgroup, conv_tiled};
@@ -124,15 +124,17 @@ mod tests {
         }
     }
 
+    /// Scale, bias and ReLU.
+    const ALL_TERMS: EpilogueTerms = EpilogueTerms {
+        scale: true,
+        bias: true,
+        relu: true,
+    };
+
     fn conv_op(spec: ConvSpec, residual: bool) -> Op {
         Op::Conv(conv::Conv {
             spec,
-            ep: ConvEpilogue {
-                scale: true,
-                bias: true,
-                residual,
-                relu: true,
-            },
+            terms: ALL_TERMS,
             residual: residual.then_some(2),
         })
     }
@@ -210,12 +212,7 @@ mod tests {
                     let op = Op::WinogradOutput(wino_output::WinoOutput {
                         like: 2,
                         tile,
-                        ep: ConvEpilogue {
-                            scale: true,
-                            bias: true,
-                            residual: residual.is_some(),
-                            relu: true,
-                        },
+                        terms: ALL_TERMS,
                         residual,
                     });
                     check(&op, products, map, None, false);

@@ -6,7 +6,7 @@
 use repvgg_math::winograd::Tile;
 
 use super::layer::{At, Bind, Layer, Run, epilogue_only};
-use super::{ConvEpilogue, DispatchSpec, linear_grid, params, u, wino_input};
+use super::{ConvEpilogue, DispatchSpec, EpilogueTerms, linear_grid, params, u, wino_input};
 use crate::error::Result;
 use crate::shader::{PipelineKey, Shader};
 
@@ -107,7 +107,8 @@ pub(crate) fn dispatch(
 pub(crate) struct WinoOutput {
     pub like: usize,
     pub tile: Tile,
-    pub ep: ConvEpilogue,
+    /// The conv's epilogue terms; the residual is the tensor `residual`.
+    pub terms: EpilogueTerms,
     pub residual: Option<usize>,
 }
 
@@ -132,9 +133,14 @@ impl Layer for WinoOutput {
     fn dispatch(&self, at: &At<'_>, run: &Run<'_>) -> Result<DispatchSpec> {
         let max_dim = run.caps.max_workgroups;
         if run.chained {
-            chain(at.y_shape(), self.ep, max_dim)
+            chain(at.y_shape(), self.terms.with(self.residual), max_dim)
         } else {
-            dispatch(at.y_shape(), self.tile, self.ep, max_dim)
+            dispatch(
+                at.y_shape(),
+                self.tile,
+                self.terms.with(self.residual),
+                max_dim,
+            )
         }
     }
 
