@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use repvgg_math::ConvSpec;
 
 use crate::error::{CpuError, Result};
-use crate::int8::ActQuant;
+use crate::int8::{ActQuant, amx};
 use crate::int8::gemm::{
     self, Int8Kernel, KG, MR, PanelJob, Requant, packed_rows_len, padded_k, padded_n,
 };
@@ -168,6 +168,11 @@ impl QuantConv {
         if m == 0 {
             return Ok(());
         }
+        if kernel == Int8Kernel::Amx && self.amx_chunk().is_some() {
+            let mut xp = vec![0u8; self.padded_len(n, h, w)];
+            self.pad_input(x, n, h, w, &mut xp);
+            return self.run_padded(&xp, n, h, w, y, 0, threads);
+        }
         let geo = Geo { h, w, oh, ow };
         let chunk = self.chunk_rows();
         let chunks = m.div_ceil(chunk);
@@ -240,6 +245,165 @@ impl QuantConv {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Channels per chunk of the AMX path's sum (the largest multiple of four up to
+    /// [`amx::MAX_KC`] that divides a group's channels), or `None` when a group's channels are
+    /// not whole groups of four (the stem): such a conv runs the im2col path.
+    pub(crate) fn amx_chunk(&self) -> Option<usize> {
+        let cin_g = self.spec.in_channels / self.spec.groups;
+        if !cin_g.is_multiple_of(KG) {
+            return None;
+        }
+        (1..=amx::MAX_KC / KG)
+            .rev()
+            .map(|q| q * KG)
+            .find(|kc| cin_g.is_multiple_of(*kc))
+    }
+
+    /// Bytes of the padded input [`QuantConv::run_padded`] reads for `n x h x w`: `[n][h + 2p]
+    /// [w + 2p][in]` and the slack the last tile's rows read past its end.
+    pub(crate) fn padded_len(&self, n: usize, h: usize, w: usize) -> usize {
+        let s = &self.spec;
+        let p = s.padding;
+        n * (h + 2 * p) * (w + 2 * p) * s.in_channels
+            + amx::MAX_ROWS * s.stride * s.in_channels
+            + amx::MAX_KC
+    }
+
+    /// Copies `x` (`n x h x w x in`) into `xp` with this conv's padding, the border and the
+    /// slack holding the input's zero point.
+    pub(crate) fn pad_input(&self, x: &[u8], n: usize, h: usize, w: usize, xp: &mut [u8]) {
+        let (p, c) = (self.spec.padding, self.spec.in_channels);
+        let z = self.input.zero_point;
+        let (hp, wp) = (h + 2 * p, w + 2 * p);
+        let row = wp * c;
+        let (body, slack) = xp.split_at_mut(n * hp * row);
+        slack.fill(z);
+        body.par_chunks_mut(row).enumerate().for_each(|(r, dst)| {
+            let (img, yy) = (r / hp, r % hp);
+            if yy < p || yy >= h + p {
+                dst.fill(z);
+                return;
+            }
+            let src = &x[((img * h + yy - p) * w) * c..((img * h + yy - p + 1) * w) * c];
+            dst[..p * c].fill(z);
+            dst[p * c..(p + w) * c].copy_from_slice(src);
+            dst[(p + w) * c..].fill(z);
+        });
+    }
+
+    /// Runs on `xp`, the input padded by [`QuantConv::pad_input`] (or written so), into `y`
+    /// stored with a border of `q` pixels (`n x (oh + 2q) x (ow + 2q) x out`; the border is not
+    /// written), on the AMX tiles.
+    ///
+    /// # Errors
+    /// [`CpuError::Shape`] when `xp` or `y` are too short; [`CpuError::Invalid`] when the conv
+    /// does not fit the AMX path ([`QuantConv::amx_chunk`]) or the CPU lacks it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run_padded(
+        &self,
+        xp: &[u8],
+        n: usize,
+        h: usize,
+        w: usize,
+        y: &mut [u8],
+        q: usize,
+        threads: usize,
+    ) -> Result<()> {
+        let s = &self.spec;
+        let Some(kc) = self.amx_chunk() else {
+            return Err(CpuError::Invalid(format!(
+                "the AMX int8 path needs whole groups of four input channels per conv group, \
+                 found {}",
+                s.in_channels / s.groups
+            )));
+        };
+        let (oh, ow) = s.output_size(h, w)?;
+        let (cin, cout, p, k) = (s.in_channels, s.out_channels, s.padding, s.kernel_size);
+        let (hp, wp) = (h + 2 * p, w + 2 * p);
+        let (ohp, owp) = (oh + 2 * q, ow + 2 * q);
+        for (what, len, want) in [
+            ("padded int8 input", xp.len(), self.padded_len(n, h, w)),
+            ("padded int8 output", y.len(), n * ohp * owp * cout),
+        ] {
+            if len < want {
+                return Err(CpuError::Shape {
+                    what: what.into(),
+                    expected: vec![want],
+                    found: vec![len],
+                });
+            }
+        }
+        if n * oh * ow == 0 {
+            return Ok(());
+        }
+        // Pixel groups: each output row in `per_row` runs of `rows` pixels (the last shorter).
+        let per_row = ow.div_ceil(amx::MAX_ROWS);
+        let rows = ow.div_ceil(per_row);
+        let mut groups = Vec::with_capacity(n * oh * per_row);
+        for img in 0..n {
+            for oy in 0..oh {
+                for part in 0..per_row {
+                    let ox = part * rows;
+                    if ox >= ow {
+                        break;
+                    }
+                    groups.push(amx::Pixels {
+                        x: ((img * hp + oy * s.stride) * wp + ox * s.stride) * cin,
+                        y: ((img * ohp + oy + q) * owp + q + ox) * cout,
+                        len: rows.min(ow - ox),
+                    });
+                }
+            }
+        }
+        let taps: Vec<usize> = (0..k * k)
+            .map(|t| ((t / k) * wp + t % k) * cin)
+            .collect();
+        let (cin_g, cout_g) = (cin / s.groups, cout / s.groups);
+        // Jobs of whole pairs of groups, a few per thread.
+        let pairs = groups.len().div_ceil(2);
+        let jobs = pairs.min(4 * threads.max(1)).max(1);
+        let per_job = pairs.div_ceil(jobs) * 2;
+        let mut parts = Vec::with_capacity(jobs);
+        let mut rest = &mut y[..];
+        let mut at = 0;
+        for chunk in groups.chunks(per_job) {
+            let (first, last) = (chunk[0], chunk[chunk.len() - 1]);
+            let end = last.y + (last.len - 1) * cout + cout;
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut(first.y - at);
+            let (mine, tail) = tail.split_at_mut(end - first.y);
+            rest = tail;
+            at = end;
+            parts.push((chunk, first.y, mine));
+        }
+        let stride = s.stride * cin;
+        parts.into_par_iter().for_each(|(chunk, y0, out)| {
+            let mut pix = Vec::with_capacity(chunk.len());
+            for g in 0..s.groups {
+                let (wg, rq) = self.group(g);
+                pix.clear();
+                pix.extend(chunk.iter().map(|px| amx::Pixels {
+                    x: px.x + g * cin_g,
+                    y: px.y - y0 + g * cout_g,
+                    len: px.len,
+                }));
+                let job = amx::Job {
+                    x: xp,
+                    taps: &taps,
+                    stride,
+                    kc,
+                    chunks: cin_g / kc,
+                    rows,
+                    b: wg,
+                    n: cout_g,
+                    rq,
+                };
+                let done = amx::conv(&job, &pix, out, cout);
+                debug_assert!(done, "the AMX path ran on a CPU without it");
+            }
+        });
         Ok(())
     }
 
@@ -452,9 +616,6 @@ mod tests {
         let ws: Vec<f32> = (0..cout)
             .map(|_| 0.001 + (next() % 100) as f32 * 1e-4)
             .collect();
-        let bias: Vec<f32> = (0..cout)
-            .map(|_| (next() % 200) as f32 / 100.0 - 1.0)
-            .collect();
         let input = ActQuant {
             scale: 0.02,
             zero_point: case.zero_point,
@@ -462,6 +623,14 @@ mod tests {
         // About the spread of the sums over 60 codes: half the outputs land inside 1..=254.
         let taps = (s.kernel_size.pow(2) * s.in_channels / s.groups) as f32;
         let out_scale = 0.02 * 0.006 * taps.sqrt() * 10731.0 / 60.0;
+        // Within 100 codes of 0, every other channel's above: outputs that see only padding
+        // (their sums are the bias alone) land inside the range in half the channels too.
+        let bias: Vec<f32> = (0..cout)
+            .map(|j| {
+                let sign = if j % 2 == 0 { 1.0 } else { -1.0 };
+                sign * (1 + next() % 100) as f32 * out_scale
+            })
+            .collect();
         let conv = QuantConv::new(wt.view(), &ws, &bias, s, input, out_scale).unwrap();
         let x: Vec<u8> = (0..case.n * case.h * case.w * s.in_channels)
             .map(|_| next() as u8)
@@ -499,9 +668,13 @@ mod tests {
             ConvSpec::new(6, 33, 1, 1, 0, 1).unwrap(),
             ConvSpec::new(5, 70, 3, 1, 2, 1).unwrap(),
             ConvSpec::new(64, 96, 3, 2, 1, 2).unwrap(),
+            // Sums of several chunks on the AMX path (96 = 2 x 48, 192 = 3 x 64 channels).
+            ConvSpec::new(96, 40, 3, 1, 1, 1).unwrap(),
+            ConvSpec::new(192, 24, 3, 2, 1, 1).unwrap(),
         ];
         for (i, spec) in specs.into_iter().enumerate() {
-            for (n, h, w) in [(1, 7, 7), (2, 9, 6), (1, 1, 1)] {
+            // Rows wider than a tile (several pixel groups per row, the last one short).
+            for (n, h, w) in [(1, 7, 7), (2, 9, 6), (1, 1, 1), (2, 3, 37)] {
                 for zero_point in [0, 117] {
                     check(&Case {
                         spec,

@@ -127,6 +127,9 @@ pub fn requantize(acc: i32, comp: i32, mult: f32, add: f32) -> u8 {
 /// An instruction set the int8 GEMM runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Int8Kernel {
+    /// Intel AMX tiles (`tdpbusd`) for convs of whole groups of four channels, AVX-512 VNNI
+    /// for the rest (the stem) and for plain GEMMs.
+    Amx,
     /// AVX-512 F/BW with VNNI (`vpdpbusd`).
     Avx512Vnni,
     /// AVX2 with FMA (`vpmaddwd` on widened values).
@@ -137,11 +140,12 @@ pub enum Int8Kernel {
 
 impl Int8Kernel {
     /// Every kernel, fastest first.
-    pub const ALL: [Int8Kernel; 3] = [Self::Avx512Vnni, Self::Avx2, Self::Scalar];
+    pub const ALL: [Int8Kernel; 4] = [Self::Amx, Self::Avx512Vnni, Self::Avx2, Self::Scalar];
 
-    /// The word for this kernel: `vnni`, `avx2` or `scalar`.
+    /// The word for this kernel: `amx`, `vnni`, `avx2` or `scalar`.
     pub fn name(self) -> &'static str {
         match self {
+            Self::Amx => "amx",
             Self::Avx512Vnni => "vnni",
             Self::Avx2 => "avx2",
             Self::Scalar => "scalar",
@@ -151,6 +155,7 @@ impl Int8Kernel {
     /// The CPU features this kernel needs, as `/proc/cpuinfo` names them.
     pub fn features(self) -> &'static str {
         match self {
+            Self::Amx => "amx_tile, amx_int8, avx512f, avx512bw, avx512vnni (and the Linux tile permission)",
             Self::Avx512Vnni => "avx512f, avx512bw, avx512vnni",
             Self::Avx2 => "avx2, fma",
             Self::Scalar => "none",
@@ -160,6 +165,7 @@ impl Int8Kernel {
     /// Whether this CPU can run it.
     pub fn is_available(self) -> bool {
         match self {
+            Self::Amx => crate::int8::amx::available(),
             Self::Avx512Vnni => simd::has_vnni(),
             Self::Avx2 => simd::has_avx2(),
             Self::Scalar => true,
@@ -190,11 +196,12 @@ impl FromStr for Int8Kernel {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
+            "amx" | "amx-int8" => Ok(Self::Amx),
             "vnni" | "avx512vnni" | "avx512-vnni" => Ok(Self::Avx512Vnni),
             "avx2" => Ok(Self::Avx2),
             "scalar" => Ok(Self::Scalar),
             _ => Err(format!(
-                "`{s}` is not an int8 kernel: expected vnni, avx2 or scalar"
+                "`{s}` is not an int8 kernel: expected amx, vnni, avx2 or scalar"
             )),
         }
     }
@@ -305,7 +312,7 @@ pub(crate) fn run_panel(kernel: Int8Kernel, mut job: PanelJob<'_>) {
     }
     job.check();
     let done = match kernel {
-        Int8Kernel::Avx512Vnni => simd::vnni_panel(&mut job),
+        Int8Kernel::Amx | Int8Kernel::Avx512Vnni => simd::vnni_panel(&mut job),
         Int8Kernel::Avx2 => simd::avx2_panel(&mut job),
         Int8Kernel::Scalar => false,
     };

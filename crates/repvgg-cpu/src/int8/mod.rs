@@ -10,6 +10,7 @@
 //!
 //! The quantization parameters come from the caller (calibration lives in `repvgg-model`).
 
+mod amx;
 mod conv;
 mod gemm;
 mod network;

@@ -33,8 +33,8 @@ pub struct Int8Network {
     unit: Vec<f32>,
     kernel: Int8Kernel,
     pool: Option<rayon::ThreadPool>,
-    /// Two activation buffers per concurrent run, kept between runs.
-    buffers: Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// Three activation buffers per concurrent run, kept between runs.
+    buffers: Mutex<Vec<[Vec<u8>; 3]>>,
 }
 
 impl Int8Network {
@@ -213,27 +213,56 @@ impl Int8Network {
             });
         }
         let threads = rayon::current_num_threads();
-        let (mut a, mut b) = self
+        let [mut a, mut b, mut t] = self
             .buffers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop()
             .unwrap_or_default();
+        // On AMX, a conv that runs on the tiles reads its input stored with its padding: the
+        // conv before it writes there (the first conv's input is quantized unpadded, as the
+        // stem's three channels run the im2col path).
+        let padded = |i: usize| -> Option<&QuantConv> {
+            let c = self.convs.get(i)?;
+            (self.kernel == Int8Kernel::Amx && c.amx_chunk().is_some()).then_some(c)
+        };
         a.resize(n * h * w * c, 0);
         quantize_nhwc(x, self.input, &mut a);
+        if let Some(first) = padded(0) {
+            t.resize(first.padded_len(n, h, w), 0);
+            first.pad_input(&a, n, h, w, &mut t);
+            std::mem::swap(&mut a, &mut t);
+        }
         let mut layers = Vec::new();
         let mut cur = c;
-        for conv in &self.convs {
+        for (i, conv) in self.convs.iter().enumerate() {
             let (oh, ow) = conv.spec().output_size(h, w)?;
             let co = conv.spec().out_channels;
-            b.resize(n * oh * ow * co, 0);
-            conv.run(self.kernel, &a, n, h, w, &mut b, threads)?;
+            let next = padded(i + 1);
+            if padded(i).is_some() {
+                // Straight into the next conv's padded layout when it has one.
+                let q = next.map_or(0, |nc| nc.spec().padding);
+                let len = next.map_or(n * oh * ow * co, |nc| nc.padded_len(n, oh, ow));
+                b.resize(len, 0);
+                clear_border(&mut b, n, oh, ow, co, q);
+                conv.run_padded(&a, n, h, w, &mut b, q, threads)?;
+            } else {
+                b.resize(n * oh * ow * co, 0);
+                conv.run(self.kernel, &a, n, h, w, &mut b, threads)?;
+                if let Some(nc) = next {
+                    t.resize(nc.padded_len(n, oh, ow), 0);
+                    nc.pad_input(&b, n, oh, ow, &mut t);
+                    std::mem::swap(&mut b, &mut t);
+                }
+            }
             std::mem::swap(&mut a, &mut b);
             (h, w, cur) = (oh, ow, co);
             if keep {
                 let q = ActQuant::relu(conv.output_scale());
+                let p = next.map_or(0, |nc| nc.spec().padding);
+                let (hp, wp) = (h + 2 * p, w + 2 * p);
                 let t = Array4::from_shape_fn((n, co, h, w), |(i, ch, y, xx)| {
-                    q.dequantize(a[((i * h + y) * w + xx) * co + ch])
+                    q.dequantize(a[((i * hp + y + p) * wp + xx + p) * co + ch])
                 });
                 layers.push(t);
             }
@@ -280,8 +309,29 @@ impl Int8Network {
         self.buffers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push((a, b));
+            .push([a, b, t]);
         Ok((logits, layers))
+    }
+}
+
+/// Zeroes the border of `q` pixels around `n` images of `h x w x c` stored padded in `buf`, and
+/// whatever follows them (a padded layout's slack).
+fn clear_border(buf: &mut [u8], n: usize, h: usize, w: usize, c: usize, q: usize) {
+    let (hp, wp) = (h + 2 * q, w + 2 * q);
+    let row = wp * c;
+    let (body, slack) = buf.split_at_mut(n * hp * row);
+    slack.fill(0);
+    if q == 0 {
+        return;
+    }
+    for (r, line) in body.chunks_exact_mut(row).enumerate() {
+        let y = r % hp;
+        if y < q || y >= h + q {
+            line.fill(0);
+        } else {
+            line[..q * c].fill(0);
+            line[(q + w) * c..].fill(0);
+        }
     }
 }
 
