@@ -59,7 +59,13 @@ fn detect() -> bool {
     // SAFETY: `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)` takes two integers and
     // touches no memory of ours; it returns 0 when the permission is granted, -1 otherwise
     // (old kernels, a CPU without AMX).
-    let rc = unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        )
+    };
     rc == 0
 }
 
@@ -91,23 +97,28 @@ pub(crate) struct Job<'a> {
     pub rq: Requant<'a>,
 }
 
-/// Output pixels `len` (at most `rows`) from input byte `x` (first tap, first channel of the
-/// group), stored from output byte `y` on, a pixel `y_rs` bytes after the previous.
+/// Output pixels `len` (at most `rows`) of one tile: its rows start at input byte `x` (first
+/// tap, first channel of the group), `stride` apart, and row `r` is stored at output byte
+/// `y[r]` on.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Pixels {
     pub x: usize,
-    pub y: usize,
+    pub y: [usize; MAX_ROWS],
     pub len: usize,
 }
 
 /// Runs `job` on `groups` (in pairs) into `y`; `false` (nothing done) without AMX.
-pub(crate) fn conv(job: &Job<'_>, groups: &[Pixels], y: &mut [u8], y_rs: usize) -> bool {
+pub(crate) fn conv(job: &Job<'_>, groups: &[Pixels], y: &mut [u8]) -> bool {
     assert!(
         job.kc.is_multiple_of(4) && job.kc > 0 && job.kc <= MAX_KC,
         "chunk of {} bytes",
         job.kc
     );
-    assert!(job.rows > 0 && job.rows <= MAX_ROWS, "{} tile rows", job.rows);
+    assert!(
+        job.rows > 0 && job.rows <= MAX_ROWS,
+        "{} tile rows",
+        job.rows
+    );
     let kp = job.taps.len() * job.chunks * job.kc;
     assert!(
         job.b.len() >= kp * crate::int8::padded_n(job.n),
@@ -117,10 +128,10 @@ pub(crate) fn conv(job: &Job<'_>, groups: &[Pixels], y: &mut [u8], y_rs: usize) 
     if available() {
         // SAFETY: `x86::conv` enables avx512f and avx512bw, which `available` checked (through
         // `has_vnni`) together with the AMX features and the OS grant it uses.
-        unsafe { x86::conv(job, groups, y, y_rs, kp) };
+        unsafe { x86::conv(job, groups, y, kp) };
         return true;
     }
-    let _ = (groups, y, y_rs);
+    let _ = (groups, y);
     false
 }
 
@@ -156,7 +167,10 @@ mod x86 {
     }
     macro_rules! dp {
         ($c:literal, $a:literal, $b:literal) => {
-            asm!(concat!("tdpbusd tmm", $c, ", tmm", $a, ", tmm", $b), options(nostack, nomem))
+            asm!(
+                concat!("tdpbusd tmm", $c, ", tmm", $a, ", tmm", $b),
+                options(nostack, nomem)
+            )
         };
     }
 
@@ -185,7 +199,10 @@ mod x86 {
         /// Pixel group `t` (0 or 1): `rows` rows of `kc` bytes from `x[at..]`, `stride` apart.
         #[inline(always)]
         fn load_a(&self, t: usize, x: &[u8], at: usize, stride: usize) {
-            assert!(at + (self.rows - 1) * stride + self.kc <= x.len(), "tile read past the input");
+            assert!(
+                at + (self.rows - 1) * stride + self.kc <= x.len(),
+                "tile read past the input"
+            );
             let p = x[at..].as_ptr();
             // SAFETY: the assert above keeps every byte read inside `x`.
             unsafe {
@@ -200,7 +217,10 @@ mod x86 {
         /// Weight half `t` (0 or 1): `kc / 4` rows of 64 bytes from `b[at..]`, `stride` apart.
         #[inline(always)]
         fn load_b(&self, t: usize, b: &[u8], at: usize, stride: usize) {
-            assert!(at + (self.kc / 4 - 1) * stride + 64 <= b.len(), "tile read past the weights");
+            assert!(
+                at + (self.kc / 4 - 1) * stride + 64 <= b.len(),
+                "tile read past the weights"
+            );
             let p = b[at..].as_ptr();
             // SAFETY: the assert above keeps every byte read inside `b`.
             unsafe {
@@ -217,8 +237,13 @@ mod x86 {
         fn zero(&self) {
             // SAFETY: register-only instructions on configured tiles.
             unsafe {
-                asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3",
-                    options(nostack, nomem));
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                );
             }
         }
 
@@ -265,18 +290,19 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub(super) fn conv(job: &Job<'_>, groups: &[Pixels], y: &mut [u8], y_rs: usize, kp: usize) {
+    pub(super) fn conv(job: &Job<'_>, groups: &[Pixels], y: &mut [u8], kp: usize) {
         let tiles = Tiles::new(job.rows, job.kc);
         let b: &[u8] = bytemuck::cast_slice(job.b);
         let mut sums = [[[0i32; 16]; MAX_ROWS]; 4];
-        for pair in groups.chunks(2) {
-            let na = pair.len();
-            let mut col0 = 0;
-            for p in 0..panels(job.n) {
-                let w = panel_width(job.n, p);
-                let cols = w.min(job.n - p * NR);
-                let nb = cols.div_ceil(16);
-                let panel = &b[col0 * kp..(col0 + w) * kp];
+        // A panel's weights stay in the cache while every pair of pixel groups reads them.
+        let mut col0 = 0;
+        for p in 0..panels(job.n) {
+            let w = panel_width(job.n, p);
+            let cols = w.min(job.n - p * NR);
+            let nb = cols.div_ceil(16);
+            let panel = &b[col0 * kp..(col0 + w) * kp];
+            for pair in groups.chunks(2) {
+                let na = pair.len();
                 tiles.zero();
                 let mut k4 = 0;
                 for &tap in job.taps {
@@ -301,12 +327,15 @@ mod x86 {
                         let c0 = h * 16;
                         let n = (cols - c0).min(16);
                         let at = col0 + c0;
-                        let comp: __m512i =
-                            bytemuck::pod_read_unaligned(bytemuck::cast_slice(&job.rq.comp[at..at + 16]));
-                        let mult: __m512 =
-                            bytemuck::pod_read_unaligned(bytemuck::cast_slice(&job.rq.mult[at..at + 16]));
-                        let add: __m512 =
-                            bytemuck::pod_read_unaligned(bytemuck::cast_slice(&job.rq.add[at..at + 16]));
+                        let comp: __m512i = bytemuck::pod_read_unaligned(bytemuck::cast_slice(
+                            &job.rq.comp[at..at + 16],
+                        ));
+                        let mult: __m512 = bytemuck::pod_read_unaligned(bytemuck::cast_slice(
+                            &job.rq.mult[at..at + 16],
+                        ));
+                        let add: __m512 = bytemuck::pod_read_unaligned(bytemuck::cast_slice(
+                            &job.rq.add[at..at + 16],
+                        ));
                         for (r, row) in sums[2 * i + h].iter().enumerate().take(g.len) {
                             let acc: __m512i = bytemuck::cast(*row);
                             let z = _mm512_cvtepi32_ps(_mm512_add_epi32(acc, comp));
@@ -317,13 +346,17 @@ mod x86 {
                             );
                             let q: [u8; 16] =
                                 bytemuck::cast(_mm512_cvtepi32_epi8(_mm512_cvtps_epi32(z)));
-                            let o = g.y + r * y_rs + p * NR + c0;
-                            y[o..o + n].copy_from_slice(&q[..n]);
+                            let o = g.y[r] + p * NR + c0;
+                            if n == 16 {
+                                y[o..o + 16].copy_from_slice(&q);
+                            } else {
+                                y[o..o + n].copy_from_slice(&q[..n]);
+                            }
                         }
                     }
                 }
-                col0 += w;
             }
+            col0 += w;
         }
         drop(tiles);
     }

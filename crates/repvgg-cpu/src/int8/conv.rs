@@ -8,13 +8,47 @@ use rayon::prelude::*;
 use repvgg_math::ConvSpec;
 
 use crate::error::{CpuError, Result};
-use crate::int8::{ActQuant, amx};
 use crate::int8::gemm::{
     self, Int8Kernel, KG, MR, PanelJob, Requant, packed_rows_len, padded_k, padded_n,
 };
+use crate::int8::{ActQuant, amx};
 
 /// Bytes of im2col rows one chunk gathers (they stay in L2 while every panel reads them).
 const COL_BYTES: usize = 48 * 1024;
+
+/// Pixel groups the AMX path gathers at a time for a conv of too few channels.
+const GATHER_GROUPS: usize = 32;
+
+/// Bytes of a kernel row the AMX gather copies as one fixed-size block (the stem's 3 x 3).
+const SHORT_SPAN: usize = 16;
+
+/// The largest multiple of four up to a tile row's bytes that divides `len`.
+fn amx_chunk(len: usize) -> Option<usize> {
+    (1..=amx::MAX_KC / KG)
+        .rev()
+        .map(|q| q * KG)
+        .find(|kc| len.is_multiple_of(*kc))
+}
+
+/// Up to [`amx::MAX_ROWS`] output pixels of one tile: each one's first tap in the padded
+/// input and its place in the output.
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    x: [usize; amx::MAX_ROWS],
+    y: [usize; amx::MAX_ROWS],
+    len: usize,
+}
+
+/// How the AMX path reads a conv's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AmxMode {
+    /// Tiles straight from the padded input, tap by tap, `kc` channels at a time (a conv
+    /// group's channels are whole groups of four).
+    Direct { kc: usize },
+    /// The taps of each pixel gathered into rows first, `kc` steps at a time (the stem's
+    /// three channels; one group).
+    Gathered { kc: usize },
+}
 
 /// A convolution with s8 weights (per-output-channel scales), a u8 input of a known scale and
 /// zero point, and a u8 output after ReLU (zero point 0).
@@ -168,7 +202,7 @@ impl QuantConv {
         if m == 0 {
             return Ok(());
         }
-        if kernel == Int8Kernel::Amx && self.amx_chunk().is_some() {
+        if kernel == Int8Kernel::Amx && self.amx_mode().is_some() {
             let mut xp = vec![0u8; self.padded_len(n, h, w)];
             self.pad_input(x, n, h, w, &mut xp);
             return self.run_padded(&xp, n, h, w, y, 0, threads);
@@ -248,18 +282,17 @@ impl QuantConv {
         Ok(())
     }
 
-    /// Channels per chunk of the AMX path's sum (the largest multiple of four up to
-    /// [`amx::MAX_KC`] that divides a group's channels), or `None` when a group's channels are
-    /// not whole groups of four (the stem): such a conv runs the im2col path.
-    pub(crate) fn amx_chunk(&self) -> Option<usize> {
+    /// How the AMX path runs this conv, or `None` when it does not (grouped convs whose
+    /// groups' channels are not whole groups of four).
+    pub(crate) fn amx_mode(&self) -> Option<AmxMode> {
         let cin_g = self.spec.in_channels / self.spec.groups;
-        if !cin_g.is_multiple_of(KG) {
-            return None;
+        if cin_g.is_multiple_of(KG) {
+            amx_chunk(cin_g).map(|kc| AmxMode::Direct { kc })
+        } else if self.spec.groups == 1 {
+            amx_chunk(self.kp).map(|kc| AmxMode::Gathered { kc })
+        } else {
+            None
         }
-        (1..=amx::MAX_KC / KG)
-            .rev()
-            .map(|q| q * KG)
-            .find(|kc| cin_g.is_multiple_of(*kc))
     }
 
     /// Bytes of the padded input [`QuantConv::run_padded`] reads for `n x h x w`: `[n][h + 2p]
@@ -300,7 +333,7 @@ impl QuantConv {
     ///
     /// # Errors
     /// [`CpuError::Shape`] when `xp` or `y` are too short; [`CpuError::Invalid`] when the conv
-    /// does not fit the AMX path ([`QuantConv::amx_chunk`]) or the CPU lacks it.
+    /// does not fit the AMX path ([`QuantConv::amx_mode`]) or the CPU lacks it.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_padded(
         &self,
@@ -313,11 +346,12 @@ impl QuantConv {
         threads: usize,
     ) -> Result<()> {
         let s = &self.spec;
-        let Some(kc) = self.amx_chunk() else {
+        let Some(mode) = self.amx_mode() else {
             return Err(CpuError::Invalid(format!(
                 "the AMX int8 path needs whole groups of four input channels per conv group, \
-                 found {}",
-                s.in_channels / s.groups
+                 found {} in each of {} groups",
+                s.in_channels / s.groups,
+                s.groups
             )));
         };
         let (oh, ow) = s.output_size(h, w)?;
@@ -339,30 +373,73 @@ impl QuantConv {
         if n * oh * ow == 0 {
             return Ok(());
         }
-        // Pixel groups: each output row in `per_row` runs of `rows` pixels (the last shorter).
-        let per_row = ow.div_ceil(amx::MAX_ROWS);
-        let rows = ow.div_ceil(per_row);
-        let mut groups = Vec::with_capacity(n * oh * per_row);
-        for img in 0..n {
-            for oy in 0..oh {
-                for part in 0..per_row {
-                    let ox = part * rows;
-                    if ox >= ow {
-                        break;
-                    }
-                    groups.push(amx::Pixels {
-                        x: ((img * hp + oy * s.stride) * wp + ox * s.stride) * cin,
-                        y: ((img * ohp + oy + q) * owp + q + ox) * cout,
-                        len: rows.min(ow - ox),
-                    });
+        let m = n * oh * ow;
+        // Narrow outputs (the last stage's 7 x 7) fill whole tiles when gathered.
+        let mode = match mode {
+            AmxMode::Direct { .. } if s.groups == 1 && 2 * ow <= amx::MAX_ROWS && oh > 1 => {
+                match amx_chunk(self.kp) {
+                    Some(kc) => AmxMode::Gathered { kc },
+                    None => mode,
                 }
             }
-        }
-        let taps: Vec<usize> = (0..k * k)
-            .map(|t| ((t / k) * wp + t % k) * cin)
-            .collect();
+            m => m,
+        };
+        let at_in = |img: usize, oy: usize, ox: usize| {
+            ((img * hp + oy * s.stride) * wp + ox * s.stride) * cin
+        };
+        let at_out =
+            |img: usize, oy: usize, ox: usize| ((img * ohp + oy + q) * owp + q + ox) * cout;
+        let mut groups = Vec::new();
+        let rows = match mode {
+            AmxMode::Direct { .. } => {
+                // Each output row in `per_row` runs of `rows` pixels (the last shorter): a
+                // tile's rows are `stride x in` bytes apart in the input.
+                let per_row = ow.div_ceil(amx::MAX_ROWS);
+                let rows = ow.div_ceil(per_row);
+                for img in 0..n {
+                    for oy in 0..oh {
+                        for ox in (0..ow).step_by(rows) {
+                            let len = rows.min(ow - ox);
+                            let mut g = Group {
+                                x: [0; amx::MAX_ROWS],
+                                y: [0; amx::MAX_ROWS],
+                                len,
+                            };
+                            for r in 0..len {
+                                g.x[r] = at_in(img, oy, ox + r);
+                                g.y[r] = at_out(img, oy, ox + r);
+                            }
+                            groups.push(g);
+                        }
+                    }
+                }
+                rows
+            }
+            AmxMode::Gathered { .. } => {
+                // Runs of consecutive output pixels across rows and images.
+                let rows = amx::MAX_ROWS.min(m);
+                for p0 in (0..m).step_by(rows) {
+                    let len = rows.min(m - p0);
+                    let mut g = Group {
+                        x: [0; amx::MAX_ROWS],
+                        y: [0; amx::MAX_ROWS],
+                        len,
+                    };
+                    for r in 0..len {
+                        let p = p0 + r;
+                        let (img, oy, ox) = (p / (oh * ow), p / ow % oh, p % ow);
+                        g.x[r] = at_in(img, oy, ox);
+                        g.y[r] = at_out(img, oy, ox);
+                    }
+                    groups.push(g);
+                }
+                rows
+            }
+        };
+        let taps: Vec<usize> = (0..k * k).map(|t| ((t / k) * wp + t % k) * cin).collect();
         let (cin_g, cout_g) = (cin / s.groups, cout / s.groups);
-        // Jobs of whole pairs of groups, a few per thread.
+        // Jobs of whole pairs of groups, a few per thread, each with the output bytes its
+        // pixels own.
         let pairs = groups.len().div_ceil(2);
         let jobs = pairs.min(4 * threads.max(1)).max(1);
         let per_job = pairs.div_ceil(jobs) * 2;
@@ -370,38 +447,94 @@ impl QuantConv {
         let mut rest = &mut y[..];
         let mut at = 0;
         for chunk in groups.chunks(per_job) {
-            let (first, last) = (chunk[0], chunk[chunk.len() - 1]);
-            let end = last.y + (last.len - 1) * cout + cout;
-            let (_, tail) = std::mem::take(&mut rest).split_at_mut(first.y - at);
-            let (mine, tail) = tail.split_at_mut(end - first.y);
+            let (first, last) = (&chunk[0], &chunk[chunk.len() - 1]);
+            let (start, end) = (first.y[0], last.y[last.len - 1] + cout);
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut(start - at);
+            let (mine, tail) = tail.split_at_mut(end - start);
             rest = tail;
             at = end;
-            parts.push((chunk, first.y, mine));
+            parts.push((chunk, start, mine));
         }
-        let stride = s.stride * cin;
+        let kp = self.kp;
+        let local = |g: &Group, y0: usize, x: usize, c0: usize| {
+            let mut px = amx::Pixels {
+                x,
+                y: [0; amx::MAX_ROWS],
+                len: g.len,
+            };
+            for (d, &v) in px.y.iter_mut().zip(&g.y).take(g.len) {
+                *d = v - y0 + c0;
+            }
+            px
+        };
         parts.into_par_iter().for_each(|(chunk, y0, out)| {
             let mut pix = Vec::with_capacity(chunk.len());
-            for g in 0..s.groups {
-                let (wg, rq) = self.group(g);
-                pix.clear();
-                pix.extend(chunk.iter().map(|px| amx::Pixels {
-                    x: px.x + g * cin_g,
-                    y: px.y - y0 + g * cout_g,
-                    len: px.len,
-                }));
-                let job = amx::Job {
-                    x: xp,
-                    taps: &taps,
-                    stride,
-                    kc,
-                    chunks: cin_g / kc,
-                    rows,
-                    b: wg,
-                    n: cout_g,
-                    rq,
-                };
-                let done = amx::conv(&job, &pix, out, cout);
-                debug_assert!(done, "the AMX path ran on a CPU without it");
+            match mode {
+                AmxMode::Direct { kc } => {
+                    for g in 0..s.groups {
+                        let (wg, rq) = self.group(g);
+                        pix.clear();
+                        pix.extend(
+                            chunk
+                                .iter()
+                                .map(|px| local(px, y0, px.x[0] + g * cin_g, g * cout_g)),
+                        );
+                        let job = amx::Job {
+                            x: xp,
+                            taps: &taps,
+                            stride: s.stride * cin,
+                            kc,
+                            chunks: cin_g / kc,
+                            rows,
+                            b: wg,
+                            n: cout_g,
+                            rq,
+                        };
+                        let done = amx::conv(&job, &pix, out);
+                        debug_assert!(done, "the AMX path ran on a CPU without it");
+                    }
+                }
+                AmxMode::Gathered { kc } => {
+                    // Each pixel's taps gathered into one row of `kp` bytes (a kernel row's
+                    // taps are `k x in` consecutive bytes of the padded input); steps past the
+                    // taps hold zero weights.
+                    let (wg, rq) = self.group(0);
+                    let span = k * cin;
+                    let mut buf = vec![0u8; GATHER_GROUPS * rows * kp + SHORT_SPAN];
+                    for sub in chunk.chunks(GATHER_GROUPS) {
+                        pix.clear();
+                        for (j, px) in sub.iter().enumerate() {
+                            for r in 0..px.len {
+                                let dst = (j * rows + r) * kp;
+                                for ky in 0..k {
+                                    let (from, to) = (px.x[r] + ky * wp * cin, dst + ky * span);
+                                    if span <= SHORT_SPAN {
+                                        // One fixed-size copy; what it writes past the span
+                                        // the next copy overwrites, or it meets zero weights.
+                                        buf[to..to + SHORT_SPAN]
+                                            .copy_from_slice(&xp[from..from + SHORT_SPAN]);
+                                    } else {
+                                        buf[to..to + span].copy_from_slice(&xp[from..from + span]);
+                                    }
+                                }
+                            }
+                            pix.push(local(px, y0, j * rows * kp, 0));
+                        }
+                        let job = amx::Job {
+                            x: &buf,
+                            taps: &[0],
+                            stride: kp,
+                            kc,
+                            chunks: kp / kc,
+                            rows,
+                            b: wg,
+                            n: cout,
+                            rq,
+                        };
+                        let done = amx::conv(&job, &pix, out);
+                        debug_assert!(done, "the AMX path ran on a CPU without it");
+                    }
+                }
             }
         });
         Ok(())

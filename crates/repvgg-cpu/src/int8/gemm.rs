@@ -155,7 +155,9 @@ impl Int8Kernel {
     /// The CPU features this kernel needs, as `/proc/cpuinfo` names them.
     pub fn features(self) -> &'static str {
         match self {
-            Self::Amx => "amx_tile, amx_int8, avx512f, avx512bw, avx512vnni (and the Linux tile permission)",
+            Self::Amx => {
+                "amx_tile, amx_int8, avx512f, avx512bw, avx512vnni (and the Linux tile permission)"
+            }
             Self::Avx512Vnni => "avx512f, avx512bw, avx512vnni",
             Self::Avx2 => "avx2, fma",
             Self::Scalar => "none",
