@@ -106,10 +106,13 @@ impl DeviceArgs {
     }
 }
 
-/// One line on stderr saying what tuning did for `runner`, where it timed or skipped shapes.
+/// One line on stderr saying what tuning did for `runner`, where it timed or skipped shapes
+/// or checked its choices on the whole network (the line ends with that check's verdict).
 pub(crate) fn report_tuning(runner: &repvgg_model::Runner) {
     if let Some(r) = runner.tuning_report()
-        && (!r.tuned.is_empty() || r.untuned > 0)
+        && (!r.tuned.is_empty()
+            || r.untuned > 0
+            || matches!(r.network, repvgg_model::gpu::NetworkCheck::Measured { .. }))
     {
         eprintln!("{} form: {r}", runner.form());
     }
