@@ -635,6 +635,13 @@ mod tests {
             "f16 3>48 k3 s2 p1 g1 8x224x224".into(),
             Candidate::Direct(select::DirectConv::Gemm { split_k: false }),
         );
+        c.insert_verdict(
+            "net f32 1x56x56 2 convs 0123456789abcdef".into(),
+            Verdict {
+                kept: Kept::Rules,
+                tuned: 0xfedc_ba98_7654_3210,
+            },
+        );
         assert_eq!(c.save().ok(), Some(true));
         c
     }
@@ -646,6 +653,14 @@ mod tests {
         let back = TuningCache::open("llvmpipe\tllvmpipe\tMesa\tvulkan".into(), Some(dir.path()));
         assert_eq!(back.entries, saved.entries);
         assert_eq!(back.entries.len(), 2);
+        assert_eq!(back.verdicts, saved.verdicts);
+        assert_eq!(
+            back.verdict("net f32 1x56x56 2 convs 0123456789abcdef"),
+            Some(Verdict {
+                kept: Kept::Rules,
+                tuned: 0xfedc_ba98_7654_3210
+            })
+        );
         // Unchanged: no write.
         let mut back = back;
         assert_eq!(back.save().ok(), Some(false));
@@ -693,12 +708,275 @@ mod tests {
                 assert_eq!(c.get("k2"), Candidate::parse("subgroup12"));
                 continue;
             }
-            assert!(c.entries.is_empty(), "case {n}");
+            assert!(c.entries.is_empty() && c.verdicts.is_empty(), "case {n}");
             c.insert("k".into(), Candidate::parse("gemm").expect("gemm"));
             assert_eq!(c.save().ok(), Some(true), "case {n}");
             let back = TuningCache::open(id.into(), Some(dir.path()));
             assert_eq!(back.entries, c.entries, "case {n}");
         }
+    }
+
+    /// A verdict line whose value does not parse is skipped, the others kept; a verdict's
+    /// value under a conv's key, or a candidate under a verdict's key, is skipped too.
+    #[test]
+    fn damaged_verdict_lines_are_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = "llvmpipe\tllvmpipe\tMesa\tvulkan";
+        let path = TuningCache::open(id.into(), Some(dir.path()))
+            .path()
+            .expect("path")
+            .to_path_buf();
+        let lines = [
+            "net ok\trules 0123456789abcdef",
+            "net ok2\ttuned FEDCBA9876543210",
+            "net a\tmaybe 0123456789abcdef",
+            "net b\trules 0123",
+            "net c\trules 0123456789abcdeg",
+            "net d\ttuned +123456789abcdef",
+            "net e\ttuned 0123456789abcdef0",
+            "net f\tgemm",
+            "net g\trules",
+            "net h",
+            "f32 1>1 k1 s1 p0 g1 1x1x1\trules 0123456789abcdef",
+            "f32 2>2 k1 s1 p0 g1 1x1x1\tgemm",
+        ];
+        let text = format!("{id}\n{}", lines.join("\n"));
+        std::fs::write(&path, checked_file::encode(MAGIC, text.as_bytes())).expect("write");
+        let c = TuningCache::open(id.into(), Some(dir.path()));
+        assert_eq!(c.verdicts.len(), 2, "{:?}", c.verdicts);
+        assert_eq!(c.verdict("net ok").map(|v| v.kept), Some(Kept::Rules));
+        assert_eq!(
+            c.verdict("net ok2"),
+            Some(Verdict {
+                kept: Kept::Tuned,
+                tuned: 0xfedc_ba98_7654_3210
+            })
+        );
+        assert_eq!(c.entries.len(), 1, "{:?}", c.entries);
+        assert!(c.get("f32 2>2 k1 s1 p0 g1 1x1x1").is_some());
+    }
+
+    #[test]
+    fn verdict_keys_name_the_workload_and_hash_the_convs() {
+        // FNV-1a 64's published vectors: the hash does not depend on this build.
+        assert_eq!(fnv1a([""]), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(["a"]), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(["a", "b"]), fnv1a(["a\nb"]));
+        let job = |batch| Job {
+            mode: Tuning::Cached,
+            budget: Duration::ZERO,
+            batch,
+            height: 224,
+            width: 200,
+            precision: Precision::F16,
+        };
+        let keys = vec!["f16 3>48 k3 s2 p1 g1 1x224x200".to_string(), "x".into()];
+        let k = network_key(job(1), &keys);
+        assert!(k.starts_with("net f16 1x224x200 2 convs "), "{k}");
+        assert_eq!(k.len(), "net f16 1x224x200 2 convs ".len() + 16, "{k}");
+        assert_ne!(k, network_key(job(8), &keys));
+        assert_ne!(k, network_key(job(1), &keys[..1]));
+        let swapped = [keys[1].clone(), keys[0].clone()];
+        assert_ne!(k, network_key(job(1), &swapped));
+        let choice = |candidate| ConvChoice {
+            candidate,
+            source: ChoiceSource::Tuned,
+        };
+        let gemm = Candidate::parse("gemm").expect("gemm");
+        let sub = Candidate::parse("subgroup8").expect("subgroup8");
+        assert_eq!(
+            fingerprint(&[choice(gemm), choice(sub)]),
+            fnv1a(["gemm", "subgroup8"])
+        );
+        assert_ne!(
+            fingerprint(&[choice(gemm), choice(sub)]),
+            fingerprint(&[choice(sub), choice(gemm)])
+        );
+    }
+
+    /// On the adapter, with per-shape entries in the cache that differ from the rules': a
+    /// cached verdict decides a cached build without timing (the rules' choices for `rules`,
+    /// the cached ones for `tuned`); tuning off takes the rules and leaves the verdict alone;
+    /// a damaged verdict is ignored, and with the budget spent the rules choose and no verdict
+    /// is cached; with a budget the check times both networks and caches its verdict, which
+    /// the next cached build reuses; a forced build checks again.
+    #[test]
+    fn the_network_check_decides_and_its_verdict_is_cached() {
+        use crate::{ContextOptions, NetworkBuilder};
+        let Some(shared) = crate::test_context() else {
+            return;
+        };
+        if !shared.has_timestamps() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = ContextOptions {
+            pipeline_cache_dir: Some(dir.path().to_path_buf()),
+            ..ContextOptions::default()
+        };
+        let ctx = GpuContext::with_options(&options).expect("context");
+        let caps = Caps::of(&ctx);
+        let (n, h, w) = (1, 12, 10);
+        let specs = [
+            ConvSpec::conv3x3(3, 8, 2, 1).expect("spec"),
+            ConvSpec::conv3x3(8, 8, 1, 1).expect("spec"),
+        ];
+        let inputs = [[n, 3, h, w], [n, 8, h / 2, w / 2]];
+        let build = |tuning, budget| {
+            let mut b = NetworkBuilder::new(&ctx)
+                .tuning(tuning)
+                .tuning_budget(budget)
+                .tune_for(n, h, w);
+            let mut y = b.input(3);
+            for (i, spec) in specs.iter().enumerate() {
+                let weight = Array4::from_shape_fn(spec.weight_shape(), |(o, c, ky, kx)| {
+                    ((o * 7 + c * 3 + ky + kx + i) % 5) as f32 / 5.0 - 0.4
+                });
+                let ep = Epilogue::bias(vec![0.05; spec.out_channels]).relu();
+                y = b.conv(y, weight.view(), *spec, ep).expect("conv");
+            }
+            b.output("y", y);
+            b.build().expect("build")
+        };
+        let rules: Vec<Candidate> = specs
+            .iter()
+            .map(|s| select::rule(&caps, s, Precision::F32))
+            .collect();
+        // Per shape, a candidate other than the rules' where the set has one.
+        let others: Vec<Candidate> = specs
+            .iter()
+            .map(|s| {
+                let set = Candidate::set(&caps, s, Precision::F32);
+                set.iter().copied().find(|c| *c != set[0]).unwrap_or(set[0])
+            })
+            .collect();
+        assert_ne!(others, rules, "no conv has a candidate but the rules'");
+        let keys: Vec<String> = specs
+            .iter()
+            .zip(inputs)
+            .map(|(s, x)| key(Precision::F32, s, x, false))
+            .collect();
+        let job = Job {
+            mode: Tuning::Cached,
+            budget: Duration::ZERO,
+            batch: n,
+            height: h,
+            width: w,
+            precision: Precision::F32,
+        };
+        let verdict_key = network_key(job, &keys);
+        let tuned: Vec<ConvChoice> = others
+            .iter()
+            .map(|&candidate| ConvChoice {
+                candidate,
+                source: ChoiceSource::Cache,
+            })
+            .collect();
+        let identity = TuningCache::identity(&ctx);
+        let write = |verdict: Option<&str>| {
+            let c = TuningCache::open(identity.clone(), Some(dir.path()));
+            let path = c.path().expect("path").to_path_buf();
+            let mut text = identity.clone();
+            for (k, cand) in keys.iter().zip(&others) {
+                text += &format!("\n{k}\t{cand}");
+            }
+            if let Some(v) = verdict {
+                text += &format!("\n{verdict_key}\t{v}");
+            }
+            std::fs::write(&path, checked_file::encode(MAGIC, text.as_bytes())).expect("write");
+        };
+        let read_verdict =
+            || TuningCache::open(identity.clone(), Some(dir.path())).verdict(&verdict_key);
+        let candidates = |net: &GpuNetwork| -> Vec<Candidate> {
+            net.conv_choices().iter().map(|c| c.candidate).collect()
+        };
+        let long = Duration::from_secs(600);
+        let fp = fingerprint(&tuned);
+
+        // A cached `rules` verdict: the rules' choices, nothing timed.
+        write(Some(&format!("rules {fp:016x}")));
+        let net = build(Tuning::Cached, long);
+        let r = net.tuning_report().expect("report");
+        assert_eq!(r.network, NetworkCheck::Cached(Kept::Rules), "{r}");
+        assert_eq!((r.cached, r.tuned.len()), (2, 0), "{r}");
+        assert_eq!(candidates(&net), rules);
+        assert!(
+            net.conv_choices()
+                .iter()
+                .all(|c| c.source == ChoiceSource::Rules)
+        );
+
+        // A cached `tuned` verdict: the cached choices.
+        write(Some(&format!("tuned {fp:016x}")));
+        let net = build(Tuning::Cached, long);
+        let r = net.tuning_report().expect("report");
+        assert_eq!(r.network, NetworkCheck::Cached(Kept::Tuned), "{r}");
+        assert_eq!(candidates(&net), others);
+        assert!(
+            net.conv_choices()
+                .iter()
+                .all(|c| c.source == ChoiceSource::Cache)
+        );
+
+        // Tuning off: the rules, no check, the verdict left as it was.
+        let net = build(Tuning::Off, long);
+        let r = net.tuning_report().expect("report");
+        assert!(matches!(r.network, NetworkCheck::NotRun(_)), "{r}");
+        assert_eq!(candidates(&net), rules);
+        assert_eq!(read_verdict().map(|v| v.kept), Some(Kept::Tuned));
+
+        // A verdict on other tuned choices does not apply; a damaged one is ignored. Without
+        // budget the check cannot run: the rules choose, and no verdict is cached.
+        for damaged in [
+            format!("rules {:016x}", fp ^ 1),
+            format!("rules {fp:x}z"),
+            format!("kept {fp:016x}"),
+        ] {
+            write(Some(&damaged));
+            let net = build(Tuning::Cached, Duration::ZERO);
+            let r = net.tuning_report().expect("report");
+            assert!(
+                matches!(r.network, NetworkCheck::NotRun(_)),
+                "{damaged}: {r}"
+            );
+            assert_eq!(candidates(&net), rules, "{damaged}");
+            let v = read_verdict();
+            assert!(v.is_none_or(|v| v.tuned != fp), "{damaged}: {v:?}");
+        }
+
+        // No verdict, a budget: the check times both networks and caches its verdict.
+        write(None);
+        let net = build(Tuning::Cached, long);
+        let r = net.tuning_report().expect("report").clone();
+        let NetworkCheck::Measured {
+            tuned: t,
+            rules: rt,
+            kept,
+        } = r.network
+        else {
+            panic!("the check did not run: {r}");
+        };
+        assert!(t > Duration::ZERO && rt > Duration::ZERO, "{r}");
+        assert_eq!(r.tuned.len(), 0, "{r}");
+        let want = match kept {
+            Kept::Tuned => &others,
+            Kept::Rules => &rules,
+        };
+        assert_eq!(&candidates(&net), want, "{r}");
+        assert_eq!(read_verdict(), Some(Verdict { kept, tuned: fp }));
+        assert!(r.to_string().contains("network check: "), "{r}");
+        // Reused by the next cached build.
+        let net = build(Tuning::Cached, long);
+        let again = net.tuning_report().expect("report");
+        assert_eq!(again.network, NetworkCheck::Cached(kept), "{again}");
+        assert_eq!(&candidates(&net), want);
+        // A forced build never takes a cached verdict.
+        let net = build(Tuning::Force, long);
+        let forced = net.tuning_report().expect("report");
+        assert!(
+            !matches!(forced.network, NetworkCheck::Cached(_)),
+            "{forced}"
+        );
     }
 
     #[test]
