@@ -103,7 +103,9 @@ impl NetworkBuilder {
     /// shape a build times is timed whole, so that every build makes progress; after it, tuning
     /// starts no candidate once the budget is spent (one started is timed to its end: a
     /// pipeline build and four runs), a shape cut short is not cached, and the shapes left take
-    /// the rules until a later build tunes them.
+    /// the rules until a later build tunes them. The network-level check of tuned choices
+    /// ([`crate::NetworkCheck`]) counts against the budget too: where it cannot run in it, the
+    /// network takes the rules' choices.
     pub fn tuning_budget(mut self, budget: Duration) -> Self {
         self.budget = budget;
         self

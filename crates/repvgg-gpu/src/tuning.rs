@@ -10,16 +10,20 @@ use crate::select::Candidate;
 /// of the workload it is built for ([`crate::NetworkBuilder::tune_for`]), and keeps the
 /// fastest. Choices persist in the tuning cache beside the pipeline cache
 /// ([`crate::ContextOptions::pipeline_cache_dir`]), keyed by adapter, driver, backend,
-/// precision and shape. Tuning needs timestamp queries: without them the rules choose.
+/// precision and shape. Where tuned choices differ from the rules', the whole network is timed
+/// with both sets and the tuned set kept only when clearly faster ([`NetworkCheck`]); that
+/// verdict is cached too. Tuning needs timestamp queries: without them the rules choose.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Tuning {
-    /// The hand rules only.
+    /// The hand rules only (no timing, no network check).
     Off,
-    /// Reuse the cached choices; time the shapes the cache lacks, as the time budget allows
-    /// (the rest take the rules until a later build goes on), and add them to the cache.
+    /// Reuse the cached choices and network verdicts; time the shapes the cache lacks, as the
+    /// time budget allows (the rest take the rules until a later build goes on), and add them
+    /// to the cache; check tuned choices no cached verdict covers on the whole network.
     #[default]
     Cached,
-    /// Time every shape again (as the budget allows), replacing cached choices.
+    /// Time every shape again (as the budget allows), replacing cached choices, and check the
+    /// choices on the whole network again.
     Force,
 }
 
