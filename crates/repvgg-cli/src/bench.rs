@@ -225,6 +225,14 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
                 let p = r.profile(x.view(), a.warmup, a.iters)?;
                 let form = r.form().to_string();
                 crate::profile::print(&p, &config.name, &form, batch, (h, w), a.json);
+                if let Some(t) = r.tuning_report() {
+                    let line = format!("tuning's network check: {}", t.network);
+                    if a.json {
+                        eprintln!("{line}");
+                    } else {
+                        println!("{line}");
+                    }
+                }
             }
         }
     }

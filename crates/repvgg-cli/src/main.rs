@@ -51,7 +51,8 @@ enum Command {
     /// Time train vs deploy form on the CPU or GPU.
     Bench(bench::BenchArgs),
     /// Time every GPU conv candidate of a variant's layers on this adapter ahead of time, keep
-    /// the fastest in the tuning cache, and print each shape's candidates and times.
+    /// the fastest in the tuning cache (where the whole network is faster with them than with
+    /// the hand rules' choices), and print each shape's candidates and times.
     Tune(tune::TuneArgs),
     /// The embedded digits model: fuse, classify on the GPU (or CPU), compare forms, time them.
     Demo(demo::DemoArgs),
@@ -87,8 +88,9 @@ pub(crate) struct DeviceArgs {
     #[arg(long, default_value_t = repvgg_model::CalibMethod::MinMax)]
     pub method: repvgg_model::CalibMethod,
     /// GPU kernel tuning: cached (time each conv shape once per adapter, within
-    /// --tuning-budget, and reuse the choice from the cache directory), force (time again) or
-    /// off (the hand rules). See `repvgg tune`.
+    /// --tuning-budget, check the choices on the whole network against the hand rules', and
+    /// reuse both from the cache directory), force (time again) or off (the hand rules). See
+    /// `repvgg tune`.
     #[arg(long, default_value_t = Tuning::Cached)]
     pub tuning: Tuning,
     /// Seconds tuning may spend timing per network (a candidate started is timed to its end).
@@ -106,10 +108,13 @@ impl DeviceArgs {
     }
 }
 
-/// One line on stderr saying what tuning did for `runner`, where it timed or skipped shapes.
+/// One line on stderr saying what tuning did for `runner`, where it timed or skipped shapes
+/// or checked its choices on the whole network (the line ends with that check's verdict).
 pub(crate) fn report_tuning(runner: &repvgg_model::Runner) {
     if let Some(r) = runner.tuning_report()
-        && (!r.tuned.is_empty() || r.untuned > 0)
+        && (!r.tuned.is_empty()
+            || r.untuned > 0
+            || matches!(r.network, repvgg_model::gpu::NetworkCheck::Measured { .. }))
     {
         eprintln!("{} form: {r}", runner.form());
     }

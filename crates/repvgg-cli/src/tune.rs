@@ -1,5 +1,6 @@
 //! `repvgg tune`: time the GPU conv candidates of a variant's layers ahead of time, keep the
-//! fastest in the tuning cache, and print each conv shape's candidates and times.
+//! fastest in the tuning cache, check them on the whole network against the rules' choices
+//! (the verdict ends the report's line), and print each conv shape's candidates and times.
 
 use std::time::Duration;
 

@@ -294,19 +294,29 @@ fn infer_on_the_gpu_matches_timm_in_both_forms() {
 
 #[test]
 fn gpu_bench_and_info_report_the_adapter() {
-    if repvgg_gpu::test_context().is_none() {
+    let Some(ctx) = repvgg_gpu::test_context() else {
         return;
-    }
+    };
     let (ok, out, err) = run(&["info"]);
     assert!(
         ok && out.contains("backend:") && out.contains("adapter:"),
         "{out}{err}"
     );
-    let (ok, out, err) = run(&[
+    let mut args = vec![
         "bench", "--device", "gpu", "--arch", "a0", "--batch", "1", "--size", "32", "--form",
         "both", "--iters", "1", "--warmup", "1", "--json",
-    ]);
+    ];
+    // With timestamp queries, the profile too, and with it tuning's network check (on
+    // stderr, since stdout carries JSON).
+    let profile = ctx.has_timestamps();
+    if profile {
+        args.push("--profile");
+    }
+    let (ok, out, err) = run(&args);
     assert!(ok, "{err}");
+    if profile {
+        assert_eq!(err.matches("tuning's network check: ").count(), 2, "{err}");
+    }
     let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 2);

@@ -103,7 +103,9 @@ impl NetworkBuilder {
     /// shape a build times is timed whole, so that every build makes progress; after it, tuning
     /// starts no candidate once the budget is spent (one started is timed to its end: a
     /// pipeline build and four runs), a shape cut short is not cached, and the shapes left take
-    /// the rules until a later build tunes them.
+    /// the rules until a later build tunes them. The network-level check of tuned choices
+    /// ([`crate::NetworkCheck`]) counts against the budget too: where it cannot run in it, the
+    /// network takes the rules' choices.
     pub fn tuning_budget(mut self, budget: Duration) -> Self {
         self.budget = budget;
         self
@@ -247,7 +249,12 @@ impl NetworkBuilder {
             candidate: select::rule(&caps, spec, precision),
             source: ChoiceSource::Rules,
         };
-        let (choices, report) = match (self.candidate, self.kernel, self.workload) {
+        let how = Assembly {
+            precision,
+            max_binding: self.max_binding,
+            nan_fill: self.nan_fill,
+        };
+        let choices = match (self.candidate, self.kernel, self.workload) {
             (Some(c), _, _) => {
                 let pick = |s: &ConvSite| {
                     if c.runs(&caps, &s.spec, precision) {
@@ -256,7 +263,7 @@ impl NetworkBuilder {
                         rules(&s.spec)
                     }
                 };
-                (convs.iter().map(pick).collect(), None)
+                convs.iter().map(pick).collect()
             }
             (None, ConvKernel::Auto, Some((batch, height, width))) => {
                 let job = Job {
@@ -267,25 +274,14 @@ impl NetworkBuilder {
                     width,
                     precision,
                 };
-                let (choices, report) = tune::choose(&ctx, &caps, &g, job)?;
-                (choices, Some(report))
+                return tune::build(&ctx, &caps, g, job, how);
             }
-            (None, ConvKernel::Auto, None) => {
-                (convs.iter().map(|s| rules(&s.spec)).collect(), None)
-            }
-            (None, kernel, _) => (
-                convs
-                    .iter()
-                    .map(|s| Ok(forced(kernel.candidate(&caps, &s.spec, precision)?)))
-                    .collect::<Result<Vec<_>>>()?,
-                None,
-            ),
+            (None, ConvKernel::Auto, None) => convs.iter().map(|s| rules(&s.spec)).collect(),
+            (None, kernel, _) => convs
+                .iter()
+                .map(|s| Ok(forced(kernel.candidate(&caps, &s.spec, precision)?)))
+                .collect::<Result<Vec<_>>>()?,
         };
-        let how = Assembly {
-            precision,
-            max_binding: self.max_binding,
-            nan_fill: self.nan_fill,
-        };
-        GpuNetwork::assemble(&ctx, caps, g, &choices, how, report)
+        GpuNetwork::assemble(&ctx, caps, g, &choices, how, None)
     }
 }

@@ -48,7 +48,7 @@ pub(crate) struct TensorMeta {
 
 /// One layer: its input, what it is ([`Op`]: the kind, with everything about it but its
 /// weights) and its weights.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Node {
     pub x: usize,
     pub op: Op,
@@ -59,7 +59,7 @@ pub(crate) struct Node {
 }
 
 /// A layer's weights, as given to the builder.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct LayerData {
     pub weight: Weight,
     /// Per output channel: the epilogue's scale (the affine map's scale).
@@ -69,7 +69,7 @@ pub(crate) struct LayerData {
 }
 
 /// A layer's weight array.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) enum Weight {
     #[default]
     None,
@@ -98,7 +98,8 @@ impl Node {
 }
 
 /// A validated network: the layers some output needs, in order, each with its output tensor.
-#[derive(Debug)]
+/// Cloned (weights and all) where tuning assembles it twice to compare kernel choices.
+#[derive(Debug, Clone)]
 pub(crate) struct FinishedGraph {
     pub tensors: Vec<TensorMeta>,
     pub input: usize,

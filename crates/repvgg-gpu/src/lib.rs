@@ -142,5 +142,5 @@ pub use select::{
 pub use shader::{Shader, ShaderPart};
 pub use timing::LayerTiming;
 pub use tune::DEFAULT_BUDGET as DEFAULT_TUNING_BUDGET;
-pub use tuning::{ParseTuningError, TunedShape, Tuning, TuningReport};
+pub use tuning::{Kept, NetworkCheck, ParseTuningError, TunedShape, Tuning, TuningReport};
 pub use wgpu;

@@ -112,6 +112,13 @@ impl GpuNetwork {
         })
     }
 
+    /// Attaches what tuning did (once it is done: the network-level check times networks
+    /// assembled before their report exists).
+    pub(crate) fn with_tuning_report(mut self, report: TuningReport) -> Self {
+        self.tuning = Some(Box::new(report));
+        self
+    }
+
     /// The candidate each conv of the network runs and where that choice came from, in the
     /// order the convs were added (a linear layer run as a 1x1 conv among them).
     pub fn conv_choices(&self) -> &[ConvChoice] {

@@ -10,7 +10,7 @@ use common::{Rng, assert_close};
 use ndarray::{Array1, Array2, Array4, ArrayD, Axis, Ix2, Ix4};
 use repvgg_gpu::{
     Activation, Candidate, ChoiceSource, ConvKernel, DirectConv, Epilogue, GpuContext, GpuError,
-    GpuNetwork, NetworkBuilder, Precision, TensorId, Tile, test_context,
+    GpuNetwork, Kept, NetworkBuilder, NetworkCheck, Precision, TensorId, Tile, test_context,
 };
 use repvgg_math::{ConvSpec, ops as cpu};
 
@@ -907,8 +907,8 @@ fn winograd4_convs_in_a_row_chain_their_transforms() {
 }
 
 /// Tuning times the candidates of each distinct conv shape, keeps the choices in the cache
-/// directory of the context, and a second build takes them from there; the tuned network
-/// still matches the oracle. Without a budget nothing is timed and the rules choose; without
+/// directory of the context, and a second build takes them from there (with the verdict of
+/// the network-level check, where it ran); the tuned network still matches the oracle. Without a budget nothing is timed and the rules choose; without
 /// a workload, or with tuning off, the rules choose and no report is made.
 #[test]
 fn tuning_times_once_then_reuses_the_cache() {
@@ -964,16 +964,35 @@ fn tuning_times_once_then_reuses_the_cache() {
         "{}",
         file.display()
     );
+    // The tuned choices, unless the network-level check kept the rules' (then every conv's).
+    let rules_kept = matches!(
+        report.network,
+        NetworkCheck::Measured {
+            kept: Kept::Rules,
+            ..
+        }
+    );
+    let source = if rules_kept {
+        ChoiceSource::Rules
+    } else {
+        ChoiceSource::Tuned
+    };
     assert!(
-        first
-            .conv_choices()
-            .iter()
-            .all(|c| c.source == ChoiceSource::Tuned)
+        first.conv_choices().iter().all(|c| c.source == source),
+        "{report}"
     );
     compare("tuned", &first.run(x.view()).expect("run"), &want);
     let second = build(repvgg_gpu::Tuning::Cached, long);
     let again = second.tuning_report().expect("a report");
     assert_eq!((again.cached, again.tuned.len()), (2, 0), "{again}");
+    // The check's verdict comes from the cache (where it ran: not where every tuned choice
+    // is the rules' one).
+    match report.network {
+        NetworkCheck::Measured { kept, .. } => {
+            assert_eq!(again.network, NetworkCheck::Cached(kept), "{again}")
+        }
+        _ => assert_eq!(again.network, report.network, "{again}"),
+    }
     let chosen = |n: &GpuNetwork| {
         n.conv_choices()
             .iter()
@@ -981,12 +1000,12 @@ fn tuning_times_once_then_reuses_the_cache() {
             .collect::<Vec<_>>()
     };
     assert_eq!(chosen(&second), chosen(&first));
-    assert!(
-        second
-            .conv_choices()
-            .iter()
-            .all(|c| c.source == ChoiceSource::Cache)
-    );
+    let source = if rules_kept {
+        ChoiceSource::Rules
+    } else {
+        ChoiceSource::Cache
+    };
+    assert!(second.conv_choices().iter().all(|c| c.source == source));
     // No budget: nothing timed, the rules choose.
     let none = build(repvgg_gpu::Tuning::Force, std::time::Duration::ZERO);
     let r = none.tuning_report().expect("a report");

@@ -13,8 +13,8 @@ use crate::model::{DeployModel, Features, Head, SqueezeExcite, TrainModel};
 use crate::walk::{self, Layers, Site, relu_flag};
 
 pub use repvgg_gpu::{
-    Candidate, ChoiceSource, ConvChoice, ConvKernel, DEFAULT_TUNING_BUDGET, GpuContext,
-    LayerTiming, TunedShape, Tuning, TuningReport,
+    Candidate, ChoiceSource, ConvChoice, ConvKernel, DEFAULT_TUNING_BUDGET, GpuContext, Kept,
+    LayerTiming, NetworkCheck, TunedShape, Tuning, TuningReport,
 };
 
 /// How a model runs on the GPU: kernel, tuning, storage precision, which outputs to bring back.
