@@ -247,6 +247,20 @@ mod x86 {
             }
         }
 
+        /// Accumulates one product into accumulator `t`: group `t / 2` times half `t % 2`.
+        #[inline(always)]
+        fn product(&self, t: usize) {
+            // SAFETY: as `multiply`.
+            unsafe {
+                match t {
+                    0 => dp!(0, 4, 6),
+                    1 => dp!(1, 4, 7),
+                    2 => dp!(2, 5, 6),
+                    _ => dp!(3, 5, 7),
+                }
+            }
+        }
+
         /// Accumulates the products of the loaded groups (`na`) and halves (`nb`).
         #[inline(always)]
         fn multiply(&self, na: usize, nb: usize) {
@@ -307,13 +321,29 @@ mod x86 {
                 let mut k4 = 0;
                 for &tap in job.taps {
                     for c in 0..job.chunks {
-                        for (i, g) in pair.iter().enumerate() {
-                            tiles.load_a(i, job.x, g.x + tap + c * job.kc, job.stride);
+                        let a_at = |i: usize| pair[i].x + tap + c * job.kc;
+                        let b_at = |h: usize| k4 * w * 4 + h * 64;
+                        if na == 2 && nb == 2 {
+                            // Tiles are not renamed: a load waits for the products reading
+                            // the tile before. Each load here follows a product that does not
+                            // read what it replaces, so loads overlap the products.
+                            tiles.load_b(0, panel, b_at(0), w * 4);
+                            tiles.load_a(0, job.x, a_at(0), job.stride);
+                            tiles.product(0);
+                            tiles.load_b(1, panel, b_at(1), w * 4);
+                            tiles.product(1);
+                            tiles.load_a(1, job.x, a_at(1), job.stride);
+                            tiles.product(2);
+                            tiles.product(3);
+                        } else {
+                            for i in 0..na {
+                                tiles.load_a(i, job.x, a_at(i), job.stride);
+                            }
+                            for h in 0..nb {
+                                tiles.load_b(h, panel, b_at(h), w * 4);
+                            }
+                            tiles.multiply(na, nb);
                         }
-                        for h in 0..nb {
-                            tiles.load_b(h, panel, k4 * w * 4 + h * 64, w * 4);
-                        }
-                        tiles.multiply(na, nb);
                         k4 += job.kc / 4;
                     }
                 }

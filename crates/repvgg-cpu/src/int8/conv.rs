@@ -7,6 +7,7 @@ use ndarray::ArrayView4;
 use rayon::prelude::*;
 use repvgg_math::ConvSpec;
 
+use crate::aligned::AlignedBytes;
 use crate::error::{CpuError, Result};
 use crate::int8::gemm::{
     self, Int8Kernel, KG, MR, PanelJob, Requant, packed_rows_len, padded_k, padded_n,
@@ -39,6 +40,123 @@ struct Group {
     len: usize,
 }
 
+/// What every AMX job of one run shares.
+struct Pass<'a> {
+    conv: &'a QuantConv,
+    mode: AmxMode,
+    xp: &'a [u8],
+    taps: &'a [usize],
+    rows: usize,
+    /// Bytes of a padded input row.
+    row_bytes: usize,
+}
+
+impl Pass<'_> {
+    /// The output columns of `panels` (per conv group) for the pixels of `chunk`, into `out`
+    /// at the places of `pix` (its `y`; its `x` is `chunk`'s first taps).
+    fn run(
+        &self,
+        chunk: &[Group],
+        pix: &[amx::Pixels],
+        _c: usize,
+        panels: std::ops::Range<usize>,
+        out: &mut [u8],
+    ) {
+        let s = &self.conv.spec;
+        let (cin, cout) = (s.in_channels, s.out_channels);
+        let (cin_g, cout_g) = (cin / s.groups, cout / s.groups);
+        let kp = self.conv.kp;
+        let (c0, c1) = (panels.start * gemm::NR, (panels.end * gemm::NR).min(cout_g));
+        // The packed columns of the range: panels before the last are all NR wide.
+        let cols = |g: usize| {
+            let (wg, rq) = self.conv.group(g);
+            let pc1 = c0
+                + (panels.start..panels.end)
+                    .map(|p| gemm::panel_width(cout_g, p))
+                    .sum::<usize>();
+            (
+                &wg[c0 * kp..pc1 * kp],
+                Requant {
+                    comp: &rq.comp[c0..pc1],
+                    mult: &rq.mult[c0..pc1],
+                    add: &rq.add[c0..pc1],
+                },
+            )
+        };
+        let mut local = pix.to_vec();
+        match self.mode {
+            AmxMode::Direct { kc } => {
+                for g in 0..s.groups {
+                    let (b, rq) = cols(g);
+                    for (d, px) in local.iter_mut().zip(pix) {
+                        d.x = px.x + g * cin_g;
+                        for (dy, &py) in d.y.iter_mut().zip(&px.y).take(px.len) {
+                            *dy = py + g * cout_g;
+                        }
+                    }
+                    let job = amx::Job {
+                        x: self.xp,
+                        taps: self.taps,
+                        stride: s.stride * cin,
+                        kc,
+                        chunks: cin_g / kc,
+                        rows: self.rows,
+                        b,
+                        n: c1 - c0,
+                        rq,
+                    };
+                    let done = amx::conv(&job, &local, out);
+                    debug_assert!(done, "the AMX path ran on a CPU without it");
+                }
+            }
+            AmxMode::Gathered { kc } => {
+                // Each pixel's taps gathered into one row of `kp` bytes (a kernel row's taps are
+                // `k x in` consecutive bytes of the padded input); steps past the taps meet
+                // zero weights.
+                let (b, rq) = cols(0);
+                let (k, rows) = (s.kernel_size, self.rows);
+                let span = k * cin;
+                let mut buf = AlignedBytes::zeroed(GATHER_GROUPS.min(chunk.len()) * rows * kp + SHORT_SPAN);
+                for (sub, psub) in chunk
+                    .chunks(GATHER_GROUPS)
+                    .zip(local.chunks_mut(GATHER_GROUPS))
+                {
+                    for (j, (g, px)) in sub.iter().zip(psub.iter_mut()).enumerate() {
+                        for r in 0..g.len {
+                            let dst = (j * rows + r) * kp;
+                            for ky in 0..k {
+                                let (from, to) = (g.x[r] + ky * self.row_bytes, dst + ky * span);
+                                if span <= SHORT_SPAN {
+                                    // One fixed-size copy; what it writes past the span the
+                                    // next copy overwrites, or it meets zero weights.
+                                    buf[to..to + SHORT_SPAN]
+                                        .copy_from_slice(&self.xp[from..from + SHORT_SPAN]);
+                                } else {
+                                    buf[to..to + span].copy_from_slice(&self.xp[from..from + span]);
+                                }
+                            }
+                        }
+                        px.x = j * rows * kp;
+                    }
+                    let job = amx::Job {
+                        x: &buf,
+                        taps: &[0],
+                        stride: kp,
+                        kc,
+                        chunks: kp / kc,
+                        rows,
+                        b,
+                        n: c1 - c0,
+                        rq,
+                    };
+                    let done = amx::conv(&job, psub, out);
+                    debug_assert!(done, "the AMX path ran on a CPU without it");
+                }
+            }
+        }
+    }
+}
+
 /// How the AMX path reads a conv's input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AmxMode {
@@ -60,7 +178,7 @@ pub struct QuantConv {
     /// Steps of one group's sum, padded to whole groups of four.
     kp: usize,
     /// Per group: the packed `[(ky, kx, ci) x out_g]` matrix.
-    w: Vec<i8>,
+    w: AlignedBytes,
     /// Per group, [`padded_n`]`(out_g)` values each.
     comp: Vec<i32>,
     mult: Vec<f32>,
@@ -116,6 +234,7 @@ impl QuantConv {
         let kp = padded_k(kg);
         let np = padded_n(cout_g);
         let mut w = Vec::with_capacity(groups * gemm::packed_len(kg, cout_g));
+
         let (mut comp, mut mult, mut add) = (
             vec![0; groups * np],
             vec![0.0; groups * np],
@@ -142,7 +261,11 @@ impl QuantConv {
             input,
             output_scale,
             kp,
-            w,
+            w: {
+                let mut a = AlignedBytes::zeroed(w.len());
+                a.copy_from_slice(bytemuck::cast_slice(&w));
+                a
+            },
             comp,
             mult,
             add,
@@ -203,7 +326,7 @@ impl QuantConv {
             return Ok(());
         }
         if kernel == Int8Kernel::Amx && self.amx_mode().is_some() {
-            let mut xp = vec![0u8; self.padded_len(n, h, w)];
+            let mut xp = AlignedBytes::zeroed(self.padded_len(n, h, w));
             self.pad_input(x, n, h, w, &mut xp);
             return self.run_padded(&xp, n, h, w, y, 0, threads);
         }
@@ -418,6 +541,9 @@ impl QuantConv {
             AmxMode::Gathered { .. } => {
                 // Runs of consecutive output pixels across rows and images.
                 let rows = amx::MAX_ROWS.min(m);
+                groups.reserve(m.div_ceil(rows));
+                // The pixel's place counted along (no division per pixel).
+                let (mut img, mut oy, mut ox) = (0, 0, 0);
                 for p0 in (0..m).step_by(rows) {
                     let len = rows.min(m - p0);
                     let mut g = Group {
@@ -426,10 +552,17 @@ impl QuantConv {
                         len,
                     };
                     for r in 0..len {
-                        let p = p0 + r;
-                        let (img, oy, ox) = (p / (oh * ow), p / ow % oh, p % ow);
                         g.x[r] = at_in(img, oy, ox);
                         g.y[r] = at_out(img, oy, ox);
+                        ox += 1;
+                        if ox == ow {
+                            ox = 0;
+                            oy += 1;
+                            if oy == oh {
+                                oy = 0;
+                                img += 1;
+                            }
+                        }
                     }
                     groups.push(g);
                 }
@@ -437,10 +570,71 @@ impl QuantConv {
             }
         };
         let taps: Vec<usize> = (0..k * k).map(|t| ((t / k) * wp + t % k) * cin).collect();
-        let (cin_g, cout_g) = (cin / s.groups, cout / s.groups);
+        let pass = Pass {
+            conv: self,
+            mode,
+            xp,
+            taps: &taps,
+            rows,
+            row_bytes: wp * cin,
+        };
+        let pairs = groups.len().div_ceil(2);
+        let np = gemm::panels(cout / s.groups);
+        // Few pixels (late layers at small batches): the panels are split too, so that the
+        // threads share the work evenly and each reads only its part of the weights; each job
+        // writes its own block, copied into place after.
+        let splits = if s.groups == 1 && threads > 1 && pairs < 4 * threads {
+            np.min((4 * threads).div_ceil(pairs))
+        } else {
+            1
+        };
+        if splits > 1 {
+            let per = np.div_ceil(splits);
+            let jobs: Vec<(usize, usize)> = (0..pairs)
+                .flat_map(|pr| (0..np).step_by(per).map(move |p0| (pr, p0)))
+                .collect();
+            let blocks: Vec<(usize, usize, Vec<u8>)> = jobs
+                .into_par_iter()
+                .map(|(pr, p0)| {
+                    let chunk = &groups[2 * pr..(2 * pr + 2).min(groups.len())];
+                    let p1 = (p0 + per).min(np);
+                    let (c0, c1) = (p0 * gemm::NR, (p1 * gemm::NR).min(cout));
+                    let cols = c1 - c0;
+                    let mut out = vec![0u8; chunk.iter().map(|g| g.len).sum::<usize>() * cols];
+                    let mut row = 0;
+                    let pix: Vec<amx::Pixels> = chunk
+                        .iter()
+                        .map(|g| {
+                            let mut px = amx::Pixels {
+                                x: g.x[0],
+                                y: [0; amx::MAX_ROWS],
+                                len: g.len,
+                            };
+                            for d in px.y.iter_mut().take(g.len) {
+                                *d = row * cols;
+                                row += 1;
+                            }
+                            px
+                        })
+                        .collect();
+                    pass.run(chunk, &pix, 0, p0..p1, &mut out);
+                    (2 * pr, c0, out)
+                })
+                .collect();
+            for (first, c0, out) in blocks {
+                let cols = out.len() / groups[first..].iter().take(2).map(|g| g.len).sum::<usize>();
+                let places = groups[first..]
+                    .iter()
+                    .take(2)
+                    .flat_map(|g| g.y[..g.len].iter());
+                for (&at, src) in places.zip(out.chunks_exact(cols)) {
+                    y[at + c0..at + c0 + cols].copy_from_slice(src);
+                }
+            }
+            return Ok(());
+        }
         // Jobs of whole pairs of groups, a few per thread, each with the output bytes its
         // pixels own.
-        let pairs = groups.len().div_ceil(2);
         let jobs = pairs.min(4 * threads.max(1)).max(1);
         let per_job = pairs.div_ceil(jobs) * 2;
         let mut parts = Vec::with_capacity(jobs);
@@ -455,87 +649,22 @@ impl QuantConv {
             at = end;
             parts.push((chunk, start, mine));
         }
-        let kp = self.kp;
-        let local = |g: &Group, y0: usize, x: usize, c0: usize| {
-            let mut px = amx::Pixels {
-                x,
-                y: [0; amx::MAX_ROWS],
-                len: g.len,
-            };
-            for (d, &v) in px.y.iter_mut().zip(&g.y).take(g.len) {
-                *d = v - y0 + c0;
-            }
-            px
-        };
         parts.into_par_iter().for_each(|(chunk, y0, out)| {
-            let mut pix = Vec::with_capacity(chunk.len());
-            match mode {
-                AmxMode::Direct { kc } => {
-                    for g in 0..s.groups {
-                        let (wg, rq) = self.group(g);
-                        pix.clear();
-                        pix.extend(
-                            chunk
-                                .iter()
-                                .map(|px| local(px, y0, px.x[0] + g * cin_g, g * cout_g)),
-                        );
-                        let job = amx::Job {
-                            x: xp,
-                            taps: &taps,
-                            stride: s.stride * cin,
-                            kc,
-                            chunks: cin_g / kc,
-                            rows,
-                            b: wg,
-                            n: cout_g,
-                            rq,
-                        };
-                        let done = amx::conv(&job, &pix, out);
-                        debug_assert!(done, "the AMX path ran on a CPU without it");
+            let pix: Vec<amx::Pixels> = chunk
+                .iter()
+                .map(|g| {
+                    let mut px = amx::Pixels {
+                        x: g.x[0],
+                        y: [0; amx::MAX_ROWS],
+                        len: g.len,
+                    };
+                    for (d, &v) in px.y.iter_mut().zip(&g.y).take(g.len) {
+                        *d = v - y0;
                     }
-                }
-                AmxMode::Gathered { kc } => {
-                    // Each pixel's taps gathered into one row of `kp` bytes (a kernel row's
-                    // taps are `k x in` consecutive bytes of the padded input); steps past the
-                    // taps hold zero weights.
-                    let (wg, rq) = self.group(0);
-                    let span = k * cin;
-                    let mut buf = vec![0u8; GATHER_GROUPS * rows * kp + SHORT_SPAN];
-                    for sub in chunk.chunks(GATHER_GROUPS) {
-                        pix.clear();
-                        for (j, px) in sub.iter().enumerate() {
-                            for r in 0..px.len {
-                                let dst = (j * rows + r) * kp;
-                                for ky in 0..k {
-                                    let (from, to) = (px.x[r] + ky * wp * cin, dst + ky * span);
-                                    if span <= SHORT_SPAN {
-                                        // One fixed-size copy; what it writes past the span
-                                        // the next copy overwrites, or it meets zero weights.
-                                        buf[to..to + SHORT_SPAN]
-                                            .copy_from_slice(&xp[from..from + SHORT_SPAN]);
-                                    } else {
-                                        buf[to..to + span].copy_from_slice(&xp[from..from + span]);
-                                    }
-                                }
-                            }
-                            pix.push(local(px, y0, j * rows * kp, 0));
-                        }
-                        let job = amx::Job {
-                            x: &buf,
-                            taps: &[0],
-                            stride: kp,
-                            kc,
-                            chunks: kp / kc,
-                            rows,
-                            b: wg,
-                            n: cout,
-                            rq,
-                        };
-                        let done = amx::conv(&job, &pix, out);
-                        debug_assert!(done, "the AMX path ran on a CPU without it");
-                    }
-                }
-            }
+                    px
+                })
+                .collect();
+            pass.run(chunk, &pix, 0, 0..np, out);
         });
         Ok(())
     }
@@ -565,7 +694,7 @@ impl QuantConv {
         let cout_g = self.spec.out_channels / self.spec.groups;
         let (np, len) = (padded_n(cout_g), self.kp * padded_n(cout_g));
         (
-            &self.w[g * len..(g + 1) * len],
+            &self.w.as_i8()[g * len..(g + 1) * len],
             Requant {
                 comp: &self.comp[g * np..(g + 1) * np],
                 mult: &self.mult[g * np..(g + 1) * np],
@@ -870,5 +999,58 @@ mod tests {
             .run(Int8Kernel::Scalar, &[0; 7], 1, 2, 2, &mut [0; 8], 1)
             .unwrap_err();
         assert!(e.to_string().contains("input"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod scratch_timing {
+    use super::*;
+    use ndarray::Array4;
+    #[test]
+    #[ignore]
+    fn time_layers() {
+        for (cin, cout, hw, n, stride) in [
+            (192usize, 192usize, 14usize, 1usize, 1usize),
+            (192, 192, 14, 8, 1),
+            (48, 48, 56, 1, 1),
+            (192, 1280, 14, 1, 2),
+        ] {
+            let spec = ConvSpec::new(cin, cout, 3, stride, 1, 1).unwrap();
+            let wt = Array4::from_shape_fn(spec.weight_shape(), |(a, b, c, d)| {
+                ((a * 7 + b * 3 + c + d) % 200) as i8 - 100
+            });
+            let conv = QuantConv::new(
+                wt.view(),
+                &vec![0.01; cout],
+                &vec![0.0; cout],
+                spec,
+                ActQuant::relu(0.02),
+                5.0,
+            )
+            .unwrap();
+            let x: Vec<u8> = (0..n * hw * hw * cin).map(|i| (i % 251) as u8).collect();
+            let mut xp = crate::aligned::AlignedBytes::zeroed(conv.padded_len(n, hw, hw));
+            conv.pad_input(&x, n, hw, hw, &mut xp);
+            let mut xu = vec![0u8; conv.padded_len(n, hw, hw) + 1];
+            xu[1..].copy_from_slice(&xp);
+            let xp = if std::env::var_os("UNALIGNED").is_some() { &xu[1..] } else { &xp[..] };
+            let (oh, ow) = spec.output_size(hw, hw).unwrap();
+            let mut y = vec![0u8; n * oh * ow * cout];
+            for threads in [1usize, 2] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    for _ in 0..20 { conv.run_padded(&xp, n, hw, hw, &mut y, 0, threads).unwrap(); }
+                    let t = std::time::Instant::now();
+                    let it = 200;
+                    for _ in 0..it { conv.run_padded(&xp, n, hw, hw, &mut y, 0, threads).unwrap(); }
+                    let dt = t.elapsed().as_secs_f64() / it as f64;
+                    let macs = (n * oh * ow * cout * cin * 9) as f64;
+                    eprintln!("{cin}->{cout} {hw} n{n} s{stride} threads {threads}: {:.1} us, {:.0} GMAC/s", dt * 1e6, macs / dt / 1e9);
+                });
+            }
+        }
     }
 }

@@ -6,9 +6,8 @@ use ndarray::{Array2, Array4, ArrayView2, ArrayView4, s};
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
-use crate::aligned::AlignedVec;
+use crate::aligned::AlignedBytes;
 use crate::error::{CpuError, Result};
-use crate::gemm::{self, ColEpilogue};
 use crate::int8::{ActQuant, Int8Kernel, QuantConv};
 
 /// Options of an [`Int8Network`].
@@ -28,14 +27,14 @@ pub struct Int8Network {
     input: ActQuant,
     convs: Vec<QuantConv>,
     classes: usize,
-    /// `[C, classes]` packed in f32 GEMM panels.
-    head_wt: AlignedVec,
+    /// `[classes][C]`: each class's weights as s8, symmetric, scaled by `head_scale`.
+    head_q: Vec<i8>,
+    head_scale: Vec<f32>,
     head_bias: Vec<f32>,
-    unit: Vec<f32>,
     kernel: Int8Kernel,
     pool: Option<rayon::ThreadPool>,
     /// Three activation buffers per concurrent run, kept between runs.
-    buffers: Mutex<Vec<[Vec<u8>; 3]>>,
+    buffers: Mutex<Vec<[AlignedBytes; 3]>>,
 }
 
 impl Int8Network {
@@ -107,17 +106,29 @@ impl Int8Network {
         if head_weight.iter().chain(head_bias).any(|v| !v.is_finite()) {
             return Err(CpuError::Invalid("classifier holds NaN or inf".into()));
         }
-        let mut head_wt = AlignedVec::filled(gemm::packed_len(c, classes), 0.0);
-        gemm::pack_into(&mut head_wt, c, classes, |ci, k| head_weight[[k, ci]]);
+        // The linear layer's weights as s8 per class: a quarter of the bytes each run reads
+        // (the layer is a matrix-vector product at small batches, bound by those reads), and
+        // an error far below the activations' (127 steps each side per class).
+        let mut head_q = Vec::with_capacity(classes * c);
+        let mut head_scale = Vec::with_capacity(classes);
+        for row in head_weight.outer_iter() {
+            let top = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let sc = if top > 0.0 { top / 127.0 } else { 1.0 };
+            head_q.extend(
+                row.iter()
+                    .map(|v| (v / sc).round_ties_even().clamp(-127.0, 127.0) as i8),
+            );
+            head_scale.push(sc);
+        }
         let pool = crate::builder::thread_pool(opts.threads)?;
         Ok(Self {
             in_channels,
             input,
             convs,
             classes,
-            head_wt,
+            head_q,
+            head_scale,
             head_bias: head_bias.to_vec(),
-            unit: vec![1.0; classes],
             kernel,
             pool,
             buffers: Mutex::new(Vec::new()),
@@ -230,11 +241,11 @@ impl Int8Network {
         let tq = std::time::Instant::now();
         match padded(0) {
             Some(first) => {
-                a.resize(first.padded_len(n, h, w), 0);
+                a.resize(first.padded_len(n, h, w));
                 quantize_padded(x, self.input, &mut a, first.spec().padding);
             }
             None => {
-                a.resize(n * h * w * c, 0);
+                a.resize(n * h * w * c);
                 quantize_padded(x, self.input, &mut a, 0);
             }
         }
@@ -256,14 +267,14 @@ impl Int8Network {
                 // Straight into the next conv's padded layout when it has one.
                 let q = next.map_or(0, |nc| nc.spec().padding);
                 let len = next.map_or(n * oh * ow * co, |nc| nc.padded_len(n, oh, ow));
-                b.resize(len, 0);
+                b.resize(len);
                 clear_border(&mut b, n, oh, ow, co, q);
                 conv.run_padded(&a, n, h, w, &mut b, q, threads)?;
             } else {
-                b.resize(n * oh * ow * co, 0);
+                b.resize(n * oh * ow * co);
                 conv.run(self.kernel, &a, n, h, w, &mut b, threads)?;
                 if let Some(nc) = next {
-                    t.resize(nc.padded_len(n, oh, ow), 0);
+                    t.resize(nc.padded_len(n, oh, ow));
                     nc.pad_input(&b, n, oh, ow, &mut t);
                     std::mem::swap(&mut b, &mut t);
                 }
@@ -306,27 +317,25 @@ impl Int8Network {
                     *d = s as f32 * scale / hw as f32;
                 }
             });
-        let mut logits = Array2::<f32>::zeros((n, self.classes));
-        let Some(out) = logits.as_slice_mut() else {
-            unreachable!("a new array is contiguous")
-        };
-        gemm::gemm(
-            n,
-            cur,
-            self.classes,
-            &pooled,
-            cur,
-            &self.head_wt,
-            out,
-            self.classes,
-            Some(ColEpilogue {
-                scale: &self.unit,
-                shift: &self.head_bias,
-                accumulate: false,
-                relu: false,
-            }),
-            true,
-        );
+        // Blocks of classes in parallel, each class row of weights read once for all images.
+        let classes = self.classes;
+        let mut by_class = vec![0.0f32; classes * n];
+        by_class
+            .par_chunks_mut(HEAD_BLOCK * n.max(1))
+            .enumerate()
+            .for_each(|(blk, dst)| {
+                let j0 = blk * HEAD_BLOCK;
+                let rows = dst.len() / n.max(1);
+                Arch::new().dispatch(HeadBlock {
+                    pooled: &pooled,
+                    c: cur,
+                    q: &self.head_q[j0 * cur..(j0 + rows) * cur],
+                    out: dst,
+                });
+            });
+        let logits = Array2::from_shape_fn((n, classes), |(i, j)| {
+            by_class[j * n + i] * self.head_scale[j] + self.head_bias[j]
+        });
         if std::env::var_os("REPVGG_TRACE").is_some() {
             eprintln!("TRACE 100 head x {:.3}", tq.elapsed().as_secs_f64() * 1e3);
         }
@@ -335,6 +344,50 @@ impl Int8Network {
             .unwrap_or_else(PoisonError::into_inner)
             .push([a, b, t]);
         Ok((logits, layers))
+    }
+}
+
+/// Classes per parallel block of the linear layer.
+const HEAD_BLOCK: usize = 64;
+
+/// `out[j * n + i] = pooled[i] · q[j]` for the class rows `q` (`[rows][c]`, s8) and the `n`
+/// pooled images (`[n][c]`, f32), in 16 lanes of partial sums.
+struct HeadBlock<'a> {
+    pooled: &'a [f32],
+    c: usize,
+    q: &'a [i8],
+    out: &'a mut [f32],
+}
+
+impl WithSimd for HeadBlock<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        const L: usize = 16;
+        let c = self.c;
+        if c == 0 {
+            self.out.fill(0.0);
+            return;
+        }
+        let n = self.pooled.len() / c;
+        for (qr, dst) in self
+            .q
+            .chunks_exact(c)
+            .zip(self.out.chunks_exact_mut(n.max(1)))
+        {
+            for (p, d) in self.pooled.chunks_exact(c).zip(dst.iter_mut()) {
+                let mut acc = [0.0f32; L];
+                let (pc, pt) = p.split_at(c / L * L);
+                let (qc, qt) = qr.split_at(c / L * L);
+                for (pv, qv) in pc.chunks_exact(L).zip(qc.chunks_exact(L)) {
+                    for l in 0..L {
+                        acc[l] += pv[l] * f32::from(qv[l]);
+                    }
+                }
+                let tail: f32 = pt.iter().zip(qt).map(|(a, &b)| a * f32::from(b)).sum();
+                *d = acc.iter().sum::<f32>() + tail;
+            }
+        }
     }
 }
 
