@@ -11,7 +11,8 @@
 //! scale and zero point) on the input; per conv `DequantizeLinear` of the INT8 weight
 //! (per output channel, `axis = 0`) and of the INT32 bias (scale `input scale * weight scale`,
 //! `axis = 0`), `Conv → Relu`, then `QuantizeLinear → DequantizeLinear` of the output (uint8,
-//! zero point 0); the head (pool, flatten, `Gemm`) in f32 as the engine runs it. ONNX Runtime
+//! zero point 0); the head (pool, flatten, `Gemm`) in f32 with the linear layer's weights the
+//! engine's INT8 codes per class (`DequantizeLinear`, `axis = 0`), as it runs them. ONNX Runtime
 //! folds these groups into its integer convs (`QLinearConv`).
 //!
 //! The protobuf messages are the subset of ONNX's published `onnx.proto` (onnx/onnx, `onnx.proto`,
@@ -517,13 +518,29 @@ impl Layers for Graph<'_> {
     fn head(&mut self, x: Value, head: &Head) -> Result<()> {
         let pooled = self.op("GlobalAveragePool", "head.global_pool", &[x], vec![])?;
         let flat = self.op("Flatten", "head.flatten", &[pooled], vec![int("axis", 1)])?;
-        let hw = self.init(
-            "head.fc.weight",
-            head.weight.shape(),
-            head.weight.iter().copied(),
-        );
+        let hw = match self.quant {
+            // The int8 engine's head: s8 weights per class (`axis = 0` of `[classes, C]`).
+            Some(_) => {
+                let (codes, scales) = crate::quant::quantize_head(head.weight.view());
+                self.dequantized_init(
+                    "head.fc.weight",
+                    head.weight.shape(),
+                    pb::INT8,
+                    codes.into_iter().map(|v| v as u8).collect(),
+                    &scales,
+                )?
+            }
+            None => {
+                let hw = self.init(
+                    "head.fc.weight",
+                    head.weight.shape(),
+                    head.weight.iter().copied(),
+                );
+                self.value(hw)
+            }
+        };
         let hb = self.init("head.fc.bias", head.bias.shape(), head.bias.iter().copied());
-        let [hw, hb] = [hw, hb].map(|n| self.value(n));
+        let hb = self.value(hb);
         // The last node's output is the graph output `logits`.
         self.op("Gemm", "logits", &[flat, hw, hb], vec![int("transB", 1)])?;
         Ok(())

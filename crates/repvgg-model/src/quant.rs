@@ -6,8 +6,9 @@
 //! * Activations: per tensor, u8. The input (the normalized image, which has negative values)
 //!   takes a scale and a zero point from its calibrated range; every conv output is after a
 //!   ReLU, zero point 0, scale `clip / 255` with `clip` from the calibration ([`CalibMethod`]).
-//! * The bias stays f32 and is added in the requantization; the head (global average pool and
-//!   the linear layer) runs in f32 on the dequantized last activation.
+//! * The bias stays f32 and is added in the requantization; the head's global average pool runs
+//!   in f32 on the dequantized last activation, its linear layer on weights quantized per class
+//!   when the network is built ([`quantize_head`]; the file keeps the f32 head).
 //!
 //! [`quantize`] calibrates on images and returns the [`QuantizedModel`] and a [`QuantReport`]
 //! (per layer: weight and activation ranges, the SQNR of the weights alone and of the int8
@@ -25,7 +26,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use ndarray::{Array4, ArrayView4};
+use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
 use safetensors::SafeTensors;
 use safetensors::tensor::{Dtype, TensorView};
 
@@ -248,6 +249,28 @@ pub fn quantize_weight(w: ArrayView4<'_, f32>) -> (Array4<i8>, Vec<f32>) {
         .collect();
     let q = Array4::from_shape_fn(w.dim(), |(o, i, y, x)| {
         (w[[o, i, y, x]] / scales[o])
+            .round_ties_even()
+            .clamp(-127.0, 127.0) as i8
+    });
+    (q, scales)
+}
+
+/// The linear head's weights `[classes, C]` as symmetric int8 per class (per row), as the int8
+/// engine runs them: the codes and each class's scale (`w[j][c] ≈ q[j][c] * scale[j]`).
+///
+/// At small batches the layer is a matrix-vector product bound by reading its weights, a quarter
+/// of the bytes in int8; its error is far below the activations' (127 steps each side of the
+/// class's largest weight). The QDQ export stores the same codes.
+pub fn quantize_head(w: ArrayView2<'_, f32>) -> (Array2<i8>, Vec<f32>) {
+    let scales: Vec<f32> = w
+        .outer_iter()
+        .map(|row| {
+            let m = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            if m > 0.0 { m / 127.0 } else { 1.0 }
+        })
+        .collect();
+    let q = Array2::from_shape_fn(w.dim(), |(j, c)| {
+        (w[[j, c]] / scales[j])
             .round_ties_even()
             .clamp(-127.0, 127.0) as i8
     });
@@ -541,10 +564,17 @@ mod calibrate {
                 input = ActQuant::relu(l.output_scale);
             }
             let h = &self.deploy.head;
+            if h.weight.iter().any(|v| !v.is_finite()) {
+                return Err(ModelError::Config(
+                    "int8 network: the classifier weight holds NaN or inf".into(),
+                ));
+            }
+            let (head_q, head_scale) = super::quantize_head(h.weight.view());
             Ok(Int8Network::new(
                 self.deploy.config.in_channels,
                 convs,
-                h.weight.view(),
+                head_q.view(),
+                &head_scale,
                 &h.bias.to_vec(),
                 opts,
             )?)

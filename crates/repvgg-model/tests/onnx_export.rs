@@ -347,7 +347,7 @@ mod qdq {
     }
 
     #[test]
-    fn qdq_export_quantizes_every_conv_per_channel_and_keeps_the_head_f32() {
+    fn qdq_export_quantizes_every_conv_per_channel_and_the_head_per_class() {
         let t = digits::test_set().unwrap();
         let calib = vec![t.input.slice(s![..32, .., .., ..]).to_owned()];
         let (qm, _) = Model::digits()
@@ -381,13 +381,14 @@ mod qdq {
         let count = |op: &str| ops.iter().filter(|o| **o == op).count();
         let convs = q.layers.len();
         assert_eq!(count("Conv"), convs);
-        // Input and every conv output: Q then DQ; every weight and bias: a DQ.
+        // Input and every conv output: Q then DQ; every conv weight and bias and the head's
+        // weight: a DQ.
         assert_eq!(count("QuantizeLinear"), convs + 1);
-        assert_eq!(count("DequantizeLinear"), 3 * convs + 1);
+        assert_eq!(count("DequantizeLinear"), 3 * convs + 2);
         assert_eq!(&ops[..2], ["QuantizeLinear", "DequantizeLinear"]);
         assert_eq!(
-            &ops[ops.len() - 3..],
-            ["GlobalAveragePool", "Flatten", "Gemm"]
+            &ops[ops.len() - 4..],
+            ["GlobalAveragePool", "Flatten", "DequantizeLinear", "Gemm"]
         );
         // The input's calibrated scale and zero point.
         assert_eq!(f32s(init("input.scale")), [q.input_scale]);
@@ -447,8 +448,41 @@ mod qdq {
             );
             in_scale = l.output_scale;
         }
-        // The head stays f32.
-        assert_eq!(init("head.fc.weight").data_type, Some(pb::FLOAT));
+        // The head: the int8 engine's codes per class, dequantized along axis 0; the bias f32.
+        let (hq, hs) = repvgg_model::quant::quantize_head(q.deploy.head.weight.view());
+        let w = init("head.fc.weight_quantized");
+        assert_eq!(w.data_type, Some(pb::INT8));
+        assert_eq!(
+            w.dims,
+            q.deploy
+                .head
+                .weight
+                .shape()
+                .iter()
+                .map(|&d| d as i64)
+                .collect::<Vec<_>>()
+        );
+        let codes: Vec<i8> = w
+            .raw_data
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|&b| b as i8)
+            .collect();
+        assert_eq!(codes, hq.iter().copied().collect::<Vec<_>>());
+        assert_eq!(f32s(init("head.fc.weight_scale")), hs);
+        let dq = g
+            .node
+            .iter()
+            .find(|n| n.name.as_deref() == Some("head.fc.weight"))
+            .unwrap();
+        assert_eq!(dq.op_type.as_deref(), Some("DequantizeLinear"));
+        let axis = dq
+            .attribute
+            .iter()
+            .find(|a| a.name.as_deref() == Some("axis"));
+        assert_eq!(axis.and_then(|a| a.i), Some(0), "head: per class");
+        assert_eq!(init("head.fc.bias").data_type, Some(pb::FLOAT));
         let meta: std::collections::BTreeMap<_, _> = model
             .metadata_props
             .iter()

@@ -58,7 +58,6 @@ impl Pass<'_> {
         &self,
         chunk: &[Group],
         pix: &[amx::Pixels],
-        _c: usize,
         panels: std::ops::Range<usize>,
         out: &mut [u8],
     ) {
@@ -116,7 +115,8 @@ impl Pass<'_> {
                 let (b, rq) = cols(0);
                 let (k, rows) = (s.kernel_size, self.rows);
                 let span = k * cin;
-                let mut buf = AlignedBytes::zeroed(GATHER_GROUPS.min(chunk.len()) * rows * kp + SHORT_SPAN);
+                let mut buf =
+                    AlignedBytes::zeroed(GATHER_GROUPS.min(chunk.len()) * rows * kp + SHORT_SPAN);
                 for (sub, psub) in chunk
                     .chunks(GATHER_GROUPS)
                     .zip(local.chunks_mut(GATHER_GROUPS))
@@ -617,7 +617,7 @@ impl QuantConv {
                             px
                         })
                         .collect();
-                    pass.run(chunk, &pix, 0, p0..p1, &mut out);
+                    pass.run(chunk, &pix, p0..p1, &mut out);
                     (2 * pr, c0, out)
                 })
                 .collect();
@@ -664,7 +664,7 @@ impl QuantConv {
                     px
                 })
                 .collect();
-            pass.run(chunk, &pix, 0, 0..np, out);
+            pass.run(chunk, &pix, 0..np, out);
         });
         Ok(())
     }
@@ -999,58 +999,5 @@ mod tests {
             .run(Int8Kernel::Scalar, &[0; 7], 1, 2, 2, &mut [0; 8], 1)
             .unwrap_err();
         assert!(e.to_string().contains("input"), "{e}");
-    }
-}
-
-#[cfg(test)]
-mod scratch_timing {
-    use super::*;
-    use ndarray::Array4;
-    #[test]
-    #[ignore]
-    fn time_layers() {
-        for (cin, cout, hw, n, stride) in [
-            (192usize, 192usize, 14usize, 1usize, 1usize),
-            (192, 192, 14, 8, 1),
-            (48, 48, 56, 1, 1),
-            (192, 1280, 14, 1, 2),
-        ] {
-            let spec = ConvSpec::new(cin, cout, 3, stride, 1, 1).unwrap();
-            let wt = Array4::from_shape_fn(spec.weight_shape(), |(a, b, c, d)| {
-                ((a * 7 + b * 3 + c + d) % 200) as i8 - 100
-            });
-            let conv = QuantConv::new(
-                wt.view(),
-                &vec![0.01; cout],
-                &vec![0.0; cout],
-                spec,
-                ActQuant::relu(0.02),
-                5.0,
-            )
-            .unwrap();
-            let x: Vec<u8> = (0..n * hw * hw * cin).map(|i| (i % 251) as u8).collect();
-            let mut xp = crate::aligned::AlignedBytes::zeroed(conv.padded_len(n, hw, hw));
-            conv.pad_input(&x, n, hw, hw, &mut xp);
-            let mut xu = vec![0u8; conv.padded_len(n, hw, hw) + 1];
-            xu[1..].copy_from_slice(&xp);
-            let xp = if std::env::var_os("UNALIGNED").is_some() { &xu[1..] } else { &xp[..] };
-            let (oh, ow) = spec.output_size(hw, hw).unwrap();
-            let mut y = vec![0u8; n * oh * ow * cout];
-            for threads in [1usize, 2] {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                pool.install(|| {
-                    for _ in 0..20 { conv.run_padded(&xp, n, hw, hw, &mut y, 0, threads).unwrap(); }
-                    let t = std::time::Instant::now();
-                    let it = 200;
-                    for _ in 0..it { conv.run_padded(&xp, n, hw, hw, &mut y, 0, threads).unwrap(); }
-                    let dt = t.elapsed().as_secs_f64() / it as f64;
-                    let macs = (n * oh * ow * cout * cin * 9) as f64;
-                    eprintln!("{cin}->{cout} {hw} n{n} s{stride} threads {threads}: {:.1} us, {:.0} GMAC/s", dt * 1e6, macs / dt / 1e9);
-                });
-            }
-        }
     }
 }

@@ -6,7 +6,8 @@
 //!   run time or forced; [`gemm_u8i8`] the GEMM itself.
 //! * [`QuantConv`]: one conv, im2col to u8 and the GEMM.
 //! * [`Int8Network`]: a chain of such convs (a deployed RepVGG without squeeze-excite), its f32
-//!   input quantized on entry and the head (global average pool, linear) in f32.
+//!   input quantized on entry, the global average pool in f32 and the linear layer's weights
+//!   as s8 per class.
 //!
 //! The quantization parameters come from the caller (calibration lives in `repvgg-model`).
 

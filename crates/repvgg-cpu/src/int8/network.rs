@@ -1,4 +1,4 @@
-//! A chain of int8 convs with its input quantization and f32 head.
+//! A chain of int8 convs with its input quantization and head.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -19,8 +19,8 @@ pub struct Int8Options {
     pub kernel: Option<Int8Kernel>,
 }
 
-/// Convs in a chain, each reading the previous one's u8 output, then global average pooling and
-/// a linear layer in f32. `Send + Sync`.
+/// Convs in a chain, each reading the previous one's u8 output, then global average pooling in
+/// f32 and a linear layer of s8 weights per class. `Send + Sync`.
 #[derive(Debug)]
 pub struct Int8Network {
     in_channels: usize,
@@ -39,16 +39,19 @@ pub struct Int8Network {
 
 impl Int8Network {
     /// A network of `convs` in order on an input of `in_channels` quantized as the first conv's
-    /// input says, then the head `weight [classes, C]`, `bias`.
+    /// input says, then the head: the linear layer's s8 `weight [classes, C]`, symmetric per
+    /// class (`w ≈ weight[j][c] * scale[j]`), and its f32 `bias`.
     ///
     /// # Errors
     /// [`CpuError::Invalid`] for no convs, a kernel this CPU lacks (naming the missing features),
-    /// convs whose input quantization is not the previous output's, or a non-finite head;
+    /// convs whose input quantization is not the previous output's, a non-finite head bias or a
+    /// head scale that is not finite and positive;
     /// [`CpuError::Shape`] for channels that do not chain.
     pub fn new(
         in_channels: usize,
         convs: Vec<QuantConv>,
-        head_weight: ArrayView2<'_, f32>,
+        head_weight: ArrayView2<'_, i8>,
+        head_scale: &[f32],
         head_bias: &[f32],
         opts: Int8Options,
     ) -> Result<Self> {
@@ -92,34 +95,30 @@ impl Int8Network {
             scale = Some(conv.output_scale());
         }
         let classes = head_weight.shape()[0];
-        if head_weight.shape()[1] != c || head_bias.len() != classes {
+        if head_weight.shape()[1] != c || head_scale.len() != classes || head_bias.len() != classes
+        {
             return Err(CpuError::Shape {
-                what: "classifier weight and bias".into(),
-                expected: vec![classes, c, classes],
+                what: "classifier weight, scales and bias".into(),
+                expected: vec![classes, c, classes, classes],
                 found: vec![
                     head_weight.shape()[0],
                     head_weight.shape()[1],
+                    head_scale.len(),
                     head_bias.len(),
                 ],
             });
         }
-        if head_weight.iter().chain(head_bias).any(|v| !v.is_finite()) {
-            return Err(CpuError::Invalid("classifier holds NaN or inf".into()));
+        if head_bias.iter().any(|v| !v.is_finite()) {
+            return Err(CpuError::Invalid("classifier bias holds NaN or inf".into()));
         }
-        // The linear layer's weights as s8 per class: a quarter of the bytes each run reads
-        // (the layer is a matrix-vector product at small batches, bound by those reads), and
-        // an error far below the activations' (127 steps each side per class).
-        let mut head_q = Vec::with_capacity(classes * c);
-        let mut head_scale = Vec::with_capacity(classes);
-        for row in head_weight.outer_iter() {
-            let top = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let sc = if top > 0.0 { top / 127.0 } else { 1.0 };
-            head_q.extend(
-                row.iter()
-                    .map(|v| (v / sc).round_ties_even().clamp(-127.0, 127.0) as i8),
-            );
-            head_scale.push(sc);
+        if let Some(s) = head_scale.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(CpuError::Invalid(format!(
+                "classifier weight scale {s}: expected a finite positive scale per class"
+            )));
         }
+        // Row-major `[classes][C]` codes, whatever the view's layout.
+        let head_q: Vec<i8> = head_weight.iter().copied().collect();
+        let head_scale = head_scale.to_vec();
         let pool = crate::builder::thread_pool(opts.threads)?;
         Ok(Self {
             in_channels,
@@ -168,19 +167,37 @@ impl Int8Network {
     }
 
     /// Bytes of u8 activations and im2col scratch alive at the peak of a run of `n x h x w`
-    /// (the input and output of the widest conv and its gathered rows).
+    /// (the input and output of the widest conv, as stored: padded where an AMX conv reads
+    /// them, and its gathered rows).
     pub fn activation_bytes(&self, n: usize, mut h: usize, mut w: usize) -> Result<u64> {
         let threads = self.threads();
         let mut peak = 0;
-        for c in &self.convs {
+        for (i, c) in self.convs.iter().enumerate() {
             let s = c.spec();
             let (oh, ow) = s.output_size(h, w)?;
-            let bytes = n * (h * w * s.in_channels + oh * ow * s.out_channels)
-                + c.scratch_bytes(n * oh * ow, threads);
-            peak = peak.max(bytes);
+            let input = match self.padded(i) {
+                Some(c) => c.padded_len(n, h, w),
+                None => n * h * w * s.in_channels,
+            };
+            let output = match self.padded(i + 1) {
+                Some(next) => next.padded_len(n, oh, ow),
+                None => n * oh * ow * s.out_channels,
+            };
+            let scratch = if self.padded(i).is_some() {
+                0
+            } else {
+                c.scratch_bytes(n * oh * ow, threads)
+            };
+            peak = peak.max(input + output + scratch);
             (h, w) = (oh, ow);
         }
         Ok(peak as u64)
+    }
+
+    /// Conv `i` when it runs on the AMX tiles, reading its input stored with its padding.
+    fn padded(&self, i: usize) -> Option<&QuantConv> {
+        let c = self.convs.get(i)?;
+        (self.kernel == Int8Kernel::Amx && c.amx_mode().is_some()).then_some(c)
     }
 
     /// Logits `[N, classes]` of an NCHW f32 batch.
@@ -232,13 +249,8 @@ impl Int8Network {
             .pop()
             .unwrap_or_default();
         // On AMX, a conv that runs on the tiles reads its input stored with its padding: the
-        // conv before it writes there (the first conv's input is quantized unpadded, as the
-        // stem's three channels run the im2col path).
-        let padded = |i: usize| -> Option<&QuantConv> {
-            let c = self.convs.get(i)?;
-            (self.kernel == Int8Kernel::Amx && c.amx_mode().is_some()).then_some(c)
-        };
-        let tq = std::time::Instant::now();
+        // conv before it writes there (or the quantization of the input, for the first).
+        let padded = |i: usize| self.padded(i);
         match padded(0) {
             Some(first) => {
                 a.resize(first.padded_len(n, h, w));
@@ -249,17 +261,9 @@ impl Int8Network {
                 quantize_padded(x, self.input, &mut a, 0);
             }
         }
-        if std::env::var_os("REPVGG_TRACE").is_some() {
-            eprintln!(
-                "TRACE 99 quantize x {:.3}",
-                tq.elapsed().as_secs_f64() * 1e3
-            );
-        }
         let mut layers = Vec::new();
         let mut cur = c;
-        let trace = std::env::var_os("REPVGG_TRACE").is_some();
         for (i, conv) in self.convs.iter().enumerate() {
-            let t0 = std::time::Instant::now();
             let (oh, ow) = conv.spec().output_size(h, w)?;
             let co = conv.spec().out_channels;
             let next = padded(i + 1);
@@ -280,13 +284,6 @@ impl Int8Network {
                 }
             }
             std::mem::swap(&mut a, &mut b);
-            if trace {
-                eprintln!(
-                    "TRACE {i} {:?} {h}x{w} {:.3}",
-                    conv.spec(),
-                    t0.elapsed().as_secs_f64() * 1e3
-                );
-            }
             (h, w, cur) = (oh, ow, co);
             if keep {
                 let q = ActQuant::relu(conv.output_scale());
@@ -298,7 +295,6 @@ impl Int8Network {
                 layers.push(t);
             }
         }
-        let tq = std::time::Instant::now();
         // Global average pool of the dequantized codes, then the linear layer.
         let scale = self.convs.last().map_or(1.0, QuantConv::output_scale);
         let hw = h * w;
@@ -336,9 +332,6 @@ impl Int8Network {
         let logits = Array2::from_shape_fn((n, classes), |(i, j)| {
             by_class[j * n + i] * self.head_scale[j] + self.head_bias[j]
         });
-        if std::env::var_os("REPVGG_TRACE").is_some() {
-            eprintln!("TRACE 100 head x {:.3}", tq.elapsed().as_secs_f64() * 1e3);
-        }
         self.buffers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
