@@ -31,6 +31,13 @@ fn amx_chunk(len: usize) -> Option<usize> {
         .find(|kc| len.is_multiple_of(*kc))
 }
 
+/// The tile row of [`AmxMode::Rows`] for `spec`, if it fits that mode: one group, channels not
+/// groups of four, a kernel row of at most a tile row's bytes (rounded up to four).
+fn rows_kc(spec: &ConvSpec) -> Option<usize> {
+    let kc = (spec.kernel_size * spec.in_channels).next_multiple_of(KG);
+    (spec.groups == 1 && !spec.in_channels.is_multiple_of(KG) && kc <= amx::MAX_KC).then_some(kc)
+}
+
 /// Up to [`amx::MAX_ROWS`] output pixels of one tile: each one's first tap in the padded
 /// input and its place in the output.
 #[derive(Debug, Clone, Copy)]
@@ -64,11 +71,15 @@ impl Pass<'_> {
         let s = &self.conv.spec;
         let (cin, cout) = (s.in_channels, s.out_channels);
         let (cin_g, cout_g) = (cin / s.groups, cout / s.groups);
-        let kp = self.conv.kp;
         let (c0, c1) = (panels.start * gemm::NR, (panels.end * gemm::NR).min(cout_g));
-        // The packed columns of the range: panels before the last are all NR wide.
-        let cols = |g: usize| {
+        // The packed columns of the range (panels before the last are all NR wide) of group
+        // `g`'s matrix, or of the kernel rows' matrix when given its steps `rows_kp`.
+        let cols = |g: usize, rows_kp: Option<usize>| {
             let (wg, rq) = self.conv.group(g);
+            let (wg, kp) = match rows_kp {
+                Some(kp) => (self.conv.rows_w.as_i8(), kp),
+                None => (wg, self.conv.kp),
+            };
             let pc1 = c0
                 + (panels.start..panels.end)
                     .map(|p| gemm::panel_width(cout_g, p))
@@ -86,7 +97,7 @@ impl Pass<'_> {
         match self.mode {
             AmxMode::Direct { kc } => {
                 for g in 0..s.groups {
-                    let (b, rq) = cols(g);
+                    let (b, rq) = cols(g, None);
                     for (d, px) in local.iter_mut().zip(pix) {
                         d.x = px.x + g * cin_g;
                         for (dy, &py) in d.y.iter_mut().zip(&px.y).take(px.len) {
@@ -108,11 +119,28 @@ impl Pass<'_> {
                     debug_assert!(done, "the AMX path ran on a CPU without it");
                 }
             }
+            AmxMode::Rows { kc } => {
+                let (b, rq) = cols(0, Some(s.kernel_size * kc));
+                let job = amx::Job {
+                    x: self.xp,
+                    taps: self.taps,
+                    stride: s.stride * cin,
+                    kc,
+                    chunks: 1,
+                    rows: self.rows,
+                    b,
+                    n: c1 - c0,
+                    rq,
+                };
+                let done = amx::conv(&job, pix, out);
+                debug_assert!(done, "the AMX path ran on a CPU without it");
+            }
             AmxMode::Gathered { kc } => {
                 // Each pixel's taps gathered into one row of `kp` bytes (a kernel row's taps are
                 // `k x in` consecutive bytes of the padded input); steps past the taps meet
                 // zero weights.
-                let (b, rq) = cols(0);
+                let kp = self.conv.kp;
+                let (b, rq) = cols(0, None);
                 let (k, rows) = (s.kernel_size, self.rows);
                 let span = k * cin;
                 let mut buf =
@@ -163,8 +191,14 @@ pub(crate) enum AmxMode {
     /// Tiles straight from the padded input, tap by tap, `kc` channels at a time (a conv
     /// group's channels are whole groups of four).
     Direct { kc: usize },
-    /// The taps of each pixel gathered into rows first, `kc` steps at a time (the stem's
-    /// three channels; one group).
+    /// Tiles straight from the padded input, one kernel row at a time: a row's `k` taps of
+    /// `in` channels are consecutive bytes, read `kc` at a time (the span rounded up to four;
+    /// the bytes past it meet zero weights). One group whose channels are not groups of four
+    /// and whose kernel row fits a tile row (the stem's 3 x 3 x 3).
+    Rows { kc: usize },
+    /// The taps of each pixel gathered into rows first, `kc` steps at a time (one group whose
+    /// channels are not groups of four and whose kernel row is wider than a tile row; narrow
+    /// outputs).
     Gathered { kc: usize },
 }
 
@@ -179,6 +213,9 @@ pub struct QuantConv {
     kp: usize,
     /// Per group: the packed `[(ky, kx, ci) x out_g]` matrix.
     w: AlignedBytes,
+    /// For [`AmxMode::Rows`]: the packed `[(ky, step) x out]` matrix, `step` running over the
+    /// kernel row's `(kx, ci)` and then zeros up to the row's `kc`; empty for other convs.
+    rows_w: AlignedBytes,
     /// Per group, [`padded_n`]`(out_g)` values each.
     comp: Vec<i32>,
     mult: Vec<f32>,
@@ -256,16 +293,29 @@ impl QuantConv {
                 add[g * np + j] = bias[o] / output_scale;
             }
         }
+        let aligned = |w: &[i8]| {
+            let mut a = AlignedBytes::zeroed(w.len());
+            a.copy_from_slice(bytemuck::cast_slice(w));
+            a
+        };
+        let rows_w = rows_kc(&spec).map_or_else(AlignedBytes::default, |kc| {
+            let span = k * spec.in_channels;
+            aligned(&gemm::pack(k * kc, cout, |r, j| {
+                let (ky, t) = (r / kc, r % kc);
+                if t < span {
+                    weight[[j, t % spec.in_channels, ky, t / spec.in_channels]]
+                } else {
+                    0
+                }
+            }))
+        });
         Ok(Self {
             spec,
             input,
             output_scale,
             kp,
-            w: {
-                let mut a = AlignedBytes::zeroed(w.len());
-                a.copy_from_slice(bytemuck::cast_slice(&w));
-                a
-            },
+            w: aligned(&w),
+            rows_w,
             comp,
             mult,
             add,
@@ -411,6 +461,8 @@ impl QuantConv {
         let cin_g = self.spec.in_channels / self.spec.groups;
         if cin_g.is_multiple_of(KG) {
             amx_chunk(cin_g).map(|kc| AmxMode::Direct { kc })
+        } else if let Some(kc) = rows_kc(&self.spec) {
+            Some(AmxMode::Rows { kc })
         } else if self.spec.groups == 1 {
             amx_chunk(self.kp).map(|kc| AmxMode::Gathered { kc })
         } else {
@@ -499,7 +551,9 @@ impl QuantConv {
         let m = n * oh * ow;
         // Narrow outputs (the last stage's 7 x 7) fill whole tiles when gathered.
         let mode = match mode {
-            AmxMode::Direct { .. } if s.groups == 1 && 2 * ow <= amx::MAX_ROWS && oh > 1 => {
+            AmxMode::Direct { .. } | AmxMode::Rows { .. }
+                if s.groups == 1 && 2 * ow <= amx::MAX_ROWS && oh > 1 =>
+            {
                 match amx_chunk(self.kp) {
                     Some(kc) => AmxMode::Gathered { kc },
                     None => mode,
@@ -514,7 +568,7 @@ impl QuantConv {
             |img: usize, oy: usize, ox: usize| ((img * ohp + oy + q) * owp + q + ox) * cout;
         let mut groups = Vec::new();
         let rows = match mode {
-            AmxMode::Direct { .. } => {
+            AmxMode::Direct { .. } | AmxMode::Rows { .. } => {
                 // Each output row in `per_row` runs of `rows` pixels (the last shorter): a
                 // tile's rows are `stride x in` bytes apart in the input.
                 let per_row = ow.div_ceil(amx::MAX_ROWS);
@@ -569,7 +623,11 @@ impl QuantConv {
                 rows
             }
         };
-        let taps: Vec<usize> = (0..k * k).map(|t| ((t / k) * wp + t % k) * cin).collect();
+        let taps: Vec<usize> = match mode {
+            // Each kernel row's first tap.
+            AmxMode::Rows { .. } => (0..k).map(|ky| ky * wp * cin).collect(),
+            _ => (0..k * k).map(|t| ((t / k) * wp + t % k) * cin).collect(),
+        };
         let pass = Pass {
             conv: self,
             mode,
@@ -933,6 +991,8 @@ mod tests {
             // Sums of several chunks on the AMX path (96 = 2 x 48, 192 = 3 x 64 channels).
             ConvSpec::new(96, 40, 3, 1, 1, 1).unwrap(),
             ConvSpec::new(192, 24, 3, 2, 1, 1).unwrap(),
+            // A kernel row wider than a tile row (3 x 22 > 64 bytes): gathered on AMX.
+            ConvSpec::new(22, 16, 3, 1, 1, 1).unwrap(),
         ];
         for (i, spec) in specs.into_iter().enumerate() {
             // Rows wider than a tile (several pixel groups per row, the last one short).
