@@ -537,11 +537,12 @@ impl Runner {
                 Ok(Profile::Cpu(runs))
             }
             #[cfg(feature = "cpu")]
-            Net::Int8(_) => {
+            Net::Int8(ref m) => {
                 let _ = warmup;
-                Err(ModelError::Unsupported(
-                    "per-layer profiles of the int8 network are not implemented".into(),
-                ))
+                let runs = (0..iters.max(1))
+                    .map(|_| m.profile(x))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                Ok(Profile::Cpu(runs))
             }
             #[cfg(feature = "gpu")]
             Net::Gpu(ref m) => {

@@ -7,7 +7,9 @@ use ndarray::{Array2, Array4, Axis, s};
 use repvgg_math::ops;
 use repvgg_model::cpu::Int8Kernel;
 use repvgg_model::quant::{CalibMethod, QuantOptions, QuantizedModel};
-use repvgg_model::{Device, Form, Model, Precision, RepVggConfig, RunOptions, TrainModel, digits};
+use repvgg_model::{
+    Device, Form, Model, Precision, Profile, RepVggConfig, RunOptions, TrainModel, digits,
+};
 
 /// Images of the test split used for calibration; the others measure accuracy.
 const CALIB: usize = 64;
@@ -138,6 +140,45 @@ fn int8_network_matches_a_fake_quantized_reference_on_every_kernel() {
                     Int8Kernel::available()[0]
                 ),
             }
+        }
+    }
+}
+
+#[test]
+fn int8_profiles_time_each_step_and_count_every_multiply_add() {
+    let (_, q, t) = digits_quantized(CalibMethod::MinMax);
+    let x = t.input.slice(s![..4, .., .., ..]).to_owned();
+    let (n, _, h, w) = x.dim();
+    let convs = q.quantized().unwrap().layers.len();
+    for kernel in Int8Kernel::available() {
+        let r = q
+            .runner(cpu().precision(Precision::Int8).int8_kernel(Some(kernel)))
+            .unwrap();
+        let macs = r.executed_macs(n, h, w).unwrap().unwrap();
+        let Profile::Cpu(runs) = r.profile(x.view(), 0, 2).unwrap() else {
+            panic!("{kernel}: an int8 profile is a CPU profile");
+        };
+        assert_eq!(runs.len(), 2, "{kernel}: one list per run");
+        for ops in &runs {
+            let names: Vec<&str> = ops.iter().map(|o| o.op.as_str()).collect();
+            assert_eq!(ops.len(), convs + 2, "{kernel}: {names:?}");
+            assert!(names[0].starts_with("quantize input"), "{names:?}");
+            assert!(
+                names[1..=convs]
+                    .iter()
+                    .all(|o| o.starts_with("conv 3x3/") && o.contains(" int8 ")),
+                "{names:?}"
+            );
+            assert!(names[convs + 1].starts_with("head"), "{names:?}");
+            assert!(
+                ops.iter()
+                    .all(|o| o.seconds.is_finite() && o.seconds >= 0.0)
+            );
+            assert_eq!(
+                ops.iter().map(|o| o.flops).sum::<u64>(),
+                2 * macs,
+                "{kernel}"
+            );
         }
     }
 }

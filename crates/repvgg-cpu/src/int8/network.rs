@@ -1,6 +1,7 @@
 //! A chain of int8 convs with its input quantization and head.
 
 use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4, s};
 use pulp::{Arch, Simd, WithSimd};
@@ -9,6 +10,7 @@ use rayon::prelude::*;
 use crate::aligned::AlignedBytes;
 use crate::error::{CpuError, Result};
 use crate::int8::{ActQuant, Int8Kernel, QuantConv};
+use crate::network::OpTime;
 
 /// Options of an [`Int8Network`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -206,7 +208,19 @@ impl Int8Network {
     /// [`CpuError::Shape`] for a batch of another channel count or an image too small for the
     /// convs.
     pub fn run(&self, x: ArrayView4<'_, f32>) -> Result<Array2<f32>> {
-        Ok(self.run_inner(x, false)?.0)
+        Ok(self.run_inner(x, false, None)?.0)
+    }
+
+    /// One run of `x`, timed step by step: the input's quantization, each conv (its shape,
+    /// output size and kernel; its flops counted as a direct conv's, 2 per multiply-add), and
+    /// the head.
+    ///
+    /// # Errors
+    /// As [`Int8Network::run`].
+    pub fn profile(&self, x: ArrayView4<'_, f32>) -> Result<Vec<OpTime>> {
+        let mut times = Vec::with_capacity(self.convs.len() + 2);
+        self.run_inner(x, false, Some(&mut times))?;
+        Ok(times)
     }
 
     /// Logits and every conv's output, dequantized to f32 NCHW (for calibration reports).
@@ -214,17 +228,18 @@ impl Int8Network {
     /// # Errors
     /// As [`Int8Network::run`].
     pub fn run_layers(&self, x: ArrayView4<'_, f32>) -> Result<(Array2<f32>, Vec<Array4<f32>>)> {
-        self.run_inner(x, true)
+        self.run_inner(x, true, None)
     }
 
     fn run_inner(
         &self,
         x: ArrayView4<'_, f32>,
         keep: bool,
+        prof: Option<&mut Vec<OpTime>>,
     ) -> Result<(Array2<f32>, Vec<Array4<f32>>)> {
         match &self.pool {
-            Some(p) => p.install(|| self.run_here(x, keep)),
-            None => self.run_here(x, keep),
+            Some(p) => p.install(|| self.run_here(x, keep, prof)),
+            None => self.run_here(x, keep, prof),
         }
     }
 
@@ -232,7 +247,20 @@ impl Int8Network {
         &self,
         x: ArrayView4<'_, f32>,
         keep: bool,
+        mut prof: Option<&mut Vec<OpTime>>,
     ) -> Result<(Array2<f32>, Vec<Array4<f32>>)> {
+        let mut clock = Instant::now();
+        let mut lap = |what: &dyn Fn() -> String, flops: u64| {
+            if let Some(p) = prof.as_deref_mut() {
+                let now = Instant::now();
+                p.push(OpTime {
+                    op: what(),
+                    seconds: (now - clock).as_secs_f64(),
+                    flops,
+                });
+                clock = now;
+            }
+        };
         let (n, c, mut h, mut w) = x.dim();
         if c != self.in_channels {
             return Err(CpuError::Shape {
@@ -261,6 +289,7 @@ impl Int8Network {
                 quantize_padded(x, self.input, &mut a, 0);
             }
         }
+        lap(&|| "quantize input to u8".into(), 0);
         let mut layers = Vec::new();
         let mut cur = c;
         for (i, conv) in self.convs.iter().enumerate() {
@@ -284,6 +313,25 @@ impl Int8Network {
                 }
             }
             std::mem::swap(&mut a, &mut b);
+            let kernel = if padded(i).is_some() {
+                Int8Kernel::Amx
+            } else if self.kernel == Int8Kernel::Amx {
+                // Convs the tiles do not take run the GEMM on VNNI panels.
+                Int8Kernel::Avx512Vnni
+            } else {
+                self.kernel
+            };
+            let s = conv.spec();
+            let macs = conv.macs(n, h, w)?;
+            lap(
+                &|| {
+                    format!(
+                        "conv {}x{}/{} {}->{} g{} {oh}x{ow} int8 {kernel}",
+                        s.kernel_size, s.kernel_size, s.stride, s.in_channels, co, s.groups
+                    )
+                },
+                2 * macs,
+            );
             (h, w, cur) = (oh, ow, co);
             if keep {
                 let q = ActQuant::relu(conv.output_scale());
@@ -332,6 +380,10 @@ impl Int8Network {
         let logits = Array2::from_shape_fn((n, classes), |(i, j)| {
             by_class[j * n + i] * self.head_scale[j] + self.head_bias[j]
         });
+        lap(
+            &|| format!("head: average pool {h}x{w}, linear {cur}->{classes} (s8 weights)"),
+            2 * (n * cur * classes) as u64,
+        );
         self.buffers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
