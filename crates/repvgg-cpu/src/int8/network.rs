@@ -553,6 +553,37 @@ mod tests {
                 prop_assert_eq!(*g, q.quantize(*x), "x = {}", x);
             }
         }
+
+        #[test]
+        fn head_blocks_match_f64_dot_products(
+            n in 1usize..20, c in 0usize..70, classes in 1usize..5, seed in any::<u32>(),
+        ) {
+            // Channel counts below, at and past the sixteen lanes (the tails), any batch.
+            let mut state = seed | 1;
+            let mut next = move || {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state
+            };
+            let pooled: Vec<f32> = (0..n * c).map(|_| (next() % 2001) as f32 / 100.0).collect();
+            let q: Vec<i8> = (0..classes * c).map(|_| (next() % 255) as i32 as i8).collect();
+            let q: Vec<i8> = q.into_iter().map(|v| v.max(-127)).collect();
+            let mut out = vec![f32::NAN; classes * n];
+            Arch::new().dispatch(HeadBlock { pooled: &pooled, c, q: &q, out: &mut out });
+            for j in 0..classes {
+                for i in 0..n {
+                    let want: f64 = (0..c)
+                        .map(|k| f64::from(pooled[i * c + k]) * f64::from(q[j * c + k]))
+                        .sum();
+                    let got = f64::from(out[j * n + i]);
+                    prop_assert!(
+                        (got - want).abs() <= 1e-5 * (1.0 + want.abs()) * (c as f64).max(1.0),
+                        "class {} image {}: {} against {}", j, i, got, want
+                    );
+                }
+            }
+        }
     }
 
     #[test]
