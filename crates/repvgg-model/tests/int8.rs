@@ -161,7 +161,7 @@ fn int8_profiles_time_each_step_and_count_every_multiply_add() {
         assert_eq!(runs.len(), 2, "{kernel}: one list per run");
         for ops in &runs {
             let names: Vec<&str> = ops.iter().map(|o| o.op.as_str()).collect();
-            assert_eq!(ops.len(), convs + 2, "{kernel}: {names:?}");
+            assert_eq!(ops.len(), convs + 3, "{kernel}: {names:?}");
             assert!(names[0].starts_with("quantize input"), "{names:?}");
             assert!(
                 names[1..=convs]
@@ -169,7 +169,11 @@ fn int8_profiles_time_each_step_and_count_every_multiply_add() {
                     .all(|o| o.starts_with("conv 3x3/") && o.contains(" int8 ")),
                 "{names:?}"
             );
-            assert!(names[convs + 1].starts_with("head"), "{names:?}");
+            assert!(
+                names[convs + 1].starts_with("head: average pool"),
+                "{names:?}"
+            );
+            assert!(names[convs + 2].starts_with("head: linear"), "{names:?}");
             assert!(
                 ops.iter()
                     .all(|o| o.seconds.is_finite() && o.seconds >= 0.0)

@@ -212,13 +212,13 @@ impl Int8Network {
     }
 
     /// One run of `x`, timed step by step: the input's quantization, each conv (its shape,
-    /// output size and kernel; its flops counted as a direct conv's, 2 per multiply-add), and
-    /// the head.
+    /// output size and kernel; its flops counted as a direct conv's, 2 per multiply-add), the
+    /// head's average pool and its linear layer.
     ///
     /// # Errors
     /// As [`Int8Network::run`].
     pub fn profile(&self, x: ArrayView4<'_, f32>) -> Result<Vec<OpTime>> {
-        let mut times = Vec::with_capacity(self.convs.len() + 2);
+        let mut times = Vec::with_capacity(self.convs.len() + 3);
         self.run_inner(x, false, Some(&mut times))?;
         Ok(times)
     }
@@ -361,6 +361,7 @@ impl Int8Network {
                     *d = s as f32 * scale / hw as f32;
                 }
             });
+        lap(&|| format!("head: average pool {h}x{w}x{cur}"), 0);
         // Blocks of classes in parallel, each class row of weights read once for all images.
         let classes = self.classes;
         let mut by_class = vec![0.0f32; classes * n];
@@ -381,7 +382,7 @@ impl Int8Network {
             by_class[j * n + i] * self.head_scale[j] + self.head_bias[j]
         });
         lap(
-            &|| format!("head: average pool {h}x{w}, linear {cur}->{classes} (s8 weights)"),
+            &|| format!("head: linear {cur}->{classes}, s8 weights"),
             2 * (n * cur * classes) as u64,
         );
         self.buffers
