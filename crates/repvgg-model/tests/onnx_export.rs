@@ -377,6 +377,27 @@ mod qdq {
                 .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
                 .collect()
         };
+        let i8s = |t: &pb::TensorProto| -> Vec<i8> {
+            t.raw_data
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|&b| b as i8)
+                .collect()
+        };
+        // The `axis` of the `DequantizeLinear` node `name`.
+        let dequantize_axis = |name: &str| -> Option<i64> {
+            let dq = g
+                .node
+                .iter()
+                .find(|n| n.name.as_deref() == Some(name))
+                .unwrap_or_else(|| panic!("no node {name}"));
+            assert_eq!(dq.op_type.as_deref(), Some("DequantizeLinear"), "{name}");
+            dq.attribute
+                .iter()
+                .find(|a| a.name.as_deref() == Some("axis"))
+                .and_then(|a| a.i)
+        };
         let ops: Vec<&str> = g.node.iter().filter_map(|n| n.op_type.as_deref()).collect();
         let count = |op: &str| ops.iter().filter(|o| **o == op).count();
         let convs = q.layers.len();
@@ -404,29 +425,16 @@ mod qdq {
             };
             let w = init(&format!("{p}.reparam_conv.weight_quantized"));
             assert_eq!(w.data_type, Some(pb::INT8), "{p}");
-            let codes: Vec<i8> = w
-                .raw_data
-                .as_ref()
-                .unwrap()
-                .iter()
-                .map(|&b| b as i8)
-                .collect();
-            assert_eq!(codes, l.weight.iter().copied().collect::<Vec<_>>(), "{p}");
+            assert_eq!(i8s(w), l.weight.iter().copied().collect::<Vec<_>>(), "{p}");
             assert_eq!(
                 f32s(init(&format!("{p}.reparam_conv.weight_scale"))),
                 l.weight_scale
             );
-            let dq = g
-                .node
-                .iter()
-                .find(|n| n.name.as_deref() == Some(&format!("{p}.reparam_conv.weight")))
-                .unwrap();
-            assert_eq!(dq.op_type.as_deref(), Some("DequantizeLinear"));
-            let axis = dq
-                .attribute
-                .iter()
-                .find(|a| a.name.as_deref() == Some("axis"));
-            assert_eq!(axis.and_then(|a| a.i), Some(0), "{p}: per output channel");
+            assert_eq!(
+                dequantize_axis(&format!("{p}.reparam_conv.weight")),
+                Some(0),
+                "{p}: per output channel"
+            );
             // The bias: INT32 codes whose dequantized value is the f32 bias within half a step.
             let b = init(&format!("{p}.reparam_conv.bias_quantized"));
             assert_eq!(b.data_type, Some(pb::INT32), "{p}");
@@ -462,26 +470,13 @@ mod qdq {
                 .map(|&d| d as i64)
                 .collect::<Vec<_>>()
         );
-        let codes: Vec<i8> = w
-            .raw_data
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|&b| b as i8)
-            .collect();
-        assert_eq!(codes, hq.iter().copied().collect::<Vec<_>>());
+        assert_eq!(i8s(w), hq.iter().copied().collect::<Vec<_>>());
         assert_eq!(f32s(init("head.fc.weight_scale")), hs);
-        let dq = g
-            .node
-            .iter()
-            .find(|n| n.name.as_deref() == Some("head.fc.weight"))
-            .unwrap();
-        assert_eq!(dq.op_type.as_deref(), Some("DequantizeLinear"));
-        let axis = dq
-            .attribute
-            .iter()
-            .find(|a| a.name.as_deref() == Some("axis"));
-        assert_eq!(axis.and_then(|a| a.i), Some(0), "head: per class");
+        assert_eq!(
+            dequantize_axis("head.fc.weight"),
+            Some(0),
+            "head: per class"
+        );
         assert_eq!(init("head.fc.bias").data_type, Some(pb::FLOAT));
         let meta: std::collections::BTreeMap<_, _> = model
             .metadata_props

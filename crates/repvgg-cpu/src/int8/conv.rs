@@ -47,6 +47,21 @@ struct Group {
     len: usize,
 }
 
+impl Group {
+    /// The tile's pixels for [`amx::conv`], each row's output place `place(its place)`.
+    fn pixels(&self, mut place: impl FnMut(usize) -> usize) -> amx::Pixels {
+        let mut px = amx::Pixels {
+            x: self.x[0],
+            y: [0; amx::MAX_ROWS],
+            len: self.len,
+        };
+        for (d, &at) in px.y.iter_mut().zip(&self.y).take(self.len) {
+            *d = place(at);
+        }
+        px
+    }
+}
+
 /// What every AMX job of one run shares.
 struct Pass<'a> {
     conv: &'a QuantConv,
@@ -659,20 +674,15 @@ impl QuantConv {
                     let (c0, c1) = (p0 * gemm::NR, (p1 * gemm::NR).min(cout));
                     let cols = c1 - c0;
                     let mut out = vec![0u8; chunk.iter().map(|g| g.len).sum::<usize>() * cols];
+                    // Rows of the block, in order.
                     let mut row = 0;
                     let pix: Vec<amx::Pixels> = chunk
                         .iter()
                         .map(|g| {
-                            let mut px = amx::Pixels {
-                                x: g.x[0],
-                                y: [0; amx::MAX_ROWS],
-                                len: g.len,
-                            };
-                            for d in px.y.iter_mut().take(g.len) {
-                                *d = row * cols;
+                            g.pixels(|_| {
                                 row += 1;
-                            }
-                            px
+                                (row - 1) * cols
+                            })
                         })
                         .collect();
                     pass.run(chunk, &pix, p0..p1, &mut out);
@@ -708,20 +718,7 @@ impl QuantConv {
             parts.push((chunk, start, mine));
         }
         parts.into_par_iter().for_each(|(chunk, y0, out)| {
-            let pix: Vec<amx::Pixels> = chunk
-                .iter()
-                .map(|g| {
-                    let mut px = amx::Pixels {
-                        x: g.x[0],
-                        y: [0; amx::MAX_ROWS],
-                        len: g.len,
-                    };
-                    for (d, &v) in px.y.iter_mut().zip(&g.y).take(g.len) {
-                        *d = v - y0;
-                    }
-                    px
-                })
-                .collect();
+            let pix: Vec<amx::Pixels> = chunk.iter().map(|g| g.pixels(|at| at - y0)).collect();
             pass.run(chunk, &pix, 0..np, out);
         });
         Ok(())

@@ -574,12 +574,14 @@ mod tests {
             Arch::new().dispatch(HeadBlock { pooled: &pooled, c, q: &q, out: &mut out });
             for j in 0..classes {
                 for i in 0..n {
-                    let want: f64 = (0..c)
-                        .map(|k| f64::from(pooled[i * c + k]) * f64::from(q[j * c + k]))
-                        .sum();
+                    let terms = (0..c).map(|k| f64::from(pooled[i * c + k]) * f64::from(q[j * c + k]));
+                    let (want, size) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
                     let got = f64::from(out[j * n + i]);
+                    // The bound of an f32 sum of products: one rounding per term and per
+                    // addition, of the terms' magnitudes (however much they cancel).
+                    let bound = (c as f64 + 1.0) * f64::from(f32::EPSILON) * size;
                     prop_assert!(
-                        (got - want).abs() <= 1e-5 * (1.0 + want.abs()) * (c as f64).max(1.0),
+                        (got - want).abs() <= bound,
                         "class {} image {}: {} against {}", j, i, got, want
                     );
                 }
