@@ -250,32 +250,14 @@ mod x86 {
         /// Accumulates one product into accumulator `t`: group `t / 2` times half `t % 2`.
         #[inline(always)]
         fn product(&self, t: usize) {
-            // SAFETY: as `multiply`.
+            // SAFETY: register-only instructions on configured tiles, whose shapes match
+            // (rows x kc) * (kc / 4 x 64) -> rows x 64.
             unsafe {
                 match t {
                     0 => dp!(0, 4, 6),
                     1 => dp!(1, 4, 7),
                     2 => dp!(2, 5, 6),
                     _ => dp!(3, 5, 7),
-                }
-            }
-        }
-
-        /// Accumulates the products of the loaded groups (`na`) and halves (`nb`).
-        #[inline(always)]
-        fn multiply(&self, na: usize, nb: usize) {
-            // SAFETY: register-only instructions on configured tiles, whose shapes match
-            // (rows x kc) * (kc / 4 x 64) -> rows x 64.
-            unsafe {
-                dp!(0, 4, 6);
-                if nb == 2 {
-                    dp!(1, 4, 7);
-                }
-                if na == 2 {
-                    dp!(2, 5, 6);
-                    if nb == 2 {
-                        dp!(3, 5, 7);
-                    }
                 }
             }
         }
@@ -342,7 +324,11 @@ mod x86 {
                             for h in 0..nb {
                                 tiles.load_b(h, panel, b_at(h), w * 4);
                             }
-                            tiles.multiply(na, nb);
+                            for i in 0..na {
+                                for h in 0..nb {
+                                    tiles.product(2 * i + h);
+                                }
+                            }
                         }
                         k4 += job.kc / 4;
                     }
