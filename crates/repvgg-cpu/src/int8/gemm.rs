@@ -242,15 +242,12 @@ impl PanelJob<'_> {
             "panel of the wrong length"
         );
         assert!(self.c_rs >= self.cols, "row stride too short");
-        if self.m > 0 {
-            assert!(
-                self.a.len() >= packed_rows_len(self.m, self.kp),
-                "a too short"
-            );
-            assert!(
-                self.c.len() >= (self.m - 1) * self.c_rs + self.cols,
-                "c too short"
-            );
+        assert!(
+            self.a.len() >= packed_rows_len(self.m, self.kp),
+            "a too short"
+        );
+        if let Some(last) = self.m.checked_sub(1) {
+            assert!(self.c.len() >= last * self.c_rs + self.cols, "c too short");
         }
         assert!(
             self.rq.comp.len() >= self.w
@@ -277,9 +274,7 @@ pub fn gemm_u8i8(
     c_rs: usize,
     rq: Requant<'_>,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
+    // Nothing to do for no rows ([`run_panel`] returns) or no columns (no panels).
     assert!(b.len() >= kp * padded_n(n), "packed matrix too short");
     let mut col0 = 0;
     for p in 0..panels(n) {
@@ -352,6 +347,75 @@ fn scalar_panel(job: &mut PanelJob<'_>) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn every_length_the_kernels_rely_on_is_checked() {
+        let (m, kp, w, cols, c_rs) = (3, 8, NR, NR - 1, NR + 2);
+        let a = vec![0u8; packed_rows_len(m, kp)];
+        let b = vec![0i8; kp * w];
+        let (comp, mult, add) = (vec![0i32; w], vec![0f32; w], vec![0f32; w]);
+        let c_len = (m - 1) * c_rs + cols;
+        // A job of exactly the lengths it needs, then one length wrong at a time: the panic's
+        // message, or `None` when the check passes.
+        let run = |case: usize| -> Option<String> {
+            let mut c = vec![0u8; if case == 11 { c_len - 1 } else { c_len }];
+            let mut job = PanelJob {
+                m,
+                kp,
+                a: &a,
+                w,
+                b: &b,
+                cols,
+                c: &mut c,
+                c_rs,
+                rq: Requant {
+                    comp: &comp,
+                    mult: &mult,
+                    add: &add,
+                },
+            };
+            match case {
+                1 => job.m = 0,
+                2 => job.kp = 6,
+                3 => job.w = NR / 2 + 1,
+                4 => job.cols = w + 1,
+                5 => job.cols = 0,
+                6 => job.b = &b[1..],
+                7 => job.c_rs = cols - 1,
+                8 => job.a = &a[1..],
+                9 => job.rq.comp = &comp[1..],
+                10 => job.rq.mult = &mult[1..],
+                12 => job.rq.add = &add[1..],
+                _ => {}
+            }
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.check()));
+            res.err().map(|e| {
+                e.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default()
+            })
+        };
+        assert_eq!(run(0), None, "exact lengths pass");
+        assert_eq!(run(1), None, "no rows pass");
+        let wants = [
+            (2, "multiple of"),
+            (3, "panel width"),
+            (4, "columns outside"),
+            (5, "columns outside"),
+            (6, "wrong length"),
+            (7, "row stride"),
+            (8, "a too short"),
+            (9, "requantization"),
+            (10, "requantization"),
+            (11, "c too short"),
+            (12, "requantization"),
+        ];
+        for (case, want) in wants {
+            let got = run(case).unwrap_or_else(|| panic!("case {case} passed the check"));
+            assert!(got.contains(want), "case {case}: {got}");
+        }
+    }
 
     /// The oracle: plain i32 sums over the unpacked matrices, then [`requantize`].
     #[allow(clippy::too_many_arguments)]
