@@ -526,6 +526,9 @@ impl WithSimd for QuantizeRow<'_> {
         let base = MAGIC.to_bits() as i32;
         let zp = i32::from(self.q.zero_point);
         for (d, &v) in self.out.iter_mut().zip(self.src) {
+            // Not `clamp`: NaN must go to the low clamp, as `max` sends it, where `clamp`
+            // would keep it.
+            #[allow(clippy::manual_clamp)]
             let t = (v / self.q.scale).max(-512.0).min(512.0);
             let code = (t + MAGIC).to_bits() as i32 - base + zp;
             *d = code.clamp(0, 255) as u8;
