@@ -925,7 +925,9 @@ mod tests {
         y
     }
 
-    fn check(case: &Case) {
+    /// Runs `case` on every kernel against the oracle. A case whose outputs mostly clamp (to 0
+    /// or 255) tests little: `strict` fails on it, otherwise it is skipped and `false` returned.
+    fn check(case: &Case, strict: bool) -> bool {
         let s = case.spec;
         let mut next = rng(case.seed);
         let wt = Array4::from_shape_fn(s.weight_shape(), |_| ((next() % 255) as i32 - 127) as i8);
@@ -954,8 +956,12 @@ mod tests {
             .collect();
         let want = oracle(&conv, &wt, &x, case.n, case.h, case.w);
         let spread = want.iter().filter(|&&v| v > 0 && v < 255).count();
+        let exercised = want.len() < 64 || spread * 5 >= want.len();
+        if !exercised && !strict {
+            return false;
+        }
         assert!(
-            want.len() < 64 || spread * 5 >= want.len(),
+            exercised,
             "the case exercises too few unclamped outputs: {spread} of {}",
             want.len()
         );
@@ -973,6 +979,7 @@ mod tests {
                 }
             }
         }
+        true
     }
 
     #[test]
@@ -995,14 +1002,15 @@ mod tests {
             // Rows wider than a tile (several pixel groups per row, the last one short).
             for (n, h, w) in [(1, 7, 7), (2, 9, 6), (1, 1, 1), (2, 3, 37)] {
                 for zero_point in [0, 117] {
-                    check(&Case {
+                    let case = Case {
                         spec,
                         n,
                         h,
                         w,
                         zero_point,
                         seed: (i * 100 + h) as u64,
-                    });
+                    };
+                    check(&case, true);
                 }
             }
         }
@@ -1018,7 +1026,9 @@ mod tests {
         ) {
             let spec = ConvSpec::new(cin_g * groups, cout_g * groups, k, stride, pad.min(k / 2 + 1), groups).unwrap();
             prop_assume!(spec.output_size(h, w).is_ok());
-            check(&Case { spec, n, h, w, zero_point, seed });
+            // Few output channels can clamp nearly every output at random: such draws are
+            // replaced by others.
+            prop_assume!(check(&Case { spec, n, h, w, zero_point, seed }, false));
         }
     }
 
