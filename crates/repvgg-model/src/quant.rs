@@ -26,7 +26,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use ndarray::{Array2, Array4, ArrayView2, ArrayView4};
+use ndarray::{Array2, Array4, ArrayView2, ArrayView4, Axis};
 use safetensors::SafeTensors;
 use safetensors::tensor::{Dtype, TensorView};
 
@@ -241,7 +241,7 @@ pub fn quantize_weight(w: ArrayView4<'_, f32>) -> (Array4<i8>, Vec<f32>) {
     let scales: Vec<f32> = (0..out)
         .map(|o| {
             let m = w
-                .index_axis(ndarray::Axis(0), o)
+                .index_axis(Axis(0), o)
                 .iter()
                 .fold(0.0f32, |m, v| m.max(v.abs()));
             if m > 0.0 { m / 127.0 } else { 1.0 }
@@ -262,19 +262,12 @@ pub fn quantize_weight(w: ArrayView4<'_, f32>) -> (Array4<i8>, Vec<f32>) {
 /// of the bytes in int8; its error is far below the activations' (127 steps each side of the
 /// class's largest weight). The QDQ export stores the same codes.
 pub fn quantize_head(w: ArrayView2<'_, f32>) -> (Array2<i8>, Vec<f32>) {
-    let scales: Vec<f32> = w
-        .outer_iter()
-        .map(|row| {
-            let m = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            if m > 0.0 { m / 127.0 } else { 1.0 }
-        })
-        .collect();
-    let q = Array2::from_shape_fn(w.dim(), |(j, c)| {
-        (w[[j, c]] / scales[j])
-            .round_ties_even()
-            .clamp(-127.0, 127.0) as i8
-    });
-    (q, scales)
+    // The rule of a conv's weights, each class a `[C, 1, 1]` kernel.
+    let (q, scales) = quantize_weight(w.insert_axis(Axis(2)).insert_axis(Axis(3)));
+    (
+        q.index_axis_move(Axis(3), 0).index_axis_move(Axis(2), 0),
+        scales,
+    )
 }
 
 /// The clip of a post-ReLU activation from its histogram (`bins` counts over `[0, max]`).

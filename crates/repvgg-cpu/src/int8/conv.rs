@@ -858,7 +858,7 @@ pub(crate) fn positive(what: &str, v: &[f32]) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::int8::requantize;
     use ndarray::Array4;
@@ -873,7 +873,8 @@ mod tests {
         seed: u64,
     }
 
-    fn rng(seed: u64) -> impl FnMut() -> u32 {
+    /// A seeded stream of `u32` (an LCG's high bits), the int8 tests' random data.
+    pub(in crate::int8) fn rng(seed: u64) -> impl FnMut() -> u32 {
         let mut s = seed ^ 0x9E37_79B9_7F4A_7C15;
         move || {
             s = s

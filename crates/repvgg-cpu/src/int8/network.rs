@@ -250,11 +250,14 @@ impl Int8Network {
         mut prof: Option<&mut Vec<OpTime>>,
     ) -> Result<(Array2<f32>, Vec<Array4<f32>>)> {
         let mut clock = Instant::now();
-        let mut lap = |what: &dyn Fn() -> String, flops: u64| {
+        // With a profile: the time since the last step, and the step's name and flops (worked
+        // out only then).
+        let mut lap = |what: &dyn Fn() -> (String, u64)| {
             if let Some(p) = prof.as_deref_mut() {
                 let now = Instant::now();
+                let (op, flops) = what();
                 p.push(OpTime {
-                    op: what(),
+                    op,
                     seconds: (now - clock).as_secs_f64(),
                     flops,
                 });
@@ -289,7 +292,7 @@ impl Int8Network {
                 quantize_padded(x, self.input, &mut a, 0);
             }
         }
-        lap(&|| "quantize input to u8".into(), 0);
+        lap(&|| ("quantize input to u8".into(), 0));
         let mut layers = Vec::new();
         let mut cur = c;
         for (i, conv) in self.convs.iter().enumerate() {
@@ -313,25 +316,23 @@ impl Int8Network {
                 }
             }
             std::mem::swap(&mut a, &mut b);
-            let kernel = if padded(i).is_some() {
-                Int8Kernel::Amx
-            } else if self.kernel == Int8Kernel::Amx {
-                // Convs the tiles do not take run the GEMM on VNNI panels.
-                Int8Kernel::Avx512Vnni
-            } else {
-                self.kernel
-            };
-            let s = conv.spec();
-            let macs = conv.macs(n, h, w)?;
-            lap(
-                &|| {
-                    format!(
-                        "conv {}x{}/{} {}->{} g{} {oh}x{ow} int8 {kernel}",
-                        s.kernel_size, s.kernel_size, s.stride, s.in_channels, co, s.groups
-                    )
-                },
-                2 * macs,
-            );
+            lap(&|| {
+                let kernel = if padded(i).is_some() {
+                    Int8Kernel::Amx
+                } else if self.kernel == Int8Kernel::Amx {
+                    // Convs the tiles do not take run the GEMM on VNNI panels.
+                    Int8Kernel::Avx512Vnni
+                } else {
+                    self.kernel
+                };
+                let s = conv.spec();
+                let op = format!(
+                    "conv {}x{}/{} {}->{} g{} {oh}x{ow} int8 {kernel}",
+                    s.kernel_size, s.kernel_size, s.stride, s.in_channels, co, s.groups
+                );
+                // The input's size, which `output_size` above has already accepted.
+                (op, 2 * conv.macs(n, h, w).unwrap_or_default())
+            });
             (h, w, cur) = (oh, ow, co);
             if keep {
                 let q = ActQuant::relu(conv.output_scale());
@@ -361,7 +362,7 @@ impl Int8Network {
                     *d = s as f32 * scale / hw as f32;
                 }
             });
-        lap(&|| format!("head: average pool {h}x{w}x{cur}"), 0);
+        lap(&|| (format!("head: average pool {h}x{w}x{cur}"), 0));
         // Blocks of classes in parallel, each class row of weights read once for all images.
         let classes = self.classes;
         let mut by_class = vec![0.0f32; classes * n];
@@ -381,10 +382,12 @@ impl Int8Network {
         let logits = Array2::from_shape_fn((n, classes), |(i, j)| {
             by_class[j * n + i] * self.head_scale[j] + self.head_bias[j]
         });
-        lap(
-            &|| format!("head: linear {cur}->{classes}, s8 weights"),
-            2 * (n * cur * classes) as u64,
-        );
+        lap(&|| {
+            (
+                format!("head: linear {cur}->{classes}, s8 weights"),
+                2 * (n * cur * classes) as u64,
+            )
+        });
         self.buffers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -560,19 +563,12 @@ mod tests {
 
         #[test]
         fn head_blocks_match_f64_dot_products(
-            n in 1usize..20, c in 0usize..70, classes in 1usize..5, seed in any::<u32>(),
+            n in 1usize..20, c in 0usize..70, classes in 1usize..5, seed in any::<u64>(),
         ) {
             // Channel counts below, at and past the sixteen lanes (the tails), any batch.
-            let mut state = seed | 1;
-            let mut next = move || {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                state
-            };
+            let mut next = crate::int8::conv::tests::rng(seed);
             let pooled: Vec<f32> = (0..n * c).map(|_| (next() % 2001) as f32 / 100.0).collect();
-            let q: Vec<i8> = (0..classes * c).map(|_| (next() % 255) as i32 as i8).collect();
-            let q: Vec<i8> = q.into_iter().map(|v| v.max(-127)).collect();
+            let q: Vec<i8> = (0..classes * c).map(|_| ((next() % 255) as i32 - 127) as i8).collect();
             let mut out = vec![f32::NAN; classes * n];
             Arch::new().dispatch(HeadBlock { pooled: &pooled, c, q: &q, out: &mut out });
             for j in 0..classes {
