@@ -49,6 +49,8 @@
 #![warn(missing_docs)]
 
 mod aligned;
+mod amx;
+pub mod bf16;
 mod builder;
 mod conv;
 mod elementwise;
@@ -59,6 +61,7 @@ pub mod int8;
 mod network;
 mod plan;
 mod schedule;
+mod tiled;
 pub mod winograd;
 mod winograd_run;
 

@@ -8,214 +8,16 @@ use rayon::prelude::*;
 use repvgg_math::ConvSpec;
 
 use crate::aligned::AlignedBytes;
+use crate::amx::Epilogue;
 use crate::error::{CpuError, Result};
+use crate::int8::ActQuant;
 use crate::int8::gemm::{
     self, Int8Kernel, KG, MR, PanelJob, Requant, packed_rows_len, padded_k, padded_n,
 };
-use crate::int8::{ActQuant, amx};
+use crate::tiled::{self, AmxMode, TileConv};
 
 /// Bytes of im2col rows one chunk gathers (they stay in L2 while every panel reads them).
 const COL_BYTES: usize = 48 * 1024;
-
-/// Pixel groups the AMX path gathers at a time for a conv of too few channels.
-const GATHER_GROUPS: usize = 32;
-
-/// Bytes of a kernel row the AMX gather copies as one fixed-size block (the stem's 3 x 3).
-const SHORT_SPAN: usize = 16;
-
-/// The largest multiple of four up to a tile row's bytes that divides `len`.
-fn amx_chunk(len: usize) -> Option<usize> {
-    (1..=amx::MAX_KC / KG)
-        .rev()
-        .map(|q| q * KG)
-        .find(|kc| len.is_multiple_of(*kc))
-}
-
-/// The tile row of [`AmxMode::Rows`] for `spec`, if it fits that mode: one group, channels not
-/// groups of four, a kernel row of at most a tile row's bytes (rounded up to four).
-fn rows_kc(spec: &ConvSpec) -> Option<usize> {
-    let kc = (spec.kernel_size * spec.in_channels).next_multiple_of(KG);
-    (spec.groups == 1 && !spec.in_channels.is_multiple_of(KG) && kc <= amx::MAX_KC).then_some(kc)
-}
-
-/// Up to [`amx::MAX_ROWS`] output pixels of one tile: each one's first tap in the padded
-/// input and its place in the output.
-#[derive(Debug, Clone, Copy)]
-struct Group {
-    x: [usize; amx::MAX_ROWS],
-    y: [usize; amx::MAX_ROWS],
-    len: usize,
-}
-
-impl Group {
-    /// The tile's pixels for [`amx::conv`], each row's output place `place(its place)`.
-    fn pixels(&self, mut place: impl FnMut(usize) -> usize) -> amx::Pixels {
-        let mut px = amx::Pixels {
-            x: self.x[0],
-            y: [0; amx::MAX_ROWS],
-            len: self.len,
-        };
-        for (d, &at) in px.y.iter_mut().zip(&self.y).take(self.len) {
-            *d = place(at);
-        }
-        px
-    }
-}
-
-/// What every AMX job of one run shares.
-struct Pass<'a> {
-    conv: &'a QuantConv,
-    mode: AmxMode,
-    xp: &'a [u8],
-    taps: &'a [usize],
-    rows: usize,
-    /// Bytes of a padded input row.
-    row_bytes: usize,
-}
-
-impl Pass<'_> {
-    /// The output columns of `panels` (per conv group) for the pixels of `chunk`, into `out`
-    /// at the places of `pix` (its `y`; its `x` is `chunk`'s first taps).
-    fn run(
-        &self,
-        chunk: &[Group],
-        pix: &[amx::Pixels],
-        panels: std::ops::Range<usize>,
-        out: &mut [u8],
-    ) {
-        let s = &self.conv.spec;
-        let (cin, cout) = (s.in_channels, s.out_channels);
-        let (cin_g, cout_g) = (cin / s.groups, cout / s.groups);
-        let (c0, c1) = (panels.start * gemm::NR, (panels.end * gemm::NR).min(cout_g));
-        // The packed columns of the range (panels before the last are all NR wide) of group
-        // `g`'s matrix, or of the kernel rows' matrix when given its steps `rows_kp`.
-        let cols = |g: usize, rows_kp: Option<usize>| {
-            let (wg, rq) = self.conv.group(g);
-            let (wg, kp) = match rows_kp {
-                Some(kp) => (self.conv.rows_w.as_i8(), kp),
-                None => (wg, self.conv.kp),
-            };
-            let pc1 = c0
-                + (panels.start..panels.end)
-                    .map(|p| gemm::panel_width(cout_g, p))
-                    .sum::<usize>();
-            (
-                &wg[c0 * kp..pc1 * kp],
-                Requant {
-                    comp: &rq.comp[c0..pc1],
-                    mult: &rq.mult[c0..pc1],
-                    add: &rq.add[c0..pc1],
-                },
-            )
-        };
-        let mut local = pix.to_vec();
-        match self.mode {
-            AmxMode::Direct { kc } => {
-                for g in 0..s.groups {
-                    let (b, rq) = cols(g, None);
-                    for (d, px) in local.iter_mut().zip(pix) {
-                        d.x = px.x + g * cin_g;
-                        for (dy, &py) in d.y.iter_mut().zip(&px.y).take(px.len) {
-                            *dy = py + g * cout_g;
-                        }
-                    }
-                    let job = amx::Job {
-                        x: self.xp,
-                        taps: self.taps,
-                        stride: s.stride * cin,
-                        kc,
-                        chunks: cin_g / kc,
-                        rows: self.rows,
-                        b,
-                        n: c1 - c0,
-                        rq,
-                    };
-                    let done = amx::conv(&job, &local, out);
-                    debug_assert!(done, "the AMX path ran on a CPU without it");
-                }
-            }
-            AmxMode::Rows { kc } => {
-                let (b, rq) = cols(0, Some(s.kernel_size * kc));
-                let job = amx::Job {
-                    x: self.xp,
-                    taps: self.taps,
-                    stride: s.stride * cin,
-                    kc,
-                    chunks: 1,
-                    rows: self.rows,
-                    b,
-                    n: c1 - c0,
-                    rq,
-                };
-                let done = amx::conv(&job, pix, out);
-                debug_assert!(done, "the AMX path ran on a CPU without it");
-            }
-            AmxMode::Gathered { kc } => {
-                // Each pixel's taps gathered into one row of `kp` bytes (a kernel row's taps are
-                // `k x in` consecutive bytes of the padded input); steps past the taps meet
-                // zero weights.
-                let kp = self.conv.kp;
-                let (b, rq) = cols(0, None);
-                let (k, rows) = (s.kernel_size, self.rows);
-                let span = k * cin;
-                let mut buf =
-                    AlignedBytes::zeroed(GATHER_GROUPS.min(chunk.len()) * rows * kp + SHORT_SPAN);
-                for (sub, psub) in chunk
-                    .chunks(GATHER_GROUPS)
-                    .zip(local.chunks_mut(GATHER_GROUPS))
-                {
-                    for (j, (g, px)) in sub.iter().zip(psub.iter_mut()).enumerate() {
-                        for r in 0..g.len {
-                            let dst = (j * rows + r) * kp;
-                            for ky in 0..k {
-                                let (from, to) = (g.x[r] + ky * self.row_bytes, dst + ky * span);
-                                if span <= SHORT_SPAN {
-                                    // One fixed-size copy; what it writes past the span the
-                                    // next copy overwrites, or it meets zero weights.
-                                    buf[to..to + SHORT_SPAN]
-                                        .copy_from_slice(&self.xp[from..from + SHORT_SPAN]);
-                                } else {
-                                    buf[to..to + span].copy_from_slice(&self.xp[from..from + span]);
-                                }
-                            }
-                        }
-                        px.x = j * rows * kp;
-                    }
-                    let job = amx::Job {
-                        x: &buf,
-                        taps: &[0],
-                        stride: kp,
-                        kc,
-                        chunks: kp / kc,
-                        rows,
-                        b,
-                        n: c1 - c0,
-                        rq,
-                    };
-                    let done = amx::conv(&job, psub, out);
-                    debug_assert!(done, "the AMX path ran on a CPU without it");
-                }
-            }
-        }
-    }
-}
-
-/// How the AMX path reads a conv's input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AmxMode {
-    /// Tiles straight from the padded input, tap by tap, `kc` channels at a time (a conv
-    /// group's channels are whole groups of four).
-    Direct { kc: usize },
-    /// Tiles straight from the padded input, one kernel row at a time: a row's `k` taps of
-    /// `in` channels are consecutive bytes, read `kc` at a time (the span rounded up to four;
-    /// the bytes past it meet zero weights). One group whose channels are not groups of four
-    /// and whose kernel row fits a tile row (the stem's 3 x 3 x 3).
-    Rows { kc: usize },
-    /// The taps of each pixel gathered into rows first, `kc` steps at a time (one group whose
-    /// channels are not groups of four and whose kernel row is wider than a tile row; narrow
-    /// outputs).
-    Gathered { kc: usize },
-}
 
 /// A convolution with s8 weights (per-output-channel scales), a u8 input of a known scale and
 /// zero point, and a u8 output after ReLU (zero point 0).
@@ -313,7 +115,7 @@ impl QuantConv {
             a.copy_from_slice(bytemuck::cast_slice(w));
             a
         };
-        let rows_w = rows_kc(&spec).map_or_else(AlignedBytes::default, |kc| {
+        let rows_w = tiled::rows_kc(&spec, 1).map_or_else(AlignedBytes::default, |kc| {
             let span = k * spec.in_channels;
             aligned(&gemm::pack(k * kc, cout, |r, j| {
                 let (ky, t) = (r / kc, r % kc);
@@ -393,7 +195,7 @@ impl QuantConv {
         if kernel == Int8Kernel::Amx && self.amx_mode().is_some() {
             let mut xp = AlignedBytes::zeroed(self.padded_len(n, h, w));
             self.pad_input(x, n, h, w, &mut xp);
-            return self.run_padded(&xp, n, h, w, y, 0, threads);
+            return tiled::run_padded(self, &xp, n, h, w, y, 0, threads);
         }
         let geo = Geo { h, w, oh, ow };
         let chunk = self.chunk_rows();
@@ -473,26 +275,13 @@ impl QuantConv {
     /// How the AMX path runs this conv, or `None` when it does not (grouped convs whose
     /// groups' channels are not whole groups of four).
     pub(crate) fn amx_mode(&self) -> Option<AmxMode> {
-        let cin_g = self.spec.in_channels / self.spec.groups;
-        if cin_g.is_multiple_of(KG) {
-            amx_chunk(cin_g).map(|kc| AmxMode::Direct { kc })
-        } else if let Some(kc) = rows_kc(&self.spec) {
-            Some(AmxMode::Rows { kc })
-        } else if self.spec.groups == 1 {
-            amx_chunk(self.kp).map(|kc| AmxMode::Gathered { kc })
-        } else {
-            None
-        }
+        tiled::mode(self)
     }
 
-    /// Bytes of the padded input [`QuantConv::run_padded`] reads for `n x h x w`: `[n][h + 2p]
+    /// Bytes of the padded input [`tiled::run_padded`] reads for `n x h x w`: `[n][h + 2p]
     /// [w + 2p][in]` and the slack the last tile's rows read past its end.
     pub(crate) fn padded_len(&self, n: usize, h: usize, w: usize) -> usize {
-        let s = &self.spec;
-        let p = s.padding;
-        n * (h + 2 * p) * (w + 2 * p) * s.in_channels
-            + amx::MAX_ROWS * s.stride * s.in_channels
-            + amx::MAX_KC
+        tiled::padded_len(self, n, h, w)
     }
 
     /// Copies `x` (`n x h x w x in`) into `xp` with this conv's padding, the border and the
@@ -515,213 +304,6 @@ impl QuantConv {
             dst[p * c..(p + w) * c].copy_from_slice(src);
             dst[(p + w) * c..].fill(z);
         });
-    }
-
-    /// Runs on `xp`, the input padded by [`QuantConv::pad_input`] (or written so), into `y`
-    /// stored with a border of `q` pixels (`n x (oh + 2q) x (ow + 2q) x out`; the border is not
-    /// written), on the AMX tiles.
-    ///
-    /// # Errors
-    /// [`CpuError::Shape`] when `xp` or `y` are too short; [`CpuError::Invalid`] when the conv
-    /// does not fit the AMX path ([`QuantConv::amx_mode`]) or the CPU lacks it.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn run_padded(
-        &self,
-        xp: &[u8],
-        n: usize,
-        h: usize,
-        w: usize,
-        y: &mut [u8],
-        q: usize,
-        threads: usize,
-    ) -> Result<()> {
-        let s = &self.spec;
-        let Some(mode) = self.amx_mode() else {
-            return Err(CpuError::Invalid(format!(
-                "the AMX int8 path needs whole groups of four input channels per conv group, \
-                 found {} in each of {} groups",
-                s.in_channels / s.groups,
-                s.groups
-            )));
-        };
-        let (oh, ow) = s.output_size(h, w)?;
-        let (cin, cout, p, k) = (s.in_channels, s.out_channels, s.padding, s.kernel_size);
-        let (hp, wp) = (h + 2 * p, w + 2 * p);
-        let (ohp, owp) = (oh + 2 * q, ow + 2 * q);
-        for (what, len, want) in [
-            ("padded int8 input", xp.len(), self.padded_len(n, h, w)),
-            ("padded int8 output", y.len(), n * ohp * owp * cout),
-        ] {
-            if len < want {
-                return Err(CpuError::Shape {
-                    what: what.into(),
-                    expected: vec![want],
-                    found: vec![len],
-                });
-            }
-        }
-        if n * oh * ow == 0 {
-            return Ok(());
-        }
-        let m = n * oh * ow;
-        // Narrow outputs (the last stage's 7 x 7) fill whole tiles when gathered.
-        let mode = match mode {
-            AmxMode::Direct { .. } | AmxMode::Rows { .. }
-                if s.groups == 1 && 2 * ow <= amx::MAX_ROWS && oh > 1 =>
-            {
-                match amx_chunk(self.kp) {
-                    Some(kc) => AmxMode::Gathered { kc },
-                    None => mode,
-                }
-            }
-            m => m,
-        };
-        let at_in = |img: usize, oy: usize, ox: usize| {
-            ((img * hp + oy * s.stride) * wp + ox * s.stride) * cin
-        };
-        let at_out =
-            |img: usize, oy: usize, ox: usize| ((img * ohp + oy + q) * owp + q + ox) * cout;
-        let mut groups = Vec::new();
-        let rows = match mode {
-            AmxMode::Direct { .. } | AmxMode::Rows { .. } => {
-                // Each output row in `per_row` runs of `rows` pixels (the last shorter): a
-                // tile's rows are `stride x in` bytes apart in the input.
-                let per_row = ow.div_ceil(amx::MAX_ROWS);
-                let rows = ow.div_ceil(per_row);
-                for img in 0..n {
-                    for oy in 0..oh {
-                        for ox in (0..ow).step_by(rows) {
-                            let len = rows.min(ow - ox);
-                            let mut g = Group {
-                                x: [0; amx::MAX_ROWS],
-                                y: [0; amx::MAX_ROWS],
-                                len,
-                            };
-                            for r in 0..len {
-                                g.x[r] = at_in(img, oy, ox + r);
-                                g.y[r] = at_out(img, oy, ox + r);
-                            }
-                            groups.push(g);
-                        }
-                    }
-                }
-                rows
-            }
-            AmxMode::Gathered { .. } => {
-                // Runs of consecutive output pixels across rows and images.
-                let rows = amx::MAX_ROWS.min(m);
-                groups.reserve(m.div_ceil(rows));
-                // The pixel's place counted along (no division per pixel).
-                let (mut img, mut oy, mut ox) = (0, 0, 0);
-                for p0 in (0..m).step_by(rows) {
-                    let len = rows.min(m - p0);
-                    let mut g = Group {
-                        x: [0; amx::MAX_ROWS],
-                        y: [0; amx::MAX_ROWS],
-                        len,
-                    };
-                    for r in 0..len {
-                        g.x[r] = at_in(img, oy, ox);
-                        g.y[r] = at_out(img, oy, ox);
-                        ox += 1;
-                        if ox == ow {
-                            ox = 0;
-                            oy += 1;
-                            if oy == oh {
-                                oy = 0;
-                                img += 1;
-                            }
-                        }
-                    }
-                    groups.push(g);
-                }
-                rows
-            }
-        };
-        let taps: Vec<usize> = match mode {
-            // Each kernel row's first tap.
-            AmxMode::Rows { .. } => (0..k).map(|ky| ky * wp * cin).collect(),
-            _ => (0..k * k).map(|t| ((t / k) * wp + t % k) * cin).collect(),
-        };
-        let pass = Pass {
-            conv: self,
-            mode,
-            xp,
-            taps: &taps,
-            rows,
-            row_bytes: wp * cin,
-        };
-        let pairs = groups.len().div_ceil(2);
-        let np = gemm::panels(cout / s.groups);
-        // Few pixels (late layers at small batches): the panels are split too, so that the
-        // threads share the work evenly and each reads only its part of the weights; each job
-        // writes its own block, copied into place after.
-        let splits = if s.groups == 1 && threads > 1 && pairs < 4 * threads {
-            np.min((4 * threads).div_ceil(pairs))
-        } else {
-            1
-        };
-        if splits > 1 {
-            let per = np.div_ceil(splits);
-            let jobs: Vec<(usize, usize)> = (0..pairs)
-                .flat_map(|pr| (0..np).step_by(per).map(move |p0| (pr, p0)))
-                .collect();
-            let blocks: Vec<(usize, usize, Vec<u8>)> = jobs
-                .into_par_iter()
-                .map(|(pr, p0)| {
-                    let chunk = &groups[2 * pr..(2 * pr + 2).min(groups.len())];
-                    let p1 = (p0 + per).min(np);
-                    let (c0, c1) = (p0 * gemm::NR, (p1 * gemm::NR).min(cout));
-                    let cols = c1 - c0;
-                    let mut out = vec![0u8; chunk.iter().map(|g| g.len).sum::<usize>() * cols];
-                    // Rows of the block, in order.
-                    let mut row = 0;
-                    let pix: Vec<amx::Pixels> = chunk
-                        .iter()
-                        .map(|g| {
-                            g.pixels(|_| {
-                                row += 1;
-                                (row - 1) * cols
-                            })
-                        })
-                        .collect();
-                    pass.run(chunk, &pix, p0..p1, &mut out);
-                    (2 * pr, c0, out)
-                })
-                .collect();
-            for (first, c0, out) in blocks {
-                let cols = out.len() / groups[first..].iter().take(2).map(|g| g.len).sum::<usize>();
-                let places = groups[first..]
-                    .iter()
-                    .take(2)
-                    .flat_map(|g| g.y[..g.len].iter());
-                for (&at, src) in places.zip(out.chunks_exact(cols)) {
-                    y[at + c0..at + c0 + cols].copy_from_slice(src);
-                }
-            }
-            return Ok(());
-        }
-        // Jobs of whole pairs of groups, a few per thread, each with the output bytes its
-        // pixels own.
-        let jobs = pairs.min(4 * threads.max(1)).max(1);
-        let per_job = pairs.div_ceil(jobs) * 2;
-        let mut parts = Vec::with_capacity(jobs);
-        let mut rest = &mut y[..];
-        let mut at = 0;
-        for chunk in groups.chunks(per_job) {
-            let (first, last) = (&chunk[0], &chunk[chunk.len() - 1]);
-            let (start, end) = (first.y[0], last.y[last.len - 1] + cout);
-            let (_, tail) = std::mem::take(&mut rest).split_at_mut(start - at);
-            let (mine, tail) = tail.split_at_mut(end - start);
-            rest = tail;
-            at = end;
-            parts.push((chunk, start, mine));
-        }
-        parts.into_par_iter().for_each(|(chunk, y0, out)| {
-            let pix: Vec<amx::Pixels> = chunk.iter().map(|g| g.pixels(|at| at - y0)).collect();
-            pass.run(chunk, &pix, 0..np, out);
-        });
-        Ok(())
     }
 
     /// Output pixels per im2col chunk.
@@ -837,6 +419,25 @@ impl QuantConv {
     /// Multiply-adds of one run.
     pub fn macs(&self, n: usize, h: usize, w: usize) -> Result<u64> {
         Ok(n as u64 * self.spec.macs(h, w)?)
+    }
+}
+
+impl TileConv for QuantConv {
+    const ELEM: usize = 1;
+    const NAME: &'static str = "int8";
+
+    fn spec(&self) -> &ConvSpec {
+        &self.spec
+    }
+
+    fn kp(&self) -> usize {
+        self.kp
+    }
+
+    fn columns(&self, g: usize, rows: bool) -> (&[u8], Epilogue<'_>) {
+        let (wg, rq) = self.group(g);
+        let w = if rows { self.rows_w.as_i8() } else { wg };
+        (bytemuck::cast_slice(w), Epilogue::U8(rq))
     }
 }
 

@@ -167,7 +167,7 @@ impl Int8Kernel {
     /// Whether this CPU can run it.
     pub fn is_available(self) -> bool {
         match self {
-            Self::Amx => crate::int8::amx::available(),
+            Self::Amx => crate::amx::available(crate::amx::Op::U8I8),
             Self::Avx512Vnni => simd::has_vnni(),
             Self::Avx2 => simd::has_avx2(),
             Self::Scalar => true,

@@ -11,7 +11,6 @@
 //!
 //! The quantization parameters come from the caller (calibration lives in `repvgg-model`).
 
-mod amx;
 mod conv;
 mod gemm;
 mod network;
@@ -23,6 +22,9 @@ pub use gemm::{
     packed_rows_len, padded_k, padded_n, panel_width, panels, requantize,
 };
 pub use network::{Int8Network, Int8Options};
+
+pub(crate) use network::clear_border;
+pub(crate) use simd::has_vnni;
 
 use crate::error::{CpuError, Result};
 

@@ -305,7 +305,7 @@ impl Int8Network {
                 let len = next.map_or(n * oh * ow * co, |nc| nc.padded_len(n, oh, ow));
                 b.resize(len);
                 clear_border(&mut b, n, oh, ow, co, q);
-                conv.run_padded(&a, n, h, w, &mut b, q, threads)?;
+                crate::tiled::run_padded(conv, &a, n, h, w, &mut b, q, threads)?;
             } else {
                 b.resize(n * oh * ow * co);
                 conv.run(self.kernel, &a, n, h, w, &mut b, threads)?;
@@ -442,7 +442,7 @@ impl WithSimd for HeadBlock<'_> {
 
 /// Zeroes the border of `q` pixels around `n` images of `h x w x c` stored padded in `buf`, and
 /// whatever follows them (a padded layout's slack).
-fn clear_border(buf: &mut [u8], n: usize, h: usize, w: usize, c: usize, q: usize) {
+pub(crate) fn clear_border(buf: &mut [u8], n: usize, h: usize, w: usize, c: usize, q: usize) {
     let (hp, wp) = (h + 2 * q, w + 2 * q);
     let row = wp * c;
     let (body, slack) = buf.split_at_mut(n * hp * row);

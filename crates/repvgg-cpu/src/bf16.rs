@@ -1,0 +1,844 @@
+//! Bf16 inference on the CPU: bf16 weights and activations, f32 sums, on Intel AMX tiles
+//! (`tdpbf16ps`, AMX-BF16).
+//!
+//! * [`Bf16Conv`]: one conv with its weights rounded to bf16 and packed for the tiles, its bias
+//!   in f32 and ReLU fused into the store, which rounds each output to bf16 (to nearest, ties to
+//!   even). It runs through the same AMX driver as the int8 convs, on an input stored with its
+//!   padding, and writes straight into the next conv's padded layout.
+//! * [`Bf16Network`]: a chain of such convs (a deployed RepVGG without squeeze-excite), its f32
+//!   input rounded to bf16 on entry, then the global average pool and the linear layer in f32.
+//!
+//! Error: each product of two bf16 values is exact in f32, and each sum is accumulated in f32,
+//! so a conv's output differs from the exact conv of its bf16 inputs by at most one bf16
+//! rounding (relative 2^-8) plus the f32 accumulation's error; the inputs' own rounding to bf16
+//! adds 2^-8 relative per value. The tests check each conv against that bound.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
+use ndarray::{Array2, ArrayView2, ArrayView4};
+use pulp::Arch;
+use rayon::prelude::*;
+use repvgg_math::ConvSpec;
+
+use crate::aligned::{AlignedBytes, AlignedVec};
+use crate::amx::{self, Epilogue, Op};
+use crate::elementwise::MeanPixels;
+use crate::error::{CpuError, Result};
+use crate::int8::{NR, clear_border, padded_n, panel_width, panels};
+use crate::network::OpTime;
+use crate::tiled::{self, TileConv};
+
+/// `x` rounded to bf16 (to nearest, ties to even; NaN stays a quiet NaN).
+#[inline]
+pub fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) | 0x40) as u16;
+    }
+    let odd = (bits >> 16) & 1;
+    (bits.wrapping_add(0x7FFF + odd) >> 16) as u16
+}
+
+/// The f32 value of bf16 bits `b` (exact).
+#[inline]
+pub fn from_bf16(b: u16) -> f32 {
+    f32::from_bits(u32::from(b) << 16)
+}
+
+/// Whether this CPU runs the bf16 convs (AMX-TILE and AMX-BF16 with AVX-512 F/BW, and the OS
+/// grants the tile state).
+pub fn available() -> bool {
+    amx::available(Op::Bf16)
+}
+
+/// Why the bf16 convs do not run here, naming what this CPU or OS lacks; `None` when they do.
+pub fn unavailable_reason() -> Option<String> {
+    if available() {
+        return None;
+    }
+    let lacks = amx::missing(Op::Bf16);
+    Some(if lacks.is_empty() {
+        "the bf16 kernels need the AMX tile state, which the operating system did not grant \
+         this process (Linux 5.16 or later grants it)"
+            .into()
+    } else {
+        format!(
+            "the bf16 kernels need Intel AMX with bf16 (amx_tile, amx_bf16 in /proc/cpuinfo) and \
+             AVX-512 F/BW; this CPU lacks {}",
+            lacks.join(", ")
+        )
+    })
+}
+
+/// Steps of the sum packed together for one column: two bf16 values make the four bytes of a
+/// tile column's step.
+const PAIR: usize = 2;
+
+/// Packs the `k x n` matrix `f(row, col)` as bf16 `[panel][k / 2][width][2]` (the int8
+/// panels' widths), zero-padded to whole pairs of steps and whole panels.
+fn pack(k: usize, n: usize, f: impl Fn(usize, usize) -> f32) -> Vec<u16> {
+    let kp = k.next_multiple_of(PAIR);
+    let mut out = Vec::with_capacity(kp * padded_n(n));
+    for p in 0..panels(n) {
+        for k2 in 0..kp / PAIR {
+            for c in 0..panel_width(n, p) {
+                let j = p * NR + c;
+                for t in 0..PAIR {
+                    let kk = k2 * PAIR + t;
+                    out.push(if j < n && kk < k {
+                        to_bf16(f(kk, j))
+                    } else {
+                        0
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+fn aligned(v: &[u16]) -> AlignedBytes {
+    let mut a = AlignedBytes::zeroed(2 * v.len());
+    a.copy_from_slice(bytemuck::cast_slice(v));
+    a
+}
+
+/// A convolution with bf16 weights, an f32 bias and ReLU, reading and writing bf16 NHWC
+/// activations stored with their padding.
+#[derive(Debug, Clone)]
+pub struct Bf16Conv {
+    spec: ConvSpec,
+    /// Bytes of one packed column of a group's matrix.
+    kp: usize,
+    /// Per group: the packed `[(ky, kx, ci) x out_g]` matrix.
+    w: AlignedBytes,
+    /// For the AMX rows mode (the stem): the packed `[(ky, step) x out]` matrix, `step`
+    /// running over the kernel row's `(kx, ci)` and then zeros up to the tile row; else empty.
+    rows_w: AlignedBytes,
+    /// Per group, [`padded_n`]`(out_g)` values.
+    bias: Vec<f32>,
+}
+
+impl Bf16Conv {
+    /// Prepares `weight` (`[out, in / groups, k, k]`, f32, rounded to bf16 here) and `bias`
+    /// (kept in f32): the output is `bf16(relu(conv(x) + bias))`.
+    ///
+    /// # Errors
+    /// [`CpuError::Shape`] when the weight or bias do not match `spec`; [`CpuError::Invalid`]
+    /// for a non-finite weight or bias, or a grouped conv whose groups' channels are odd (the
+    /// tiles read channels in pairs).
+    pub fn new(weight: ArrayView4<'_, f32>, bias: &[f32], spec: ConvSpec) -> Result<Self> {
+        spec.validate()?;
+        spec.check_weight(&weight)?;
+        let cout = spec.out_channels;
+        if bias.len() != cout {
+            return Err(CpuError::Shape {
+                what: "bf16 convolution bias".into(),
+                expected: vec![cout],
+                found: vec![bias.len()],
+            });
+        }
+        if weight.iter().chain(bias).any(|v| !v.is_finite()) {
+            return Err(CpuError::Invalid(
+                "bf16 convolution weight or bias holds NaN or inf".into(),
+            ));
+        }
+        let (groups, k) = (spec.groups, spec.kernel_size);
+        let (cin_g, cout_g) = (spec.in_channels / groups, cout / groups);
+        let kg = k * k * cin_g;
+        let np = padded_n(cout_g);
+        let mut w = Vec::with_capacity(groups * kg.next_multiple_of(PAIR) * np);
+        let mut padded_bias = vec![0.0; groups * np];
+        for g in 0..groups {
+            // Row (ky * k + kx) * cin_g + ci of the matrix: a tap's channels are consecutive.
+            w.extend(pack(kg, cout_g, |r, j| {
+                let (tap, ci) = (r / cin_g, r % cin_g);
+                weight[[g * cout_g + j, ci, tap / k, tap % k]]
+            }));
+            padded_bias[g * np..g * np + cout_g].copy_from_slice(&bias[g * cout_g..][..cout_g]);
+        }
+        let rows_w = tiled::rows_kc(&spec, 2).map_or_else(AlignedBytes::default, |kc| {
+            let (span, step) = (k * spec.in_channels, kc / 2);
+            aligned(&pack(k * step, cout, |r, j| {
+                let (ky, t) = (r / step, r % step);
+                if t < span {
+                    weight[[j, t % spec.in_channels, ky, t / spec.in_channels]]
+                } else {
+                    0.0
+                }
+            }))
+        });
+        let conv = Self {
+            spec,
+            kp: 2 * kg.next_multiple_of(PAIR),
+            w: aligned(&w),
+            rows_w,
+            bias: padded_bias,
+        };
+        if tiled::mode(&conv).is_none() {
+            return Err(CpuError::Invalid(format!(
+                "bf16 convolution {spec:?}: the tiles read channels in pairs, and its {groups} \
+                 groups have {cin_g} input channels each"
+            )));
+        }
+        Ok(conv)
+    }
+
+    /// The conv's channels, kernel, stride, padding and groups.
+    pub fn spec(&self) -> &ConvSpec {
+        &self.spec
+    }
+
+    /// Runs on `x` (NHWC bf16 bits, `n x h x w x in`) into `y` (NHWC bf16 bits, `n x oh x ow x
+    /// out`), on rayon's current pool of `threads`.
+    ///
+    /// # Errors
+    /// [`CpuError::Shape`] when `x` or `y` do not hold the sizes the geometry needs;
+    /// [`CpuError::Invalid`] on a CPU without AMX-BF16 ([`unavailable_reason`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        &self,
+        x: &[u16],
+        n: usize,
+        h: usize,
+        w: usize,
+        y: &mut [u16],
+        threads: usize,
+    ) -> Result<()> {
+        if let Some(why) = unavailable_reason() {
+            return Err(CpuError::Invalid(why));
+        }
+        let s = &self.spec;
+        let (oh, ow) = s.output_size(h, w)?;
+        for (what, len, want) in [
+            ("bf16 convolution input", x.len(), n * h * w * s.in_channels),
+            (
+                "bf16 convolution output",
+                y.len(),
+                n * oh * ow * s.out_channels,
+            ),
+        ] {
+            if len != want {
+                return Err(CpuError::Shape {
+                    what: what.into(),
+                    expected: vec![want],
+                    found: vec![len],
+                });
+            }
+        }
+        let (p, c) = (s.padding, s.in_channels);
+        let mut xp = AlignedBytes::zeroed(tiled::padded_len(self, n, h, w));
+        let row = (w + 2 * p) * c * 2;
+        for (r, src) in x.chunks_exact(w * c).enumerate() {
+            let (img, yy) = (r / h, r % h);
+            let at = (img * (h + 2 * p) + yy + p) * row + p * c * 2;
+            xp[at..at + w * c * 2].copy_from_slice(bytemuck::cast_slice(src));
+        }
+        let out: &mut [u8] = bytemuck::cast_slice_mut(y);
+        tiled::run_padded(self, &xp, n, h, w, out, 0, threads)
+    }
+
+    /// Multiply-adds of one run.
+    pub fn macs(&self, n: usize, h: usize, w: usize) -> Result<u64> {
+        Ok(n as u64 * self.spec.macs(h, w)?)
+    }
+}
+
+impl TileConv for Bf16Conv {
+    const ELEM: usize = 2;
+    const NAME: &'static str = "bf16";
+
+    fn spec(&self) -> &ConvSpec {
+        &self.spec
+    }
+
+    fn kp(&self) -> usize {
+        self.kp
+    }
+
+    fn columns(&self, g: usize, rows: bool) -> (&[u8], Epilogue<'_>) {
+        let np = padded_n(self.spec.out_channels / self.spec.groups);
+        let bias = &self.bias[g * np..(g + 1) * np];
+        let w = if rows {
+            &self.rows_w[..]
+        } else {
+            &self.w[g * self.kp * np..(g + 1) * self.kp * np]
+        };
+        (w, Epilogue::Bf16 { bias })
+    }
+}
+
+/// Convs in a chain, each reading the previous one's bf16 output, then global average pooling
+/// and a linear layer in f32. `Send + Sync`.
+#[derive(Debug)]
+pub struct Bf16Network {
+    in_channels: usize,
+    convs: Vec<Bf16Conv>,
+    classes: usize,
+    /// `[C, classes]` packed in the f32 GEMM's panels.
+    head_wt: AlignedVec,
+    head_bias: Vec<f32>,
+    /// Ones: the GEMM epilogue's scale.
+    unit_scale: Vec<f32>,
+    pool: Option<rayon::ThreadPool>,
+    /// Two activation buffers per concurrent run, kept between runs.
+    buffers: Mutex<Vec<[AlignedBytes; 2]>>,
+}
+
+impl Bf16Network {
+    /// A network of `convs` in order on an input of `in_channels`, then the head: the linear
+    /// layer's f32 `weight [classes, C]` and `bias`, on `threads` workers (`None`: rayon's
+    /// global pool).
+    ///
+    /// # Errors
+    /// [`CpuError::Invalid`] for no convs, a CPU without AMX-BF16 (naming what it lacks) or a
+    /// non-finite head; [`CpuError::Shape`] for channels that do not chain.
+    pub fn new(
+        in_channels: usize,
+        convs: Vec<Bf16Conv>,
+        head_weight: ArrayView2<'_, f32>,
+        head_bias: &[f32],
+        threads: Option<usize>,
+    ) -> Result<Self> {
+        if let Some(why) = unavailable_reason() {
+            return Err(CpuError::Invalid(why));
+        }
+        if convs.is_empty() {
+            return Err(CpuError::Invalid(
+                "a bf16 network needs at least one conv".into(),
+            ));
+        }
+        let mut c = in_channels;
+        for (i, conv) in convs.iter().enumerate() {
+            if conv.spec.in_channels != c {
+                return Err(CpuError::Shape {
+                    what: format!("bf16 conv {i} input channels"),
+                    expected: vec![c],
+                    found: vec![conv.spec.in_channels],
+                });
+            }
+            c = conv.spec.out_channels;
+        }
+        let classes = head_weight.shape()[0];
+        if head_weight.shape()[1] != c || head_bias.len() != classes {
+            return Err(CpuError::Shape {
+                what: "classifier weight and bias".into(),
+                expected: vec![classes, c, classes],
+                found: vec![
+                    head_weight.shape()[0],
+                    head_weight.shape()[1],
+                    head_bias.len(),
+                ],
+            });
+        }
+        if head_weight.iter().chain(head_bias).any(|v| !v.is_finite()) {
+            return Err(CpuError::Invalid(
+                "classifier weight or bias holds NaN or inf".into(),
+            ));
+        }
+        let mut head_wt = AlignedVec::filled(crate::gemm::packed_len(c, classes), 0.0);
+        crate::gemm::pack_into(&mut head_wt, c, classes, |ci, j| head_weight[[j, ci]]);
+        Ok(Self {
+            in_channels,
+            convs,
+            classes,
+            head_wt,
+            head_bias: head_bias.to_vec(),
+            unit_scale: vec![1.0; classes],
+            pool: crate::builder::thread_pool(threads)?,
+            buffers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Threads a run uses.
+    pub fn threads(&self) -> usize {
+        self.pool.as_ref().map_or_else(
+            rayon::current_num_threads,
+            rayon::ThreadPool::current_num_threads,
+        )
+    }
+
+    /// The convs, in order.
+    pub fn convs(&self) -> &[Bf16Conv] {
+        &self.convs
+    }
+
+    /// Multiply-adds of a run of `n x h x w` (convs and head).
+    pub fn macs(&self, n: usize, mut h: usize, mut w: usize) -> Result<u64> {
+        let mut total = 0;
+        for c in &self.convs {
+            total += c.macs(n, h, w)?;
+            (h, w) = c.spec.output_size(h, w)?;
+        }
+        Ok(total + (n * self.last_channels() * self.classes) as u64)
+    }
+
+    fn last_channels(&self) -> usize {
+        self.convs
+            .last()
+            .map_or(self.in_channels, |c| c.spec.out_channels)
+    }
+
+    /// Bytes of bf16 activations alive at the peak of a run of `n x h x w` (the input and
+    /// output of the widest conv, stored with their padding).
+    pub fn activation_bytes(&self, n: usize, mut h: usize, mut w: usize) -> Result<u64> {
+        let mut peak = 0;
+        for (i, c) in self.convs.iter().enumerate() {
+            let (oh, ow) = c.spec.output_size(h, w)?;
+            let output = self
+                .convs
+                .get(i + 1)
+                .map_or(n * oh * ow * c.spec.out_channels * 2, |next| {
+                    tiled::padded_len(next, n, oh, ow)
+                });
+            peak = peak.max(tiled::padded_len(c, n, h, w) + output);
+            (h, w) = (oh, ow);
+        }
+        Ok(peak as u64)
+    }
+
+    /// Logits `[N, classes]` of an NCHW f32 batch.
+    ///
+    /// # Errors
+    /// [`CpuError::Shape`] for a batch of another channel count or an image too small for the
+    /// convs; [`CpuError::Invalid`] for an input holding NaN or inf.
+    pub fn run(&self, x: ArrayView4<'_, f32>) -> Result<Array2<f32>> {
+        self.run_inner(x, None)
+    }
+
+    /// One run of `x`, timed step by step: the input's rounding to bf16, each conv (its shape,
+    /// output size; flops counted as a direct conv's, 2 per multiply-add), and the head.
+    ///
+    /// # Errors
+    /// As [`Bf16Network::run`].
+    pub fn profile(&self, x: ArrayView4<'_, f32>) -> Result<Vec<OpTime>> {
+        let mut times = Vec::with_capacity(self.convs.len() + 2);
+        self.run_inner(x, Some(&mut times))?;
+        Ok(times)
+    }
+
+    fn run_inner(
+        &self,
+        x: ArrayView4<'_, f32>,
+        prof: Option<&mut Vec<OpTime>>,
+    ) -> Result<Array2<f32>> {
+        match &self.pool {
+            Some(p) => p.install(|| self.run_here(x, prof)),
+            None => self.run_here(x, prof),
+        }
+    }
+
+    fn run_here(
+        &self,
+        x: ArrayView4<'_, f32>,
+        mut prof: Option<&mut Vec<OpTime>>,
+    ) -> Result<Array2<f32>> {
+        let mut clock = Instant::now();
+        let mut lap = |what: &dyn Fn() -> (String, u64)| {
+            if let Some(p) = prof.as_deref_mut() {
+                let now = Instant::now();
+                let (op, flops) = what();
+                p.push(OpTime {
+                    op,
+                    seconds: (now - clock).as_secs_f64(),
+                    flops,
+                });
+                clock = now;
+            }
+        };
+        let (n, c, mut h, mut w) = x.dim();
+        if c != self.in_channels {
+            return Err(CpuError::Shape {
+                what: "bf16 network input".into(),
+                expected: vec![n, self.in_channels, h, w],
+                found: vec![n, c, h, w],
+            });
+        }
+        let first = &self.convs[0];
+        first.spec.output_size(h, w)?;
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(CpuError::Invalid(
+                "bf16 network input holds NaN or inf".into(),
+            ));
+        }
+        let threads = rayon::current_num_threads();
+        let [mut a, mut b] = self
+            .buffers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default();
+        let p = first.spec.padding;
+        a.resize(tiled::padded_len(first, n, h, w));
+        clear_border(&mut a, n, h, w, c * 2, p);
+        round_padded(x, &mut a, p);
+        lap(&|| ("round input to bf16".into(), 0));
+        let mut cur = c;
+        for (i, conv) in self.convs.iter().enumerate() {
+            let (oh, ow) = conv.spec.output_size(h, w)?;
+            let co = conv.spec.out_channels;
+            let next = self.convs.get(i + 1);
+            let q = next.map_or(0, |nc| nc.spec.padding);
+            let len = next.map_or(n * oh * ow * co * 2, |nc| tiled::padded_len(nc, n, oh, ow));
+            b.resize(len);
+            clear_border(&mut b, n, oh, ow, co * 2, q);
+            tiled::run_padded(conv, &a, n, h, w, &mut b, q, threads)?;
+            std::mem::swap(&mut a, &mut b);
+            lap(&|| {
+                let s = &conv.spec;
+                let op = format!(
+                    "conv {}x{}/{} {}->{} g{} {oh}x{ow} bf16 amx",
+                    s.kernel_size, s.kernel_size, s.stride, s.in_channels, co, s.groups
+                );
+                // The input's size, which `output_size` above has already accepted.
+                (op, 2 * conv.macs(n, h, w).unwrap_or_default())
+            });
+            (h, w, cur) = (oh, ow, co);
+        }
+        // Global average pool in f32, then the linear layer.
+        let hw = h * w;
+        let feats: &[u16] = bytemuck::cast_slice(&a[..n * hw * cur * 2]);
+        let mut pooled = vec![0.0f32; n * cur];
+        let arch = Arch::new();
+        pooled
+            .par_chunks_mut(cur.max(1))
+            .zip(feats.par_chunks(hw * cur.max(1)))
+            .for_each(|(p, img)| {
+                let img: Vec<f32> = img.iter().map(|&v| from_bf16(v)).collect();
+                arch.dispatch(MeanPixels { out: p, img: &img });
+            });
+        let mut logits = vec![0.0f32; n * self.classes];
+        crate::gemm::gemm(
+            n,
+            cur,
+            self.classes,
+            &pooled,
+            cur,
+            &self.head_wt,
+            &mut logits,
+            self.classes,
+            Some(crate::gemm::ColEpilogue {
+                scale: &self.unit_scale,
+                shift: &self.head_bias,
+                accumulate: false,
+                relu: false,
+            }),
+            true,
+        );
+        lap(&|| {
+            (
+                format!(
+                    "head: average pool {h}x{w}x{cur}, linear {cur}->{}",
+                    self.classes
+                ),
+                2 * (n * cur * self.classes) as u64,
+            )
+        });
+        self.buffers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push([a, b]);
+        Array2::from_shape_vec((n, self.classes), logits)
+            .map_err(|e| CpuError::Invalid(e.to_string()))
+    }
+}
+
+/// `x` (NCHW f32) rounded to bf16 into the inside of `out` (NHWC with a border of `p` pixels,
+/// already zero). Rows of images in parallel.
+fn round_padded(x: ArrayView4<'_, f32>, out: &mut [u8], p: usize) {
+    let (n, c, h, w) = x.dim();
+    let (hp, wp) = (h + 2 * p, w + 2 * p);
+    let row = wp * c * 2;
+    out[..n * hp * row]
+        .par_chunks_mut(row)
+        .enumerate()
+        .for_each(|(r, dst)| {
+            let (img, yy) = (r / hp, r % hp);
+            if yy < p || yy >= h + p {
+                return;
+            }
+            let dst: &mut [[u8; 2]] =
+                bytemuck::cast_slice_mut(&mut dst[p * c * 2..(p + w) * c * 2]);
+            for ch in 0..c {
+                let src = x.slice(ndarray::s![img, ch, yy - p, ..]);
+                for (xx, &v) in src.iter().enumerate() {
+                    dst[xx * c + ch] = to_bf16(v).to_le_bytes();
+                }
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array4;
+    use proptest::prelude::*;
+
+    /// A seeded stream of f32 in [-1, 1).
+    fn rng(seed: u64) -> impl FnMut() -> f32 {
+        let mut s = seed ^ 0x9E37_79B9_7F4A_7C15;
+        move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 23) as f32) * 2.0 - 1.0
+        }
+    }
+
+    #[test]
+    fn rounding_to_bf16_is_to_nearest_with_ties_to_even() {
+        let cases = [
+            (1.0f32, 0x3F80u16),
+            (-2.5, 0xC020),
+            // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to the even 1.
+            (1.0 + 1.0 / 256.0, 0x3F80),
+            // 1 + 3 * 2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: ties to the even one above.
+            (1.0 + 3.0 / 256.0, 0x3F82),
+            (1.0 + 1.5 / 256.0, 0x3F81),
+            (f32::INFINITY, 0x7F80),
+            (f32::MAX, 0x7F80),
+            (0.0, 0),
+            (-0.0, 0x8000),
+        ];
+        for (x, want) in cases {
+            assert_eq!(to_bf16(x), want, "{x}");
+        }
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        for b in [0x3F80u16, 0x0001, 0x7F7F, 0xC2F6] {
+            assert_eq!(to_bf16(from_bf16(b)), b);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn bf16_rounding_errs_by_at_most_half_a_step(x in -1e30f32..1e30) {
+            let r = from_bf16(to_bf16(x));
+            // Half a unit in the last of bf16's 8 significant bits.
+            prop_assert!((r - x).abs() <= x.abs() * 2f32.powi(-8), "{x} -> {r}");
+        }
+    }
+
+    /// The oracle: the exact (f64) conv of the bf16-rounded input and weights plus the bias,
+    /// ReLU, as `[n][oh][ow][out]`; and each output's sum of |terms| (the accumulation's scale).
+    fn oracle(
+        spec: &ConvSpec,
+        wt: &Array4<f32>,
+        bias: &[f32],
+        x: &[u16],
+        n: usize,
+        h: usize,
+        w: usize,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let s = spec;
+        let (oh, ow) = s.output_size(h, w).unwrap();
+        let (cin, cout, k) = (s.in_channels, s.out_channels, s.kernel_size);
+        let (cin_g, cout_g) = (cin / s.groups, cout / s.groups);
+        let mut y = Vec::with_capacity(n * oh * ow * cout);
+        let mut mag = Vec::with_capacity(y.capacity());
+        for img in 0..n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for o in 0..cout {
+                        let g = o / cout_g;
+                        let (mut acc, mut abs) = (f64::from(bias[o]), f64::from(bias[o].abs()));
+                        for ci in 0..cin_g {
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let iy = (oy * s.stride + ky) as isize - s.padding as isize;
+                                    let ix = (ox * s.stride + kx) as isize - s.padding as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    let xv = from_bf16(
+                                        x[((img * h + iy as usize) * w + ix as usize) * cin
+                                            + g * cin_g
+                                            + ci],
+                                    );
+                                    let wv = from_bf16(to_bf16(wt[[o, ci, ky, kx]]));
+                                    let t = f64::from(xv) * f64::from(wv);
+                                    acc += t;
+                                    abs += t.abs();
+                                }
+                            }
+                        }
+                        y.push(acc.max(0.0));
+                        mag.push(abs);
+                    }
+                }
+            }
+        }
+        (y, mag)
+    }
+
+    /// Runs a conv of `spec` on random data against the oracle: each output within one bf16
+    /// rounding of the exact value plus the f32 accumulation's bound.
+    fn check(spec: ConvSpec, n: usize, h: usize, w: usize, seed: u64) {
+        let mut next = rng(seed);
+        let wt = Array4::from_shape_fn(spec.weight_shape(), |_| next());
+        let bias: Vec<f32> = (0..spec.out_channels).map(|_| next() * 0.5).collect();
+        let conv = Bf16Conv::new(wt.view(), &bias, spec).unwrap();
+        let x: Vec<u16> = (0..n * h * w * spec.in_channels)
+            .map(|_| to_bf16(next()))
+            .collect();
+        let (want, mag) = oracle(&spec, &wt, &bias, &x, n, h, w);
+        let positive = want.iter().filter(|&&v| v > 0.0).count();
+        assert!(
+            want.len() < 16 || positive * 5 >= want.len(),
+            "too few outputs above the ReLU: {positive} of {}",
+            want.len()
+        );
+        let steps = (spec.kernel_size.pow(2) * spec.in_channels / spec.groups + 1) as f64;
+        for threads in [1, 64] {
+            let mut y = vec![0xFFFFu16; want.len()];
+            conv.run(&x, n, h, w, &mut y, threads).unwrap();
+            for (i, ((&got, &want), &mag)) in y.iter().zip(&want).zip(&mag).enumerate() {
+                let got = f64::from(from_bf16(got));
+                let bound =
+                    want.abs() * 2f64.powi(-8) + 2.0 * steps * f64::from(f32::EPSILON) * mag;
+                assert!(
+                    (got - want).abs() <= bound,
+                    "{spec:?} n {n} {h}x{w}, {threads} threads: value {i} = {got}, want {want} (bound {bound})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn stride_padding_groups_and_every_amx_mode_match_the_oracle() {
+        if !available() {
+            let why = unavailable_reason().unwrap();
+            assert!(why.contains("AMX") || why.contains("grant"), "{why}");
+            return;
+        }
+        let specs = [
+            // The stem: 3 channels, kernel rows on the tiles.
+            ConvSpec::new(3, 48, 3, 2, 1, 1).unwrap(),
+            ConvSpec::new(8, 16, 3, 1, 1, 1).unwrap(),
+            ConvSpec::new(16, 40, 3, 2, 1, 2).unwrap(),
+            ConvSpec::new(16, 16, 3, 1, 1, 4).unwrap(),
+            ConvSpec::new(6, 33, 1, 1, 0, 1).unwrap(),
+            ConvSpec::new(5, 70, 3, 1, 2, 1).unwrap(),
+            // Sums of several chunks (96 channels = 3 x 64 bytes).
+            ConvSpec::new(96, 40, 3, 1, 1, 1).unwrap(),
+            ConvSpec::new(64, 96, 3, 2, 1, 2).unwrap(),
+            // A kernel row wider than a tile row (3 x 11 x 2 > 64 bytes): gathered.
+            ConvSpec::new(11, 16, 3, 1, 1, 1).unwrap(),
+        ];
+        for (i, spec) in specs.into_iter().enumerate() {
+            for (n, h, w) in [(1, 7, 7), (2, 9, 6), (1, 1, 1), (2, 3, 37)] {
+                check(spec, n, h, w, (i * 100 + h) as u64);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn random_convs_match_the_oracle(
+            cin_g in 1usize..9, cout_g in 1usize..40, groups in 1usize..4, k in prop::sample::select(vec![1usize, 3]),
+            stride in 1usize..3, pad in 0usize..2, n in 1usize..3, h in 1usize..9, w in 1usize..9, seed in any::<u64>()
+        ) {
+            prop_assume!(available());
+            // The tiles read channels in pairs: grouped convs need an even count per group.
+            let cin_g = if groups > 1 { 2 * cin_g } else { cin_g };
+            let spec = ConvSpec::new(cin_g * groups, cout_g * groups, k, stride, pad.min(k / 2 + 1), groups).unwrap();
+            prop_assume!(spec.output_size(h, w).is_ok());
+            check(spec, n, h, w, seed);
+        }
+    }
+
+    #[test]
+    fn a_network_matches_its_convs_run_one_by_one_and_an_f64_head() {
+        if !available() {
+            let e = Bf16Network::new(3, vec![], Array2::zeros((2, 3)).view(), &[0.0; 2], Some(1))
+                .unwrap_err();
+            assert!(e.to_string().contains("AMX"), "{e}");
+            return;
+        }
+        let mut next = rng(7);
+        let specs = [
+            ConvSpec::new(3, 16, 3, 2, 1, 1).unwrap(),
+            ConvSpec::new(16, 16, 3, 1, 1, 2).unwrap(),
+            ConvSpec::new(16, 24, 3, 2, 1, 1).unwrap(),
+        ];
+        let convs: Vec<Bf16Conv> = specs
+            .iter()
+            .map(|&s| {
+                let wt = Array4::from_shape_fn(s.weight_shape(), |_| next() * 0.5);
+                let bias: Vec<f32> = (0..s.out_channels).map(|_| next() * 0.1).collect();
+                Bf16Conv::new(wt.view(), &bias, s).unwrap()
+            })
+            .collect();
+        let head = Array2::from_shape_fn((5, 24), |_| next());
+        let head_bias: Vec<f32> = (0..5).map(|_| next()).collect();
+        let (n, h, w) = (2, 13, 11);
+        let x = Array4::from_shape_fn((n, 3, h, w), |_| next());
+        // The same steps through the public single-conv API, in NHWC.
+        let mut cur: Vec<u16> = x
+            .view()
+            .permuted_axes([0, 2, 3, 1])
+            .iter()
+            .map(|&v| to_bf16(v))
+            .collect();
+        let (mut hh, mut ww) = (h, w);
+        for c in &convs {
+            let (oh, ow) = c.spec().output_size(hh, ww).unwrap();
+            let mut y = vec![0u16; n * oh * ow * c.spec().out_channels];
+            c.run(&cur, n, hh, ww, &mut y, 1).unwrap();
+            (cur, hh, ww) = (y, oh, ow);
+        }
+        let net = Bf16Network::new(3, convs, head.view(), &head_bias, Some(2)).unwrap();
+        for _ in 0..2 {
+            let got = net.run(x.view()).unwrap();
+            for img in 0..n {
+                let feats = &cur[img * hh * ww * 24..(img + 1) * hh * ww * 24];
+                for j in 0..5 {
+                    let mut want = f64::from(head_bias[j]);
+                    let mut mag = want.abs();
+                    for ch in 0..24 {
+                        let mean = feats
+                            .iter()
+                            .skip(ch)
+                            .step_by(24)
+                            .map(|&v| f64::from(from_bf16(v)))
+                            .sum::<f64>()
+                            / (hh * ww) as f64;
+                        want += mean * f64::from(head[[j, ch]]);
+                        mag += (mean * f64::from(head[[j, ch]])).abs();
+                    }
+                    let d = (f64::from(got[[img, j]]) - want).abs();
+                    assert!(
+                        d <= 1e-5 * mag + 1e-6,
+                        "image {img} class {j}: {} vs {want}",
+                        got[[img, j]]
+                    );
+                }
+            }
+        }
+        let prof = net.profile(x.view()).unwrap();
+        assert_eq!(prof.len(), 5);
+        assert_eq!(
+            prof.iter().map(|t| t.flops).sum::<u64>(),
+            2 * net.macs(n, h, w).unwrap()
+        );
+        let mut bad = x.clone();
+        bad[[1, 2, 3, 4]] = f32::NAN;
+        let e = net.run(bad.view()).unwrap_err();
+        assert!(e.to_string().contains("NaN"), "{e}");
+    }
+
+    #[test]
+    fn bad_parameters_are_refused_with_their_names() {
+        let spec = ConvSpec::new(2, 2, 1, 1, 0, 1).unwrap();
+        let wt = Array4::<f32>::zeros(spec.weight_shape());
+        let e = Bf16Conv::new(wt.view(), &[0.0], spec).unwrap_err();
+        assert!(e.to_string().contains("bias"), "{e}");
+        let e = Bf16Conv::new(wt.view(), &[0.0, f32::INFINITY], spec).unwrap_err();
+        assert!(e.to_string().contains("NaN or inf"), "{e}");
+        let odd = ConvSpec::new(6, 4, 3, 1, 1, 2).unwrap();
+        let e =
+            Bf16Conv::new(Array4::zeros(odd.weight_shape()).view(), &[0.0; 4], odd).unwrap_err();
+        assert!(e.to_string().contains("pairs"), "{e}");
+    }
+}

@@ -1,0 +1,459 @@
+//! The safe half of the AMX convolutions, shared by the int8 and bf16 convs: which way a conv
+//! reads its input ([`AmxMode`]), the pixel groups of a run, the split over threads, and the
+//! jobs handed to [`crate::amx`]. Everything counts bytes (a value is [`TileConv::ELEM`] bytes),
+//! so that one driver serves u8 and bf16 activations.
+
+use rayon::prelude::*;
+use repvgg_math::ConvSpec;
+
+use crate::aligned::AlignedBytes;
+use crate::amx::{self, Epilogue};
+use crate::error::{CpuError, Result};
+use crate::int8::{NR, panel_width, panels};
+
+/// A conv the AMX driver runs: its geometry, its packed weights and how its sums are finished.
+pub(crate) trait TileConv: Sync {
+    /// Bytes of one activation value (input and output).
+    const ELEM: usize;
+    /// What the run's error messages call the conv ("int8", "bf16").
+    const NAME: &'static str;
+    /// The conv's channels, kernel, stride, padding and groups.
+    fn spec(&self) -> &ConvSpec;
+    /// Bytes of one packed weight column: a group's `k x k x in / groups` values, padded to
+    /// whole groups of four bytes.
+    fn kp(&self) -> usize;
+    /// Group `g`'s packed weights (`[kp / 4][w][4]` bytes per panel) and epilogue; with `rows`,
+    /// the [`AmxMode::Rows`] matrix (one group) instead.
+    fn columns(&self, g: usize, rows: bool) -> (&[u8], Epilogue<'_>);
+}
+
+/// Pixel groups the AMX path gathers at a time for a conv of too few channels.
+const GATHER_GROUPS: usize = 32;
+
+/// Bytes of a kernel row the AMX gather copies as one fixed-size block (the stem's 3 x 3).
+const SHORT_SPAN: usize = 16;
+
+/// The largest multiple of four up to a tile row's bytes that divides `len` bytes.
+fn amx_chunk(len: usize) -> Option<usize> {
+    (1..=amx::MAX_KC / 4)
+        .rev()
+        .map(|q| q * 4)
+        .find(|kc| len.is_multiple_of(*kc))
+}
+
+/// The tile row of [`AmxMode::Rows`] for `spec` with values of `elem` bytes, if it fits that
+/// mode: one group, a pixel's channels not whole groups of four bytes, a kernel row of at most
+/// a tile row's bytes (rounded up to four).
+pub(crate) fn rows_kc(spec: &ConvSpec, elem: usize) -> Option<usize> {
+    let kc = (spec.kernel_size * spec.in_channels * elem).next_multiple_of(4);
+    (spec.groups == 1 && !(spec.in_channels * elem).is_multiple_of(4) && kc <= amx::MAX_KC)
+        .then_some(kc)
+}
+
+/// Up to [`amx::MAX_ROWS`] output pixels of one tile: each one's first tap in the padded
+/// input and its place in the output.
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    x: [usize; amx::MAX_ROWS],
+    y: [usize; amx::MAX_ROWS],
+    len: usize,
+}
+
+impl Group {
+    /// The tile's pixels for [`amx::conv`], each row's output place `place(its place)`.
+    fn pixels(&self, mut place: impl FnMut(usize) -> usize) -> amx::Pixels {
+        let mut px = amx::Pixels {
+            x: self.x[0],
+            y: [0; amx::MAX_ROWS],
+            len: self.len,
+        };
+        for (d, &at) in px.y.iter_mut().zip(&self.y).take(self.len) {
+            *d = place(at);
+        }
+        px
+    }
+}
+
+/// What every AMX job of one run shares.
+struct Pass<'a, T> {
+    conv: &'a T,
+    mode: AmxMode,
+    xp: &'a [u8],
+    taps: &'a [usize],
+    rows: usize,
+    /// Bytes of a padded input row.
+    row_bytes: usize,
+}
+
+impl<T: TileConv> Pass<'_, T> {
+    /// The output columns of `panels` (per conv group) for the pixels of `chunk`, into `out`
+    /// at the places of `pix` (its `y`; its `x` is `chunk`'s first taps).
+    fn run(
+        &self,
+        chunk: &[Group],
+        pix: &[amx::Pixels],
+        panels: std::ops::Range<usize>,
+        out: &mut [u8],
+    ) {
+        let s = self.conv.spec();
+        let e = T::ELEM;
+        let (cin, cout) = (s.in_channels, s.out_channels);
+        let (cin_g, cout_g) = (cin / s.groups, cout / s.groups);
+        let (c0, c1) = (panels.start * NR, (panels.end * NR).min(cout_g));
+        // The packed columns of the range (panels before the last are all NR wide) of group
+        // `g`'s matrix, or of the kernel rows' matrix when given its bytes per column `rows_kp`.
+        let cols = |g: usize, rows_kp: Option<usize>| {
+            let (wg, epi) = self.conv.columns(g, rows_kp.is_some());
+            let kp = rows_kp.unwrap_or_else(|| self.conv.kp());
+            let pc1 = c0
+                + (panels.start..panels.end)
+                    .map(|p| panel_width(cout_g, p))
+                    .sum::<usize>();
+            (&wg[c0 * kp..pc1 * kp], epi.columns(c0..pc1))
+        };
+        let mut local = pix.to_vec();
+        match self.mode {
+            AmxMode::Direct { kc } => {
+                for g in 0..s.groups {
+                    let (b, epi) = cols(g, None);
+                    for (d, px) in local.iter_mut().zip(pix) {
+                        d.x = px.x + g * cin_g * e;
+                        for (dy, &py) in d.y.iter_mut().zip(&px.y).take(px.len) {
+                            *dy = py + g * cout_g * e;
+                        }
+                    }
+                    let job = amx::Job {
+                        x: self.xp,
+                        taps: self.taps,
+                        stride: s.stride * cin * e,
+                        kc,
+                        chunks: cin_g * e / kc,
+                        rows: self.rows,
+                        b,
+                        n: c1 - c0,
+                        epi,
+                    };
+                    let done = amx::conv(&job, &local, out);
+                    debug_assert!(done, "the AMX path ran on a CPU without it");
+                }
+            }
+            AmxMode::Rows { kc } => {
+                let (b, epi) = cols(0, Some(s.kernel_size * kc));
+                let job = amx::Job {
+                    x: self.xp,
+                    taps: self.taps,
+                    stride: s.stride * cin * e,
+                    kc,
+                    chunks: 1,
+                    rows: self.rows,
+                    b,
+                    n: c1 - c0,
+                    epi,
+                };
+                let done = amx::conv(&job, pix, out);
+                debug_assert!(done, "the AMX path ran on a CPU without it");
+            }
+            AmxMode::Gathered { kc } => {
+                // Each pixel's taps gathered into one row of `kp` bytes (a kernel row's taps are
+                // `k x in` consecutive values of the padded input); bytes past the taps meet
+                // zero weights (and hold zeros or copies of finite inputs).
+                let kp = self.conv.kp();
+                let (b, epi) = cols(0, None);
+                let (k, rows) = (s.kernel_size, self.rows);
+                let span = k * cin * e;
+                let mut buf =
+                    AlignedBytes::zeroed(GATHER_GROUPS.min(chunk.len()) * rows * kp + SHORT_SPAN);
+                for (sub, psub) in chunk
+                    .chunks(GATHER_GROUPS)
+                    .zip(local.chunks_mut(GATHER_GROUPS))
+                {
+                    for (j, (g, px)) in sub.iter().zip(psub.iter_mut()).enumerate() {
+                        for r in 0..g.len {
+                            let dst = (j * rows + r) * kp;
+                            for ky in 0..k {
+                                let (from, to) = (g.x[r] + ky * self.row_bytes, dst + ky * span);
+                                if span <= SHORT_SPAN {
+                                    // One fixed-size copy; what it writes past the span the
+                                    // next copy overwrites, or it meets zero weights.
+                                    buf[to..to + SHORT_SPAN]
+                                        .copy_from_slice(&self.xp[from..from + SHORT_SPAN]);
+                                } else {
+                                    buf[to..to + span].copy_from_slice(&self.xp[from..from + span]);
+                                }
+                            }
+                        }
+                        px.x = j * rows * kp;
+                    }
+                    let job = amx::Job {
+                        x: &buf,
+                        taps: &[0],
+                        stride: kp,
+                        kc,
+                        chunks: kp / kc,
+                        rows,
+                        b,
+                        n: c1 - c0,
+                        epi,
+                    };
+                    let done = amx::conv(&job, psub, out);
+                    debug_assert!(done, "the AMX path ran on a CPU without it");
+                }
+            }
+        }
+    }
+}
+
+/// How the AMX path reads a conv's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AmxMode {
+    /// Tiles straight from the padded input, tap by tap, `kc` bytes of channels at a time (a
+    /// conv group's channels are whole groups of four bytes).
+    Direct { kc: usize },
+    /// Tiles straight from the padded input, one kernel row at a time: a row's `k` taps of
+    /// `in` channels are consecutive values, read `kc` bytes at a time (the span rounded up to
+    /// four bytes; the bytes past it meet zero weights). One group whose channels are not
+    /// groups of four bytes and whose kernel row fits a tile row (the stem's 3 x 3 x 3).
+    Rows { kc: usize },
+    /// The taps of each pixel gathered into rows first, `kc` bytes at a time (one group whose
+    /// channels are not groups of four bytes and whose kernel row is wider than a tile row;
+    /// narrow outputs).
+    Gathered { kc: usize },
+}
+
+/// How the AMX path runs `conv`, or `None` when it does not (grouped convs whose groups'
+/// channels are not whole groups of four bytes).
+pub(crate) fn mode<T: TileConv>(conv: &T) -> Option<AmxMode> {
+    let s = conv.spec();
+    let run = s.in_channels / s.groups * T::ELEM;
+    if run.is_multiple_of(4) {
+        amx_chunk(run).map(|kc| AmxMode::Direct { kc })
+    } else if let Some(kc) = rows_kc(s, T::ELEM) {
+        Some(AmxMode::Rows { kc })
+    } else if s.groups == 1 {
+        amx_chunk(conv.kp()).map(|kc| AmxMode::Gathered { kc })
+    } else {
+        None
+    }
+}
+
+/// Bytes of the padded input [`run_padded`] reads for `n x h x w`: `[n][h + 2p][w + 2p][in]`
+/// values and the slack the last tile's rows read past its end.
+pub(crate) fn padded_len<T: TileConv>(conv: &T, n: usize, h: usize, w: usize) -> usize {
+    let s = conv.spec();
+    let p = s.padding;
+    (n * (h + 2 * p) * (w + 2 * p) * s.in_channels + amx::MAX_ROWS * s.stride * s.in_channels)
+        * T::ELEM
+        + amx::MAX_KC
+}
+
+/// Runs `conv` on `xp`, its input stored with its padding (the border and the slack holding
+/// the input's zero value), into `y` stored with a border of `q` pixels (`n x (oh + 2q) x
+/// (ow + 2q) x out` values; the border is not written), on the AMX tiles.
+///
+/// # Errors
+/// [`CpuError::Shape`] when `xp` or `y` are too short; [`CpuError::Invalid`] when the conv
+/// does not fit the AMX path ([`mode`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_padded<T: TileConv>(
+    conv: &T,
+    xp: &[u8],
+    n: usize,
+    h: usize,
+    w: usize,
+    y: &mut [u8],
+    q: usize,
+    threads: usize,
+) -> Result<()> {
+    let s = conv.spec();
+    let e = T::ELEM;
+    let Some(mode) = mode(conv) else {
+        return Err(CpuError::Invalid(format!(
+            "the AMX {} path needs whole groups of four bytes of input channels per conv \
+             group, found {} channels of {e} bytes in each of {} groups",
+            T::NAME,
+            s.in_channels / s.groups,
+            s.groups
+        )));
+    };
+    let (oh, ow) = s.output_size(h, w)?;
+    let (cin, cout, p, k) = (s.in_channels, s.out_channels, s.padding, s.kernel_size);
+    let (hp, wp) = (h + 2 * p, w + 2 * p);
+    let (ohp, owp) = (oh + 2 * q, ow + 2 * q);
+    for (what, len, want) in [
+        ("input", xp.len(), padded_len(conv, n, h, w)),
+        ("output", y.len(), n * ohp * owp * cout * e),
+    ] {
+        if len < want {
+            return Err(CpuError::Shape {
+                what: format!("padded {} {what}", T::NAME),
+                expected: vec![want],
+                found: vec![len],
+            });
+        }
+    }
+    if n * oh * ow == 0 {
+        return Ok(());
+    }
+    let m = n * oh * ow;
+    // Narrow outputs (the last stage's 7 x 7) fill whole tiles when gathered.
+    let mode = match mode {
+        AmxMode::Direct { .. } | AmxMode::Rows { .. }
+            if s.groups == 1 && 2 * ow <= amx::MAX_ROWS && oh > 1 =>
+        {
+            match amx_chunk(conv.kp()) {
+                Some(kc) => AmxMode::Gathered { kc },
+                None => mode,
+            }
+        }
+        m => m,
+    };
+    let at_in = |img: usize, oy: usize, ox: usize| {
+        ((img * hp + oy * s.stride) * wp + ox * s.stride) * cin * e
+    };
+    let at_out =
+        |img: usize, oy: usize, ox: usize| ((img * ohp + oy + q) * owp + q + ox) * cout * e;
+    let mut groups = Vec::new();
+    let rows = match mode {
+        AmxMode::Direct { .. } | AmxMode::Rows { .. } => {
+            // Each output row in `per_row` runs of `rows` pixels (the last shorter): a
+            // tile's rows are `stride x in` values apart in the input.
+            let per_row = ow.div_ceil(amx::MAX_ROWS);
+            let rows = ow.div_ceil(per_row);
+            for img in 0..n {
+                for oy in 0..oh {
+                    for ox in (0..ow).step_by(rows) {
+                        let len = rows.min(ow - ox);
+                        let mut g = Group {
+                            x: [0; amx::MAX_ROWS],
+                            y: [0; amx::MAX_ROWS],
+                            len,
+                        };
+                        for r in 0..len {
+                            g.x[r] = at_in(img, oy, ox + r);
+                            g.y[r] = at_out(img, oy, ox + r);
+                        }
+                        groups.push(g);
+                    }
+                }
+            }
+            rows
+        }
+        AmxMode::Gathered { .. } => {
+            // Runs of consecutive output pixels across rows and images.
+            let rows = amx::MAX_ROWS.min(m);
+            groups.reserve(m.div_ceil(rows));
+            // The pixel's place counted along (no division per pixel).
+            let (mut img, mut oy, mut ox) = (0, 0, 0);
+            for p0 in (0..m).step_by(rows) {
+                let len = rows.min(m - p0);
+                let mut g = Group {
+                    x: [0; amx::MAX_ROWS],
+                    y: [0; amx::MAX_ROWS],
+                    len,
+                };
+                for r in 0..len {
+                    g.x[r] = at_in(img, oy, ox);
+                    g.y[r] = at_out(img, oy, ox);
+                    ox += 1;
+                    if ox == ow {
+                        ox = 0;
+                        oy += 1;
+                        if oy == oh {
+                            oy = 0;
+                            img += 1;
+                        }
+                    }
+                }
+                groups.push(g);
+            }
+            rows
+        }
+    };
+    let taps: Vec<usize> = match mode {
+        // Each kernel row's first tap.
+        AmxMode::Rows { .. } => (0..k).map(|ky| ky * wp * cin * e).collect(),
+        _ => (0..k * k)
+            .map(|t| ((t / k) * wp + t % k) * cin * e)
+            .collect(),
+    };
+    let pass = Pass {
+        conv,
+        mode,
+        xp,
+        taps: &taps,
+        rows,
+        row_bytes: wp * cin * e,
+    };
+    let pairs = groups.len().div_ceil(2);
+    let np = panels(cout / s.groups);
+    // Few pixels (late layers at small batches): the panels are split too, so that the
+    // threads share the work evenly and each reads only its part of the weights; each job
+    // writes its own block, copied into place after.
+    let splits = if s.groups == 1 && threads > 1 && pairs < 4 * threads {
+        np.min((4 * threads).div_ceil(pairs))
+    } else {
+        1
+    };
+    if splits > 1 {
+        let per = np.div_ceil(splits);
+        let jobs: Vec<(usize, usize)> = (0..pairs)
+            .flat_map(|pr| (0..np).step_by(per).map(move |p0| (pr, p0)))
+            .collect();
+        let blocks: Vec<(usize, usize, Vec<u8>)> = jobs
+            .into_par_iter()
+            .map(|(pr, p0)| {
+                let chunk = &groups[2 * pr..(2 * pr + 2).min(groups.len())];
+                let p1 = (p0 + per).min(np);
+                let (c0, c1) = (p0 * NR, (p1 * NR).min(cout));
+                // Bytes of a block row.
+                let cols = (c1 - c0) * e;
+                let mut out = vec![0u8; chunk.iter().map(|g| g.len).sum::<usize>() * cols];
+                // Rows of the block, in order.
+                let mut row = 0;
+                let pix: Vec<amx::Pixels> = chunk
+                    .iter()
+                    .map(|g| {
+                        g.pixels(|_| {
+                            row += 1;
+                            (row - 1) * cols
+                        })
+                    })
+                    .collect();
+                pass.run(chunk, &pix, p0..p1, &mut out);
+                (2 * pr, c0 * e, out)
+            })
+            .collect();
+        for (first, c0, out) in blocks {
+            let cols = out.len() / groups[first..].iter().take(2).map(|g| g.len).sum::<usize>();
+            let places = groups[first..]
+                .iter()
+                .take(2)
+                .flat_map(|g| g.y[..g.len].iter());
+            for (&at, src) in places.zip(out.chunks_exact(cols)) {
+                y[at + c0..at + c0 + cols].copy_from_slice(src);
+            }
+        }
+        return Ok(());
+    }
+    // Jobs of whole pairs of groups, a few per thread, each with the output bytes its
+    // pixels own.
+    let jobs = pairs.min(4 * threads.max(1)).max(1);
+    let per_job = pairs.div_ceil(jobs) * 2;
+    let mut parts = Vec::with_capacity(jobs);
+    let mut rest = &mut y[..];
+    let mut at = 0;
+    for chunk in groups.chunks(per_job) {
+        let (first, last) = (&chunk[0], &chunk[chunk.len() - 1]);
+        let (start, end) = (first.y[0], last.y[last.len - 1] + cout * e);
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(start - at);
+        let (mine, tail) = tail.split_at_mut(end - start);
+        rest = tail;
+        at = end;
+        parts.push((chunk, start, mine));
+    }
+    parts.into_par_iter().for_each(|(chunk, y0, out)| {
+        let pix: Vec<amx::Pixels> = chunk.iter().map(|g| g.pixels(|at| at - y0)).collect();
+        pass.run(chunk, &pix, 0..np, out);
+    });
+    Ok(())
+}
