@@ -506,7 +506,11 @@ mod x86 {
                                     let q: [u8; 16] =
                                         bytemuck::cast(_mm512_cvtepi32_epi8(_mm512_cvtps_epi32(z)));
                                     let o = out(r);
-                                    y[o..o + n].copy_from_slice(&q[..n]);
+                                    if n == 16 {
+                                        y[o..o + 16].copy_from_slice(&q);
+                                    } else {
+                                        y[o..o + n].copy_from_slice(&q[..n]);
+                                    }
                                 }
                             }
                             Epilogue::Bf16 { bias } => {
@@ -522,7 +526,11 @@ mod x86 {
                                     );
                                     let q: [u8; 32] = bytemuck::cast(bf16_round(z));
                                     let o = out(r);
-                                    y[o..o + 2 * n].copy_from_slice(&q[..2 * n]);
+                                    if n == 16 {
+                                        y[o..o + 32].copy_from_slice(&q);
+                                    } else {
+                                        y[o..o + 2 * n].copy_from_slice(&q[..2 * n]);
+                                    }
                                 }
                             }
                         }

@@ -17,13 +17,12 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use ndarray::{Array2, ArrayView2, ArrayView4};
-use pulp::Arch;
+use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 use repvgg_math::ConvSpec;
 
 use crate::aligned::{AlignedBytes, AlignedVec};
 use crate::amx::{self, Epilogue, Op};
-use crate::elementwise::MeanPixels;
 use crate::error::{CpuError, Result};
 use crate::int8::{NR, clear_border, padded_n, panel_width, panels};
 use crate::network::OpTime;
@@ -457,11 +456,6 @@ impl Bf16Network {
         }
         let first = &self.convs[0];
         first.spec.output_size(h, w)?;
-        if x.iter().any(|v| !v.is_finite()) {
-            return Err(CpuError::Invalid(
-                "bf16 network input holds NaN or inf".into(),
-            ));
-        }
         let threads = rayon::current_num_threads();
         let [mut a, mut b] = self
             .buffers
@@ -472,7 +466,14 @@ impl Bf16Network {
         let p = first.spec.padding;
         a.resize(tiled::padded_len(first, n, h, w));
         clear_border(&mut a, n, h, w, c * 2, p);
-        round_padded(x, &mut a, p);
+        if let Err(e) = round_padded(x, &mut a, p) {
+            // The buffers stay usable: every run writes what it reads.
+            self.buffers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push([a, b]);
+            return Err(e);
+        }
         lap(&|| ("round input to bf16".into(), 0));
         let mut cur = c;
         for (i, conv) in self.convs.iter().enumerate() {
@@ -500,13 +501,16 @@ impl Bf16Network {
         let hw = h * w;
         let feats: &[u16] = bytemuck::cast_slice(&a[..n * hw * cur * 2]);
         let mut pooled = vec![0.0f32; n * cur];
-        let arch = Arch::new();
         pooled
             .par_chunks_mut(cur.max(1))
             .zip(feats.par_chunks(hw * cur.max(1)))
             .for_each(|(p, img)| {
-                let img: Vec<f32> = img.iter().map(|&v| from_bf16(v)).collect();
-                arch.dispatch(MeanPixels { out: p, img: &img });
+                for px in img.chunks_exact(cur) {
+                    for (s, &v) in p.iter_mut().zip(px) {
+                        *s += from_bf16(v);
+                    }
+                }
+                p.iter_mut().for_each(|s| *s /= hw as f32);
             });
         let mut logits = vec![0.0f32; n * self.classes];
         crate::gemm::gemm(
@@ -545,28 +549,75 @@ impl Bf16Network {
 }
 
 /// `x` (NCHW f32) rounded to bf16 into the inside of `out` (NHWC with a border of `p` pixels,
-/// already zero). Rows of images in parallel.
-fn round_padded(x: ArrayView4<'_, f32>, out: &mut [u8], p: usize) {
+/// already zero). Rows of images in parallel, each channel's row rounded by [`RoundRow`] and
+/// then interleaved.
+///
+/// # Errors
+/// [`CpuError::Invalid`] when `x` holds NaN or inf.
+fn round_padded(x: ArrayView4<'_, f32>, out: &mut [u8], p: usize) -> Result<()> {
     let (n, c, h, w) = x.dim();
     let (hp, wp) = (h + 2 * p, w + 2 * p);
     let row = wp * c * 2;
-    out[..n * hp * row]
-        .par_chunks_mut(row)
+    let arch = Arch::new();
+    let bad = out[..n * hp * row]
+        .par_chunks_mut(row.max(1))
         .enumerate()
-        .for_each(|(r, dst)| {
-            let (img, yy) = (r / hp, r % hp);
-            if yy < p || yy >= h + p {
-                return;
-            }
-            let dst: &mut [[u8; 2]] =
-                bytemuck::cast_slice_mut(&mut dst[p * c * 2..(p + w) * c * 2]);
-            for ch in 0..c {
-                let src = x.slice(ndarray::s![img, ch, yy - p, ..]);
-                for (xx, &v) in src.iter().enumerate() {
-                    dst[xx * c + ch] = to_bf16(v).to_le_bytes();
+        .map_init(
+            || vec![0u16; w],
+            |codes, (r, dst)| {
+                let (img, yy) = (r / hp, r % hp);
+                if yy < p || yy >= h + p {
+                    return false;
                 }
-            }
-        });
+                let dst: &mut [[u8; 2]] =
+                    bytemuck::cast_slice_mut(&mut dst[p * c * 2..(p + w) * c * 2]);
+                let mut bad = false;
+                for ch in 0..c {
+                    let src = x.slice(ndarray::s![img, ch, yy - p, ..]);
+                    bad |= match src.as_slice() {
+                        Some(src) => arch.dispatch(RoundRow { src, out: codes }),
+                        None => src.iter().zip(codes.iter_mut()).fold(false, |b, (&v, d)| {
+                            *d = to_bf16(v);
+                            b | !v.is_finite()
+                        }),
+                    };
+                    for (d, &v) in dst.iter_mut().skip(ch).step_by(c).zip(codes.iter()) {
+                        *d = v.to_le_bytes();
+                    }
+                }
+                bad
+            },
+        )
+        .reduce(|| false, |a, b| a | b);
+    if bad {
+        return Err(CpuError::Invalid(
+            "bf16 network input holds NaN or inf".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A row rounded to bf16 with [`to_bf16`]'s formula for finite values, in a form the compiler
+/// turns into vector code (compiled for the best instruction set found at run time, through
+/// [`pulp`]); `true` when the row holds NaN or inf (whose codes are then not to be used).
+struct RoundRow<'a> {
+    src: &'a [f32],
+    out: &'a mut [u16],
+}
+
+impl WithSimd for RoundRow<'_> {
+    type Output = bool;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) -> bool {
+        let mut special = 0u32;
+        for (d, &v) in self.out.iter_mut().zip(self.src) {
+            let bits = v.to_bits();
+            // All-ones exponent: NaN or inf.
+            special |= u32::from(bits & 0x7F80_0000 == 0x7F80_0000);
+            *d = (bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16) as u16;
+        }
+        special != 0
+    }
 }
 
 #[cfg(test)]
@@ -611,6 +662,18 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn row_rounding_matches_the_scalar_rule(xs in prop::collection::vec(any::<f32>(), 1..70)) {
+            let mut got = vec![0u16; xs.len()];
+            let special = Arch::new().dispatch(RoundRow { src: &xs, out: &mut got });
+            prop_assert_eq!(special, xs.iter().any(|v| !v.is_finite()));
+            for (x, g) in xs.iter().zip(&got) {
+                if x.is_finite() {
+                    prop_assert_eq!(*g, to_bf16(*x), "x = {}", x);
+                }
+            }
+        }
+
         #[test]
         fn bf16_rounding_errs_by_at_most_half_a_step(x in -1e30f32..1e30) {
             let r = from_bf16(to_bf16(x));

@@ -74,6 +74,69 @@ impl Group {
     }
 }
 
+/// The pixel groups of a run, worked out when a job needs them (none stored: a batch of 8 has
+/// thousands). Group `i` is a run of at most `rows` consecutive output pixels: within one
+/// output row (`per_row` groups a row), or, `gathered`, across rows and images.
+struct Layout {
+    gathered: bool,
+    rows: usize,
+    per_row: usize,
+    count: usize,
+    /// Output pixels of the run (`n x oh x ow`).
+    m: usize,
+    oh: usize,
+    ow: usize,
+    /// Padded input rows and columns, the stride, bytes of an input pixel.
+    hp: usize,
+    wp: usize,
+    stride: usize,
+    in_px: usize,
+    /// Padded output rows and columns, its border, bytes of an output pixel.
+    ohp: usize,
+    owp: usize,
+    q: usize,
+    out_px: usize,
+}
+
+impl Layout {
+    /// Group `i`'s pixels: their first taps and output places.
+    fn group(&self, i: usize) -> Group {
+        let (p0, len) = if self.gathered {
+            let p0 = i * self.rows;
+            (p0, self.rows.min(self.m - p0))
+        } else {
+            let (line, part) = (i / self.per_row, i % self.per_row);
+            let ox = part * self.rows;
+            (line * self.ow + ox, self.rows.min(self.ow - ox))
+        };
+        let mut g = Group {
+            x: [0; amx::MAX_ROWS],
+            y: [0; amx::MAX_ROWS],
+            len,
+        };
+        let plane = self.oh * self.ow;
+        let (mut img, rest) = (p0 / plane, p0 % plane);
+        let (mut oy, mut ox) = (rest / self.ow, rest % self.ow);
+        for r in 0..len {
+            g.x[r] = ((img * self.hp + oy * self.stride) * self.wp + ox * self.stride) * self.in_px;
+            g.y[r] = ((img * self.ohp + oy + self.q) * self.owp + self.q + ox) * self.out_px;
+            ox += 1;
+            if ox == self.ow {
+                ox = 0;
+                oy += 1;
+                if oy == self.oh {
+                    oy = 0;
+                    img += 1;
+                }
+            }
+        }
+        g
+    }
+}
+
+/// Groups one call of [`Pass::run`] takes (its pixels' places live on the stack).
+const BATCH: usize = 32;
+
 /// What every AMX job of one run shares.
 struct Pass<'a, T> {
     conv: &'a T,
@@ -161,46 +224,62 @@ impl<T: TileConv> Pass<'_, T> {
                 let (b, epi) = cols(0, None);
                 let (k, rows) = (s.kernel_size, self.rows);
                 let span = k * cin * e;
-                let mut buf =
-                    AlignedBytes::zeroed(GATHER_GROUPS.min(chunk.len()) * rows * kp + SHORT_SPAN);
-                for (sub, psub) in chunk
-                    .chunks(GATHER_GROUPS)
-                    .zip(local.chunks_mut(GATHER_GROUPS))
-                {
-                    for (j, (g, px)) in sub.iter().zip(psub.iter_mut()).enumerate() {
-                        for r in 0..g.len {
-                            let dst = (j * rows + r) * kp;
-                            for ky in 0..k {
-                                let (from, to) = (g.x[r] + ky * self.row_bytes, dst + ky * span);
-                                if span <= SHORT_SPAN {
-                                    // One fixed-size copy; what it writes past the span the
-                                    // next copy overwrites, or it meets zero weights.
-                                    buf[to..to + SHORT_SPAN]
-                                        .copy_from_slice(&self.xp[from..from + SHORT_SPAN]);
-                                } else {
-                                    buf[to..to + span].copy_from_slice(&self.xp[from..from + span]);
+                let need = GATHER_GROUPS.min(chunk.len()) * rows * kp + SHORT_SPAN;
+                GATHER.with_borrow_mut(|buf| {
+                    if buf.len() < need {
+                        *buf = AlignedBytes::zeroed(need);
+                    }
+                    for (sub, psub) in chunk
+                        .chunks(GATHER_GROUPS)
+                        .zip(local.chunks_mut(GATHER_GROUPS))
+                    {
+                        for (j, (g, px)) in sub.iter().zip(psub.iter_mut()).enumerate() {
+                            for r in 0..g.len {
+                                let dst = (j * rows + r) * kp;
+                                // The steps past the taps (at most three bytes) meet zero
+                                // weights: zeros, not what an earlier run left (bf16 bits of NaN
+                                // would spoil the sum).
+                                buf[dst + k * span..dst + kp].fill(0);
+                                for ky in 0..k {
+                                    let (from, to) =
+                                        (g.x[r] + ky * self.row_bytes, dst + ky * span);
+                                    if span <= SHORT_SPAN {
+                                        // One fixed-size copy; what it writes past the span the
+                                        // next copy overwrites, or it meets zero weights.
+                                        buf[to..to + SHORT_SPAN]
+                                            .copy_from_slice(&self.xp[from..from + SHORT_SPAN]);
+                                    } else {
+                                        buf[to..to + span]
+                                            .copy_from_slice(&self.xp[from..from + span]);
+                                    }
                                 }
                             }
+                            px.x = j * rows * kp;
                         }
-                        px.x = j * rows * kp;
+                        let job = amx::Job {
+                            x: &buf[..],
+                            taps: &[0],
+                            stride: kp,
+                            kc,
+                            chunks: kp / kc,
+                            rows,
+                            b,
+                            n: c1 - c0,
+                            epi,
+                        };
+                        let done = amx::conv(&job, psub, out);
+                        debug_assert!(done, "the AMX path ran on a CPU without it");
                     }
-                    let job = amx::Job {
-                        x: &buf,
-                        taps: &[0],
-                        stride: kp,
-                        kc,
-                        chunks: kp / kc,
-                        rows,
-                        b,
-                        n: c1 - c0,
-                        epi,
-                    };
-                    let done = amx::conv(&job, psub, out);
-                    debug_assert!(done, "the AMX path ran on a CPU without it");
-                }
+                });
             }
         }
     }
+}
+
+thread_local! {
+    /// Each worker's gathered rows ([`AmxMode::Gathered`]), kept between runs: allocating and
+    /// zeroing them per job cost more than the gather.
+    static GATHER: std::cell::RefCell<AlignedBytes> = std::cell::RefCell::new(AlignedBytes::default());
 }
 
 /// How the AMX path reads a conv's input.
@@ -307,67 +386,36 @@ pub(crate) fn run_padded<T: TileConv>(
         }
         m => m,
     };
-    let at_in = |img: usize, oy: usize, ox: usize| {
-        ((img * hp + oy * s.stride) * wp + ox * s.stride) * cin * e
+    let gathered = matches!(mode, AmxMode::Gathered { .. });
+    // Direct and rows: each output row in `per_row` runs of `rows` pixels (the last shorter),
+    // a tile's rows `stride x in` values apart in the input; gathered: runs of consecutive
+    // output pixels across rows and images.
+    let per_row = ow.div_ceil(amx::MAX_ROWS);
+    let rows = if gathered {
+        amx::MAX_ROWS.min(m)
+    } else {
+        ow.div_ceil(per_row)
     };
-    let at_out =
-        |img: usize, oy: usize, ox: usize| ((img * ohp + oy + q) * owp + q + ox) * cout * e;
-    let mut groups = Vec::new();
-    let rows = match mode {
-        AmxMode::Direct { .. } | AmxMode::Rows { .. } => {
-            // Each output row in `per_row` runs of `rows` pixels (the last shorter): a
-            // tile's rows are `stride x in` values apart in the input.
-            let per_row = ow.div_ceil(amx::MAX_ROWS);
-            let rows = ow.div_ceil(per_row);
-            for img in 0..n {
-                for oy in 0..oh {
-                    for ox in (0..ow).step_by(rows) {
-                        let len = rows.min(ow - ox);
-                        let mut g = Group {
-                            x: [0; amx::MAX_ROWS],
-                            y: [0; amx::MAX_ROWS],
-                            len,
-                        };
-                        for r in 0..len {
-                            g.x[r] = at_in(img, oy, ox + r);
-                            g.y[r] = at_out(img, oy, ox + r);
-                        }
-                        groups.push(g);
-                    }
-                }
-            }
-            rows
-        }
-        AmxMode::Gathered { .. } => {
-            // Runs of consecutive output pixels across rows and images.
-            let rows = amx::MAX_ROWS.min(m);
-            groups.reserve(m.div_ceil(rows));
-            // The pixel's place counted along (no division per pixel).
-            let (mut img, mut oy, mut ox) = (0, 0, 0);
-            for p0 in (0..m).step_by(rows) {
-                let len = rows.min(m - p0);
-                let mut g = Group {
-                    x: [0; amx::MAX_ROWS],
-                    y: [0; amx::MAX_ROWS],
-                    len,
-                };
-                for r in 0..len {
-                    g.x[r] = at_in(img, oy, ox);
-                    g.y[r] = at_out(img, oy, ox);
-                    ox += 1;
-                    if ox == ow {
-                        ox = 0;
-                        oy += 1;
-                        if oy == oh {
-                            oy = 0;
-                            img += 1;
-                        }
-                    }
-                }
-                groups.push(g);
-            }
-            rows
-        }
+    let layout = Layout {
+        gathered,
+        rows,
+        per_row,
+        count: if gathered {
+            m.div_ceil(rows)
+        } else {
+            n * oh * per_row
+        },
+        m,
+        oh,
+        ow,
+        hp,
+        wp,
+        stride: s.stride,
+        in_px: cin * e,
+        ohp,
+        owp,
+        q,
+        out_px: cout * e,
     };
     let taps: Vec<usize> = match mode {
         // Each kernel row's first tap.
@@ -384,7 +432,8 @@ pub(crate) fn run_padded<T: TileConv>(
         rows,
         row_bytes: wp * cin * e,
     };
-    let pairs = groups.len().div_ceil(2);
+    let count = layout.count;
+    let pairs = count.div_ceil(2);
     let np = panels(cout / s.groups);
     // Few pixels (late layers at small batches): the panels are split too, so that the
     // threads share the work evenly and each reads only its part of the weights; each job
@@ -402,7 +451,9 @@ pub(crate) fn run_padded<T: TileConv>(
         let blocks: Vec<(usize, usize, Vec<u8>)> = jobs
             .into_par_iter()
             .map(|(pr, p0)| {
-                let chunk = &groups[2 * pr..(2 * pr + 2).min(groups.len())];
+                let chunk: Vec<Group> = (2 * pr..(2 * pr + 2).min(count))
+                    .map(|i| layout.group(i))
+                    .collect();
                 let p1 = (p0 + per).min(np);
                 let (c0, c1) = (p0 * NR, (p1 * NR).min(cout));
                 // Bytes of a block row.
@@ -419,16 +470,16 @@ pub(crate) fn run_padded<T: TileConv>(
                         })
                     })
                     .collect();
-                pass.run(chunk, &pix, p0..p1, &mut out);
+                pass.run(&chunk, &pix, p0..p1, &mut out);
                 (2 * pr, c0 * e, out)
             })
             .collect();
         for (first, c0, out) in blocks {
-            let cols = out.len() / groups[first..].iter().take(2).map(|g| g.len).sum::<usize>();
-            let places = groups[first..]
-                .iter()
-                .take(2)
-                .flat_map(|g| g.y[..g.len].iter());
+            let chunk: Vec<Group> = (first..(first + 2).min(count))
+                .map(|i| layout.group(i))
+                .collect();
+            let cols = out.len() / chunk.iter().map(|g| g.len).sum::<usize>();
+            let places = chunk.iter().flat_map(|g| g.y[..g.len].iter());
             for (&at, src) in places.zip(out.chunks_exact(cols)) {
                 y[at + c0..at + c0 + cols].copy_from_slice(src);
             }
@@ -436,24 +487,32 @@ pub(crate) fn run_padded<T: TileConv>(
         return Ok(());
     }
     // Jobs of whole pairs of groups, a few per thread, each with the output bytes its
-    // pixels own.
+    // pixels own (groups are in output order).
     let jobs = pairs.min(4 * threads.max(1)).max(1);
     let per_job = pairs.div_ceil(jobs) * 2;
     let mut parts = Vec::with_capacity(jobs);
     let mut rest = &mut y[..];
     let mut at = 0;
-    for chunk in groups.chunks(per_job) {
-        let (first, last) = (&chunk[0], &chunk[chunk.len() - 1]);
-        let (start, end) = (first.y[0], last.y[last.len - 1] + cout * e);
+    for first in (0..count).step_by(per_job) {
+        let end_group = (first + per_job).min(count);
+        let last = layout.group(end_group - 1);
+        let (start, end) = (layout.group(first).y[0], last.y[last.len - 1] + cout * e);
         let (_, tail) = std::mem::take(&mut rest).split_at_mut(start - at);
         let (mine, tail) = tail.split_at_mut(end - start);
         rest = tail;
         at = end;
-        parts.push((chunk, start, mine));
+        parts.push((first..end_group, start, mine));
     }
-    parts.into_par_iter().for_each(|(chunk, y0, out)| {
-        let pix: Vec<amx::Pixels> = chunk.iter().map(|g| g.pixels(|at| at - y0)).collect();
-        pass.run(chunk, &pix, 0..np, out);
+    parts.into_par_iter().for_each(|(range, y0, out)| {
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut pix = Vec::with_capacity(BATCH);
+        for b0 in range.clone().step_by(BATCH) {
+            batch.clear();
+            batch.extend((b0..(b0 + BATCH).min(range.end)).map(|i| layout.group(i)));
+            pix.clear();
+            pix.extend(batch.iter().map(|g| g.pixels(|at| at - y0)));
+            pass.run(&batch, &pix, 0..np, out);
+        }
     });
     Ok(())
 }

@@ -32,6 +32,8 @@ use crate::cpu::{ConvAlgo, CpuModel, CpuOptions, OpTime};
 use crate::gpu::{GpuModel, GpuOptions};
 use crate::quant::QuantizedModel;
 #[cfg(feature = "cpu")]
+use repvgg_cpu::bf16::Bf16Network;
+#[cfg(feature = "cpu")]
 use repvgg_cpu::int8::{Int8Kernel, Int8Network, Int8Options};
 #[cfg(feature = "gpu")]
 use repvgg_gpu::{ConvKernel, GpuContext, LayerTiming, Tuning, TuningReport};
@@ -309,6 +311,8 @@ enum Net {
     Cpu(CpuModel),
     #[cfg(feature = "cpu")]
     Int8(Int8Network),
+    #[cfg(feature = "cpu")]
+    Bf16(Bf16Network),
     #[cfg(feature = "gpu")]
     Gpu(GpuModel),
 }
@@ -349,7 +353,17 @@ impl Runner {
     ) -> Result<Self> {
         let mut reason = engine.reason.clone();
         let precision = match (&engine.target, opts.precision) {
-            (_, Precision::Bf16) => return Err(bf16_unsupported()),
+            (Target::Cpu, Precision::Bf16) => {
+                bf16_check()?;
+                Precision::Bf16
+            }
+            #[cfg(feature = "gpu")]
+            (Target::Gpu(_), Precision::Bf16) => {
+                return Err(ModelError::Unsupported(
+                    "precision bf16 runs on the CPU engine only (--device cpu); GPUs run f16"
+                        .into(),
+                ));
+            }
             (Target::Cpu, Precision::Int8) => match source {
                 Source::Int8(_) => Precision::Int8,
                 _ => {
@@ -425,6 +439,8 @@ impl Runner {
             Net::Cpu(ref m) => format!("cpu ({} threads)", m.network().threads()),
             #[cfg(feature = "cpu")]
             Net::Int8(ref m) => format!("cpu ({} threads, int8 {})", m.threads(), m.kernel()),
+            #[cfg(feature = "cpu")]
+            Net::Bf16(ref m) => format!("cpu ({} threads, bf16 amx)", m.threads()),
             #[cfg(feature = "gpu")]
             Net::Gpu(_) => self.engine.adapter(),
         }
@@ -452,6 +468,8 @@ impl Runner {
             Net::Cpu(ref m) => m.forward(x),
             #[cfg(feature = "cpu")]
             Net::Int8(ref m) => Ok(m.run(x)?),
+            #[cfg(feature = "cpu")]
+            Net::Bf16(ref m) => Ok(m.run(x)?),
             #[cfg(feature = "gpu")]
             Net::Gpu(ref m) => m.forward(x),
         }
@@ -468,6 +486,10 @@ impl Runner {
             #[cfg(feature = "cpu")]
             Net::Int8(_) => Err(ModelError::Unsupported(
                 "stage features of the int8 network: run it in f32".into(),
+            )),
+            #[cfg(feature = "cpu")]
+            Net::Bf16(_) => Err(ModelError::Unsupported(
+                "stage features of the bf16 network: run it in f32".into(),
             )),
             #[cfg(feature = "gpu")]
             Net::Gpu(ref m) => m.forward_features(x),
@@ -544,6 +566,14 @@ impl Runner {
                     .collect::<std::result::Result<Vec<_>, _>>()?;
                 Ok(Profile::Cpu(runs))
             }
+            #[cfg(feature = "cpu")]
+            Net::Bf16(ref m) => {
+                let _ = warmup;
+                let runs = (0..iters.max(1))
+                    .map(|_| m.profile(x))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                Ok(Profile::Cpu(runs))
+            }
             #[cfg(feature = "gpu")]
             Net::Gpu(ref m) => {
                 let (n, _, h, w) = x.dim();
@@ -560,6 +590,8 @@ impl Runner {
             Net::Cpu(ref m) => Ok(Some(m.executed_macs(batch, h, w)?)),
             #[cfg(feature = "cpu")]
             Net::Int8(ref m) => Ok(Some(m.macs(batch, h, w)?)),
+            #[cfg(feature = "cpu")]
+            Net::Bf16(ref m) => Ok(Some(m.macs(batch, h, w)?)),
             #[cfg(feature = "gpu")]
             Net::Gpu(_) => {
                 let _ = (batch, h, w);
@@ -575,6 +607,8 @@ impl Runner {
             Net::Cpu(ref m) => m.activation_bytes(batch, h, w),
             #[cfg(feature = "cpu")]
             Net::Int8(ref m) => Ok(m.activation_bytes(batch, h, w)?),
+            #[cfg(feature = "cpu")]
+            Net::Bf16(ref m) => Ok(m.activation_bytes(batch, h, w)?),
             #[cfg(feature = "gpu")]
             Net::Gpu(ref m) => m.peak_activation_bytes(batch, h, w),
         }
@@ -596,6 +630,18 @@ fn build(
                 threads: opts.threads,
                 algo: opts.cpu_algo,
             };
+            if precision == Precision::Bf16 {
+                let deploy;
+                let m = match source {
+                    Source::Train(m) => {
+                        deploy = m.fuse()?;
+                        &deploy
+                    }
+                    Source::Deploy(m) => m,
+                    Source::Int8(q) => &q.deploy,
+                };
+                return Ok(Net::Bf16(bf16_network(m, opts.threads)?));
+            }
             Ok(match source {
                 Source::Train(m) => Net::Cpu(CpuModel::train(m, cpu, features)?),
                 Source::Deploy(m) => Net::Cpu(CpuModel::deploy(m, cpu, features)?),
@@ -640,19 +686,45 @@ fn build(
     }
 }
 
-/// Why `--precision bf16` does not run here: the CPU feature it needs, when missing, named.
-fn bf16_unsupported() -> ModelError {
-    #[cfg(target_arch = "x86_64")]
-    let has = std::arch::is_x86_feature_detected!("avx512bf16");
-    #[cfg(not(target_arch = "x86_64"))]
-    let has = false;
-    ModelError::Unsupported(if has {
-        "precision bf16: this CPU has AVX512-BF16, but the bf16 kernels are not part of this \
-         version"
-            .into()
-    } else {
-        "precision bf16 needs a CPU with AVX512-BF16 (`avx512_bf16` in /proc/cpuinfo) or \
-         AMX-BF16; this CPU has neither"
-            .into()
-    })
+/// Refuses `--precision bf16` on a CPU without its kernels, naming what the CPU lacks.
+fn bf16_check() -> Result<()> {
+    #[cfg(feature = "cpu")]
+    if let Some(why) = repvgg_cpu::bf16::unavailable_reason() {
+        return Err(ModelError::Unsupported(format!("precision bf16: {why}")));
+    }
+    #[cfg(not(feature = "cpu"))]
+    return Err(ModelError::NotCompiled {
+        feature: "cpu",
+        what: "precision bf16 (the CPU engine)",
+    });
+    #[cfg(feature = "cpu")]
+    Ok(())
+}
+
+/// The deployed model's convs and head as a bf16 network (squeeze-excite blocks refused).
+#[cfg(feature = "cpu")]
+fn bf16_network(m: &DeployModel, threads: Option<usize>) -> Result<Bf16Network> {
+    use repvgg_cpu::bf16::Bf16Conv;
+    if m.stages.iter().flatten().any(|b| b.se.is_some()) {
+        return Err(ModelError::Unsupported(format!(
+            "precision bf16: {} has squeeze-excite blocks, which the bf16 engine does not run",
+            m.config.name
+        )));
+    }
+    let convs = m
+        .stages
+        .iter()
+        .flatten()
+        .map(|b| {
+            let bias = b.conv.bias.to_vec();
+            Bf16Conv::new(b.conv.weight.view(), &bias, b.conv.spec)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(Bf16Network::new(
+        m.config.in_channels,
+        convs,
+        m.head.weight.view(),
+        &m.head.bias.to_vec(),
+        threads,
+    )?)
 }
