@@ -17,7 +17,11 @@
 //!   (`gemm`): a register-blocked microkernel (8 rows x 32 columns on AVX-512, 3 x 32 on AVX2)
 //!   compiled for the best instruction set found at run time through [`pulp`], the conv's
 //!   epilogue fused into its store, threads splitting the panels so that a weight byte is read
-//!   once per run at batch 1. No `unsafe` in this crate.
+//!   once per run at batch 1. No `unsafe` in the f32 path.
+//! * Reduced precision: [`int8`] (u8 x s8 -> s32 on AMX tiles, AVX-512 VNNI, AVX2 or portable
+//!   code) and [`bf16`] (bf16 x bf16 -> f32 on AMX-BF16 tiles). Their `unsafe` lives in two
+//!   small modules, each call with its `// SAFETY:` argument: the int8 GEMM's SIMD entry points
+//!   and the AMX tiles.
 //! * Threads: rayon. Work is split into chunks of whole output rows; when a layer has fewer
 //!   chunks than threads (batch 1, late layers), the work inside a chunk is split instead.
 //!

@@ -285,10 +285,11 @@ impl Model {
     pub fn runner_on(&self, engine: &Engine, opts: RunOptions) -> Result<Runner> {
         let source = match (opts.form, &self.quantized) {
             (Form::Deploy, Some(q)) => Source::Int8(Arc::clone(q)),
-            (Form::Train, _) if opts.precision == Precision::Int8 => {
-                return Err(crate::ModelError::Unsupported(
-                    "precision int8 runs the deployed form only (--form deploy)".into(),
-                ));
+            (Form::Train, _) if matches!(opts.precision, Precision::Int8 | Precision::Bf16) => {
+                return Err(crate::ModelError::Unsupported(format!(
+                    "precision {} runs the deployed form only (--form deploy)",
+                    opts.precision
+                )));
             }
             (Form::Deploy, None) => Source::Deploy(self.deploy_model()?),
             (Form::Train, _) => match &self.held {

@@ -631,11 +631,11 @@ fn build(
                 algo: opts.cpu_algo,
             };
             if precision == Precision::Bf16 {
-                let deploy;
                 let m = match source {
-                    Source::Train(m) => {
-                        deploy = m.fuse()?;
-                        &deploy
+                    Source::Train(_) => {
+                        return Err(ModelError::Unsupported(
+                            "precision bf16 runs the deployed form only (--form deploy)".into(),
+                        ));
                     }
                     Source::Deploy(m) => m,
                     Source::Int8(q) => &q.deploy,
