@@ -14,7 +14,6 @@
 //! adds 2^-8 relative per value. The tests check each conv against that bound.
 
 use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
 
 use ndarray::{Array2, ArrayView2, ArrayView4};
 use pulp::{Arch, Simd, WithSimd};
@@ -24,8 +23,8 @@ use repvgg_math::ConvSpec;
 use crate::aligned::{AlignedBytes, AlignedVec};
 use crate::amx::{self, Epilogue, Op};
 use crate::error::{CpuError, Result};
-use crate::int8::{NR, clear_border, padded_n, panel_width, panels};
-use crate::network::OpTime;
+use crate::int8::{clear_border, padded_n};
+use crate::network::{Laps, OpTime};
 use crate::tiled::{self, TileConv};
 
 /// `x` rounded to bf16 (to nearest, ties to even; NaN stays a quiet NaN).
@@ -74,27 +73,10 @@ pub fn unavailable_reason() -> Option<String> {
 /// tile column's step.
 const PAIR: usize = 2;
 
-/// Packs the `k x n` matrix `f(row, col)` as bf16 `[panel][k / 2][width][2]` (the int8
-/// panels' widths), zero-padded to whole pairs of steps and whole panels.
+/// Packs the `k x n` matrix `f(row, col)` rounded to bf16 as `[panel][k / 2][width][2]` (the
+/// int8 panels' widths), zero-padded to whole pairs of steps and whole panels.
 fn pack(k: usize, n: usize, f: impl Fn(usize, usize) -> f32) -> Vec<u16> {
-    let kp = k.next_multiple_of(PAIR);
-    let mut out = Vec::with_capacity(kp * padded_n(n));
-    for p in 0..panels(n) {
-        for k2 in 0..kp / PAIR {
-            for c in 0..panel_width(n, p) {
-                let j = p * NR + c;
-                for t in 0..PAIR {
-                    let kk = k2 * PAIR + t;
-                    out.push(if j < n && kk < k {
-                        to_bf16(f(kk, j))
-                    } else {
-                        0
-                    });
-                }
-            }
-        }
-    }
-    out
+    crate::int8::pack_steps(k, n, PAIR, |r, c| to_bf16(f(r, c)))
 }
 
 fn aligned(v: &[u16]) -> AlignedBytes {
@@ -431,21 +413,10 @@ impl Bf16Network {
     fn run_here(
         &self,
         x: ArrayView4<'_, f32>,
-        mut prof: Option<&mut Vec<OpTime>>,
+        prof: Option<&mut Vec<OpTime>>,
     ) -> Result<Array2<f32>> {
-        let mut clock = Instant::now();
-        let mut lap = |what: &dyn Fn() -> (String, u64)| {
-            if let Some(p) = prof.as_deref_mut() {
-                let now = Instant::now();
-                let (op, flops) = what();
-                p.push(OpTime {
-                    op,
-                    seconds: (now - clock).as_secs_f64(),
-                    flops,
-                });
-                clock = now;
-            }
-        };
+        let mut laps = Laps::new(prof);
+        let mut lap = |what: &dyn Fn() -> (String, u64)| laps.lap(what);
         let (n, c, mut h, mut w) = x.dim();
         if c != self.in_channels {
             return Err(CpuError::Shape {

@@ -31,6 +31,35 @@ pub struct OpTime {
     pub flops: u64,
 }
 
+/// A profile's clock: with a list to fill, each [`Laps::lap`] records the time since the last
+/// one with the step's name and flops (worked out only then); without, it does nothing.
+pub(crate) struct Laps<'a> {
+    prof: Option<&'a mut Vec<OpTime>>,
+    clock: Instant,
+}
+
+impl<'a> Laps<'a> {
+    pub(crate) fn new(prof: Option<&'a mut Vec<OpTime>>) -> Self {
+        Self {
+            prof,
+            clock: Instant::now(),
+        }
+    }
+
+    pub(crate) fn lap(&mut self, what: &dyn Fn() -> (String, u64)) {
+        if let Some(p) = self.prof.as_deref_mut() {
+            let now = Instant::now();
+            let (op, flops) = what();
+            p.push(OpTime {
+                op,
+                seconds: (now - self.clock).as_secs_f64(),
+                flops,
+            });
+            self.clock = now;
+        }
+    }
+}
+
 /// What a run returns: logits `[N, classes]` and the marked outputs, NCHW.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunOutput {

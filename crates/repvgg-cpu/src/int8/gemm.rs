@@ -90,15 +90,32 @@ pub fn packed_len(k: usize, n: usize) -> usize {
 /// Packs the `k x n` matrix `f(row, col)` as `[panel][k / 4][width][4]`, zero-padded to whole
 /// groups of four steps and whole panels.
 pub fn pack(k: usize, n: usize, f: impl Fn(usize, usize) -> i8) -> Vec<i8> {
-    let kp = padded_k(k);
-    let mut out = Vec::with_capacity(packed_len(k, n));
+    pack_steps(k, n, KG, f)
+}
+
+/// Packs the `k x n` matrix `f(row, col)` as `[panel][k / kg][width][kg]` (the panels of
+/// [`pack`], `kg` steps of the sum per column together), zero-padded to whole groups of `kg`
+/// steps and whole panels: the layout of [`pack`] (`kg` = 4 s8 values) and of the bf16 convs
+/// (`kg` = 2 bf16 values), both four bytes a step group.
+pub(crate) fn pack_steps<T: Copy + Default>(
+    k: usize,
+    n: usize,
+    kg: usize,
+    f: impl Fn(usize, usize) -> T,
+) -> Vec<T> {
+    let kp = k.next_multiple_of(kg);
+    let mut out = Vec::with_capacity(kp * padded_n(n));
     for p in 0..panels(n) {
-        for k4 in 0..kp / KG {
+        for kq in 0..kp / kg {
             for c in 0..panel_width(n, p) {
                 let j = p * NR + c;
-                for t in 0..KG {
-                    let kk = k4 * KG + t;
-                    out.push(if j < n && kk < k { f(kk, j) } else { 0 });
+                for t in 0..kg {
+                    let kk = kq * kg + t;
+                    out.push(if j < n && kk < k {
+                        f(kk, j)
+                    } else {
+                        T::default()
+                    });
                 }
             }
         }

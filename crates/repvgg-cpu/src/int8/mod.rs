@@ -23,6 +23,7 @@ pub use gemm::{
 };
 pub use network::{Int8Network, Int8Options};
 
+pub(crate) use gemm::pack_steps;
 pub(crate) use network::clear_border;
 pub(crate) use simd::has_vnni;
 

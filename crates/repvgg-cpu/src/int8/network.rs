@@ -1,7 +1,6 @@
 //! A chain of int8 convs with its input quantization and head.
 
 use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
 
 use ndarray::{Array2, Array4, ArrayView2, ArrayView4, s};
 use pulp::{Arch, Simd, WithSimd};
@@ -10,7 +9,7 @@ use rayon::prelude::*;
 use crate::aligned::AlignedBytes;
 use crate::error::{CpuError, Result};
 use crate::int8::{ActQuant, Int8Kernel, QuantConv};
-use crate::network::OpTime;
+use crate::network::{Laps, OpTime};
 
 /// Options of an [`Int8Network`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -247,23 +246,10 @@ impl Int8Network {
         &self,
         x: ArrayView4<'_, f32>,
         keep: bool,
-        mut prof: Option<&mut Vec<OpTime>>,
+        prof: Option<&mut Vec<OpTime>>,
     ) -> Result<(Array2<f32>, Vec<Array4<f32>>)> {
-        let mut clock = Instant::now();
-        // With a profile: the time since the last step, and the step's name and flops (worked
-        // out only then).
-        let mut lap = |what: &dyn Fn() -> (String, u64)| {
-            if let Some(p) = prof.as_deref_mut() {
-                let now = Instant::now();
-                let (op, flops) = what();
-                p.push(OpTime {
-                    op,
-                    seconds: (now - clock).as_secs_f64(),
-                    flops,
-                });
-                clock = now;
-            }
-        };
+        let mut laps = Laps::new(prof);
+        let mut lap = |what: &dyn Fn() -> (String, u64)| laps.lap(what);
         let (n, c, mut h, mut w) = x.dim();
         if c != self.in_channels {
             return Err(CpuError::Shape {
