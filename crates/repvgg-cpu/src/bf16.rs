@@ -534,16 +534,14 @@ fn round_padded(x: ArrayView4<'_, f32>, out: &mut [u8], p: usize) -> Result<()> 
         .par_chunks_mut(row.max(1))
         .enumerate()
         .map_init(
-            || vec![0u16; w],
+            || vec![0u16; c * w],
             |codes, (r, dst)| {
                 let (img, yy) = (r / hp, r % hp);
                 if yy < p || yy >= h + p {
                     return false;
                 }
-                let dst: &mut [[u8; 2]] =
-                    bytemuck::cast_slice_mut(&mut dst[p * c * 2..(p + w) * c * 2]);
                 let mut bad = false;
-                for ch in 0..c {
+                for (ch, codes) in codes.chunks_exact_mut(w.max(1)).enumerate().take(c) {
                     let src = x.slice(ndarray::s![img, ch, yy - p, ..]);
                     bad |= match src.as_slice() {
                         Some(src) => arch.dispatch(RoundRow { src, out: codes }),
@@ -552,10 +550,11 @@ fn round_padded(x: ArrayView4<'_, f32>, out: &mut [u8], p: usize) -> Result<()> 
                             b | !v.is_finite()
                         }),
                     };
-                    for (d, &v) in dst.iter_mut().skip(ch).step_by(c).zip(codes.iter()) {
-                        *d = v.to_le_bytes();
-                    }
                 }
+                // bf16 bits in little-endian byte order, as the tiles read them.
+                let dst: &mut [u16] =
+                    bytemuck::cast_slice_mut(&mut dst[p * c * 2..(p + w) * c * 2]);
+                crate::elementwise::interleave(codes, c, dst);
                 bad
             },
         )

@@ -160,3 +160,54 @@ mod tests {
         }
     }
 }
+
+/// `dst[x * c + ch] = planes[ch * w + x]`: `c` rows of `w` values (one per channel) interleaved
+/// into one NHWC row. Three channels (every RGB input) get a loop of their own, which the
+/// compiler turns into shuffles instead of three strided passes.
+pub(crate) fn interleave<T: Copy>(planes: &[T], c: usize, dst: &mut [T]) {
+    fn fixed<T: Copy, const C: usize>(planes: &[T], dst: &mut [T]) {
+        let w = dst.len() / C;
+        let rows: [&[T]; C] = std::array::from_fn(|ch| &planes[ch * w..(ch + 1) * w]);
+        for (x, px) in dst.chunks_exact_mut(C).enumerate() {
+            for ch in 0..C {
+                px[ch] = rows[ch][x];
+            }
+        }
+    }
+    match c {
+        3 => fixed::<T, 3>(planes, dst),
+        1 => dst.copy_from_slice(&planes[..dst.len()]),
+        _ => {
+            let w = dst.len() / c.max(1);
+            for ch in 0..c {
+                for (d, &v) in dst
+                    .iter_mut()
+                    .skip(ch)
+                    .step_by(c)
+                    .zip(&planes[ch * w..(ch + 1) * w])
+                {
+                    *d = v;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod interleave_tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn interleaving_puts_each_channel_value_at_its_pixel(c in 1usize..6, w in 0usize..40) {
+            let planes: Vec<u32> = (0..c * w).map(|i| i as u32).collect();
+            let mut dst = vec![u32::MAX; c * w];
+            super::interleave(&planes, c, &mut dst);
+            for x in 0..w {
+                for ch in 0..c {
+                    prop_assert_eq!(dst[x * c + ch], planes[ch * w + x]);
+                }
+            }
+        }
+    }
+}

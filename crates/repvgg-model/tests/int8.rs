@@ -105,7 +105,8 @@ fn int8_network_matches_a_fake_quantized_reference_on_every_kernel() {
     ];
     for config in configs {
         let model = Model::from(TrainModel::random(&config, 3).unwrap());
-        let x = Array4::from_shape_fn((3, 3, 32, 32), |(n, c, y, xx)| {
+        // Five images: the head runs as an f32 GEMM from four on, on its s8 rows below that.
+        let x = Array4::from_shape_fn((5, 3, 32, 32), |(n, c, y, xx)| {
             (((n * 131 + c * 71 + y * 37 + xx * 13) % 97) as f32 / 48.0) - 1.0
         });
         let (q, _) = model
@@ -120,6 +121,13 @@ fn int8_network_matches_a_fake_quantized_reference_on_every_kernel() {
                 .runner(cpu().precision(Precision::Int8).int8_kernel(Some(kernel)))
                 .unwrap();
             let got = r.run(x.view()).unwrap();
+            // The two heads agree up to f32 summation order.
+            let two = r.run(x.slice(s![..2, .., .., ..])).unwrap();
+            let d = two
+                .iter()
+                .zip(got.slice(s![..2, ..]))
+                .fold(0.0f32, |m, (&a, &b)| m.max((a - b).abs()));
+            assert!(d <= 1e-4 * range as f32, "{kernel}: heads differ by {d}");
             // The engine rounds in f32 where the reference rounds in f64: a code near a half
             // may differ by one, nothing more.
             let d = got

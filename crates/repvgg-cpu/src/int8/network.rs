@@ -6,7 +6,7 @@ use ndarray::{Array2, Array4, ArrayView2, ArrayView4, s};
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
-use crate::aligned::AlignedBytes;
+use crate::aligned::{AlignedBytes, AlignedVec};
 use crate::error::{CpuError, Result};
 use crate::int8::{ActQuant, Int8Kernel, QuantConv};
 use crate::network::{Laps, OpTime};
@@ -30,6 +30,9 @@ pub struct Int8Network {
     classes: usize,
     /// `[classes][C]`: each class's weights as s8, symmetric, scaled by `head_scale`.
     head_q: Vec<i8>,
+    /// The same weights dequantized (`q * scale`), `[C, classes]` in the f32 GEMM's panels:
+    /// from [`HEAD_GEMM_BATCH`] images on, a GEMM reads them faster than the s8 rows convert.
+    head_wt: AlignedVec,
     head_scale: Vec<f32>,
     head_bias: Vec<f32>,
     kernel: Int8Kernel,
@@ -119,6 +122,10 @@ impl Int8Network {
         }
         // Row-major `[classes][C]` codes, whatever the view's layout.
         let head_q: Vec<i8> = head_weight.iter().copied().collect();
+        let mut head_wt = AlignedVec::filled(crate::gemm::packed_len(c, classes), 0.0);
+        crate::gemm::pack_into(&mut head_wt, c, classes, |ci, j| {
+            f32::from(head_weight[[j, ci]]) * head_scale[j]
+        });
         let head_scale = head_scale.to_vec();
         let pool = crate::builder::thread_pool(opts.threads)?;
         Ok(Self {
@@ -127,6 +134,7 @@ impl Int8Network {
             convs,
             classes,
             head_q,
+            head_wt,
             head_scale,
             head_bias: head_bias.to_vec(),
             kernel,
@@ -349,28 +357,60 @@ impl Int8Network {
                 }
             });
         lap(&|| (format!("head: average pool {h}x{w}x{cur}"), 0));
-        // Blocks of classes in parallel, each class row of weights read once for all images.
         let classes = self.classes;
-        let mut by_class = vec![0.0f32; classes * n];
-        by_class
-            .par_chunks_mut(HEAD_BLOCK * n.max(1))
-            .enumerate()
-            .for_each(|(blk, dst)| {
-                let j0 = blk * HEAD_BLOCK;
-                let rows = dst.len() / n.max(1);
-                Arch::new().dispatch(HeadBlock {
-                    pooled: &pooled,
-                    c: cur,
-                    q: &self.head_q[j0 * cur..(j0 + rows) * cur],
-                    out: dst,
+        let logits = if n >= HEAD_GEMM_BATCH {
+            let mut logits = vec![0.0f32; n * classes];
+            let ones = vec![1.0f32; classes];
+            crate::gemm::gemm(
+                n,
+                cur,
+                classes,
+                &pooled,
+                cur,
+                &self.head_wt,
+                &mut logits,
+                classes,
+                Some(crate::gemm::ColEpilogue {
+                    scale: &ones,
+                    shift: &self.head_bias,
+                    accumulate: false,
+                    relu: false,
+                }),
+                true,
+            );
+            Array2::from_shape_vec((n, classes), logits)
+                .map_err(|e| CpuError::Invalid(e.to_string()))?
+        } else {
+            // Blocks of classes in parallel, each class row of s8 weights read once for all
+            // images.
+            let mut by_class = vec![0.0f32; classes * n];
+            by_class
+                .par_chunks_mut(HEAD_BLOCK * n.max(1))
+                .enumerate()
+                .for_each(|(blk, dst)| {
+                    let j0 = blk * HEAD_BLOCK;
+                    let rows = dst.len() / n.max(1);
+                    Arch::new().dispatch(HeadBlock {
+                        pooled: &pooled,
+                        c: cur,
+                        q: &self.head_q[j0 * cur..(j0 + rows) * cur],
+                        out: dst,
+                    });
                 });
-            });
-        let logits = Array2::from_shape_fn((n, classes), |(i, j)| {
-            by_class[j * n + i] * self.head_scale[j] + self.head_bias[j]
-        });
+            Array2::from_shape_fn((n, classes), |(i, j)| {
+                by_class[j * n + i] * self.head_scale[j] + self.head_bias[j]
+            })
+        };
         lap(&|| {
             (
-                format!("head: linear {cur}->{classes}, s8 weights"),
+                format!(
+                    "head: linear {cur}->{classes}, {}",
+                    if n >= HEAD_GEMM_BATCH {
+                        "f32 GEMM on the dequantized weights"
+                    } else {
+                        "s8 weights"
+                    }
+                ),
                 2 * (n * cur * classes) as u64,
             )
         });
@@ -381,6 +421,10 @@ impl Int8Network {
         Ok((logits, layers))
     }
 }
+
+/// Images from which the linear layer runs as an f32 GEMM on the dequantized weights (fewer
+/// read the s8 rows: at batch 1 the layer is bound by reading its weights).
+const HEAD_GEMM_BATCH: usize = 4;
 
 /// Classes per parallel block of the linear layer.
 const HEAD_BLOCK: usize = 64;
@@ -461,7 +505,7 @@ fn quantize_padded(x: ArrayView4<'_, f32>, q: ActQuant, out: &mut [u8], p: usize
         return;
     }
     body.par_chunks_mut(row).enumerate().for_each_init(
-        || vec![0u8; w],
+        || vec![0u8; c * w],
         |codes, (r, dst)| {
             let (img, yy) = (r / hp, r % hp);
             if yy < p || yy >= h + p {
@@ -470,7 +514,7 @@ fn quantize_padded(x: ArrayView4<'_, f32>, q: ActQuant, out: &mut [u8], p: usize
             }
             dst[..p * c].fill(z);
             dst[(p + w) * c..].fill(z);
-            for ch in 0..c {
+            for (ch, codes) in codes.chunks_exact_mut(w.max(1)).enumerate().take(c) {
                 let src = x.slice(s![img, ch, yy - p, ..]);
                 match src.as_slice() {
                     Some(src) => quantize_row(src, q, codes),
@@ -479,15 +523,8 @@ fn quantize_padded(x: ArrayView4<'_, f32>, q: ActQuant, out: &mut [u8], p: usize
                         .zip(src.iter())
                         .for_each(|(d, &v)| *d = q.quantize(v)),
                 }
-                for (d, &v) in dst[p * c..]
-                    .iter_mut()
-                    .skip(ch)
-                    .step_by(c)
-                    .zip(codes.iter())
-                {
-                    *d = v;
-                }
             }
+            crate::elementwise::interleave(codes, c, &mut dst[p * c..(p + w) * c]);
         },
     );
 }
