@@ -46,8 +46,14 @@ pub(crate) struct BenchArgs {
     /// Timed iterations per row (after warm-up).
     #[arg(long, default_value_t = 10)]
     pub iters: usize,
+    /// Untimed runs before the timed ones.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
+    /// On the CPU engine, also keep running untimed for at least this many milliseconds before
+    /// timing: after idle this machine's cores take some 100 ms of load to reach full speed,
+    /// which a few warm-up runs at batch 1 do not cover.
+    #[arg(long, default_value_t = 300)]
+    pub warmup_ms: u64,
     #[arg(long)]
     pub json: bool,
     /// CPU convolution algorithm, for A/B runs: auto (chosen per layer; see docs/benchmarks.md),
@@ -126,11 +132,17 @@ pub(crate) fn row(
     runner: &Runner,
     engine: &Engine,
     x: &Array4<f32>,
-    (warmup, iters): (usize, usize),
+    (warmup, iters, warmup_ms): (usize, usize, u64),
     macs: u64,
     tick: &mut dyn FnMut(),
 ) -> Result<Row> {
     let (batch, _, h, w) = x.dim();
+    if engine.kind() == "cpu" {
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_millis(warmup_ms) {
+            std::hint::black_box(runner.run(x.view())?);
+        }
+    }
     let med = median(runner.time(x.view(), warmup, iters, tick)?).as_secs_f64();
     Ok(Row {
         device: engine.kind().into(),
@@ -213,7 +225,7 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
                 config.name,
                 r.form()
             ));
-            let timing = (a.warmup, a.iters);
+            let timing = (a.warmup, a.iters, a.warmup_ms);
             rows.push(row(r, &engine, x, timing, macs, &mut || pb.inc(1))?);
         }
     }

@@ -205,7 +205,7 @@ pub(crate) fn run(a: &DemoArgs) -> Result<()> {
                 r.form(),
                 r.precision()
             ));
-            let timing = (warmup, a.iters);
+            let timing = (warmup, a.iters, 0);
             let mut row = row(r, &engine, &x, timing, sum.macs, &mut || pb.inc(1))?;
             row.arch = "digits".into();
             speed.push(row);
