@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array4;
 use repvgg_model::cpu::ConvAlgo;
-use repvgg_model::cpu::Int8Kernel;
+use repvgg_model::cpu::{Bf16Kernel, Int8Kernel};
 use repvgg_model::gpu::ConvKernel;
 use repvgg_model::quant::QuantOptions;
 use repvgg_model::{
@@ -76,6 +76,10 @@ pub(crate) struct BenchArgs {
     /// scalar (default: the fastest this CPU has).
     #[arg(long)]
     pub int8_kernel: Option<Int8Kernel>,
+    /// The bf16 convs' instruction set with --precision bf16, for A/B runs: amx or avx512-bf16
+    /// (default: the fastest this CPU has).
+    #[arg(long)]
+    pub bf16_kernel: Option<Bf16Kernel>,
 }
 
 /// Standard normal values (Box-Muller over a fixed LCG), `seed` choosing the stream.
@@ -189,7 +193,8 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
         .options()
         .cpu_algo(a.cpu_algo)
         .gpu_kernel(a.kernel)
-        .int8_kernel(a.int8_kernel);
+        .int8_kernel(a.int8_kernel)
+        .bf16_kernel(a.bf16_kernel);
     // One runner per batch and form: the GPU engine tunes its kernels for that batch.
     let runners = a
         .batch

@@ -23,7 +23,7 @@ use repvgg_math::ConvSpec;
 use crate::aligned::{AlignedBytes, AlignedVec};
 use crate::amx::{self, Epilogue, Op};
 use crate::error::{CpuError, Result};
-use crate::int8::{clear_border, padded_n};
+use crate::int8::{NR, clear_border, padded_n, panel_width, panels};
 use crate::network::{Laps, OpTime};
 use crate::tiled::{self, TileConv};
 
@@ -44,10 +44,73 @@ pub fn from_bf16(b: u16) -> f32 {
     f32::from_bits(u32::from(b) << 16)
 }
 
-/// Whether this CPU runs the bf16 convs (AMX-TILE and AMX-BF16 with AVX-512 F/BW, and the OS
-/// grants the tile state).
+/// An instruction set the bf16 convs run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bf16Kernel {
+    /// Intel AMX tiles (`tdpbf16ps`): the implicit GEMM on padded activations.
+    Amx,
+    /// AVX512-BF16 (`vdpbf16ps`): blocks of 8 output pixels, their taps gathered, times the
+    /// weight panels (AMD Zen 4 and 5, Intel Cooper Lake).
+    Avx512Bf16,
+}
+
+impl Bf16Kernel {
+    /// Whether this CPU (and OS, for the tiles) can run it.
+    pub fn is_available(self) -> bool {
+        match self {
+            Self::Amx => amx::available(Op::Bf16),
+            Self::Avx512Bf16 => crate::bf16_simd::available(),
+        }
+    }
+
+    /// The kernels this CPU runs, fastest first.
+    pub fn available() -> Vec<Self> {
+        [Self::Amx, Self::Avx512Bf16]
+            .into_iter()
+            .filter(|k| k.is_available())
+            .collect()
+    }
+
+    /// The fastest kernel this CPU runs, if any.
+    pub fn detect() -> Option<Self> {
+        Self::available().first().copied()
+    }
+
+    /// The CPU features it needs, as `/proc/cpuinfo` names them.
+    pub fn features(self) -> &'static str {
+        match self {
+            Self::Amx => "amx_tile, amx_bf16, avx512f, avx512bw",
+            Self::Avx512Bf16 => "avx512f, avx512bw, avx512_bf16",
+        }
+    }
+}
+
+impl std::str::FromStr for Bf16Kernel {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "amx" | "amx-bf16" => Ok(Self::Amx),
+            "avx512-bf16" | "avx512bf16" | "avx512" => Ok(Self::Avx512Bf16),
+            _ => Err(format!(
+                "`{s}` is not a bf16 kernel: expected amx or avx512-bf16"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Bf16Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Amx => "amx",
+            Self::Avx512Bf16 => "avx512-bf16",
+        })
+    }
+}
+
+/// Whether this CPU runs the bf16 convs: AMX-BF16 tiles (with the OS's grant of the tile
+/// state) or AVX512-BF16.
 pub fn available() -> bool {
-    amx::available(Op::Bf16)
+    Bf16Kernel::detect().is_some()
 }
 
 /// Why the bf16 convs do not run here, naming what this CPU or OS lacks; `None` when they do.
@@ -56,17 +119,29 @@ pub fn unavailable_reason() -> Option<String> {
         return None;
     }
     let lacks = amx::missing(Op::Bf16);
-    Some(if lacks.is_empty() {
-        "the bf16 kernels need the AMX tile state, which the operating system did not grant \
-         this process (Linux 5.16 or later grants it)"
-            .into()
+    let tiles = if lacks.is_empty() {
+        "Intel AMX-BF16, whose tile state the operating system did not grant this process \
+         (Linux 5.16 or later grants it)"
+            .to_string()
     } else {
-        format!(
-            "the bf16 kernels need Intel AMX with bf16 (amx_tile, amx_bf16 in /proc/cpuinfo) and \
-             AVX-512 F/BW; this CPU lacks {}",
-            lacks.join(", ")
-        )
-    })
+        format!("Intel AMX-BF16 (lacking {})", lacks.join(", "))
+    };
+    Some(format!(
+        "the bf16 kernels need {tiles}, or AVX512-BF16 ({}); this CPU has neither",
+        Bf16Kernel::Avx512Bf16.features()
+    ))
+}
+
+/// Refuses a kernel this CPU lacks, naming its features.
+fn check_kernel(kernel: Bf16Kernel) -> Result<()> {
+    if kernel.is_available() {
+        Ok(())
+    } else {
+        Err(CpuError::Invalid(format!(
+            "the {kernel} bf16 kernel needs the CPU features {}, which this CPU lacks",
+            kernel.features()
+        )))
+    }
 }
 
 /// Steps of the sum packed together for one column: two bf16 values make the four bytes of a
@@ -172,14 +247,15 @@ impl Bf16Conv {
     }
 
     /// Runs on `x` (NHWC bf16 bits, `n x h x w x in`) into `y` (NHWC bf16 bits, `n x oh x ow x
-    /// out`), on rayon's current pool of `threads`.
+    /// out`) with `kernel`, on rayon's current pool of `threads`.
     ///
     /// # Errors
     /// [`CpuError::Shape`] when `x` or `y` do not hold the sizes the geometry needs;
-    /// [`CpuError::Invalid`] on a CPU without AMX-BF16 ([`unavailable_reason`]).
+    /// [`CpuError::Invalid`] for a kernel this CPU lacks, naming its features.
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
+        kernel: Bf16Kernel,
         x: &[u16],
         n: usize,
         h: usize,
@@ -187,9 +263,7 @@ impl Bf16Conv {
         y: &mut [u16],
         threads: usize,
     ) -> Result<()> {
-        if let Some(why) = unavailable_reason() {
-            return Err(CpuError::Invalid(why));
-        }
+        check_kernel(kernel)?;
         let s = &self.spec;
         let (oh, ow) = s.output_size(h, w)?;
         for (what, len, want) in [
@@ -217,7 +291,170 @@ impl Bf16Conv {
             xp[at..at + w * c * 2].copy_from_slice(bytemuck::cast_slice(src));
         }
         let out: &mut [u8] = bytemuck::cast_slice_mut(y);
-        tiled::run_padded(self, &xp, n, h, w, out, 0, threads)
+        self.run_padded(kernel, &xp, n, h, w, out, 0, threads)
+    }
+
+    /// Runs on `xp`, the input stored with this conv's padding (border and slack zero, as
+    /// [`tiled::padded_len`] sizes it), into `y` stored with a border of `q` pixels (not
+    /// written), with `kernel`.
+    #[allow(clippy::too_many_arguments)]
+    fn run_padded(
+        &self,
+        kernel: Bf16Kernel,
+        xp: &[u8],
+        n: usize,
+        h: usize,
+        w: usize,
+        y: &mut [u8],
+        q: usize,
+        threads: usize,
+    ) -> Result<()> {
+        match kernel {
+            Bf16Kernel::Amx => tiled::run_padded(self, xp, n, h, w, y, q, threads),
+            Bf16Kernel::Avx512Bf16 => self.run_blocks(xp, n, h, w, y, q),
+        }
+    }
+
+    /// The AVX512-BF16 path: each output row's pixels in blocks of [`bf16_simd::MR`], their
+    /// taps gathered from the padded input into the packed rows [`bf16_simd::block`] reads,
+    /// times every weight panel; output rows in parallel.
+    #[allow(clippy::too_many_arguments)]
+    fn run_blocks(
+        &self,
+        xp: &[u8],
+        n: usize,
+        h: usize,
+        w: usize,
+        y: &mut [u8],
+        q: usize,
+    ) -> Result<()> {
+        use crate::bf16_simd::{self, MR};
+        let s = &self.spec;
+        let (oh, ow) = s.output_size(h, w)?;
+        let (cin, cout, k, st, p) = (
+            s.in_channels,
+            s.out_channels,
+            s.kernel_size,
+            s.stride,
+            s.padding,
+        );
+        let (hp, wp) = (h + 2 * p, w + 2 * p);
+        let (ohp, owp) = (oh + 2 * q, ow + 2 * q);
+        for (what, len, want) in [
+            ("input", xp.len(), tiled::padded_len(self, n, h, w)),
+            ("output", y.len(), n * ohp * owp * cout * 2),
+        ] {
+            if len < want {
+                return Err(CpuError::Shape {
+                    what: format!("padded bf16 {what}"),
+                    expected: vec![want],
+                    found: vec![len],
+                });
+            }
+        }
+        let xv: &[u16] = bytemuck::try_cast_slice(&xp[..xp.len() / 2 * 2])
+            .map_err(|e| CpuError::Invalid(format!("padded bf16 input: {e}")))?;
+        let yv: &mut [u16] = bytemuck::try_cast_slice_mut(&mut y[..n * ohp * owp * cout * 2])
+            .map_err(|e| CpuError::Invalid(format!("padded bf16 output: {e}")))?;
+        let wv: &[u16] = bytemuck::try_cast_slice(&self.w[..])
+            .map_err(|e| CpuError::Invalid(format!("bf16 weights: {e}")))?;
+        let (cin_g, cout_g) = (cin / s.groups, cout / s.groups);
+        let kg = k * k * cin_g;
+        // Values of one packed column, and packed columns of a group.
+        let (kpe, np) = (self.kp / 2, padded_n(cout_g));
+        if owp * cout == 0 {
+            return Ok(());
+        }
+        // Even channel counts: the activations as u32 pairs, each tap's offset in pairs.
+        let x32: Option<&[u32]> = (cin_g.is_multiple_of(2) && cin.is_multiple_of(2))
+            .then(|| bytemuck::try_cast_slice(&xp[..xp.len() / 4 * 4]).ok())
+            .flatten();
+        let taps: Vec<usize> = (0..k * k)
+            .map(|t| ((t / k) * wp + t % k) * cin / 2)
+            .collect();
+        yv.par_chunks_mut(owp * cout).enumerate().for_each_init(
+            || (vec![0u16; kg], vec![0u16; kpe * MR]),
+            |(line, a), (r, row)| {
+                let (img, yy) = (r / ohp, r % ohp);
+                if yy < q || yy >= oh + q {
+                    return;
+                }
+                let oy = yy - q;
+                for x0 in (0..ow).step_by(MR) {
+                    let len = MR.min(ow - x0);
+                    // Channels in whole pairs: the rows are read in place.
+                    if let Some(x32) = x32 {
+                        for g in 0..s.groups {
+                            let mut rows = [0usize; MR];
+                            for (rr, d) in rows.iter_mut().enumerate() {
+                                // Rows past `len` repeat the first (their sums are dropped).
+                                let ox = x0 + if rr < len { rr } else { 0 };
+                                *d = (((img * hp + oy * st) * wp + ox * st) * cin + g * cin_g) / 2;
+                            }
+                            let direct = bf16_simd::Direct {
+                                x: x32,
+                                rows,
+                                taps: &taps,
+                                pairs: cin_g / 2,
+                            };
+                            for pp in 0..panels(cout_g) {
+                                let wd = panel_width(cout_g, pp);
+                                let cols = wd.min(cout_g - pp * NR);
+                                let b0 = g * kpe * np + pp * NR * kpe;
+                                let bias = &self.bias[g * np + pp * NR..g * np + pp * NR + wd];
+                                let Some(out) = bf16_simd::block_direct(
+                                    &direct,
+                                    &wv[b0..b0 + kpe * wd],
+                                    wd,
+                                    bias,
+                                ) else {
+                                    debug_assert!(false, "the AVX512-BF16 path ran without it");
+                                    return;
+                                };
+                                for (rr, o) in out.iter().enumerate().take(len) {
+                                    let at = (q + x0 + rr) * cout + g * cout_g + pp * NR;
+                                    row[at..at + cols].copy_from_slice(&o[..cols]);
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    for g in 0..s.groups {
+                        // Rows past `len` and steps past the taps stay zero.
+                        a.fill(0);
+                        for rr in 0..len {
+                            let ox = x0 + rr;
+                            for tap in 0..k * k {
+                                let (ky, kx) = (tap / k, tap % k);
+                                let at = ((img * hp + oy * st + ky) * wp + ox * st + kx) * cin
+                                    + g * cin_g;
+                                line[tap * cin_g..(tap + 1) * cin_g]
+                                    .copy_from_slice(&xv[at..at + cin_g]);
+                            }
+                            for (kk, &v) in line.iter().enumerate() {
+                                a[(kk / 2) * 2 * MR + rr * 2 + kk % 2] = v;
+                            }
+                        }
+                        for pp in 0..panels(cout_g) {
+                            let wd = panel_width(cout_g, pp);
+                            let cols = wd.min(cout_g - pp * NR);
+                            let b0 = g * kpe * np + pp * NR * kpe;
+                            let bias = &self.bias[g * np + pp * NR..g * np + pp * NR + wd];
+                            let Some(out) = bf16_simd::block(a, &wv[b0..b0 + kpe * wd], wd, bias)
+                            else {
+                                debug_assert!(false, "the AVX512-BF16 path ran without it");
+                                return;
+                            };
+                            for (rr, o) in out.iter().enumerate().take(len) {
+                                let at = (q + x0 + rr) * cout + g * cout_g + pp * NR;
+                                row[at..at + cols].copy_from_slice(&o[..cols]);
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        Ok(())
     }
 
     /// Multiply-adds of one run.
@@ -262,29 +499,44 @@ pub struct Bf16Network {
     head_bias: Vec<f32>,
     /// Ones: the GEMM epilogue's scale.
     unit_scale: Vec<f32>,
+    kernel: Bf16Kernel,
     pool: Option<rayon::ThreadPool>,
     /// Two activation buffers per concurrent run, kept between runs.
     buffers: Mutex<Vec<[AlignedBytes; 2]>>,
 }
 
+/// Options of a [`Bf16Network`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Bf16Options {
+    /// Worker threads; `None` uses rayon's global pool.
+    pub threads: Option<usize>,
+    /// The convs' instruction set; `None` takes the fastest this CPU has.
+    pub kernel: Option<Bf16Kernel>,
+}
+
 impl Bf16Network {
     /// A network of `convs` in order on an input of `in_channels`, then the head: the linear
-    /// layer's f32 `weight [classes, C]` and `bias`, on `threads` workers (`None`: rayon's
-    /// global pool).
+    /// layer's f32 `weight [classes, C]` and `bias`.
     ///
     /// # Errors
-    /// [`CpuError::Invalid`] for no convs, a CPU without AMX-BF16 (naming what it lacks) or a
-    /// non-finite head; [`CpuError::Shape`] for channels that do not chain.
+    /// [`CpuError::Invalid`] for no convs, a CPU without the kernel (or any bf16 kernel; the
+    /// error names what it lacks) or a non-finite head; [`CpuError::Shape`] for channels that do
+    /// not chain.
     pub fn new(
         in_channels: usize,
         convs: Vec<Bf16Conv>,
         head_weight: ArrayView2<'_, f32>,
         head_bias: &[f32],
-        threads: Option<usize>,
+        opts: Bf16Options,
     ) -> Result<Self> {
-        if let Some(why) = unavailable_reason() {
-            return Err(CpuError::Invalid(why));
-        }
+        let kernel = match opts.kernel {
+            Some(k) => {
+                check_kernel(k)?;
+                k
+            }
+            None => Bf16Kernel::detect()
+                .ok_or_else(|| CpuError::Invalid(unavailable_reason().unwrap_or_default()))?,
+        };
         if convs.is_empty() {
             return Err(CpuError::Invalid(
                 "a bf16 network needs at least one conv".into(),
@@ -327,9 +579,15 @@ impl Bf16Network {
             head_wt,
             head_bias: head_bias.to_vec(),
             unit_scale: vec![1.0; classes],
-            pool: crate::builder::thread_pool(threads)?,
+            kernel,
+            pool: crate::builder::thread_pool(opts.threads)?,
             buffers: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The convs' instruction set.
+    pub fn kernel(&self) -> Bf16Kernel {
+        self.kernel
     }
 
     /// Threads a run uses.
@@ -455,13 +713,19 @@ impl Bf16Network {
             let len = next.map_or(n * oh * ow * co * 2, |nc| tiled::padded_len(nc, n, oh, ow));
             b.resize(len);
             clear_border(&mut b, n, oh, ow, co * 2, q);
-            tiled::run_padded(conv, &a, n, h, w, &mut b, q, threads)?;
+            conv.run_padded(self.kernel, &a, n, h, w, &mut b, q, threads)?;
             std::mem::swap(&mut a, &mut b);
             lap(&|| {
                 let s = &conv.spec;
                 let op = format!(
-                    "conv {}x{}/{} {}->{} g{} {oh}x{ow} bf16 amx",
-                    s.kernel_size, s.kernel_size, s.stride, s.in_channels, co, s.groups
+                    "conv {}x{}/{} {}->{} g{} {oh}x{ow} bf16 {}",
+                    s.kernel_size,
+                    s.kernel_size,
+                    s.stride,
+                    s.in_channels,
+                    co,
+                    s.groups,
+                    self.kernel
                 );
                 // The input's size, which `output_size` above has already accepted.
                 (op, 2 * conv.macs(n, h, w).unwrap_or_default())
@@ -722,16 +986,19 @@ mod tests {
             want.len()
         );
         let steps = (spec.kernel_size.pow(2) * spec.in_channels / spec.groups + 1) as f64;
-        for threads in [1, 64] {
+        for (kernel, threads) in Bf16Kernel::available()
+            .into_iter()
+            .flat_map(|k| [(k, 1), (k, 64)])
+        {
             let mut y = vec![0xFFFFu16; want.len()];
-            conv.run(&x, n, h, w, &mut y, threads).unwrap();
+            conv.run(kernel, &x, n, h, w, &mut y, threads).unwrap();
             for (i, ((&got, &want), &mag)) in y.iter().zip(&want).zip(&mag).enumerate() {
                 let got = f64::from(from_bf16(got));
                 let bound =
                     want.abs() * 2f64.powi(-8) + 2.0 * steps * f64::from(f32::EPSILON) * mag;
                 assert!(
                     (got - want).abs() <= bound,
-                    "{spec:?} n {n} {h}x{w}, {threads} threads: value {i} = {got}, want {want} (bound {bound})"
+                    "{kernel} {spec:?} n {n} {h}x{w}, {threads} threads: value {i} = {got}, want {want} (bound {bound})"
                 );
             }
         }
@@ -784,9 +1051,15 @@ mod tests {
     #[test]
     fn a_network_matches_its_convs_run_one_by_one_and_an_f64_head() {
         if !available() {
-            let e = Bf16Network::new(3, vec![], Array2::zeros((2, 3)).view(), &[0.0; 2], Some(1))
-                .unwrap_err();
-            assert!(e.to_string().contains("AMX"), "{e}");
+            let e = Bf16Network::new(
+                3,
+                vec![],
+                Array2::zeros((2, 3)).view(),
+                &[0.0; 2],
+                Bf16Options::default(),
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("AVX512-BF16"), "{e}");
             return;
         }
         let mut next = rng(7);
@@ -807,58 +1080,65 @@ mod tests {
         let head_bias: Vec<f32> = (0..5).map(|_| next()).collect();
         let (n, h, w) = (2, 13, 11);
         let x = Array4::from_shape_fn((n, 3, h, w), |_| next());
-        // The same steps through the public single-conv API, in NHWC.
-        let mut cur: Vec<u16> = x
-            .view()
-            .permuted_axes([0, 2, 3, 1])
-            .iter()
-            .map(|&v| to_bf16(v))
-            .collect();
-        let (mut hh, mut ww) = (h, w);
-        for c in &convs {
-            let (oh, ow) = c.spec().output_size(hh, ww).unwrap();
-            let mut y = vec![0u16; n * oh * ow * c.spec().out_channels];
-            c.run(&cur, n, hh, ww, &mut y, 1).unwrap();
-            (cur, hh, ww) = (y, oh, ow);
-        }
-        let net = Bf16Network::new(3, convs, head.view(), &head_bias, Some(2)).unwrap();
-        for _ in 0..2 {
-            let got = net.run(x.view()).unwrap();
-            for img in 0..n {
-                let feats = &cur[img * hh * ww * 24..(img + 1) * hh * ww * 24];
-                for j in 0..5 {
-                    let mut want = f64::from(head_bias[j]);
-                    let mut mag = want.abs();
-                    for ch in 0..24 {
-                        let mean = feats
-                            .iter()
-                            .skip(ch)
-                            .step_by(24)
-                            .map(|&v| f64::from(from_bf16(v)))
-                            .sum::<f64>()
-                            / (hh * ww) as f64;
-                        want += mean * f64::from(head[[j, ch]]);
-                        mag += (mean * f64::from(head[[j, ch]])).abs();
+        for kernel in Bf16Kernel::available() {
+            // The same steps through the public single-conv API, in NHWC.
+            let mut cur: Vec<u16> = x
+                .view()
+                .permuted_axes([0, 2, 3, 1])
+                .iter()
+                .map(|&v| to_bf16(v))
+                .collect();
+            let (mut hh, mut ww) = (h, w);
+            for c in &convs {
+                let (oh, ow) = c.spec().output_size(hh, ww).unwrap();
+                let mut y = vec![0u16; n * oh * ow * c.spec().out_channels];
+                c.run(kernel, &cur, n, hh, ww, &mut y, 1).unwrap();
+                (cur, hh, ww) = (y, oh, ow);
+            }
+            let opts = Bf16Options {
+                threads: Some(2),
+                kernel: Some(kernel),
+            };
+            let net = Bf16Network::new(3, convs.clone(), head.view(), &head_bias, opts).unwrap();
+            assert_eq!(net.kernel(), kernel);
+            for _ in 0..2 {
+                let got = net.run(x.view()).unwrap();
+                for img in 0..n {
+                    let feats = &cur[img * hh * ww * 24..(img + 1) * hh * ww * 24];
+                    for j in 0..5 {
+                        let mut want = f64::from(head_bias[j]);
+                        let mut mag = want.abs();
+                        for ch in 0..24 {
+                            let mean = feats
+                                .iter()
+                                .skip(ch)
+                                .step_by(24)
+                                .map(|&v| f64::from(from_bf16(v)))
+                                .sum::<f64>()
+                                / (hh * ww) as f64;
+                            want += mean * f64::from(head[[j, ch]]);
+                            mag += (mean * f64::from(head[[j, ch]])).abs();
+                        }
+                        let d = (f64::from(got[[img, j]]) - want).abs();
+                        assert!(
+                            d <= 1e-5 * mag + 1e-6,
+                            "image {img} class {j}: {} vs {want}",
+                            got[[img, j]]
+                        );
                     }
-                    let d = (f64::from(got[[img, j]]) - want).abs();
-                    assert!(
-                        d <= 1e-5 * mag + 1e-6,
-                        "image {img} class {j}: {} vs {want}",
-                        got[[img, j]]
-                    );
                 }
             }
+            let prof = net.profile(x.view()).unwrap();
+            assert_eq!(prof.len(), 5);
+            assert_eq!(
+                prof.iter().map(|t| t.flops).sum::<u64>(),
+                2 * net.macs(n, h, w).unwrap()
+            );
+            let mut bad = x.clone();
+            bad[[1, 2, 3, 4]] = f32::NAN;
+            let e = net.run(bad.view()).unwrap_err();
+            assert!(e.to_string().contains("NaN"), "{e}");
         }
-        let prof = net.profile(x.view()).unwrap();
-        assert_eq!(prof.len(), 5);
-        assert_eq!(
-            prof.iter().map(|t| t.flops).sum::<u64>(),
-            2 * net.macs(n, h, w).unwrap()
-        );
-        let mut bad = x.clone();
-        bad[[1, 2, 3, 4]] = f32::NAN;
-        let e = net.run(bad.view()).unwrap_err();
-        assert!(e.to_string().contains("NaN"), "{e}");
     }
 
     #[test]

@@ -55,6 +55,7 @@
 mod aligned;
 mod amx;
 pub mod bf16;
+mod bf16_simd;
 mod builder;
 mod conv;
 mod elementwise;

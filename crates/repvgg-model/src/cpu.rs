@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::model::{DeployModel, Features, Head, SqueezeExcite, TrainModel};
 use crate::walk::{self, Layers, Site, relu_flag};
 
+pub use repvgg_cpu::bf16::{Bf16Kernel, Bf16Network, Bf16Options};
 pub use repvgg_cpu::int8::{Int8Kernel, Int8Network, Int8Options};
 pub use repvgg_cpu::{ConvAlgo, CpuOptions, OpTime, Tile};
 

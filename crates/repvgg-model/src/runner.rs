@@ -32,7 +32,7 @@ use crate::cpu::{ConvAlgo, CpuModel, CpuOptions, OpTime};
 use crate::gpu::{GpuModel, GpuOptions};
 use crate::quant::QuantizedModel;
 #[cfg(feature = "cpu")]
-use repvgg_cpu::bf16::Bf16Network;
+use repvgg_cpu::bf16::{Bf16Kernel, Bf16Network, Bf16Options};
 #[cfg(feature = "cpu")]
 use repvgg_cpu::int8::{Int8Kernel, Int8Network, Int8Options};
 #[cfg(feature = "gpu")]
@@ -50,8 +50,8 @@ pub struct RunOptions {
     pub form: Form,
     /// Precision: f32; f16 on GPUs that have `SHADER_F16` (f32 arithmetic; [`Device::Auto`]
     /// falling back to the CPU runs f32 and says so); int8 on the CPU engine, from a quantized
-    /// model ([`crate::Model::quantize`], [`crate::QuantizedModel`]); bf16 is refused with what
-    /// the CPU lacks.
+    /// model ([`crate::Model::quantize`], [`crate::QuantizedModel`]); bf16 on the CPU engine
+    /// (deploy form) where the CPU has AMX-BF16 or AVX512-BF16, else refused with what it lacks.
     pub precision: Precision,
     /// CPU worker threads; `None`: `RAYON_NUM_THREADS`, else every core.
     pub threads: Option<usize>,
@@ -61,6 +61,9 @@ pub struct RunOptions {
     /// The int8 GEMM's instruction set (A/B runs and tests); `None`: the fastest the CPU has.
     #[cfg(feature = "cpu")]
     pub int8_kernel: Option<Int8Kernel>,
+    /// The bf16 convs' instruction set (A/B runs and tests); `None`: the fastest the CPU has.
+    #[cfg(feature = "cpu")]
+    pub bf16_kernel: Option<Bf16Kernel>,
     /// GPU convolution kernel (A/B runs); `Auto` picks per layer and adapter.
     #[cfg(feature = "gpu")]
     pub gpu_kernel: ConvKernel,
@@ -114,6 +117,12 @@ impl RunOptions {
     #[cfg(feature = "cpu")]
     pub fn int8_kernel(mut self, kernel: Option<Int8Kernel>) -> Self {
         self.int8_kernel = kernel;
+        self
+    }
+    /// Sets [`RunOptions::bf16_kernel`].
+    #[cfg(feature = "cpu")]
+    pub fn bf16_kernel(mut self, kernel: Option<Bf16Kernel>) -> Self {
+        self.bf16_kernel = kernel;
         self
     }
     /// Sets [`RunOptions::gpu_kernel`].
@@ -440,7 +449,7 @@ impl Runner {
             #[cfg(feature = "cpu")]
             Net::Int8(ref m) => format!("cpu ({} threads, int8 {})", m.threads(), m.kernel()),
             #[cfg(feature = "cpu")]
-            Net::Bf16(ref m) => format!("cpu ({} threads, bf16 amx)", m.threads()),
+            Net::Bf16(ref m) => format!("cpu ({} threads, bf16 {})", m.threads(), m.kernel()),
             #[cfg(feature = "gpu")]
             Net::Gpu(_) => self.engine.adapter(),
         }
@@ -640,7 +649,11 @@ fn build(
                     Source::Deploy(m) => m,
                     Source::Int8(q) => &q.deploy,
                 };
-                return Ok(Net::Bf16(bf16_network(m, opts.threads)?));
+                let b = Bf16Options {
+                    threads: opts.threads,
+                    kernel: opts.bf16_kernel,
+                };
+                return Ok(Net::Bf16(bf16_network(m, b)?));
             }
             Ok(match source {
                 Source::Train(m) => Net::Cpu(CpuModel::train(m, cpu, features)?),
@@ -703,7 +716,7 @@ fn bf16_check() -> Result<()> {
 
 /// The deployed model's convs and head as a bf16 network (squeeze-excite blocks refused).
 #[cfg(feature = "cpu")]
-fn bf16_network(m: &DeployModel, threads: Option<usize>) -> Result<Bf16Network> {
+fn bf16_network(m: &DeployModel, opts: Bf16Options) -> Result<Bf16Network> {
     use repvgg_cpu::bf16::Bf16Conv;
     if m.stages.iter().flatten().any(|b| b.se.is_some()) {
         return Err(ModelError::Unsupported(format!(
@@ -725,6 +738,6 @@ fn bf16_network(m: &DeployModel, threads: Option<usize>) -> Result<Bf16Network> 
         convs,
         m.head.weight.view(),
         &m.head.bias.to_vec(),
-        threads,
+        opts,
     )?)
 }
