@@ -73,8 +73,9 @@ pub(crate) struct DeviceArgs {
     pub device: Device,
     /// Precision: f32; f16 weights and activations with f32 arithmetic (GPUs with
     /// SHADER_F16); int8 (CPU: an int8 file from `repvgg quantize`, or --calib images); bf16
-    /// (CPU, deploy form: bf16 weights and activations, f32 sums, on CPUs with Intel AMX-BF16;
-    /// elsewhere the error names what the CPU lacks). Inputs and outputs are f32 either way.
+    /// (CPU, deploy form: bf16 weights and activations, f32 sums, on CPUs with Intel AMX-BF16
+    /// or AVX512-BF16; elsewhere the error names what the CPU lacks). Inputs and outputs are f32
+    /// either way.
     #[arg(long, default_value_t = Precision::F32)]
     pub precision: Precision,
     /// With --precision int8 and an f32 model: calibration images (files, folders, globs), or

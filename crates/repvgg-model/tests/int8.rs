@@ -270,7 +270,7 @@ fn reduced_precisions_say_what_they_need() {
     // the CPU lacks.
     if let Err(e) = model.runner(cpu().precision(Precision::Bf16)) {
         let e = e.to_string();
-        assert!(e.contains("amx_bf16") || e.contains("grant"), "{e}");
+        assert!(e.contains("AVX512-BF16") && e.contains("neither"), "{e}");
     }
     let (_, q, _) = digits_quantized(CalibMethod::MinMax);
     let e = q
