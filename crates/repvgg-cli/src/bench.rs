@@ -184,6 +184,17 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
         };
         model = model.quantize(&batches, &opts)?.0;
     }
+    // Reduced precisions run the fused network only: `both` (the default) times it alone.
+    let forms: Vec<Form> =
+        if matches!(a.run.precision, Precision::Int8 | Precision::Bf16) && a.form.0.len() > 1 {
+            eprintln!(
+                "precision {}: timing the deployed form only (the train form runs in f32)",
+                a.run.precision
+            );
+            vec![Form::Deploy]
+        } else {
+            a.form.0.clone()
+        };
     let engine = match (&a.run.device, a.run.precision) {
         (Device::Auto, Precision::Int8 | Precision::Bf16) => Engine::cpu(),
         (d, _) => Engine::open(d)?,
@@ -200,8 +211,7 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
         .batch
         .iter()
         .map(|&batch| {
-            a.form
-                .0
+            forms
                 .iter()
                 .map(|&f| {
                     let r = model.runner_on(&engine, opts.clone().form(f).tune_for(batch, h, w))?;
@@ -211,7 +221,7 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
                 .collect::<repvgg_model::Result<Vec<_>>>()
         })
         .collect::<repvgg_model::Result<Vec<_>>>()?;
-    let total = (a.batch.len() * a.form.0.len() * (a.iters + a.warmup)) as u64;
+    let total = (a.batch.len() * forms.len() * (a.iters + a.warmup)) as u64;
     let pb = ProgressBar::new(total).with_style(
         ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),

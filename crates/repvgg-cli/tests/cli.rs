@@ -369,11 +369,51 @@ fn cpu_bench_reports_executed_multiply_adds() {
 /// `extra`: the smallest real bench run.
 fn bench_a0_tiny(device: &str, extra: &[&str]) -> (bool, String, String) {
     let mut args = vec![
-        "bench", "--device", device, "--arch", "a0", "--batch", "1", "--size", "32", "--iters",
-        "1", "--warmup", "0",
+        "bench",
+        "--device",
+        device,
+        "--arch",
+        "a0",
+        "--batch",
+        "1",
+        "--size",
+        "32",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--warmup-ms",
+        "0",
     ];
     args.extend_from_slice(extra);
     run(&args)
+}
+
+#[test]
+fn bf16_bench_times_the_deployed_form_or_names_what_the_cpu_lacks() {
+    // `--form` defaults to both; reduced precisions time the fused network alone.
+    let (ok, out, err) = bench_a0_tiny("cpu", &["--precision", "bf16", "--json"]);
+    if !ok {
+        assert!(
+            err.contains("precision bf16") && err.contains("AVX512-BF16"),
+            "{err}"
+        );
+        return;
+    }
+    assert!(err.contains("deployed form only"), "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["form"], "deploy");
+    assert_eq!(rows[0]["precision"], "bf16");
+    assert!(
+        rows[0]["adapter"].as_str().unwrap().contains("bf16"),
+        "{rows:?}"
+    );
+    assert!(rows[0]["median_ms"].as_f64().unwrap() > 0.0);
+    // An explicit train form is refused by name.
+    let (ok, _, err) = bench_a0_tiny("cpu", &["--precision", "bf16", "--form", "train"]);
+    assert!(!ok && err.contains("deployed form only"), "{err}");
 }
 
 #[test]
