@@ -382,66 +382,51 @@ impl Bf16Conv {
                 let oy = yy - q;
                 for x0 in (0..ow).step_by(MR) {
                     let len = MR.min(ow - x0);
-                    // Channels in whole pairs: the rows are read in place.
-                    if let Some(x32) = x32 {
-                        for g in 0..s.groups {
+                    for g in 0..s.groups {
+                        // Channels in whole pairs: the rows are read in place; otherwise (the
+                        // stem) their taps are gathered into `a`.
+                        let direct = x32.map(|x32| {
                             let mut rows = [0usize; MR];
                             for (rr, d) in rows.iter_mut().enumerate() {
                                 // Rows past `len` repeat the first (their sums are dropped).
                                 let ox = x0 + if rr < len { rr } else { 0 };
                                 *d = (((img * hp + oy * st) * wp + ox * st) * cin + g * cin_g) / 2;
                             }
-                            let direct = bf16_simd::Direct {
+                            bf16_simd::Direct {
                                 x: x32,
                                 rows,
                                 taps: &taps,
                                 pairs: cin_g / 2,
-                            };
-                            for pp in 0..panels(cout_g) {
-                                let wd = panel_width(cout_g, pp);
-                                let cols = wd.min(cout_g - pp * NR);
-                                let b0 = g * kpe * np + pp * NR * kpe;
-                                let bias = &self.bias[g * np + pp * NR..g * np + pp * NR + wd];
-                                let Some(out) = bf16_simd::block_direct(
-                                    &direct,
-                                    &wv[b0..b0 + kpe * wd],
-                                    wd,
-                                    bias,
-                                ) else {
-                                    debug_assert!(false, "the AVX512-BF16 path ran without it");
-                                    return;
-                                };
-                                for (rr, o) in out.iter().enumerate().take(len) {
-                                    let at = (q + x0 + rr) * cout + g * cout_g + pp * NR;
-                                    row[at..at + cols].copy_from_slice(&o[..cols]);
+                            }
+                        });
+                        if direct.is_none() {
+                            // Rows past `len` and steps past the taps stay zero.
+                            a.fill(0);
+                            for rr in 0..len {
+                                let ox = x0 + rr;
+                                for tap in 0..k * k {
+                                    let (ky, kx) = (tap / k, tap % k);
+                                    let at = ((img * hp + oy * st + ky) * wp + ox * st + kx) * cin
+                                        + g * cin_g;
+                                    line[tap * cin_g..(tap + 1) * cin_g]
+                                        .copy_from_slice(&xv[at..at + cin_g]);
                                 }
-                            }
-                        }
-                        continue;
-                    }
-                    for g in 0..s.groups {
-                        // Rows past `len` and steps past the taps stay zero.
-                        a.fill(0);
-                        for rr in 0..len {
-                            let ox = x0 + rr;
-                            for tap in 0..k * k {
-                                let (ky, kx) = (tap / k, tap % k);
-                                let at = ((img * hp + oy * st + ky) * wp + ox * st + kx) * cin
-                                    + g * cin_g;
-                                line[tap * cin_g..(tap + 1) * cin_g]
-                                    .copy_from_slice(&xv[at..at + cin_g]);
-                            }
-                            for (kk, &v) in line.iter().enumerate() {
-                                a[(kk / 2) * 2 * MR + rr * 2 + kk % 2] = v;
+                                for (kk, &v) in line.iter().enumerate() {
+                                    a[(kk / 2) * 2 * MR + rr * 2 + kk % 2] = v;
+                                }
                             }
                         }
                         for pp in 0..panels(cout_g) {
                             let wd = panel_width(cout_g, pp);
                             let cols = wd.min(cout_g - pp * NR);
                             let b0 = g * kpe * np + pp * NR * kpe;
+                            let b = &wv[b0..b0 + kpe * wd];
                             let bias = &self.bias[g * np + pp * NR..g * np + pp * NR + wd];
-                            let Some(out) = bf16_simd::block(a, &wv[b0..b0 + kpe * wd], wd, bias)
-                            else {
+                            let out = match &direct {
+                                Some(d) => bf16_simd::block_direct(d, b, wd, bias),
+                                None => bf16_simd::block(a, b, wd, bias),
+                            };
+                            let Some(out) = out else {
                                 debug_assert!(false, "the AVX512-BF16 path ran without it");
                                 return;
                             };
