@@ -189,3 +189,96 @@ mod x86 {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    fn panics(f: impl FnOnce()) -> bool {
+        catch_unwind(AssertUnwindSafe(f)).is_err()
+    }
+
+    /// Every length the kernels index by is checked before they run: exact lengths pass, and
+    /// each one short by a value fails on its own.
+    #[test]
+    fn every_length_the_kernels_rely_on_is_checked() {
+        let steps = 3;
+        let a = vec![0u16; steps * 2 * MR];
+        let bias = [0.5f32; 32];
+        for w in [16, 32] {
+            let b = vec![0u16; steps * w * 2];
+            assert!(!panics(|| {
+                block(&a, &b, w, &bias[..w]);
+            }));
+            assert!(panics(|| {
+                block(&a, &b[..b.len() - 1], w, &bias[..w]);
+            }));
+            assert!(panics(|| {
+                block(&a, &b, w, &bias[..w - 1]);
+            }));
+            assert!(panics(|| {
+                block(&a[..a.len() - 1], &b, w, &bias[..w]);
+            }));
+            // In place: 2 taps of 3 pairs (6 steps), rows 4 words apart.
+            let x = vec![0u32; 7 * 4 + 3 + 3];
+            let direct = Direct {
+                x: &x,
+                rows: std::array::from_fn(|r| r * 4),
+                taps: &[0, 3],
+                pairs: 3,
+            };
+            let b = vec![0u16; 6 * w * 2];
+            assert!(!panics(|| {
+                block_direct(&direct, &b, w, &bias[..w]);
+            }));
+            assert!(panics(|| {
+                block_direct(&direct, &b[..b.len() - 1], w, &bias[..w]);
+            }));
+            assert!(panics(|| {
+                block_direct(&direct, &b, w, &bias[..w - 1]);
+            }));
+            let short = Direct {
+                x: &x[..x.len() - 1],
+                ..direct
+            };
+            assert!(panics(|| {
+                block_direct(&short, &b, w, &bias[..w]);
+            }));
+        }
+        assert!(panics(|| {
+            block(&a, &vec![0u16; steps * 48], 24, &bias);
+        }));
+    }
+
+    /// One block against the products summed in f64, on whatever the CPU has (nothing to
+    /// compare where it lacks AVX512-BF16: `block` says so with `None`).
+    #[test]
+    fn a_block_sums_its_products_then_adds_the_bias_and_rounds() {
+        let steps = 5;
+        let val = |i: usize| crate::bf16::to_bf16(((i * 37 % 23) as f32 - 11.0) / 8.0);
+        let a: Vec<u16> = (0..steps * 2 * MR).map(val).collect();
+        let b: Vec<u16> = (0..steps * 64).map(|i| val(i + 5)).collect();
+        let bias: Vec<f32> = (0..32).map(|j| j as f32 / 4.0 - 3.0).collect();
+        let Some(out) = block(&a, &b, 32, &bias) else {
+            assert!(!available());
+            return;
+        };
+        let f = crate::bf16::from_bf16;
+        for r in 0..MR {
+            for j in 0..32 {
+                let mut sum = f64::from(bias[j]);
+                for s in 0..steps {
+                    for e in 0..2 {
+                        sum += f64::from(f(a[s * 2 * MR + r * 2 + e]))
+                            * f64::from(f(b[(s * 32 + j) * 2 + e]));
+                    }
+                }
+                // Small integers over 64: every sum is exact in f32, so only the final rounding
+                // to bf16 remains.
+                let want = crate::bf16::to_bf16(sum.max(0.0) as f32);
+                assert_eq!(out[r][j], want, "row {r} column {j}: sum {sum}");
+            }
+        }
+    }
+}
