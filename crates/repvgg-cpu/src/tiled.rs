@@ -516,3 +516,96 @@ pub(crate) fn run_padded<T: TileConv>(
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bf16::Bf16Conv;
+    use crate::int8::{ActQuant, QuantConv};
+    use ndarray::Array4;
+
+    fn int8(spec: ConvSpec) -> QuantConv {
+        let c = spec.out_channels;
+        let w = Array4::<i8>::zeros(spec.weight_shape());
+        QuantConv::new(
+            w.view(),
+            &vec![1.0; c],
+            &vec![0.0; c],
+            spec,
+            ActQuant::relu(1.0),
+            1.0,
+        )
+        .unwrap()
+    }
+
+    fn bf16(spec: ConvSpec) -> Bf16Conv {
+        let w = Array4::<f32>::zeros(spec.weight_shape());
+        Bf16Conv::new(w.view(), &vec![0.0; spec.out_channels], spec).unwrap()
+    }
+
+    #[test]
+    fn chunks_are_the_widest_multiple_of_four_bytes_that_divides() {
+        assert_eq!(amx_chunk(192), Some(64));
+        assert_eq!(amx_chunk(96), Some(48));
+        assert_eq!(amx_chunk(200), Some(40));
+        assert_eq!(amx_chunk(12), Some(12));
+        assert_eq!(amx_chunk(6), None);
+    }
+
+    /// Each conv of A0's shapes reads its input the way the module docs say, in u8 and in bf16:
+    /// the chunk is the widest tile row that divides a group's channel bytes, the stem reads
+    /// kernel rows (9 or 18 bytes of taps in a 12- or 20-byte tile row), a kernel row wider
+    /// than a tile row is gathered, and odd grouped channels have no AMX path.
+    #[test]
+    fn every_conv_shape_gets_its_amx_mode() {
+        let spec = |cin, cout, groups| ConvSpec::new(cin, cout, 3, 1, 1, groups).unwrap();
+        assert_eq!(mode(&int8(spec(3, 48, 1))), Some(AmxMode::Rows { kc: 12 }));
+        assert_eq!(mode(&bf16(spec(3, 48, 1))), Some(AmxMode::Rows { kc: 20 }));
+        assert_eq!(
+            mode(&int8(spec(48, 48, 1))),
+            Some(AmxMode::Direct { kc: 48 })
+        );
+        assert_eq!(
+            mode(&bf16(spec(48, 48, 1))),
+            Some(AmxMode::Direct { kc: 48 })
+        );
+        assert_eq!(
+            mode(&int8(spec(192, 192, 1))),
+            Some(AmxMode::Direct { kc: 64 })
+        );
+        assert_eq!(
+            mode(&bf16(spec(96, 96, 1))),
+            Some(AmxMode::Direct { kc: 64 })
+        );
+        assert_eq!(
+            mode(&bf16(spec(16, 16, 4))),
+            Some(AmxMode::Direct { kc: 8 })
+        );
+        // 3 x 22 bytes > 64: gathered in chunks of the packed column (200 bytes = 5 x 40).
+        assert_eq!(
+            mode(&int8(spec(22, 16, 1))),
+            Some(AmxMode::Gathered { kc: 40 })
+        );
+        // 3 x 11 x 2 bytes > 64: 99 values padded to 100, 200 bytes.
+        assert_eq!(
+            mode(&bf16(spec(11, 16, 1))),
+            Some(AmxMode::Gathered { kc: 40 })
+        );
+        assert_eq!(mode(&int8(spec(6, 4, 2))), None);
+        assert_eq!(rows_kc(&spec(5, 8, 1), 2), Some(32));
+        assert_eq!(rows_kc(&spec(8, 8, 1), 1), None);
+    }
+
+    #[test]
+    fn padded_inputs_hold_the_border_and_the_last_tiles_slack() {
+        let c = bf16(ConvSpec::new(6, 8, 3, 2, 1, 1).unwrap());
+        // 2 images of (5 + 2) x (4 + 2) pixels of 6 values, then 16 rows of stride 2 x 6
+        // values, two bytes each, and a tile row of slack.
+        assert_eq!(
+            padded_len(&c, 2, 5, 4),
+            (2 * 7 * 6 * 6 + 16 * 2 * 6) * 2 + 64
+        );
+        let q = int8(ConvSpec::new(6, 8, 3, 2, 1, 1).unwrap());
+        assert_eq!(padded_len(&q, 2, 5, 4), 2 * 7 * 6 * 6 + 16 * 2 * 6 + 64);
+    }
+}
