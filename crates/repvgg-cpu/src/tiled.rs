@@ -597,6 +597,24 @@ mod tests {
     }
 
     #[test]
+    fn short_buffers_are_refused_before_any_tile_runs() {
+        let c = bf16(ConvSpec::new(8, 16, 3, 1, 1, 1).unwrap());
+        let (n, h, w, q) = (2, 5, 4, 1);
+        let xp = vec![0u8; padded_len(&c, n, h, w)];
+        // The output with its border: 2 x 7 x 6 pixels of 16 values, two bytes each.
+        let want = n * (h + 2 * q) * (w + 2 * q) * 16 * 2;
+        let mut y = vec![0u8; want - 1];
+        let e = run_padded(&c, &xp, n, h, w, &mut y, q, 1).unwrap_err();
+        assert!(e.to_string().contains("padded bf16 output"), "{e}");
+        let mut y = vec![0u8; want];
+        let e = run_padded(&c, &xp[..xp.len() - 1], n, h, w, &mut y, q, 1).unwrap_err();
+        assert!(e.to_string().contains("padded bf16 input"), "{e}");
+        let odd = int8(ConvSpec::new(6, 4, 3, 1, 1, 2).unwrap());
+        let e = run_padded(&odd, &xp, 1, 2, 2, &mut y, 0, 1).unwrap_err();
+        assert!(e.to_string().contains("groups of four bytes"), "{e}");
+    }
+
+    #[test]
     fn padded_inputs_hold_the_border_and_the_last_tiles_slack() {
         let c = bf16(ConvSpec::new(6, 8, 3, 2, 1, 1).unwrap());
         // 2 images of (5 + 2) x (4 + 2) pixels of 6 values, then 16 rows of stride 2 x 6
