@@ -30,8 +30,9 @@ pub struct Int8Network {
     classes: usize,
     /// `[classes][C]`: each class's weights as s8, symmetric, scaled by `head_scale`.
     head_q: Vec<i8>,
-    /// The same weights dequantized (`q * scale`), `[C, classes]` in the f32 GEMM's panels:
-    /// from [`HEAD_GEMM_BATCH`] images on, a GEMM reads them faster than the s8 rows convert.
+    /// The same codes as f32, `[C, classes]` in the f32 GEMM's panels (`head_scale` and the
+    /// bias applied in its store, as the s8 path applies them): from [`HEAD_GEMM_BATCH`]
+    /// images on, a GEMM reads them faster than the s8 rows convert.
     head_wt: AlignedVec,
     head_scale: Vec<f32>,
     head_bias: Vec<f32>,
@@ -124,7 +125,7 @@ impl Int8Network {
         let head_q: Vec<i8> = head_weight.iter().copied().collect();
         let mut head_wt = AlignedVec::filled(crate::gemm::packed_len(c, classes), 0.0);
         crate::gemm::pack_into(&mut head_wt, c, classes, |ci, j| {
-            f32::from(head_weight[[j, ci]]) * head_scale[j]
+            f32::from(head_weight[[j, ci]])
         });
         let head_scale = head_scale.to_vec();
         let pool = crate::builder::thread_pool(opts.threads)?;
@@ -360,7 +361,6 @@ impl Int8Network {
         let classes = self.classes;
         let logits = if n >= HEAD_GEMM_BATCH {
             let mut logits = vec![0.0f32; n * classes];
-            let ones = vec![1.0f32; classes];
             crate::gemm::gemm(
                 n,
                 cur,
@@ -371,7 +371,7 @@ impl Int8Network {
                 &mut logits,
                 classes,
                 Some(crate::gemm::ColEpilogue {
-                    scale: &ones,
+                    scale: &self.head_scale,
                     shift: &self.head_bias,
                     accumulate: false,
                     relu: false,
@@ -406,7 +406,7 @@ impl Int8Network {
                 format!(
                     "head: linear {cur}->{classes}, {}",
                     if n >= HEAD_GEMM_BATCH {
-                        "f32 GEMM on the dequantized weights"
+                        "f32 GEMM on the s8 codes, scaled in its store"
                     } else {
                         "s8 weights"
                     }
@@ -422,7 +422,7 @@ impl Int8Network {
     }
 }
 
-/// Images from which the linear layer runs as an f32 GEMM on the dequantized weights (fewer
+/// Images from which the linear layer runs as an f32 GEMM on its codes as f32 (fewer
 /// read the s8 rows: at batch 1 the layer is bound by reading its weights).
 const HEAD_GEMM_BATCH: usize = 4;
 
