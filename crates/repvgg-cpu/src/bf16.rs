@@ -282,14 +282,9 @@ impl Bf16Conv {
                 });
             }
         }
-        let (p, c) = (s.padding, s.in_channels);
         let mut xp = AlignedBytes::zeroed(tiled::padded_len(self, n, h, w));
-        let row = (w + 2 * p) * c * 2;
-        for (r, src) in x.chunks_exact(w * c).enumerate() {
-            let (img, yy) = (r / h, r % h);
-            let at = (img * (h + 2 * p) + yy + p) * row + p * c * 2;
-            xp[at..at + w * c * 2].copy_from_slice(bytemuck::cast_slice(src));
-        }
+        let x: &[u8] = bytemuck::cast_slice(x);
+        tiled::pad(x, (n, h, w), s.in_channels * 2, s.padding, 0, &mut xp);
         let out: &mut [u8] = bytemuck::cast_slice_mut(y);
         self.run_padded(kernel, &xp, n, h, w, out, 0, threads)
     }

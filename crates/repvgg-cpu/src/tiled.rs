@@ -325,6 +325,37 @@ pub(crate) fn padded_len<T: TileConv>(conv: &T, n: usize, h: usize, w: usize) ->
         + amx::MAX_KC
 }
 
+/// Copies `x` (`n x h x w` pixels of `px` bytes) into `xp` with a border of `p` pixels, the
+/// border and whatever follows the images (the slack of [`padded_len`]) filled with `fill`.
+/// Rows in parallel.
+pub(crate) fn pad(
+    x: &[u8],
+    (n, h, w): (usize, usize, usize),
+    px: usize,
+    p: usize,
+    fill: u8,
+    xp: &mut [u8],
+) {
+    let (hp, wp) = (h + 2 * p, w + 2 * p);
+    let row = wp * px;
+    let (body, slack) = xp.split_at_mut(n * hp * row);
+    slack.fill(fill);
+    if row == 0 {
+        return;
+    }
+    body.par_chunks_mut(row).enumerate().for_each(|(r, dst)| {
+        let (img, yy) = (r / hp, r % hp);
+        if yy < p || yy >= h + p {
+            dst.fill(fill);
+            return;
+        }
+        let src = &x[((img * h + yy - p) * w) * px..((img * h + yy - p + 1) * w) * px];
+        dst[..p * px].fill(fill);
+        dst[p * px..(p + w) * px].copy_from_slice(src);
+        dst[(p + w) * px..].fill(fill);
+    });
+}
+
 /// Runs `conv` on `xp`, its input stored with its padding (the border and the slack holding
 /// the input's zero value), into `y` stored with a border of `q` pixels (`n x (oh + 2q) x
 /// (ow + 2q) x out` values; the border is not written), on the AMX tiles.

@@ -288,22 +288,7 @@ impl QuantConv {
     /// slack holding the input's zero point.
     pub(crate) fn pad_input(&self, x: &[u8], n: usize, h: usize, w: usize, xp: &mut [u8]) {
         let (p, c) = (self.spec.padding, self.spec.in_channels);
-        let z = self.input.zero_point;
-        let (hp, wp) = (h + 2 * p, w + 2 * p);
-        let row = wp * c;
-        let (body, slack) = xp.split_at_mut(n * hp * row);
-        slack.fill(z);
-        body.par_chunks_mut(row).enumerate().for_each(|(r, dst)| {
-            let (img, yy) = (r / hp, r % hp);
-            if yy < p || yy >= h + p {
-                dst.fill(z);
-                return;
-            }
-            let src = &x[((img * h + yy - p) * w) * c..((img * h + yy - p + 1) * w) * c];
-            dst[..p * c].fill(z);
-            dst[p * c..(p + w) * c].copy_from_slice(src);
-            dst[(p + w) * c..].fill(z);
-        });
+        tiled::pad(x, (n, h, w), c, p, self.input.zero_point, xp);
     }
 
     /// Output pixels per im2col chunk.
