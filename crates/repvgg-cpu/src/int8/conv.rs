@@ -12,8 +12,9 @@ use crate::amx::Epilogue;
 use crate::error::{CpuError, Result};
 use crate::int8::ActQuant;
 use crate::int8::gemm::{
-    self, Int8Kernel, KG, MR, PanelJob, Requant, packed_rows_len, padded_k, padded_n,
+    self, DirectJob, Int8Kernel, KG, MR, PanelJob, Requant, packed_rows_len, padded_k, padded_n,
 };
+use crate::int8::simd;
 use crate::tiled::{self, AmxMode, TileConv};
 
 /// Bytes of im2col rows one chunk gathers (they stay in L2 while every panel reads them).
@@ -192,10 +193,10 @@ impl QuantConv {
         if m == 0 {
             return Ok(());
         }
-        if kernel == Int8Kernel::Amx && self.amx_mode().is_some() {
+        if self.reads_padded(kernel) {
             let mut xp = AlignedBytes::zeroed(self.padded_len(n, h, w));
             self.pad_input(x, n, h, w, &mut xp);
-            return tiled::run_padded(self, &xp, n, h, w, y, 0, threads);
+            return self.run_padded(kernel, &xp, n, h, w, y, 0, threads);
         }
         let geo = Geo { h, w, oh, ow };
         let chunk = self.chunk_rows();
@@ -266,6 +267,196 @@ impl QuantConv {
             for (c0, cols, out) in parts {
                 for (yr, orow) in y.chunks_exact_mut(cout).zip(out.chunks_exact(cols)) {
                     yr[c0..c0 + cols].copy_from_slice(orow);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// How the VNNI path reads this conv straight from its input stored with its padding
+    /// (rows of `wp` pixels), or `None` when it gathers im2col rows instead (grouped convs whose
+    /// groups' channels are not whole groups of four).
+    fn direct(&self, wp: usize) -> Option<Direct> {
+        let s = &self.spec;
+        let (k, cin) = (s.kernel_size, s.in_channels);
+        let cin_g = cin / s.groups;
+        if cin_g.is_multiple_of(KG) {
+            // Tap by tap, a group's channels at a time: the order of the packed steps.
+            Some(Direct {
+                taps: (0..k * k).map(|t| ((t / k) * wp + t % k) * cin).collect(),
+                seg: cin_g,
+                rows: false,
+            })
+        } else {
+            // Kernel row by kernel row (the stem's 3 x 3 channels): a row's taps are `k x in`
+            // consecutive bytes, read `kc` at a time; the bytes past them meet zero weights.
+            tiled::rows_kc(s, 1).map(|kc| Direct {
+                taps: (0..k).map(|ky| ky * wp * cin).collect(),
+                seg: kc,
+                rows: true,
+            })
+        }
+    }
+
+    /// Whether a run on `kernel` reads its input stored with its padding
+    /// ([`Self::padded_len`], [`Self::run_padded`]): on the AMX tiles, or straight from the
+    /// input on VNNI.
+    pub(crate) fn reads_padded(&self, kernel: Int8Kernel) -> bool {
+        match kernel {
+            Int8Kernel::Amx if self.amx_mode().is_some() => true,
+            Int8Kernel::Amx | Int8Kernel::Avx512Vnni => {
+                simd::has_vnni() && self.direct(1).is_some()
+            }
+            _ => false,
+        }
+    }
+
+    /// Runs on `xp`, the input stored with its padding ([`Self::padded_len`]; the border and
+    /// the slack holding the input's zero point), into `y` stored with a border of `q` pixels
+    /// (`n x (oh + 2q) x (ow + 2q) x out`; the border is not written), on `kernel`, which must
+    /// be one that [`Self::reads_padded`].
+    ///
+    /// # Errors
+    /// [`CpuError::Shape`] when `xp` or `y` are too short; [`CpuError::Invalid`] for a kernel
+    /// that does not read padded inputs.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run_padded(
+        &self,
+        kernel: Int8Kernel,
+        xp: &[u8],
+        n: usize,
+        h: usize,
+        w: usize,
+        y: &mut [u8],
+        q: usize,
+        threads: usize,
+    ) -> Result<()> {
+        if kernel == Int8Kernel::Amx && self.amx_mode().is_some() {
+            return tiled::run_padded(self, xp, n, h, w, y, q, threads);
+        }
+        let s = &self.spec;
+        let direct = match self.direct(w + 2 * s.padding) {
+            Some(d) if self.reads_padded(kernel) => d,
+            _ => {
+                return Err(CpuError::Invalid(format!(
+                    "the int8 {kernel} kernel does not read padded inputs for this conv"
+                )));
+            }
+        };
+        let (oh, ow) = s.output_size(h, w)?;
+        let (ohp, owp) = (oh + 2 * q, ow + 2 * q);
+        let (cin, cout, groups) = (s.in_channels, s.out_channels, s.groups);
+        for (what, len, want) in [
+            ("input", xp.len(), self.padded_len(n, h, w)),
+            ("output", y.len(), n * ohp * owp * cout),
+        ] {
+            if len < want {
+                return Err(CpuError::Shape {
+                    what: format!("padded int8 convolution {what}"),
+                    expected: vec![want],
+                    found: vec![len],
+                });
+            }
+        }
+        let m = n * oh * ow;
+        if m == 0 {
+            return Ok(());
+        }
+        let (hp, wp) = (h + 2 * s.padding, w + 2 * s.padding);
+        let (cin_g, cout_g) = (cin / groups, cout / groups);
+        let blocks = m.div_ceil(MR);
+        let pixel = |px: usize| {
+            let (img, rest) = (px / (oh * ow), px % (oh * ow));
+            (img, rest / ow, rest % ow)
+        };
+        // Pixel `px`'s first tap in `xp` (pixels past the last read the last one's) and its
+        // place in `y`.
+        let base = |px: usize| {
+            let (img, oy, ox) = pixel(px.min(m - 1));
+            ((img * hp + oy * s.stride) * wp + ox * s.stride) * cin
+        };
+        let place = |px: usize| {
+            let (img, oy, ox) = pixel(px);
+            ((img * ohp + oy + q) * owp + q + ox) * cout
+        };
+        let job = |g: usize| {
+            let (wg, rq) = self.group(g);
+            let b = if direct.rows { self.rows_w.as_i8() } else { wg };
+            DirectJob {
+                x: xp,
+                taps: &direct.taps,
+                seg: direct.seg,
+                b,
+                n: cout_g,
+                rq,
+            }
+        };
+        // Runs pixels `p0..p1` of `job` (input channels from `x0`) into `out`, pixel `px` at
+        // `out[at(px)..]`.
+        let pixels = |job: &DirectJob<'_>,
+                      x0: usize,
+                      (p0, p1): (usize, usize),
+                      out: &mut [u8],
+                      at: &dyn Fn(usize) -> usize| {
+            for b0 in (p0..p1).step_by(MR) {
+                let xs: [usize; MR] = std::array::from_fn(|r| base(b0 + r) + x0);
+                let ys: [usize; MR] = std::array::from_fn(|r| at((b0 + r).min(p1 - 1)));
+                let done = simd::vnni_direct(job, &xs, &ys, MR.min(p1 - b0), out);
+                debug_assert!(done, "the VNNI path ran on a CPU without it");
+            }
+        };
+        if Self::by_rows(blocks, threads) {
+            // Many pixels: runs of them over the threads, each running every column into the
+            // output bytes its pixels own.
+            let per = blocks.div_ceil(4 * threads.max(1)) * MR;
+            let mut parts = Vec::with_capacity(m.div_ceil(per));
+            let (mut rest, mut at) = (&mut y[..], 0);
+            for p0 in (0..m).step_by(per) {
+                let p1 = (p0 + per).min(m);
+                let (start, end) = (place(p0), place(p1 - 1) + cout);
+                let (_, tail) = std::mem::take(&mut rest).split_at_mut(start - at);
+                let (mine, tail) = tail.split_at_mut(end - start);
+                rest = tail;
+                at = end;
+                parts.push((p0, p1, start, mine));
+            }
+            parts.into_par_iter().for_each(|(p0, p1, start, out)| {
+                for g in 0..groups {
+                    let at = |px: usize| place(px) - start + g * cout_g;
+                    pixels(&job(g), g * cin_g, (p0, p1), out, &at);
+                }
+            });
+        } else {
+            // Few pixels (late layers at small batches): the panels split over the threads, so
+            // that each weight byte is read once per run; each writes its own block.
+            let np = gemm::panels(cout_g);
+            let kp = direct.taps.len() * direct.seg;
+            let parts: Vec<(usize, usize, Vec<u8>)> = (0..groups * np)
+                .into_par_iter()
+                .map(|jp| {
+                    let (g, p) = (jp / np, jp % np);
+                    let whole = job(g);
+                    let (c0, wd) = (p * gemm::NR, gemm::panel_width(cout_g, p));
+                    let cols = wd.min(cout_g - c0);
+                    let panel = DirectJob {
+                        b: &whole.b[c0 * kp..(c0 + wd) * kp],
+                        n: cols,
+                        rq: Requant {
+                            comp: &whole.rq.comp[c0..c0 + wd],
+                            mult: &whole.rq.mult[c0..c0 + wd],
+                            add: &whole.rq.add[c0..c0 + wd],
+                        },
+                        ..whole
+                    };
+                    let mut out = vec![0u8; m * cols];
+                    pixels(&panel, g * cin_g, (0, m), &mut out, &|px| px * cols);
+                    (g * cout_g + c0, cols, out)
+                })
+                .collect();
+            for (c0, cols, out) in parts {
+                for (px, orow) in out.chunks_exact(cols).enumerate() {
+                    let at = place(px) + c0;
+                    y[at..at + cols].copy_from_slice(orow);
                 }
             }
         }
@@ -424,6 +615,15 @@ impl TileConv for QuantConv {
         let w = if rows { self.rows_w.as_i8() } else { wg };
         (bytemuck::cast_slice(w), Epilogue::U8(rq))
     }
+}
+
+/// How the VNNI path reads a conv's padded input ([`QuantConv::direct`]): each segment's byte
+/// offset from a pixel's first tap, the bytes of a segment, and whether the weights are the
+/// kernel rows' matrix.
+struct Direct {
+    taps: Vec<usize>,
+    seg: usize,
+    rows: bool,
 }
 
 struct Geo {

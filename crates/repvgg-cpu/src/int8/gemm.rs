@@ -275,6 +275,57 @@ impl PanelJob<'_> {
     }
 }
 
+/// One block of up to [`MR`] output pixels of a conv read straight from its padded input (no
+/// im2col): pixel `r`'s sum runs over `taps` segments of `seg` bytes each, segment `t` at
+/// `x[xs[r] + taps[t]..]`, in the order of the packed weights' steps; row `r < len` of the
+/// result is stored at `y[ys[r]..]`.
+#[derive(Debug)]
+pub(crate) struct DirectJob<'a> {
+    /// The padded input (u8).
+    pub x: &'a [u8],
+    /// Byte offset of each segment from a pixel's base.
+    pub taps: &'a [usize],
+    /// Bytes per segment: a multiple of [`KG`].
+    pub seg: usize,
+    /// The packed weights of `n` columns, `taps.len() * seg` steps ([`pack`]'s layout).
+    pub b: &'a [i8],
+    /// Columns.
+    pub n: usize,
+    /// [`padded_n`]`(n)` values each.
+    pub rq: Requant<'a>,
+}
+
+impl DirectJob<'_> {
+    /// Panics unless every byte the kernels read for pixels at `xs` and write for the first
+    /// `len` of them at `ys` lies inside the slices.
+    pub(crate) fn check(&self, xs: &[usize; MR], ys: &[usize; MR], len: usize, y_len: usize) {
+        assert!(
+            self.seg > 0 && self.seg.is_multiple_of(KG),
+            "segment of {} bytes",
+            self.seg
+        );
+        assert!(self.n > 0, "no columns");
+        let kp = self.taps.len() * self.seg;
+        assert!(
+            self.b.len() == kp * padded_n(self.n),
+            "packed weights of the wrong length"
+        );
+        let np = padded_n(self.n);
+        assert!(
+            self.rq.comp.len() >= np && self.rq.mult.len() >= np && self.rq.add.len() >= np,
+            "requantization shorter than the columns"
+        );
+        assert!(len > 0 && len <= MR, "{len} rows in a block");
+        let span = self.taps.iter().max().copied().unwrap_or(0) + self.seg;
+        for &x in xs {
+            assert!(x + span <= self.x.len(), "pixel read past the input");
+        }
+        for &y in &ys[..len] {
+            assert!(y + self.n <= y_len, "pixel written past the output");
+        }
+    }
+}
+
 /// `c = requant(a · b)` for a whole packed matrix: `a` `m x kp` packed by [`pack_rows`], `b` from
 /// [`pack`] (`k x n`, `kp = padded_k(k)`), `c` `m x n` (row stride `c_rs`), `rq` with
 /// [`padded_n`]`(n)` values per slice, on `kernel` (which must be available: see
@@ -435,6 +486,65 @@ mod tests {
     }
 
     /// The oracle: plain i32 sums over the unpacked matrices, then [`requantize`].
+    /// `DirectJob::check` is what the VNNI direct kernel's unchecked reads rely on: every
+    /// pixel's last segment must end inside the input, every stored row inside the output.
+    #[test]
+    fn every_byte_the_direct_kernel_reads_or_writes_is_checked() {
+        let (taps, seg, n) = ([0usize, 40, 100], 8, 20);
+        let x = vec![0u8; 200];
+        let b = vec![0i8; taps.len() * seg * padded_n(n)];
+        let (comp, mult, add) = (vec![0i32; 32], vec![0f32; 32], vec![0f32; 32]);
+        // The furthest pixel reads x[92 + 100..200]: exactly the input's end.
+        let xs: [usize; MR] = std::array::from_fn(|r| if r == MR - 1 { 92 } else { r * 13 });
+        let ys: [usize; MR] = std::array::from_fn(|r| r * n);
+        let run = |case: usize| -> Option<String> {
+            let job = DirectJob {
+                x: if case == 1 { &x[..199] } else { &x },
+                taps: &taps,
+                seg: if case == 2 { 6 } else { seg },
+                b: if case == 3 { &b[1..] } else { &b },
+                n,
+                rq: Requant {
+                    comp: if case == 4 { &comp[..16] } else { &comp },
+                    mult: &mult,
+                    add: &add,
+                },
+            };
+            let len = match case {
+                5 => 0,
+                6 => MR + 1,
+                _ => MR,
+            };
+            let y_len = if case == 7 { MR * n - 1 } else { MR * n };
+            let mut xs = xs;
+            if case == 8 {
+                xs[3] = 93;
+            }
+            let res = std::panic::catch_unwind(|| job.check(&xs, &ys, len, y_len));
+            res.err().map(|e| {
+                e.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default()
+            })
+        };
+        assert_eq!(run(0), None, "exact lengths pass");
+        let wants = [
+            (1, "read past the input"),
+            (2, "segment of 6 bytes"),
+            (3, "wrong length"),
+            (4, "requantization"),
+            (5, "0 rows"),
+            (6, "9 rows"),
+            (7, "written past the output"),
+            (8, "read past the input"),
+        ];
+        for (case, want) in wants {
+            let got = run(case).unwrap_or_else(|| panic!("case {case} passed the check"));
+            assert!(got.contains(want), "case {case}: {got}");
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn oracle(
         m: usize,

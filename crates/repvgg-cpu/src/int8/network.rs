@@ -207,7 +207,7 @@ impl Int8Network {
     /// Conv `i` when it runs on the AMX tiles, reading its input stored with its padding.
     fn padded(&self, i: usize) -> Option<&QuantConv> {
         let c = self.convs.get(i)?;
-        (self.kernel == Int8Kernel::Amx && c.amx_mode().is_some()).then_some(c)
+        c.reads_padded(self.kernel).then_some(c)
     }
 
     /// Logits `[N, classes]` of an NCHW f32 batch.
@@ -300,7 +300,7 @@ impl Int8Network {
                 let len = next.map_or(n * oh * ow * co, |nc| nc.padded_len(n, oh, ow));
                 b.resize(len);
                 clear_border(&mut b, n, oh, ow, co, q);
-                crate::tiled::run_padded(conv, &a, n, h, w, &mut b, q, threads)?;
+                conv.run_padded(self.kernel, &a, n, h, w, &mut b, q, threads)?;
             } else {
                 b.resize(n * oh * ow * co);
                 conv.run(self.kernel, &a, n, h, w, &mut b, threads)?;
@@ -312,10 +312,10 @@ impl Int8Network {
             }
             std::mem::swap(&mut a, &mut b);
             lap(&|| {
-                let kernel = if padded(i).is_some() {
+                let kernel = if self.kernel == Int8Kernel::Amx && conv.amx_mode().is_some() {
                     Int8Kernel::Amx
                 } else if self.kernel == Int8Kernel::Amx {
-                    // Convs the tiles do not take run the GEMM on VNNI panels.
+                    // Convs the tiles do not take run on VNNI.
                     Int8Kernel::Avx512Vnni
                 } else {
                     self.kernel

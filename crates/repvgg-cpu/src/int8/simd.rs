@@ -10,7 +10,7 @@
 //! (`int8::gemm`, `int8::conv`) run each kernel this machine has against an integer oracle.
 #![allow(unsafe_code)]
 
-use crate::int8::gemm::PanelJob;
+use crate::int8::gemm::{DirectJob, MR, PanelJob};
 
 /// Whether this CPU has what [`vnni_panel`] needs: AVX-512 F and BW, and VNNI.
 pub(crate) fn has_vnni() -> bool {
@@ -48,6 +48,28 @@ pub(crate) fn vnni_panel(job: &mut PanelJob<'_>) -> bool {
     false
 }
 
+/// Runs one block of a direct conv (`xs`, `ys`, `len`: [`DirectJob`]) with AVX-512 VNNI into
+/// `y`; `false` (nothing done) on a CPU without it.
+pub(crate) fn vnni_direct(
+    job: &DirectJob<'_>,
+    xs: &[usize; MR],
+    ys: &[usize; MR],
+    len: usize,
+    y: &mut [u8],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if has_vnni() {
+        job.check(xs, ys, len, y.len());
+        // SAFETY: `x86::vnni_direct` enables exactly avx512f, avx512bw and avx512vnni, which
+        // `has_vnni` has detected on this CPU just above. It touches memory only through the
+        // slices of `job` and `y` (bounds-checked; the lengths asserted by `check`).
+        unsafe { x86::vnni_direct(job, xs, ys, len, y) };
+        return true;
+    }
+    let _ = (job, xs, ys, len, y);
+    false
+}
+
 /// Runs `job` with AVX2; `false` (nothing done) on a CPU without it.
 pub(crate) fn avx2_panel(job: &mut PanelJob<'_>) -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -65,7 +87,7 @@ pub(crate) fn avx2_panel(job: &mut PanelJob<'_>) -> bool {
 mod x86 {
     use core::arch::x86_64::*;
 
-    use crate::int8::gemm::{KG, MR, PanelJob};
+    use crate::int8::gemm::{DirectJob, KG, MR, NR, PanelJob, Requant, panel_width, panels};
 
     /// Bytes of one step of a packed row block: [`MR`] rows x four steps.
     const A_STEP: usize = MR * KG;
@@ -117,6 +139,23 @@ mod x86 {
                 }
             }
         }
+        let rows = (job.m - blk * MR).min(MR);
+        let at: [usize; MR] = std::array::from_fn(|r| (blk * MR + r) * job.c_rs);
+        store::<V>(&acc, &at, rows, job.cols, &job.rq, job.c);
+    }
+
+    /// The requantization of rows `..rows` of `acc` (columns `..cols` of the panel whose
+    /// values `rq` starts at), each row stored at `c[at[r]..]`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    fn store<const V: usize>(
+        acc: &[[__m512i; V]; MR],
+        at: &[usize; MR],
+        rows: usize,
+        cols: usize,
+        rq: &Requant<'_>,
+        c: &mut [u8],
+    ) {
         let zero = _mm512_setzero_ps();
         let top = _mm512_set1_ps(255.0);
         let mut comp = [_mm512_setzero_si512(); V];
@@ -124,16 +163,11 @@ mod x86 {
         let mut add = [zero; V];
         for v in 0..V {
             let cols = v * 16..v * 16 + 16;
-            comp[v] =
-                bytemuck::pod_read_unaligned(bytemuck::cast_slice(&job.rq.comp[cols.clone()]));
-            mult[v] =
-                bytemuck::pod_read_unaligned(bytemuck::cast_slice(&job.rq.mult[cols.clone()]));
-            add[v] = bytemuck::pod_read_unaligned(bytemuck::cast_slice(&job.rq.add[cols]));
+            comp[v] = bytemuck::pod_read_unaligned(bytemuck::cast_slice(&rq.comp[cols.clone()]));
+            mult[v] = bytemuck::pod_read_unaligned(bytemuck::cast_slice(&rq.mult[cols.clone()]));
+            add[v] = bytemuck::pod_read_unaligned(bytemuck::cast_slice(&rq.add[cols]));
         }
-        let cols = job.cols;
-        let rows = (job.m - blk * MR).min(MR);
-        for (r, acc_r) in acc.iter().enumerate().take(rows) {
-            let at = (blk * MR + r) * job.c_rs;
+        for (acc_r, &at) in acc.iter().zip(at).take(rows) {
             for v in 0..V {
                 let c0 = v * 16;
                 if c0 >= cols {
@@ -144,9 +178,77 @@ mod x86 {
                 let z = _mm512_min_ps(_mm512_max_ps(z, zero), top);
                 let q: [u8; 16] = bytemuck::cast(_mm512_cvtepi32_epi8(_mm512_cvtps_epi32(z)));
                 let n = (cols - c0).min(16);
-                job.c[at + c0..at + c0 + n].copy_from_slice(&q[..n]);
+                c[at + c0..at + c0 + n].copy_from_slice(&q[..n]);
             }
         }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) fn vnni_direct(
+        job: &DirectJob<'_>,
+        xs: &[usize; MR],
+        ys: &[usize; MR],
+        len: usize,
+        y: &mut [u8],
+    ) {
+        let kp = job.taps.len() * job.seg;
+        let b: &[u8] = bytemuck::cast_slice(job.b);
+        let mut col0 = 0;
+        for p in 0..panels(job.n) {
+            let w = panel_width(job.n, p);
+            let bp = &b[col0 * kp..(col0 + w) * kp];
+            let rq = Requant {
+                comp: &job.rq.comp[col0..col0 + w],
+                mult: &job.rq.mult[col0..col0 + w],
+                add: &job.rq.add[col0..col0 + w],
+            };
+            let c0 = p * NR;
+            let cols = (job.n - c0).min(w);
+            let at: [usize; MR] = std::array::from_fn(|r| ys[r] + c0);
+            if w == NR {
+                let acc = direct_sums::<2>(job, xs, bp);
+                store::<2>(&acc, &at, len, cols, &rq, y);
+            } else {
+                let acc = direct_sums::<1>(job, xs, bp);
+                store::<1>(&acc, &at, len, cols, &rq, y);
+            }
+            col0 += w;
+        }
+    }
+
+    /// The sums of [`MR`] pixels times one panel of `V` vectors of 16 columns (`b`).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    fn direct_sums<const V: usize>(
+        job: &DirectJob<'_>,
+        xs: &[usize; MR],
+        b: &[u8],
+    ) -> [[__m512i; V]; MR] {
+        let steps = job.seg / KG;
+        let tap_bytes = steps * V * 64;
+        let mut acc = [[_mm512_setzero_si512(); V]; MR];
+        // One pointer per pixel: slices (a pointer and a length each) for eight pixels would
+        // not fit the general registers beside the loop's own.
+        let rows: [*const u8; MR] = std::array::from_fn(|r| job.x[xs[r]..].as_ptr());
+        for (&off, bt) in job.taps.iter().zip(b.chunks_exact(tap_bytes)) {
+            for (i, step) in bt.chunks_exact(V * 64).enumerate() {
+                let mut bv = [_mm512_setzero_si512(); V];
+                for (v, bv) in bv.iter_mut().enumerate() {
+                    *bv = load512(&step[v * 64..]);
+                }
+                for (acc_r, &row) in acc.iter_mut().zip(&rows) {
+                    // SAFETY: `DirectJob::check` asserted `xs[r] + max(taps) + seg <= x.len()`
+                    // for every pixel, and here `off <= max(taps)`, `KG * i + KG <= seg` (`bt`
+                    // holds `seg / KG` steps): the four bytes lie inside `x`.
+                    let a4 = unsafe { row.add(off + KG * i).cast::<i32>().read_unaligned() };
+                    let av = _mm512_set1_epi32(a4);
+                    for (acc, &bv) in acc_r.iter_mut().zip(&bv) {
+                        *acc = _mm512_dpbusd_epi32(*acc, av, bv);
+                    }
+                }
+            }
+        }
+        acc
     }
 
     #[target_feature(enable = "avx2,fma")]
