@@ -365,20 +365,28 @@ impl QuantConv {
         let (hp, wp) = (h + 2 * s.padding, w + 2 * s.padding);
         let (cin_g, cout_g) = (cin / groups, cout / groups);
         let blocks = m.div_ceil(MR);
-        let pixel = |px: usize| {
-            let (img, rest) = (px / (oh * ow), px % (oh * ow));
-            (img, rest / ow, rest % ow)
+        // Pixel `px`'s first tap in `xp` and its place in `y`, pixel by pixel from `p0` on
+        // (no divisions per pixel: they cost as much as the stem's sums).
+        let walk = |p0: usize| {
+            let (img, rest) = (p0 / (oh * ow), p0 % (oh * ow));
+            let (mut img, mut oy, mut ox) = (img, rest / ow, rest % ow);
+            (p0..).map(move |px| {
+                let at = (
+                    px,
+                    ((img * hp + oy * s.stride) * wp + ox * s.stride) * cin,
+                    ((img * ohp + oy + q) * owp + q + ox) * cout,
+                );
+                ox += 1;
+                if ox == ow {
+                    (ox, oy) = (0, oy + 1);
+                    if oy == oh {
+                        (oy, img) = (0, img + 1);
+                    }
+                }
+                at
+            })
         };
-        // Pixel `px`'s first tap in `xp` (pixels past the last read the last one's) and its
-        // place in `y`.
-        let base = |px: usize| {
-            let (img, oy, ox) = pixel(px.min(m - 1));
-            ((img * hp + oy * s.stride) * wp + ox * s.stride) * cin
-        };
-        let place = |px: usize| {
-            let (img, oy, ox) = pixel(px);
-            ((img * ohp + oy + q) * owp + q + ox) * cout
-        };
+        let place = |px: usize| walk(px).next().map_or(0, |(_, _, y)| y);
         let job = |g: usize| {
             let (wg, rq) = self.group(g);
             let b = if direct.rows { self.rows_w.as_i8() } else { wg };
@@ -391,28 +399,41 @@ impl QuantConv {
                 rq,
             }
         };
-        // Runs pixels `p0..p1` of `job` (input channels from `x0`) into `out`, pixel `px` at
-        // `out[at(px)..]`.
+        // Runs pixels `p0..p1` of `job` (input channels from `x0`) into `out`, pixel `px` of
+        // place `y` at `out[at(px, y)..]`.
         let pixels = |job: &DirectJob<'_>,
                       x0: usize,
                       (p0, p1): (usize, usize),
                       out: &mut [u8],
-                      at: &dyn Fn(usize) -> usize| {
+                      at: &dyn Fn(usize, usize) -> usize| {
+            let mut next = walk(p0);
             for b0 in (p0..p1).step_by(MR) {
-                let xs: [usize; MR] = std::array::from_fn(|r| base(b0 + r) + x0);
-                let ys: [usize; MR] = std::array::from_fn(|r| at((b0 + r).min(p1 - 1)));
-                let done = simd::vnni_direct(job, &xs, &ys, MR.min(p1 - b0), out);
+                let len = MR.min(p1 - b0);
+                let (mut xs, mut ys) = ([0; MR], [0; MR]);
+                for (r, (px, xb, yb)) in next.by_ref().take(len).enumerate() {
+                    (xs[r], ys[r]) = (xb + x0, at(px, yb));
+                }
+                // Rows past the last pixel read its input again and are not stored.
+                for r in len..MR {
+                    (xs[r], ys[r]) = (xs[len - 1], ys[len - 1]);
+                }
+                let done = simd::vnni_direct(job, &xs, &ys, len, out);
                 debug_assert!(done, "the VNNI path ran on a CPU without it");
             }
         };
         if Self::by_rows(blocks, threads) {
             // Many pixels: runs of them over the threads, each running every column into the
             // output bytes its pixels own.
-            let per = blocks.div_ceil(4 * threads.max(1)) * MR;
-            let mut parts = Vec::with_capacity(m.div_ceil(per));
+            // Blocks shared out evenly: a few runs per thread, their lengths at most a block
+            // apart.
+            let jobs = blocks.min(4 * threads.max(1));
+            let mut parts = Vec::with_capacity(jobs);
             let (mut rest, mut at) = (&mut y[..], 0);
-            for p0 in (0..m).step_by(per) {
-                let p1 = (p0 + per).min(m);
+            for j in 0..jobs {
+                let (p0, p1) = (
+                    j * blocks / jobs * MR,
+                    ((j + 1) * blocks / jobs * MR).min(m),
+                );
                 let (start, end) = (place(p0), place(p1 - 1) + cout);
                 let (_, tail) = std::mem::take(&mut rest).split_at_mut(start - at);
                 let (mine, tail) = tail.split_at_mut(end - start);
@@ -422,7 +443,7 @@ impl QuantConv {
             }
             parts.into_par_iter().for_each(|(p0, p1, start, out)| {
                 for g in 0..groups {
-                    let at = |px: usize| place(px) - start + g * cout_g;
+                    let at = |_, y: usize| y - start + g * cout_g;
                     pixels(&job(g), g * cin_g, (p0, p1), out, &at);
                 }
             });
@@ -449,14 +470,13 @@ impl QuantConv {
                         ..whole
                     };
                     let mut out = vec![0u8; m * cols];
-                    pixels(&panel, g * cin_g, (0, m), &mut out, &|px| px * cols);
+                    pixels(&panel, g * cin_g, (0, m), &mut out, &|px, _| px * cols);
                     (g * cout_g + c0, cols, out)
                 })
                 .collect();
             for (c0, cols, out) in parts {
-                for (px, orow) in out.chunks_exact(cols).enumerate() {
-                    let at = place(px) + c0;
-                    y[at..at + cols].copy_from_slice(orow);
+                for ((_, _, at), orow) in walk(0).zip(out.chunks_exact(cols)) {
+                    y[at + c0..at + c0 + cols].copy_from_slice(orow);
                 }
             }
         }
