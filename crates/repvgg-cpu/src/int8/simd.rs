@@ -87,7 +87,7 @@ pub(crate) fn avx2_panel(job: &mut PanelJob<'_>) -> bool {
 mod x86 {
     use core::arch::x86_64::*;
 
-    use crate::int8::gemm::{DirectJob, KG, MR, NR, PanelJob, Requant, panel_width, panels};
+    use crate::int8::gemm::{DirectJob, KG, MR, NR, PanelJob, Requant, padded_n, panel_width};
 
     /// Bytes of one step of a packed row block: [`MR`] rows x four steps.
     const A_STEP: usize = MR * KG;
@@ -178,7 +178,12 @@ mod x86 {
                 let z = _mm512_min_ps(_mm512_max_ps(z, zero), top);
                 let q: [u8; 16] = bytemuck::cast(_mm512_cvtepi32_epi8(_mm512_cvtps_epi32(z)));
                 let n = (cols - c0).min(16);
-                c[at + c0..at + c0 + n].copy_from_slice(&q[..n]);
+                if n == 16 {
+                    // A copy of a constant length: one store, not a call.
+                    c[at + c0..at + c0 + 16].copy_from_slice(&q);
+                } else {
+                    c[at + c0..at + c0 + n].copy_from_slice(&q[..n]);
+                }
             }
         }
     }
@@ -193,53 +198,73 @@ mod x86 {
     ) {
         let kp = job.taps.len() * job.seg;
         let b: &[u8] = bytemuck::cast_slice(job.b);
-        let mut col0 = 0;
-        for p in 0..panels(job.n) {
-            let w = panel_width(job.n, p);
-            let bp = &b[col0 * kp..(col0 + w) * kp];
-            let rq = Requant {
-                comp: &job.rq.comp[col0..col0 + w],
-                mult: &job.rq.mult[col0..col0 + w],
-                add: &job.rq.add[col0..col0 + w],
+        // Vector `j` holds columns `16 j..16 j + 16`: half `j % 2` of panel `j / 2` (panels
+        // before the last are NR wide), `4 x width` bytes a step.
+        let vector = |j: usize| {
+            let (p, w) = (j / 2, panel_width(job.n, j / 2));
+            let panel = &b[p * NR * kp..(p * NR + w) * kp];
+            (&panel[(j % 2) * 64..], w * KG)
+        };
+        let nv = padded_n(job.n) / 16;
+        let mut j = 0;
+        while j < nv {
+            // Three vectors at a time (24 accumulators), the rest in twos.
+            let v = match nv - j {
+                3.. if nv - j != 4 => 3,
+                1 => 1,
+                _ => 2,
             };
-            let c0 = p * NR;
-            let cols = (job.n - c0).min(w);
+            let c0 = 16 * j;
+            let cols = job.n - c0;
+            let rq = Requant {
+                comp: &job.rq.comp[c0..],
+                mult: &job.rq.mult[c0..],
+                add: &job.rq.add[c0..],
+            };
             let at: [usize; MR] = std::array::from_fn(|r| ys[r] + c0);
-            if w == NR {
-                let acc = direct_sums::<2>(job, xs, bp);
-                store::<2>(&acc, &at, len, cols, &rq, y);
-            } else {
-                let acc = direct_sums::<1>(job, xs, bp);
-                store::<1>(&acc, &at, len, cols, &rq, y);
+            match v {
+                3 => {
+                    let acc = direct_sums::<3>(job, xs, [vector(j), vector(j + 1), vector(j + 2)]);
+                    store::<3>(&acc, &at, len, cols, &rq, y);
+                }
+                2 => {
+                    let acc = direct_sums::<2>(job, xs, [vector(j), vector(j + 1)]);
+                    store::<2>(&acc, &at, len, cols, &rq, y);
+                }
+                _ => {
+                    let acc = direct_sums::<1>(job, xs, [vector(j)]);
+                    store::<1>(&acc, &at, len, cols, &rq, y);
+                }
             }
-            col0 += w;
+            j += v;
         }
     }
 
-    /// The sums of [`MR`] pixels times one panel of `V` vectors of 16 columns (`b`).
+    /// The sums of [`MR`] pixels times `V` vectors of 16 columns, each given by its first
+    /// step's bytes and the bytes between two steps.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
     fn direct_sums<const V: usize>(
         job: &DirectJob<'_>,
         xs: &[usize; MR],
-        b: &[u8],
+        vecs: [(&[u8], usize); V],
     ) -> [[__m512i; V]; MR] {
         let steps = job.seg / KG;
-        let tap_bytes = steps * V * 64;
         let mut acc = [[_mm512_setzero_si512(); V]; MR];
         // One pointer per pixel: slices (a pointer and a length each) for eight pixels would
         // not fit the general registers beside the loop's own.
         let rows: [*const u8; MR] = std::array::from_fn(|r| job.x[xs[r]..].as_ptr());
-        for (&off, bt) in job.taps.iter().zip(b.chunks_exact(tap_bytes)) {
-            for (i, step) in bt.chunks_exact(V * 64).enumerate() {
+        for (t, &off) in job.taps.iter().enumerate() {
+            for i in 0..steps {
+                let step = t * steps + i;
                 let mut bv = [_mm512_setzero_si512(); V];
-                for (v, bv) in bv.iter_mut().enumerate() {
-                    *bv = load512(&step[v * 64..]);
+                for (bv, &(b, sb)) in bv.iter_mut().zip(&vecs) {
+                    *bv = load512(&b[step * sb..]);
                 }
                 for (acc_r, &row) in acc.iter_mut().zip(&rows) {
                     // SAFETY: `DirectJob::check` asserted `xs[r] + max(taps) + seg <= x.len()`
-                    // for every pixel, and here `off <= max(taps)`, `KG * i + KG <= seg` (`bt`
-                    // holds `seg / KG` steps): the four bytes lie inside `x`.
+                    // for every pixel, and here `off <= max(taps)`, `KG * i + KG <= seg`: the
+                    // four bytes lie inside `x`.
                     let a4 = unsafe { row.add(off + KG * i).cast::<i32>().read_unaligned() };
                     let av = _mm512_set1_epi32(a4);
                     for (acc, &bv) in acc_r.iter_mut().zip(&bv) {
