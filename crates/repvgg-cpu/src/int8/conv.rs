@@ -17,6 +17,9 @@ use crate::int8::gemm::{
 use crate::int8::simd;
 use crate::tiled::{self, AmxMode, TileConv};
 
+/// Blocks of [`MR`] pixels one call of the VNNI direct kernel runs.
+const RUN: usize = 4;
+
 /// Bytes of im2col rows one chunk gathers (they stay in L2 while every panel reads them).
 const COL_BYTES: usize = 48 * 1024;
 
@@ -407,17 +410,19 @@ impl QuantConv {
                       out: &mut [u8],
                       at: &dyn Fn(usize, usize) -> usize| {
             let mut next = walk(p0);
-            for b0 in (p0..p1).step_by(MR) {
-                let len = MR.min(p1 - b0);
-                let (mut xs, mut ys) = ([0; MR], [0; MR]);
-                for (r, (px, xb, yb)) in next.by_ref().take(len).enumerate() {
-                    (xs[r], ys[r]) = (xb + x0, at(px, yb));
+            for r0 in (p0..p1).step_by(RUN * MR) {
+                let count = (RUN * MR).min(p1 - r0);
+                let nb = count.div_ceil(MR);
+                let (mut xs, mut ys) = ([[0; MR]; RUN], [[0; MR]; RUN]);
+                for (i, (px, xb, yb)) in next.by_ref().take(count).enumerate() {
+                    (xs[i / MR][i % MR], ys[i / MR][i % MR]) = (xb + x0, at(px, yb));
                 }
                 // Rows past the last pixel read its input again and are not stored.
+                let len = count - (nb - 1) * MR;
                 for r in len..MR {
-                    (xs[r], ys[r]) = (xs[len - 1], ys[len - 1]);
+                    (xs[nb - 1][r], ys[nb - 1][r]) = (xs[nb - 1][len - 1], ys[nb - 1][len - 1]);
                 }
-                let done = simd::vnni_direct(job, &xs, &ys, len, out);
+                let done = simd::vnni_direct(job, &xs[..nb], &ys[..nb], len, out);
                 debug_assert!(done, "the VNNI path ran on a CPU without it");
             }
         };

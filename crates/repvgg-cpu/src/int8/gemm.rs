@@ -296,9 +296,10 @@ pub(crate) struct DirectJob<'a> {
 }
 
 impl DirectJob<'_> {
-    /// Panics unless every byte the kernels read for pixels at `xs` and write for the first
-    /// `len` of them at `ys` lies inside the slices.
-    pub(crate) fn check(&self, xs: &[usize; MR], ys: &[usize; MR], len: usize, y_len: usize) {
+    /// Panics unless every byte the kernels read for the blocks of pixels at `xs` and write
+    /// for them at `ys` (all pixels of every block but the last, its first `len`) lies inside
+    /// the slices.
+    pub(crate) fn check(&self, xs: &[[usize; MR]], ys: &[[usize; MR]], len: usize, y_len: usize) {
         assert!(
             self.seg > 0 && self.seg.is_multiple_of(KG),
             "segment of {} bytes",
@@ -315,12 +316,19 @@ impl DirectJob<'_> {
             self.rq.comp.len() >= np && self.rq.mult.len() >= np && self.rq.add.len() >= np,
             "requantization shorter than the columns"
         );
+        assert!(
+            !xs.is_empty() && xs.len() == ys.len(),
+            "{} blocks of inputs for {} of outputs",
+            xs.len(),
+            ys.len()
+        );
         assert!(len > 0 && len <= MR, "{len} rows in a block");
         let span = self.taps.iter().max().copied().unwrap_or(0) + self.seg;
-        for &x in xs {
+        for &x in xs.iter().flatten() {
             assert!(x + span <= self.x.len(), "pixel read past the input");
         }
-        for &y in &ys[..len] {
+        let stored = (ys.len() - 1) * MR + len;
+        for &y in ys.iter().flatten().take(stored) {
             assert!(y + self.n <= y_len, "pixel written past the output");
         }
     }
@@ -520,7 +528,7 @@ mod tests {
             if case == 8 {
                 xs[3] = 93;
             }
-            let res = std::panic::catch_unwind(|| job.check(&xs, &ys, len, y_len));
+            let res = std::panic::catch_unwind(|| job.check(&[xs], &[ys], len, y_len));
             res.err().map(|e| {
                 e.downcast_ref::<String>()
                     .cloned()

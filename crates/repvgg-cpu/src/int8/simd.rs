@@ -48,12 +48,12 @@ pub(crate) fn vnni_panel(job: &mut PanelJob<'_>) -> bool {
     false
 }
 
-/// Runs one block of a direct conv (`xs`, `ys`, `len`: [`DirectJob`]) with AVX-512 VNNI into
-/// `y`; `false` (nothing done) on a CPU without it.
+/// Runs blocks of a direct conv (`xs`, `ys`, `len`: [`DirectJob::check`]) with AVX-512 VNNI
+/// into `y`; `false` (nothing done) on a CPU without it.
 pub(crate) fn vnni_direct(
     job: &DirectJob<'_>,
-    xs: &[usize; MR],
-    ys: &[usize; MR],
+    xs: &[[usize; MR]],
+    ys: &[[usize; MR]],
     len: usize,
     y: &mut [u8],
 ) -> bool {
@@ -191,8 +191,8 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) fn vnni_direct(
         job: &DirectJob<'_>,
-        xs: &[usize; MR],
-        ys: &[usize; MR],
+        xs: &[[usize; MR]],
+        ys: &[[usize; MR]],
         len: usize,
         y: &mut [u8],
     ) {
@@ -206,6 +206,7 @@ mod x86 {
             (&panel[(j % 2) * 64..], w * KG)
         };
         let nv = padded_n(job.n) / 16;
+        let last = xs.len() - 1;
         let mut j = 0;
         while j < nv {
             // Three vectors at a time (24 accumulators), the rest in twos.
@@ -221,19 +222,24 @@ mod x86 {
                 mult: &job.rq.mult[c0..],
                 add: &job.rq.add[c0..],
             };
-            let at: [usize; MR] = std::array::from_fn(|r| ys[r] + c0);
-            match v {
-                3 => {
-                    let acc = direct_sums::<3>(job, xs, [vector(j), vector(j + 1), vector(j + 2)]);
-                    store::<3>(&acc, &at, len, cols, &rq, y);
-                }
-                2 => {
-                    let acc = direct_sums::<2>(job, xs, [vector(j), vector(j + 1)]);
-                    store::<2>(&acc, &at, len, cols, &rq, y);
-                }
-                _ => {
-                    let acc = direct_sums::<1>(job, xs, [vector(j)]);
-                    store::<1>(&acc, &at, len, cols, &rq, y);
+            // Each block in turn with this vector's weights (in L1 for short sums).
+            for (bi, (xb, yb)) in xs.iter().zip(ys).enumerate() {
+                let at: [usize; MR] = std::array::from_fn(|r| yb[r] + c0);
+                let rows = if bi == last { len } else { MR };
+                match v {
+                    3 => {
+                        let vecs = [vector(j), vector(j + 1), vector(j + 2)];
+                        let acc = direct_sums::<3>(job, xb, vecs);
+                        store::<3>(&acc, &at, rows, cols, &rq, y);
+                    }
+                    2 => {
+                        let acc = direct_sums::<2>(job, xb, [vector(j), vector(j + 1)]);
+                        store::<2>(&acc, &at, rows, cols, &rq, y);
+                    }
+                    _ => {
+                        let acc = direct_sums::<1>(job, xb, [vector(j)]);
+                        store::<1>(&acc, &at, rows, cols, &rq, y);
+                    }
                 }
             }
             j += v;
