@@ -400,6 +400,7 @@ impl QuantConv {
                 b,
                 n: cout_g,
                 rq,
+                cols: 0..cout_g,
             }
         };
         // Runs pixels `p0..p1` of `job` (input channels from `x0`) into `out`, pixel `px` of
@@ -453,30 +454,21 @@ impl QuantConv {
                 }
             });
         } else {
-            // Few pixels (late layers at small batches): the panels split over the threads, so
-            // that each weight byte is read once per run; each writes its own block.
-            let np = gemm::panels(cout_g);
-            let kp = direct.taps.len() * direct.seg;
-            let parts: Vec<(usize, usize, Vec<u8>)> = (0..groups * np)
+            // Few pixels (late layers at small batches): the columns split over the threads in
+            // runs of three vectors, so that each weight byte is read once per run; each job
+            // writes its own block.
+            const SPLIT: usize = 48;
+            let per = cout_g.div_ceil(SPLIT);
+            let parts: Vec<(usize, usize, Vec<u8>)> = (0..groups * per)
                 .into_par_iter()
-                .map(|jp| {
-                    let (g, p) = (jp / np, jp % np);
-                    let whole = job(g);
-                    let (c0, wd) = (p * gemm::NR, gemm::panel_width(cout_g, p));
-                    let cols = wd.min(cout_g - c0);
-                    let panel = DirectJob {
-                        b: &whole.b[c0 * kp..(c0 + wd) * kp],
-                        n: cols,
-                        rq: Requant {
-                            comp: &whole.rq.comp[c0..c0 + wd],
-                            mult: &whole.rq.mult[c0..c0 + wd],
-                            add: &whole.rq.add[c0..c0 + wd],
-                        },
-                        ..whole
-                    };
-                    let mut out = vec![0u8; m * cols];
-                    pixels(&panel, g * cin_g, (0, m), &mut out, &|px, _| px * cols);
-                    (g * cout_g + c0, cols, out)
+                .map(|jc| {
+                    let (g, c0) = (jc / per, jc % per * SPLIT);
+                    let cols = c0..(c0 + SPLIT).min(cout_g);
+                    let width = cols.len();
+                    let mut out = vec![0u8; m * width];
+                    let part = DirectJob { cols, ..job(g) };
+                    pixels(&part, g * cin_g, (0, m), &mut out, &|px, _| px * width);
+                    (g * cout_g + c0, width, out)
                 })
                 .collect();
             for (c0, cols, out) in parts {

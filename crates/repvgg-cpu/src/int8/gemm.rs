@@ -293,6 +293,8 @@ pub(crate) struct DirectJob<'a> {
     pub n: usize,
     /// [`padded_n`]`(n)` values each.
     pub rq: Requant<'a>,
+    /// The columns to compute (from a multiple of 16), stored from each pixel's place on.
+    pub cols: std::ops::Range<usize>,
 }
 
 impl DirectJob<'_> {
@@ -323,13 +325,24 @@ impl DirectJob<'_> {
             ys.len()
         );
         assert!(len > 0 && len <= MR, "{len} rows in a block");
+        assert!(
+            self.cols.start.is_multiple_of(16)
+                && self.cols.start < self.cols.end
+                && self.cols.end <= self.n,
+            "columns {:?} of {}",
+            self.cols,
+            self.n
+        );
         let span = self.taps.iter().max().copied().unwrap_or(0) + self.seg;
         for &x in xs.iter().flatten() {
             assert!(x + span <= self.x.len(), "pixel read past the input");
         }
         let stored = (ys.len() - 1) * MR + len;
         for &y in ys.iter().flatten().take(stored) {
-            assert!(y + self.n <= y_len, "pixel written past the output");
+            assert!(
+                y + self.cols.len() <= y_len,
+                "pixel written past the output"
+            );
         }
     }
 }
@@ -517,6 +530,12 @@ mod tests {
                     mult: &mult,
                     add: &add,
                 },
+                cols: match case {
+                    9 => 8..n,
+                    10 => 16..n + 1,
+                    11 => 16..16,
+                    _ => 0..n,
+                },
             };
             let len = match case {
                 5 => 0,
@@ -546,6 +565,9 @@ mod tests {
             (6, "9 rows"),
             (7, "written past the output"),
             (8, "read past the input"),
+            (9, "columns 8..20"),
+            (10, "columns 16..21"),
+            (11, "columns 16..16"),
         ];
         for (case, want) in wants {
             let got = run(case).unwrap_or_else(|| panic!("case {case} passed the check"));

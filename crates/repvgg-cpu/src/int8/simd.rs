@@ -87,7 +87,7 @@ pub(crate) fn avx2_panel(job: &mut PanelJob<'_>) -> bool {
 mod x86 {
     use core::arch::x86_64::*;
 
-    use crate::int8::gemm::{DirectJob, KG, MR, NR, PanelJob, Requant, padded_n, panel_width};
+    use crate::int8::gemm::{DirectJob, KG, MR, NR, PanelJob, Requant, panel_width};
 
     /// Bytes of one step of a packed row block: [`MR`] rows x four steps.
     const A_STEP: usize = MR * KG;
@@ -205,9 +205,9 @@ mod x86 {
             let panel = &b[p * NR * kp..(p * NR + w) * kp];
             (&panel[(j % 2) * 64..], w * KG)
         };
-        let nv = padded_n(job.n) / 16;
+        let (j0, nv) = (job.cols.start / 16, job.cols.end.div_ceil(16));
         let last = xs.len() - 1;
-        let mut j = 0;
+        let mut j = j0;
         while j < nv {
             // Three vectors at a time (24 accumulators), the rest in twos.
             let v = match nv - j {
@@ -216,7 +216,7 @@ mod x86 {
                 _ => 2,
             };
             let c0 = 16 * j;
-            let cols = job.n - c0;
+            let cols = job.cols.end - c0;
             let rq = Requant {
                 comp: &job.rq.comp[c0..],
                 mult: &job.rq.mult[c0..],
@@ -224,7 +224,7 @@ mod x86 {
             };
             // Each block in turn with this vector's weights (in L1 for short sums).
             for (bi, (xb, yb)) in xs.iter().zip(ys).enumerate() {
-                let at: [usize; MR] = std::array::from_fn(|r| yb[r] + c0);
+                let at: [usize; MR] = std::array::from_fn(|r| yb[r] + c0 - job.cols.start);
                 let rows = if bi == last { len } else { MR };
                 match v {
                     3 => {
