@@ -58,6 +58,7 @@ pub mod bf16;
 mod bf16_simd;
 mod builder;
 mod conv;
+mod direct;
 mod elementwise;
 mod error;
 mod gemm;

@@ -9,6 +9,7 @@ use repvgg_math::ConvSpec;
 
 use crate::aligned::AlignedBytes;
 use crate::amx::Epilogue;
+use crate::direct::{self, DirectConv, Reads};
 use crate::error::{CpuError, Result};
 use crate::int8::ActQuant;
 use crate::int8::gemm::{
@@ -16,9 +17,6 @@ use crate::int8::gemm::{
 };
 use crate::int8::simd;
 use crate::tiled::{self, AmxMode, TileConv};
-
-/// Blocks of [`MR`] pixels one call of the VNNI direct kernel runs.
-const RUN: usize = 4;
 
 /// Bytes of im2col rows one chunk gathers (they stay in L2 while every panel reads them).
 const COL_BYTES: usize = 48 * 1024;
@@ -276,31 +274,6 @@ impl QuantConv {
         Ok(())
     }
 
-    /// How the VNNI path reads this conv straight from its input stored with its padding
-    /// (rows of `wp` pixels), or `None` when it gathers im2col rows instead (grouped convs whose
-    /// groups' channels are not whole groups of four).
-    fn direct(&self, wp: usize) -> Option<Direct> {
-        let s = &self.spec;
-        let (k, cin) = (s.kernel_size, s.in_channels);
-        let cin_g = cin / s.groups;
-        if cin_g.is_multiple_of(KG) {
-            // Tap by tap, a group's channels at a time: the order of the packed steps.
-            Some(Direct {
-                taps: (0..k * k).map(|t| ((t / k) * wp + t % k) * cin).collect(),
-                seg: cin_g,
-                rows: false,
-            })
-        } else {
-            // Kernel row by kernel row (the stem's 3 x 3 channels): a row's taps are `k x in`
-            // consecutive bytes, read `kc` at a time; the bytes past them meet zero weights.
-            tiled::rows_kc(s, 1).map(|kc| Direct {
-                taps: (0..k).map(|ky| ky * wp * cin).collect(),
-                seg: kc,
-                rows: true,
-            })
-        }
-    }
-
     /// Whether a run on `kernel` reads its input stored with its padding
     /// ([`Self::padded_len`], [`Self::run_padded`]): on the AMX tiles, or straight from the
     /// input on VNNI.
@@ -308,7 +281,7 @@ impl QuantConv {
         match kernel {
             Int8Kernel::Amx if self.amx_mode().is_some() => true,
             Int8Kernel::Amx | Int8Kernel::Avx512Vnni => {
-                simd::has_vnni() && self.direct(1).is_some()
+                simd::has_vnni() && Reads::of(&self.spec, 1, 1).is_some()
             }
             _ => false,
         }
@@ -338,146 +311,14 @@ impl QuantConv {
             return tiled::run_padded(self, xp, n, h, w, y, q, threads);
         }
         let s = &self.spec;
-        let direct = match self.direct(w + 2 * s.padding) {
-            Some(d) if self.reads_padded(kernel) => d,
-            _ => {
-                return Err(CpuError::Invalid(format!(
-                    "the int8 {kernel} kernel does not read padded inputs for this conv"
-                )));
+        match Reads::of(s, 1, w + 2 * s.padding) {
+            Some(reads) if self.reads_padded(kernel) => {
+                direct::run_padded(self, &reads, xp, (n, h, w), y, q, threads)
             }
-        };
-        let (oh, ow) = s.output_size(h, w)?;
-        let (ohp, owp) = (oh + 2 * q, ow + 2 * q);
-        let (cin, cout, groups) = (s.in_channels, s.out_channels, s.groups);
-        for (what, len, want) in [
-            ("input", xp.len(), self.padded_len(n, h, w)),
-            ("output", y.len(), n * ohp * owp * cout),
-        ] {
-            if len < want {
-                return Err(CpuError::Shape {
-                    what: format!("padded int8 convolution {what}"),
-                    expected: vec![want],
-                    found: vec![len],
-                });
-            }
+            _ => Err(CpuError::Invalid(format!(
+                "the int8 {kernel} kernel does not read padded inputs for this conv"
+            ))),
         }
-        let m = n * oh * ow;
-        if m == 0 {
-            return Ok(());
-        }
-        let (hp, wp) = (h + 2 * s.padding, w + 2 * s.padding);
-        let (cin_g, cout_g) = (cin / groups, cout / groups);
-        let blocks = m.div_ceil(MR);
-        // Pixel `px`'s first tap in `xp` and its place in `y`, pixel by pixel from `p0` on
-        // (no divisions per pixel: they cost as much as the stem's sums).
-        let walk = |p0: usize| {
-            let (img, rest) = (p0 / (oh * ow), p0 % (oh * ow));
-            let (mut img, mut oy, mut ox) = (img, rest / ow, rest % ow);
-            (p0..).map(move |px| {
-                let at = (
-                    px,
-                    ((img * hp + oy * s.stride) * wp + ox * s.stride) * cin,
-                    ((img * ohp + oy + q) * owp + q + ox) * cout,
-                );
-                ox += 1;
-                if ox == ow {
-                    (ox, oy) = (0, oy + 1);
-                    if oy == oh {
-                        (oy, img) = (0, img + 1);
-                    }
-                }
-                at
-            })
-        };
-        let place = |px: usize| walk(px).next().map_or(0, |(_, _, y)| y);
-        let job = |g: usize| {
-            let (wg, rq) = self.group(g);
-            let b = if direct.rows { self.rows_w.as_i8() } else { wg };
-            DirectJob {
-                x: xp,
-                taps: &direct.taps,
-                seg: direct.seg,
-                b,
-                n: cout_g,
-                rq,
-                cols: 0..cout_g,
-            }
-        };
-        // Runs pixels `p0..p1` of `job` (input channels from `x0`) into `out`, pixel `px` of
-        // place `y` at `out[at(px, y)..]`.
-        let pixels = |job: &DirectJob<'_>,
-                      x0: usize,
-                      (p0, p1): (usize, usize),
-                      out: &mut [u8],
-                      at: &dyn Fn(usize, usize) -> usize| {
-            let mut next = walk(p0);
-            for r0 in (p0..p1).step_by(RUN * MR) {
-                let count = (RUN * MR).min(p1 - r0);
-                let nb = count.div_ceil(MR);
-                let (mut xs, mut ys) = ([[0; MR]; RUN], [[0; MR]; RUN]);
-                for (i, (px, xb, yb)) in next.by_ref().take(count).enumerate() {
-                    (xs[i / MR][i % MR], ys[i / MR][i % MR]) = (xb + x0, at(px, yb));
-                }
-                // Rows past the last pixel read its input again and are not stored.
-                let len = count - (nb - 1) * MR;
-                for r in len..MR {
-                    (xs[nb - 1][r], ys[nb - 1][r]) = (xs[nb - 1][len - 1], ys[nb - 1][len - 1]);
-                }
-                let done = simd::vnni_direct(job, &xs[..nb], &ys[..nb], len, out);
-                debug_assert!(done, "the VNNI path ran on a CPU without it");
-            }
-        };
-        if Self::by_rows(blocks, threads) {
-            // Many pixels: runs of them over the threads, each running every column into the
-            // output bytes its pixels own.
-            // Blocks shared out evenly: a few runs per thread, their lengths at most a block
-            // apart.
-            let jobs = blocks.min(4 * threads.max(1));
-            let mut parts = Vec::with_capacity(jobs);
-            let (mut rest, mut at) = (&mut y[..], 0);
-            for j in 0..jobs {
-                let (p0, p1) = (
-                    j * blocks / jobs * MR,
-                    ((j + 1) * blocks / jobs * MR).min(m),
-                );
-                let (start, end) = (place(p0), place(p1 - 1) + cout);
-                let (_, tail) = std::mem::take(&mut rest).split_at_mut(start - at);
-                let (mine, tail) = tail.split_at_mut(end - start);
-                rest = tail;
-                at = end;
-                parts.push((p0, p1, start, mine));
-            }
-            parts.into_par_iter().for_each(|(p0, p1, start, out)| {
-                for g in 0..groups {
-                    let at = |_, y: usize| y - start + g * cout_g;
-                    pixels(&job(g), g * cin_g, (p0, p1), out, &at);
-                }
-            });
-        } else {
-            // Few pixels (late layers at small batches): the columns split over the threads in
-            // runs of three vectors, so that each weight byte is read once per run; each job
-            // writes its own block.
-            const SPLIT: usize = 48;
-            let per = cout_g.div_ceil(SPLIT);
-            let parts: Vec<(usize, usize, Vec<u8>)> = (0..groups * per)
-                .into_par_iter()
-                .map(|jc| {
-                    let (g, c0) = (jc / per, jc % per * SPLIT);
-                    let cols = c0..(c0 + SPLIT).min(cout_g);
-                    let width = cols.len();
-                    let mut out = vec![0u8; m * width];
-                    let part = DirectJob { cols, ..job(g) };
-                    pixels(&part, g * cin_g, (0, m), &mut out, &|px, _| px * width);
-                    (g * cout_g + c0, width, out)
-                })
-                .collect();
-            for (c0, cols, out) in parts {
-                for ((_, _, at), orow) in walk(0).zip(out.chunks_exact(cols)) {
-                    y[at + c0..at + c0 + cols].copy_from_slice(orow);
-                }
-            }
-        }
-        Ok(())
     }
 
     /// How the AMX path runs this conv, or `None` when it does not (grouped convs whose
@@ -634,13 +475,41 @@ impl TileConv for QuantConv {
     }
 }
 
-/// How the VNNI path reads a conv's padded input ([`QuantConv::direct`]): each segment's byte
-/// offset from a pixel's first tap, the bytes of a segment, and whether the weights are the
-/// kernel rows' matrix.
-struct Direct {
-    taps: Vec<usize>,
-    seg: usize,
-    rows: bool,
+impl DirectConv for QuantConv {
+    const ELEM: usize = 1;
+    const NAME: &'static str = "int8";
+
+    fn spec(&self) -> &ConvSpec {
+        &self.spec
+    }
+
+    fn padded_len(&self, n: usize, h: usize, w: usize) -> usize {
+        tiled::padded_len(self, n, h, w)
+    }
+
+    fn blocks(
+        &self,
+        reads: &Reads,
+        xp: &[u8],
+        g: usize,
+        cols: std::ops::Range<usize>,
+        xs: &[[usize; MR]],
+        ys: &[[usize; MR]],
+        len: usize,
+        out: &mut [u8],
+    ) -> bool {
+        let (wg, rq) = self.group(g);
+        let job = DirectJob {
+            x: xp,
+            taps: &reads.taps,
+            seg: reads.seg,
+            b: if reads.rows { self.rows_w.as_i8() } else { wg },
+            n: self.spec.out_channels / self.spec.groups,
+            rq,
+            cols,
+        };
+        simd::vnni_direct(&job, xs, ys, len, out)
+    }
 }
 
 struct Geo {

@@ -1,0 +1,228 @@
+//! The safe half of the vector convs that read their input in place (AVX-512 VNNI for int8,
+//! AVX512-BF16 for bf16), shared by both: how a conv reads its padded input ([`Reads`]), the
+//! walk over output pixels in blocks of [`MR`], and the split over threads. Everything counts
+//! bytes (a value is [`DirectConv::ELEM`] bytes), as [`crate::tiled`] does for the AMX tiles.
+//!
+//! Each pixel of a block has its own first tap in the input, so a block may run across output
+//! rows and images: no pixel is computed twice and no block is short but the last.
+
+use rayon::prelude::*;
+use repvgg_math::ConvSpec;
+
+use crate::error::{CpuError, Result};
+
+/// Output pixels of a block: one register row each.
+pub(crate) const MR: usize = 8;
+
+/// Blocks one call of [`DirectConv::blocks`] takes (each vector of weights runs over all of
+/// them before the next).
+const RUN: usize = 4;
+
+/// Output columns per job when the columns are split over the threads (three vectors of 16).
+const SPLIT: usize = 48;
+
+/// How a conv reads its input stored with its padding: a pixel's sum runs over `taps`
+/// segments of `seg` bytes (a multiple of four), segment `t` at byte `taps[t]` from the
+/// pixel's first tap, in the order of the packed weights' steps. With `rows`, the segments are
+/// kernel rows (`k` taps of `in` channels, consecutive values, the bytes past them meeting
+/// zero weights) and the weights are the kernel rows' matrix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reads {
+    pub taps: Vec<usize>,
+    pub seg: usize,
+    pub rows: bool,
+}
+
+impl Reads {
+    /// How a conv of `spec` with values of `elem` bytes reads an input of `wp` padded columns:
+    /// tap by tap when a group's channels are whole groups of four bytes, else (one group)
+    /// kernel row by kernel row; `None` for grouped convs of other channel counts.
+    pub(crate) fn of(spec: &ConvSpec, elem: usize, wp: usize) -> Option<Self> {
+        let (k, cin) = (spec.kernel_size, spec.in_channels);
+        let run = cin / spec.groups * elem;
+        if run.is_multiple_of(4) {
+            Some(Self {
+                taps: (0..k * k)
+                    .map(|t| ((t / k) * wp + t % k) * cin * elem)
+                    .collect(),
+                seg: run,
+                rows: false,
+            })
+        } else {
+            crate::tiled::rows_kc(spec, elem).map(|kc| Self {
+                taps: (0..k).map(|ky| ky * wp * cin * elem).collect(),
+                seg: kc,
+                rows: true,
+            })
+        }
+    }
+
+    /// Bytes of one packed weight column: every segment.
+    pub(crate) fn kp(&self) -> usize {
+        self.taps.len() * self.seg
+    }
+}
+
+/// A conv the direct vector kernels run.
+pub(crate) trait DirectConv: Sync {
+    /// Bytes of one activation value (input and output).
+    const ELEM: usize;
+    /// What the run's error messages call the conv ("int8", "bf16").
+    const NAME: &'static str;
+    /// The conv's channels, kernel, stride, padding and groups.
+    fn spec(&self) -> &ConvSpec;
+    /// Bytes of the padded input for `n x h x w` (with the slack the last segments read).
+    fn padded_len(&self, n: usize, h: usize, w: usize) -> usize;
+    /// Runs blocks of pixels of group `g`, output columns `cols` of the group: block `b`'s
+    /// pixel `r` reads `xp` from byte `xs[b][r]` on as `reads` says and stores its columns
+    /// from byte `ys[b][r]` of `out` on; every pixel of every block but the last, of the last
+    /// the first `len`. `false` when the CPU lacks the kernel (nothing done).
+    #[allow(clippy::too_many_arguments)]
+    fn blocks(
+        &self,
+        reads: &Reads,
+        xp: &[u8],
+        g: usize,
+        cols: std::ops::Range<usize>,
+        xs: &[[usize; MR]],
+        ys: &[[usize; MR]],
+        len: usize,
+        out: &mut [u8],
+    ) -> bool;
+}
+
+/// Runs `conv` on `xp`, its input stored with its padding (the border and the slack holding
+/// the input's zero value), into `y` stored with a border of `q` pixels (`n x (oh + 2q) x
+/// (ow + 2q) x out` values; the border is not written), reading as `reads` says.
+///
+/// # Errors
+/// [`CpuError::Shape`] when `xp` or `y` are too short.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_padded<T: DirectConv>(
+    conv: &T,
+    reads: &Reads,
+    xp: &[u8],
+    (n, h, w): (usize, usize, usize),
+    y: &mut [u8],
+    q: usize,
+    threads: usize,
+) -> Result<()> {
+    let s = conv.spec();
+    let e = T::ELEM;
+    let (oh, ow) = s.output_size(h, w)?;
+    let (ohp, owp) = (oh + 2 * q, ow + 2 * q);
+    let (cin, cout, groups) = (s.in_channels, s.out_channels, s.groups);
+    for (what, len, want) in [
+        ("input", xp.len(), conv.padded_len(n, h, w)),
+        ("output", y.len(), n * ohp * owp * cout * e),
+    ] {
+        if len < want {
+            return Err(CpuError::Shape {
+                what: format!("padded {} convolution {what}", T::NAME),
+                expected: vec![want],
+                found: vec![len],
+            });
+        }
+    }
+    let m = n * oh * ow;
+    if m == 0 {
+        return Ok(());
+    }
+    let (hp, wp) = (h + 2 * s.padding, w + 2 * s.padding);
+    let (cin_g, cout_g) = (cin / groups, cout / groups);
+    let blocks = m.div_ceil(MR);
+    // Pixel `px`'s first tap in `xp` and its place in `y`, pixel by pixel from `p0` on (no
+    // divisions per pixel: they cost as much as the stem's sums).
+    let walk = |p0: usize| {
+        let (img, rest) = (p0 / (oh * ow), p0 % (oh * ow));
+        let (mut img, mut oy, mut ox) = (img, rest / ow, rest % ow);
+        (p0..).map(move |px| {
+            let at = (
+                px,
+                ((img * hp + oy * s.stride) * wp + ox * s.stride) * cin * e,
+                ((img * ohp + oy + q) * owp + q + ox) * cout * e,
+            );
+            ox += 1;
+            if ox == ow {
+                (ox, oy) = (0, oy + 1);
+                if oy == oh {
+                    (oy, img) = (0, img + 1);
+                }
+            }
+            at
+        })
+    };
+    let place = |px: usize| walk(px).next().map_or(0, |(_, _, y)| y);
+    // Runs pixels `p0..p1` of group `g`, columns `cols`, into `out`, pixel `px` of place `y`
+    // at `out[at(px, y)..]`.
+    let pixels = |g: usize,
+                  cols: std::ops::Range<usize>,
+                  (p0, p1): (usize, usize),
+                  out: &mut [u8],
+                  at: &dyn Fn(usize, usize) -> usize| {
+        let x0 = g * cin_g * e;
+        let mut next = walk(p0);
+        for r0 in (p0..p1).step_by(RUN * MR) {
+            let count = (RUN * MR).min(p1 - r0);
+            let nb = count.div_ceil(MR);
+            let (mut xs, mut ys) = ([[0; MR]; RUN], [[0; MR]; RUN]);
+            for (i, (px, xb, yb)) in next.by_ref().take(count).enumerate() {
+                (xs[i / MR][i % MR], ys[i / MR][i % MR]) = (xb + x0, at(px, yb));
+            }
+            // Rows past the last pixel read its input again and are not stored.
+            let len = count - (nb - 1) * MR;
+            for r in len..MR {
+                (xs[nb - 1][r], ys[nb - 1][r]) = (xs[nb - 1][len - 1], ys[nb - 1][len - 1]);
+            }
+            let done = conv.blocks(reads, xp, g, cols.clone(), &xs[..nb], &ys[..nb], len, out);
+            debug_assert!(done, "the {} vector path ran on a CPU without it", T::NAME);
+        }
+    };
+    if blocks >= 4 * threads.max(1) || threads <= 1 {
+        // Many pixels: runs of them over the threads, each running every column into the
+        // output bytes its pixels own; blocks shared out evenly, a few runs per thread.
+        let jobs = blocks.min(4 * threads.max(1));
+        let mut parts = Vec::with_capacity(jobs);
+        let (mut rest, mut at) = (&mut y[..], 0);
+        for j in 0..jobs {
+            let (p0, p1) = (
+                j * blocks / jobs * MR,
+                ((j + 1) * blocks / jobs * MR).min(m),
+            );
+            let (start, end) = (place(p0), place(p1 - 1) + cout * e);
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut(start - at);
+            let (mine, tail) = tail.split_at_mut(end - start);
+            rest = tail;
+            at = end;
+            parts.push((p0, p1, start, mine));
+        }
+        parts.into_par_iter().for_each(|(p0, p1, start, out)| {
+            for g in 0..groups {
+                let at = |_, y: usize| y - start + g * cout_g * e;
+                pixels(g, 0..cout_g, (p0, p1), out, &at);
+            }
+        });
+    } else {
+        // Few pixels (late layers at small batches): the columns split over the threads in
+        // runs of three vectors, so that each weight byte is read once per run; each job
+        // writes its own block, copied into place after.
+        let per = cout_g.div_ceil(SPLIT);
+        let parts: Vec<(usize, usize, Vec<u8>)> = (0..groups * per)
+            .into_par_iter()
+            .map(|jc| {
+                let (g, c0) = (jc / per, jc % per * SPLIT);
+                let cols = c0..(c0 + SPLIT).min(cout_g);
+                let width = cols.len() * e;
+                let mut out = vec![0u8; m * width];
+                pixels(g, cols, (0, m), &mut out, &|px, _| px * width);
+                ((g * cout_g + c0) * e, width, out)
+            })
+            .collect();
+        for (c0, width, out) in parts {
+            for ((_, _, at), orow) in walk(0).zip(out.chunks_exact(width)) {
+                y[at + c0..at + c0 + width].copy_from_slice(orow);
+            }
+        }
+    }
+    Ok(())
+}
