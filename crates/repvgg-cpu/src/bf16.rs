@@ -25,6 +25,8 @@ use crate::amx::{self, Epilogue, Op};
 use crate::error::{CpuError, Result};
 use crate::int8::{NR, clear_border, padded_n, panel_width, panels};
 use crate::network::{Laps, OpTime};
+use crate::bf16_simd;
+use crate::direct::{self, DirectConv, Reads};
 use crate::tiled::{self, TileConv};
 
 /// `x` rounded to bf16 (to nearest, ties to even; NaN stays a quiet NaN).
@@ -306,7 +308,10 @@ impl Bf16Conv {
     ) -> Result<()> {
         match kernel {
             Bf16Kernel::Amx => tiled::run_padded(self, xp, n, h, w, y, q, threads),
-            Bf16Kernel::Avx512Bf16 => self.run_blocks(xp, n, h, w, y, q),
+            Bf16Kernel::Avx512Bf16 => match Reads::of(&self.spec, 2, w + 2 * self.spec.padding) {
+                Some(reads) => direct::run_padded(self, &reads, xp, (n, h, w), y, q, threads),
+                None => self.run_blocks(xp, n, h, w, y, q),
+            },
         }
     }
 
@@ -464,6 +469,47 @@ impl TileConv for Bf16Conv {
             &self.w[g * self.kp * np..(g + 1) * self.kp * np]
         };
         (w, Epilogue::Bf16 { bias })
+    }
+}
+
+impl DirectConv for Bf16Conv {
+    const ELEM: usize = 2;
+    const NAME: &'static str = "bf16";
+
+    fn spec(&self) -> &ConvSpec {
+        &self.spec
+    }
+
+    fn padded_len(&self, n: usize, h: usize, w: usize) -> usize {
+        tiled::padded_len(self, n, h, w)
+    }
+
+    fn blocks(
+        &self,
+        reads: &Reads,
+        xp: &[u8],
+        g: usize,
+        cols: std::ops::Range<usize>,
+        xs: &[[usize; crate::direct::MR]],
+        ys: &[[usize; crate::direct::MR]],
+        len: usize,
+        out: &mut [u8],
+    ) -> bool {
+        let (b, epi) = self.columns(g, reads.rows);
+        let Epilogue::Bf16 { bias } = epi else {
+            return false;
+        };
+        let job = bf16_simd::Job {
+            x: xp,
+            taps: &reads.taps,
+            seg: reads.seg,
+            b,
+            n: self.spec.out_channels / self.spec.groups,
+            bias,
+            cols,
+            store: bf16_simd::Store::Bf16Relu,
+        };
+        bf16_simd::direct(&job, xs, ys, len, out)
     }
 }
 

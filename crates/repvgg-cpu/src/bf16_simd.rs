@@ -93,6 +93,111 @@ pub(crate) fn block_direct(
     None
 }
 
+/// What [`direct`] stores per column of a pixel: `bf16(relu(sum + bias))` (two bytes), or
+/// `sum + bias` in f32 (four bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Store {
+    Bf16Relu,
+    F32,
+}
+
+impl Store {
+    /// Bytes of one stored value.
+    pub(crate) fn bytes(self) -> usize {
+        match self {
+            Self::Bf16Relu => 2,
+            Self::F32 => 4,
+        }
+    }
+}
+
+/// Blocks of [`MR`] pixels read in place (the bf16 twin of the int8 direct job): pixel `r`'s
+/// sum runs over `taps` segments of `seg` bytes (bf16 pairs), segment `t` at `x[xs[r] +
+/// taps[t]..]`, in the order of the packed weights' steps; columns `cols` of pixel `r` are
+/// stored from byte `ys[r]` on.
+#[derive(Debug)]
+pub(crate) struct Job<'a> {
+    /// The padded input, bf16 values as bytes.
+    pub x: &'a [u8],
+    /// Byte offset of each segment from a pixel's base.
+    pub taps: &'a [usize],
+    /// Bytes per segment: a multiple of four (whole pairs).
+    pub seg: usize,
+    /// The packed weights of `n` columns as bytes: `[panel][taps x seg / 4][width][2]` bf16.
+    pub b: &'a [u8],
+    /// Columns.
+    pub n: usize,
+    /// Per packed column ([`crate::int8::padded_n`]`(n)` values).
+    pub bias: &'a [f32],
+    /// The columns to compute (from a multiple of 16).
+    pub cols: std::ops::Range<usize>,
+    pub store: Store,
+}
+
+impl Job<'_> {
+    /// Panics unless every byte the kernel reads for the blocks at `xs` and writes for them at
+    /// `ys` (all pixels of every block but the last, of the last the first `len`) lies inside
+    /// the slices.
+    pub(crate) fn check(&self, xs: &[[usize; MR]], ys: &[[usize; MR]], len: usize, y_len: usize) {
+        assert!(
+            self.seg > 0 && self.seg.is_multiple_of(4),
+            "segment of {} bytes",
+            self.seg
+        );
+        let np = crate::int8::padded_n(self.n);
+        assert!(
+            self.b.len() == self.taps.len() * self.seg * np,
+            "packed weights of the wrong length"
+        );
+        assert!(self.bias.len() >= np, "bias shorter than the columns");
+        assert!(
+            self.cols.start.is_multiple_of(16)
+                && self.cols.start < self.cols.end
+                && self.cols.end <= self.n,
+            "columns {:?} of {}",
+            self.cols,
+            self.n
+        );
+        assert!(
+            !xs.is_empty() && xs.len() == ys.len(),
+            "{} blocks of inputs for {} of outputs",
+            xs.len(),
+            ys.len()
+        );
+        assert!(len > 0 && len <= MR, "{len} rows in a block");
+        let span = self.taps.iter().max().copied().unwrap_or(0) + self.seg;
+        for &x in xs.iter().flatten() {
+            assert!(x + span <= self.x.len(), "pixel read past the input");
+        }
+        let width = self.cols.len() * self.store.bytes();
+        let stored = (ys.len() - 1) * MR + len;
+        for &y in ys.iter().flatten().take(stored) {
+            assert!(y + width <= y_len, "pixel written past the output");
+        }
+    }
+}
+
+/// Runs `job` on the blocks of pixels at `xs` into `y` (see [`Job::check`]); `false` (nothing
+/// done) on a CPU without AVX512-BF16.
+pub(crate) fn direct(
+    job: &Job<'_>,
+    xs: &[[usize; MR]],
+    ys: &[[usize; MR]],
+    len: usize,
+    y: &mut [u8],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        job.check(xs, ys, len, y.len());
+        // SAFETY: `x86::direct` enables avx512f, avx512bw and avx512bf16, which `available`
+        // checked on this CPU just above; its reads of `x` rely on the bounds `check` asserted.
+        unsafe { x86::direct(job, xs, ys, len, y) };
+        return true;
+    }
+    let _ = (job, xs, ys, len, y);
+    false
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use core::arch::x86_64::*;
@@ -165,6 +270,161 @@ mod x86 {
             }
         }
         finish(&acc, halves, bias)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) fn direct(
+        job: &super::Job<'_>,
+        xs: &[[usize; MR]],
+        ys: &[[usize; MR]],
+        len: usize,
+        y: &mut [u8],
+    ) {
+        const NR: usize = crate::int8::NR;
+        let kp = job.taps.len() * job.seg;
+        // Vector `j` holds columns `16 j..16 j + 16`: half `j % 2` of panel `j / 2` (panels
+        // before the last are NR wide), `4 x width` bytes a step.
+        let vector = |j: usize| {
+            let (p, w) = (j / 2, crate::int8::panel_width(job.n, j / 2));
+            let panel = &job.b[p * NR * kp..(p * NR + w) * kp];
+            (&panel[(j % 2) * 64..], w * 4)
+        };
+        let (j0, nv) = (job.cols.start / 16, job.cols.end.div_ceil(16));
+        let last = xs.len() - 1;
+        let e = job.store.bytes();
+        let mut j = j0;
+        while j < nv {
+            // Three vectors at a time (24 accumulators), the rest in twos.
+            let v = match nv - j {
+                3.. if nv - j != 4 => 3,
+                1 => 1,
+                _ => 2,
+            };
+            let c0 = 16 * j;
+            let cols = job.cols.end - c0;
+            let bias = &job.bias[c0..];
+            for (bi, (xb, yb)) in xs.iter().zip(ys).enumerate() {
+                let at: [usize; MR] = std::array::from_fn(|r| yb[r] + (c0 - job.cols.start) * e);
+                let rows = if bi == last { len } else { MR };
+                match v {
+                    3 => {
+                        let vecs = [vector(j), vector(j + 1), vector(j + 2)];
+                        let acc = sums::<3>(job, xb, vecs);
+                        store::<3>(&acc, &at, rows, cols, bias, job.store, y);
+                    }
+                    2 => {
+                        let acc = sums::<2>(job, xb, [vector(j), vector(j + 1)]);
+                        store::<2>(&acc, &at, rows, cols, bias, job.store, y);
+                    }
+                    _ => {
+                        let acc = sums::<1>(job, xb, [vector(j)]);
+                        store::<1>(&acc, &at, rows, cols, bias, job.store, y);
+                    }
+                }
+            }
+            j += v;
+        }
+    }
+
+    /// The sums of [`MR`] pixels times `V` vectors of 16 columns, each given by its first
+    /// step's bytes and the bytes between two steps.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    #[inline]
+    fn sums<const V: usize>(
+        job: &super::Job<'_>,
+        xs: &[usize; MR],
+        vecs: [(&[u8], usize); V],
+    ) -> [[__m512; V]; MR] {
+        let steps = job.seg / 4;
+        let mut acc = [[_mm512_setzero_ps(); V]; MR];
+        // One pointer per pixel: slices (a pointer and a length each) for eight pixels would
+        // not fit the general registers beside the loop's own.
+        let rows: [*const u8; MR] = std::array::from_fn(|r| job.x[xs[r]..].as_ptr());
+        for (t, &off) in job.taps.iter().enumerate() {
+            for i in 0..steps {
+                let step = t * steps + i;
+                let mut bv = [_mm512_setzero_si512(); V];
+                for (bv, &(b, sb)) in bv.iter_mut().zip(&vecs) {
+                    *bv = bytemuck::pod_read_unaligned(&b[step * sb..step * sb + 64]);
+                }
+                for (acc_r, &row) in acc.iter_mut().zip(&rows) {
+                    // SAFETY: `Job::check` asserted `xs[r] + max(taps) + seg <= x.len()` for
+                    // every pixel, and here `off <= max(taps)`, `4 i + 4 <= seg`: the four
+                    // bytes lie inside `x`.
+                    let pair = unsafe { row.add(off + 4 * i).cast::<i32>().read_unaligned() };
+                    // SAFETY: as in `pairs`.
+                    let av = unsafe {
+                        core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(pair))
+                    };
+                    for (acc, &bv) in acc_r.iter_mut().zip(&bv) {
+                        // SAFETY: as in `pairs`.
+                        let bh = unsafe { core::mem::transmute::<__m512i, __m512bh>(bv) };
+                        *acc = _mm512_dpbf16_ps(*acc, av, bh);
+                    }
+                }
+            }
+        }
+        acc
+    }
+
+    /// Rows `..rows` of `acc` plus the bias (columns `..cols` of the vectors), each row stored
+    /// at `y[at[r]..]` as `store` says.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    fn store<const V: usize>(
+        acc: &[[__m512; V]; MR],
+        at: &[usize; MR],
+        rows: usize,
+        cols: usize,
+        bias: &[f32],
+        store: super::Store,
+        y: &mut [u8],
+    ) {
+        let mut bv = [_mm512_setzero_ps(); V];
+        for (v, bv) in bv.iter_mut().enumerate() {
+            *bv = bytemuck::pod_read_unaligned(bytemuck::cast_slice(&bias[v * 16..v * 16 + 16]));
+        }
+        for (acc_r, &at) in acc.iter().zip(at).take(rows) {
+            for v in 0..V {
+                let c0 = v * 16;
+                if c0 >= cols {
+                    break;
+                }
+                let n = (cols - c0).min(16);
+                let z = _mm512_add_ps(acc_r[v], bv[v]);
+                match store {
+                    super::Store::Bf16Relu => {
+                        let q: [u8; 32] = bytemuck::cast(round_relu(z));
+                        let to = at + 2 * c0;
+                        if n == 16 {
+                            y[to..to + 32].copy_from_slice(&q);
+                        } else {
+                            y[to..to + 2 * n].copy_from_slice(&q[..2 * n]);
+                        }
+                    }
+                    super::Store::F32 => {
+                        let q: [u8; 64] = bytemuck::cast(z);
+                        let to = at + 4 * c0;
+                        if n == 16 {
+                            y[to..to + 64].copy_from_slice(&q);
+                        } else {
+                            y[to..to + 4 * n].copy_from_slice(&q[..4 * n]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `bf16(max(z, 0))`, to nearest with ties to even (finite values after the max).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    fn round_relu(z: __m512) -> __m256i {
+        let z = _mm512_max_ps(z, _mm512_setzero_ps());
+        let bits = _mm512_castps_si512(z);
+        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+        let up = _mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF)));
+        _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(up))
     }
 
     /// `bf16(relu(acc + bias))` per row, `halves` 16-column halves.
