@@ -22,11 +22,12 @@ use repvgg_math::ConvSpec;
 
 use crate::aligned::{AlignedBytes, AlignedVec};
 use crate::amx::{self, Epilogue, Op};
+use crate::bf16_simd;
+use crate::bf16_winograd;
+use crate::direct::{self, DirectConv, Reads};
 use crate::error::{CpuError, Result};
 use crate::int8::{NR, clear_border, padded_n, panel_width, panels};
 use crate::network::{Laps, OpTime};
-use crate::bf16_simd;
-use crate::direct::{self, DirectConv, Reads};
 use crate::tiled::{self, TileConv};
 
 /// `x` rounded to bf16 (to nearest, ties to even; NaN stays a quiet NaN).
@@ -152,7 +153,7 @@ const PAIR: usize = 2;
 
 /// Packs the `k x n` matrix `f(row, col)` rounded to bf16 as `[panel][k / 2][width][2]` (the
 /// int8 panels' widths), zero-padded to whole pairs of steps and whole panels.
-fn pack(k: usize, n: usize, f: impl Fn(usize, usize) -> f32) -> Vec<u16> {
+pub(crate) fn pack(k: usize, n: usize, f: impl Fn(usize, usize) -> f32) -> Vec<u16> {
     crate::int8::pack_steps(k, n, PAIR, |r, c| to_bf16(f(r, c)))
 }
 
@@ -176,6 +177,8 @@ pub struct Bf16Conv {
     rows_w: AlignedBytes,
     /// Per group, [`padded_n`]`(out_g)` values.
     bias: Vec<f32>,
+    /// On CPUs with AVX512-BF16, for 3x3 stride-1 convs: the Winograd F(2x2, 3x3) weights.
+    winograd: Option<AlignedBytes>,
 }
 
 impl Bf16Conv {
@@ -233,6 +236,8 @@ impl Bf16Conv {
             w: aligned(&w),
             rows_w,
             bias: padded_bias,
+            winograd: (bf16_simd::available() && bf16_winograd::applies(&spec, 2, 2))
+                .then(|| bf16_winograd::pack(&weight, &spec)),
         };
         if tiled::mode(&conv).is_none() {
             return Err(CpuError::Invalid(format!(
@@ -308,6 +313,10 @@ impl Bf16Conv {
     ) -> Result<()> {
         match kernel {
             Bf16Kernel::Amx => tiled::run_padded(self, xp, n, h, w, y, q, threads),
+            Bf16Kernel::Avx512Bf16 if self.winograd_on(kernel, h, w) => {
+                let u = self.winograd.as_deref().unwrap_or_default();
+                bf16_winograd::run(&self.spec, u, &self.bias, xp, (n, h, w), y, q, threads)
+            }
             Bf16Kernel::Avx512Bf16 => match Reads::of(&self.spec, 2, w + 2 * self.spec.padding) {
                 Some(reads) => direct::run_padded(self, &reads, xp, (n, h, w), y, q, threads),
                 None => self.run_blocks(xp, n, h, w, y, q),
@@ -445,6 +454,14 @@ impl Bf16Conv {
     /// Multiply-adds of one run.
     pub fn macs(&self, n: usize, h: usize, w: usize) -> Result<u64> {
         Ok(n as u64 * self.spec.macs(h, w)?)
+    }
+
+    /// Whether a run on `kernel` of an `h x w` input takes the Winograd F(2x2, 3x3) path (the
+    /// AVX512-BF16 kernel, a 3x3 stride-1 conv, an output of whole 2 x 2 tiles).
+    pub fn winograd_on(&self, kernel: Bf16Kernel, h: usize, w: usize) -> bool {
+        kernel == Bf16Kernel::Avx512Bf16
+            && self.winograd.is_some()
+            && bf16_winograd::applies(&self.spec, h, w)
     }
 }
 
@@ -994,6 +1011,94 @@ mod tests {
         (y, mag)
     }
 
+    /// Per output (NHWC), the F(2x2, 3x3) magnitude of the module docs: over the input channels
+    /// `Σ |Aᵀ| (|G| |g| |G|ᵀ ⊙ |Bᵀ| |d| |B|) |A|` at the output's place in its tile.
+    fn winograd_magnitude(
+        spec: &ConvSpec,
+        wt: &Array4<f32>,
+        x: &[u16],
+        n: usize,
+        h: usize,
+        w: usize,
+    ) -> Vec<f64> {
+        let (cin, cout) = (spec.in_channels, spec.out_channels);
+        let g = [
+            [1.0, 0.0, 0.0],
+            [0.5, 0.5, 0.5],
+            [0.5, 0.5, 0.5],
+            [0.0, 0.0, 1.0],
+        ];
+        let bt = [
+            [1.0, 0.0, 1.0, 0.0],
+            [0.0, 1.0, 1.0, 0.0],
+            [0.0, 1.0, 1.0, 0.0],
+            [0.0, 1.0, 0.0, 1.0],
+        ];
+        let at = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]];
+        // |G| |k| |G|ᵀ and |Bᵀ| |d| |B| (all coefficients taken absolute above).
+        let sandwich = |l: &[[f64; 3]; 4], k: &[[f64; 3]; 3]| {
+            let mut out = [[0.0; 4]; 4];
+            for (i, oi) in out.iter_mut().enumerate() {
+                for (j, o) in oi.iter_mut().enumerate() {
+                    *o = (0..3)
+                        .flat_map(|a| (0..3).map(move |b| (a, b)))
+                        .map(|(a, b)| l[i][a] * k[a][b] * l[j][b])
+                        .sum();
+                }
+            }
+            out
+        };
+        let mut out = Vec::with_capacity(n * h * w * cout);
+        for img in 0..n {
+            for oy in 0..h {
+                for ox in 0..w {
+                    let (ty, tx, a, b) = (oy / 2, ox / 2, oy % 2, ox % 2);
+                    for o in 0..cout {
+                        let mut total = 0.0;
+                        for ci in 0..cin {
+                            let mut k = [[0.0; 3]; 3];
+                            for (ky, row) in k.iter_mut().enumerate() {
+                                for (kx, v) in row.iter_mut().enumerate() {
+                                    *v = f64::from(wt[[o, ci, ky, kx]].abs());
+                                }
+                            }
+                            let u = sandwich(&g, &k);
+                            let mut d = [[0.0; 4]; 4];
+                            for (i, row) in d.iter_mut().enumerate() {
+                                for (j, v) in row.iter_mut().enumerate() {
+                                    let (iy, ix) =
+                                        ((2 * ty + i) as isize - 1, (2 * tx + j) as isize - 1);
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w
+                                    {
+                                        let at =
+                                            ((img * h + iy as usize) * w + ix as usize) * cin + ci;
+                                        *v = f64::from(from_bf16(x[at])).abs();
+                                    }
+                                }
+                            }
+                            let mut v = [[0.0; 4]; 4];
+                            for (i, vi) in v.iter_mut().enumerate() {
+                                for (j, vij) in vi.iter_mut().enumerate() {
+                                    *vij = (0..4)
+                                        .flat_map(|p| (0..4).map(move |q| (p, q)))
+                                        .map(|(p, q)| bt[i][p] * d[p][q] * bt[j][q])
+                                        .sum();
+                                }
+                            }
+                            for i in 0..4 {
+                                for j in 0..4 {
+                                    total += at[a][i] * at[b][j] * u[i][j] * v[i][j];
+                                }
+                            }
+                        }
+                        out.push(total);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Runs a conv of `spec` on random data against the oracle: each output within one bf16
     /// rounding of the exact value plus the f32 accumulation's bound.
     fn check(spec: ConvSpec, n: usize, h: usize, w: usize, seed: u64) {
@@ -1018,15 +1123,72 @@ mod tests {
         {
             let mut y = vec![0xFFFFu16; want.len()];
             conv.run(kernel, &x, n, h, w, &mut y, threads).unwrap();
-            for (i, ((&got, &want), &mag)) in y.iter().zip(&want).zip(&mag).enumerate() {
+            // Winograd: each product's operands are bf16 roundings of the exact transformed
+            // values (the weights' transform of the f32 weights, not of their bf16 roundings),
+            // so 2^-7 of the transformed magnitude on top of the direct bound.
+            let (wino, wmag) = if conv.winograd_on(kernel, h, w) {
+                (2f64.powi(-7), winograd_magnitude(&spec, &wt, &x, n, h, w))
+            } else {
+                (0.0, mag.clone())
+            };
+            // Beside each output's worst case, the whole: relative L2 within 2^-7 (one bf16
+            // rounding is 2^-9; Winograd's measure about 2^-8).
+            let (e2, w2) = y
+                .iter()
+                .zip(&want)
+                .fold((0.0, 0.0), |(e2, w2), (&got, &want)| {
+                    let d = f64::from(from_bf16(got)) - want;
+                    (e2 + d * d, w2 + want * want)
+                });
+            assert!(
+                e2 <= w2 * 2f64.powi(-14),
+                "{kernel} {spec:?} n {n} {h}x{w}: relative L2 error {}",
+                (e2 / w2).sqrt()
+            );
+            for (i, (((&got, &want), &mag), &wmag)) in
+                y.iter().zip(&want).zip(&mag).zip(&wmag).enumerate()
+            {
                 let got = f64::from(from_bf16(got));
-                let bound =
-                    want.abs() * 2f64.powi(-8) + 2.0 * steps * f64::from(f32::EPSILON) * mag;
+                let bound = want.abs() * 2f64.powi(-8)
+                    + 2.0 * steps * f64::from(f32::EPSILON) * mag.max(wmag)
+                    + wino * wmag;
                 assert!(
                     (got - want).abs() <= bound,
                     "{kernel} {spec:?} n {n} {h}x{w}, {threads} threads: value {i} = {got}, want {want} (bound {bound})"
                 );
             }
+        }
+    }
+
+    /// The Winograd F(2x2, 3x3) path (AVX512-BF16): whole tiles, several runs of tiles per
+    /// job, tile rows split over threads, 16 and 48 columns, against the oracle and its bound.
+    #[test]
+    fn winograd_convs_match_the_oracle_within_its_bound() {
+        if !bf16_simd::available() {
+            return;
+        }
+        for (i, (spec, n, h, w)) in [
+            (ConvSpec::new(16, 32, 3, 1, 1, 1).unwrap(), 1, 2, 2),
+            (ConvSpec::new(32, 48, 3, 1, 1, 1).unwrap(), 2, 6, 10),
+            (ConvSpec::new(16, 16, 3, 1, 1, 1).unwrap(), 1, 18, 16),
+            (ConvSpec::new(48, 80, 3, 1, 1, 1).unwrap(), 3, 4, 8),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let conv = Bf16Conv::new(
+                Array4::zeros(spec.weight_shape()).view(),
+                &vec![0.0; spec.out_channels],
+                spec,
+            )
+            .unwrap();
+            assert!(
+                conv.winograd_on(Bf16Kernel::Avx512Bf16, h, w),
+                "{spec:?} {h}x{w}"
+            );
+            assert!(!conv.winograd_on(Bf16Kernel::Avx512Bf16, h, w + 1));
+            assert!(!conv.winograd_on(Bf16Kernel::Amx, h, w));
+            check(spec, n, h, w, 900 + i as u64);
         }
     }
 

@@ -198,6 +198,56 @@ pub(crate) fn direct(
     false
 }
 
+/// The Winograd F(2x2, 3x3) input transform of one tile: `v[pos][c] = bf16(Bᵀ d B)` for
+/// every channel, `d[i][j]` the 16 bf16 values of channel `c` at `x[at + i * row + j * ch + c]`
+/// (`ch` channels a pixel, a multiple of 16). `false` (nothing done) on a CPU without
+/// AVX512-BF16.
+///
+/// # Panics
+/// When the tile or `v` (`16 x ch` values) lie outside the slices.
+pub(crate) fn winograd_input(x: &[u16], at: usize, row: usize, ch: usize, v: &mut [u16]) -> bool {
+    assert!(ch.is_multiple_of(16), "{ch} channels");
+    assert!(at + 3 * row + 4 * ch <= x.len(), "tile read past the input");
+    assert!(v.len() >= 16 * ch, "transformed tile of {} values", v.len());
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: `x86::winograd_input` enables avx512f and avx512bw, which `available`
+        // checked on this CPU; it reads and writes through bounds-checked slices only.
+        unsafe { x86::winograd_input(x, at, row, ch, v) };
+        return true;
+    }
+    false
+}
+
+/// The Winograd F(2x2, 3x3) output transform of one tile: `y = bf16(relu(Aᵀ m A + bias))`,
+/// `m[pos][c]` (f32, `16 x ch` values), output pixel `(a, b)` of channel `c` at `y[at + a *
+/// row + b * ch + c]`. `false` (nothing done) on a CPU without AVX512-BF16.
+///
+/// # Panics
+/// When `m`, `bias` or the tile lie outside the slices.
+pub(crate) fn winograd_output(
+    m: &[f32],
+    bias: &[f32],
+    ch: usize,
+    y: &mut [u16],
+    at: usize,
+    row: usize,
+) -> bool {
+    assert!(ch.is_multiple_of(16), "{ch} channels");
+    assert!(
+        m.len() >= 16 * ch && bias.len() >= ch,
+        "products or bias too short"
+    );
+    assert!(at + row + 2 * ch <= y.len(), "tile written past the output");
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: as in `winograd_input`.
+        unsafe { x86::winograd_output(m, bias, ch, y, at, row) };
+        return true;
+    }
+    false
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use core::arch::x86_64::*;
@@ -416,6 +466,95 @@ mod x86 {
         }
     }
 
+    /// 16 bf16 values widened to f32.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    fn widen(x: &[u16]) -> __m512 {
+        let h: __m256i = bytemuck::pod_read_unaligned(bytemuck::cast_slice(&x[..16]));
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+    }
+
+    /// To nearest, ties to even (finite values and infinities).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    fn narrow(z: __m512) -> [u16; 16] {
+        let bits = _mm512_castps_si512(z);
+        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+        let up = _mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF)));
+        bytemuck::cast(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(up)))
+    }
+
+    /// `Bᵀ` of F(2x2, 3x3) on four vectors: `[d0 - d2, d1 + d2, d2 - d1, d1 - d3]`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn bt(d: [__m512; 4]) -> [__m512; 4] {
+        [
+            _mm512_sub_ps(d[0], d[2]),
+            _mm512_add_ps(d[1], d[2]),
+            _mm512_sub_ps(d[2], d[1]),
+            _mm512_sub_ps(d[1], d[3]),
+        ]
+    }
+
+    /// `Aᵀ` of F(2x2, 3x3) on four vectors: `[m0 + m1 + m2, m1 - m2 - m3]`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn at(m: [__m512; 4]) -> [__m512; 2] {
+        [
+            _mm512_add_ps(_mm512_add_ps(m[0], m[1]), m[2]),
+            _mm512_sub_ps(_mm512_sub_ps(m[1], m[2]), m[3]),
+        ]
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) fn winograd_input(x: &[u16], at: usize, row: usize, ch: usize, v: &mut [u16]) {
+        for c in (0..ch).step_by(16) {
+            let mut t = [[_mm512_setzero_ps(); 4]; 4];
+            for j in 0..4 {
+                let col = bt(std::array::from_fn(|i| {
+                    widen(&x[at + i * row + j * ch + c..])
+                }));
+                for i in 0..4 {
+                    t[i][j] = col[i];
+                }
+            }
+            for (i, ti) in t.iter().enumerate() {
+                for (j, &val) in bt(*ti).iter().enumerate() {
+                    let to = (i * 4 + j) * ch + c;
+                    v[to..to + 16].copy_from_slice(&narrow(val));
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) fn winograd_output(
+        m: &[f32],
+        bias: &[f32],
+        ch: usize,
+        y: &mut [u16],
+        base: usize,
+        row: usize,
+    ) {
+        for c in (0..ch).step_by(16) {
+            let load = |pos: usize| -> __m512 {
+                bytemuck::pod_read_unaligned(bytemuck::cast_slice(&m[pos * ch + c..][..16]))
+            };
+            // Aᵀ m: the columns' transforms, as rows of two.
+            let cols: [[__m512; 2]; 4] =
+                std::array::from_fn(|j| at(std::array::from_fn(|i| load(i * 4 + j))));
+            let t: [[__m512; 4]; 2] = std::array::from_fn(|a| std::array::from_fn(|j| cols[j][a]));
+            let bv: __m512 = bytemuck::pod_read_unaligned(bytemuck::cast_slice(&bias[c..c + 16]));
+            for (a, ta) in t.iter().enumerate() {
+                for (b, &val) in at(*ta).iter().enumerate() {
+                    let z = _mm512_max_ps(_mm512_add_ps(val, bv), _mm512_setzero_ps());
+                    let to = base + a * row + b * ch + c;
+                    y[to..to + 16].copy_from_slice(&narrow(z));
+                }
+            }
+        }
+    }
+
     /// `bf16(max(z, 0))`, to nearest with ties to even (finite values after the max).
     #[target_feature(enable = "avx512f,avx512bw")]
     #[inline]
@@ -508,6 +647,98 @@ mod tests {
         }
         assert!(panics(|| {
             block(&a, &vec![0u16; steps * 48], 24, &bias);
+        }));
+    }
+
+    /// What the in-place kernel and the Winograd transforms read and write is checked before
+    /// they run: exact lengths pass, each one short by a value fails on its own.
+    #[test]
+    fn every_byte_the_direct_kernel_and_the_transforms_touch_is_checked() {
+        let (taps, seg, n) = ([0usize, 40, 100], 8, 20);
+        let x = vec![0u8; 200];
+        let b = vec![0u8; taps.len() * seg * 32];
+        let bias = vec![0f32; 32];
+        let xs: [usize; MR] = std::array::from_fn(|r| if r == MR - 1 { 92 } else { r * 13 });
+        for store in [Store::Bf16Relu, Store::F32] {
+            let width = n * store.bytes();
+            let ys: [usize; MR] = std::array::from_fn(|r| r * width);
+            let job = || Job {
+                x: &x,
+                taps: &taps,
+                seg,
+                b: &b,
+                n,
+                bias: &bias,
+                cols: 0..n,
+                store,
+            };
+            let check = |job: &Job<'_>, xs: [usize; MR], len: usize, y_len: usize| {
+                !panics(|| job.check(&[xs], &[ys], len, y_len))
+            };
+            assert!(check(&job(), xs, MR, MR * width), "exact lengths pass");
+            let short = Job {
+                x: &x[..199],
+                ..job()
+            };
+            assert!(!check(&short, xs, MR, MR * width));
+            let mut far = xs;
+            far[2] = 93;
+            assert!(!check(&job(), far, MR, MR * width));
+            assert!(!check(&job(), xs, MR, MR * width - 1));
+            assert!(check(&job(), xs, MR - 1, (MR - 1) * width));
+            assert!(!check(&job(), xs, 0, MR * width));
+            assert!(!check(&job(), xs, MR + 1, MR * width));
+            for bad in [
+                Job { seg: 6, ..job() },
+                Job {
+                    b: &b[1..],
+                    ..job()
+                },
+                Job {
+                    bias: &bias[..31],
+                    ..job()
+                },
+                Job {
+                    cols: 8..n,
+                    ..job()
+                },
+                Job {
+                    cols: 16..n + 1,
+                    ..job()
+                },
+            ] {
+                assert!(!check(&bad, xs, MR, MR * width), "{bad:?}");
+            }
+        }
+        // Transforms: a 4 x 4 tile of 16 channels, rows 100 values apart.
+        let (ch, row) = (16, 100);
+        let xt = vec![0u16; 3 * row + 4 * ch];
+        let mut v = vec![0u16; 16 * ch];
+        assert!(!panics(|| {
+            winograd_input(&xt, 0, row, ch, &mut v);
+        }));
+        assert!(panics(|| {
+            winograd_input(&xt[1..], 0, row, ch, &mut v);
+        }));
+        assert!(panics(|| {
+            winograd_input(&xt, 0, row, ch, &mut v[1..]);
+        }));
+        assert!(panics(|| {
+            winograd_input(&xt, 0, row, 8, &mut v);
+        }));
+        let (m, bias) = (vec![0f32; 16 * ch], vec![0f32; ch]);
+        let mut y = vec![0u16; row + 2 * ch];
+        assert!(!panics(|| {
+            winograd_output(&m, &bias, ch, &mut y, 0, row);
+        }));
+        assert!(panics(|| {
+            winograd_output(&m[1..], &bias, ch, &mut y, 0, row);
+        }));
+        assert!(panics(|| {
+            winograd_output(&m, &bias[1..], ch, &mut y, 0, row);
+        }));
+        assert!(panics(|| {
+            winograd_output(&m, &bias, ch, &mut y, 1, row);
         }));
     }
 

@@ -56,11 +56,6 @@ impl Reads {
             })
         }
     }
-
-    /// Bytes of one packed weight column: every segment.
-    pub(crate) fn kp(&self) -> usize {
-        self.taps.len() * self.seg
-    }
 }
 
 /// A conv the direct vector kernels run.

@@ -56,6 +56,7 @@ mod aligned;
 mod amx;
 pub mod bf16;
 mod bf16_simd;
+mod bf16_winograd;
 mod builder;
 mod conv;
 mod direct;
