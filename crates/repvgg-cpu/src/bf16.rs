@@ -760,8 +760,13 @@ impl Bf16Network {
             std::mem::swap(&mut a, &mut b);
             lap(&|| {
                 let s = &conv.spec;
+                let algo = if conv.winograd_on(self.kernel, h, w) {
+                    " winograd-f2"
+                } else {
+                    ""
+                };
                 let op = format!(
-                    "conv {}x{}/{} {}->{} g{} {oh}x{ow} bf16 {}",
+                    "conv {}x{}/{} {}->{} g{} {oh}x{ow} bf16 {}{algo}",
                     s.kernel_size,
                     s.kernel_size,
                     s.stride,

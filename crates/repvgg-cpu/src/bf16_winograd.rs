@@ -32,6 +32,9 @@ const TILES: usize = 4 * MR;
 /// Transformed positions of a tile.
 const POS: usize = 16;
 
+/// Output columns per job when few tiles split the columns over the threads.
+const SPLIT: usize = 48;
+
 /// Whether the Winograd path runs `spec` on an `h x w` input: a 3x3 conv with stride 1,
 /// padding 1 and one group, channels in whole vectors of 16 and whole tiles of output.
 pub(crate) fn applies(spec: &ConvSpec, h: usize, w: usize) -> bool {
@@ -92,69 +95,84 @@ struct Pass<'a> {
 }
 
 impl Pass<'_> {
-    /// Tiles `t0..t1` (over the batch, row by row) into `out`, which holds the output from
-    /// byte `y0` on.
-    fn tiles(&self, t0: usize, t1: usize, out: &mut [u8], y0: usize, bufs: &mut Buffers) {
-        let (cin, cout) = (self.spec.in_channels, self.spec.out_channels);
-        let count = t1 - t0;
-        bufs.v.resize(TILES * POS * cin * 2);
-        bufs.m.resize(TILES * POS * cout * 4);
-        // Tile `t`'s first input (its top left corner in the padded input), in values.
-        let corner = |t: usize| {
-            let (img, rest) = (t / (self.th * self.tw), t % (self.th * self.tw));
-            let (ty, tx) = (rest / self.tw, rest % self.tw);
-            ((img * self.hp + 2 * ty) * self.wp + 2 * tx) * cin
-        };
-        let place = |t: usize| {
-            let (img, rest) = (t / (self.th * self.tw), t % (self.th * self.tw));
-            let (ty, tx) = (rest / self.tw, rest % self.tw);
-            ((img * self.ohp + 2 * ty + self.q) * self.owp + self.q + 2 * tx) * cout
-        };
+    /// Tile `t`'s (over the batch, row by row) image, tile row and tile column.
+    fn tile(&self, t: usize) -> (usize, usize, usize) {
+        let (img, rest) = (t / (self.th * self.tw), t % (self.th * self.tw));
+        (img, rest / self.tw, rest % self.tw)
+    }
+
+    /// Value offset of tile `t`'s top left output pixel in the padded output.
+    fn place(&self, t: usize) -> usize {
+        let (img, ty, tx) = self.tile(t);
+        ((img * self.ohp + 2 * ty + self.q) * self.owp + self.q + 2 * tx) * self.spec.out_channels
+    }
+
+    /// The input transforms of tiles `t0..` into `v` (`16 x in` values a tile, as many tiles
+    /// as `v` holds).
+    fn input(&self, t0: usize, v: &mut [u16]) {
+        let cin = self.spec.in_channels;
         let xv: &[u16] = bytemuck::cast_slice(&self.xp[..self.xp.len() / 2 * 2]);
-        // 1. Input transforms.
-        {
-            let v: &mut [u16] = bytemuck::cast_slice_mut(&mut bufs.v[..]);
-            for (i, vt) in v.chunks_exact_mut(POS * cin).take(count).enumerate() {
-                let done = bf16_simd::winograd_input(xv, corner(t0 + i), self.wp * cin, cin, vt);
+        for (i, vt) in v.chunks_exact_mut(POS * cin).enumerate() {
+            let (img, ty, tx) = self.tile(t0 + i);
+            let corner = ((img * self.hp + 2 * ty) * self.wp + 2 * tx) * cin;
+            let done = bf16_simd::winograd_input(xv, corner, self.wp * cin, cin, vt);
+            debug_assert!(
+                done,
+                "the bf16 Winograd path ran on a CPU without AVX512-BF16"
+            );
+        }
+    }
+
+    /// The products of `count` transformed tiles in `v` with the weights' columns `cols`, into
+    /// `m` (f32 bytes, `[tile][position][cols]`), in runs of [`TILES`].
+    fn products(&self, v: &[u8], count: usize, cols: std::ops::Range<usize>, m: &mut [u8]) {
+        let (cin, cout) = (self.spec.in_channels, self.spec.out_channels);
+        let width = cols.len();
+        let per = cin * padded_n(cout) * 2;
+        for r0 in (0..count).step_by(TILES) {
+            let run = TILES.min(count - r0);
+            let blocks = run.div_ceil(MR);
+            let tile = |b: usize, r: usize| r0 + (b * MR + r).min(run - 1);
+            let xs: [[usize; MR]; TILES / MR] =
+                std::array::from_fn(|b| std::array::from_fn(|r| tile(b, r) * POS * cin * 2));
+            let len = run - (blocks - 1) * MR;
+            for pos in 0..POS {
+                let taps = [pos * cin * 2];
+                let job = Job {
+                    x: v,
+                    taps: &taps,
+                    seg: cin * 2,
+                    b: &self.u[pos * per..(pos + 1) * per],
+                    n: cout,
+                    bias: self.zeros,
+                    cols: cols.clone(),
+                    store: Store::F32,
+                };
+                let ys: [[usize; MR]; TILES / MR] = std::array::from_fn(|b| {
+                    std::array::from_fn(|r| (tile(b, r) * POS + pos) * width * 4)
+                });
+                let done = bf16_simd::direct(&job, &xs[..blocks], &ys[..blocks], len, m);
                 debug_assert!(
                     done,
                     "the bf16 Winograd path ran on a CPU without AVX512-BF16"
                 );
             }
         }
-        // 2. One product per position: the tiles' rows of that position times its matrix.
-        let blocks = count.div_ceil(MR);
-        let tile_row = |b: usize, r: usize| (b * MR + r).min(count - 1);
-        let xs: [[usize; MR]; 4] =
-            std::array::from_fn(|b| std::array::from_fn(|r| tile_row(b, r) * POS * cin * 2));
-        let per = cin * padded_n(cout) * 2;
-        let len = count - (blocks - 1) * MR;
-        for pos in 0..POS {
-            let taps = [pos * cin * 2];
-            let job = Job {
-                x: &bufs.v,
-                taps: &taps,
-                seg: cin * 2,
-                b: &self.u[pos * per..(pos + 1) * per],
-                n: cout,
-                bias: self.zeros,
-                cols: 0..cout,
-                store: Store::F32,
-            };
-            let ys: [[usize; MR]; 4] = std::array::from_fn(|b| {
-                std::array::from_fn(|r| (tile_row(b, r) * POS + pos) * cout * 4)
-            });
-            let done = bf16_simd::direct(&job, &xs[..blocks], &ys[..blocks], len, &mut bufs.m);
-            debug_assert!(
-                done,
-                "the bf16 Winograd path ran on a CPU without AVX512-BF16"
-            );
-        }
-        // 3. Output transforms into place.
+    }
+
+    /// Tiles `t0..t1` (over the batch, row by row) into `out`, which holds the output from
+    /// byte `y0` on.
+    fn tiles(&self, t0: usize, t1: usize, out: &mut [u8], y0: usize, bufs: &mut Buffers) {
+        let (cin, cout) = (self.spec.in_channels, self.spec.out_channels);
+        let count = t1 - t0;
+        bufs.v.resize(count * POS * cin * 2);
+        bufs.m.resize(count * POS * cout * 4);
+        self.input(t0, bytemuck::cast_slice_mut(&mut bufs.v[..]));
+        self.products(&bufs.v, count, 0..cout, &mut bufs.m);
         let m: &[f32] = bytemuck::cast_slice(&bufs.m[..]);
         let y: &mut [u16] = bytemuck::cast_slice_mut(out);
-        for (i, mt) in m.chunks_exact(POS * cout).take(count).enumerate() {
-            let at = place(t0 + i) - y0 / 2;
+        for (i, mt) in m.chunks_exact(POS * cout).enumerate() {
+            let at = self.place(t0 + i) - y0 / 2;
             let done = bf16_simd::winograd_output(mt, self.bias, cout, y, at, self.owp * cout);
             debug_assert!(
                 done,
@@ -173,6 +191,8 @@ struct Buffers {
 
 thread_local! {
     static BUFFERS: std::cell::RefCell<Buffers> = std::cell::RefCell::new(Buffers::default());
+    /// The calling thread's transformed tiles when the threads share them (few tiles).
+    static SHARED: std::cell::RefCell<AlignedBytes> = std::cell::RefCell::new(AlignedBytes::default());
 }
 
 /// Runs the conv of `spec` ([`applies`]) with the transformed weights `u` ([`pack`]) and `bias`
@@ -228,9 +248,68 @@ pub(crate) fn run(
         owp,
         q,
     };
+    let jobs = rows.min(4 * threads.max(1));
+    let tiles = rows * tw;
+    if tiles < jobs * TILES && threads > 1 && cout.div_ceil(SPLIT) >= 2 * threads {
+        // Few tiles and many columns (late layers at small batches): jobs of tile rows would
+        // each read all the weights for a short run. Instead every tile is transformed once, then the columns
+        // split over the threads (each reading only its part of the weights), each job
+        // writing its own block of outputs, copied into place after.
+        // Buffers kept between runs: fresh ones of this size cost more in page faults than
+        // the products.
+        let mut v = SHARED.with_borrow_mut(std::mem::take);
+        v.resize(tiles * POS * cin * 2);
+        let per = (TILES * POS * cin * 2).min(v.len());
+        v.par_chunks_mut(per).enumerate().for_each(|(i, vc)| {
+            pass.input(i * per / (POS * cin * 2), bytemuck::cast_slice_mut(vc));
+        });
+        let blocks: Vec<(usize, usize, Vec<u16>)> = (0..cout.div_ceil(SPLIT))
+            .into_par_iter()
+            .map(|s| {
+                let cols = s * SPLIT..((s + 1) * SPLIT).min(cout);
+                let width = cols.len();
+                let mut out = vec![0u16; tiles * 4 * width];
+                BUFFERS.with_borrow_mut(|bufs| {
+                    bufs.m.resize(tiles * POS * width * 4);
+                    pass.products(&v, tiles, cols.clone(), &mut bufs.m);
+                    let m: &[f32] = bytemuck::cast_slice(&bufs.m[..]);
+                    // Tile by tile: its 2 x 2 pixels of `width` channels.
+                    for (i, mt) in m.chunks_exact(POS * width).enumerate() {
+                        let bias = &bias[cols.start..];
+                        let done = bf16_simd::winograd_output(
+                            mt,
+                            bias,
+                            width,
+                            &mut out,
+                            i * 4 * width,
+                            2 * width,
+                        );
+                        debug_assert!(
+                            done,
+                            "the bf16 Winograd path ran on a CPU without AVX512-BF16"
+                        );
+                    }
+                });
+                (cols.start, width, out)
+            })
+            .collect();
+        SHARED.with_borrow_mut(|shared| *shared = v);
+        let yv: &mut [u16] = bytemuck::cast_slice_mut(&mut y[..n * ohp * owp * cout * 2]);
+        for (c0, width, out) in blocks {
+            for (t, block) in out.chunks_exact(4 * width).enumerate() {
+                let at = pass.place(t) + c0;
+                for (a, pair) in block.chunks_exact(2 * width).enumerate() {
+                    let to = at + a * owp * cout;
+                    for (b, px) in pair.chunks_exact(width).enumerate() {
+                        yv[to + b * cout..to + b * cout + width].copy_from_slice(px);
+                    }
+                }
+            }
+        }
+        return Ok(());
+    }
     // Jobs of whole tile rows (two output rows each: a range of the output of its own), a few
     // per thread.
-    let jobs = rows.min(4 * threads.max(1));
     let first_byte = |r: usize| {
         let (img, ty) = (r / th, r % th);
         ((img * ohp + 2 * ty + q) * owp + q) * cout * 2
