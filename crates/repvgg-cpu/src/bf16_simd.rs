@@ -1,13 +1,19 @@
 //! The bf16 convs' `unsafe` for CPUs with AVX512-BF16 but no AMX (AMD Zen 4 and 5, Intel
-//! Cooper Lake): a block of 8 output pixels times one weight panel with `vdpbf16ps`, the bias,
-//! ReLU and the rounding to bf16 fused into its end.
+//! Cooper Lake): blocks of 8 output pixels read in place times three vectors of weight columns
+//! with `vdpbf16ps` ([`direct`]: the convs, and the products of the Winograd convs), the bias,
+//! ReLU and the rounding to bf16 (or an f32 store) fused into its end; the Winograd F(2x2, 3x3)
+//! transforms ([`winograd_input`], [`winograd_output`]); and the gathered blocks of the convs
+//! that cannot be read in place ([`block`], [`block_direct`]).
 //!
 //! Entering a function compiled with `#[target_feature]` for instruction sets the build target
-//! does not guarantee is `unsafe`: [`block`] checks exactly those features at run time first.
-//! Inside, loads go through bounds-checked slices and `bytemuck`, and the one other `unsafe`
-//! operation, reinterpreting 512 bits of bf16 pairs as the `__m512bh` type the instruction takes,
-//! is a transmute between types of the same size for which every bit pattern is valid. The
-//! tests (`bf16`) run this path against the f64 oracle on every machine that has it.
+//! does not guarantee is `unsafe`: each entry checks exactly those features at run time first.
+//! Inside, loads go through bounds-checked slices and `bytemuck`, with two other `unsafe`
+//! operations: reinterpreting 512 bits of bf16 pairs as the `__m512bh` type the instruction
+//! takes, a transmute between types of the same size for which every bit pattern is valid; and
+//! in [`direct`], each pixel's four input bytes read through a raw pointer (slices for eight
+//! pixels would not fit the registers), inside the bounds `Job::check` asserts before the
+//! kernel runs. Tests back every check, and the tests (`bf16`) run each path against the f64
+//! oracle on every machine that has it.
 #![allow(unsafe_code)]
 
 /// Rows (output pixels) of a block.
@@ -139,10 +145,14 @@ impl Job<'_> {
     /// `ys` (all pixels of every block but the last, of the last the first `len`) lies inside
     /// the slices.
     pub(crate) fn check(&self, xs: &[[usize; MR]], ys: &[[usize; MR]], len: usize, y_len: usize) {
-        assert!(
-            self.seg > 0 && self.seg.is_multiple_of(4),
-            "segment of {} bytes",
-            self.seg
+        crate::direct::check_blocks(
+            (self.x.len(), self.taps, self.seg),
+            &self.cols,
+            self.n,
+            xs,
+            ys,
+            len,
+            (y_len, self.cols.len() * self.store.bytes()),
         );
         let np = crate::int8::padded_n(self.n);
         assert!(
@@ -150,30 +160,6 @@ impl Job<'_> {
             "packed weights of the wrong length"
         );
         assert!(self.bias.len() >= np, "bias shorter than the columns");
-        assert!(
-            self.cols.start.is_multiple_of(16)
-                && self.cols.start < self.cols.end
-                && self.cols.end <= self.n,
-            "columns {:?} of {}",
-            self.cols,
-            self.n
-        );
-        assert!(
-            !xs.is_empty() && xs.len() == ys.len(),
-            "{} blocks of inputs for {} of outputs",
-            xs.len(),
-            ys.len()
-        );
-        assert!(len > 0 && len <= MR, "{len} rows in a block");
-        let span = self.taps.iter().max().copied().unwrap_or(0) + self.seg;
-        for &x in xs.iter().flatten() {
-            assert!(x + span <= self.x.len(), "pixel read past the input");
-        }
-        let width = self.cols.len() * self.store.bytes();
-        let stored = (ys.len() - 1) * MR + len;
-        for &y in ys.iter().flatten().take(stored) {
-            assert!(y + width <= y_len, "pixel written past the output");
-        }
     }
 }
 

@@ -58,6 +58,43 @@ impl Reads {
     }
 }
 
+/// The checks both direct kernels rely on, panicking unless: `seg` is a positive multiple of
+/// four bytes; `cols` starts at a multiple of 16 and lies within `n` columns; `xs` and `ys`
+/// hold the same (positive) number of blocks and the last block `1..=MR` pixels; every pixel's
+/// furthest segment ends inside the input of `x_len` bytes; and every stored pixel's `width`
+/// bytes end inside the output of `y_len` bytes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_blocks(
+    (x_len, taps, seg): (usize, &[usize], usize),
+    cols: &std::ops::Range<usize>,
+    n: usize,
+    xs: &[[usize; MR]],
+    ys: &[[usize; MR]],
+    len: usize,
+    (y_len, width): (usize, usize),
+) {
+    assert!(seg > 0 && seg.is_multiple_of(4), "segment of {seg} bytes");
+    assert!(
+        cols.start.is_multiple_of(16) && cols.start < cols.end && cols.end <= n,
+        "columns {cols:?} of {n}"
+    );
+    assert!(
+        !xs.is_empty() && xs.len() == ys.len(),
+        "{} blocks of inputs for {} of outputs",
+        xs.len(),
+        ys.len()
+    );
+    assert!(len > 0 && len <= MR, "{len} rows in a block");
+    let span = taps.iter().max().copied().unwrap_or(0) + seg;
+    for &x in xs.iter().flatten() {
+        assert!(x + span <= x_len, "pixel read past the input");
+    }
+    let stored = (ys.len() - 1) * MR + len;
+    for &y in ys.iter().flatten().take(stored) {
+        assert!(y + width <= y_len, "pixel written past the output");
+    }
+}
+
 /// A conv the direct vector kernels run.
 pub(crate) trait DirectConv: Sync {
     /// Bytes of one activation value (input and output).

@@ -1,7 +1,9 @@
-//! One int8 convolution: s8 weights packed once, u8 NHWC activations in and out, an im2col
-//! block of u8 per chunk of output pixels (padding filled with the input's zero point, so the
-//! zero point's correction is one constant per output channel), multiplied by the integer GEMM
-//! with the requantization, bias and ReLU fused into its store.
+//! One int8 convolution: s8 weights packed once, u8 NHWC activations in and out, the padding
+//! filled with the input's zero point (so the zero point's correction is one constant per
+//! output channel), the requantization, bias and ReLU fused into the store. On AMX the tiles
+//! read the padded input ([`crate::tiled`]); on AVX-512 VNNI each pixel's taps are read in place
+//! from it ([`crate::direct`]); elsewhere (and for grouped convs of odd channel counts) an
+//! im2col block of u8 per chunk of output pixels is multiplied by the integer GEMM.
 
 use ndarray::ArrayView4;
 use rayon::prelude::*;

@@ -302,48 +302,24 @@ impl DirectJob<'_> {
     /// for them at `ys` (all pixels of every block but the last, its first `len`) lies inside
     /// the slices.
     pub(crate) fn check(&self, xs: &[[usize; MR]], ys: &[[usize; MR]], len: usize, y_len: usize) {
-        assert!(
-            self.seg > 0 && self.seg.is_multiple_of(KG),
-            "segment of {} bytes",
-            self.seg
-        );
-        assert!(self.n > 0, "no columns");
-        let kp = self.taps.len() * self.seg;
-        assert!(
-            self.b.len() == kp * padded_n(self.n),
-            "packed weights of the wrong length"
+        crate::direct::check_blocks(
+            (self.x.len(), self.taps, self.seg),
+            &self.cols,
+            self.n,
+            xs,
+            ys,
+            len,
+            (y_len, self.cols.len()),
         );
         let np = padded_n(self.n);
+        assert!(
+            self.b.len() == self.taps.len() * self.seg * np,
+            "packed weights of the wrong length"
+        );
         assert!(
             self.rq.comp.len() >= np && self.rq.mult.len() >= np && self.rq.add.len() >= np,
             "requantization shorter than the columns"
         );
-        assert!(
-            !xs.is_empty() && xs.len() == ys.len(),
-            "{} blocks of inputs for {} of outputs",
-            xs.len(),
-            ys.len()
-        );
-        assert!(len > 0 && len <= MR, "{len} rows in a block");
-        assert!(
-            self.cols.start.is_multiple_of(16)
-                && self.cols.start < self.cols.end
-                && self.cols.end <= self.n,
-            "columns {:?} of {}",
-            self.cols,
-            self.n
-        );
-        let span = self.taps.iter().max().copied().unwrap_or(0) + self.seg;
-        for &x in xs.iter().flatten() {
-            assert!(x + span <= self.x.len(), "pixel read past the input");
-        }
-        let stored = (ys.len() - 1) * MR + len;
-        for &y in ys.iter().flatten().take(stored) {
-            assert!(
-                y + self.cols.len() <= y_len,
-                "pixel written past the output"
-            );
-        }
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! * [`Int8Kernel`]: the integer GEMM's instruction sets (AVX-512 VNNI, AVX2, scalar), picked at
 //!   run time or forced; [`gemm_u8i8`] the GEMM itself.
-//! * [`QuantConv`]: one conv, im2col to u8 and the GEMM.
+//! * [`QuantConv`]: one conv: on AMX tiles or AVX-512 VNNI read straight from its padded input,
+//!   else im2col to u8 and the GEMM.
 //! * [`Int8Network`]: a chain of such convs (a deployed RepVGG without squeeze-excite), its f32
 //!   input quantized on entry, the global average pool in f32 and the linear layer's weights
 //!   as s8 per class.

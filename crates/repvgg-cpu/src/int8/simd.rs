@@ -4,10 +4,14 @@
 //! features is undefined; each call below is preceded by a run-time check of exactly the
 //! features the function enables.
 //!
-//! Inside the kernels nothing else is `unsafe`: the intrinsics they call take and return values
-//! (no pointers), loads and stores go through bounds-checked slices and `bytemuck`, and the
-//! lengths they index by are asserted by `PanelJob::check` before either is entered. The tests
-//! (`int8::gemm`, `int8::conv`) run each kernel this machine has against an integer oracle.
+//! Inside the GEMM kernels nothing else is `unsafe`: the intrinsics they call take and return
+//! values (no pointers), loads and stores go through bounds-checked slices and `bytemuck`, and
+//! the lengths they index by are asserted by `PanelJob::check` before either is entered. The
+//! direct kernel ([`vnni_direct`]) reads each pixel's four input bytes through a raw pointer
+//! (slices for eight pixels would not fit the registers): `DirectJob::check` asserts, before
+//! it runs, that every pixel's furthest segment ends inside the input, and a test backs each of
+//! those checks. The tests (`int8::gemm`, `int8::conv`) run each kernel this machine has
+//! against an integer oracle.
 #![allow(unsafe_code)]
 
 use crate::int8::gemm::{DirectJob, MR, PanelJob};
