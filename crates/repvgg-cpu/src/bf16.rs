@@ -490,17 +490,6 @@ impl TileConv for Bf16Conv {
 }
 
 impl DirectConv for Bf16Conv {
-    const ELEM: usize = 2;
-    const NAME: &'static str = "bf16";
-
-    fn spec(&self) -> &ConvSpec {
-        &self.spec
-    }
-
-    fn padded_len(&self, n: usize, h: usize, w: usize) -> usize {
-        tiled::padded_len(self, n, h, w)
-    }
-
     fn blocks(
         &self,
         reads: &Reads,

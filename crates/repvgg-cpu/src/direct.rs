@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use repvgg_math::ConvSpec;
 
 use crate::error::{CpuError, Result};
+use crate::tiled::TileConv;
 
 /// Output pixels of a block: one register row each.
 pub(crate) const MR: usize = 8;
@@ -95,16 +96,9 @@ pub(crate) fn check_blocks(
     }
 }
 
-/// A conv the direct vector kernels run.
-pub(crate) trait DirectConv: Sync {
-    /// Bytes of one activation value (input and output).
-    const ELEM: usize;
-    /// What the run's error messages call the conv ("int8", "bf16").
-    const NAME: &'static str;
-    /// The conv's channels, kernel, stride, padding and groups.
-    fn spec(&self) -> &ConvSpec;
-    /// Bytes of the padded input for `n x h x w` (with the slack the last segments read).
-    fn padded_len(&self, n: usize, h: usize, w: usize) -> usize;
+/// A conv the direct vector kernels run: one the AMX driver runs too (its value size, name,
+/// geometry and padded input are [`TileConv`]'s), with a vector kernel for blocks of pixels.
+pub(crate) trait DirectConv: TileConv {
     /// Runs blocks of pixels of group `g`, output columns `cols` of the group: block `b`'s
     /// pixel `r` reads `xp` from byte `xs[b][r]` on as `reads` says and stores its columns
     /// from byte `ys[b][r]` of `out` on; every pixel of every block but the last, of the last
@@ -145,7 +139,7 @@ pub(crate) fn run_padded<T: DirectConv>(
     let (ohp, owp) = (oh + 2 * q, ow + 2 * q);
     let (cin, cout, groups) = (s.in_channels, s.out_channels, s.groups);
     for (what, len, want) in [
-        ("input", xp.len(), conv.padded_len(n, h, w)),
+        ("input", xp.len(), crate::tiled::padded_len(conv, n, h, w)),
         ("output", y.len(), n * ohp * owp * cout * e),
     ] {
         if len < want {

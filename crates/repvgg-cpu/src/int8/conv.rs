@@ -478,17 +478,6 @@ impl TileConv for QuantConv {
 }
 
 impl DirectConv for QuantConv {
-    const ELEM: usize = 1;
-    const NAME: &'static str = "int8";
-
-    fn spec(&self) -> &ConvSpec {
-        &self.spec
-    }
-
-    fn padded_len(&self, n: usize, h: usize, w: usize) -> usize {
-        tiled::padded_len(self, n, h, w)
-    }
-
     fn blocks(
         &self,
         reads: &Reads,
