@@ -324,9 +324,10 @@ impl Bf16Conv {
         }
     }
 
-    /// The AVX512-BF16 path: each output row's pixels in blocks of [`bf16_simd::MR`], their
-    /// taps gathered from the padded input into the packed rows [`bf16_simd::block`] reads,
-    /// times every weight panel; output rows in parallel.
+    /// The AVX512-BF16 path of the convs [`direct`] cannot read in place (one group of odd
+    /// channels whose kernel row exceeds a tile row): each output row's pixels in blocks of
+    /// [`bf16_simd::MR`], their taps gathered from the padded input into the packed rows
+    /// [`bf16_simd::block`] reads, times every weight panel; output rows in parallel.
     #[allow(clippy::too_many_arguments)]
     fn run_blocks(
         &self,
@@ -374,13 +375,6 @@ impl Bf16Conv {
         if owp * cout == 0 {
             return Ok(());
         }
-        // Even channel counts: the activations as u32 pairs, each tap's offset in pairs.
-        let x32: Option<&[u32]> = (cin_g.is_multiple_of(2) && cin.is_multiple_of(2))
-            .then(|| bytemuck::try_cast_slice(&xp[..xp.len() / 4 * 4]).ok())
-            .flatten();
-        let taps: Vec<usize> = (0..k * k)
-            .map(|t| ((t / k) * wp + t % k) * cin / 2)
-            .collect();
         yv.par_chunks_mut(owp * cout).enumerate().for_each_init(
             || (vec![0u16; kg], vec![0u16; kpe * MR]),
             |(line, a), (r, row)| {
@@ -392,37 +386,20 @@ impl Bf16Conv {
                 for x0 in (0..ow).step_by(MR) {
                     let len = MR.min(ow - x0);
                     for g in 0..s.groups {
-                        // Channels in whole pairs: the rows are read in place; otherwise (the
-                        // stem) their taps are gathered into `a`.
-                        let direct = x32.map(|x32| {
-                            let mut rows = [0usize; MR];
-                            for (rr, d) in rows.iter_mut().enumerate() {
-                                // Rows past `len` repeat the first (their sums are dropped).
-                                let ox = x0 + if rr < len { rr } else { 0 };
-                                *d = (((img * hp + oy * st) * wp + ox * st) * cin + g * cin_g) / 2;
+                        // The pixels' taps gathered into `a`; rows past `len` and steps past
+                        // the taps stay zero.
+                        a.fill(0);
+                        for rr in 0..len {
+                            let ox = x0 + rr;
+                            for tap in 0..k * k {
+                                let (ky, kx) = (tap / k, tap % k);
+                                let at = ((img * hp + oy * st + ky) * wp + ox * st + kx) * cin
+                                    + g * cin_g;
+                                line[tap * cin_g..(tap + 1) * cin_g]
+                                    .copy_from_slice(&xv[at..at + cin_g]);
                             }
-                            bf16_simd::Direct {
-                                x: x32,
-                                rows,
-                                taps: &taps,
-                                pairs: cin_g / 2,
-                            }
-                        });
-                        if direct.is_none() {
-                            // Rows past `len` and steps past the taps stay zero.
-                            a.fill(0);
-                            for rr in 0..len {
-                                let ox = x0 + rr;
-                                for tap in 0..k * k {
-                                    let (ky, kx) = (tap / k, tap % k);
-                                    let at = ((img * hp + oy * st + ky) * wp + ox * st + kx) * cin
-                                        + g * cin_g;
-                                    line[tap * cin_g..(tap + 1) * cin_g]
-                                        .copy_from_slice(&xv[at..at + cin_g]);
-                                }
-                                for (kk, &v) in line.iter().enumerate() {
-                                    a[(kk / 2) * 2 * MR + rr * 2 + kk % 2] = v;
-                                }
+                            for (kk, &v) in line.iter().enumerate() {
+                                a[(kk / 2) * 2 * MR + rr * 2 + kk % 2] = v;
                             }
                         }
                         for pp in 0..panels(cout_g) {
@@ -431,11 +408,7 @@ impl Bf16Conv {
                             let b0 = g * kpe * np + pp * NR * kpe;
                             let b = &wv[b0..b0 + kpe * wd];
                             let bias = &self.bias[g * np + pp * NR..g * np + pp * NR + wd];
-                            let out = match &direct {
-                                Some(d) => bf16_simd::block_direct(d, b, wd, bias),
-                                None => bf16_simd::block(a, b, wd, bias),
-                            };
-                            let Some(out) = out else {
+                            let Some(out) = bf16_simd::block(a, b, wd, bias) else {
                                 debug_assert!(false, "the AVX512-BF16 path ran without it");
                                 return;
                             };

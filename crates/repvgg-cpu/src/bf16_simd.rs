@@ -3,7 +3,7 @@
 //! with `vdpbf16ps` ([`direct`]: the convs, and the products of the Winograd convs), the bias,
 //! ReLU and the rounding to bf16 (or an f32 store) fused into its end; the Winograd F(2x2, 3x3)
 //! transforms ([`winograd_input`], [`winograd_output`]); and the gathered blocks of the convs
-//! that cannot be read in place ([`block`], [`block_direct`]).
+//! that cannot be read in place ([`block`]).
 //!
 //! Entering a function compiled with `#[target_feature]` for instruction sets the build target
 //! does not guarantee is `unsafe`: each entry checks exactly those features at run time first.
@@ -54,47 +54,6 @@ pub(crate) fn block(a: &[u16], b: &[u16], w: usize, bias: &[f32]) -> Option<[[u1
         // SAFETY: `x86::block` enables avx512f, avx512bw and avx512bf16, which `available`
         // checked on this CPU.
         return Some(unsafe { x86::block(a, b, w, bias, steps) });
-    }
-    None
-}
-
-/// Rows of a block read straight from the activations: each output pixel's sum runs over the
-/// taps, `pairs` pairs of bf16 channels each (a conv group's channels, an even count), stored as
-/// u32 words. Row `r`'s pair `j` of tap `t` is `x[rows[r] + taps[t] + j]`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Direct<'a> {
-    pub x: &'a [u32],
-    pub rows: [usize; MR],
-    pub taps: &'a [usize],
-    pub pairs: usize,
-}
-
-/// [`block`] with its rows read as [`Direct`] says (the weights' steps in the same tap-major
-/// order); `None` on a CPU without AVX512-BF16.
-///
-/// # Panics
-/// When the lengths do not fit together, or a row reads past `x`.
-pub(crate) fn block_direct(
-    a: &Direct<'_>,
-    b: &[u16],
-    w: usize,
-    bias: &[f32],
-) -> Option<[[u16; 32]; MR]> {
-    assert!(w == 16 || w == 32, "panel of {w} columns");
-    let steps = a.taps.len() * a.pairs;
-    assert!(
-        b.len() >= steps * w * 2 && bias.len() >= w,
-        "panel or bias too short"
-    );
-    let last = a.rows.iter().max().copied().unwrap_or(0)
-        + a.taps.iter().max().copied().unwrap_or(0)
-        + a.pairs;
-    assert!(last <= a.x.len(), "rows read past the activations");
-    #[cfg(target_arch = "x86_64")]
-    if available() {
-        // SAFETY: `x86::block_direct` enables avx512f, avx512bw and avx512bf16, which
-        // `available` checked on this CPU.
-        return Some(unsafe { x86::block_direct(a, b, w, bias) });
     }
     None
 }
@@ -247,36 +206,6 @@ mod x86 {
         // SAFETY: both types are 512 bits of plain data; every bit pattern is a valid value of
         // each.
         unsafe { core::mem::transmute::<__m512i, __m512bh>(bits) }
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    pub(super) fn block_direct(
-        a: &super::Direct<'_>,
-        b: &[u16],
-        w: usize,
-        bias: &[f32],
-    ) -> [[u16; 32]; MR] {
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-        let halves = w / 16;
-        let mut s = 0;
-        for &tap in a.taps {
-            for j in 0..a.pairs {
-                let bs = &b[s * w * 2..(s + 1) * w * 2];
-                let b0 = pairs(&bs[..32]);
-                let b1 = if halves == 2 { pairs(&bs[32..64]) } else { b0 };
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let bits = _mm512_set1_epi32(a.x[a.rows[r] + tap + j] as i32);
-                    // SAFETY: as in `pairs`.
-                    let av = unsafe { core::mem::transmute::<__m512i, __m512bh>(bits) };
-                    acc[0] = _mm512_dpbf16_ps(acc[0], av, b0);
-                    if halves == 2 {
-                        acc[1] = _mm512_dpbf16_ps(acc[1], av, b1);
-                    }
-                }
-                s += 1;
-            }
-        }
-        finish(&acc, halves, bias)
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
@@ -604,31 +533,6 @@ mod tests {
             }));
             assert!(panics(|| {
                 block(&a[..a.len() - 1], &b, w, &bias[..w]);
-            }));
-            // In place: 2 taps of 3 pairs (6 steps), rows 4 words apart.
-            let x = vec![0u32; 7 * 4 + 3 + 3];
-            let direct = Direct {
-                x: &x,
-                rows: std::array::from_fn(|r| r * 4),
-                taps: &[0, 3],
-                pairs: 3,
-            };
-            let b = vec![0u16; 6 * w * 2];
-            assert!(!panics(|| {
-                block_direct(&direct, &b, w, &bias[..w]);
-            }));
-            assert!(panics(|| {
-                block_direct(&direct, &b[..b.len() - 1], w, &bias[..w]);
-            }));
-            assert!(panics(|| {
-                block_direct(&direct, &b, w, &bias[..w - 1]);
-            }));
-            let short = Direct {
-                x: &x[..x.len() - 1],
-                ..direct
-            };
-            assert!(panics(|| {
-                block_direct(&short, &b, w, &bias[..w]);
             }));
         }
         assert!(panics(|| {
