@@ -177,7 +177,7 @@ impl Int8Network {
     }
 
     /// Bytes of u8 activations and im2col scratch alive at the peak of a run of `n x h x w`
-    /// (the input and output of the widest conv, as stored: padded where an AMX conv reads
+    /// (the input and output of the widest conv, as stored: padded where a conv reads
     /// them, and its gathered rows).
     pub fn activation_bytes(&self, n: usize, mut h: usize, mut w: usize) -> Result<u64> {
         let threads = self.threads();
@@ -204,7 +204,8 @@ impl Int8Network {
         Ok(peak as u64)
     }
 
-    /// Conv `i` when it runs on the AMX tiles, reading its input stored with its padding.
+    /// Conv `i` when it reads its input stored with its padding (on the AMX tiles, or in place
+    /// on VNNI).
     fn padded(&self, i: usize) -> Option<&QuantConv> {
         let c = self.convs.get(i)?;
         c.reads_padded(self.kernel).then_some(c)
@@ -274,7 +275,7 @@ impl Int8Network {
             .unwrap_or_else(PoisonError::into_inner)
             .pop()
             .unwrap_or_default();
-        // On AMX, a conv that runs on the tiles reads its input stored with its padding: the
+        // On AMX and VNNI, a conv reads its input stored with its padding: the
         // conv before it writes there (or the quantization of the input, for the first).
         let padded = |i: usize| self.padded(i);
         match padded(0) {
