@@ -667,10 +667,7 @@ impl Bf16Network {
         x: ArrayView4<'_, f32>,
         prof: Option<&mut Vec<OpTime>>,
     ) -> Result<Array2<f32>> {
-        match &self.pool {
-            Some(p) => p.install(|| self.run_here(x, prof)),
-            None => self.run_here(x, prof),
-        }
+        crate::pool::run(self.pool.as_ref(), || self.run_here(x, prof))
     }
 
     fn run_here(

@@ -252,3 +252,63 @@ pub(crate) fn run_padded<T: DirectConv>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(cin: usize, cout: usize, k: usize, groups: usize) -> ConvSpec {
+        ConvSpec::new(cin, cout, k, 1, k / 2, groups).unwrap()
+    }
+
+    /// Whole groups of four bytes of channels per conv group are read tap by tap, each tap
+    /// `(ky x wp + kx) x in` values from the pixel's first (all channels of the input, not the
+    /// group's); one group of other channel counts by kernel rows (`k x in` values rounded up to
+    /// four bytes), each row `wp x in` values below the last; grouped odd channels not at all.
+    #[test]
+    fn convs_read_tap_by_tap_or_by_kernel_rows() {
+        let wp = 16;
+        let taps3 = |c: usize, e: usize| -> Vec<usize> {
+            [
+                (0, 0),
+                (0, 1),
+                (0, 2),
+                (1, 0),
+                (1, 1),
+                (1, 2),
+                (2, 0),
+                (2, 1),
+                (2, 2),
+            ]
+            .iter()
+            .map(|&(ky, kx)| (ky * wp + kx) * c * e)
+            .collect()
+        };
+        let want = |taps: Vec<usize>, seg: usize, rows: bool| Some(Reads { taps, seg, rows });
+        assert_eq!(
+            Reads::of(&spec(192, 192, 3, 1), 1, wp),
+            want(taps3(192, 1), 192, false)
+        );
+        assert_eq!(
+            Reads::of(&spec(96, 96, 3, 1), 2, wp),
+            want(taps3(96, 2), 192, false)
+        );
+        // Four groups of 16 channels: a group's 16 bytes, taps over all 64 channels.
+        assert_eq!(
+            Reads::of(&spec(64, 64, 3, 4), 1, wp),
+            want(taps3(64, 1), 16, false)
+        );
+        // The stem: kernel rows of 3 x 3 values, 9 bytes read as 12 (u8), 18 as 20 (bf16).
+        assert_eq!(
+            Reads::of(&spec(3, 48, 3, 1), 1, wp),
+            want(vec![0, wp * 3, 2 * wp * 3], 12, true)
+        );
+        assert_eq!(
+            Reads::of(&spec(3, 48, 3, 1), 2, wp),
+            want(vec![0, wp * 6, 2 * wp * 6], 20, true)
+        );
+        // A 1x1 conv reads one tap.
+        assert_eq!(Reads::of(&spec(8, 8, 1, 1), 1, wp), want(vec![0], 8, false));
+        assert_eq!(Reads::of(&spec(6, 4, 3, 2), 1, wp), None);
+    }
+}

@@ -23,7 +23,9 @@
 //!   small modules, each call with its `// SAFETY:` argument: the int8 GEMM's SIMD entry points
 //!   and the AMX tiles.
 //! * Threads: rayon. Work is split into chunks of whole output rows; when a layer has fewer
-//!   chunks than threads (batch 1, late layers), the work inside a chunk is split instead.
+//!   chunks than threads (batch 1, late layers), the work inside a chunk is split instead. A
+//!   run executes on a worker of its pool while the other workers wait for its jobs spinning,
+//!   not asleep (`pool`).
 //!
 //! # Example
 //!
@@ -67,6 +69,7 @@ mod im2col;
 pub mod int8;
 mod network;
 mod plan;
+mod pool;
 mod schedule;
 mod tiled;
 pub mod winograd;

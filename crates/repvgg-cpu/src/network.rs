@@ -149,20 +149,14 @@ impl Network {
 
     /// Runs a batch `[N, C, H, W]`. The caller checks values (finite); shapes are checked here.
     pub fn run(&self, x: ArrayView4<'_, f32>) -> Result<RunOutput> {
-        match &self.pool {
-            Some(p) => p.install(|| self.run_here(x, None)),
-            None => on_worker(|| self.run_here(x, None)),
-        }
+        crate::pool::run(self.pool.as_ref(), || self.run_here(x, None))
     }
 
     /// Like [`Network::run`], and the wall time of every op (input conversion and head
     /// included), in order.
     pub fn run_profiled(&self, x: ArrayView4<'_, f32>) -> Result<(RunOutput, Vec<OpTime>)> {
         let mut times = Vec::with_capacity(self.ops.len() + 2);
-        let out = match &self.pool {
-            Some(p) => p.install(|| self.run_here(x, Some(&mut times))),
-            None => on_worker(|| self.run_here(x, Some(&mut times))),
-        }?;
+        let out = crate::pool::run(self.pool.as_ref(), || self.run_here(x, Some(&mut times)))?;
         Ok((out, times))
     }
 
@@ -361,14 +355,6 @@ impl Network {
         }
         Ok(RunOutput { logits, outputs })
     }
-}
-
-/// Runs `op` on a worker of the global pool (in place when called from one). A run called
-/// from outside the pool would otherwise hand each of its parallel steps, several per conv, to
-/// the pool and sleep on a lock until it is done: a cross-thread wake-up per step, which at
-/// batch 1 costs as much as a small layer's arithmetic.
-fn on_worker<R: Send>(op: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| op())
 }
 
 /// Two distinct slots, or one slot twice for an in-place op (then an error: convs never run

@@ -466,26 +466,28 @@ pub(crate) fn run_padded<T: TileConv>(
     let count = layout.count;
     let pairs = count.div_ceil(2);
     let np = panels(cout / s.groups);
-    // Few pixels (late layers at small batches): the panels are split too, so that the
-    // threads share the work evenly and each reads only its part of the weights; each job
-    // writes its own block, copied into place after.
-    let splits = if s.groups == 1 && threads > 1 && pairs < 4 * threads {
-        np.min((4 * threads).div_ceil(pairs))
-    } else {
-        1
-    };
-    if splits > 1 {
-        let per = np.div_ceil(splits);
+    // Few pixels (late layers at small batches): one job per thread, the panels split
+    // between them first (each thread reads only its part of the weights, once for all its
+    // pixel pairs), the pairs too when there are fewer panels than threads. Each job writes
+    // its own block, copied into place after.
+    if s.groups == 1 && threads > 1 && pairs < 4 * threads {
+        let (col_parts, pair_parts) = split_few(np, pairs, threads);
+        let (per_c, per_p) = (np.div_ceil(col_parts), pairs.div_ceil(pair_parts));
         let jobs: Vec<(usize, usize)> = (0..pairs)
-            .flat_map(|pr| (0..np).step_by(per).map(move |p0| (pr, p0)))
+            .step_by(per_p)
+            .flat_map(|pr| (0..np).step_by(per_c).map(move |p0| (pr, p0)))
             .collect();
+        // The groups of the pairs from `pr` on, in output order.
+        let chunk_of = |pr: usize| -> Vec<Group> {
+            (2 * pr..(2 * (pr + per_p)).min(count))
+                .map(|i| layout.group(i))
+                .collect()
+        };
         let blocks: Vec<(usize, usize, Vec<u8>)> = jobs
             .into_par_iter()
             .map(|(pr, p0)| {
-                let chunk: Vec<Group> = (2 * pr..(2 * pr + 2).min(count))
-                    .map(|i| layout.group(i))
-                    .collect();
-                let p1 = (p0 + per).min(np);
+                let chunk = chunk_of(pr);
+                let p1 = (p0 + per_c).min(np);
                 let (c0, c1) = (p0 * NR, (p1 * NR).min(cout));
                 // Bytes of a block row.
                 let cols = (c1 - c0) * e;
@@ -501,14 +503,14 @@ pub(crate) fn run_padded<T: TileConv>(
                         })
                     })
                     .collect();
-                pass.run(&chunk, &pix, p0..p1, &mut out);
-                (2 * pr, c0 * e, out)
+                for (c, px) in chunk.chunks(BATCH).zip(pix.chunks(BATCH)) {
+                    pass.run(c, px, p0..p1, &mut out);
+                }
+                (pr, c0 * e, out)
             })
             .collect();
-        for (first, c0, out) in blocks {
-            let chunk: Vec<Group> = (first..(first + 2).min(count))
-                .map(|i| layout.group(i))
-                .collect();
+        for (pr, c0, out) in blocks {
+            let chunk = chunk_of(pr);
             let cols = out.len() / chunk.iter().map(|g| g.len).sum::<usize>();
             let places = chunk.iter().flat_map(|g| g.y[..g.len].iter());
             for (&at, src) in places.zip(out.chunks_exact(cols)) {
@@ -548,6 +550,14 @@ pub(crate) fn run_padded<T: TileConv>(
     Ok(())
 }
 
+/// How a run of few pixel pairs splits over `threads`: (column parts, pair parts) with at
+/// least as many jobs as threads where the work allows, columns split first (each part is
+/// whole panels of `np`), then the `pairs`.
+fn split_few(np: usize, pairs: usize, threads: usize) -> (usize, usize) {
+    let cols = np.min(threads).max(1);
+    (cols, threads.div_ceil(cols).min(pairs).max(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,6 +582,27 @@ mod tests {
     fn bf16(spec: ConvSpec) -> Bf16Conv {
         let w = Array4::<f32>::zeros(spec.weight_shape());
         Bf16Conv::new(w.view(), &vec![0.0; spec.out_channels], spec).unwrap()
+    }
+
+    /// Few pixel pairs: one job per thread where the work allows, whole panels split first
+    /// and never more parts than panels or pairs.
+    #[test]
+    fn few_pairs_split_the_panels_first() {
+        assert_eq!(split_few(6, 7, 2), (2, 1));
+        assert_eq!(split_few(40, 2, 2), (2, 1));
+        assert_eq!(split_few(3, 5, 4), (3, 2));
+        assert_eq!(split_few(1, 7, 4), (1, 4));
+        assert_eq!(split_few(2, 1, 4), (2, 1));
+        assert_eq!(split_few(6, 3, 1), (1, 1));
+        for np in 1..12 {
+            for pairs in 1..12 {
+                for threads in 1..9 {
+                    let (c, p) = split_few(np, pairs, threads);
+                    assert!(c >= 1 && c <= np && p >= 1 && p <= pairs);
+                    assert!(c * p >= threads.min(np * pairs), "{np} {pairs} {threads}");
+                }
+            }
+        }
     }
 
     #[test]

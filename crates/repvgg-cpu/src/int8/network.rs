@@ -246,10 +246,7 @@ impl Int8Network {
         keep: bool,
         prof: Option<&mut Vec<OpTime>>,
     ) -> Result<(Array2<f32>, Vec<Array4<f32>>)> {
-        match &self.pool {
-            Some(p) => p.install(|| self.run_here(x, keep, prof)),
-            None => self.run_here(x, keep, prof),
-        }
+        crate::pool::run(self.pool.as_ref(), || self.run_here(x, keep, prof))
     }
 
     fn run_here(
