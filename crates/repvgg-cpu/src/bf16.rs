@@ -1159,6 +1159,69 @@ mod tests {
         }
     }
 
+    /// Every kernel writes its outputs inside a border of `q` pixels (the next conv's padded
+    /// input) exactly where the unpadded run puts them, and leaves the border alone: the
+    /// tiles, the in-place AVX512-BF16 kernel and its Winograd path (16 and 48 channels, even
+    /// sizes), each with one thread and many.
+    #[test]
+    fn padded_outputs_land_inside_their_border() {
+        let mut next = rng(11);
+        for (spec, n, h, w) in [
+            (ConvSpec::new(3, 48, 3, 2, 1, 1).unwrap(), 2, 9, 6),
+            (ConvSpec::new(16, 40, 3, 2, 1, 2).unwrap(), 1, 3, 37),
+            (ConvSpec::new(16, 32, 3, 1, 1, 1).unwrap(), 2, 6, 10),
+            (ConvSpec::new(48, 48, 3, 1, 1, 1).unwrap(), 1, 4, 4),
+            (ConvSpec::new(11, 16, 3, 1, 1, 1).unwrap(), 3, 2, 2),
+        ] {
+            let cout = spec.out_channels;
+            let wt = Array4::from_shape_fn(spec.weight_shape(), |_| next());
+            let bias: Vec<f32> = (0..cout).map(|_| next() * 0.5).collect();
+            let conv = Bf16Conv::new(wt.view(), &bias, spec).unwrap();
+            let x: Vec<u16> = (0..n * h * w * spec.in_channels)
+                .map(|_| to_bf16(next()))
+                .collect();
+            let (oh, ow) = spec.output_size(h, w).unwrap();
+            let mut xp = AlignedBytes::zeroed(tiled::padded_len(&conv, n, h, w));
+            let bytes: &[u8] = bytemuck::cast_slice(&x);
+            tiled::pad(
+                bytes,
+                (n, h, w),
+                spec.in_channels * 2,
+                spec.padding,
+                0,
+                &mut xp,
+            );
+            for kernel in Bf16Kernel::available() {
+                for threads in [1, 64] {
+                    let mut want = vec![0u16; n * oh * ow * cout];
+                    conv.run(kernel, &x, n, h, w, &mut want, threads).unwrap();
+                    assert!(want.iter().any(|&v| v != 0), "{spec:?}: every output 0");
+                    for q in [1, 2] {
+                        let (ohp, owp) = (oh + 2 * q, ow + 2 * q);
+                        let mut y = vec![0xA5u8; n * ohp * owp * cout * 2];
+                        conv.run_padded(kernel, &xp, n, h, w, &mut y, q, threads)
+                            .unwrap();
+                        let want: &[u8] = bytemuck::cast_slice(&want);
+                        for (i, px) in y.chunks_exact(cout * 2).enumerate() {
+                            let (img, rest) = (i / (ohp * owp), i % (ohp * owp));
+                            let (py, pxx) = (rest / owp, rest % owp);
+                            let inside = (q..q + oh).contains(&py) && (q..q + ow).contains(&pxx);
+                            let at = format!(
+                                "{kernel} {threads} threads q {q} {spec:?} {n}x{h}x{w} pixel {i}"
+                            );
+                            if inside {
+                                let j = ((img * oh + py - q) * ow + pxx - q) * cout * 2;
+                                assert_eq!(px, &want[j..j + cout * 2], "{at}");
+                            } else {
+                                assert!(px.iter().all(|&v| v == 0xA5), "{at}: border written");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn stride_padding_groups_and_every_amx_mode_match_the_oracle() {
         if !available() {

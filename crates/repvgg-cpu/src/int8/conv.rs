@@ -680,6 +680,75 @@ pub(super) mod tests {
         }
     }
 
+    /// Every kernel that reads padded inputs writes its outputs inside a border of `q` pixels
+    /// (the next conv's padded input) exactly where the unpadded run puts them, and leaves the
+    /// border alone: the tiles, the in-place VNNI kernel, each with one thread and many (the
+    /// pixels split, or the columns at few pixels).
+    #[test]
+    fn padded_outputs_land_inside_their_border() {
+        let specs = [
+            ConvSpec::new(3, 48, 3, 2, 1, 1).unwrap(),
+            ConvSpec::new(16, 40, 3, 2, 1, 2).unwrap(),
+            ConvSpec::new(96, 40, 3, 1, 1, 1).unwrap(),
+            ConvSpec::new(192, 24, 3, 2, 1, 1).unwrap(),
+        ];
+        let mut next = rng(7);
+        for spec in specs {
+            let cout = spec.out_channels;
+            let wt =
+                Array4::from_shape_fn(spec.weight_shape(), |_| ((next() % 255) as i32 - 127) as i8);
+            let ws = vec![0.002; cout];
+            let bias: Vec<f32> = (0..cout).map(|j| (j % 7) as f32 * 0.01).collect();
+            let input = ActQuant {
+                scale: 0.02,
+                zero_point: 9,
+            };
+            let conv = QuantConv::new(wt.view(), &ws, &bias, spec, input, 0.05).unwrap();
+            for (n, h, w) in [(2, 9, 6), (1, 3, 37), (3, 2, 2)] {
+                let x: Vec<u8> = (0..n * h * w * spec.in_channels)
+                    .map(|_| next() as u8)
+                    .collect();
+                let (oh, ow) = spec.output_size(h, w).unwrap();
+                let mut xp = vec![0u8; conv.padded_len(n, h, w)];
+                conv.pad_input(&x, n, h, w, &mut xp);
+                for kernel in Int8Kernel::available() {
+                    if !conv.reads_padded(kernel) {
+                        continue;
+                    }
+                    for threads in [1, 64] {
+                        let mut want = vec![0u8; n * oh * ow * cout];
+                        conv.run(kernel, &x, n, h, w, &mut want, threads).unwrap();
+                        assert!(
+                            want.iter().any(|&v| v > 0 && v < 255),
+                            "{spec:?}: all clamped"
+                        );
+                        for q in [1, 2] {
+                            let (ohp, owp) = (oh + 2 * q, ow + 2 * q);
+                            let mut y = vec![0xA5u8; n * ohp * owp * cout];
+                            conv.run_padded(kernel, &xp, n, h, w, &mut y, q, threads)
+                                .unwrap();
+                            for (i, px) in y.chunks_exact(cout).enumerate() {
+                                let (img, rest) = (i / (ohp * owp), i % (ohp * owp));
+                                let (py, pxx) = (rest / owp, rest % owp);
+                                let inside =
+                                    (q..q + oh).contains(&py) && (q..q + ow).contains(&pxx);
+                                let at = format!(
+                                    "{kernel} {threads} threads q {q} {spec:?} {n}x{h}x{w} pixel {i}"
+                                );
+                                if inside {
+                                    let j = ((img * oh + py - q) * ow + pxx - q) * cout;
+                                    assert_eq!(px, &want[j..j + cout], "{at}");
+                                } else {
+                                    assert!(px.iter().all(|&v| v == 0xA5), "{at}: border written");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
         #[test]
