@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 /// How long a keeper spins without finding a job before it gives the worker back.
 const IDLE: Duration = Duration::from_millis(2);
 
+/// How long a keeper spins without finding a job before it also yields its core between
+/// looks (longer than the gaps between a run's parallel steps).
+const SPIN: Duration = Duration::from_micros(200);
+
 /// Spins a keeper makes between looks at the clock.
 const SPINS_PER_CHECK: u32 = 64;
 
@@ -41,7 +45,10 @@ pub(crate) fn run<R: Send>(pool: Option<&rayon::ThreadPool>, f: impl FnOnce() ->
 
 /// Runs `f` on this worker with a keeper lent to each other worker of the current pool.
 fn with_keepers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    let others = rayon::current_num_threads().saturating_sub(1);
+    // No more keepers than other cores: spinning threads beyond them would take time from
+    // the ones with work.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let others = rayon::current_num_threads().min(cores).saturating_sub(1);
     let done = AtomicBool::new(false);
     rayon::in_place_scope(|s| {
         for _ in 0..others {
@@ -83,13 +90,19 @@ fn keep(done: &AtomicBool) {
             spins = 0;
             continue;
         }
-        std::hint::spin_loop();
         spins += 1;
-        if spins == SPINS_PER_CHECK {
-            spins = 0;
-            if since.elapsed() > IDLE {
-                return;
-            }
+        if spins < SPINS_PER_CHECK {
+            std::hint::spin_loop();
+            continue;
+        }
+        spins = 0;
+        let idle = since.elapsed();
+        if idle > IDLE {
+            return;
+        }
+        if idle > SPIN {
+            // Past the gaps between a run's steps: the core goes to whoever else needs it.
+            std::thread::yield_now();
         }
     }
 }
