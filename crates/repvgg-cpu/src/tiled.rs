@@ -519,9 +519,10 @@ pub(crate) fn run_padded<T: TileConv>(
         }
         return Ok(());
     }
-    // Jobs of whole pairs of groups, a few per thread, each with the output bytes its
+    // Jobs of whole pairs of groups, two per thread (the other workers wait for them
+    // spinning: fewer, larger jobs read each weight fewer times), each with the output bytes its
     // pixels own (groups are in output order).
-    let jobs = pairs.min(4 * threads.max(1)).max(1);
+    let jobs = pairs.min(2 * threads.max(1)).max(1);
     let per_job = pairs.div_ceil(jobs) * 2;
     let mut parts = Vec::with_capacity(jobs);
     let mut rest = &mut y[..];
