@@ -493,13 +493,17 @@ impl DirectConv for Bf16Conv {
 }
 
 /// Convs in a chain, each reading the previous one's bf16 output, then global average pooling
-/// and a linear layer in f32. `Send + Sync`.
+/// in f32 and a linear layer with bf16 weights and f32 sums. `Send + Sync`.
 #[derive(Debug)]
 pub struct Bf16Network {
     in_channels: usize,
     convs: Vec<Bf16Conv>,
     classes: usize,
-    /// `[C, classes]` packed in the f32 GEMM's panels.
+    /// `[classes, C]` bf16 bits: the linear layer's weights for fewer than
+    /// [`HEAD_GEMM_BATCH`] images (each class row read once for all of them).
+    head_rows: Vec<u16>,
+    /// The same weights as f32 values, `[C, classes]` packed in the f32 GEMM's panels, from
+    /// [`HEAD_GEMM_BATCH`] images on.
     head_wt: AlignedVec,
     head_bias: Vec<f32>,
     /// Ones: the GEMM epilogue's scale.
@@ -521,7 +525,8 @@ pub struct Bf16Options {
 
 impl Bf16Network {
     /// A network of `convs` in order on an input of `in_channels`, then the head: the linear
-    /// layer's f32 `weight [classes, C]` and `bias`.
+    /// layer's `weight [classes, C]` (rounded to bf16, as the convs' weights are) and f32
+    /// `bias`.
     ///
     /// # Errors
     /// [`CpuError::Invalid`] for no convs, a CPU without the kernel (or any bf16 kernel; the
@@ -575,12 +580,21 @@ impl Bf16Network {
                 "classifier weight or bias holds NaN or inf".into(),
             ));
         }
+        let head_rows: Vec<u16> = head_weight.iter().map(|&v| to_bf16(v)).collect();
+        if head_rows.iter().any(|&v| !from_bf16(v).is_finite()) {
+            return Err(CpuError::Invalid(
+                "classifier weight outside bf16's range (magnitudes up to about 3.39e38)".into(),
+            ));
+        }
         let mut head_wt = AlignedVec::filled(crate::gemm::packed_len(c, classes), 0.0);
-        crate::gemm::pack_into(&mut head_wt, c, classes, |ci, j| head_weight[[j, ci]]);
+        crate::gemm::pack_into(&mut head_wt, c, classes, |ci, j| {
+            from_bf16(head_rows[j * c + ci])
+        });
         Ok(Self {
             in_channels,
             convs,
             classes,
+            head_rows,
             head_wt,
             head_bias: head_bias.to_vec(),
             unit_scale: vec![1.0; classes],
@@ -754,24 +768,49 @@ impl Bf16Network {
                 }
                 p.iter_mut().for_each(|s| *s /= hw as f32);
             });
-        let mut logits = vec![0.0f32; n * self.classes];
-        crate::gemm::gemm(
-            n,
-            cur,
-            self.classes,
-            &pooled,
-            cur,
-            &self.head_wt,
-            &mut logits,
-            self.classes,
-            Some(crate::gemm::ColEpilogue {
-                scale: &self.unit_scale,
-                shift: &self.head_bias,
-                accumulate: false,
-                relu: false,
-            }),
-            true,
-        );
+        let classes = self.classes;
+        let mut logits = vec![0.0f32; n * classes];
+        if n >= HEAD_GEMM_BATCH {
+            crate::gemm::gemm(
+                n,
+                cur,
+                classes,
+                &pooled,
+                cur,
+                &self.head_wt,
+                &mut logits,
+                classes,
+                Some(crate::gemm::ColEpilogue {
+                    scale: &self.unit_scale,
+                    shift: &self.head_bias,
+                    accumulate: false,
+                    relu: false,
+                }),
+                true,
+            );
+        } else {
+            // Blocks of classes in parallel, each class row of bf16 weights read once for all
+            // images.
+            let mut by_class = vec![0.0f32; classes * n];
+            by_class
+                .par_chunks_mut(HEAD_BLOCK * n.max(1))
+                .enumerate()
+                .for_each(|(blk, dst)| {
+                    let j0 = blk * HEAD_BLOCK;
+                    let rows = dst.len() / n.max(1);
+                    Arch::new().dispatch(HeadRows {
+                        pooled: &pooled,
+                        c: cur,
+                        rows: &self.head_rows[j0 * cur..(j0 + rows) * cur],
+                        out: dst,
+                    });
+                });
+            for (i, img) in logits.chunks_exact_mut(classes.max(1)).enumerate() {
+                for (j, l) in img.iter_mut().enumerate() {
+                    *l = by_class[j * n + i] + self.head_bias[j];
+                }
+            }
+        }
         lap(&|| {
             (
                 format!(
@@ -787,6 +826,54 @@ impl Bf16Network {
             .push([a, b]);
         Array2::from_shape_vec((n, self.classes), logits)
             .map_err(|e| CpuError::Invalid(e.to_string()))
+    }
+}
+
+/// Images from which the linear layer runs as the f32 GEMM (fewer read the bf16 rows: at
+/// batch 1 the layer is bound by reading its weights).
+const HEAD_GEMM_BATCH: usize = 4;
+
+/// Classes per parallel block of the linear layer.
+const HEAD_BLOCK: usize = 64;
+
+/// `out[j * n + i] = pooled[i] · rows[j]` for the class rows `rows` (`[rows][c]`, bf16 bits)
+/// and the `n` pooled images (`[n][c]`, f32), in 16 lanes of partial sums.
+struct HeadRows<'a> {
+    pooled: &'a [f32],
+    c: usize,
+    rows: &'a [u16],
+    out: &'a mut [f32],
+}
+
+impl WithSimd for HeadRows<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        const L: usize = 16;
+        let c = self.c;
+        if c == 0 {
+            self.out.fill(0.0);
+            return;
+        }
+        let n = self.pooled.len() / c;
+        for (row, dst) in self
+            .rows
+            .chunks_exact(c)
+            .zip(self.out.chunks_exact_mut(n.max(1)))
+        {
+            for (p, d) in self.pooled.chunks_exact(c).zip(dst.iter_mut()) {
+                let mut acc = [0.0f32; L];
+                let (pc, pt) = p.split_at(c / L * L);
+                let (rc, rt) = row.split_at(c / L * L);
+                for (pv, rv) in pc.chunks_exact(L).zip(rc.chunks_exact(L)) {
+                    for l in 0..L {
+                        acc[l] += pv[l] * from_bf16(rv[l]);
+                    }
+                }
+                let tail: f32 = pt.iter().zip(rt).map(|(a, &b)| a * from_bf16(b)).sum();
+                *d = acc.iter().sum::<f32>() + tail;
+            }
+        }
     }
 }
 
@@ -1296,66 +1383,71 @@ mod tests {
             .collect();
         let head = Array2::from_shape_fn((5, 24), |_| next());
         let head_bias: Vec<f32> = (0..5).map(|_| next()).collect();
-        let (n, h, w) = (2, 13, 11);
-        let x = Array4::from_shape_fn((n, 3, h, w), |_| next());
-        for kernel in Bf16Kernel::available() {
-            // The same steps through the public single-conv API, in NHWC.
-            let mut cur: Vec<u16> = x
-                .view()
-                .permuted_axes([0, 2, 3, 1])
-                .iter()
-                .map(|&v| to_bf16(v))
-                .collect();
-            let (mut hh, mut ww) = (h, w);
-            for c in &convs {
-                let (oh, ow) = c.spec().output_size(hh, ww).unwrap();
-                let mut y = vec![0u16; n * oh * ow * c.spec().out_channels];
-                c.run(kernel, &cur, n, hh, ww, &mut y, 1).unwrap();
-                (cur, hh, ww) = (y, oh, ow);
-            }
-            let opts = Bf16Options {
-                threads: Some(2),
-                kernel: Some(kernel),
-            };
-            let net = Bf16Network::new(3, convs.clone(), head.view(), &head_bias, opts).unwrap();
-            assert_eq!(net.kernel(), kernel);
-            for _ in 0..2 {
-                let got = net.run(x.view()).unwrap();
-                for img in 0..n {
-                    let feats = &cur[img * hh * ww * 24..(img + 1) * hh * ww * 24];
-                    for j in 0..5 {
-                        let mut want = f64::from(head_bias[j]);
-                        let mut mag = want.abs();
-                        for ch in 0..24 {
-                            let mean = feats
-                                .iter()
-                                .skip(ch)
-                                .step_by(24)
-                                .map(|&v| f64::from(from_bf16(v)))
-                                .sum::<f64>()
-                                / (hh * ww) as f64;
-                            want += mean * f64::from(head[[j, ch]]);
-                            mag += (mean * f64::from(head[[j, ch]])).abs();
+        // Two images: the linear layer reads its bf16 rows; five: the f32 GEMM on their values.
+        for (n, h, w) in [(2, 13, 11), (5, 9, 7)] {
+            let x = Array4::from_shape_fn((n, 3, h, w), |_| next());
+            for kernel in Bf16Kernel::available() {
+                // The same steps through the public single-conv API, in NHWC.
+                let mut cur: Vec<u16> = x
+                    .view()
+                    .permuted_axes([0, 2, 3, 1])
+                    .iter()
+                    .map(|&v| to_bf16(v))
+                    .collect();
+                let (mut hh, mut ww) = (h, w);
+                for c in &convs {
+                    let (oh, ow) = c.spec().output_size(hh, ww).unwrap();
+                    let mut y = vec![0u16; n * oh * ow * c.spec().out_channels];
+                    c.run(kernel, &cur, n, hh, ww, &mut y, 1).unwrap();
+                    (cur, hh, ww) = (y, oh, ow);
+                }
+                let opts = Bf16Options {
+                    threads: Some(2),
+                    kernel: Some(kernel),
+                };
+                let net =
+                    Bf16Network::new(3, convs.clone(), head.view(), &head_bias, opts).unwrap();
+                assert_eq!(net.kernel(), kernel);
+                for _ in 0..2 {
+                    let got = net.run(x.view()).unwrap();
+                    for img in 0..n {
+                        let feats = &cur[img * hh * ww * 24..(img + 1) * hh * ww * 24];
+                        for j in 0..5 {
+                            let mut want = f64::from(head_bias[j]);
+                            let mut mag = want.abs();
+                            for ch in 0..24 {
+                                let mean = feats
+                                    .iter()
+                                    .skip(ch)
+                                    .step_by(24)
+                                    .map(|&v| f64::from(from_bf16(v)))
+                                    .sum::<f64>()
+                                    / (hh * ww) as f64;
+                                // The classifier's weights are rounded to bf16 too.
+                                let wv = f64::from(from_bf16(to_bf16(head[[j, ch]])));
+                                want += mean * wv;
+                                mag += (mean * wv).abs();
+                            }
+                            let d = (f64::from(got[[img, j]]) - want).abs();
+                            assert!(
+                                d <= 1e-5 * mag + 1e-6,
+                                "image {img} class {j}: {} vs {want}",
+                                got[[img, j]]
+                            );
                         }
-                        let d = (f64::from(got[[img, j]]) - want).abs();
-                        assert!(
-                            d <= 1e-5 * mag + 1e-6,
-                            "image {img} class {j}: {} vs {want}",
-                            got[[img, j]]
-                        );
                     }
                 }
+                let prof = net.profile(x.view()).unwrap();
+                assert_eq!(prof.len(), 5);
+                assert_eq!(
+                    prof.iter().map(|t| t.flops).sum::<u64>(),
+                    2 * net.macs(n, h, w).unwrap()
+                );
+                let mut bad = x.clone();
+                bad[[1, 2, 3, 4]] = f32::NAN;
+                let e = net.run(bad.view()).unwrap_err();
+                assert!(e.to_string().contains("NaN"), "{e}");
             }
-            let prof = net.profile(x.view()).unwrap();
-            assert_eq!(prof.len(), 5);
-            assert_eq!(
-                prof.iter().map(|t| t.flops).sum::<u64>(),
-                2 * net.macs(n, h, w).unwrap()
-            );
-            let mut bad = x.clone();
-            bad[[1, 2, 3, 4]] = f32::NAN;
-            let e = net.run(bad.view()).unwrap_err();
-            assert!(e.to_string().contains("NaN"), "{e}");
         }
     }
 
@@ -1371,5 +1463,13 @@ mod tests {
         let e =
             Bf16Conv::new(Array4::zeros(odd.weight_shape()).view(), &[0.0; 4], odd).unwrap_err();
         assert!(e.to_string().contains("pairs"), "{e}");
+        if available() {
+            let conv = Bf16Conv::new(wt.view(), &[0.0; 2], spec).unwrap();
+            // Finite in f32, beyond bf16's largest value: the rounded classifier would be inf.
+            let head = Array2::from_elem((3, 2), 3.4e38f32);
+            let e = Bf16Network::new(2, vec![conv], head.view(), &[0.0; 3], Default::default())
+                .unwrap_err();
+            assert!(e.to_string().contains("outside bf16's range"), "{e}");
+        }
     }
 }
