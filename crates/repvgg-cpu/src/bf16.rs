@@ -500,10 +500,10 @@ pub struct Bf16Network {
     convs: Vec<Bf16Conv>,
     classes: usize,
     /// `[classes, C]` bf16 bits: the linear layer's weights for fewer than
-    /// [`HEAD_GEMM_BATCH`] images (each class row read once for all of them).
+    /// [`crate::head::GEMM_BATCH`] images (each class row read once for all of them).
     head_rows: Vec<u16>,
     /// The same weights as f32 values, `[C, classes]` packed in the f32 GEMM's panels, from
-    /// [`HEAD_GEMM_BATCH`] images on.
+    /// [`crate::head::GEMM_BATCH`] images on.
     head_wt: AlignedVec,
     head_bias: Vec<f32>,
     /// Ones: the GEMM epilogue's scale.
@@ -770,7 +770,7 @@ impl Bf16Network {
             });
         let classes = self.classes;
         let mut logits = vec![0.0f32; n * classes];
-        if n >= HEAD_GEMM_BATCH {
+        if n >= crate::head::GEMM_BATCH {
             crate::gemm::gemm(
                 n,
                 cur,
@@ -789,22 +789,9 @@ impl Bf16Network {
                 true,
             );
         } else {
-            // Blocks of classes in parallel, each class row of bf16 weights read once for all
-            // images.
+            // Each class row of bf16 weights read once for all images.
             let mut by_class = vec![0.0f32; classes * n];
-            by_class
-                .par_chunks_mut(HEAD_BLOCK * n.max(1))
-                .enumerate()
-                .for_each(|(blk, dst)| {
-                    let j0 = blk * HEAD_BLOCK;
-                    let rows = dst.len() / n.max(1);
-                    Arch::new().dispatch(HeadRows {
-                        pooled: &pooled,
-                        c: cur,
-                        rows: &self.head_rows[j0 * cur..(j0 + rows) * cur],
-                        out: dst,
-                    });
-                });
+            crate::head::class_sums(&pooled, cur, &self.head_rows, &mut by_class);
             for (i, img) in logits.chunks_exact_mut(classes.max(1)).enumerate() {
                 for (j, l) in img.iter_mut().enumerate() {
                     *l = by_class[j * n + i] + self.head_bias[j];
@@ -826,54 +813,6 @@ impl Bf16Network {
             .push([a, b]);
         Array2::from_shape_vec((n, self.classes), logits)
             .map_err(|e| CpuError::Invalid(e.to_string()))
-    }
-}
-
-/// Images from which the linear layer runs as the f32 GEMM (fewer read the bf16 rows: at
-/// batch 1 the layer is bound by reading its weights).
-const HEAD_GEMM_BATCH: usize = 4;
-
-/// Classes per parallel block of the linear layer.
-const HEAD_BLOCK: usize = 64;
-
-/// `out[j * n + i] = pooled[i] · rows[j]` for the class rows `rows` (`[rows][c]`, bf16 bits)
-/// and the `n` pooled images (`[n][c]`, f32), in 16 lanes of partial sums.
-struct HeadRows<'a> {
-    pooled: &'a [f32],
-    c: usize,
-    rows: &'a [u16],
-    out: &'a mut [f32],
-}
-
-impl WithSimd for HeadRows<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, _: S) {
-        const L: usize = 16;
-        let c = self.c;
-        if c == 0 {
-            self.out.fill(0.0);
-            return;
-        }
-        let n = self.pooled.len() / c;
-        for (row, dst) in self
-            .rows
-            .chunks_exact(c)
-            .zip(self.out.chunks_exact_mut(n.max(1)))
-        {
-            for (p, d) in self.pooled.chunks_exact(c).zip(dst.iter_mut()) {
-                let mut acc = [0.0f32; L];
-                let (pc, pt) = p.split_at(c / L * L);
-                let (rc, rt) = row.split_at(c / L * L);
-                for (pv, rv) in pc.chunks_exact(L).zip(rc.chunks_exact(L)) {
-                    for l in 0..L {
-                        acc[l] += pv[l] * from_bf16(rv[l]);
-                    }
-                }
-                let tail: f32 = pt.iter().zip(rt).map(|(a, &b)| a * from_bf16(b)).sum();
-                *d = acc.iter().sum::<f32>() + tail;
-            }
-        }
     }
 }
 

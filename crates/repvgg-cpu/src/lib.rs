@@ -65,6 +65,7 @@ mod direct;
 mod elementwise;
 mod error;
 mod gemm;
+mod head;
 mod im2col;
 pub mod int8;
 mod network;

@@ -31,7 +31,7 @@ pub struct Int8Network {
     /// `[classes][C]`: each class's weights as s8, symmetric, scaled by `head_scale`.
     head_q: Vec<i8>,
     /// The same codes as f32, `[C, classes]` in the f32 GEMM's panels (`head_scale` and the
-    /// bias applied in its store, as the s8 path applies them): from [`HEAD_GEMM_BATCH`]
+    /// bias applied in its store, as the s8 path applies them): from [`crate::head::GEMM_BATCH`]
     /// images on, a GEMM reads them faster than the s8 rows convert.
     head_wt: AlignedVec,
     head_scale: Vec<f32>,
@@ -357,7 +357,7 @@ impl Int8Network {
             });
         lap(&|| (format!("head: average pool {h}x{w}x{cur}"), 0));
         let classes = self.classes;
-        let logits = if n >= HEAD_GEMM_BATCH {
+        let logits = if n >= crate::head::GEMM_BATCH {
             let mut logits = vec![0.0f32; n * classes];
             crate::gemm::gemm(
                 n,
@@ -379,22 +379,9 @@ impl Int8Network {
             Array2::from_shape_vec((n, classes), logits)
                 .map_err(|e| CpuError::Invalid(e.to_string()))?
         } else {
-            // Blocks of classes in parallel, each class row of s8 weights read once for all
-            // images.
+            // Each class row of s8 weights read once for all images.
             let mut by_class = vec![0.0f32; classes * n];
-            by_class
-                .par_chunks_mut(HEAD_BLOCK * n.max(1))
-                .enumerate()
-                .for_each(|(blk, dst)| {
-                    let j0 = blk * HEAD_BLOCK;
-                    let rows = dst.len() / n.max(1);
-                    Arch::new().dispatch(HeadBlock {
-                        pooled: &pooled,
-                        c: cur,
-                        q: &self.head_q[j0 * cur..(j0 + rows) * cur],
-                        out: dst,
-                    });
-                });
+            crate::head::class_sums(&pooled, cur, &self.head_q, &mut by_class);
             Array2::from_shape_fn((n, classes), |(i, j)| {
                 by_class[j * n + i] * self.head_scale[j] + self.head_bias[j]
             })
@@ -403,7 +390,7 @@ impl Int8Network {
             (
                 format!(
                     "head: linear {cur}->{classes}, {}",
-                    if n >= HEAD_GEMM_BATCH {
+                    if n >= crate::head::GEMM_BATCH {
                         "f32 GEMM on the s8 codes, scaled in its store"
                     } else {
                         "s8 weights"
@@ -417,54 +404,6 @@ impl Int8Network {
             .unwrap_or_else(PoisonError::into_inner)
             .push([a, b, t]);
         Ok((logits, layers))
-    }
-}
-
-/// Images from which the linear layer runs as an f32 GEMM on its codes as f32 (fewer
-/// read the s8 rows: at batch 1 the layer is bound by reading its weights).
-const HEAD_GEMM_BATCH: usize = 4;
-
-/// Classes per parallel block of the linear layer.
-const HEAD_BLOCK: usize = 64;
-
-/// `out[j * n + i] = pooled[i] · q[j]` for the class rows `q` (`[rows][c]`, s8) and the `n`
-/// pooled images (`[n][c]`, f32), in 16 lanes of partial sums.
-struct HeadBlock<'a> {
-    pooled: &'a [f32],
-    c: usize,
-    q: &'a [i8],
-    out: &'a mut [f32],
-}
-
-impl WithSimd for HeadBlock<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, _: S) {
-        const L: usize = 16;
-        let c = self.c;
-        if c == 0 {
-            self.out.fill(0.0);
-            return;
-        }
-        let n = self.pooled.len() / c;
-        for (qr, dst) in self
-            .q
-            .chunks_exact(c)
-            .zip(self.out.chunks_exact_mut(n.max(1)))
-        {
-            for (p, d) in self.pooled.chunks_exact(c).zip(dst.iter_mut()) {
-                let mut acc = [0.0f32; L];
-                let (pc, pt) = p.split_at(c / L * L);
-                let (qc, qt) = qr.split_at(c / L * L);
-                for (pv, qv) in pc.chunks_exact(L).zip(qc.chunks_exact(L)) {
-                    for l in 0..L {
-                        acc[l] += pv[l] * f32::from(qv[l]);
-                    }
-                }
-                let tail: f32 = pt.iter().zip(qt).map(|(a, &b)| a * f32::from(b)).sum();
-                *d = acc.iter().sum::<f32>() + tail;
-            }
-        }
     }
 }
 
@@ -579,32 +518,6 @@ mod tests {
             quantize_row(&xs, q, &mut got);
             for (x, g) in xs.iter().zip(&got) {
                 prop_assert_eq!(*g, q.quantize(*x), "x = {}", x);
-            }
-        }
-
-        #[test]
-        fn head_blocks_match_f64_dot_products(
-            n in 1usize..20, c in 0usize..70, classes in 1usize..5, seed in any::<u64>(),
-        ) {
-            // Channel counts below, at and past the sixteen lanes (the tails), any batch.
-            let mut next = crate::int8::conv::tests::rng(seed);
-            let pooled: Vec<f32> = (0..n * c).map(|_| (next() % 2001) as f32 / 100.0).collect();
-            let q: Vec<i8> = (0..classes * c).map(|_| ((next() % 255) as i32 - 127) as i8).collect();
-            let mut out = vec![f32::NAN; classes * n];
-            Arch::new().dispatch(HeadBlock { pooled: &pooled, c, q: &q, out: &mut out });
-            for j in 0..classes {
-                for i in 0..n {
-                    let terms = (0..c).map(|k| f64::from(pooled[i * c + k]) * f64::from(q[j * c + k]));
-                    let (want, size) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
-                    let got = f64::from(out[j * n + i]);
-                    // The bound of an f32 sum of products: one rounding per term and per
-                    // addition, of the terms' magnitudes (however much they cancel).
-                    let bound = (c as f64 + 1.0) * f64::from(f32::EPSILON) * size;
-                    prop_assert!(
-                        (got - want).abs() <= bound,
-                        "class {} image {}: {} against {}", j, i, got, want
-                    );
-                }
             }
         }
     }
