@@ -769,35 +769,23 @@ impl Bf16Network {
                 p.iter_mut().for_each(|s| *s /= hw as f32);
             });
         let classes = self.classes;
-        let mut logits = vec![0.0f32; n * classes];
-        if n >= crate::head::GEMM_BATCH {
-            crate::gemm::gemm(
+        let logits = if n >= crate::head::GEMM_BATCH {
+            crate::head::by_gemm(
                 n,
-                cur,
-                classes,
                 &pooled,
                 cur,
                 &self.head_wt,
-                &mut logits,
-                classes,
-                Some(crate::gemm::ColEpilogue {
-                    scale: &self.unit_scale,
-                    shift: &self.head_bias,
-                    accumulate: false,
-                    relu: false,
-                }),
-                true,
-            );
+                &self.unit_scale,
+                &self.head_bias,
+            )
         } else {
             // Each class row of bf16 weights read once for all images.
             let mut by_class = vec![0.0f32; classes * n];
             crate::head::class_sums(&pooled, cur, &self.head_rows, &mut by_class);
-            for (i, img) in logits.chunks_exact_mut(classes.max(1)).enumerate() {
-                for (j, l) in img.iter_mut().enumerate() {
-                    *l = by_class[j * n + i] + self.head_bias[j];
-                }
-            }
-        }
+            (0..n * classes)
+                .map(|at| by_class[at % classes * n + at / classes] + self.head_bias[at % classes])
+                .collect()
+        };
         lap(&|| {
             (
                 format!(

@@ -51,6 +51,38 @@ pub(crate) fn class_sums<W: Weight>(pooled: &[f32], c: usize, rows: &[W], out: &
         });
 }
 
+/// The logits `[n][classes]` of the `n` pooled images (`[n][c]`) through the f32 GEMM with the
+/// weights packed in its panels (`[c, classes]`), each class's sum times `scale` plus `bias`.
+pub(crate) fn by_gemm(
+    n: usize,
+    pooled: &[f32],
+    c: usize,
+    packed: &[f32],
+    scale: &[f32],
+    bias: &[f32],
+) -> Vec<f32> {
+    let classes = bias.len();
+    let mut logits = vec![0.0f32; n * classes];
+    crate::gemm::gemm(
+        n,
+        c,
+        classes,
+        pooled,
+        c,
+        packed,
+        &mut logits,
+        classes,
+        Some(crate::gemm::ColEpilogue {
+            scale,
+            shift: bias,
+            accumulate: false,
+            relu: false,
+        }),
+        true,
+    );
+    logits
+}
+
 /// [`class_sums`] of one block of classes, in 16 lanes of partial sums.
 struct Rows<'a, W> {
     pooled: &'a [f32],

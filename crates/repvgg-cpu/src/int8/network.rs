@@ -358,23 +358,13 @@ impl Int8Network {
         lap(&|| (format!("head: average pool {h}x{w}x{cur}"), 0));
         let classes = self.classes;
         let logits = if n >= crate::head::GEMM_BATCH {
-            let mut logits = vec![0.0f32; n * classes];
-            crate::gemm::gemm(
+            let logits = crate::head::by_gemm(
                 n,
-                cur,
-                classes,
                 &pooled,
                 cur,
                 &self.head_wt,
-                &mut logits,
-                classes,
-                Some(crate::gemm::ColEpilogue {
-                    scale: &self.head_scale,
-                    shift: &self.head_bias,
-                    accumulate: false,
-                    relu: false,
-                }),
-                true,
+                &self.head_scale,
+                &self.head_bias,
             );
             Array2::from_shape_vec((n, classes), logits)
                 .map_err(|e| CpuError::Invalid(e.to_string()))?
