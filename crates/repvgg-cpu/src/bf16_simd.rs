@@ -259,12 +259,7 @@ mod x86 {
         let e = job.store.bytes();
         let mut j = j0;
         while j < nv {
-            // Three vectors at a time (24 accumulators), the rest in twos.
-            let v = match nv - j {
-                3.. if nv - j != 4 => 3,
-                1 => 1,
-                _ => 2,
-            };
+            let v = crate::direct::vectors(nv - j);
             let c0 = 16 * j;
             let cols = job.cols.end - c0;
             let bias = &job.bias[c0..];

@@ -22,6 +22,17 @@ const RUN: usize = 4;
 /// Output columns per job when the columns are split over the threads (three vectors of 16).
 const SPLIT: usize = 48;
 
+/// Vectors of 16 columns a direct kernel takes at once when `left` remain: three (24
+/// accumulators) while that does not leave a single one, else two, a lone one only at the
+/// end of a single vector.
+pub(crate) fn vectors(left: usize) -> usize {
+    match left {
+        3.. if left != 4 => 3,
+        1 => 1,
+        _ => 2,
+    }
+}
+
 /// How a conv reads its input stored with its padding: a pixel's sum runs over `taps`
 /// segments of `seg` bytes (a multiple of four), segment `t` at byte `taps[t]` from the
 /// pixel's first tap, in the order of the packed weights' steps. With `rows`, the segments are
@@ -259,6 +270,31 @@ mod tests {
 
     fn spec(cin: usize, cout: usize, k: usize, groups: usize) -> ConvSpec {
         ConvSpec::new(cin, cout, k, 1, k / 2, groups).unwrap()
+    }
+
+    /// Runs of three, never a lone vector after others: 4 = 2 + 2, 5 = 3 + 2, 7 = 3 + 2 + 2.
+    #[test]
+    fn vectors_run_in_threes_and_twos() {
+        let runs = |mut left: usize| {
+            let mut v = Vec::new();
+            while left > 0 {
+                let take = vectors(left);
+                v.push(take);
+                left -= take;
+            }
+            v
+        };
+        assert_eq!(runs(1), [1]);
+        assert_eq!(runs(2), [2]);
+        assert_eq!(runs(3), [3]);
+        assert_eq!(runs(4), [2, 2]);
+        assert_eq!(runs(5), [3, 2]);
+        assert_eq!(runs(6), [3, 3]);
+        assert_eq!(runs(7), [3, 2, 2]);
+        assert_eq!(runs(12), [3, 3, 3, 3]);
+        for n in 2..40 {
+            assert!(!runs(n).contains(&1), "{n}: {:?}", runs(n));
+        }
     }
 
     /// Whole groups of four bytes of channels per conv group are read tap by tap, each tap

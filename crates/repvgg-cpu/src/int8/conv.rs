@@ -680,6 +680,55 @@ pub(super) mod tests {
         }
     }
 
+    /// The in-place kernel stores every pixel of every block but the last, of the last only
+    /// the first `len`: the rows past them (which the driver points at the last pixel again)
+    /// are not written even when they point elsewhere.
+    #[test]
+    fn the_last_block_stores_only_its_pixels() {
+        if !simd::has_vnni() {
+            return;
+        }
+        let spec = ConvSpec::new(16, 40, 3, 1, 1, 1).unwrap();
+        let (h, w, cout) = (5, 5, 40);
+        let mut next = rng(3);
+        let wt =
+            Array4::from_shape_fn(spec.weight_shape(), |_| ((next() % 255) as i32 - 127) as i8);
+        let bias: Vec<f32> = (0..cout).map(|j| (j % 5) as f32 * 0.02).collect();
+        let input = ActQuant {
+            scale: 0.02,
+            zero_point: 5,
+        };
+        let conv = QuantConv::new(wt.view(), &vec![0.002; cout], &bias, spec, input, 0.05).unwrap();
+        let x: Vec<u8> = (0..h * w * 16).map(|_| next() as u8).collect();
+        let mut want = vec![0u8; h * w * cout];
+        conv.run(Int8Kernel::Scalar, &x, 1, h, w, &mut want, 1)
+            .unwrap();
+        let mut xp = vec![0u8; conv.padded_len(1, h, w)];
+        conv.pad_input(&x, 1, h, w, &mut xp);
+        let reads = Reads::of(&spec, 1, w + 2).unwrap();
+        for len in 1..=MR {
+            // Pixels 0..MR + len in output order, stored densely; the rows past `len` of the
+            // last block point at their own places after them.
+            let first = |p: usize| ((p / w) * (w + 2) + p % w) * 16;
+            let xs = [
+                std::array::from_fn(&first),
+                std::array::from_fn(|r| first(MR + r.min(len - 1))),
+            ];
+            let ys = [
+                std::array::from_fn(|r| r * cout),
+                std::array::from_fn(|r| (MR + r) * cout),
+            ];
+            let mut out = vec![0xA5u8; 2 * MR * cout];
+            assert!(conv.blocks(&reads, &xp, 0, 0..cout, &xs, &ys, len, &mut out));
+            let done = (MR + len) * cout;
+            assert_eq!(&out[..done], &want[..done], "len {len}");
+            assert!(
+                out[done..].iter().all(|&v| v == 0xA5),
+                "len {len}: rows past it stored"
+            );
+        }
+    }
+
     /// Every kernel that reads padded inputs writes its outputs inside a border of `q` pixels
     /// (the next conv's padded input) exactly where the unpadded run puts them, and leaves the
     /// border alone: the tiles, the in-place VNNI kernel, each with one thread and many (the
