@@ -1181,7 +1181,6 @@ mod tests {
         if !bf16_simd::available() {
             return;
         }
-        const MR: usize = crate::direct::MR;
         let spec = ConvSpec::new(16, 40, 3, 1, 1, 1).unwrap();
         let (h, w, cout) = (5, 5, 40);
         let mut next = rng(5);
@@ -1195,29 +1194,7 @@ mod tests {
         let want: &[u8] = bytemuck::cast_slice(&want);
         let mut xp = AlignedBytes::zeroed(tiled::padded_len(&conv, 1, h, w));
         tiled::pad(bytemuck::cast_slice(&x), (1, h, w), 32, 1, 0, &mut xp);
-        let reads = Reads::of(&spec, 2, w + 2).unwrap();
-        let px = cout * 2;
-        for len in 1..=MR {
-            // Pixels 0..MR + len in output order, stored densely; the rows past `len` of the
-            // last block point at their own places after them.
-            let first = |p: usize| ((p / w) * (w + 2) + p % w) * 32;
-            let xs = [
-                std::array::from_fn(&first),
-                std::array::from_fn(|r| first(MR + r.min(len - 1))),
-            ];
-            let ys = [
-                std::array::from_fn(|r| r * px),
-                std::array::from_fn(|r| (MR + r) * px),
-            ];
-            let mut out = vec![0xA5u8; 2 * MR * px];
-            assert!(conv.blocks(&reads, &xp, 0, 0..cout, &xs, &ys, len, &mut out));
-            let done = (MR + len) * px;
-            assert_eq!(&out[..done], &want[..done], "len {len}");
-            assert!(
-                out[done..].iter().all(|&v| v == 0xA5),
-                "len {len}: rows past it stored"
-            );
-        }
+        crate::direct::tests::last_block_stores_only_its_pixels(&conv, &xp, w, (32, 80), want);
     }
 
     /// Every kernel writes its outputs inside a border of `q` pixels (the next conv's padded

@@ -265,7 +265,7 @@ pub(crate) fn run_padded<T: DirectConv>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn spec(cin: usize, cout: usize, k: usize, groups: usize) -> ConvSpec {
@@ -346,5 +346,42 @@ mod tests {
         // A 1x1 conv reads one tap.
         assert_eq!(Reads::of(&spec(8, 8, 1, 1), 1, wp), want(vec![0], 8, false));
         assert_eq!(Reads::of(&spec(6, 4, 3, 2), 1, wp), None);
+    }
+
+    /// Runs `conv`'s kernel on two blocks of output pixels `0..MR + len` of one image `w`
+    /// wide (its input `xp` padded by one pixel, `in_px` bytes a pixel), stored densely
+    /// (`out_px` bytes a pixel), for every `len`; the rows past `len` of the last block point
+    /// at their own places after them. Those must stay untouched and the others equal `want`
+    /// (the conv's output, dense).
+    pub(crate) fn last_block_stores_only_its_pixels<T: DirectConv>(
+        conv: &T,
+        xp: &[u8],
+        w: usize,
+        (in_px, out_px): (usize, usize),
+        want: &[u8],
+    ) {
+        let spec = conv.spec();
+        let reads = Reads::of(spec, T::ELEM, w + 2).unwrap();
+        let first = |p: usize| ((p / w) * (w + 2) + p % w) * in_px;
+        for len in 1..=MR {
+            let xs = [
+                std::array::from_fn(&first),
+                std::array::from_fn(|r| first(MR + r.min(len - 1))),
+            ];
+            let ys = [
+                std::array::from_fn(|r| r * out_px),
+                std::array::from_fn(|r| (MR + r) * out_px),
+            ];
+            let mut out = vec![0xA5u8; 2 * MR * out_px];
+            let cols = 0..spec.out_channels;
+            assert!(conv.blocks(&reads, xp, 0, cols, &xs, &ys, len, &mut out));
+            let done = (MR + len) * out_px;
+            assert_eq!(&out[..done], &want[..done], "{} len {len}", T::NAME);
+            assert!(
+                out[done..].iter().all(|&v| v == 0xA5),
+                "{} len {len}: rows past it stored",
+                T::NAME
+            );
+        }
     }
 }

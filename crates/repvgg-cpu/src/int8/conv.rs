@@ -705,28 +705,7 @@ pub(super) mod tests {
             .unwrap();
         let mut xp = vec![0u8; conv.padded_len(1, h, w)];
         conv.pad_input(&x, 1, h, w, &mut xp);
-        let reads = Reads::of(&spec, 1, w + 2).unwrap();
-        for len in 1..=MR {
-            // Pixels 0..MR + len in output order, stored densely; the rows past `len` of the
-            // last block point at their own places after them.
-            let first = |p: usize| ((p / w) * (w + 2) + p % w) * 16;
-            let xs = [
-                std::array::from_fn(&first),
-                std::array::from_fn(|r| first(MR + r.min(len - 1))),
-            ];
-            let ys = [
-                std::array::from_fn(|r| r * cout),
-                std::array::from_fn(|r| (MR + r) * cout),
-            ];
-            let mut out = vec![0xA5u8; 2 * MR * cout];
-            assert!(conv.blocks(&reads, &xp, 0, 0..cout, &xs, &ys, len, &mut out));
-            let done = (MR + len) * cout;
-            assert_eq!(&out[..done], &want[..done], "len {len}");
-            assert!(
-                out[done..].iter().all(|&v| v == 0xA5),
-                "len {len}: rows past it stored"
-            );
-        }
+        crate::direct::tests::last_block_stores_only_its_pixels(&conv, &xp, w, (16, cout), &want);
     }
 
     /// Every kernel that reads padded inputs writes its outputs inside a border of `q` pixels
