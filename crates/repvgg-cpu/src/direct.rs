@@ -272,6 +272,48 @@ pub(crate) mod tests {
         ConvSpec::new(cin, cout, k, 1, k / 2, groups).unwrap()
     }
 
+    /// The checks cover the stored places of every block, past the first too, and only
+    /// those: the last block's rows past `len` are read (their inputs checked) but not stored.
+    #[test]
+    fn block_checks_cover_every_stored_place_and_only_those() {
+        let (x_len, taps, seg) = (200, [0usize, 8], 4);
+        let (n, width) = (16, 16);
+        let y_len = 2 * MR * width;
+        let xs = [[0usize; MR]; 2];
+        let ys: [[usize; MR]; 2] = [
+            std::array::from_fn(|r| r * width),
+            std::array::from_fn(|r| (MR + r) * width),
+        ];
+        let run = |xs: [[usize; MR]; 2], ys: [[usize; MR]; 2], len: usize| {
+            std::panic::catch_unwind(|| {
+                check_blocks(
+                    (x_len, &taps, seg),
+                    &(0..n),
+                    n,
+                    &xs,
+                    &ys,
+                    len,
+                    (y_len, width),
+                );
+            })
+            .is_ok()
+        };
+        assert!(run(xs, ys, MR));
+        // A stored place of the second block past the output.
+        let mut far = ys;
+        far[1][3] = y_len;
+        assert!(!run(xs, far, MR));
+        assert!(!run(xs, far, 4));
+        // The same place past `len`: not stored, not checked.
+        assert!(run(xs, far, 3));
+        // Every row's input is read, past `len` too.
+        let mut past = xs;
+        past[1][5] = x_len - 8 - seg + 1;
+        assert!(!run(past, ys, 2));
+        past[1][5] = x_len - 8 - seg;
+        assert!(run(past, ys, 2));
+    }
+
     /// Runs of three, never a lone vector after others: 4 = 2 + 2, 5 = 3 + 2, 7 = 3 + 2 + 2.
     #[test]
     fn vectors_run_in_threes_and_twos() {
