@@ -708,6 +708,46 @@ pub(super) mod tests {
         crate::direct::tests::last_block_stores_only_its_pixels(&conv, &xp, w, (16, cout), &want);
     }
 
+    /// Short padded buffers are refused with their names before the in-place kernel runs.
+    #[test]
+    fn the_in_place_kernel_refuses_short_buffers() {
+        if !simd::has_vnni() {
+            return;
+        }
+        let spec = ConvSpec::new(16, 8, 3, 1, 1, 1).unwrap();
+        let wt = Array4::<i8>::zeros(spec.weight_shape());
+        let conv = QuantConv::new(
+            wt.view(),
+            &[1.0; 8],
+            &[0.0; 8],
+            spec,
+            ActQuant::relu(1.0),
+            1.0,
+        )
+        .unwrap();
+        let (n, h, w, q) = (2, 3, 4, 1);
+        let xp = vec![0u8; conv.padded_len(n, h, w)];
+        let want = n * (h + 2 * q) * (w + 2 * q) * 8;
+        let kernel = Int8Kernel::Avx512Vnni;
+        let mut y = vec![0u8; want - 1];
+        let e = conv
+            .run_padded(kernel, &xp, n, h, w, &mut y, q, 1)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("padded int8 convolution output"),
+            "{e}"
+        );
+        let mut y = vec![0u8; want];
+        let e = conv
+            .run_padded(kernel, &xp[..xp.len() - 1], n, h, w, &mut y, q, 1)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("padded int8 convolution input"),
+            "{e}"
+        );
+        conv.run_padded(kernel, &xp, n, h, w, &mut y, q, 1).unwrap();
+    }
+
     /// Every kernel that reads padded inputs writes its outputs inside a border of `q` pixels
     /// (the next conv's padded input) exactly where the unpadded run puts them, and leaves the
     /// border alone: the tiles, the in-place VNNI kernel, each with one thread and many (the
