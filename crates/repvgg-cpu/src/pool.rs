@@ -120,8 +120,8 @@ mod tests {
             .unwrap()
     }
 
-    /// The body runs on a worker of the pool it was given, its result comes back, and its
-    /// parallel work reaches every worker (the keepers run it).
+    /// The body runs on a worker of the pool it was given, its result comes back, its
+    /// parallel work reaches every worker, and the run returns (its keepers have left).
     #[test]
     fn runs_on_a_worker_and_lends_the_others_to_its_jobs() {
         for n in [1, 2, 4] {
@@ -148,7 +148,7 @@ mod tests {
             });
             assert!(idx.is_some_and(|i| i < n), "{idx:?}");
             assert!(workers.iter().all(|&s| s), "{n} threads: {workers:?}");
-            // The keepers are gone: the pool runs other work afterwards.
+            // The pool runs other work afterwards.
             assert_eq!(p.install(|| (0..100).into_par_iter().sum::<i32>()), 4950);
         }
         // Without a pool, on the global pool's workers; from one of them, in place.

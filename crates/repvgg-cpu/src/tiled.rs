@@ -466,7 +466,7 @@ pub(crate) fn run_padded<T: TileConv>(
     let count = layout.count;
     let pairs = count.div_ceil(2);
     let np = panels(cout / s.groups);
-    // Few pixels (late layers at small batches): one job per thread, the panels split
+    // Few pixels (late layers at small batches): about one job per thread, the panels split
     // between them first (each thread reads only its part of the weights, once for all its
     // pixel pairs), the pairs too when there are fewer panels than threads. Each job writes
     // its own block, copied into place after.
@@ -483,7 +483,7 @@ pub(crate) fn run_padded<T: TileConv>(
                 .map(|i| layout.group(i))
                 .collect()
         };
-        let blocks: Vec<(usize, usize, Vec<u8>)> = jobs
+        let blocks: Vec<(Vec<Group>, usize, Vec<u8>)> = jobs
             .into_par_iter()
             .map(|(pr, p0)| {
                 let chunk = chunk_of(pr);
@@ -506,11 +506,10 @@ pub(crate) fn run_padded<T: TileConv>(
                 for (c, px) in chunk.chunks(BATCH).zip(pix.chunks(BATCH)) {
                     pass.run(c, px, p0..p1, &mut out);
                 }
-                (pr, c0 * e, out)
+                (chunk, c0 * e, out)
             })
             .collect();
-        for (pr, c0, out) in blocks {
-            let chunk = chunk_of(pr);
+        for (chunk, c0, out) in blocks {
             let cols = out.len() / chunk.iter().map(|g| g.len).sum::<usize>();
             let places = chunk.iter().flat_map(|g| g.y[..g.len].iter());
             for (&at, src) in places.zip(out.chunks_exact(cols)) {
