@@ -768,24 +768,15 @@ impl Bf16Network {
                 }
                 p.iter_mut().for_each(|s| *s /= hw as f32);
             });
-        let classes = self.classes;
-        let logits = if n >= crate::head::GEMM_BATCH {
-            crate::head::by_gemm(
-                n,
-                &pooled,
-                cur,
-                &self.head_wt,
-                &self.unit_scale,
-                &self.head_bias,
-            )
-        } else {
-            // Each class row of bf16 weights read once for all images.
-            let mut by_class = vec![0.0f32; classes * n];
-            crate::head::class_sums(&pooled, cur, &self.head_rows, &mut by_class);
-            (0..n * classes)
-                .map(|at| by_class[at % classes * n + at / classes] + self.head_bias[at % classes])
-                .collect()
-        };
+        // Below a few images each class row of bf16 weights is read once for all of them.
+        let logits = crate::head::logits(
+            n,
+            &pooled,
+            cur,
+            (&self.head_rows, &self.head_wt),
+            &self.unit_scale,
+            &self.head_bias,
+        );
         lap(&|| {
             (
                 format!(

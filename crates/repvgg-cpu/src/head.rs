@@ -35,7 +35,7 @@ impl Weight for u16 {
 
 /// `out[j * n + i] = pooled[i] · rows[j]` for the class rows `rows` (`[classes][c]`) and the
 /// `n` pooled images (`pooled`, `[n][c]`): blocks of classes in parallel.
-pub(crate) fn class_sums<W: Weight>(pooled: &[f32], c: usize, rows: &[W], out: &mut [f32]) {
+fn class_sums<W: Weight>(pooled: &[f32], c: usize, rows: &[W], out: &mut [f32]) {
     let n = pooled.len().checked_div(c).unwrap_or(0);
     out.par_chunks_mut(BLOCK * n.max(1))
         .enumerate()
@@ -51,9 +51,34 @@ pub(crate) fn class_sums<W: Weight>(pooled: &[f32], c: usize, rows: &[W], out: &
         });
 }
 
+/// The logits `[n][classes]` of the `n` pooled images (`[n][c]`): each class's sum times
+/// `scale` plus `bias`, from the class rows `rows` (`[classes][c]`) below [`GEMM_BATCH`]
+/// images, else through the f32 GEMM on `packed` (the same weights as f32, in its panels).
+pub(crate) fn logits<W: Weight>(
+    n: usize,
+    pooled: &[f32],
+    c: usize,
+    (rows, packed): (&[W], &[f32]),
+    scale: &[f32],
+    bias: &[f32],
+) -> Vec<f32> {
+    if n >= GEMM_BATCH {
+        return by_gemm(n, pooled, c, packed, scale, bias);
+    }
+    let classes = bias.len();
+    let mut by_class = vec![0.0f32; classes * n];
+    class_sums(pooled, c, rows, &mut by_class);
+    (0..n * classes)
+        .map(|at| {
+            let (i, j) = (at / classes, at % classes);
+            by_class[j * n + i] * scale[j] + bias[j]
+        })
+        .collect()
+}
+
 /// The logits `[n][classes]` of the `n` pooled images (`[n][c]`) through the f32 GEMM with the
 /// weights packed in its panels (`[c, classes]`), each class's sum times `scale` plus `bias`.
-pub(crate) fn by_gemm(
+fn by_gemm(
     n: usize,
     pooled: &[f32],
     c: usize,

@@ -357,25 +357,17 @@ impl Int8Network {
             });
         lap(&|| (format!("head: average pool {h}x{w}x{cur}"), 0));
         let classes = self.classes;
-        let logits = if n >= crate::head::GEMM_BATCH {
-            let logits = crate::head::by_gemm(
-                n,
-                &pooled,
-                cur,
-                &self.head_wt,
-                &self.head_scale,
-                &self.head_bias,
-            );
-            Array2::from_shape_vec((n, classes), logits)
-                .map_err(|e| CpuError::Invalid(e.to_string()))?
-        } else {
-            // Each class row of s8 weights read once for all images.
-            let mut by_class = vec![0.0f32; classes * n];
-            crate::head::class_sums(&pooled, cur, &self.head_q, &mut by_class);
-            Array2::from_shape_fn((n, classes), |(i, j)| {
-                by_class[j * n + i] * self.head_scale[j] + self.head_bias[j]
-            })
-        };
+        // Below a few images each class row of s8 codes is read once for all of them.
+        let logits = crate::head::logits(
+            n,
+            &pooled,
+            cur,
+            (&self.head_q, &self.head_wt),
+            &self.head_scale,
+            &self.head_bias,
+        );
+        let logits = Array2::from_shape_vec((n, classes), logits)
+            .map_err(|e| CpuError::Invalid(e.to_string()))?;
         lap(&|| {
             (
                 format!(
