@@ -1070,7 +1070,11 @@ mod tests {
 
     /// Runs a conv of `spec` on random data against the oracle: each output within one bf16
     /// rounding of the exact value plus the f32 accumulation's bound.
-    fn check(spec: ConvSpec, n: usize, h: usize, w: usize, seed: u64) {
+    /// Runs `spec` on every kernel the CPU has against the f64 oracle. With `guard`, the case
+    /// must also keep a fifth of its outputs above the ReLU (the fixed cases, chosen to mean
+    /// something); random shapes may be mostly border or have every bias negative, and are
+    /// checked all the same.
+    fn check(spec: ConvSpec, n: usize, h: usize, w: usize, seed: u64, guard: bool) {
         let mut next = rng(seed);
         let wt = Array4::from_shape_fn(spec.weight_shape(), |_| next());
         let bias: Vec<f32> = (0..spec.out_channels).map(|_| next() * 0.5).collect();
@@ -1081,7 +1085,7 @@ mod tests {
         let (want, mag) = oracle(&spec, &wt, &bias, &x, n, h, w);
         let positive = want.iter().filter(|&&v| v > 0.0).count();
         assert!(
-            want.len() < 16 || positive * 5 >= want.len(),
+            !guard || want.len() < 16 || positive * 5 >= want.len(),
             "too few outputs above the ReLU: {positive} of {}",
             want.len()
         );
@@ -1160,7 +1164,7 @@ mod tests {
             );
             assert!(!conv.winograd_on(Bf16Kernel::Avx512Bf16, h, w + 1));
             assert!(!conv.winograd_on(Bf16Kernel::Amx, h, w));
-            check(spec, n, h, w, 900 + i as u64);
+            check(spec, n, h, w, 900 + i as u64, true);
         }
     }
 
@@ -1274,7 +1278,7 @@ mod tests {
         ];
         for (i, spec) in specs.into_iter().enumerate() {
             for (n, h, w) in [(1, 7, 7), (2, 9, 6), (1, 1, 1), (2, 3, 37)] {
-                check(spec, n, h, w, (i * 100 + h) as u64);
+                check(spec, n, h, w, (i * 100 + h) as u64, true);
             }
         }
     }
@@ -1291,7 +1295,7 @@ mod tests {
             let cin_g = if groups > 1 { 2 * cin_g } else { cin_g };
             let spec = ConvSpec::new(cin_g * groups, cout_g * groups, k, stride, pad.min(k / 2 + 1), groups).unwrap();
             prop_assume!(spec.output_size(h, w).is_ok());
-            check(spec, n, h, w, seed);
+            check(spec, n, h, w, seed, false);
         }
     }
 
