@@ -627,6 +627,73 @@ mod tests {
         }));
     }
 
+    /// The in-place kernel against f64 sums in both stores, over 20 columns (a whole vector
+    /// and a partial one) of small multiples of 1/8, so that every f32 sum is exact: each
+    /// column lands in its place, rounded (bf16 after ReLU) or not (f32), and the bytes after
+    /// a pixel's columns stay untouched.
+    #[test]
+    fn the_in_place_kernel_stores_every_column_of_a_partial_vector() {
+        if !available() {
+            return;
+        }
+        let (taps, seg, n) = ([0usize, 40, 100], 8, 20);
+        let half = seg / 2;
+        let val = |i: usize| ((i * 37 % 23) as f32 - 11.0) / 8.0;
+        let x: Vec<u8> = (0..100)
+            .flat_map(|i| crate::bf16::to_bf16(val(i)).to_le_bytes())
+            .collect();
+        let wt = |k: usize, j: usize| val(k * 7 + j + 3);
+        let b: Vec<u8> =
+            bytemuck::cast_slice(&crate::bf16::pack(taps.len() * half, n, wt)).to_vec();
+        let bias: Vec<f32> = (0..32).map(|j| j as f32 / 4.0 - 3.0).collect();
+        let xs: [usize; MR] = std::array::from_fn(|r| r * 12);
+        let f = crate::bf16::from_bf16;
+        for store in [Store::Bf16Relu, Store::F32] {
+            let e = store.bytes();
+            let stride = n * e + 8;
+            let ys: [usize; MR] = std::array::from_fn(|r| r * stride);
+            let mut y = vec![0xA5u8; MR * stride];
+            let job = Job {
+                x: &x,
+                taps: &taps,
+                seg,
+                b: &b,
+                n,
+                bias: &bias,
+                cols: 0..n,
+                store,
+            };
+            assert!(direct(&job, &[xs], &[ys], MR, &mut y));
+            for r in 0..MR {
+                for j in 0..n {
+                    let mut sum = f64::from(bias[j]);
+                    for (t, &tap) in taps.iter().enumerate() {
+                        for i in 0..half {
+                            let at = xs[r] + tap + 2 * i;
+                            let v = f(u16::from_le_bytes([x[at], x[at + 1]]));
+                            sum += f64::from(v) * f64::from(wt(t * half + i, j));
+                        }
+                    }
+                    let at = ys[r] + j * e;
+                    match store {
+                        Store::Bf16Relu => assert_eq!(
+                            u16::from_le_bytes([y[at], y[at + 1]]),
+                            crate::bf16::to_bf16(sum.max(0.0) as f32),
+                            "{store:?} pixel {r} column {j}: sum {sum}"
+                        ),
+                        Store::F32 => assert_eq!(
+                            f32::from_le_bytes([y[at], y[at + 1], y[at + 2], y[at + 3]]),
+                            sum as f32,
+                            "{store:?} pixel {r} column {j}"
+                        ),
+                    }
+                }
+                let rest = &y[ys[r] + n * e..ys[r] + stride];
+                assert!(rest.iter().all(|&v| v == 0xA5), "{store:?} pixel {r}");
+            }
+        }
+    }
+
     /// One block against the products summed in f64, on whatever the CPU has (nothing to
     /// compare where it lacks AVX512-BF16: `block` says so with `None`).
     #[test]
