@@ -99,16 +99,21 @@ struct Layout {
 }
 
 impl Layout {
-    /// Group `i`'s pixels: their first taps and output places.
-    fn group(&self, i: usize) -> Group {
-        let (p0, len) = if self.gathered {
+    /// Group `i`'s first pixel (its index in output order) and its number of pixels.
+    fn span(&self, i: usize) -> (usize, usize) {
+        if self.gathered {
             let p0 = i * self.rows;
             (p0, self.rows.min(self.m - p0))
         } else {
             let (line, part) = (i / self.per_row, i % self.per_row);
             let ox = part * self.rows;
             (line * self.ow + ox, self.rows.min(self.ow - ox))
-        };
+        }
+    }
+
+    /// Group `i`'s pixels: their first taps and output places.
+    fn group(&self, i: usize) -> Group {
+        let (p0, len) = self.span(i);
         let mut g = Group {
             x: [0; amx::MAX_ROWS],
             y: [0; amx::MAX_ROWS],
@@ -483,7 +488,7 @@ pub(crate) fn run_padded<T: TileConv>(
                 .map(|i| layout.group(i))
                 .collect()
         };
-        let blocks: Vec<(Vec<Group>, usize, Vec<u8>)> = jobs
+        let blocks: Vec<Block> = jobs
             .into_par_iter()
             .map(|(pr, p0)| {
                 let chunk = chunk_of(pr);
@@ -491,7 +496,8 @@ pub(crate) fn run_padded<T: TileConv>(
                 let (c0, c1) = (p0 * NR, (p1 * NR).min(cout));
                 // Bytes of a block row.
                 let cols = (c1 - c0) * e;
-                let mut out = vec![0u8; chunk.iter().map(|g| g.len).sum::<usize>() * cols];
+                let pixels = chunk.iter().map(|g| g.len).sum::<usize>();
+                let mut out = vec![0u8; pixels * cols];
                 // Rows of the block, in order.
                 let mut row = 0;
                 let pix: Vec<amx::Pixels> = chunk
@@ -506,16 +512,15 @@ pub(crate) fn run_padded<T: TileConv>(
                 for (c, px) in chunk.chunks(BATCH).zip(pix.chunks(BATCH)) {
                     pass.run(c, px, p0..p1, &mut out);
                 }
-                (chunk, c0 * e, out)
+                Block {
+                    first: layout.span(2 * pr).0,
+                    pixels,
+                    at: c0 * e,
+                    out,
+                }
             })
             .collect();
-        for (chunk, c0, out) in blocks {
-            let cols = out.len() / chunk.iter().map(|g| g.len).sum::<usize>();
-            let places = chunk.iter().flat_map(|g| g.y[..g.len].iter());
-            for (&at, src) in places.zip(out.chunks_exact(cols)) {
-                y[at + c0..at + c0 + cols].copy_from_slice(src);
-            }
-        }
+        place_blocks(&layout, &blocks, y, threads);
         return Ok(());
     }
     // Jobs of whole pairs of groups, two per thread (the other workers wait for them
@@ -548,6 +553,47 @@ pub(crate) fn run_padded<T: TileConv>(
         }
     });
     Ok(())
+}
+
+/// The outputs of one few-pixel job: rows of `out` for the `pixels` consecutive output pixels
+/// from `first` (in output order), each holding the bytes of a pixel's outputs from byte `at`.
+struct Block {
+    first: usize,
+    pixels: usize,
+    at: usize,
+    out: Vec<u8>,
+}
+
+/// Copies each block's rows to their pixels' places in `y`: the padded output rows split over
+/// the threads, each copying every block's part of its rows (a thread copies mostly what it
+/// wrote, and no thread waits for one to copy everything).
+fn place_blocks(layout: &Layout, blocks: &[Block], y: &mut [u8], threads: usize) {
+    let (ow, q, px) = (layout.ow, layout.q, layout.out_px);
+    let row_bytes = layout.owp * px;
+    let rows = layout.m / ow.max(1) / layout.oh.max(1) * layout.ohp;
+    let per = rows.div_ceil(threads.max(1)).max(1);
+    y[..rows * row_bytes]
+        .par_chunks_mut(per * row_bytes)
+        .enumerate()
+        .for_each(|(part, ys)| {
+            for (r, yrow) in ys.chunks_exact_mut(row_bytes).enumerate() {
+                let padded = part * per + r;
+                let (img, py) = (padded / layout.ohp, padded % layout.ohp);
+                if py < q || py >= q + layout.oh {
+                    continue;
+                }
+                let p0 = (img * layout.oh + py - q) * ow;
+                for b in blocks {
+                    let cols = b.out.len() / b.pixels.max(1);
+                    let (lo, hi) = (p0.max(b.first), (p0 + ow).min(b.first + b.pixels));
+                    for p in lo..hi {
+                        let dst = (q + p - p0) * px + b.at;
+                        let src = (p - b.first) * cols;
+                        yrow[dst..dst + cols].copy_from_slice(&b.out[src..src + cols]);
+                    }
+                }
+            }
+        });
 }
 
 /// How a run of few pixel pairs splits over `threads`: (column parts, pair parts) with at
