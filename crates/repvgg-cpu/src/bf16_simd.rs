@@ -665,8 +665,8 @@ mod tests {
             };
             assert!(direct(&job, &[xs], &[ys], MR, &mut y));
             for r in 0..MR {
-                for j in 0..n {
-                    let mut sum = f64::from(bias[j]);
+                for (j, &bj) in bias.iter().enumerate().take(n) {
+                    let mut sum = f64::from(bj);
                     for (t, &tap) in taps.iter().enumerate() {
                         for i in 0..half {
                             let at = xs[r] + tap + 2 * i;
