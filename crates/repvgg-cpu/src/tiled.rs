@@ -565,8 +565,8 @@ struct Block {
 }
 
 /// Copies each block's rows to their pixels' places in `y`: the padded output rows split over
-/// the threads, each copying every block's part of its rows (a thread copies mostly what it
-/// wrote, and no thread waits for one to copy everything).
+/// the threads, each thread copying its rows' part of every block (so no thread waits while
+/// one copies everything).
 fn place_blocks(layout: &Layout, blocks: &[Block], y: &mut [u8], threads: usize) {
     let (ow, q, px) = (layout.ow, layout.q, layout.out_px);
     let row_bytes = layout.owp * px;
