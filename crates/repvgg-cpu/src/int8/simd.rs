@@ -255,16 +255,29 @@ mod x86 {
         vecs: [(&[u8], usize); V],
     ) -> [[__m512i; V]; MR] {
         let steps = job.seg / KG;
+        let total = job.taps.len() * steps;
+        // Every step's 64 bytes of every vector lie inside its slice.
+        for &(b, sb) in &vecs {
+            assert!(
+                total == 0 || (total - 1) * sb + 64 <= b.len(),
+                "weight vector of {} bytes for {total} steps {sb} apart",
+                b.len()
+            );
+        }
         let mut acc = [[_mm512_setzero_si512(); V]; MR];
-        // One pointer per pixel: slices (a pointer and a length each) for eight pixels would
-        // not fit the general registers beside the loop's own.
+        // One pointer per pixel and per vector: slices (a pointer and a length each) would not
+        // fit the general registers beside the loop's own, and their bounds checks would cost
+        // as many instructions as the products.
         let rows: [*const u8; MR] = std::array::from_fn(|r| job.x[xs[r]..].as_ptr());
+        let cols: [(*const u8, usize); V] = vecs.map(|(b, sb)| (b.as_ptr(), sb));
         for (t, &off) in job.taps.iter().enumerate() {
             for i in 0..steps {
                 let step = t * steps + i;
                 let mut bv = [_mm512_setzero_si512(); V];
-                for (bv, &(b, sb)) in bv.iter_mut().zip(&vecs) {
-                    *bv = load512(&b[step * sb..]);
+                for (bv, &(b, sb)) in bv.iter_mut().zip(&cols) {
+                    // SAFETY: `step < total`, and the assert above keeps `step * sb + 64` bytes
+                    // inside the vector's slice.
+                    *bv = unsafe { b.add(step * sb).cast::<__m512i>().read_unaligned() };
                 }
                 for (acc_r, &row) in acc.iter_mut().zip(&rows) {
                     // SAFETY: `DirectJob::check` asserted `xs[r] + max(taps) + seg <= x.len()`
