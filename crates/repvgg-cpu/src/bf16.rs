@@ -1093,7 +1093,7 @@ mod tests {
         let mut winograd: Option<Vec<f64>> = None;
         for (kernel, threads) in Bf16Kernel::available()
             .into_iter()
-            .flat_map(|k| [(k, 1), (k, 64)])
+            .flat_map(|k| [(k, 1), (k, 2), (k, 64)])
         {
             let mut y = vec![0xFFFFu16; want.len()];
             conv.run(kernel, &x, n, h, w, &mut y, threads).unwrap();
@@ -1148,6 +1148,10 @@ mod tests {
             (ConvSpec::new(32, 48, 3, 1, 1, 1).unwrap(), 2, 6, 10),
             (ConvSpec::new(16, 16, 3, 1, 1, 1).unwrap(), 1, 18, 16),
             (ConvSpec::new(48, 80, 3, 1, 1, 1).unwrap(), 3, 4, 8),
+            // Fewer tile rows than tiles in a row.
+            (ConvSpec::new(16, 32, 3, 1, 1, 1).unwrap(), 1, 2, 8),
+            // Few tiles, many columns: at two threads the columns split over them.
+            (ConvSpec::new(16, 192, 3, 1, 1, 1).unwrap(), 1, 4, 4),
         ]
         .into_iter()
         .enumerate()
@@ -1205,6 +1209,7 @@ mod tests {
             (ConvSpec::new(16, 32, 3, 1, 1, 1).unwrap(), 2, 6, 10),
             (ConvSpec::new(48, 48, 3, 1, 1, 1).unwrap(), 1, 4, 4),
             (ConvSpec::new(11, 16, 3, 1, 1, 1).unwrap(), 3, 2, 2),
+            (ConvSpec::new(16, 192, 3, 1, 1, 1).unwrap(), 1, 4, 6),
         ] {
             let cout = spec.out_channels;
             let wt = Array4::from_shape_fn(spec.weight_shape(), |_| next());
@@ -1225,7 +1230,7 @@ mod tests {
                 &mut xp,
             );
             for kernel in Bf16Kernel::available() {
-                for threads in [1, 64] {
+                for threads in [1, 2, 64] {
                     let mut want = vec![0u16; n * oh * ow * cout];
                     conv.run(kernel, &x, n, h, w, &mut want, threads).unwrap();
                     assert!(want.iter().any(|&v| v != 0), "{spec:?}: every output 0");

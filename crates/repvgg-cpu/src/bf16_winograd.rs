@@ -334,3 +334,32 @@ pub(crate) fn run(
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Buffers one value short are refused by name before any kernel runs (on any CPU).
+    #[test]
+    fn short_buffers_are_refused_by_name() {
+        let spec = ConvSpec::new(16, 32, 3, 1, 1, 1).unwrap();
+        let (n, h, w, q) = (2, 4, 6, 1);
+        let x_len = n * (h + 2) * (w + 2) * 16 * 2;
+        let y_len = n * (h + 2 * q) * (w + 2 * q) * 32 * 2;
+        let u_len = POS * 16 * padded_n(32) * 2;
+        let bias = vec![0f32; padded_n(32)];
+        for (what, x_len, y_len, u_len) in [
+            ("input", x_len - 2, y_len, u_len),
+            ("output", x_len, y_len - 2, u_len),
+            ("weights", x_len, y_len, u_len - 2),
+        ] {
+            let (xp, u) = (vec![0u8; x_len], vec![0u8; u_len]);
+            let mut y = vec![0u8; y_len];
+            let e = run(&spec, &u, &bias, &xp, (n, h, w), &mut y, q, 2).unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("bf16 Winograd {what}")),
+                "{what}: {e}"
+            );
+        }
+    }
+}
