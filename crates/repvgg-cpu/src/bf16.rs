@@ -1152,6 +1152,8 @@ mod tests {
             (ConvSpec::new(16, 32, 3, 1, 1, 1).unwrap(), 1, 2, 8),
             // Few tiles, many columns: at two threads the columns split over them.
             (ConvSpec::new(16, 192, 3, 1, 1, 1).unwrap(), 1, 4, 4),
+            // The same path over more tiles than one run holds, the last run short.
+            (ConvSpec::new(16, 192, 3, 1, 1, 1).unwrap(), 1, 12, 16),
         ]
         .into_iter()
         .enumerate()

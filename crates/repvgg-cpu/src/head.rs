@@ -155,15 +155,20 @@ mod tests {
 
     /// Checks [`class_sums`] of `rows` against f64 dot products within the bound of an f32
     /// sum of products: one rounding per term and per addition, of the terms' magnitudes.
-    fn check<W: Weight>(pooled: &[f32], c: usize, rows: &[W]) -> Result<(), TestCaseError> {
+    /// `value` is the oracle's own reading of a weight (not [`Weight::value`]).
+    fn check<W: Weight>(
+        pooled: &[f32],
+        c: usize,
+        rows: &[W],
+        value: impl Fn(W) -> f64,
+    ) -> Result<(), TestCaseError> {
         let n = pooled.len() / c.max(1);
         let classes = rows.len() / c.max(1);
         let mut out = vec![f32::NAN; classes * n];
         class_sums(pooled, c, rows, &mut out);
         for j in 0..classes {
             for i in 0..n {
-                let terms = (0..c)
-                    .map(|k| f64::from(pooled[i * c + k]) * f64::from(rows[j * c + k].value()));
+                let terms = (0..c).map(|k| f64::from(pooled[i * c + k]) * value(rows[j * c + k]));
                 let (want, size) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
                 let got = f64::from(out[j * n + i]);
                 let bound = (c as f64 + 1.0) * f64::from(f32::EPSILON) * size;
@@ -194,11 +199,12 @@ mod tests {
             };
             let pooled: Vec<f32> = (0..n * c).map(|_| (next() % 2001) as f32 / 100.0).collect();
             let q: Vec<i8> = (0..classes * c).map(|_| ((next() % 255) as i32 - 127) as i8).collect();
-            check(&pooled, c, &q)?;
+            check(&pooled, c, &q, f64::from)?;
             let b: Vec<u16> = (0..classes * c)
                 .map(|_| crate::bf16::to_bf16((next() % 2001) as f32 / 1000.0 - 1.0))
                 .collect();
-            check(&pooled, c, &b)?;
+            // bf16 bits are the high half of the f32's.
+            check(&pooled, c, &b, |v| f64::from(f32::from_bits(u32::from(v) << 16)))?;
         }
     }
 
