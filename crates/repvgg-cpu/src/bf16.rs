@@ -1329,12 +1329,15 @@ mod tests {
         let convs: Vec<Bf16Conv> = specs
             .iter()
             .map(|&s| {
-                let wt = Array4::from_shape_fn(s.weight_shape(), |_| next() * 0.5);
+                // Centred (`next` is uniform on -1..3) and scaled to the fan-in, so that the
+                // logits stay small and the head's check sees an offset of one.
+                let fan = (s.in_channels / s.groups * s.kernel_size.pow(2)) as f32;
+                let wt = Array4::from_shape_fn(s.weight_shape(), |_| (next() - 1.0) / fan.sqrt());
                 let bias: Vec<f32> = (0..s.out_channels).map(|_| next() * 0.1).collect();
                 Bf16Conv::new(wt.view(), &bias, s).unwrap()
             })
             .collect();
-        let head = Array2::from_shape_fn((5, 24), |_| next());
+        let head = Array2::from_shape_fn((5, 24), |_| next() - 1.0);
         let head_bias: Vec<f32> = (0..5).map(|_| next()).collect();
         // Two images: the linear layer reads its bf16 rows; five: the f32 GEMM on their values.
         for (n, h, w) in [(2, 13, 11), (5, 9, 7)] {
