@@ -520,7 +520,7 @@ pub(crate) fn run_padded<T: TileConv>(
                 }
             })
             .collect();
-        place_blocks(&layout, &blocks, y, threads);
+        place_blocks(&layout, n, &blocks, y, threads);
         return Ok(());
     }
     // Jobs of whole pairs of groups, two per thread (the other workers wait for them
@@ -564,13 +564,13 @@ struct Block {
     out: Vec<u8>,
 }
 
-/// Copies each block's rows to their pixels' places in `y`: the padded output rows split over
-/// the threads, each thread copying its rows' part of every block (so no thread waits while
-/// one copies everything).
-fn place_blocks(layout: &Layout, blocks: &[Block], y: &mut [u8], threads: usize) {
+/// Copies each block's rows to their pixels' places in `y` (`n` images): the padded output
+/// rows split over the threads, each thread copying its rows' part of every block (so no
+/// thread waits while one copies everything).
+fn place_blocks(layout: &Layout, n: usize, blocks: &[Block], y: &mut [u8], threads: usize) {
     let (ow, q, px) = (layout.ow, layout.q, layout.out_px);
     let row_bytes = layout.owp * px;
-    let rows = layout.m / ow.max(1) / layout.oh.max(1) * layout.ohp;
+    let rows = n * layout.ohp;
     let per = rows.div_ceil(threads.max(1)).max(1);
     y[..rows * row_bytes]
         .par_chunks_mut(per * row_bytes)
