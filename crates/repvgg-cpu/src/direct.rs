@@ -47,24 +47,35 @@ pub(crate) struct Reads {
 
 impl Reads {
     /// How a conv of `spec` with values of `elem` bytes reads an input of `wp` padded columns:
-    /// tap by tap when a group's channels are whole groups of four bytes, else (one group)
-    /// kernel row by kernel row; `None` for grouped convs of other channel counts.
+    /// when a group's channels are whole groups of four bytes, kernel row by kernel row for
+    /// one group (a row's taps are one run of values, so the kernels' loops run three times
+    /// longer) and tap by tap for several; else (one group) by kernel rows rounded up to four
+    /// bytes; `None` for grouped convs of other channel counts.
     pub(crate) fn of(spec: &ConvSpec, elem: usize, wp: usize) -> Option<Self> {
         let (k, cin) = (spec.kernel_size, spec.in_channels);
         let run = cin / spec.groups * elem;
-        if run.is_multiple_of(4) {
+        let kernel_rows = || (0..k).map(|ky| ky * wp * cin * elem).collect();
+        if !run.is_multiple_of(4) {
+            crate::tiled::rows_kc(spec, elem).map(|kc| Self {
+                taps: kernel_rows(),
+                seg: kc,
+                rows: true,
+            })
+        } else if spec.groups == 1 {
+            // A kernel row's taps lie next to each other: one segment of `k x in` values, in
+            // the order of the packed weights' steps.
+            Some(Self {
+                taps: kernel_rows(),
+                seg: k * run,
+                rows: false,
+            })
+        } else {
             Some(Self {
                 taps: (0..k * k)
                     .map(|t| ((t / k) * wp + t % k) * cin * elem)
                     .collect(),
                 seg: run,
                 rows: false,
-            })
-        } else {
-            crate::tiled::rows_kc(spec, elem).map(|kc| Self {
-                taps: (0..k).map(|ky| ky * wp * cin * elem).collect(),
-                seg: kc,
-                rows: true,
             })
         }
     }
@@ -339,10 +350,11 @@ pub(crate) mod tests {
         }
     }
 
-    /// Whole groups of four bytes of channels per conv group are read tap by tap, each tap
-    /// `(ky x wp + kx) x in` values from the pixel's first (all channels of the input, not the
-    /// group's); one group of other channel counts by kernel rows (`k x in` values rounded up to
-    /// four bytes), each row `wp x in` values below the last; grouped odd channels not at all.
+    /// Whole groups of four bytes of channels are read by kernel rows in one group (`k x in`
+    /// values a row), tap by tap in several, each tap `(ky x wp + kx) x in` values from the
+    /// pixel's first (all channels of the input, not the group's); one group of other channel
+    /// counts by kernel rows (`k x in` values rounded up to four bytes); in every case each row
+    /// `wp x in` values below the last; grouped odd channels not at all.
     #[test]
     fn convs_read_tap_by_tap_or_by_kernel_rows() {
         let wp = 16;
@@ -363,13 +375,20 @@ pub(crate) mod tests {
             .collect()
         };
         let want = |taps: Vec<usize>, seg: usize, rows: bool| Some(Reads { taps, seg, rows });
+        // One group: kernel rows of 3 x in values, each row `wp x in` values below the last.
+        let rows3 = |c: usize, e: usize| vec![0, wp * c * e, 2 * wp * c * e];
         assert_eq!(
             Reads::of(&spec(192, 192, 3, 1), 1, wp),
-            want(taps3(192, 1), 192, false)
+            want(rows3(192, 1), 3 * 192, false)
         );
         assert_eq!(
             Reads::of(&spec(96, 96, 3, 1), 2, wp),
-            want(taps3(96, 2), 192, false)
+            want(rows3(96, 2), 3 * 192, false)
+        );
+        // Stride 2 reads the same rows from each pixel's first tap.
+        assert_eq!(
+            Reads::of(&ConvSpec::new(48, 96, 3, 2, 1, 1).unwrap(), 1, wp),
+            want(rows3(48, 1), 3 * 48, false)
         );
         // Four groups of 16 channels: a group's 16 bytes, taps over all 64 channels.
         assert_eq!(
