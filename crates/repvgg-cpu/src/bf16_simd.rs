@@ -16,8 +16,8 @@
 //! oracle on every machine that has it.
 #![allow(unsafe_code)]
 
-/// Rows (output pixels) of a block.
-pub(crate) const MR: usize = 8;
+/// Rows (output pixels) of a block: those of the in-place driver ([`crate::direct::MR`]).
+pub(crate) const MR: usize = crate::direct::MR;
 
 /// Whether this CPU has what [`block`] needs: AVX-512 F and BW, and AVX512-BF16.
 pub(crate) fn available() -> bool {
@@ -297,7 +297,7 @@ mod x86 {
     ) -> [[__m512; V]; MR] {
         let steps = job.seg / 4;
         let mut acc = [[_mm512_setzero_ps(); V]; MR];
-        // One pointer per pixel: slices (a pointer and a length each) for eight pixels would
+        // One pointer per pixel: slices (a pointer and a length each) for nine pixels would
         // not fit the general registers beside the loop's own.
         let rows: [*const u8; MR] = std::array::from_fn(|r| job.x[xs[r]..].as_ptr());
         for (t, &off) in job.taps.iter().enumerate() {
@@ -639,7 +639,8 @@ mod tests {
         let (taps, seg, n) = ([0usize, 40, 100], 8, 20);
         let half = seg / 2;
         let val = |i: usize| ((i * 37 % 23) as f32 - 11.0) / 8.0;
-        let x: Vec<u8> = (0..100)
+        // Pixel `r` reads 108 bytes from byte `12 r` on.
+        let x: Vec<u8> = (0..MR * 6 + 52)
             .flat_map(|i| crate::bf16::to_bf16(val(i)).to_le_bytes())
             .collect();
         let wt = |k: usize, j: usize| val(k * 7 + j + 3);

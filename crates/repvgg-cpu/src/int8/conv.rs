@@ -484,8 +484,8 @@ impl DirectConv for QuantConv {
         xp: &[u8],
         g: usize,
         cols: std::ops::Range<usize>,
-        xs: &[[usize; MR]],
-        ys: &[[usize; MR]],
+        xs: &[[usize; direct::MR]],
+        ys: &[[usize; direct::MR]],
         len: usize,
         out: &mut [u8],
     ) -> bool {

@@ -20,6 +20,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::direct::MR as PX;
 use crate::int8::simd;
 
 /// Columns per packed panel (the last panel of a matrix may be [`NR`] / 2 wide).
@@ -275,10 +276,10 @@ impl PanelJob<'_> {
     }
 }
 
-/// One block of up to [`MR`] output pixels of a conv read straight from its padded input (no
-/// im2col): pixel `r`'s sum runs over `taps` segments of `seg` bytes each, segment `t` at
-/// `x[xs[r] + taps[t]..]`, in the order of the packed weights' steps; row `r < len` of the
-/// result is stored at `y[ys[r]..]`.
+/// One block of up to [`crate::direct::MR`] output pixels of a conv read straight from its
+/// padded input (no im2col): pixel `r`'s sum runs over `taps` segments of `seg` bytes each,
+/// segment `t` at `x[xs[r] + taps[t]..]`, in the order of the packed weights' steps; row `r <
+/// len` of the result is stored at `y[ys[r]..]`.
 #[derive(Debug)]
 pub(crate) struct DirectJob<'a> {
     /// The padded input (u8).
@@ -301,7 +302,7 @@ impl DirectJob<'_> {
     /// Panics unless every byte the kernels read for the blocks of pixels at `xs` and write
     /// for them at `ys` (all pixels of every block but the last, its first `len`) lies inside
     /// the slices.
-    pub(crate) fn check(&self, xs: &[[usize; MR]], ys: &[[usize; MR]], len: usize, y_len: usize) {
+    pub(crate) fn check(&self, xs: &[[usize; PX]], ys: &[[usize; PX]], len: usize, y_len: usize) {
         crate::direct::check_blocks(
             (self.x.len(), self.taps, self.seg),
             &self.cols,
@@ -492,8 +493,8 @@ mod tests {
         let b = vec![0i8; taps.len() * seg * padded_n(n)];
         let (comp, mult, add) = (vec![0i32; 32], vec![0f32; 32], vec![0f32; 32]);
         // The furthest pixel reads x[92 + 100..200]: exactly the input's end.
-        let xs: [usize; MR] = std::array::from_fn(|r| if r == MR - 1 { 92 } else { r * 13 });
-        let ys: [usize; MR] = std::array::from_fn(|r| r * n);
+        let xs: [usize; PX] = std::array::from_fn(|r| if r == PX - 1 { 92 } else { r * 13 });
+        let ys: [usize; PX] = std::array::from_fn(|r| r * n);
         let run = |case: usize| -> Option<String> {
             let job = DirectJob {
                 x: if case == 1 { &x[..199] } else { &x },
@@ -515,10 +516,10 @@ mod tests {
             };
             let len = match case {
                 5 => 0,
-                6 => MR + 1,
-                _ => MR,
+                6 => PX + 1,
+                _ => PX,
             };
-            let y_len = if case == 7 { MR * n - 1 } else { MR * n };
+            let y_len = if case == 7 { PX * n - 1 } else { PX * n };
             let mut xs = xs;
             if case == 8 {
                 xs[3] = 93;
@@ -538,7 +539,7 @@ mod tests {
             (3, "wrong length"),
             (4, "requantization"),
             (5, "0 rows"),
-            (6, "9 rows"),
+            (6, &format!("{} rows", PX + 1)),
             (7, "written past the output"),
             (8, "read past the input"),
             (9, "columns 8..20"),

@@ -4,17 +4,19 @@
 //! features is undefined; each call below is preceded by a run-time check of exactly the
 //! features the function enables.
 //!
-//! Inside the GEMM kernels nothing else is `unsafe`: the intrinsics they call take and return
-//! values (no pointers), loads and stores go through bounds-checked slices and `bytemuck`, and
-//! the lengths they index by are asserted by `PanelJob::check` before either is entered. The
-//! direct kernel ([`vnni_direct`]) reads each pixel's four input bytes through a raw pointer
-//! (slices for eight pixels would not fit the registers): `DirectJob::check` asserts, before
-//! it runs, that every pixel's furthest segment ends inside the input, and a test backs each of
-//! those checks. The tests (`int8::gemm`, `int8::conv`) run each kernel this machine has
+//! Inside the GEMM kernels little else is `unsafe`: the intrinsics they call take and return
+//! values (no pointers), loads go through bounds-checked slices and `bytemuck`, and the lengths
+//! they index by are asserted by `PanelJob::check` before either is entered. Each vector of
+//! output codes is stored by a masked store (`vpmovdb` to memory) into a bounds-checked slice
+//! of exactly the bytes its mask lets through. The direct kernel ([`vnni_direct`]) reads each
+//! pixel's four input bytes through a raw pointer (slices for nine pixels would not fit the
+//! registers): `DirectJob::check` asserts, before it runs, that every pixel's furthest segment
+//! ends inside the input, and a test backs each of those checks. The tests (`int8::gemm`, `int8::conv`) run each kernel this machine has
 //! against an integer oracle.
 #![allow(unsafe_code)]
 
-use crate::int8::gemm::{DirectJob, MR, PanelJob};
+use crate::direct::MR as PX;
+use crate::int8::gemm::{DirectJob, PanelJob};
 
 /// Whether this CPU has what [`vnni_panel`] needs: AVX-512 F and BW, and VNNI.
 pub(crate) fn has_vnni() -> bool {
@@ -56,8 +58,8 @@ pub(crate) fn vnni_panel(job: &mut PanelJob<'_>) -> bool {
 /// into `y`; `false` (nothing done) on a CPU without it.
 pub(crate) fn vnni_direct(
     job: &DirectJob<'_>,
-    xs: &[[usize; MR]],
-    ys: &[[usize; MR]],
+    xs: &[[usize; PX]],
+    ys: &[[usize; PX]],
     len: usize,
     y: &mut [u8],
 ) -> bool {
@@ -91,6 +93,7 @@ pub(crate) fn avx2_panel(job: &mut PanelJob<'_>) -> bool {
 mod x86 {
     use core::arch::x86_64::*;
 
+    use crate::direct::MR as PX;
     use crate::int8::gemm::{DirectJob, KG, MR, NR, PanelJob, Requant, panel_width};
 
     /// Bytes of one step of a packed row block: [`MR`] rows x four steps.
@@ -145,16 +148,16 @@ mod x86 {
         }
         let rows = (job.m - blk * MR).min(MR);
         let at: [usize; MR] = std::array::from_fn(|r| (blk * MR + r) * job.c_rs);
-        store::<V>(&acc, &at, rows, job.cols, &job.rq, job.c);
+        store::<V, MR>(&acc, &at, rows, job.cols, &job.rq, job.c);
     }
 
     /// The requantization of rows `..rows` of `acc` (columns `..cols` of the panel whose
     /// values `rq` starts at), each row stored at `c[at[r]..]`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    fn store<const V: usize>(
-        acc: &[[__m512i; V]; MR],
-        at: &[usize; MR],
+    fn store<const V: usize, const M: usize>(
+        acc: &[[__m512i; V]; M],
+        at: &[usize; M],
         rows: usize,
         cols: usize,
         rq: &Requant<'_>,
@@ -180,13 +183,14 @@ mod x86 {
                 let z = _mm512_cvtepi32_ps(_mm512_add_epi32(acc_r[v], comp[v]));
                 let z = _mm512_fmadd_ps(z, mult[v], add[v]);
                 let z = _mm512_min_ps(_mm512_max_ps(z, zero), top);
-                let q: [u8; 16] = bytemuck::cast(_mm512_cvtepi32_epi8(_mm512_cvtps_epi32(z)));
+                let codes = _mm512_cvtps_epi32(z);
                 let n = (cols - c0).min(16);
-                if n == 16 {
-                    // A copy of a constant length: one store, not a call.
-                    c[at + c0..at + c0 + 16].copy_from_slice(&q);
-                } else {
-                    c[at + c0..at + c0 + n].copy_from_slice(&q[..n]);
+                let dst = &mut c[at + c0..at + c0 + n];
+                let lanes: __mmask16 = if n == 16 { 0xFFFF } else { (1 << n) - 1 };
+                // SAFETY: the mask lets the store write the first `n` lanes' bytes only, and
+                // `dst` (bounds-checked above) holds `n` bytes.
+                unsafe {
+                    _mm512_mask_cvtepi32_storeu_epi8(dst.as_mut_ptr().cast(), lanes, codes);
                 }
             }
         }
@@ -195,8 +199,8 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) fn vnni_direct(
         job: &DirectJob<'_>,
-        xs: &[[usize; MR]],
-        ys: &[[usize; MR]],
+        xs: &[[usize; PX]],
+        ys: &[[usize; PX]],
         len: usize,
         y: &mut [u8],
     ) {
@@ -223,21 +227,21 @@ mod x86 {
             };
             // Each block in turn with this vector's weights (in L1 for short sums).
             for (bi, (xb, yb)) in xs.iter().zip(ys).enumerate() {
-                let at: [usize; MR] = std::array::from_fn(|r| yb[r] + c0 - job.cols.start);
-                let rows = if bi == last { len } else { MR };
+                let at: [usize; PX] = std::array::from_fn(|r| yb[r] + c0 - job.cols.start);
+                let rows = if bi == last { len } else { PX };
                 match v {
                     3 => {
                         let vecs = [vector(j), vector(j + 1), vector(j + 2)];
                         let acc = direct_sums::<3>(job, xb, vecs);
-                        store::<3>(&acc, &at, rows, cols, &rq, y);
+                        store::<3, PX>(&acc, &at, rows, cols, &rq, y);
                     }
                     2 => {
                         let acc = direct_sums::<2>(job, xb, [vector(j), vector(j + 1)]);
-                        store::<2>(&acc, &at, rows, cols, &rq, y);
+                        store::<2, PX>(&acc, &at, rows, cols, &rq, y);
                     }
                     _ => {
                         let acc = direct_sums::<1>(job, xb, [vector(j)]);
-                        store::<1>(&acc, &at, rows, cols, &rq, y);
+                        store::<1, PX>(&acc, &at, rows, cols, &rq, y);
                     }
                 }
             }
@@ -245,15 +249,15 @@ mod x86 {
         }
     }
 
-    /// The sums of [`MR`] pixels times `V` vectors of 16 columns, each given by its first
+    /// The sums of [`PX`] pixels times `V` vectors of 16 columns, each given by its first
     /// step's bytes and the bytes between two steps.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
     fn direct_sums<const V: usize>(
         job: &DirectJob<'_>,
-        xs: &[usize; MR],
+        xs: &[usize; PX],
         vecs: [(&[u8], usize); V],
-    ) -> [[__m512i; V]; MR] {
+    ) -> [[__m512i; V]; PX] {
         let steps = job.seg / KG;
         let total = job.taps.len() * steps;
         // Every step's 64 bytes of every vector lie inside its slice.
@@ -264,11 +268,11 @@ mod x86 {
                 b.len()
             );
         }
-        let mut acc = [[_mm512_setzero_si512(); V]; MR];
+        let mut acc = [[_mm512_setzero_si512(); V]; PX];
         // One pointer per pixel and per vector: slices (a pointer and a length each) would not
         // fit the general registers beside the loop's own, and their bounds checks would cost
         // as many instructions as the products.
-        let rows: [*const u8; MR] = std::array::from_fn(|r| job.x[xs[r]..].as_ptr());
+        let rows: [*const u8; PX] = std::array::from_fn(|r| job.x[xs[r]..].as_ptr());
         let cols: [(*const u8, usize); V] = vecs.map(|(b, sb)| (b.as_ptr(), sb));
         for (t, &off) in job.taps.iter().enumerate() {
             for i in 0..steps {
