@@ -1290,6 +1290,26 @@ mod tests {
         }
     }
 
+    /// More pixels per job than one call of the in-place kernel takes (`direct::RUN` blocks),
+    /// on one thread (four jobs of several calls each, the last call short) and on many (the
+    /// columns split, every pixel in each job).
+    #[test]
+    fn jobs_of_several_kernel_calls_match_the_oracle() {
+        if !available() {
+            return;
+        }
+        for (i, spec) in [
+            ConvSpec::new(8, 16, 3, 1, 1, 1).unwrap(),
+            ConvSpec::new(3, 48, 3, 2, 1, 1).unwrap(),
+            ConvSpec::new(16, 32, 3, 1, 1, 2).unwrap(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            check(spec, 2, 30, 31, 900 + i as u64, true);
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
         #[test]

@@ -18,7 +18,7 @@ pub(crate) const MR: usize = 9;
 
 /// Blocks one call of [`DirectConv::blocks`] takes (each vector of weights runs over all of
 /// them before the next).
-const RUN: usize = 4;
+const RUN: usize = 16;
 
 /// Output columns per job when the columns are split over the threads (three vectors of 16).
 const SPLIT: usize = 48;

@@ -683,6 +683,31 @@ pub(super) mod tests {
     /// The in-place kernel stores every pixel of every block but the last, of the last only
     /// the first `len`: the rows past them (which the driver points at the last pixel again)
     /// are not written even when they point elsewhere.
+    /// More pixels per job than one call of the in-place kernel takes (`direct::RUN` blocks),
+    /// on one thread (four jobs of several calls each, the last call short) and on many (the
+    /// columns split, every pixel in each job).
+    #[test]
+    fn jobs_of_several_kernel_calls_match_the_integer_oracle() {
+        for (i, spec) in [
+            ConvSpec::new(8, 16, 3, 1, 1, 1).unwrap(),
+            ConvSpec::new(3, 48, 3, 2, 1, 1).unwrap(),
+            ConvSpec::new(16, 32, 3, 1, 1, 2).unwrap(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let case = Case {
+                spec,
+                n: 2,
+                h: 30,
+                w: 31,
+                zero_point: 117,
+                seed: 900 + i as u64,
+            };
+            check(&case, true);
+        }
+    }
+
     #[test]
     fn the_last_block_stores_only_its_pixels() {
         if !simd::has_vnni() {
