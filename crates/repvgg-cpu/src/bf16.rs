@@ -1298,15 +1298,9 @@ mod tests {
         if !available() {
             return;
         }
-        for (i, spec) in [
-            ConvSpec::new(8, 16, 3, 1, 1, 1).unwrap(),
-            ConvSpec::new(3, 48, 3, 2, 1, 1).unwrap(),
-            ConvSpec::new(16, 32, 3, 1, 1, 2).unwrap(),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            check(spec, 2, 30, 31, 900 + i as u64, true);
+        let (specs, (n, h, w)) = crate::direct::tests::several_calls();
+        for (i, spec) in specs.into_iter().enumerate() {
+            check(spec, n, h, w, 900 + i as u64, true);
         }
     }
 

@@ -688,19 +688,13 @@ pub(super) mod tests {
     /// columns split, every pixel in each job).
     #[test]
     fn jobs_of_several_kernel_calls_match_the_integer_oracle() {
-        for (i, spec) in [
-            ConvSpec::new(8, 16, 3, 1, 1, 1).unwrap(),
-            ConvSpec::new(3, 48, 3, 2, 1, 1).unwrap(),
-            ConvSpec::new(16, 32, 3, 1, 1, 2).unwrap(),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        let (specs, (n, h, w)) = crate::direct::tests::several_calls();
+        for (i, spec) in specs.into_iter().enumerate() {
             let case = Case {
                 spec,
-                n: 2,
-                h: 30,
-                w: 31,
+                n,
+                h,
+                w,
                 zero_point: 117,
                 seed: 900 + i as u64,
             };
