@@ -11,8 +11,8 @@
 //! of exactly the bytes its mask lets through. The direct kernel ([`vnni_direct`]) reads each
 //! pixel's four input bytes through a raw pointer (slices for nine pixels would not fit the
 //! registers): `DirectJob::check` asserts, before it runs, that every pixel's furthest segment
-//! ends inside the input, and a test backs each of those checks. The tests (`int8::gemm`, `int8::conv`) run each kernel this machine has
-//! against an integer oracle.
+//! ends inside the input, and a test backs each of those checks. The tests (`int8::gemm`,
+//! `int8::conv`) run each kernel this machine has against an integer oracle.
 #![allow(unsafe_code)]
 
 use crate::direct::MR as PX;
