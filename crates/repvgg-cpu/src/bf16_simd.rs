@@ -639,8 +639,8 @@ mod tests {
         let (taps, seg, n) = ([0usize, 40, 100], 8, 20);
         let half = seg / 2;
         let val = |i: usize| ((i * 37 % 23) as f32 - 11.0) / 8.0;
-        // Pixel `r` reads 108 bytes from byte `12 r` on.
-        let x: Vec<u8> = (0..MR * 6 + 52)
+        // Pixel `r` reads from byte `12 r` to its last segment's end: exactly the input.
+        let x: Vec<u8> = (0..(12 * (MR - 1) + taps[2] + seg) / 2)
             .flat_map(|i| crate::bf16::to_bf16(val(i)).to_le_bytes())
             .collect();
         let wt = |k: usize, j: usize| val(k * 7 + j + 3);

@@ -330,17 +330,14 @@ pub(crate) mod tests {
     /// ([`RUN`] blocks) on one thread, and more than the few-pixel path's one call on many:
     /// one group, the stem's odd channels (kernel rows), two groups.
     pub(crate) fn several_calls() -> ([ConvSpec; 3], (usize, usize, usize)) {
-        let specs = [spec(8, 16, 3, 1), stem(), spec(16, 32, 3, 2)];
+        let stem = ConvSpec::new(3, 48, 3, 2, 1, 1).unwrap();
+        let specs = [spec(8, 16, 3, 1), stem, spec(16, 32, 3, 2)];
         let (n, h, w) = (2, 40, 41);
         for s in &specs {
             let (oh, ow) = s.output_size(h, w).unwrap();
             assert!(n * oh * ow > 4 * RUN * MR, "one call per job");
         }
         (specs, (n, h, w))
-    }
-
-    fn stem() -> ConvSpec {
-        ConvSpec::new(3, 48, 3, 2, 1, 1).unwrap()
     }
 
     /// Runs of three, never a lone vector after others: 4 = 2 + 2, 5 = 3 + 2, 7 = 3 + 2 + 2.
